@@ -1,0 +1,30 @@
+//! The mekong wire contract, shared by the platform and the edge firmware.
+//!
+//! Everything that crosses the network between a sensor node and the platform is defined here
+//! and nowhere else:
+//!
+//! - [`topic`]: the MQTT topics (`mekong/v1/{device_id}/up`) and what a device id may be;
+//! - [`senml`]: SenML packs (RFC 8428) in their CBOR form (section 6, integer labels), with the
+//!   resolution rules of section 4.6, an encoder that needs no allocator and a decoder that
+//!   borrows from the input;
+//! - [`limits`]: the bounds a reading must respect to be accepted (time window, name lengths);
+//! - [`metrics`]: the well-known metric names, their SenML units and the kind of station that
+//!   reports them.
+//!
+//! The crate is `no_std` and never allocates, so the firmware links the very code the server
+//! decodes with. CBOR goes through `serde_cbor`, which is archived upstream (RUSTSEC-2021-0127);
+//! no other crate may name it, so that it can be replaced here alone.
+#![no_std]
+#![warn(missing_docs)]
+
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+pub mod limits;
+pub mod metrics;
+pub mod senml;
+pub mod topic;
+
+pub use metrics::DeviceKind;
+pub use senml::{decode_pack, encode_pack, Base, DecodeError, EncodeError, Reading, Record, RecordError, Value};
+pub use topic::{parse_uplink, TopicError};

@@ -1,0 +1,796 @@
+//! SenML packs in CBOR (RFC 8428 section 6): the encoder the nodes use and the decoder the
+//! platform uses, with the resolution rules of section 4.6.
+//!
+//! A pack is a CBOR array of maps with integer labels. Base fields (`bn`, `bt`, `bu`, `bv`)
+//! apply to the record they appear in and every later one, until another record sets them
+//! again; so a node that was offline can send its whole backlog in one pack with one base time.
+//!
+//! Neither side allocates. The decoder hands each resolved [`Record`] to a callback with its
+//! strings borrowed from the input, and stops at the first problem with a [`DecodeError`] that
+//! says which record and why. It never trusts a length from the input: arrays, maps and strings
+//! are read element by element (a header that claims four billion items costs nothing until
+//! the input runs out), and nesting is bounded by serde_cbor's depth limit.
+
+use core::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq};
+use serde_cbor::ser::SliceWrite;
+
+use crate::limits::{
+    MAX_FUTURE_SECS, MAX_NAME_LEN, MAX_UNIT_LEN, MIN_TIME_SECS, RELATIVE_TIME_LIMIT, SENML_VERSION,
+};
+
+/// CBOR integer labels of RFC 8428, table 4.
+pub mod label {
+    /// Base version.
+    pub const BVER: i64 = -1;
+    /// Base name.
+    pub const BN: i64 = -2;
+    /// Base time.
+    pub const BT: i64 = -3;
+    /// Base unit.
+    pub const BU: i64 = -4;
+    /// Base value.
+    pub const BV: i64 = -5;
+    /// Base sum.
+    pub const BS: i64 = -6;
+    /// Name.
+    pub const N: i64 = 0;
+    /// Unit.
+    pub const U: i64 = 1;
+    /// Numeric value.
+    pub const V: i64 = 2;
+    /// String value.
+    pub const VS: i64 = 3;
+    /// Boolean value.
+    pub const VB: i64 = 4;
+    /// Sum.
+    pub const S: i64 = 5;
+    /// Time.
+    pub const T: i64 = 6;
+    /// Update time.
+    pub const UT: i64 = 7;
+    /// Data value.
+    pub const VD: i64 = 8;
+}
+
+/// The value of a resolved record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// `v` (plus any base value).
+    Number(f64),
+    /// `vs`.
+    String(&'a str),
+    /// `vb`.
+    Bool(bool),
+    /// `vd`.
+    Data(&'a [u8]),
+    /// Only a sum (`s`), no value.
+    SumOnly(f64),
+}
+
+/// A record after base fields were applied (RFC 8428 section 4.6).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Record<'a> {
+    /// Base name in force for this record (often empty).
+    pub base_name: &'a str,
+    /// The record's own name; the resolved name is `base_name` followed by `name`.
+    pub name: &'a str,
+    /// `u`, or the base unit in force.
+    pub unit: Option<&'a str>,
+    /// The resolved value.
+    pub value: Value<'a>,
+    /// Absolute time in seconds since the Unix epoch: relative times (below 2^28) were made
+    /// absolute against the time of receipt, and a record with no time at all has that time.
+    pub time: f64,
+}
+
+impl Record<'_> {
+    /// Writes the resolved name (base name + name) into `out` and returns it.
+    pub fn name_into<'b>(&self, out: &'b mut [u8; MAX_NAME_LEN]) -> &'b str {
+        let (b, n) = (self.base_name.as_bytes(), self.name.as_bytes());
+        // check_record bounds the sum, and both halves are whole UTF-8 strings.
+        let len = (b.len() + n.len()).min(MAX_NAME_LEN);
+        let bl = b.len().min(len);
+        out[..bl].copy_from_slice(&b[..bl]);
+        out[bl..len].copy_from_slice(&n[..len - bl]);
+        core::str::from_utf8(&out[..len]).unwrap_or("")
+    }
+
+    fn resolved_name_len(&self) -> usize {
+        self.base_name.len() + self.name.len()
+    }
+
+    fn resolved_name_bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.base_name.bytes().chain(self.name.bytes())
+    }
+}
+
+/// Why one record of a pack is refused.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    /// A record is not a CBOR map.
+    #[error("record is not a map")]
+    NotAMap,
+    /// A label is neither an integer nor a text string.
+    #[error("label is neither an integer nor a text string")]
+    BadLabel,
+    /// A label appears twice in one record.
+    #[error("label {0} appears twice")]
+    DuplicateLabel(i64),
+    /// A text label ending in `_` (must-understand, RFC 8428 section 4.4) that we do not know.
+    #[error("unknown must-understand label")]
+    MustUnderstand,
+    /// A field has the wrong CBOR type.
+    #[error("field {field} must be {expected}, found {found}")]
+    WrongType {
+        /// The SenML field name.
+        field: &'static str,
+        /// What the contract asks for.
+        expected: &'static str,
+        /// What was found.
+        found: &'static str,
+    },
+    /// Base version newer than RFC 8428's.
+    #[error("senml version {0} is not supported (at most 10)")]
+    UnsupportedVersion(u64),
+    /// The resolved name is empty, too long, or has characters RFC 8428 forbids.
+    #[error("name must be 1 to 64 characters of A-Z a-z 0-9 - : . / _, starting with a letter or digit")]
+    BadName,
+    /// The unit is too long or not printable ASCII.
+    #[error("unit must be 1 to 16 printable ASCII characters")]
+    BadUnit,
+    /// More than one value field, or none.
+    #[error("record must have exactly one value (v, vs, vb or vd) or a base value")]
+    NoSingleValue,
+    /// A value, sum or time is NaN or infinite.
+    #[error("{0} is not a finite number")]
+    NotFinite(&'static str),
+    /// Time before 2000-01-01.
+    #[error("time is before 2000-01-01")]
+    TooOld,
+    /// Time more than a day ahead of the platform's clock.
+    #[error("time is more than a day in the future")]
+    InFuture,
+    /// The pack holds more records than the receiver accepts.
+    #[error("pack has more than {0} records")]
+    TooManyRecords(usize),
+    /// The receiver refused the record (for example: a value type it does not store).
+    #[error("{0}")]
+    Refused(&'static str),
+}
+
+/// Why a pack cannot be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Zero bytes.
+    #[error("empty payload")]
+    Empty,
+    /// The top-level item is not an array.
+    #[error("not a senml pack: top-level item is {0}, not an array")]
+    NotAPack(&'static str),
+    /// The input ends inside an item.
+    #[error("truncated cbor: {0}")]
+    Truncated(serde_cbor::Error),
+    /// Not well-formed CBOR, or nested deeper than the limit.
+    #[error("invalid cbor: {0}")]
+    Cbor(serde_cbor::Error),
+    /// An indefinite-length text or byte string: records borrow their strings from the input,
+    /// so strings must be in one piece.
+    #[error("indefinite-length strings are not supported")]
+    IndefiniteString,
+    /// Bytes follow the pack.
+    #[error("trailing bytes after the pack")]
+    TrailingData,
+    /// One record is refused.
+    #[error("record {index}: {error}")]
+    Record {
+        /// Zero-based index of the record in the pack.
+        index: usize,
+        /// Why.
+        error: RecordError,
+    },
+}
+
+impl DecodeError {
+    /// A short, stable name for the kind of error, for counters and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::NotAPack(_) => "not_senml",
+            Self::Truncated(_) => "truncated",
+            Self::Cbor(_) | Self::TrailingData | Self::IndefiniteString => "invalid_cbor",
+            Self::Record { error, .. } => match error {
+                RecordError::NotFinite(_) => "not_finite",
+                RecordError::TooOld | RecordError::InFuture => "bad_time",
+                RecordError::TooManyRecords(_) => "too_many_records",
+                RecordError::Refused(_) => "unsupported_value",
+                RecordError::WrongType { .. } => "wrong_type",
+                _ => "invalid_record",
+            },
+        }
+    }
+}
+
+/// Limits the receiver imposes while decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// Time of receipt, seconds since the Unix epoch: the origin of relative times and the
+    /// reference for the "not more than a day ahead" rule.
+    pub now: f64,
+    /// The most records one pack may hold.
+    pub max_records: usize,
+}
+
+/// Decodes a SenML-CBOR pack, checks every record against the contract ([`check_record`]) and
+/// hands each one, resolved, to `sink`. The sink may refuse a record with an error, which stops
+/// decoding. Returns the number of records.
+///
+/// Records are handed over as they are decoded, so a caller that must accept a pack whole or
+/// not at all collects them and acts only when this returns `Ok`.
+pub fn decode_pack<'a, F>(input: &'a [u8], opts: DecodeOptions, sink: &mut F) -> Result<usize, DecodeError>
+where
+    F: FnMut(Record<'a>) -> Result<(), RecordError>,
+{
+    let first = *input.first().ok_or(DecodeError::Empty)?;
+    if first >> 5 != 4 {
+        return Err(DecodeError::NotAPack(major_type_name(first)));
+    }
+    let mut failure = None;
+    // No scratch space: indefinite-length strings would have to be copied, and a record keeps
+    // its strings borrowed from the input; they are refused with a clear reason instead.
+    let mut scratch = [0u8; 0];
+    let mut de = serde_cbor::Deserializer::from_slice_with_scratch(input, &mut scratch);
+    let seed = PackSeed { opts, sink, failure: &mut failure };
+    let records = match (seed.deserialize(&mut de), failure) {
+        (_, Some((index, error))) => return Err(DecodeError::Record { index, error }),
+        (Ok(n), None) => n,
+        (Err(e), None) if e.is_eof() => return Err(DecodeError::Truncated(e)),
+        (Err(e), None) if e.is_scratch_too_small() => return Err(DecodeError::IndefiniteString),
+        (Err(e), None) => return Err(DecodeError::Cbor(e)),
+    };
+    de.end().map_err(|_| DecodeError::TrailingData)?;
+    Ok(records)
+}
+
+fn major_type_name(initial: u8) -> &'static str {
+    match initial >> 5 {
+        0 | 1 => "an integer",
+        2 => "a byte string",
+        3 => "a text string",
+        4 => "an array",
+        5 => "a map",
+        6 => "a tagged item",
+        _ => "a simple value or float",
+    }
+}
+
+/// Checks a resolved record against the contract: a valid name, a printable unit, exactly one
+/// finite value, and a time between 2000-01-01 and one day after `now`.
+pub fn check_record(record: &Record<'_>, now: f64) -> Result<(), RecordError> {
+    let len = record.resolved_name_len();
+    let mut bytes = record.resolved_name_bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
+    let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b':' | b'.' | b'/' | b'_'));
+    if !(first_ok && rest_ok && len <= MAX_NAME_LEN) {
+        return Err(RecordError::BadName);
+    }
+    if let Some(unit) = record.unit {
+        let printable = unit.bytes().all(|b| b.is_ascii_graphic());
+        if unit.is_empty() || unit.len() > MAX_UNIT_LEN || !printable {
+            return Err(RecordError::BadUnit);
+        }
+    }
+    match record.value {
+        Value::Number(v) if !v.is_finite() => return Err(RecordError::NotFinite("value")),
+        Value::SumOnly(s) if !s.is_finite() => return Err(RecordError::NotFinite("sum")),
+        _ => {}
+    }
+    if !record.time.is_finite() {
+        return Err(RecordError::NotFinite("time"));
+    }
+    if record.time < MIN_TIME_SECS {
+        return Err(RecordError::TooOld);
+    }
+    if record.time > now + MAX_FUTURE_SECS {
+        return Err(RecordError::InFuture);
+    }
+    Ok(())
+}
+
+/// Base fields in force while walking a pack.
+#[derive(Debug, Default, Clone, Copy)]
+struct Bases<'a> {
+    name: &'a str,
+    time: f64,
+    unit: Option<&'a str>,
+    value: Option<f64>,
+}
+
+/// One record's fields as found on the wire, before resolution.
+#[derive(Debug, Default)]
+struct RawRecord<'a> {
+    bver: Option<u64>,
+    bn: Option<&'a str>,
+    bt: Option<f64>,
+    bu: Option<&'a str>,
+    bv: Option<f64>,
+    n: Option<&'a str>,
+    u: Option<&'a str>,
+    v: Option<f64>,
+    vs: Option<&'a str>,
+    vb: Option<bool>,
+    vd: Option<&'a [u8]>,
+    s: Option<f64>,
+    t: Option<f64>,
+}
+
+impl<'a> RawRecord<'a> {
+    fn resolve(&self, bases: &mut Bases<'a>, now: f64) -> Result<Record<'a>, RecordError> {
+        if let Some(version) = self.bver {
+            if version > SENML_VERSION {
+                return Err(RecordError::UnsupportedVersion(version));
+            }
+        }
+        if let Some(bn) = self.bn {
+            bases.name = bn;
+        }
+        if let Some(bt) = self.bt {
+            bases.time = bt;
+        }
+        if let Some(bu) = self.bu {
+            bases.unit = Some(bu);
+        }
+        if let Some(bv) = self.bv {
+            bases.value = Some(bv);
+        }
+        let given = [self.v.is_some(), self.vs.is_some(), self.vb.is_some(), self.vd.is_some()];
+        let value = match (given.iter().filter(|g| **g).count(), self) {
+            (0, _) => match (bases.value, self.s) {
+                (Some(bv), _) => Value::Number(bv),
+                (None, Some(s)) => Value::SumOnly(s),
+                (None, None) => return Err(RecordError::NoSingleValue),
+            },
+            (1, RawRecord { v: Some(v), .. }) => Value::Number(bases.value.unwrap_or(0.0) + v),
+            (1, RawRecord { vs: Some(vs), .. }) => Value::String(vs),
+            (1, RawRecord { vb: Some(vb), .. }) => Value::Bool(*vb),
+            (1, RawRecord { vd: Some(vd), .. }) => Value::Data(vd),
+            _ => return Err(RecordError::NoSingleValue),
+        };
+        let mut time = bases.time + self.t.unwrap_or(0.0);
+        if time < RELATIVE_TIME_LIMIT {
+            time += now;
+        }
+        let record = Record {
+            base_name: bases.name,
+            name: self.n.unwrap_or(""),
+            unit: self.u.or(bases.unit),
+            value,
+            time,
+        };
+        check_record(&record, now)?;
+        Ok(record)
+    }
+}
+
+type Failure = Option<(usize, RecordError)>;
+
+struct PackSeed<'s, F> {
+    opts: DecodeOptions,
+    sink: &'s mut F,
+    failure: &'s mut Failure,
+}
+
+impl<'de, F> DeserializeSeed<'de> for PackSeed<'_, F>
+where
+    F: FnMut(Record<'de>) -> Result<(), RecordError>,
+{
+    type Value = usize;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, F> Visitor<'de> for PackSeed<'_, F>
+where
+    F: FnMut(Record<'de>) -> Result<(), RecordError>,
+{
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a senml pack (array of records)")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut bases = Bases::default();
+        let mut index = 0;
+        loop {
+            let mut error = None;
+            let raw = seq.next_element_seed(RecordSeed { error: &mut error });
+            let fail = |e: RecordError, failure: &mut Failure| {
+                *failure = Some((index, e));
+                de::Error::custom("record refused")
+            };
+            let raw = match (raw, error) {
+                (_, Some(e)) => return Err(fail(e, self.failure)),
+                (Err(e), None) => return Err(e),
+                (Ok(None), None) => return Ok(index),
+                (Ok(Some(raw)), None) => raw,
+            };
+            if index >= self.opts.max_records {
+                return Err(fail(RecordError::TooManyRecords(self.opts.max_records), self.failure));
+            }
+            let record = raw.resolve(&mut bases, self.opts.now).map_err(|e| fail(e, self.failure))?;
+            (self.sink)(record).map_err(|e| fail(e, self.failure))?;
+            index += 1;
+        }
+    }
+}
+
+struct RecordSeed<'s> {
+    error: &'s mut Option<RecordError>,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
+    type Value = RawRecord<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<RawRecord<'de>, D::Error> {
+        let refuse = |error: &mut Option<RecordError>, e| {
+            *error = Some(e);
+            de::Error::custom("record refused")
+        };
+        match d.deserialize_any(ItemSeed)? {
+            Item::Map(Ok(raw)) => Ok(raw),
+            Item::Map(Err(e)) => Err(refuse(self.error, e)),
+            _ => Err(refuse(self.error, RecordError::NotAMap)),
+        }
+    }
+}
+
+/// Any CBOR item, as far as a record cares: scalars are kept (strings borrowed), arrays are
+/// skipped, and a map at the record level is read as a record.
+#[derive(Debug)]
+enum Item<'a> {
+    Int(i128),
+    Float(f64),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+    Bool(bool),
+    Map(Result<RawRecord<'a>, RecordError>),
+    Other(&'static str),
+}
+
+impl Item<'_> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Item::Int(_) => "an integer",
+            Item::Float(_) => "a float",
+            Item::Text(_) => "a text string",
+            Item::Bytes(_) => "a byte string",
+            Item::Bool(_) => "a boolean",
+            Item::Map(_) => "a map",
+            Item::Other(what) => what,
+        }
+    }
+}
+
+struct ItemSeed;
+
+impl<'de> DeserializeSeed<'de> for ItemSeed {
+    type Value = Item<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Item<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// A scalar inside a record (a label or a field's value): maps are skipped, not read as records.
+struct ScalarSeed;
+
+impl<'de> DeserializeSeed<'de> for ScalarSeed {
+    type Value = Item<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Item<'de>, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+macro_rules! scalar_visits {
+    () => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Item<'de>, E> {
+            Ok(Item::Bool(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Item<'de>, E> {
+            Ok(Item::Int(v.into()))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Item<'de>, E> {
+            Ok(Item::Int(v.into()))
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<Item<'de>, E> {
+            Ok(Item::Int(v))
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<Item<'de>, E> {
+            Ok(i128::try_from(v).map_or(Item::Other("an integer out of range"), Item::Int))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Item<'de>, E> {
+            Ok(Item::Float(v))
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Item<'de>, E> {
+            Ok(Item::Text(v))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Item<'de>, E> {
+            Ok(Item::Other("an indefinite-length text string"))
+        }
+        fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Item<'de>, E> {
+            Ok(Item::Bytes(v))
+        }
+        fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Item<'de>, E> {
+            Ok(Item::Other("an indefinite-length byte string"))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Item<'de>, E> {
+            Ok(Item::Other("null"))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Item<'de>, E> {
+            Ok(Item::Other("null"))
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Item<'de>, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Item::Other("an array"))
+        }
+    };
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Item<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a cbor item")
+    }
+
+    scalar_visits!();
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Item::Other("a map"))
+    }
+}
+
+impl<'de> Visitor<'de> for ItemSeed {
+    type Value = Item<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a senml record")
+    }
+
+    scalar_visits!();
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
+        let mut raw = RawRecord::default();
+        // The record is read to its end even after a bad field, so that the reason names the
+        // first bad field and the CBOR stays in step.
+        let mut error: Option<RecordError> = None;
+        let mut seen: u16 = 0;
+        while let Some(key) = map.next_key_seed(ScalarSeed)? {
+            let value = map.next_value_seed(ScalarSeed)?;
+            if error.is_some() {
+                continue;
+            }
+            let label = match key {
+                Item::Int(l) => i64::try_from(l).unwrap_or(i64::MAX),
+                Item::Text(t) if t.ends_with('_') => {
+                    error = Some(RecordError::MustUnderstand);
+                    continue;
+                }
+                Item::Text(_) => continue,
+                _ => {
+                    error = Some(RecordError::BadLabel);
+                    continue;
+                }
+            };
+            if (label::BVER..=label::VD).contains(&label) {
+                let bit = 1u16 << (label - label::BVER);
+                if seen & bit != 0 {
+                    error = Some(RecordError::DuplicateLabel(label));
+                    continue;
+                }
+                seen |= bit;
+            }
+            if let Err(e) = raw.set(label, value) {
+                error = Some(e);
+            }
+        }
+        Ok(Item::Map(match error {
+            Some(e) => Err(e),
+            None => Ok(raw),
+        }))
+    }
+}
+
+impl<'a> RawRecord<'a> {
+    fn set(&mut self, label: i64, value: Item<'a>) -> Result<(), RecordError> {
+        fn number(field: &'static str, item: Item<'_>) -> Result<f64, RecordError> {
+            match item {
+                Item::Int(i) => Ok(i as f64),
+                Item::Float(f) if f.is_finite() => Ok(f),
+                Item::Float(_) => Err(RecordError::NotFinite(field)),
+                other => Err(wrong(field, "a number", &other)),
+            }
+        }
+        fn text<'a>(field: &'static str, item: Item<'a>) -> Result<&'a str, RecordError> {
+            match item {
+                Item::Text(t) => Ok(t),
+                other => Err(wrong(field, "a text string", &other)),
+            }
+        }
+        fn wrong(field: &'static str, expected: &'static str, found: &Item<'_>) -> RecordError {
+            RecordError::WrongType { field, expected, found: found.type_name() }
+        }
+        match label {
+            label::BVER => match value {
+                Item::Int(i) if i >= 0 => self.bver = Some(u64::try_from(i).unwrap_or(u64::MAX)),
+                other => return Err(wrong("bver", "a positive integer", &other)),
+            },
+            label::BN => self.bn = Some(text("bn", value)?),
+            label::BT => self.bt = Some(number("bt", value)?),
+            label::BU => self.bu = Some(text("bu", value)?),
+            label::BV => self.bv = Some(number("bv", value)?),
+            label::BS => {
+                number("bs", value)?;
+            }
+            label::N => self.n = Some(text("n", value)?),
+            label::U => self.u = Some(text("u", value)?),
+            label::V => self.v = Some(number("v", value)?),
+            label::VS => self.vs = Some(text("vs", value)?),
+            label::VB => match value {
+                Item::Bool(b) => self.vb = Some(b),
+                other => return Err(wrong("vb", "a boolean", &other)),
+            },
+            label::VD => match value {
+                Item::Bytes(b) => self.vd = Some(b),
+                other => return Err(wrong("vd", "a byte string", &other)),
+            },
+            label::S => self.s = Some(number("s", value)?),
+            label::T => self.t = Some(number("t", value)?),
+            label::UT => {
+                number("ut", value)?;
+            }
+            // Unknown integer labels are extensions we may ignore (RFC 8428 section 4.4).
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Base fields, written once in the first record of an encoded pack.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Base<'a> {
+    /// Base name (`bn`), prefixed to every record's name.
+    pub name: Option<&'a str>,
+    /// Base time (`bt`), seconds since the Unix epoch; readings' times are relative to it.
+    pub time: Option<f64>,
+    /// Base unit (`bu`), for readings that give none.
+    pub unit: Option<&'a str>,
+}
+
+/// One numeric reading to encode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading<'a> {
+    /// Record name (`n`): the metric, such as `water_level`.
+    pub name: &'a str,
+    /// Unit (`u`); left out when it equals the base unit.
+    pub unit: Option<&'a str>,
+    /// Value (`v`); integral values are written as CBOR integers, which are shorter.
+    pub value: f64,
+    /// Time (`t`) relative to the base time, in seconds; left out when zero.
+    pub time: f64,
+}
+
+/// Why a pack cannot be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The output buffer is too small for the pack.
+    #[error("output buffer too small")]
+    BufferFull,
+    /// A value or time is NaN or infinite.
+    #[error("{0} is not a finite number")]
+    NotFinite(&'static str),
+}
+
+/// Encodes `readings` as one SenML-CBOR pack into `out` and returns the number of bytes
+/// written. Needs no allocator.
+pub fn encode_pack(out: &mut [u8], base: &Base<'_>, readings: &[Reading<'_>]) -> Result<usize, EncodeError> {
+    if base.time.is_some_and(|t| !t.is_finite()) {
+        return Err(EncodeError::NotFinite("base time"));
+    }
+    for r in readings {
+        if !r.value.is_finite() {
+            return Err(EncodeError::NotFinite("value"));
+        }
+        if !r.time.is_finite() {
+            return Err(EncodeError::NotFinite("time"));
+        }
+    }
+    let mut ser = serde_cbor::Serializer::new(SliceWrite::new(out));
+    PackSer { base, readings }.serialize(&mut ser).map_err(|_| EncodeError::BufferFull)?;
+    Ok(ser.into_inner().bytes_written())
+}
+
+struct PackSer<'r, 'a> {
+    base: &'r Base<'a>,
+    readings: &'r [Reading<'a>],
+}
+
+impl Serialize for PackSer<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.readings.len()))?;
+        for (i, reading) in self.readings.iter().enumerate() {
+            let base = if i == 0 { Some(self.base) } else { None };
+            seq.serialize_element(&RecordSer { base, unit_base: self.base.unit, reading })?;
+        }
+        seq.end()
+    }
+}
+
+struct RecordSer<'r, 'a> {
+    base: Option<&'r Base<'a>>,
+    unit_base: Option<&'a str>,
+    reading: &'r Reading<'a>,
+}
+
+impl Serialize for RecordSer<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.reading;
+        let base = self.base.copied().unwrap_or_default();
+        let unit = r.unit.filter(|u| Some(*u) != self.unit_base);
+        let has_time = r.time != 0.0;
+        let len = [base.name.is_some(), base.time.is_some(), base.unit.is_some(), true, unit.is_some(), true, has_time]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        let mut map = s.serialize_map(Some(len))?;
+        if let Some(bn) = base.name {
+            map.serialize_entry(&label::BN, bn)?;
+        }
+        if let Some(bt) = base.time {
+            map.serialize_entry(&label::BT, &Num(bt))?;
+        }
+        if let Some(bu) = base.unit {
+            map.serialize_entry(&label::BU, bu)?;
+        }
+        map.serialize_entry(&label::N, r.name)?;
+        if let Some(u) = unit {
+            map.serialize_entry(&label::U, u)?;
+        }
+        map.serialize_entry(&label::V, &Num(r.value))?;
+        if has_time {
+            map.serialize_entry(&label::T, &Num(r.time))?;
+        }
+        map.end()
+    }
+}
+
+/// A number written in its shortest exact CBOR form: an integer when it is one, else the
+/// narrowest float that holds it exactly (serde_cbor picks between half, single and double).
+struct Num(f64);
+
+impl Serialize for Num {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const EXACT_INT: f64 = 9_007_199_254_740_992.0; // 2^53
+        let v = self.0;
+        if v.abs() < EXACT_INT && (v as i64) as f64 == v && !(v == 0.0 && v.is_sign_negative()) {
+            s.serialize_i64(v as i64)
+        } else {
+            s.serialize_f64(v)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

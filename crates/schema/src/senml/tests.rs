@@ -1,0 +1,336 @@
+//! Tests of the SenML-CBOR codec: round trips, RFC 8428 resolution, the golden pack and every
+//! kind of bad input a sensor can send.
+
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use super::*;
+
+const NOW: f64 = 1_790_000_000.0; // 2026-09-21
+
+fn opts() -> DecodeOptions {
+    DecodeOptions { now: NOW, max_records: 1000 }
+}
+
+#[derive(Debug, PartialEq)]
+struct Owned {
+    name: String,
+    unit: Option<String>,
+    value: f64,
+    time: f64,
+}
+
+fn decode(input: &[u8]) -> Result<Vec<Owned>, DecodeError> {
+    let mut out = Vec::new();
+    decode_pack(input, opts(), &mut |r: Record<'_>| {
+        let mut buf = [0u8; MAX_NAME_LEN];
+        let value = match r.value {
+            Value::Number(v) => v,
+            _ => return Err(RecordError::Refused("only numbers")),
+        };
+        out.push(Owned { name: r.name_into(&mut buf).to_string(), unit: r.unit.map(Into::into), value, time: r.time });
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn owned(name: &str, unit: Option<&str>, value: f64, time: f64) -> Owned {
+    Owned { name: name.into(), unit: unit.map(Into::into), value, time }
+}
+
+/// A minimal CBOR writer for building inputs by hand, including ones the encoder never makes.
+#[derive(Default)]
+struct Cbor(Vec<u8>);
+
+impl Cbor {
+    fn head(mut self, major: u8, n: u64) -> Self {
+        let m = major << 5;
+        match n {
+            0..=23 => self.0.push(m | n as u8),
+            24..=0xff => self.0.extend([m | 24, n as u8]),
+            0x100..=0xffff => {
+                self.0.push(m | 25);
+                self.0.extend((n as u16).to_be_bytes());
+            }
+            0x1_0000..=0xffff_ffff => {
+                self.0.push(m | 26);
+                self.0.extend((n as u32).to_be_bytes());
+            }
+            _ => {
+                self.0.push(m | 27);
+                self.0.extend(n.to_be_bytes());
+            }
+        }
+        self
+    }
+    fn arr(self, n: u64) -> Self {
+        self.head(4, n)
+    }
+    fn map(self, n: u64) -> Self {
+        self.head(5, n)
+    }
+    fn int(self, i: i64) -> Self {
+        if i >= 0 {
+            self.head(0, i as u64)
+        } else {
+            self.head(1, (-1 - i) as u64)
+        }
+    }
+    fn text(self, s: &str) -> Self {
+        let mut c = self.head(3, s.len() as u64);
+        c.0.extend(s.as_bytes());
+        c
+    }
+    fn f64(mut self, x: f64) -> Self {
+        self.0.push(0xfb);
+        self.0.extend(x.to_bits().to_be_bytes());
+        self
+    }
+    fn raw(mut self, bytes: &[u8]) -> Self {
+        self.0.extend(bytes);
+        self
+    }
+    fn done(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+fn record_error(input: &[u8]) -> (usize, RecordError) {
+    match decode(input) {
+        Err(DecodeError::Record { index, error }) => (index, error),
+        other => panic!("expected a record error, got {other:?}"),
+    }
+}
+
+#[test]
+fn encoded_packs_decode_to_the_same_readings() {
+    let base = Base { name: None, time: Some(1_790_000_000.0), unit: Some("cm") };
+    let readings = [
+        Reading { name: "water_level", unit: None, value: 182.4, time: 0.0 },
+        Reading { name: "water_level", unit: None, value: 183.0, time: 10.0 },
+        Reading { name: "salinity", unit: Some("ppt"), value: 0.35, time: 10.5 },
+        Reading { name: "water_temp", unit: Some("Cel"), value: -0.0, time: -60.25 },
+    ];
+    let mut buf = [0u8; 256];
+    let n = encode_pack(&mut buf, &base, &readings).unwrap();
+    let got = decode(&buf[..n]).unwrap();
+    assert_eq!(
+        got,
+        [
+            owned("water_level", Some("cm"), 182.4, 1_790_000_000.0),
+            owned("water_level", Some("cm"), 183.0, 1_790_000_010.0),
+            owned("salinity", Some("ppt"), 0.35, 1_790_000_010.5),
+            owned("water_temp", Some("Cel"), -0.0, 1_789_999_939.75),
+        ]
+    );
+}
+
+#[test]
+fn encoding_fails_cleanly_when_the_buffer_is_short() {
+    let r = [Reading { name: "pm2_5", unit: Some("ug/m3"), value: 12.5, time: 0.0 }];
+    let mut buf = [0u8; 8];
+    assert_eq!(encode_pack(&mut buf, &Base::default(), &r), Err(EncodeError::BufferFull));
+    let nan = [Reading { value: f64::NAN, ..r[0] }];
+    assert_eq!(encode_pack(&mut [0u8; 64], &Base::default(), &nan), Err(EncodeError::NotFinite("value")));
+}
+
+#[test]
+fn integral_values_are_written_as_integers() {
+    let r = [Reading { name: "vehicle_count", unit: None, value: 42.0, time: 0.0 }];
+    let mut buf = [0u8; 64];
+    let n = encode_pack(&mut buf, &Base::default(), &r).unwrap();
+    // [ {0: "vehicle_count", 2: 42} ]
+    let expected = Cbor::default().arr(1).map(2).int(0).text("vehicle_count").int(2).int(42).done();
+    assert_eq!(&buf[..n], expected.as_slice());
+}
+
+/// The pack shown in the README: anyone can paste its hex into a CBOR decoder.
+#[test]
+fn golden_pack_matches_the_fixture() {
+    let base = Base { name: Some("hau-"), time: Some(1_790_000_000.0), unit: None };
+    let readings = [
+        Reading { name: "water_level", unit: Some("cm"), value: 182.5, time: 0.0 },
+        Reading { name: "salinity", unit: Some("ppt"), value: 0.25, time: 0.0 },
+        Reading { name: "water_level", unit: Some("cm"), value: 184.0, time: 60.0 },
+    ];
+    let mut buf = [0u8; 256];
+    let n = encode_pack(&mut buf, &base, &readings).unwrap();
+    let hex: String = buf[..n].iter().map(|b| std::format!("{b:02x}")).collect();
+    let fixture = include_str!("../../fixtures/water-pack.hex").trim();
+    assert_eq!(hex, fixture);
+    let got = decode(&buf[..n]).unwrap();
+    assert_eq!(got[2], owned("hau-water_level", Some("cm"), 184.0, 1_790_000_060.0));
+}
+
+#[test]
+fn base_fields_apply_until_changed() {
+    // RFC 8428 section 4.6: each base field holds for later records until set again.
+    let input = Cbor::default()
+        .arr(3)
+        .map(4).int(label::BN).text("a-").int(label::BT).int(1_790_000_000).int(label::N).text("x").int(label::V).int(1)
+        .map(3).int(label::BV).int(100).int(label::N).text("y").int(label::V).f64(0.5)
+        .map(3).int(label::BN).text("").int(label::N).text("z").int(label::T).int(-5)
+        .done();
+    let got = decode(&input).unwrap();
+    assert_eq!(
+        got,
+        [
+            owned("a-x", None, 1.0, 1_790_000_000.0),
+            owned("a-y", None, 100.5, 1_790_000_000.0),
+            // no value field: the base value is the value
+            owned("z", None, 100.0, 1_789_999_995.0),
+        ]
+    );
+}
+
+#[test]
+fn times_below_2_pow_28_are_relative_to_receipt() {
+    let no_time = Cbor::default().arr(1).map(2).int(label::N).text("pm10").int(label::V).int(30).done();
+    assert_eq!(decode(&no_time).unwrap()[0].time, NOW);
+    let relative = Cbor::default().arr(1).map(3).int(label::N).text("pm10").int(label::V).int(30).int(label::T).int(-120).done();
+    assert_eq!(decode(&relative).unwrap()[0].time, NOW - 120.0);
+    let fractional = Cbor::default().arr(1).map(3).int(label::N).text("pm10").int(label::V).int(30).int(label::T).f64(1_790_000_000.123).done();
+    assert!((decode(&fractional).unwrap()[0].time - 1_790_000_000.123).abs() < 1e-6);
+}
+
+#[test]
+fn unknown_integer_and_text_labels_are_ignored() {
+    let input = Cbor::default().arr(1).map(4).int(label::N).text("ph").int(label::V).f64(7.25).int(23).arr(2).int(1).int(2).text("note").text("x").done();
+    assert_eq!(decode(&input).unwrap(), [owned("ph", None, 7.25, NOW)]);
+}
+
+#[test]
+fn empty_and_non_pack_payloads_are_refused() {
+    assert!(matches!(decode(&[]), Err(DecodeError::Empty)));
+    assert!(matches!(decode(&Cbor::default().map(0).done()), Err(DecodeError::NotAPack("a map"))));
+    assert!(matches!(decode(b"{\"v\":1}"), Err(DecodeError::NotAPack(_))));
+    assert!(matches!(decode(&Cbor::default().text("hello").done()), Err(DecodeError::NotAPack("a text string"))));
+}
+
+#[test]
+fn truncated_packs_are_refused() {
+    let full = Cbor::default().arr(1).map(2).int(label::N).text("pm2_5").int(label::V).f64(12.5).done();
+    for cut in 1..full.len() {
+        let err = decode(&full[..cut]).unwrap_err();
+        assert!(matches!(err, DecodeError::Truncated(_)), "cut at {cut}: {err:?}");
+        assert_eq!(err.kind(), "truncated");
+    }
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let input = Cbor::default().arr(0).int(1).done();
+    assert!(matches!(decode(&input), Err(DecodeError::TrailingData)));
+}
+
+#[test]
+fn records_that_are_not_maps_are_refused() {
+    let input = Cbor::default().arr(2).map(2).int(label::N).text("a").int(label::V).int(1).int(7).done();
+    assert_eq!(record_error(&input), (1, RecordError::NotAMap));
+}
+
+#[test]
+fn wrong_types_are_refused_with_the_field() {
+    let input = Cbor::default().arr(1).map(2).int(label::N).text("speed").int(label::V).text("fast").done();
+    assert_eq!(
+        record_error(&input),
+        (0, RecordError::WrongType { field: "v", expected: "a number", found: "a text string" })
+    );
+    let input = Cbor::default().arr(1).map(2).int(label::N).int(5).int(label::V).int(1).done();
+    assert_eq!(
+        record_error(&input),
+        (0, RecordError::WrongType { field: "n", expected: "a text string", found: "an integer" })
+    );
+    let input = Cbor::default().arr(1).map(2).int(label::N).text("x").int(label::T).arr(0).done();
+    assert!(matches!(record_error(&input).1, RecordError::WrongType { field: "t", .. }));
+}
+
+#[test]
+fn nan_and_infinite_numbers_are_refused() {
+    for (x, label, field) in [(f64::NAN, label::V, "v"), (f64::INFINITY, label::V, "v"), (f64::NEG_INFINITY, label::T, "t")] {
+        let input = Cbor::default().arr(1).map(3).int(label::N).text("x").int(label::V).int(1).int(label).f64(x).done();
+        // A duplicate v is reported before its value is judged; use a fresh label set for v.
+        let input = if label == label::V {
+            Cbor::default().arr(1).map(2).int(label::N).text("x").int(label::V).f64(x).done()
+        } else {
+            input
+        };
+        assert_eq!(record_error(&input), (0, RecordError::NotFinite(field)));
+    }
+    // Half-precision NaN (f9 7e00), as some encoders write it.
+    let input = Cbor::default().arr(1).map(2).int(label::N).text("x").int(label::V).raw(&[0xf9, 0x7e, 0x00]).done();
+    assert_eq!(record_error(&input), (0, RecordError::NotFinite("v")));
+}
+
+#[test]
+fn times_outside_the_window_are_refused() {
+    let at = |t: f64| Cbor::default().arr(1).map(3).int(label::N).text("x").int(label::V).int(1).int(label::T).f64(t).done();
+    assert_eq!(record_error(&at(946_684_799.0)), (0, RecordError::TooOld));
+    assert_eq!(record_error(&at(NOW + 86_401.0)), (0, RecordError::InFuture));
+    assert!(decode(&at(NOW + 86_399.0)).is_ok());
+    assert!(decode(&at(946_684_800.0)).is_ok());
+}
+
+#[test]
+fn huge_length_headers_cost_nothing() {
+    // An array header that claims 2^32 - 1 records, then one record and the end of input.
+    let input = Cbor::default().arr(0xffff_ffff).map(2).int(label::N).text("x").int(label::V).int(1).done();
+    assert!(matches!(decode(&input), Err(DecodeError::Truncated(_))));
+    // A text string header that claims 2^63 bytes.
+    let input = Cbor::default().arr(1).map(1).int(label::N).head(3, 1 << 63).done();
+    assert!(matches!(decode(&input), Err(DecodeError::Truncated(_) | DecodeError::Cbor(_))));
+    // A map header that claims 2^64 - 1 pairs.
+    let input = Cbor::default().arr(1).map(u64::MAX).done();
+    assert!(matches!(decode(&input), Err(DecodeError::Truncated(_))));
+}
+
+#[test]
+fn deep_nesting_is_refused_without_exhausting_the_stack() {
+    let mut input = Cbor::default().arr(1).map(2).int(label::N).text("x").int(99).done();
+    input.extend(std::iter::repeat(0x81).take(100_000)); // [[[[...
+    input.push(0x00);
+    let err = decode(&input).unwrap_err();
+    assert!(matches!(err, DecodeError::Cbor(_)), "{err:?}");
+    assert!(err.to_string().contains("recursion limit"), "{err}");
+}
+
+#[test]
+fn too_many_records_are_refused() {
+    let mut c = Cbor::default().arr(1001);
+    for _ in 0..1001 {
+        c = c.map(2).int(label::N).text("x").int(label::V).int(1);
+    }
+    assert_eq!(record_error(&c.done()), (1000, RecordError::TooManyRecords(1000)));
+}
+
+#[test]
+fn malformed_records_are_refused_with_reasons() {
+    fn check(c: Cbor, expected: RecordError) {
+        assert_eq!(record_error(&c.done()).1, expected);
+    }
+    let one = || Cbor::default().arr(1);
+    check(one().map(2).int(label::N).text("x").int(label::N).text("y"), RecordError::DuplicateLabel(0));
+    check(one().map(2).int(label::N).text("x").text("crit_").int(1), RecordError::MustUnderstand);
+    check(one().map(2).int(label::N).text("x").f64(1.0).int(1), RecordError::BadLabel);
+    check(one().map(1).int(label::N).text("x"), RecordError::NoSingleValue);
+    check(one().map(3).int(label::N).text("x").int(label::V).int(1).int(label::VB).raw(&[0xf5]), RecordError::NoSingleValue);
+    check(one().map(2).int(label::N).text("_x").int(label::V).int(1), RecordError::BadName);
+    check(one().map(2).int(label::N).text("a b").int(label::V).int(1), RecordError::BadName);
+    check(one().map(1).int(label::V).int(1), RecordError::BadName);
+    check(one().map(2).int(label::N).text(&"a".repeat(65)).int(label::V).int(1), RecordError::BadName);
+    check(one().map(3).int(label::N).text("x").int(label::U).text("").int(label::V).int(1), RecordError::BadUnit);
+    check(one().map(3).int(label::BVER).int(11).int(label::N).text("x").int(label::V).int(1), RecordError::UnsupportedVersion(11));
+}
+
+#[test]
+fn indefinite_length_strings_are_refused() {
+    let input = Cbor::default().arr(1).map(2).int(label::N).raw(&[0x7f, 0x61, b'a', 0xff]).int(label::V).int(1).done();
+    assert!(matches!(decode(&input), Err(DecodeError::IndefiniteString)));
+}
+
+#[test]
+fn non_numeric_values_reach_the_sink_which_may_refuse_them() {
+    let input = Cbor::default().arr(1).map(2).int(label::N).text("door").int(label::VB).raw(&[0xf5]).done();
+    assert_eq!(record_error(&input), (0, RecordError::Refused("only numbers")));
+    assert_eq!(decode(&input).unwrap_err().kind(), "unsupported_value");
+}

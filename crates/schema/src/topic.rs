@@ -1,0 +1,96 @@
+//! MQTT topics of the contract: `mekong/v1/{device_id}/up` for readings from a device.
+//!
+//! The platform takes a device's identity from the topic alone (the broker's in-process link
+//! does not say which client published), so the id rules are strict.
+
+use core::fmt;
+
+use crate::limits::MAX_DEVICE_ID_LEN;
+
+/// Every topic of this contract version starts with this.
+pub const PREFIX: &str = "mekong/v1/";
+
+/// The filter under which all of mekong's topics live (the platform subscribes to it so that
+/// a publish on a malformed topic is seen and rejected, not silently ignored).
+pub const ALL_FILTER: &str = "mekong/#";
+
+/// Why a topic is not a valid uplink topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// The topic is not of the form `mekong/v1/{device_id}/up`.
+    #[error("topic is not of the form mekong/v1/{{device_id}}/up")]
+    NotUplink,
+    /// The device id part breaks the id rules.
+    #[error("device id must be 1 to 64 characters of a-z, 0-9 and '-'")]
+    BadDeviceId,
+}
+
+/// Whether `id` is a valid device id: `[a-z0-9-]{1,64}`.
+pub fn is_valid_device_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_DEVICE_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Returns the device id of an uplink topic.
+pub fn parse_uplink(topic: &str) -> Result<&str, TopicError> {
+    let rest = topic.strip_prefix(PREFIX).ok_or(TopicError::NotUplink)?;
+    let id = rest.strip_suffix("/up").ok_or(TopicError::NotUplink)?;
+    if is_valid_device_id(id) {
+        Ok(id)
+    } else if id.contains('/') {
+        Err(TopicError::NotUplink)
+    } else {
+        Err(TopicError::BadDeviceId)
+    }
+}
+
+/// Whether a topic is a downlink topic (`mekong/v1/{id}/down`), which the platform itself
+/// publishes and the ingest path must not treat as readings.
+pub fn is_downlink(topic: &str) -> bool {
+    topic.starts_with(PREFIX) && topic.ends_with("/down")
+}
+
+/// Formats the uplink topic of a device without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct Uplink<'a>(pub &'a str);
+
+impl fmt::Display for Uplink<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PREFIX}{}/up", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(topic: &str, expected: Result<&str, TopicError>) {
+        assert_eq!(parse_uplink(topic), expected, "topic {topic:?}");
+    }
+
+    #[test]
+    fn uplink_topics() {
+        check("mekong/v1/hau-river-01/up", Ok("hau-river-01"));
+        check("mekong/v1/a/up", Ok("a"));
+        check("mekong/v1/Hau/up", Err(TopicError::BadDeviceId));
+        check("mekong/v1/hau_river/up", Err(TopicError::BadDeviceId));
+        check("mekong/v1//up", Err(TopicError::BadDeviceId));
+        check("mekong/v1/a/b/up", Err(TopicError::NotUplink));
+        check("mekong/v1/a/down", Err(TopicError::NotUplink));
+        check("mekong/v2/a/up", Err(TopicError::NotUplink));
+        check("other/a/up", Err(TopicError::NotUplink));
+    }
+
+    #[test]
+    fn device_id_length_is_bounded() {
+        let max = "a".repeat(64);
+        assert!(is_valid_device_id(&max));
+        assert!(!is_valid_device_id(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn uplink_formats_without_allocating() {
+        assert_eq!(std::format!("{}", Uplink("tram-7")), "mekong/v1/tram-7/up");
+    }
+}

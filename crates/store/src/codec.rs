@@ -1,0 +1,119 @@
+//! The binary form of series and device metadata in the tree: length-prefixed strings and
+//! big-endian numbers, with a version byte so the layout can change later.
+
+const VERSION: u8 = 1;
+
+/// Appends fields to a value.
+#[derive(Debug)]
+pub struct Writer(Vec<u8>);
+
+impl Writer {
+    pub fn new() -> Self {
+        Writer(vec![VERSION])
+    }
+    pub fn str(mut self, s: &str) -> Self {
+        let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+        self
+    }
+    pub fn opt_str(self, s: Option<&str>) -> Self {
+        match s {
+            Some(s) => self.u8(1).str(s),
+            None => self.u8(0),
+        }
+    }
+    pub fn u8(mut self, v: u8) -> Self {
+        self.0.push(v);
+        self
+    }
+    pub fn u32(mut self, v: u32) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn u64(mut self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn i64(mut self, v: i64) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn f64(mut self, v: f64) -> Self {
+        self.0.extend_from_slice(&v.to_bits().to_be_bytes());
+        self
+    }
+    pub fn finish(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// Reads fields back; every read fails cleanly on short or malformed input.
+#[derive(Debug)]
+pub struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Option<Self> {
+        match bytes.split_first() {
+            Some((&VERSION, rest)) => Some(Reader(rest)),
+            _ => None,
+        }
+    }
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_at_checked(N)?;
+        self.0 = rest;
+        head.try_into().ok()
+    }
+    pub fn str(&mut self) -> Option<String> {
+        let len = usize::from(u16::from_be_bytes(self.take()?));
+        let (head, rest) = self.0.split_at_checked(len)?;
+        self.0 = rest;
+        String::from_utf8(head.to_vec()).ok()
+    }
+    pub fn opt_str(&mut self) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(self.str()?)),
+            _ => None,
+        }
+    }
+    pub fn u8(&mut self) -> Option<u8> {
+        Some(self.take::<1>()?[0])
+    }
+    pub fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take()?))
+    }
+    pub fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take()?))
+    }
+    pub fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take()?))
+    }
+    pub fn f64(&mut self) -> Option<f64> {
+        Some(f64::from_bits(u64::from_be_bytes(self.take()?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip() {
+        let bytes = Writer::new().str("hau-01").opt_str(None).opt_str(Some("cm")).u32(7).i64(-3).u64(9).f64(1.5).finish();
+        let mut r = Reader::new(&bytes).unwrap();
+        assert_eq!(r.str().as_deref(), Some("hau-01"));
+        assert_eq!(r.opt_str(), Some(None));
+        assert_eq!(r.opt_str(), Some(Some("cm".into())));
+        assert_eq!((r.u32(), r.i64(), r.u64(), r.f64()), (Some(7), Some(-3), Some(9), Some(1.5)));
+        assert_eq!(r.u8(), None);
+    }
+
+    #[test]
+    fn short_or_foreign_input_is_refused() {
+        assert!(Reader::new(&[]).is_none());
+        assert!(Reader::new(&[99]).is_none());
+        let mut r = Reader::new(&[VERSION, 0, 9, b'a']).unwrap();
+        assert_eq!(r.str(), None);
+    }
+}

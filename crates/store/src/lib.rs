@@ -1,0 +1,31 @@
+//! mekong's time-series store, on sled, in the platform's own process.
+//!
+//! A series is one (device, metric) pair. Everything lives in one sled tree so that a write
+//! (the points of a pack, the series they extend, the device that sent them) is one atomic
+//! batch; three key spaces share it, told apart by their first byte:
+//!
+//! | key | value |
+//! |---|---|
+//! | `0x01`, series id (u32 BE), time in ms (i64 BE, sign bit flipped) | value (f64 BE) |
+//! | `0x02`, device id, `0x00`, metric | series metadata ([`codec`]) |
+//! | `0x03`, device id | device metadata |
+//!
+//! Flipping the sign bit makes the byte order of a time equal to its numeric order, so the
+//! points of one series in `[from, to)` are one ordered range scan. Writing a point whose
+//! (series, time) already exists changes nothing: the first value stays, so a device that
+//! resends after a lost acknowledgement creates no duplicates.
+//!
+//! Metadata (first and last time, count, latest value) is kept in memory as well, rebuilt from
+//! the tree at open, so that listing devices, series and latest values never scans points.
+//!
+//! The store knows nothing of MQTT, HTTP or SenML: it takes device ids, metric names, units,
+//! times in milliseconds and `f64` values.
+#![warn(missing_docs)]
+
+mod codec;
+mod keys;
+mod store;
+
+pub use store::{
+    DeviceInfo, LatestValue, NewPoint, Point, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary,
+};

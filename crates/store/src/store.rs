@@ -1,0 +1,468 @@
+//! The store itself: open, write a device's points atomically, and read devices, series,
+//! ranges and latest values.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::codec::{Reader, Writer};
+use crate::keys;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error (I/O, or a corrupt database).
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A metadata entry in the tree cannot be read.
+    #[error("corrupt metadata under key {0:02x?}")]
+    Corrupt(Vec<u8>),
+    /// A point's unit differs from the unit of its series.
+    #[error("series {metric} is in {expected}, not {got}")]
+    UnitMismatch {
+        /// The metric.
+        metric: String,
+        /// The series' unit.
+        expected: String,
+        /// The point's unit.
+        got: String,
+    },
+    /// Every series id is taken.
+    #[error("no series ids left")]
+    SeriesIdsExhausted,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes (sled's own default is 1 GiB).
+    pub cache_capacity_bytes: u64,
+    /// How often sled flushes to disk in the background, in ms; `None` flushes only on
+    /// [`Store::flush`].
+    pub flush_every_ms: Option<u64>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { cache_capacity_bytes: 64 * 1024 * 1024, flush_every_ms: Some(500) }
+    }
+}
+
+/// A point to write.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NewPoint<'a> {
+    /// Metric name (the series within the device).
+    pub metric: &'a str,
+    /// Unit, if the reading gave one.
+    pub unit: Option<&'a str>,
+    /// Time in ms since the Unix epoch.
+    pub time_ms: i64,
+    /// The value.
+    pub value: f64,
+}
+
+/// A stored point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Time in ms since the Unix epoch.
+    pub time_ms: i64,
+    /// The value.
+    pub value: f64,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Points that were new.
+    pub stored: usize,
+    /// Points whose (series, time) was already stored, and were left as they were.
+    pub duplicates: usize,
+}
+
+/// A device as the store knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceInfo {
+    /// Device id.
+    pub id: String,
+    /// Its kind (from the registry, or inferred by the caller).
+    pub kind: String,
+    /// When it was first seen, ms since the epoch (time of receipt).
+    pub first_seen_ms: i64,
+    /// When it was last seen, ms since the epoch (time of receipt).
+    pub last_seen_ms: i64,
+    /// Points stored for it, over all its series.
+    pub points: u64,
+    /// Number of its series.
+    pub series: usize,
+}
+
+/// A series as the store knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesInfo {
+    /// Device id.
+    pub device: String,
+    /// Metric name.
+    pub metric: String,
+    /// Unit of its points, if any gave one.
+    pub unit: Option<String>,
+    /// Earliest point time, ms.
+    pub first_ms: i64,
+    /// Latest point time, ms.
+    pub last_ms: i64,
+    /// Number of points.
+    pub count: u64,
+    /// The value at `last_ms`.
+    pub last_value: f64,
+}
+
+/// The latest value of one series, with its device's kind, for a city map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestValue {
+    /// Device id.
+    pub device: String,
+    /// The device's kind.
+    pub kind: String,
+    /// Metric name.
+    pub metric: String,
+    /// Unit.
+    pub unit: Option<String>,
+    /// Time of the latest point, ms.
+    pub time_ms: i64,
+    /// Its value.
+    pub value: f64,
+}
+
+#[derive(Debug, Clone)]
+struct SeriesMeta {
+    id: u32,
+    unit: Option<String>,
+    first_ms: i64,
+    last_ms: i64,
+    count: u64,
+    last_value: f64,
+}
+
+impl SeriesMeta {
+    fn encode(&self) -> Vec<u8> {
+        Writer::new()
+            .u32(self.id)
+            .opt_str(self.unit.as_deref())
+            .i64(self.first_ms)
+            .i64(self.last_ms)
+            .u64(self.count)
+            .f64(self.last_value)
+            .finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader::new(bytes)?;
+        Some(SeriesMeta {
+            id: r.u32()?,
+            unit: r.opt_str()?,
+            first_ms: r.i64()?,
+            last_ms: r.i64()?,
+            count: r.u64()?,
+            last_value: r.f64()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DeviceMeta {
+    kind: String,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    points: u64,
+}
+
+impl DeviceMeta {
+    fn encode(&self) -> Vec<u8> {
+        Writer::new().str(&self.kind).i64(self.first_seen_ms).i64(self.last_seen_ms).u64(self.points).finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader::new(bytes)?;
+        Some(DeviceMeta { kind: r.str()?, first_seen_ms: r.i64()?, last_seen_ms: r.i64()?, points: r.u64()? })
+    }
+}
+
+/// In-memory mirror of the metadata key spaces. BTreeMaps keep listings sorted.
+#[derive(Debug, Default)]
+struct State {
+    devices: BTreeMap<String, DeviceMeta>,
+    /// device -> metric -> series
+    series: BTreeMap<String, BTreeMap<String, SeriesMeta>>,
+    next_series_id: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: sled::Db,
+    tree: sled::Tree,
+    state: Mutex<State>,
+}
+
+/// The time-series store. Cheap to clone: clones share one database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `path` and loads its metadata.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .flush_every_ms(options.flush_every_ms)
+            .open()?;
+        let tree = db.open_tree("timeseries")?;
+        let state = load_state(&tree)?;
+        Ok(Store { inner: Arc::new(Inner { db, tree, state: Mutex::new(state) }) })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the mirror half-updated (it is changed
+        // only after the batch is applied, by plain assignments), so a poisoned lock is usable.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the points of one device in one atomic batch, and records that the device was
+    /// seen at `seen_ms` with kind `kind`. Points whose (series, time) is already stored, or
+    /// repeated within `points`, are left as first written and counted as duplicates.
+    ///
+    /// Fails without writing anything if a point's unit differs from its series' unit.
+    pub fn write(
+        &self,
+        device: &str,
+        kind: &str,
+        seen_ms: i64,
+        points: &[NewPoint<'_>],
+    ) -> Result<WriteSummary, StoreError> {
+        let mut state = self.state();
+        let mut batch = sled::Batch::default();
+        let mut summary = WriteSummary::default();
+        let mut changed: BTreeMap<&str, SeriesMeta> = BTreeMap::new();
+        let mut next_id = state.next_series_id;
+        let mut seen_keys = HashSet::new();
+
+        for p in points {
+            let meta = match changed.get_mut(p.metric) {
+                Some(meta) => meta,
+                None => {
+                    let existing = state.series.get(device).and_then(|s| s.get(p.metric)).cloned();
+                    let meta = match existing {
+                        Some(meta) => meta,
+                        None => {
+                            let id = next_id;
+                            next_id = next_id.checked_add(1).ok_or(StoreError::SeriesIdsExhausted)?;
+                            SeriesMeta {
+                                id,
+                                unit: None,
+                                first_ms: p.time_ms,
+                                last_ms: p.time_ms,
+                                count: 0,
+                                last_value: p.value,
+                            }
+                        }
+                    };
+                    changed.entry(p.metric).or_insert(meta)
+                }
+            };
+            match (&meta.unit, p.unit) {
+                (Some(expected), Some(got)) if expected != got => {
+                    return Err(StoreError::UnitMismatch {
+                        metric: p.metric.to_owned(),
+                        expected: expected.clone(),
+                        got: got.to_owned(),
+                    });
+                }
+                (None, Some(got)) => meta.unit = Some(got.to_owned()),
+                _ => {}
+            }
+            let key = keys::point(meta.id, p.time_ms);
+            if !seen_keys.insert(key) || self.inner.tree.contains_key(key)? {
+                summary.duplicates += 1;
+                continue;
+            }
+            batch.insert(&key, &p.value.to_bits().to_be_bytes());
+            summary.stored += 1;
+            if meta.count == 0 || p.time_ms < meta.first_ms {
+                meta.first_ms = p.time_ms;
+            }
+            if meta.count == 0 || p.time_ms > meta.last_ms {
+                meta.last_ms = p.time_ms;
+                meta.last_value = p.value;
+            }
+            meta.count += 1;
+        }
+
+        let device_meta = match state.devices.get(device) {
+            Some(d) => DeviceMeta {
+                kind: kind.to_owned(),
+                first_seen_ms: d.first_seen_ms,
+                last_seen_ms: d.last_seen_ms.max(seen_ms),
+                points: d.points + summary.stored as u64,
+            },
+            None => DeviceMeta {
+                kind: kind.to_owned(),
+                first_seen_ms: seen_ms,
+                last_seen_ms: seen_ms,
+                points: summary.stored as u64,
+            },
+        };
+        for (metric, meta) in &changed {
+            batch.insert(keys::series(device, metric), meta.encode());
+        }
+        batch.insert(keys::device(device), device_meta.encode());
+        self.inner.tree.apply_batch(batch)?;
+
+        state.next_series_id = next_id;
+        state.devices.insert(device.to_owned(), device_meta);
+        let series = state.series.entry(device.to_owned()).or_default();
+        for (metric, meta) in changed {
+            series.insert(metric.to_owned(), meta);
+        }
+        Ok(summary)
+    }
+
+    /// Flushes everything written so far to disk; returns the bytes flushed.
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.inner.db.flush()?)
+    }
+
+    /// All devices, sorted by id, optionally only those of one kind.
+    pub fn devices(&self, kind: Option<&str>) -> Vec<DeviceInfo> {
+        let state = self.state();
+        state
+            .devices
+            .iter()
+            .filter(|(_, d)| kind.is_none_or(|k| d.kind == k))
+            .map(|(id, d)| device_info(&state, id, d))
+            .collect()
+    }
+
+    /// One device.
+    pub fn device(&self, id: &str) -> Option<DeviceInfo> {
+        let state = self.state();
+        state.devices.get(id).map(|d| device_info(&state, id, d))
+    }
+
+    /// The series of one device, sorted by metric; `None` if the device is unknown.
+    pub fn series_of(&self, device: &str) -> Option<Vec<SeriesInfo>> {
+        let state = self.state();
+        state.devices.get(device)?;
+        let series = state.series.get(device).into_iter().flatten();
+        Some(series.map(|(metric, m)| series_info(device, metric, m)).collect())
+    }
+
+    /// One series; `None` if unknown.
+    pub fn series(&self, device: &str, metric: &str) -> Option<SeriesInfo> {
+        let state = self.state();
+        state.series.get(device)?.get(metric).map(|m| series_info(device, metric, m))
+    }
+
+    /// Up to `limit` points of one series with `from_ms <= time < to_ms`, oldest first;
+    /// `None` if the series is unknown.
+    pub fn points(
+        &self,
+        device: &str,
+        metric: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Option<Vec<Point>>, StoreError> {
+        let id = match self.state().series.get(device).and_then(|s| s.get(metric)) {
+            Some(meta) => meta.id,
+            None => return Ok(None),
+        };
+        let mut out = Vec::new();
+        if from_ms >= to_ms || limit == 0 {
+            return Ok(Some(out));
+        }
+        for entry in self.inner.tree.range(keys::point(id, from_ms)..keys::point(id, to_ms)) {
+            let (key, value) = entry?;
+            let Some((_, time_ms)) = keys::parse_point(&key) else {
+                return Err(StoreError::Corrupt(key.to_vec()));
+            };
+            let bits: [u8; 8] = value.as_ref().try_into().map_err(|_| StoreError::Corrupt(key.to_vec()))?;
+            out.push(Point { time_ms, value: f64::from_bits(u64::from_be_bytes(bits)) });
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The latest value of every series, optionally only of devices of one kind, sorted by
+    /// device then metric.
+    pub fn latest(&self, kind: Option<&str>) -> Vec<LatestValue> {
+        let state = self.state();
+        let mut out = Vec::new();
+        for (device, d) in state.devices.iter().filter(|(_, d)| kind.is_none_or(|k| d.kind == k)) {
+            for (metric, m) in state.series.get(device).into_iter().flatten() {
+                out.push(LatestValue {
+                    device: device.clone(),
+                    kind: d.kind.clone(),
+                    metric: metric.clone(),
+                    unit: m.unit.clone(),
+                    time_ms: m.last_ms,
+                    value: m.last_value,
+                });
+            }
+        }
+        out
+    }
+
+    /// Total points stored, over all series.
+    pub fn point_count(&self) -> u64 {
+        self.state().series.values().flat_map(|s| s.values()).map(|m| m.count).sum()
+    }
+}
+
+fn device_info(state: &State, id: &str, d: &DeviceMeta) -> DeviceInfo {
+    DeviceInfo {
+        id: id.to_owned(),
+        kind: d.kind.clone(),
+        first_seen_ms: d.first_seen_ms,
+        last_seen_ms: d.last_seen_ms,
+        points: d.points,
+        series: state.series.get(id).map_or(0, BTreeMap::len),
+    }
+}
+
+fn series_info(device: &str, metric: &str, m: &SeriesMeta) -> SeriesInfo {
+    SeriesInfo {
+        device: device.to_owned(),
+        metric: metric.to_owned(),
+        unit: m.unit.clone(),
+        first_ms: m.first_ms,
+        last_ms: m.last_ms,
+        count: m.count,
+        last_value: m.last_value,
+    }
+}
+
+fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
+    let mut state = State::default();
+    for entry in tree.scan_prefix([keys::DEVICE]) {
+        let (key, value) = entry?;
+        let corrupt = || StoreError::Corrupt(key.to_vec());
+        let id = std::str::from_utf8(&key[1..]).map_err(|_| corrupt())?;
+        let meta = DeviceMeta::decode(&value).ok_or_else(corrupt)?;
+        state.devices.insert(id.to_owned(), meta);
+    }
+    for entry in tree.scan_prefix([keys::SERIES]) {
+        let (key, value) = entry?;
+        let corrupt = || StoreError::Corrupt(key.to_vec());
+        let name = std::str::from_utf8(&key[1..]).map_err(|_| corrupt())?;
+        let (device, metric) = name.split_once('\0').ok_or_else(corrupt)?;
+        let meta = SeriesMeta::decode(&value).ok_or_else(corrupt)?;
+        state.next_series_id = state.next_series_id.max(meta.id.saturating_add(1));
+        state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests;

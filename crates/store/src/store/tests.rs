@@ -1,0 +1,114 @@
+//! Tests of the store on a real sled database in a temporary directory.
+
+use super::*;
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, &StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None }).unwrap()
+}
+
+fn p(metric: &str, time_ms: i64, value: f64) -> NewPoint<'_> {
+    NewPoint { metric, unit: Some("cm"), time_ms, value }
+}
+
+const T0: i64 = 1_790_000_000_000;
+
+#[test]
+fn points_come_back_in_time_order_within_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let points: Vec<_> = [30, 10, 20, 0, 40].iter().map(|s| p("water_level", T0 + s * 1000, *s as f64)).collect();
+    let summary = store.write("hau-01", "water", T0, &points).unwrap();
+    assert_eq!(summary, WriteSummary { stored: 5, duplicates: 0 });
+    let got = store.points("hau-01", "water_level", T0 + 10_000, T0 + 40_000, 100).unwrap().unwrap();
+    let times: Vec<_> = got.iter().map(|p| (p.time_ms - T0) / 1000).collect();
+    assert_eq!(times, [10, 20, 30]);
+    assert_eq!(got[0].value, 10.0);
+    let limited = store.points("hau-01", "water_level", T0, T0 + 100_000, 2).unwrap().unwrap();
+    assert_eq!(limited.len(), 2);
+    assert!(store.points("hau-01", "salinity", T0, T0 + 1, 10).unwrap().is_none());
+    assert!(store.points("hau-01", "water_level", T0 + 5, T0, 10).unwrap().unwrap().is_empty());
+}
+
+#[test]
+fn series_do_not_bleed_into_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.write("a", "water", T0, &[p("x", T0, 1.0), p("y", T0, 2.0)]).unwrap();
+    store.write("b", "water", T0, &[p("x", T0, 3.0)]).unwrap();
+    let all = |d, m| store.points(d, m, i64::MIN, i64::MAX, 10).unwrap().unwrap();
+    assert_eq!(all("a", "x"), [Point { time_ms: T0, value: 1.0 }]);
+    assert_eq!(all("a", "y"), [Point { time_ms: T0, value: 2.0 }]);
+    assert_eq!(all("b", "x"), [Point { time_ms: T0, value: 3.0 }]);
+}
+
+#[test]
+fn rewriting_a_point_is_idempotent_and_keeps_the_first_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.write("a", "air", T0, &[p("pm2_5", T0, 12.0)]).unwrap();
+    let again = store.write("a", "air", T0 + 5, &[p("pm2_5", T0, 99.0), p("pm2_5", T0 + 1, 13.0), p("pm2_5", T0 + 1, 14.0)]).unwrap();
+    assert_eq!(again, WriteSummary { stored: 1, duplicates: 2 });
+    let got = store.points("a", "pm2_5", i64::MIN, i64::MAX, 10).unwrap().unwrap();
+    assert_eq!(got, [Point { time_ms: T0, value: 12.0 }, Point { time_ms: T0 + 1, value: 13.0 }]);
+    let s = store.series("a", "pm2_5").unwrap();
+    assert_eq!((s.count, s.first_ms, s.last_ms, s.last_value), (2, T0, T0 + 1, 13.0));
+    assert_eq!(store.device("a").unwrap().points, 2);
+}
+
+#[test]
+fn late_points_do_not_move_the_latest_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.write("a", "water", T0, &[p("water_level", T0, 150.0)]).unwrap();
+    store.write("a", "water", T0 + 1, &[p("water_level", T0 - 60_000, 140.0)]).unwrap();
+    let latest = store.latest(None);
+    assert_eq!(latest.len(), 1);
+    assert_eq!((latest[0].time_ms, latest[0].value), (T0, 150.0));
+    let s = store.series("a", "water_level").unwrap();
+    assert_eq!((s.first_ms, s.last_ms, s.count), (T0 - 60_000, T0, 2));
+}
+
+#[test]
+fn a_unit_change_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.write("a", "water", T0, &[p("water_level", T0, 150.0)]).unwrap();
+    let bad = [p("salinity", T0, 0.1), NewPoint { metric: "water_level", unit: Some("m"), time_ms: T0 + 1, value: 1.5 }];
+    let err = store.write("a", "water", T0, &bad).unwrap_err();
+    assert!(matches!(err, StoreError::UnitMismatch { .. }), "{err}");
+    assert!(store.series("a", "salinity").is_none());
+    assert_eq!(store.point_count(), 1);
+}
+
+#[test]
+fn everything_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.write("a", "air", T0, &[p("pm10", T0, 40.0), p("pm2_5", T0, 20.0)]).unwrap();
+        store.write("b", "traffic", T0 + 7, &[p("speed", T0, 31.0)]).unwrap();
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.devices(None).iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(store.devices(Some("traffic"))[0].last_seen_ms, T0 + 7);
+    assert_eq!(store.series_of("a").unwrap().len(), 2);
+    assert_eq!(store.point_count(), 3);
+    // New series after reopen get fresh ids, not ones already in use.
+    store.write("c", "air", T0, &[p("pm10", T0, 1.0)]).unwrap();
+    assert_eq!(store.points("a", "pm10", i64::MIN, i64::MAX, 10).unwrap().unwrap().len(), 1);
+    assert_eq!(store.points("c", "pm10", i64::MIN, i64::MAX, 10).unwrap().unwrap().len(), 1);
+}
+
+#[test]
+fn latest_filters_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.write("w", "water", T0, &[p("water_level", T0, 1.0)]).unwrap();
+    store.write("t", "traffic", T0, &[p("speed", T0, 2.0)]).unwrap();
+    let water = store.latest(Some("water"));
+    assert_eq!(water.len(), 1);
+    assert_eq!(water[0].device, "w");
+    assert_eq!(store.latest(None).len(), 2);
+    assert!(store.latest(Some("air")).is_empty());
+}
