@@ -1,0 +1,75 @@
+//! Devices: the list (optionally of one kind) and one device with its ingest counters.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use mekong_store::DeviceInfo;
+use serde::{Deserialize, Serialize};
+
+use super::kind_filter;
+use crate::error::ApiError;
+use crate::{time, AppState};
+
+/// One device.
+#[derive(Serialize)]
+pub struct Device {
+    id: String,
+    kind: String,
+    first_seen: String,
+    first_seen_ms: i64,
+    last_seen: String,
+    last_seen_ms: i64,
+    series: usize,
+    points: u64,
+    packs: u64,
+    duplicates: u64,
+    rejected: u64,
+}
+
+impl Device {
+    fn new(d: DeviceInfo, state: &AppState) -> Self {
+        let c = state.stats.device(&d.id);
+        Device {
+            first_seen: time::format(d.first_seen_ms),
+            last_seen: time::format(d.last_seen_ms),
+            first_seen_ms: d.first_seen_ms,
+            last_seen_ms: d.last_seen_ms,
+            series: d.series,
+            points: d.points,
+            packs: c.packs,
+            duplicates: c.duplicates,
+            rejected: c.rejected,
+            id: d.id,
+            kind: d.kind,
+        }
+    }
+}
+
+/// `GET /v1/devices` body.
+#[derive(Serialize)]
+pub struct Devices {
+    devices: Vec<Device>,
+}
+
+/// `GET /v1/devices` query.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    kind: Option<String>,
+}
+
+/// `GET /v1/devices?kind=water`: every device that has sent readings, by id.
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Devices>, ApiError> {
+    let Query(query) = query?;
+    let kind = kind_filter(query.kind.as_deref())?;
+    let devices = state.store.devices(kind).into_iter().map(|d| Device::new(d, &state)).collect();
+    Ok(Json(Devices { devices }))
+}
+
+/// `GET /v1/devices/{device}`.
+pub async fn one(State(state): State<AppState>, Path(device): Path<String>) -> Result<Json<Device>, ApiError> {
+    let info = state.store.device(&device).ok_or_else(|| ApiError::NotFound(format!("unknown device {device:?}")))?;
+    Ok(Json(Device::new(info, &state)))
+}

@@ -1,0 +1,78 @@
+//! Liveness, ingest counters as JSON, and Prometheus metrics.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+
+use crate::AppState;
+
+/// `GET /healthz` body.
+#[derive(Serialize)]
+pub struct Health {
+    status: &'static str,
+    devices: usize,
+    points: u64,
+}
+
+/// `GET /healthz`: the service answers and the store is readable.
+pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    Json(Health { status: "ok", devices: state.store.devices(None).len(), points: state.store.point_count() })
+}
+
+/// `GET /v1/stats` body.
+#[derive(Serialize)]
+pub struct Stats {
+    received: u64,
+    accepted: u64,
+    readings: u64,
+    duplicates: u64,
+    rejected: u64,
+    rejected_by_kind: BTreeMap<&'static str, u64>,
+    lost: u64,
+}
+
+/// `GET /v1/stats`: what the ingest path has done since start.
+pub async fn stats(State(state): State<AppState>) -> Json<Stats> {
+    let s = state.stats.snapshot();
+    Json(Stats {
+        received: s.received,
+        accepted: s.accepted,
+        readings: s.readings,
+        duplicates: s.duplicates,
+        rejected: s.rejected,
+        rejected_by_kind: s.rejected_by_kind,
+        lost: s.lost,
+    })
+}
+
+/// `GET /metrics`: the same counters in the Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let s = state.stats.snapshot();
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    };
+    counter("mekong_ingest_received_total", "Publishes received by the ingest path.", s.received);
+    counter("mekong_ingest_accepted_total", "Packs accepted and stored.", s.accepted);
+    counter("mekong_ingest_readings_total", "Readings stored as new points.", s.readings);
+    counter("mekong_ingest_duplicates_total", "Readings already stored (resends).", s.duplicates);
+    counter("mekong_ingest_lost_total", "Publishes skipped by the broker because ingest fell behind.", s.lost);
+    let _ = writeln!(
+        out,
+        "# HELP mekong_ingest_rejected_total Publishes refused, by reason.\n# TYPE mekong_ingest_rejected_total counter"
+    );
+    for (kind, n) in &s.rejected_by_kind {
+        let _ = writeln!(out, "mekong_ingest_rejected_total{{reason=\"{kind}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mekong_store_points Points stored.\n# TYPE mekong_store_points gauge\nmekong_store_points {}",
+        state.store.point_count()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

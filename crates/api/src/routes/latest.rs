@@ -1,0 +1,58 @@
+//! The latest value of every series, for a city map.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::kind_filter;
+use crate::error::ApiError;
+use crate::{time, AppState};
+
+/// One series' latest value.
+#[derive(Serialize)]
+pub struct Latest {
+    device: String,
+    kind: String,
+    metric: String,
+    unit: Option<String>,
+    t: String,
+    t_ms: i64,
+    v: f64,
+}
+
+/// `GET /v1/latest` body.
+#[derive(Serialize)]
+pub struct LatestList {
+    latest: Vec<Latest>,
+}
+
+/// `GET /v1/latest` query.
+#[derive(Deserialize)]
+pub struct LatestQuery {
+    kind: Option<String>,
+}
+
+/// `GET /v1/latest?kind=water`.
+pub async fn latest(
+    State(state): State<AppState>,
+    query: Result<Query<LatestQuery>, QueryRejection>,
+) -> Result<Json<LatestList>, ApiError> {
+    let Query(query) = query?;
+    let kind = kind_filter(query.kind.as_deref())?;
+    let latest = state
+        .store
+        .latest(kind)
+        .into_iter()
+        .map(|l| Latest {
+            t: time::format(l.time_ms),
+            t_ms: l.time_ms,
+            v: l.value,
+            device: l.device,
+            kind: l.kind,
+            metric: l.metric,
+            unit: l.unit,
+        })
+        .collect();
+    Ok(Json(LatestList { latest }))
+}

@@ -1,0 +1,114 @@
+//! A device's series, and the points of one series in a time range, page by page.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::limit;
+use crate::error::ApiError;
+use crate::{time, AppState};
+
+/// One series of a device.
+#[derive(Serialize)]
+pub struct Series {
+    metric: String,
+    unit: Option<String>,
+    first: String,
+    first_ms: i64,
+    last: String,
+    last_ms: i64,
+    count: u64,
+    last_value: f64,
+}
+
+/// `GET /v1/devices/{device}/series` body.
+#[derive(Serialize)]
+pub struct SeriesList {
+    device: String,
+    series: Vec<Series>,
+}
+
+/// `GET /v1/devices/{device}/series`.
+pub async fn list(State(state): State<AppState>, Path(device): Path<String>) -> Result<Json<SeriesList>, ApiError> {
+    let series = state.store.series_of(&device).ok_or_else(|| ApiError::NotFound(format!("unknown device {device:?}")))?;
+    let series = series
+        .into_iter()
+        .map(|s| Series {
+            first: time::format(s.first_ms),
+            last: time::format(s.last_ms),
+            first_ms: s.first_ms,
+            last_ms: s.last_ms,
+            count: s.count,
+            last_value: s.last_value,
+            metric: s.metric,
+            unit: s.unit,
+        })
+        .collect();
+    Ok(Json(SeriesList { device, series }))
+}
+
+/// Most points one page may hold.
+pub const MAX_LIMIT: usize = 10_000;
+/// Points in a page when the request does not say.
+pub const DEFAULT_LIMIT: usize = 1_000;
+
+/// One point.
+#[derive(Serialize)]
+pub struct PointOut {
+    t: String,
+    t_ms: i64,
+    v: f64,
+}
+
+/// `GET /v1/devices/{device}/series/{metric}` body.
+#[derive(Serialize)]
+pub struct Points {
+    device: String,
+    metric: String,
+    unit: Option<String>,
+    from_ms: i64,
+    to_ms: i64,
+    points: Vec<PointOut>,
+    /// Where the next page starts (pass it as `from`), or null on the last page.
+    next_from_ms: Option<i64>,
+}
+
+/// `GET /v1/devices/{device}/series/{metric}` query.
+#[derive(Deserialize)]
+pub struct PointsQuery {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /v1/devices/{device}/series/{metric}?from=..&to=..&limit=..`: points with
+/// `from <= t < to`, oldest first. Without `from`/`to` the whole series; with more points than
+/// `limit`, `next_from_ms` says where the next page starts.
+pub async fn points(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<PointsQuery>, QueryRejection>,
+) -> Result<Json<Points>, ApiError> {
+    let Path((device, metric)) = path?;
+    let Query(query) = query?;
+    let limit = limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let from = query.from.as_deref().map(|v| time::parse("from", v)).transpose()?;
+    let to = query.to.as_deref().map(|v| time::parse("to", v)).transpose()?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if from >= to {
+            return Err(ApiError::BadRequest(format!("from ({from}) must be before to ({to})")));
+        }
+    }
+    let series = state
+        .store
+        .series(&device, &metric)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown series {metric:?} of device {device:?}")))?;
+    let from_ms = from.unwrap_or(series.first_ms);
+    let to_ms = to.unwrap_or(series.last_ms.saturating_add(1));
+    // One more than asked tells whether another page follows, and where it starts.
+    let mut points = state.store.points(&device, &metric, from_ms, to_ms, limit + 1)?.unwrap_or_default();
+    let next_from_ms = if points.len() > limit { points.pop().map(|p| p.time_ms) } else { None };
+    let points = points.into_iter().map(|p| PointOut { t: time::format(p.time_ms), t_ms: p.time_ms, v: p.value }).collect();
+    Ok(Json(Points { device, metric, unit: series.unit, from_ms, to_ms, points, next_from_ms }))
+}

@@ -1,0 +1,159 @@
+//! The embedded rumqttd broker: mekong's options mapped onto rumqttd's `Config`, the broker
+//! thread, and the in-process link the ingest path reads from.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use mekong_schema::topic::ALL_FILTER;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+use crate::IngestError;
+
+/// The broker's options (the `[broker]` section of mekong's configuration).
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// Where MQTT 3.1.1 clients connect. `[::]` accepts IPv6 and IPv4 (on Linux, unless
+    /// `net.ipv6.bindv6only` is set).
+    pub listen: SocketAddr,
+    /// Where MQTT 5 clients connect, if anywhere (rumqttd serves each protocol on its own port).
+    pub listen_v5: Option<SocketAddr>,
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// Largest MQTT packet a client may send; the client is disconnected beyond it.
+    pub max_packet_bytes: usize,
+    /// Unacknowledged QoS 1/2 publishes per connection.
+    pub max_inflight: usize,
+    /// How long a client has to send CONNECT after opening its connection.
+    pub connection_timeout_ms: u16,
+    /// Size of one segment of the broker's in-memory log per subscription filter.
+    pub segment_bytes: usize,
+    /// Segments kept per filter. The link may fall behind by `segment_bytes * segment_count`
+    /// bytes of publishes before the broker skips messages (which are then counted as lost).
+    pub segment_count: usize,
+    /// How long to wait for the listeners to accept connections at start-up.
+    pub ready_timeout: Duration,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            listen: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 1883),
+            listen_v5: Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 1884)),
+            max_connections: 20_000,
+            max_packet_bytes: 256 * 1024,
+            max_inflight: 100,
+            connection_timeout_ms: 5_000,
+            segment_bytes: 16 * 1024 * 1024,
+            segment_count: 4,
+            ready_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl BrokerOptions {
+    fn listeners(&self) -> impl Iterator<Item = SocketAddr> {
+        std::iter::once(self.listen).chain(self.listen_v5)
+    }
+
+    fn to_rumqttd(&self) -> Result<Config, IngestError> {
+        if self.segment_bytes < 1024 {
+            // rumqttd panics below 1 KiB.
+            return Err(IngestError::Config("segment_bytes must be at least 1024".into()));
+        }
+        if self.segment_count == 0 || self.max_connections == 0 || self.max_inflight == 0 {
+            return Err(IngestError::Config("segment_count, max_connections and max_inflight must be at least 1".into()));
+        }
+        if self.listen_v5 == Some(self.listen) {
+            return Err(IngestError::Config("listen and listen_v5 must differ".into()));
+        }
+        let server = |name: &str, listen| ServerSettings {
+            name: name.to_owned(),
+            listen,
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections: ConnectionSettings {
+                connection_timeout_ms: self.connection_timeout_ms,
+                max_payload_size: self.max_packet_bytes,
+                max_inflight_count: self.max_inflight,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: false,
+            },
+        };
+        let router = RouterConfig {
+            // The ingest link is one connection too.
+            max_connections: self.max_connections + 1,
+            max_outgoing_packet_count: 200,
+            max_segment_size: self.segment_bytes,
+            max_segment_count: self.segment_count,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        };
+        Ok(Config {
+            id: 0,
+            router,
+            v4: Some(HashMap::from([("mqtt".to_owned(), server("mqtt", self.listen))])),
+            v5: self.listen_v5.map(|addr| HashMap::from([("mqtt5".to_owned(), server("mqtt5", addr))])),
+            ..Config::default()
+        })
+    }
+}
+
+/// Both halves of the in-process link; the sending half must stay alive with the receiver.
+pub(crate) struct Link {
+    #[allow(dead_code)]
+    pub tx: LinkTx,
+    pub rx: LinkRx,
+}
+
+/// Starts the broker on its own thread and returns the ingest link, subscribed to every
+/// mekong topic.
+pub(crate) fn start(opts: &BrokerOptions) -> Result<Link, IngestError> {
+    let config = opts.to_rumqttd()?;
+    // rumqttd binds inside its own threads and only logs a failure; bind once here first so
+    // that a taken port is a clear error at start-up.
+    for addr in opts.listeners() {
+        TcpListener::bind(addr).map_err(|source| IngestError::Bind { addr, source })?;
+    }
+    let mut broker = Broker::new(config);
+    // A client that connects with the link's client id would take its place (rumqttd drops
+    // the older of two connections with one id), so the id is not guessable.
+    let client_id = format!("mekong-ingest-{:016x}", RandomState::new().hash_one(Instant::now()));
+    let (mut tx, rx) = broker.link(&client_id).map_err(|e| IngestError::Link(e.to_string()))?;
+    tx.subscribe(ALL_FILTER).map_err(|e| IngestError::Link(e.to_string()))?;
+    std::thread::Builder::new().name("mekong-broker".into()).spawn(move || {
+        // Never returns while the broker runs.
+        if let Err(e) = broker.start() {
+            tracing::error!(error = %e, "mqtt broker stopped");
+        }
+    })?;
+    Ok(Link { tx, rx })
+}
+
+/// Waits until every listener accepts TCP connections.
+pub(crate) fn wait_listening(opts: &BrokerOptions) -> Result<(), IngestError> {
+    let deadline = Instant::now() + opts.ready_timeout;
+    for addr in opts.listeners() {
+        let target = connectable(addr);
+        while TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err() {
+            if Instant::now() >= deadline {
+                return Err(IngestError::NotListening(addr));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// The loopback address of the same family for an unspecified listen address.
+pub fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()),
+        _ => addr,
+    }
+}

@@ -1,0 +1,138 @@
+//! Tests of the pipeline on a real store: what is stored, what is refused and why, and the
+//! gap counter that detects messages the broker skipped.
+
+use mekong_schema::{encode_pack, Base, Reading};
+use mekong_store::{Point, StoreOptions};
+
+use super::*;
+
+const NOW_MS: i64 = 1_790_000_000_000;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    stats: Arc<Stats>,
+    pipeline: Pipeline,
+}
+
+fn fixture(opts: PipelineOptions) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions { flush_every_ms: None, ..Default::default() }).unwrap();
+    let stats = Arc::new(Stats::new(100));
+    let pipeline = Pipeline::new(opts, store.clone(), Arc::clone(&stats));
+    Fixture { _dir: dir, store, stats, pipeline }
+}
+
+fn pack(readings: &[Reading<'_>], bt: f64) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    let n = encode_pack(&mut buf, &Base { time: Some(bt), ..Default::default() }, readings).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn reading(name: &str, value: f64, time: f64) -> Reading<'_> {
+    Reading { name, unit: None, value, time }
+}
+
+fn refused(f: &mut Fixture, topic: &str, payload: &[u8]) -> Rejection {
+    match f.pipeline.handle(topic.as_bytes(), payload, NOW_MS) {
+        Some(Err(r)) => r,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_pack_is_stored_with_its_times_and_the_kind_inferred() {
+    let mut f = fixture(PipelineOptions::default());
+    let payload = pack(&[reading("water_level", 182.5, 0.0), reading("water_level", 183.0, 10.0), reading("salinity", 0.4, 10.0)], 1_789_999_000.5);
+    let got = f.pipeline.handle(b"mekong/v1/hau-01/up", &payload, NOW_MS).unwrap().unwrap();
+    assert_eq!(got.summary, WriteSummary { stored: 3, duplicates: 0 });
+    let points = f.store.points("hau-01", "water_level", i64::MIN, i64::MAX, 10).unwrap().unwrap();
+    assert_eq!(points, [Point { time_ms: 1_789_999_000_500, value: 182.5 }, Point { time_ms: 1_789_999_010_500, value: 183.0 }]);
+    let device = f.store.device("hau-01").unwrap();
+    assert_eq!((device.kind.as_str(), device.last_seen_ms), ("water", NOW_MS));
+    assert_eq!(f.stats.device("hau-01").readings, 3);
+}
+
+#[test]
+fn the_registry_decides_the_kind_and_can_refuse_unknown_devices() {
+    let mut registry = Registry::new();
+    registry.insert("bridge-3", DeviceKind::Traffic);
+    let opts = PipelineOptions { registry, require_registration: true, ..Default::default() };
+    let mut f = fixture(opts);
+    let payload = pack(&[reading("temperature", 30.0, 0.0)], 1_789_999_000.0);
+    f.pipeline.handle(b"mekong/v1/bridge-3/up", &payload, NOW_MS).unwrap().unwrap();
+    assert_eq!(f.store.device("bridge-3").unwrap().kind, "traffic");
+    let r = refused(&mut f, "mekong/v1/stranger/up", &payload);
+    assert_eq!((r.kind, r.device.as_deref()), ("unknown_device", Some("stranger")));
+    assert!(f.store.device("stranger").is_none());
+}
+
+#[test]
+fn bad_topics_are_refused_and_downlinks_ignored() {
+    let mut f = fixture(PipelineOptions::default());
+    let payload = pack(&[reading("pm10", 30.0, 0.0)], 1_789_999_000.0);
+    for topic in ["mekong/v1/Bad_Id/up", "mekong/v1/a/b/up", "mekong/v2/a/up", "mekong/v1/a"] {
+        let r = refused(&mut f, topic, &payload);
+        assert_eq!((r.kind, r.device), ("bad_topic", None), "{topic}");
+    }
+    assert!(f.pipeline.handle(b"mekong/v1/a/down", &payload, NOW_MS).is_none());
+    assert_eq!(f.stats.snapshot().received, 4);
+    assert_eq!(f.stats.device(crate::stats::INVALID_DEVICE).rejected, 4);
+}
+
+#[test]
+fn oversized_payloads_are_refused_before_decoding() {
+    let mut f = fixture(PipelineOptions { max_payload_bytes: 16, ..Default::default() });
+    let payload = pack(&[reading("pm10", 30.0, 0.0), reading("pm2_5", 10.0, 0.0)], 1_789_999_000.0);
+    let r = refused(&mut f, "mekong/v1/a/up", &payload);
+    assert_eq!(r.kind, "too_large");
+    assert!(r.reason.contains("over the limit of 16"), "{}", r.reason);
+}
+
+#[test]
+fn a_pack_with_one_bad_record_stores_nothing() {
+    let mut f = fixture(PipelineOptions::default());
+    // The second record is a day and a half ahead of the receipt time.
+    let payload = pack(&[reading("pm10", 30.0, 0.0), reading("pm10", 31.0, 130_000.0)], 1_790_000_000.0);
+    let r = refused(&mut f, "mekong/v1/a/up", &payload);
+    assert_eq!(r.kind, "bad_time");
+    assert_eq!(r.reason, "record 1: time is more than a day in the future");
+    assert!(f.store.device("a").is_none());
+    let log = f.stats.rejections(None, 10);
+    assert_eq!(log[0].head, payload[..32]);
+    assert_eq!(log[0].payload_len, payload.len());
+}
+
+#[test]
+fn a_unit_change_is_refused_with_the_reason() {
+    let mut f = fixture(PipelineOptions::default());
+    let first = pack(&[Reading { unit: Some("cm"), ..reading("water_level", 180.0, 0.0) }], 1_789_999_000.0);
+    f.pipeline.handle(b"mekong/v1/a/up", &first, NOW_MS).unwrap().unwrap();
+    let second = pack(&[Reading { unit: Some("m"), ..reading("water_level", 1.8, 0.0) }], 1_789_999_010.0);
+    let r = refused(&mut f, "mekong/v1/a/up", &second);
+    assert_eq!((r.kind, r.reason.as_str()), ("unit_mismatch", "series water_level is in cm, not m"));
+}
+
+#[test]
+fn resends_are_counted_as_duplicates() {
+    let mut f = fixture(PipelineOptions::default());
+    let payload = pack(&[reading("speed", 31.0, 0.0)], 1_789_999_000.0);
+    f.pipeline.handle(b"mekong/v1/a/up", &payload, NOW_MS).unwrap().unwrap();
+    let again = f.pipeline.handle(b"mekong/v1/a/up", &payload, NOW_MS + 1).unwrap().unwrap();
+    assert_eq!(again.summary, WriteSummary { stored: 0, duplicates: 1 });
+    assert_eq!(f.store.point_count(), 1);
+}
+
+#[test]
+fn gaps_in_log_offsets_count_skipped_messages() {
+    let mut gaps = Gaps::default();
+    assert_eq!(gaps.observe(0), 0);
+    assert_eq!(gaps.observe(1), 0);
+    assert_eq!(gaps.observe(5), 3);
+    assert_eq!(gaps.observe(6), 0);
+    // A repeated or older offset is not a gap.
+    assert_eq!(gaps.observe(6), 0);
+    assert_eq!(gaps.observe(2), 0);
+    assert_eq!(gaps.observe(7), 0);
+}

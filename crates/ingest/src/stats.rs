@@ -1,0 +1,247 @@
+//! What the ingest path has done: counters for the API and metrics, per-device counts, and the
+//! bounded log of recent rejections.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// Per-device counters stop growing in number past this many devices: the counts of further
+/// devices go to [`OTHER_DEVICES`], so a flood of made-up ids cannot grow memory without bound.
+pub const MAX_TRACKED_DEVICES: usize = 100_000;
+/// Counter key for publishes whose topic holds no valid device id.
+pub const INVALID_DEVICE: &str = "(invalid)";
+/// Counter key for devices beyond [`MAX_TRACKED_DEVICES`].
+pub const OTHER_DEVICES: &str = "(other)";
+/// Bytes of the payload kept in a rejection entry.
+pub const HEAD_BYTES: usize = 32;
+/// Characters of the topic kept in a rejection entry.
+pub const TOPIC_CHARS: usize = 128;
+
+/// One refused publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectionEntry {
+    /// Time of receipt, ms since the epoch.
+    pub time_ms: i64,
+    /// The topic (at most [`TOPIC_CHARS`] characters, invalid UTF-8 replaced).
+    pub topic: String,
+    /// The device id, when the topic holds a valid one.
+    pub device: Option<String>,
+    /// Short stable name of the reason, such as `truncated` or `bad_time`.
+    pub kind: &'static str,
+    /// The reason, for people.
+    pub reason: String,
+    /// Payload size in bytes.
+    pub payload_len: usize,
+    /// The first [`HEAD_BYTES`] bytes of the payload.
+    pub head: Vec<u8>,
+}
+
+/// What one device has sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    /// Packs accepted.
+    pub packs: u64,
+    /// Readings stored (new points).
+    pub readings: u64,
+    /// Readings that were already stored (resends).
+    pub duplicates: u64,
+    /// Publishes refused.
+    pub rejected: u64,
+}
+
+/// A consistent copy of the global counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Publishes the ingest path received.
+    pub received: u64,
+    /// Packs accepted and stored.
+    pub accepted: u64,
+    /// Readings stored (new points).
+    pub readings: u64,
+    /// Readings that were already stored.
+    pub duplicates: u64,
+    /// Publishes refused.
+    pub rejected: u64,
+    /// Refusals by reason kind.
+    pub rejected_by_kind: BTreeMap<&'static str, u64>,
+    /// Publishes the broker skipped because the ingest path fell behind its log.
+    pub lost: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    log: VecDeque<RejectionEntry>,
+    capacity: usize,
+    by_kind: BTreeMap<&'static str, u64>,
+    devices: HashMap<String, DeviceCounters>,
+}
+
+/// Shared between the ingest thread and the query API.
+#[derive(Debug)]
+pub struct Stats {
+    received: AtomicU64,
+    accepted: AtomicU64,
+    readings: AtomicU64,
+    duplicates: AtomicU64,
+    rejected: AtomicU64,
+    lost: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+impl Stats {
+    /// Empty counters and a rejection log that keeps the `capacity` most recent entries.
+    pub fn new(capacity: usize) -> Stats {
+        Stats {
+            received: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            readings: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            inner: Mutex::new(Inner {
+                log: VecDeque::with_capacity(capacity.min(4096)),
+                capacity,
+                by_kind: BTreeMap::new(),
+                devices: HashMap::new(),
+            }),
+        }
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // Every update below leaves the maps consistent between statements.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn record_received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_accepted(&self, device: &str, readings: usize, duplicates: usize) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.readings.fetch_add(readings as u64, Ordering::Relaxed);
+        self.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
+        let mut inner = self.inner();
+        let c = inner.device_entry(device);
+        c.packs += 1;
+        c.readings += readings as u64;
+        c.duplicates += duplicates as u64;
+    }
+
+    pub(crate) fn record_rejection(&self, entry: RejectionEntry) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.inner();
+        *inner.by_kind.entry(entry.kind).or_default() += 1;
+        inner.device_entry(entry.device.as_deref().unwrap_or(INVALID_DEVICE)).rejected += 1;
+        if inner.capacity == 0 {
+            return;
+        }
+        if inner.log.len() == inner.capacity {
+            inner.log.pop_front();
+        }
+        inner.log.push_back(entry);
+    }
+
+    pub(crate) fn record_lost(&self, messages: u64) {
+        self.lost.fetch_add(messages, Ordering::Relaxed);
+    }
+
+    /// Publishes skipped by the broker because the ingest path fell behind.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// The global counters.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.inner();
+        Snapshot {
+            received: self.received.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            readings: self.readings.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            rejected_by_kind: inner.by_kind.clone(),
+            lost: self.lost.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The counters of one device (zero if it never sent anything).
+    pub fn device(&self, id: &str) -> DeviceCounters {
+        self.inner().devices.get(id).copied().unwrap_or_default()
+    }
+
+    /// Up to `limit` most recent rejections, newest first, optionally of one device only.
+    pub fn rejections(&self, device: Option<&str>, limit: usize) -> Vec<RejectionEntry> {
+        let inner = self.inner();
+        inner
+            .log
+            .iter()
+            .rev()
+            .filter(|e| device.is_none_or(|d| e.device.as_deref() == Some(d)))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Inner {
+    fn device_entry(&mut self, device: &str) -> &mut DeviceCounters {
+        let key = if self.devices.contains_key(device) || self.devices.len() < MAX_TRACKED_DEVICES {
+            device
+        } else {
+            OTHER_DEVICES
+        };
+        self.devices.entry(key.to_owned()).or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(device: Option<&str>, n: i64) -> RejectionEntry {
+        RejectionEntry {
+            time_ms: n,
+            topic: "t".into(),
+            device: device.map(Into::into),
+            kind: "truncated",
+            reason: "r".into(),
+            payload_len: 0,
+            head: vec![],
+        }
+    }
+
+    #[test]
+    fn the_log_keeps_the_newest_entries_up_to_its_capacity() {
+        let stats = Stats::new(3);
+        for n in 0..5 {
+            stats.record_rejection(entry(Some("a"), n));
+        }
+        let times: Vec<_> = stats.rejections(None, 10).iter().map(|e| e.time_ms).collect();
+        assert_eq!(times, [4, 3, 2]);
+        assert_eq!(stats.snapshot().rejected, 5);
+        assert_eq!(stats.device("a").rejected, 5);
+        assert_eq!(stats.snapshot().rejected_by_kind.get("truncated"), Some(&5));
+    }
+
+    #[test]
+    fn rejections_filter_by_device_and_invalid_ids_have_their_own_counter() {
+        let stats = Stats::new(10);
+        stats.record_rejection(entry(Some("a"), 1));
+        stats.record_rejection(entry(None, 2));
+        stats.record_rejection(entry(Some("b"), 3));
+        assert_eq!(stats.rejections(Some("a"), 10).len(), 1);
+        assert_eq!(stats.rejections(None, 2).len(), 2);
+        assert_eq!(stats.device(INVALID_DEVICE).rejected, 1);
+    }
+
+    #[test]
+    fn per_device_counters_are_bounded() {
+        let stats = Stats::new(0);
+        for i in 0..MAX_TRACKED_DEVICES + 10 {
+            stats.record_accepted(&format!("d{i}"), 1, 0);
+        }
+        assert_eq!(stats.device(OTHER_DEVICES).packs, 10);
+        assert_eq!(stats.inner().devices.len(), MAX_TRACKED_DEVICES + 1);
+        assert_eq!(stats.snapshot().readings, (MAX_TRACKED_DEVICES + 10) as u64);
+    }
+}
