@@ -1,0 +1,317 @@
+//! mekong's one configuration: the TOML file, then `MEKONG__SECTION__KEY` environment
+//! overrides, checked once and turned into each crate's options.
+//!
+//! Every key has a default, so a missing file means the defaults. An unknown key or a bad
+//! value is an error that names the key. `config/mekong.toml` holds every key, commented.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use mekong_ingest::{BrokerOptions, PipelineOptions, Registry};
+use mekong_schema::topic::is_valid_device_id;
+use mekong_schema::DeviceKind;
+use mekong_store::StoreOptions;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Prefix of environment variables that override keys: `MEKONG__API__LISTEN=[::]:9090`.
+pub const ENV_PREFIX: &str = "MEKONG__";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The embedded MQTT broker.
+    pub broker: BrokerConfig,
+    /// The ingest path.
+    pub ingest: IngestConfig,
+    /// The time-series store.
+    pub storage: StorageConfig,
+    /// The HTTP query service.
+    pub api: ApiConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// MQTT 3.1.1 listener.
+    pub listen: SocketAddr,
+    /// MQTT 5 listener; the empty string turns it off.
+    #[serde(serialize_with = "ser_opt_addr", deserialize_with = "de_opt_addr")]
+    pub listen_v5: Option<SocketAddr>,
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// Largest MQTT packet; a client sending a larger one is disconnected.
+    pub max_packet_bytes: usize,
+    /// Unacknowledged QoS 1 publishes per connection.
+    pub max_inflight: usize,
+    /// Time for a client to send CONNECT.
+    pub connection_timeout_ms: u16,
+    /// Size of one in-memory log segment per subscription filter.
+    pub segment_bytes: usize,
+    /// Segments kept per filter.
+    pub segment_count: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let b = BrokerOptions::default();
+        BrokerConfig {
+            listen: b.listen,
+            listen_v5: b.listen_v5,
+            max_connections: b.max_connections,
+            max_packet_bytes: b.max_packet_bytes,
+            max_inflight: b.max_inflight,
+            connection_timeout_ms: b.connection_timeout_ms,
+            segment_bytes: b.segment_bytes,
+            segment_count: b.segment_count,
+        }
+    }
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Payloads larger than this are refused and logged.
+    pub max_payload_bytes: usize,
+    /// Packs with more records are refused.
+    pub max_records_per_pack: usize,
+    /// Recent rejections kept for `GET /v1/rejections`.
+    pub rejection_log_capacity: usize,
+    /// Refuse devices that are not in the registry file.
+    pub require_registration: bool,
+    /// The device registry file; the empty string means none.
+    pub registry: PathBuf,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        let p = PipelineOptions::default();
+        IngestConfig {
+            max_payload_bytes: p.max_payload_bytes,
+            max_records_per_pack: p.max_records_per_pack,
+            rejection_log_capacity: p.rejection_log_capacity,
+            require_registration: p.require_registration,
+            registry: PathBuf::new(),
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Where the database lives.
+    pub data_dir: PathBuf,
+    /// sled's page cache.
+    pub cache_bytes: u64,
+    /// Background flush period; 0 flushes only at shutdown.
+    pub flush_every_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let s = StoreOptions::default();
+        StorageConfig {
+            data_dir: PathBuf::from("./data"),
+            cache_bytes: s.cache_capacity_bytes,
+            flush_every_ms: s.flush_every_ms.unwrap_or(0),
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// HTTP listener; `[::]` accepts IPv6 and IPv4.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: SocketAddr::from(([0u16; 8], 8080)) }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `info,mekong_ingest=debug`; `RUST_LOG` wins.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { filter: "info,rumqttd=warn".into() }
+    }
+}
+
+fn de_opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|e| serde::de::Error::custom(format!("{e}: {s:?}")))
+}
+
+fn ser_opt_addr<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&addr.map(|a| a.to_string()).unwrap_or_default())
+}
+
+impl Config {
+    /// Reads `path` (if `required` is false, a missing file means defaults), applies the
+    /// environment overrides in `env`, and checks the result.
+    pub fn load(path: &Path, required: bool, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read config file {}", path.display())),
+        };
+        let mut table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        apply_env(&mut table, env)?;
+        let config = Config::deserialize(toml::Value::Table(table))
+            .with_context(|| format!("invalid configuration (file {}, then {ENV_PREFIX}* variables)", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let b = &self.broker;
+        if b.segment_bytes < 1024 {
+            bail!("broker.segment_bytes must be at least 1024, got {}", b.segment_bytes);
+        }
+        for (key, v) in [
+            ("broker.segment_count", b.segment_count),
+            ("broker.max_connections", b.max_connections),
+            ("broker.max_inflight", b.max_inflight),
+            ("ingest.max_records_per_pack", self.ingest.max_records_per_pack),
+            ("ingest.max_payload_bytes", self.ingest.max_payload_bytes),
+        ] {
+            if v == 0 {
+                bail!("{key} must be at least 1");
+            }
+        }
+        if b.listen.port() == 0 || b.listen_v5.is_some_and(|a| a.port() == 0) {
+            bail!("broker.listen and broker.listen_v5 need a port: rumqttd cannot report one it picked");
+        }
+        if b.listen_v5 == Some(b.listen) {
+            bail!("broker.listen_v5 must differ from broker.listen");
+        }
+        if self.ingest.max_payload_bytes >= b.max_packet_bytes {
+            bail!(
+                "ingest.max_payload_bytes ({}) must be below broker.max_packet_bytes ({}), so that an oversized payload \
+                 reaches mekong and is logged instead of closing the connection",
+                self.ingest.max_payload_bytes,
+                b.max_packet_bytes
+            );
+        }
+        if self.ingest.require_registration && self.ingest.registry.as_os_str().is_empty() {
+            bail!("ingest.require_registration is true but ingest.registry names no file");
+        }
+        Ok(())
+    }
+
+    /// The broker's options.
+    pub fn broker_options(&self) -> BrokerOptions {
+        let b = &self.broker;
+        BrokerOptions {
+            listen: b.listen,
+            listen_v5: b.listen_v5,
+            max_connections: b.max_connections,
+            max_packet_bytes: b.max_packet_bytes,
+            max_inflight: b.max_inflight,
+            connection_timeout_ms: b.connection_timeout_ms,
+            segment_bytes: b.segment_bytes,
+            segment_count: b.segment_count,
+            ready_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The ingest path's options, with the registry file read.
+    pub fn pipeline_options(&self) -> anyhow::Result<PipelineOptions> {
+        let i = &self.ingest;
+        let registry = if i.registry.as_os_str().is_empty() { Registry::new() } else { load_registry(&i.registry)? };
+        Ok(PipelineOptions {
+            max_payload_bytes: i.max_payload_bytes,
+            max_records_per_pack: i.max_records_per_pack,
+            rejection_log_capacity: i.rejection_log_capacity,
+            require_registration: i.require_registration,
+            registry,
+        })
+    }
+
+    /// The store's options.
+    pub fn store_options(&self) -> StoreOptions {
+        let s = &self.storage;
+        StoreOptions {
+            cache_capacity_bytes: s.cache_bytes,
+            flush_every_ms: (s.flush_every_ms > 0).then_some(s.flush_every_ms),
+        }
+    }
+}
+
+/// Sets `a.b = value` in `table` for every `MEKONG__A__B=value`. The value is read as a TOML
+/// value when it is one (`true`, `42`, `"x"`), else taken as a string.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<()> {
+    for (name, value) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        if keys.len() != 2 || keys.iter().any(String::is_empty) {
+            bail!("environment variable {name}: expected {ENV_PREFIX}SECTION__KEY");
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let section = table.entry(keys[0].clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section) = section.as_table_mut() else {
+            bail!("environment variable {name}: {} is not a section", keys[0]);
+        };
+        section.insert(keys[1].clone(), parsed);
+    }
+    Ok(())
+}
+
+/// The device registry file: `[[device]]` entries with `id` and `kind`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    #[serde(default)]
+    device: Vec<RegistryEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryEntry {
+    id: String,
+    kind: String,
+}
+
+/// Reads and checks a registry file.
+pub fn load_registry(path: &Path) -> anyhow::Result<Registry> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read registry {}", path.display()))?;
+    let file: RegistryFile = toml::from_str(&text).with_context(|| format!("invalid registry {}", path.display()))?;
+    let mut registry = Registry::new();
+    for (i, entry) in file.device.into_iter().enumerate() {
+        if !is_valid_device_id(&entry.id) {
+            bail!("registry {}: device {i}: id {:?} is not [a-z0-9-]{{1,64}}", path.display(), entry.id);
+        }
+        let kind = DeviceKind::parse(&entry.kind)
+            .with_context(|| format!("registry {}: device {:?}: unknown kind {:?}", path.display(), entry.id, entry.kind))?;
+        registry.insert(entry.id, kind);
+    }
+    Ok(registry)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,87 @@
+//! Tests of configuration loading: the shipped file, overrides, and errors that name the key.
+
+use super::*;
+
+fn load_str(text: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("mekong.toml");
+    std::fs::write(&path, text)?;
+    Config::load(&path, true, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+fn error_of(text: &str, env: &[(&str, &str)]) -> String {
+    format!("{:#}", load_str(text, env).unwrap_err())
+}
+
+#[test]
+fn the_shipped_file_states_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/mekong.toml");
+    let config = Config::load(&path, true, []).unwrap();
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn the_printed_defaults_parse_back() {
+    let printed = toml::to_string(&Config::default()).unwrap();
+    assert_eq!(load_str(&printed, &[]).unwrap(), Config::default());
+}
+
+#[test]
+fn a_missing_file_means_defaults_unless_it_was_asked_for() {
+    let missing = Path::new("/nonexistent/mekong.toml");
+    assert_eq!(Config::load(missing, false, []).unwrap(), Config::default());
+    assert!(Config::load(missing, true, []).is_err());
+}
+
+#[test]
+fn unknown_keys_and_bad_values_name_the_key() {
+    let e = error_of("[api]\nlisten = \"[::]:8080\"\nlisen = 1\n", &[]);
+    assert!(e.contains("lisen"), "{e}");
+    let e = error_of("[broker]\nmax_inflight = \"many\"\n", &[]);
+    assert!(e.contains("max_inflight"), "{e}");
+    let e = error_of("[storage]\ndata_dir = 5\n", &[]);
+    assert!(e.contains("data_dir"), "{e}");
+    let e = error_of("[broker]\nlisten = \"localhost\"\n", &[]);
+    assert!(e.contains("listen"), "{e}");
+    let e = error_of("[broker]\nsegment_bytes = 10\n", &[]);
+    assert!(e.contains("broker.segment_bytes"), "{e}");
+    let e = error_of("[ingest]\nmax_payload_bytes = 300000\n", &[]);
+    assert!(e.contains("ingest.max_payload_bytes"), "{e}");
+    let e = error_of("[nope]\n", &[]);
+    assert!(e.contains("nope"), "{e}");
+}
+
+#[test]
+fn environment_variables_override_the_file() {
+    let config = load_str(
+        "[api]\nlisten = \"[::]:8080\"\n",
+        &[
+            ("MEKONG__API__LISTEN", "127.0.0.1:9999"),
+            ("MEKONG__INGEST__REQUIRE_REGISTRATION", "false"),
+            ("MEKONG__STORAGE__CACHE_BYTES", "1048576"),
+            ("MEKONG__BROKER__LISTEN_V5", ""),
+            ("OTHER", "ignored"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.api.listen, "127.0.0.1:9999".parse().unwrap());
+    assert_eq!(config.storage.cache_bytes, 1 << 20);
+    assert_eq!(config.broker.listen_v5, None);
+    let e = error_of("", &[("MEKONG__API__PORT", "1")]);
+    assert!(e.contains("port"), "{e}");
+    let e = error_of("", &[("MEKONG__API", "1")]);
+    assert!(e.contains("MEKONG__API"), "{e}");
+}
+
+#[test]
+fn the_example_registry_loads_and_bad_entries_are_refused() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devices.toml");
+    let registry = load_registry(&path).unwrap();
+    assert!(!registry.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("devices.toml");
+    std::fs::write(&bad, "[[device]]\nid = \"Hau_01\"\nkind = \"water\"\n").unwrap();
+    assert!(format!("{:#}", load_registry(&bad).unwrap_err()).contains("Hau_01"));
+    std::fs::write(&bad, "[[device]]\nid = \"hau-01\"\nkind = \"boat\"\n").unwrap();
+    assert!(format!("{:#}", load_registry(&bad).unwrap_err()).contains("boat"));
+}

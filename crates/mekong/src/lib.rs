@@ -1,0 +1,14 @@
+//! The mekong platform as a library: configuration, the wiring of store, broker, ingest and
+//! HTTP into one [`Platform`], and the fleet simulator. The `mekong` binary is a thin command
+//! line over it, and the end-to-end tests start it in-process.
+//!
+//! This is the only crate that reads files and environment variables; the library crates get
+//! their options as plain values.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod platform;
+pub mod simulate;
+
+pub use config::Config;
+pub use platform::Platform;

@@ -1,0 +1,184 @@
+//! The `mekong` command: `serve` runs the platform, `simulate` publishes a realistic fleet,
+//! `print-config` shows the defaults, `check-config` validates a file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mekong::simulate::{self, SimOptions};
+use mekong::{Config, Platform};
+
+/// Sensor ingestion for city infrastructure: SenML-CBOR over MQTT in, time series in sled,
+/// HTTP/JSON out.
+#[derive(Debug, Parser)]
+#[command(name = "mekong", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the configuration is read from when --config is not given; a missing default file
+/// means the built-in defaults.
+const DEFAULT_CONFIG: &str = "config/mekong.toml";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the platform: MQTT broker, ingest, store and HTTP API.
+    Serve {
+        /// Configuration file (default: config/mekong.toml if it exists, else built-in defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also run the fleet simulator against the embedded broker.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Publish readings from a simulated fleet of water, traffic and air stations.
+    Simulate {
+        /// Broker address, host:port.
+        #[arg(long, default_value = "localhost:1883")]
+        broker: String,
+        /// Number of stations (kinds rotate water, traffic, air).
+        #[arg(long, default_value_t = 12)]
+        devices: usize,
+        /// Seconds between readings of one station.
+        #[arg(long, default_value_t = 10.0)]
+        interval: f64,
+        /// Seconds to publish live readings (default: until interrupted).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Seconds of backlog to send first, in batched packs.
+        #[arg(long, default_value_t = 0.0)]
+        history: f64,
+        /// Timestamps per backlog pack.
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
+        /// Device id prefix.
+        #[arg(long, default_value = "sim-")]
+        prefix: String,
+        /// Noise seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Print the default configuration as TOML.
+    PrintConfig,
+    /// Load and check a configuration (with environment overrides), then print it.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::PrintConfig => {
+            print!("{}", toml::to_string(&Config::default())?);
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let config = Config::load(&config, true, std::env::vars())?;
+            config.pipeline_options()?;
+            print!("{}", toml::to_string(&config)?);
+            Ok(())
+        }
+        Command::Serve { config, demo } => {
+            let (path, required) = match config {
+                Some(path) => (path, true),
+                None => (PathBuf::from(DEFAULT_CONFIG), false),
+            };
+            let config = Config::load(&path, required, std::env::vars())?;
+            init_logging(&config.log.filter);
+            runtime()?.block_on(serve(config, demo))
+        }
+        Command::Simulate { broker, devices, interval, duration, history, batch, prefix, seed } => {
+            init_logging("info");
+            let (host, port) = broker.rsplit_once(':').context("--broker must be host:port")?;
+            let opts = SimOptions {
+                host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                port: port.parse().context("--broker port")?,
+                devices,
+                interval: secs(interval, "--interval")?,
+                duration: duration.map(|d| secs(d, "--duration")).transpose()?,
+                history: secs(history, "--history")?,
+                batch,
+                prefix,
+                seed,
+            };
+            runtime()?.block_on(async {
+                tokio::select! {
+                    report = simulate::run(opts) => {
+                        let report = report?;
+                        println!("{{\"packs\":{},\"readings\":{}}}", report.packs, report.readings);
+                        Ok(())
+                    }
+                    _ = shutdown_signal() => Ok(()),
+                }
+            })
+        }
+    }
+}
+
+fn secs(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be a non-negative number of seconds"))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let platform = Platform::start(&config).await?;
+    let simulator = demo.then(|| {
+        let opts = SimOptions {
+            host: mekong_ingest::broker::connectable(platform.mqtt_addr).ip().to_string(),
+            port: platform.mqtt_addr.port(),
+            history: Duration::from_secs(3600),
+            ..SimOptions::default()
+        };
+        tracing::info!(devices = opts.devices, "demo: simulating a fleet with an hour of backlog");
+        tokio::spawn(simulate::run(opts))
+    });
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    if let Some(simulator) = simulator {
+        simulator.abort();
+    }
+    platform.shutdown().await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
