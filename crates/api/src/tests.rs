@@ -18,10 +18,18 @@ const T0: i64 = 1_790_000_000_000;
 fn state() -> (tempfile::TempDir, AppState) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &StoreOptions { flush_every_ms: None, ..Default::default() }).unwrap();
-    let points: Vec<_> =
-        (0..25).map(|i| NewPoint { metric: "water_level", unit: Some("cm"), time_ms: T0 + i * 10_000, value: 150.0 + i as f64 }).collect();
+    let points: Vec<_> = (0..25)
+        .map(|i| NewPoint {
+            metric: "water_level",
+            unit: Some("cm"),
+            time_ms: T0 + i * 10_000,
+            value: 150.0 + i as f64,
+        })
+        .collect();
     store.write("hau-01", "water", T0, &points).unwrap();
-    store.write("bridge-3", "traffic", T0, &[NewPoint { metric: "speed", unit: Some("km/h"), time_ms: T0, value: 31.0 }]).unwrap();
+    store
+        .write("bridge-3", "traffic", T0, &[NewPoint { metric: "speed", unit: Some("km/h"), time_ms: T0, value: 31.0 }])
+        .unwrap();
     (dir, AppState { store, stats: Arc::new(Stats::new(10)) })
 }
 
@@ -88,7 +96,8 @@ async fn points_carry_both_time_forms() {
 async fn devices_and_latest_filter_by_kind() {
     let (_dir, state) = state();
     let (_, body) = get(&state, "/v1/devices?kind=traffic").await;
-    let ids: Vec<_> = body["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<_> =
+        body["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, ["bridge-3"]);
     let (_, body) = get(&state, "/v1/latest?kind=water").await;
     assert_eq!(body["latest"].as_array().unwrap().len(), 1);

@@ -12,8 +12,9 @@ pub fn parse(name: &str, value: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = value.parse::<i64>() {
         return Ok(ms);
     }
-    let dt = OffsetDateTime::parse(value, &Rfc3339)
-        .map_err(|_| ApiError::BadRequest(format!("{name}: expected an RFC 3339 time or epoch milliseconds, got {value:?}")))?;
+    let dt = OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
+        ApiError::BadRequest(format!("{name}: expected an RFC 3339 time or epoch milliseconds, got {value:?}"))
+    })?;
     i64::try_from(dt.unix_timestamp_nanos().div_euclid(1_000_000))
         .map_err(|_| ApiError::BadRequest(format!("{name}: time out of range")))
 }

@@ -46,7 +46,7 @@ impl Default for BrokerOptions {
             max_packet_bytes: 256 * 1024,
             max_inflight: 100,
             connection_timeout_ms: 5_000,
-            segment_bytes: 16 * 1024 * 1024,
+            segment_bytes: 4 * 1024 * 1024,
             segment_count: 4,
             ready_timeout: Duration::from_secs(10),
         }
@@ -64,7 +64,9 @@ impl BrokerOptions {
             return Err(IngestError::Config("segment_bytes must be at least 1024".into()));
         }
         if self.segment_count == 0 || self.max_connections == 0 || self.max_inflight == 0 {
-            return Err(IngestError::Config("segment_count, max_connections and max_inflight must be at least 1".into()));
+            return Err(IngestError::Config(
+                "segment_count, max_connections and max_inflight must be at least 1".into(),
+            ));
         }
         if self.listen_v5 == Some(self.listen) {
             return Err(IngestError::Config("listen and listen_v5 must differ".into()));

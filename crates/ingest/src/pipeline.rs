@@ -126,7 +126,8 @@ impl Pipeline {
             return Err(Rejection::new(Some(device), "unknown_device", "device is not registered"));
         }
         if payload.len() > self.opts.max_payload_bytes {
-            let reason = format!("payload of {} bytes is over the limit of {}", payload.len(), self.opts.max_payload_bytes);
+            let reason =
+                format!("payload of {} bytes is over the limit of {}", payload.len(), self.opts.max_payload_bytes);
             return Err(Rejection::new(Some(device), "too_large", reason));
         }
 
@@ -163,7 +164,9 @@ impl Pipeline {
             .collect();
         match self.store.write(device, kind.as_str(), now_ms, &points) {
             Ok(summary) => Ok(Accepted { device: device.to_owned(), summary }),
-            Err(e @ StoreError::UnitMismatch { .. }) => Err(Rejection::new(Some(device), "unit_mismatch", e.to_string())),
+            Err(e @ StoreError::UnitMismatch { .. }) => {
+                Err(Rejection::new(Some(device), "unit_mismatch", e.to_string()))
+            }
             Err(e) => {
                 tracing::error!(device, error = %e, "store write failed");
                 Err(Rejection::new(Some(device), "store_error", e.to_string()))

@@ -149,7 +149,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { filter: "info,rumqttd=warn".into() }
+        LogConfig { filter: "info,rumqttd=off".into() }
     }
 }
 
@@ -168,7 +168,11 @@ fn ser_opt_addr<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok,
 impl Config {
     /// Reads `path` (if `required` is false, a missing file means defaults), applies the
     /// environment overrides in `env`, and checks the result.
-    pub fn load(path: &Path, required: bool, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+    pub fn load(
+        path: &Path,
+        required: bool,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
@@ -177,8 +181,9 @@ impl Config {
         let mut table: toml::Table =
             toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
         apply_env(&mut table, env)?;
-        let config = Config::deserialize(toml::Value::Table(table))
-            .with_context(|| format!("invalid configuration (file {}, then {ENV_PREFIX}* variables)", path.display()))?;
+        let config = Config::deserialize(toml::Value::Table(table)).with_context(|| {
+            format!("invalid configuration (file {}, then {ENV_PREFIX}* variables)", path.display())
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -306,8 +311,9 @@ pub fn load_registry(path: &Path) -> anyhow::Result<Registry> {
         if !is_valid_device_id(&entry.id) {
             bail!("registry {}: device {i}: id {:?} is not [a-z0-9-]{{1,64}}", path.display(), entry.id);
         }
-        let kind = DeviceKind::parse(&entry.kind)
-            .with_context(|| format!("registry {}: device {:?}: unknown kind {:?}", path.display(), entry.id, entry.kind))?;
+        let kind = DeviceKind::parse(&entry.kind).with_context(|| {
+            format!("registry {}: device {:?}: unknown kind {:?}", path.display(), entry.id, entry.kind)
+        })?;
         registry.insert(entry.id, kind);
     }
     Ok(registry)

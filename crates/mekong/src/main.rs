@@ -110,7 +110,10 @@ fn main() -> anyhow::Result<()> {
                 tokio::select! {
                     report = simulate::run(opts) => {
                         let report = report?;
-                        println!("{{\"packs\":{},\"readings\":{}}}", report.packs, report.readings);
+                        println!(
+                            "{{\"packs\":{},\"readings\":{},\"bytes\":{}}}",
+                            report.packs, report.readings, report.bytes
+                        );
                         Ok(())
                     }
                     _ = shutdown_signal() => Ok(()),

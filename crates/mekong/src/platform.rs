@@ -34,8 +34,9 @@ impl Platform {
     /// Opens the store, starts the broker and the ingest thread, and serves HTTP.
     pub async fn start(config: &Config) -> anyhow::Result<Platform> {
         let data_dir = config.storage.data_dir.clone();
-        let store = Store::open(&data_dir, &config.store_options())
-            .with_context(|| format!("cannot open the store in {} (is another mekong using it?)", data_dir.display()))?;
+        let store = Store::open(&data_dir, &config.store_options()).with_context(|| {
+            format!("cannot open the store in {} (is another mekong using it?)", data_dir.display())
+        })?;
         let broker = config.broker_options();
         let pipeline = config.pipeline_options()?;
         let ingest = {

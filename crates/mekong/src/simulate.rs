@@ -60,6 +60,8 @@ pub struct SimReport {
     pub packs: u64,
     /// Readings in those packs.
     pub readings: u64,
+    /// Payload bytes of those packs.
+    pub bytes: u64,
 }
 
 /// One simulated station.
@@ -138,10 +140,8 @@ impl Station {
                 samples.push((name, unit, value, t - base_time));
             }
         }
-        let readings: Vec<Reading<'_>> = samples
-            .iter()
-            .map(|&(name, unit, value, time)| Reading { name, unit: Some(unit), value, time })
-            .collect();
+        let readings: Vec<Reading<'_>> =
+            samples.iter().map(|&(name, unit, value, time)| Reading { name, unit: Some(unit), value, time }).collect();
         let mut buf = vec![0u8; 64 + readings.len() * 48];
         let n = encode_pack(&mut buf, &Base { time: Some(base_time), ..Base::default() }, &readings)?;
         buf.truncate(n);
@@ -194,6 +194,7 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<SimReport> {
         let r = result.context("station task failed")??;
         report.packs += r.packs;
         report.readings += r.readings;
+        report.bytes += r.bytes;
     }
     Ok(report)
 }
@@ -223,22 +224,24 @@ async fn run_station(mut station: Station, opts: &SimOptions) -> anyhow::Result<
     });
 
     let step = opts.interval.as_secs_f64().max(0.001);
-    // Readings per pack in publish order; the broker acknowledges a connection's QoS 1
-    // publishes in order, so the first `acked` entries are the acknowledged ones.
-    let mut sent: Vec<u64> = Vec::new();
+    // (readings, bytes) per pack in publish order; the broker acknowledges a connection's
+    // QoS 1 publishes in order, so the first `acked` entries are the acknowledged ones.
+    let mut sent: Vec<(u64, u64)> = Vec::new();
     let mut acked = 0usize;
     let now = now_secs();
     let backlog: Vec<f64> = {
         let count = (opts.history.as_secs_f64() / step) as usize;
-        (0..count).map(|i| (now - opts.history.as_secs_f64() + i as f64 * step).floor()).collect()
+        (0..count).map(|i| ((now - opts.history.as_secs_f64() + i as f64 * step) * 1000.0).round() / 1000.0).collect()
     };
     for chunk in backlog.chunks(opts.batch.max(1)) {
         let (pack, readings) = station.pack(chunk)?;
+        sent.push((readings, pack.len() as u64));
         client.publish(&topic, QoS::AtLeastOnce, false, pack).await?;
-        sent.push(readings);
     }
     let started = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval(opts.interval.max(Duration::from_millis(1)));
+    // When the machine cannot keep up, publish late rather than in a burst of equal times.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -246,8 +249,8 @@ async fn run_station(mut station: Station, opts: &SimOptions) -> anyhow::Result<
         }
         let t = (now_secs() * 1000.0).round() / 1000.0;
         let (pack, readings) = station.pack(&[t])?;
+        sent.push((readings, pack.len() as u64));
         client.publish(&topic, QoS::AtLeastOnce, false, pack).await?;
-        sent.push(readings);
         while acked_rx.try_recv().is_ok() {
             acked += 1;
         }
@@ -255,7 +258,12 @@ async fn run_station(mut station: Station, opts: &SimOptions) -> anyhow::Result<
     while acked < sent.len() && acked_rx.recv().await.is_some() {
         acked += 1;
     }
-    let report = SimReport { packs: acked as u64, readings: sent.iter().take(acked).sum() };
+    let acked_packs = &sent[..acked.min(sent.len())];
+    let report = SimReport {
+        packs: acked_packs.len() as u64,
+        readings: acked_packs.iter().map(|s| s.0).sum(),
+        bytes: acked_packs.iter().map(|s| s.1).sum(),
+    };
     client.disconnect().await?;
     driver.await.context("mqtt driver task failed")??;
     Ok(report)

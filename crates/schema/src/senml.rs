@@ -17,9 +17,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::ser::{Serialize, SerializeMap, SerializeSeq};
 use serde_cbor::ser::SliceWrite;
 
-use crate::limits::{
-    MAX_FUTURE_SECS, MAX_NAME_LEN, MAX_UNIT_LEN, MIN_TIME_SECS, RELATIVE_TIME_LIMIT, SENML_VERSION,
-};
+use crate::limits::{MAX_FUTURE_SECS, MAX_NAME_LEN, MAX_UNIT_LEN, MIN_TIME_SECS, RELATIVE_TIME_LIMIT, SENML_VERSION};
 
 /// CBOR integer labels of RFC 8428, table 4.
 pub mod label {
@@ -362,13 +360,8 @@ impl<'a> RawRecord<'a> {
         if time < RELATIVE_TIME_LIMIT {
             time += now;
         }
-        let record = Record {
-            base_name: bases.name,
-            name: self.n.unwrap_or(""),
-            unit: self.u.or(bases.unit),
-            value,
-            time,
-        };
+        let record =
+            Record { base_name: bases.name, name: self.n.unwrap_or(""), unit: self.u.or(bases.unit), value, time };
         check_record(&record, now)?;
         Ok(record)
     }

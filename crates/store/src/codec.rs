@@ -100,7 +100,8 @@ mod tests {
 
     #[test]
     fn fields_round_trip() {
-        let bytes = Writer::new().str("hau-01").opt_str(None).opt_str(Some("cm")).u32(7).i64(-3).u64(9).f64(1.5).finish();
+        let bytes =
+            Writer::new().str("hau-01").opt_str(None).opt_str(Some("cm")).u32(7).i64(-3).u64(9).f64(1.5).finish();
         let mut r = Reader::new(&bytes).unwrap();
         assert_eq!(r.str().as_deref(), Some("hau-01"));
         assert_eq!(r.opt_str(), Some(None));

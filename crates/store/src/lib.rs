@@ -26,6 +26,4 @@ mod codec;
 mod keys;
 mod store;
 
-pub use store::{
-    DeviceInfo, LatestValue, NewPoint, Point, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary,
-};
+pub use store::{DeviceInfo, LatestValue, NewPoint, Point, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary};

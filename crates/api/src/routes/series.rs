@@ -31,7 +31,8 @@ pub struct SeriesList {
 
 /// `GET /v1/devices/{device}/series`.
 pub async fn list(State(state): State<AppState>, Path(device): Path<String>) -> Result<Json<SeriesList>, ApiError> {
-    let series = state.store.series_of(&device).ok_or_else(|| ApiError::NotFound(format!("unknown device {device:?}")))?;
+    let series =
+        state.store.series_of(&device).ok_or_else(|| ApiError::NotFound(format!("unknown device {device:?}")))?;
     let series = series
         .into_iter()
         .map(|s| Series {
@@ -109,6 +110,7 @@ pub async fn points(
     // One more than asked tells whether another page follows, and where it starts.
     let mut points = state.store.points(&device, &metric, from_ms, to_ms, limit + 1)?.unwrap_or_default();
     let next_from_ms = if points.len() > limit { points.pop().map(|p| p.time_ms) } else { None };
-    let points = points.into_iter().map(|p| PointOut { t: time::format(p.time_ms), t_ms: p.time_ms, v: p.value }).collect();
+    let points =
+        points.into_iter().map(|p| PointOut { t: time::format(p.time_ms), t_ms: p.time_ms, v: p.value }).collect();
     Ok(Json(Points { device, metric, unit: series.unit, from_ms, to_ms, points, next_from_ms }))
 }

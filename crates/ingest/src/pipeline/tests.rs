@@ -44,11 +44,17 @@ fn refused(f: &mut Fixture, topic: &str, payload: &[u8]) -> Rejection {
 #[test]
 fn a_pack_is_stored_with_its_times_and_the_kind_inferred() {
     let mut f = fixture(PipelineOptions::default());
-    let payload = pack(&[reading("water_level", 182.5, 0.0), reading("water_level", 183.0, 10.0), reading("salinity", 0.4, 10.0)], 1_789_999_000.5);
+    let payload = pack(
+        &[reading("water_level", 182.5, 0.0), reading("water_level", 183.0, 10.0), reading("salinity", 0.4, 10.0)],
+        1_789_999_000.5,
+    );
     let got = f.pipeline.handle(b"mekong/v1/hau-01/up", &payload, NOW_MS).unwrap().unwrap();
     assert_eq!(got.summary, WriteSummary { stored: 3, duplicates: 0 });
     let points = f.store.points("hau-01", "water_level", i64::MIN, i64::MAX, 10).unwrap().unwrap();
-    assert_eq!(points, [Point { time_ms: 1_789_999_000_500, value: 182.5 }, Point { time_ms: 1_789_999_010_500, value: 183.0 }]);
+    assert_eq!(
+        points,
+        [Point { time_ms: 1_789_999_000_500, value: 182.5 }, Point { time_ms: 1_789_999_010_500, value: 183.0 }]
+    );
     let device = f.store.device("hau-01").unwrap();
     assert_eq!((device.kind.as_str(), device.last_seen_ms), ("water", NOW_MS));
     assert_eq!(f.stats.device("hau-01").readings, 3);

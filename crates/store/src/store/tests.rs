@@ -46,7 +46,9 @@ fn rewriting_a_point_is_idempotent_and_keeps_the_first_value() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.write("a", "air", T0, &[p("pm2_5", T0, 12.0)]).unwrap();
-    let again = store.write("a", "air", T0 + 5, &[p("pm2_5", T0, 99.0), p("pm2_5", T0 + 1, 13.0), p("pm2_5", T0 + 1, 14.0)]).unwrap();
+    let again = store
+        .write("a", "air", T0 + 5, &[p("pm2_5", T0, 99.0), p("pm2_5", T0 + 1, 13.0), p("pm2_5", T0 + 1, 14.0)])
+        .unwrap();
     assert_eq!(again, WriteSummary { stored: 1, duplicates: 2 });
     let got = store.points("a", "pm2_5", i64::MIN, i64::MAX, 10).unwrap().unwrap();
     assert_eq!(got, [Point { time_ms: T0, value: 12.0 }, Point { time_ms: T0 + 1, value: 13.0 }]);
@@ -73,7 +75,8 @@ fn a_unit_change_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.write("a", "water", T0, &[p("water_level", T0, 150.0)]).unwrap();
-    let bad = [p("salinity", T0, 0.1), NewPoint { metric: "water_level", unit: Some("m"), time_ms: T0 + 1, value: 1.5 }];
+    let bad =
+        [p("salinity", T0, 0.1), NewPoint { metric: "water_level", unit: Some("m"), time_ms: T0 + 1, value: 1.5 }];
     let err = store.write("a", "water", T0, &bad).unwrap_err();
     assert!(matches!(err, StoreError::UnitMismatch { .. }), "{err}");
     assert!(store.series("a", "salinity").is_none());

@@ -1,0 +1,240 @@
+//! Everything a sensor can get wrong is refused with a reason, counted for that device and
+//! logged, while the broker and every other sensor carry on.
+
+use std::io::Write;
+use std::net::TcpStream;
+
+use mekong::Config;
+use mekong_tests::{config, now_secs, pack, start, Running, Sensor};
+
+/// What a refusal must look like.
+struct Refusal<'a> {
+    kind: &'a str,
+    reason: &'a str,
+    device: Option<&'a str>,
+}
+
+/// Publishes `payload` on `topic` from one sensor between two good packs from another, then
+/// checks the refusal in the log and the counters, that the good sensor's packs are stored,
+/// and that the bad sensor's connection still works.
+async fn check(topic: &str, payload: Vec<u8>, expected: Refusal<'_>) {
+    check_with(|_| {}, topic, payload, expected).await;
+}
+
+async fn check_with(tune: impl FnOnce(&mut Config), topic: &str, payload: Vec<u8>, expected: Refusal<'_>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    tune(&mut config);
+    let running = start(&config).await;
+    let t = now_secs();
+    let mut good = Sensor::connect(running.mqtt(), "good-air").await;
+    let mut bad = Sensor::connect(running.mqtt(), "bad-sensor").await;
+
+    good.publish("mekong/v1/good-air/up", pack(t, &[("pm2_5", "ug/m3", 21.5, 0.0)])).await;
+    bad.publish(topic, payload.clone()).await;
+    good.publish("mekong/v1/good-air/up", pack(t, &[("pm2_5", "ug/m3", 22.5, 10.0)])).await;
+    let stats = running.wait_handled(3).await;
+    assert_eq!(stats["rejected"], 1, "{stats}");
+    assert_eq!(stats["rejected_by_kind"][expected.kind], 1, "{stats}");
+
+    let log = running.json("/v1/rejections").await;
+    let entry = &log["rejections"][0];
+    assert_eq!(entry["kind"], expected.kind, "{entry}");
+    let reason = entry["reason"].as_str().unwrap();
+    assert!(reason.contains(expected.reason), "reason {reason:?} lacks {:?}", expected.reason);
+    assert_eq!(entry["device"].as_str(), expected.device, "{entry}");
+    assert_eq!(entry["topic"], topic);
+    assert_eq!(entry["payload_len"], payload.len());
+    let head: String = payload.iter().take(32).map(|b| format!("{b:02x}")).collect();
+    assert_eq!(entry["head_hex"], head);
+    if let Some(device) = expected.device {
+        let per_device = running.json(&format!("/v1/rejections?device={device}")).await;
+        assert_eq!(per_device["total"], 1);
+    }
+
+    let body = running.json("/v1/devices/good-air/series/pm2_5").await;
+    let values: Vec<f64> = body["points"].as_array().unwrap().iter().map(|p| p["v"].as_f64().unwrap()).collect();
+    assert_eq!(values, [21.5, 22.5], "the other sensor's readings");
+
+    // The sender is not cut off: its next good pack is stored.
+    bad.publish("mekong/v1/bad-sensor/up", pack(t, &[("noise", "dB", 55.0, 0.0)])).await;
+    running.wait_handled(4).await;
+    assert_eq!(running.json("/v1/devices/bad-sensor").await["points"], 1);
+    assert!(running.get("/healthz").await.0 == 200);
+    running.stop().await;
+}
+
+const UP: &str = "mekong/v1/bad-sensor/up";
+
+fn on(kind: &'static str, reason: &'static str) -> Refusal<'static> {
+    Refusal { kind, reason, device: Some("bad-sensor") }
+}
+
+/// One record `{0: "x", 2: <value bytes>}` in a pack: values the encoder never writes.
+fn record_with_value(value: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x81, 0xa2, 0x00, 0x61, b'x', 0x02];
+    p.extend_from_slice(value);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_cbor() {
+    let full = pack(now_secs(), &[("pm10", "ug/m3", 35.25, 0.0), ("pm2_5", "ug/m3", 20.125, 0.0)]);
+    check(UP, full[..full.len() / 2].to_vec(), on("truncated", "truncated cbor")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_a_senml_pack() {
+    check(UP, br#"{"pm10": 35}"#.to_vec(), on("not_senml", "not a senml pack")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_that_are_not_maps() {
+    check(UP, vec![0x82, 0x01, 0x02], on("invalid_record", "record 0: record is not a map")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_types() {
+    let payload = record_with_value(&[0x64, b'h', b'i', b'g', b'h']);
+    check(UP, payload, on("wrong_type", "field v must be a number, found a text string")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nan_values() {
+    check(UP, record_with_value(&[0xfb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0]), on("not_finite", "v is not a finite number"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_values() {
+    check(UP, record_with_value(&[0xf9, 0x7c, 0x00]), on("not_finite", "v is not a finite number")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_before_2000() {
+    let payload = pack(946_684_799.0, &[("pm10", "ug/m3", 35.0, 0.0)]);
+    check(UP, payload, on("bad_time", "time is before 2000-01-01")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_more_than_a_day_ahead() {
+    let payload = pack(now_secs() + 2.0 * 86_400.0, &[("pm10", "ug/m3", 35.0, 0.0)]);
+    check(UP, payload, on("bad_time", "time is more than a day in the future")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn string_values_are_not_stored_yet() {
+    let payload = vec![0x81, 0xa2, 0x00, 0x61, b'x', 0x03, 0x62, b'o', b'k'];
+    check(UP, payload, on("unsupported_value", "only numeric values (v) are stored")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_device_ids() {
+    let payload = pack(now_secs(), &[("pm10", "ug/m3", 35.0, 0.0)]);
+    let refusal = Refusal { kind: "bad_topic", reason: "device id must be", device: None };
+    check("mekong/v1/Bad_Sensor/up", payload, refusal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_that_are_not_uplinks() {
+    let payload = pack(now_secs(), &[("pm10", "ug/m3", 35.0, 0.0)]);
+    let refusal = Refusal { kind: "bad_topic", reason: "not of the form", device: None };
+    check("mekong/v1/bad-sensor/extra/up", payload, refusal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_devices_when_registration_is_required() {
+    let registry = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        registry.path(),
+        "[[device]]\nid = \"good-air\"\nkind = \"air\"\n[[device]]\nid = \"bad-sensor\"\nkind = \"air\"\n",
+    )
+    .unwrap();
+    let payload = pack(now_secs(), &[("pm10", "ug/m3", 35.0, 0.0)]);
+    let refusal = Refusal { kind: "unknown_device", reason: "device is not registered", device: Some("stranger") };
+    let tune = |c: &mut Config| {
+        c.ingest.registry = registry.path().to_owned();
+        c.ingest.require_registration = true;
+    };
+    check_with(tune, "mekong/v1/stranger/up", payload, refusal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_over_the_size_limit() {
+    let mut payload = vec![0x9f]; // an indefinite array of many small records, ~70 KB
+    while payload.len() < 70_000 {
+        payload.extend_from_slice(&[0xa2, 0x00, 0x61, b'x', 0x02, 0x01]);
+    }
+    payload.push(0xff);
+    check(UP, payload, on("too_large", "payload of 70004 bytes is over the limit of 65536")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_that_claim_huge_arrays() {
+    // An array of 2^64 - 1 records, then one record and nothing more.
+    let mut payload = vec![0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    payload.extend_from_slice(&[0xa2, 0x00, 0x61, b'x', 0x02, 0x01]);
+    check(UP, payload, on("truncated", "truncated cbor")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_that_claim_huge_strings() {
+    // A record name that claims 2^32 - 1 bytes.
+    let payload = vec![0x81, 0xa1, 0x00, 0x7a, 0xff, 0xff, 0xff, 0xff, b'a'];
+    check(UP, payload, on("truncated", "truncated cbor")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_items() {
+    let mut payload = vec![0x81, 0xa2, 0x00, 0x61, b'x', 0x18, 0x63];
+    payload.extend(std::iter::repeat_n(0x81, 50_000));
+    payload.push(0x00);
+    check(UP, payload, on("invalid_cbor", "recursion limit exceeded")).await;
+}
+
+/// Packets beyond the broker's own limit close that client's connection (the broker cannot
+/// read past them); mekong's payload limit sits below it so that such packets are rare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_over_the_broker_limit_close_only_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(&config(dir.path())).await;
+    let mut good = Sensor::connect(running.mqtt(), "good-air").await;
+    let mut bad = Sensor::connect(running.mqtt(), "huge-sender").await;
+    bad.publish_nowait("mekong/v1/huge-sender/up", vec![0x80; 300 * 1024]).await;
+    assert!(!bad.closed().await.is_empty());
+    good.publish("mekong/v1/good-air/up", pack(now_secs(), &[("pm2_5", "ug/m3", 20.0, 0.0)])).await;
+    let stats = running.wait_handled(1).await;
+    assert_eq!((stats["accepted"].as_u64(), stats["received"].as_u64()), (Some(1), Some(1)));
+    running.stop().await;
+}
+
+/// Garbage instead of MQTT on both listeners, including a CONNECT that claims a huge length
+/// and a malformed MQTT 5 property block, does not disturb connected sensors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_mqtt_ports_disturbs_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let running: Running = start(&config(dir.path())).await;
+    let mut good = Sensor::connect(running.mqtt(), "good-air").await;
+    let garbage: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[0x10, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        &[0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x7f, 0xff, 0xff, 0xff, 0x7f, 0x00],
+        &[0x30, 0x05, 0x00, 0x09, b'a', b'b', b'c'],
+    ];
+    for addr in [running.mqtt(), running.mqtt5()] {
+        for bytes in garbage {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let _ = stream.write_all(bytes);
+        }
+    }
+    for k in 0..3 {
+        good.publish("mekong/v1/good-air/up", pack(now_secs(), &[("pm2_5", "ug/m3", 20.0 + k as f64, 0.0)])).await;
+    }
+    let stats = running.wait_handled(3).await;
+    assert_eq!((stats["accepted"].as_u64(), stats["rejected"].as_u64()), (Some(3), Some(0)));
+    // And new clients can still connect, on both protocols' ports.
+    let mut late = Sensor::connect(running.mqtt(), "late-air").await;
+    late.publish("mekong/v1/late-air/up", pack(now_secs(), &[("pm10", "ug/m3", 30.0, 0.0)])).await;
+    running.wait_handled(4).await;
+    running.stop().await;
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of mekong over real sockets: the real broker, store and HTTP server in
+//! one process, on ephemeral ports and a temporary data directory, driven by real MQTT
+//! clients (rumqttc) and read back through the HTTP API.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod end_to_end;
+mod overload;
+mod restart;
