@@ -135,11 +135,26 @@ async fn malformed_device_ids() {
     check("mekong/v1/Bad_Sensor/up", payload, refusal).await;
 }
 
+/// A topic outside the contract matches no subscription: rumqttd acknowledges the publish
+/// and drops it. Nothing is stored or counted, the sender gets no downlink acknowledgement,
+/// and no one else notices.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topics_that_are_not_uplinks() {
+async fn topics_outside_the_contract_are_dropped_by_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(&config(dir.path())).await;
+    let mut good = Sensor::connect(running.mqtt(), "good-air").await;
+    let mut bad = Sensor::connect(running.mqtt(), "bad-sensor").await;
     let payload = pack(now_secs(), &[("pm10", "ug/m3", 35.0, 0.0)]);
-    let refusal = Refusal { kind: "bad_topic", reason: "not of the form", device: None };
-    check("mekong/v1/bad-sensor/extra/up", payload, refusal).await;
+    bad.publish("mekong/v1/bad-sensor/extra/up", payload.clone()).await;
+    good.publish("mekong/v1/good-air/up", payload.clone()).await;
+    // The good pack is handled after the stray one would have been, had it reached mekong.
+    let stats = running.wait_handled(1).await;
+    assert_eq!((stats["accepted"].as_u64(), stats["received"].as_u64()), (Some(1), Some(1)));
+    assert!(running.get("/v1/devices/bad-sensor").await.0 == 404);
+    // Its connection still works.
+    bad.publish("mekong/v1/bad-sensor/up", payload).await;
+    running.wait_handled(2).await;
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 //! clients (rumqttc) and read back through the HTTP API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod acknowledgements;
 mod bad_input;
 mod end_to_end;
 mod overload;

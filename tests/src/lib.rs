@@ -110,6 +110,8 @@ pub struct Sensor {
     acks: mpsc::UnboundedReceiver<()>,
     /// Set when the broker closed the connection.
     closed: mpsc::UnboundedReceiver<String>,
+    /// Payloads received on subscribed topics (the device's downlink).
+    downlinks: mpsc::UnboundedReceiver<Vec<u8>>,
 }
 
 impl Sensor {
@@ -120,6 +122,7 @@ impl Sensor {
         let (client, mut events) = AsyncClient::new(options, 100);
         let (ack_tx, acks) = mpsc::unbounded_channel();
         let (closed_tx, closed) = mpsc::unbounded_channel();
+        let (down_tx, downlinks) = mpsc::unbounded_channel();
         let (connected_tx, connected) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let mut connected_tx = Some(connected_tx);
@@ -133,6 +136,9 @@ impl Sensor {
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         let _ = ack_tx.send(());
                     }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = down_tx.send(p.payload.to_vec());
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         // Do not reconnect: a test that sees the connection close wants to know.
@@ -143,7 +149,30 @@ impl Sensor {
             }
         });
         tokio::time::timeout(TIMEOUT, connected).await.expect("no CONNACK").unwrap();
-        Sensor { client, acks, closed }
+        Sensor { client, acks, closed, downlinks }
+    }
+
+    /// Connects as device `id` and subscribes to its downlink topic.
+    pub async fn device(addr: SocketAddr, id: &str) -> Sensor {
+        let sensor = Sensor::connect(addr, id).await;
+        // subscribe_and_wait is not offered; a SUBACK precedes any later PUBACK on this
+        // connection, so the first publish's PUBACK proves the subscription is in place.
+        sensor.client.subscribe(format!("mekong/v1/{id}/down"), QoS::AtMostOnce).await.unwrap();
+        sensor
+    }
+
+    /// The next downlink message, decoded.
+    pub async fn downlink(&mut self) -> Downlink {
+        let payload =
+            tokio::time::timeout(TIMEOUT, self.downlinks.recv()).await.expect("no downlink").expect("connection gone");
+        match mekong_schema::downlink::decode(&payload).unwrap() {
+            mekong_schema::downlink::Downlink::Ack { up_to_ms, readings, server_ms } => {
+                Downlink::Ack { up_to_ms, readings, server_ms }
+            }
+            mekong_schema::downlink::Downlink::Refused { reason, server_ms } => {
+                Downlink::Refused { reason: reason.to_owned(), server_ms }
+            }
+        }
     }
 
     /// Publishes `payload` on `topic` at QoS 1 and waits for the broker's PUBACK.
@@ -172,6 +201,27 @@ impl Sensor {
     pub async fn closed(&mut self) -> String {
         tokio::time::timeout(TIMEOUT, self.closed.recv()).await.expect("connection stayed open").unwrap_or_default()
     }
+}
+
+/// A downlink message, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Downlink {
+    /// Stored durably.
+    Ack {
+        /// Newest reading time of the pack, ms.
+        up_to_ms: i64,
+        /// Readings of the pack stored.
+        readings: u32,
+        /// Platform time, ms.
+        server_ms: i64,
+    },
+    /// Refused.
+    Refused {
+        /// Reason kind.
+        reason: String,
+        /// Platform time, ms.
+        server_ms: i64,
+    },
 }
 
 /// Encodes readings `(name, unit, value, time)` as one SenML-CBOR pack with base time `bt`.

@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use mekong_schema::topic::ALL_FILTER;
+use mekong_schema::topic::UPLINK_FILTER;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
@@ -105,16 +105,9 @@ impl BrokerOptions {
     }
 }
 
-/// Both halves of the in-process link; the sending half must stay alive with the receiver.
-pub(crate) struct Link {
-    #[allow(dead_code)]
-    pub tx: LinkTx,
-    pub rx: LinkRx,
-}
-
-/// Starts the broker on its own thread and returns the ingest link, subscribed to every
-/// mekong topic.
-pub(crate) fn start(opts: &BrokerOptions) -> Result<Link, IngestError> {
+/// Starts the broker on its own thread and returns both halves of the ingest link,
+/// subscribed to the uplink filter.
+pub(crate) fn start(opts: &BrokerOptions) -> Result<(LinkTx, LinkRx), IngestError> {
     let config = opts.to_rumqttd()?;
     // rumqttd binds inside its own threads and only logs a failure; bind once here first so
     // that a taken port is a clear error at start-up.
@@ -126,14 +119,16 @@ pub(crate) fn start(opts: &BrokerOptions) -> Result<Link, IngestError> {
     // the older of two connections with one id), so the id is not guessable.
     let client_id = format!("mekong-ingest-{:016x}", RandomState::new().hash_one(Instant::now()));
     let (mut tx, rx) = broker.link(&client_id).map_err(|e| IngestError::Link(e.to_string()))?;
-    tx.subscribe(ALL_FILTER).map_err(|e| IngestError::Link(e.to_string()))?;
+    // Only uplinks: the link's own downlinks then never come back to it, and the offsets of
+    // this one filter's log count every uplink, so gaps in them are lost uplinks.
+    tx.subscribe(UPLINK_FILTER).map_err(|e| IngestError::Link(e.to_string()))?;
     std::thread::Builder::new().name("mekong-broker".into()).spawn(move || {
         // Never returns while the broker runs.
         if let Err(e) = broker.start() {
             tracing::error!(error = %e, "mqtt broker stopped");
         }
     })?;
-    Ok(Link { tx, rx })
+    Ok((tx, rx))
 }
 
 /// Waits until every listener accepts TCP connections.

@@ -1,11 +1,14 @@
 //! The embedded MQTT broker and the ingest path: from a publish on `mekong/v1/{id}/up` to
-//! points in the store.
+//! points in the store, and an acknowledgement on `mekong/v1/{id}/down` once they are on disk.
 //!
 //! rumqttd runs inside the process. The ingest path is an in-process link to it (not a TCP
-//! client): a dedicated thread receives every publish under `mekong/#`, checks the topic and
-//! size, decodes the SenML-CBOR pack with `mekong-schema`, and writes the readings of the pack
-//! to the store in one atomic batch. A pack is accepted whole or refused whole, and every
-//! refusal is counted per device and kept, with its reason, in a bounded log ([`stats`]).
+//! client). The ingest thread (`worker`) takes every publish on `mekong/v1/+/up` that the link
+//! holds as one group; the [`Pipeline`] checks topic and size, decodes each
+//! SenML-CBOR pack with `mekong-schema`, and writes the readings of all accepted packs to the
+//! store in one atomic batch. A pack is accepted whole or refused whole, and every refusal is
+//! counted per device and kept, with its reason, in a bounded log ([`stats`]). The
+//! acknowledgement thread (`ack`) then flushes the store once for every group stored since
+//! its last flush (group commit) and only then acknowledges each pack to its device.
 //!
 //! The link subscribes at QoS 0, and the broker acknowledges a device's QoS 1 publish before
 //! the link has read it. If the link falls behind by more than the broker's per-filter log
@@ -14,10 +17,12 @@
 //! so that nothing is lost silently.
 #![warn(missing_docs)]
 
+mod ack;
 pub mod broker;
 mod pipeline;
 pub mod registry;
 pub mod stats;
+mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,9 +31,13 @@ use std::thread::JoinHandle;
 use mekong_store::Store;
 
 pub use broker::BrokerOptions;
-pub use pipeline::{Accepted, Pipeline, PipelineOptions, Rejection};
+pub use pipeline::{Accepted, Outcome, Pipeline, PipelineOptions, Rejection};
 pub use registry::Registry;
 pub use stats::Stats;
+
+/// Groups stored but not yet flushed that may wait for the acknowledgement thread; beyond
+/// this the ingest thread waits, and the broker's log absorbs the difference.
+const PENDING_GROUPS: usize = 64;
 
 /// Why the ingest side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,30 +64,39 @@ pub enum IngestError {
     Thread(#[from] std::io::Error),
 }
 
-/// The running broker and ingest thread.
+/// The running broker, ingest thread and acknowledgement thread.
 #[derive(Debug)]
 pub struct Ingest {
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
-    worker: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Ingest {
-    /// Starts the broker with `broker` options and the ingest thread writing to `store`;
-    /// returns once the broker accepts MQTT connections.
+    /// Starts the broker with `broker` options, the ingest thread writing to `store` and the
+    /// acknowledgement thread; returns once the broker accepts MQTT connections.
     pub fn start(broker: &BrokerOptions, pipeline: PipelineOptions, store: Store) -> Result<Ingest, IngestError> {
         let stats = Arc::new(Stats::new(pipeline.rejection_log_capacity));
-        let link = broker::start(broker)?;
+        let (tx, rx) = broker::start(broker)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let acknowledge = pipeline.acknowledge && !pipeline.count_only;
+        let (groups_tx, groups_rx) = std::sync::mpsc::sync_channel(PENDING_GROUPS);
+        let acker = {
+            let (store, stats) = (store.clone(), Arc::clone(&stats));
+            std::thread::Builder::new()
+                .name("mekong-ack".into())
+                .spawn(move || ack::run(groups_rx, tx, store, stats, acknowledge))?
+        };
         let mut pipeline = Pipeline::new(pipeline, store, Arc::clone(&stats));
         let worker = {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("mekong-ingest".into())
-                .spawn(move || pipeline::run(link, &mut pipeline, &stop))?
+                .spawn(move || worker::run(rx, &mut pipeline, &stop, &groups_tx))?
         };
+        let ingest = Ingest { stats, stop, threads: vec![worker, acker] };
         broker::wait_listening(broker)?;
-        Ok(Ingest { stats, stop, worker: Some(worker) })
+        Ok(ingest)
     }
 
     /// Counters and the rejection log, shared with the query API.
@@ -86,17 +104,19 @@ impl Ingest {
         Arc::clone(&self.stats)
     }
 
-    /// Stops the ingest thread after the message in hand. rumqttd offers no way to stop its
-    /// listeners, so they live until the process exits; publishes after this are not stored.
+    /// Stops the ingest thread after what the link holds, then the acknowledgement thread
+    /// after its last flush. rumqttd offers no way to stop its listeners, so they live until
+    /// the process exits; publishes after this are not stored.
     pub fn shutdown(mut self) {
-        self.stop_worker();
+        self.stop_threads();
     }
 
-    fn stop_worker(&mut self) {
+    fn stop_threads(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(worker) = self.worker.take() {
-            if worker.join().is_err() {
-                tracing::error!("ingest thread panicked");
+        // The ingest thread first: when it returns, the acknowledgement thread drains and ends.
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("an ingest thread panicked");
             }
         }
     }
@@ -104,6 +124,6 @@ impl Ingest {
 
 impl Drop for Ingest {
     fn drop(&mut self) {
-        self.stop_worker();
+        self.stop_threads();
     }
 }

@@ -1,17 +1,13 @@
-//! From one publish to stored points: topic, size, decode, contract checks, store; and the
-//! thread that feeds it from the broker link.
+//! From publishes to stored points: topic, size, decode and contract checks for each publish,
+//! then one store write for the whole group.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mekong_schema::limits::MAX_NAME_LEN;
 use mekong_schema::senml::{self, DecodeOptions};
 use mekong_schema::{topic, DeviceKind, Record, RecordError, Value};
-use mekong_store::{NewPoint, Store, StoreError, WriteSummary};
-use rumqttd::Notification;
+use mekong_store::{NewPoint, PackWrite, Store, StoreError, WriteSummary};
 
-use crate::broker::Link;
 use crate::registry::Registry;
 use crate::stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
 
@@ -29,6 +25,14 @@ pub struct PipelineOptions {
     pub require_registration: bool,
     /// Known devices and their kinds.
     pub registry: Registry,
+    /// Publish an acknowledgement (or refusal) on the device's downlink topic once its pack
+    /// is durably stored (or refused).
+    pub acknowledge: bool,
+    /// Most publishes handled in one group (one store write, one flush).
+    pub max_group: usize,
+    /// Count publishes and do nothing else: no decoding, no storage, no acknowledgements.
+    /// Only for measuring what the broker alone allows (`mekong bench ingest`).
+    pub count_only: bool,
 }
 
 impl Default for PipelineOptions {
@@ -39,17 +43,22 @@ impl Default for PipelineOptions {
             rejection_log_capacity: 1000,
             require_registration: false,
             registry: Registry::new(),
+            acknowledge: true,
+            max_group: 2048,
+            count_only: false,
         }
     }
 }
 
-/// A pack that was stored.
+/// A pack that was stored (not yet flushed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
     /// The device that sent it.
     pub device: String,
     /// What the store did with its readings.
     pub summary: WriteSummary,
+    /// Newest reading time in the pack, ms since the epoch.
+    pub up_to_ms: i64,
 }
 
 /// A publish that was refused.
@@ -69,6 +78,9 @@ impl Rejection {
     }
 }
 
+/// What became of one publish.
+pub type Outcome = Option<Result<Accepted, Rejection>>;
+
 #[derive(Debug)]
 struct Reading {
     metric: String,
@@ -77,48 +89,156 @@ struct Reading {
     value: f64,
 }
 
-/// The ingest path, without the broker: usable on its own in tests.
+/// A publish that passed every check and waits for the group's store write.
+#[derive(Debug)]
+struct Ready {
+    device: String,
+    kind: DeviceKind,
+    readings: Vec<Reading>,
+    up_to_ms: i64,
+}
+
+/// The ingest path without the broker: usable on its own in tests.
 #[derive(Debug)]
 pub struct Pipeline {
     opts: PipelineOptions,
     store: Store,
-    stats: Arc<Stats>,
-    readings: Vec<Reading>,
+    pub(crate) stats: Arc<Stats>,
 }
 
 impl Pipeline {
     /// A pipeline writing to `store` and counting into `stats`.
     pub fn new(opts: PipelineOptions, store: Store, stats: Arc<Stats>) -> Self {
-        Pipeline { opts, store, stats, readings: Vec::new() }
+        Pipeline { opts, store, stats }
     }
 
-    /// Handles one publish received at `now_ms`, records the outcome in the stats, and
-    /// returns it; `None` for topics that carry no readings (downlinks).
-    pub fn handle(&mut self, topic: &[u8], payload: &[u8], now_ms: i64) -> Option<Result<Accepted, Rejection>> {
-        if std::str::from_utf8(topic).is_ok_and(topic::is_downlink) {
-            return None;
+    /// The options it runs with.
+    pub fn options(&self) -> &PipelineOptions {
+        &self.opts
+    }
+
+    /// Handles one publish received at `now_ms`; see [`Pipeline::handle_group`].
+    pub fn handle(&mut self, topic: &[u8], payload: &[u8], now_ms: i64) -> Outcome {
+        self.handle_group(&[(topic, payload)], now_ms).pop().flatten()
+    }
+
+    /// Handles a group of publishes received at `now_ms`: checks each one, writes all that
+    /// pass in one store write, records every outcome in the stats, and returns them in
+    /// order (`None` for topics that carry no readings, such as downlinks).
+    pub fn handle_group(&mut self, publishes: &[(&[u8], &[u8])], now_ms: i64) -> Vec<Outcome> {
+        if self.opts.count_only {
+            return publishes
+                .iter()
+                .map(|_| {
+                    self.stats.record_counted();
+                    None
+                })
+                .collect();
         }
-        self.stats.record_received();
-        let outcome = self.process(topic, payload, now_ms);
-        match &outcome {
-            Ok(a) => self.stats.record_accepted(&a.device, a.summary.stored, a.summary.duplicates),
-            Err(r) => {
-                tracing::debug!(device = ?r.device, kind = r.kind, reason = %r.reason, "publish refused");
-                self.stats.record_rejection(RejectionEntry {
-                    time_ms: now_ms,
-                    topic: String::from_utf8_lossy(topic).chars().take(TOPIC_CHARS).collect(),
-                    device: r.device.clone(),
-                    kind: r.kind,
-                    reason: r.reason.clone(),
-                    payload_len: payload.len(),
-                    head: payload[..payload.len().min(HEAD_BYTES)].to_vec(),
-                });
+        let mut prepared: Vec<Option<Result<Ready, Rejection>>> = Vec::with_capacity(publishes.len());
+        for (topic, payload) in publishes {
+            if std::str::from_utf8(topic).is_ok_and(topic::is_downlink) {
+                prepared.push(None);
+                continue;
+            }
+            self.stats.record_received();
+            prepared.push(Some(self.prepare(topic, payload, now_ms)));
+        }
+
+        let mut outcomes = self.store_group(&prepared, now_ms);
+        for ((outcome, prep), (topic, payload)) in outcomes.iter_mut().zip(&prepared).zip(publishes) {
+            if prep.is_none() {
+                continue;
+            }
+            match outcome {
+                Some(Ok(a)) => self.stats.record_accepted(&a.device, a.summary.stored, a.summary.duplicates),
+                Some(Err(r)) => self.record_rejection(r, topic, payload, now_ms),
+                None => {}
             }
         }
-        Some(outcome)
+        outcomes
     }
 
-    fn process(&mut self, topic: &[u8], payload: &[u8], now_ms: i64) -> Result<Accepted, Rejection> {
+    /// Writes the ready packs of a group in one store write and pairs every publish with
+    /// its outcome.
+    fn store_group(&self, prepared: &[Option<Result<Ready, Rejection>>], now_ms: i64) -> Vec<Outcome> {
+        let points: Vec<Vec<NewPoint<'_>>> = prepared
+            .iter()
+            .map(|p| match p {
+                Some(Ok(ready)) => ready
+                    .readings
+                    .iter()
+                    .map(|r| NewPoint {
+                        metric: &r.metric,
+                        unit: r.unit.as_deref(),
+                        time_ms: r.time_ms,
+                        value: r.value,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let writes: Vec<PackWrite<'_>> = prepared
+            .iter()
+            .zip(&points)
+            .filter_map(|(p, points)| match p {
+                Some(Ok(ready)) => {
+                    Some(PackWrite { device: &ready.device, kind: ready.kind.as_str(), seen_ms: now_ms, points })
+                }
+                _ => None,
+            })
+            .collect();
+        let mut results = match self.store.write_packs(&writes) {
+            Ok(results) => results.into_iter(),
+            Err(e) => {
+                tracing::error!(error = %e, packs = writes.len(), "store write failed");
+                let reason = e.to_string();
+                return prepared
+                    .iter()
+                    .map(|p| match p {
+                        None => None,
+                        Some(Err(r)) => Some(Err(r.clone())),
+                        Some(Ok(ready)) => {
+                            Some(Err(Rejection::new(Some(&ready.device), "store_error", reason.clone())))
+                        }
+                    })
+                    .collect();
+            }
+        };
+        prepared
+            .iter()
+            .map(|p| match p {
+                None => None,
+                Some(Err(r)) => Some(Err(r.clone())),
+                Some(Ok(ready)) => Some(match results.next() {
+                    Some(Ok(summary)) => {
+                        Ok(Accepted { device: ready.device.clone(), summary, up_to_ms: ready.up_to_ms })
+                    }
+                    Some(Err(e @ StoreError::UnitMismatch { .. })) => {
+                        Err(Rejection::new(Some(&ready.device), "unit_mismatch", e.to_string()))
+                    }
+                    Some(Err(e)) => Err(Rejection::new(Some(&ready.device), "store_error", e.to_string())),
+                    None => Err(Rejection::new(Some(&ready.device), "store_error", "no result from the store")),
+                }),
+            })
+            .collect()
+    }
+
+    fn record_rejection(&self, r: &Rejection, topic: &[u8], payload: &[u8], now_ms: i64) {
+        tracing::debug!(device = ?r.device, kind = r.kind, reason = %r.reason, "publish refused");
+        self.stats.record_rejection(RejectionEntry {
+            time_ms: now_ms,
+            topic: String::from_utf8_lossy(topic).chars().take(TOPIC_CHARS).collect(),
+            device: r.device.clone(),
+            kind: r.kind,
+            reason: r.reason.clone(),
+            payload_len: payload.len(),
+            head: payload[..payload.len().min(HEAD_BYTES)].to_vec(),
+        });
+    }
+
+    /// Every check that needs no store write: topic, registration, size, the pack itself.
+    fn prepare(&self, topic: &[u8], payload: &[u8], now_ms: i64) -> Result<Ready, Rejection> {
         let topic = std::str::from_utf8(topic).map_err(|_| Rejection::new(None, "bad_topic", "topic is not utf-8"))?;
         let device = topic::parse_uplink(topic).map_err(|e| Rejection::new(None, "bad_topic", e.to_string()))?;
         let registered = self.opts.registry.kind(device);
@@ -131,8 +251,7 @@ impl Pipeline {
             return Err(Rejection::new(Some(device), "too_large", reason));
         }
 
-        self.readings.clear();
-        let readings = &mut self.readings;
+        let mut readings = Vec::new();
         let opts = DecodeOptions { now: now_ms as f64 / 1000.0, max_records: self.opts.max_records_per_pack };
         senml::decode_pack(payload, opts, &mut |r: Record<'_>| {
             let Value::Number(value) = r.value else {
@@ -148,92 +267,17 @@ impl Pipeline {
             Ok(())
         })
         .map_err(|e| Rejection::new(Some(device), e.kind(), e.to_string()))?;
-        if self.readings.is_empty() {
+        let Some(up_to_ms) = readings.iter().map(|r| r.time_ms).max() else {
             return Err(Rejection::new(Some(device), "empty_pack", "pack has no records"));
-        }
+        };
 
         let kind = registered
             .or_else(|| self.store.device(device).and_then(|d| DeviceKind::parse(&d.kind)))
             .filter(|k| *k != DeviceKind::Unknown)
-            .or_else(|| self.readings.iter().find_map(|r| DeviceKind::of_metric(&r.metric)))
+            .or_else(|| readings.iter().find_map(|r| DeviceKind::of_metric(&r.metric)))
             .unwrap_or(DeviceKind::Unknown);
-        let points: Vec<NewPoint<'_>> = self
-            .readings
-            .iter()
-            .map(|r| NewPoint { metric: &r.metric, unit: r.unit.as_deref(), time_ms: r.time_ms, value: r.value })
-            .collect();
-        match self.store.write(device, kind.as_str(), now_ms, &points) {
-            Ok(summary) => Ok(Accepted { device: device.to_owned(), summary }),
-            Err(e @ StoreError::UnitMismatch { .. }) => {
-                Err(Rejection::new(Some(device), "unit_mismatch", e.to_string()))
-            }
-            Err(e) => {
-                tracing::error!(device, error = %e, "store write failed");
-                Err(Rejection::new(Some(device), "store_error", e.to_string()))
-            }
-        }
+        Ok(Ready { device: device.to_owned(), kind, readings, up_to_ms })
     }
-}
-
-/// Counts messages skipped by the broker from the gaps in the offsets of the link's filter log.
-#[derive(Debug, Default)]
-pub(crate) struct Gaps {
-    next: u64,
-}
-
-impl Gaps {
-    /// Notes a message at `offset`; returns how many were skipped before it.
-    pub(crate) fn observe(&mut self, offset: u64) -> u64 {
-        let skipped = offset.saturating_sub(self.next);
-        self.next = self.next.max(offset + 1);
-        skipped
-    }
-}
-
-/// How long the thread waits for a message before it looks at the stop flag again.
-const POLL: Duration = Duration::from_millis(100);
-
-/// The ingest thread: feeds every publish from the link to the pipeline until `stop` is set,
-/// then handles what the link already holds and returns.
-pub(crate) fn run(mut link: Link, pipeline: &mut Pipeline, stop: &AtomicBool) {
-    let mut gaps = Gaps::default();
-    loop {
-        let stopping = stop.load(Ordering::Relaxed);
-        let deadline = if stopping { Instant::now() } else { Instant::now() + POLL };
-        match link.rx.recv_deadline(deadline) {
-            Ok(Some(Notification::Forward(forward))) => {
-                if let Some((_, offset)) = forward.cursor {
-                    let skipped = gaps.observe(offset);
-                    if skipped > 0 {
-                        tracing::warn!(skipped, "broker skipped messages: the ingest path fell behind its log");
-                        pipeline.stats.record_lost(skipped);
-                    }
-                }
-                pipeline.handle(&forward.publish.topic, &forward.publish.payload, now_ms());
-            }
-            Ok(Some(Notification::Unschedule)) => {
-                // The router stops sending until told the link is ready again.
-                if let Err(e) = link.rx.ready() {
-                    tracing::error!(error = %e, "broker link closed");
-                    return;
-                }
-            }
-            Ok(Some(_)) | Ok(None) => {}
-            Err(_) if stopping => return,
-            // recv_deadline fails at once when the router is gone, and at the deadline when
-            // nothing came: only the first is an error.
-            Err(e) if Instant::now() < deadline => {
-                tracing::error!(error = %e, "broker link closed");
-                return;
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -66,6 +66,14 @@ pub struct Snapshot {
     pub rejected_by_kind: BTreeMap<&'static str, u64>,
     /// Publishes the broker skipped because the ingest path fell behind its log.
     pub lost: u64,
+    /// Packs whose readings are flushed to disk.
+    pub durable_packs: u64,
+    /// Readings (new points) flushed to disk.
+    pub durable_readings: u64,
+    /// Store flushes (each covers a group of packs).
+    pub flushes: u64,
+    /// Acknowledgements and refusals published on downlink topics.
+    pub downlinks: u64,
 }
 
 #[derive(Debug)]
@@ -85,6 +93,10 @@ pub struct Stats {
     duplicates: AtomicU64,
     rejected: AtomicU64,
     lost: AtomicU64,
+    durable_packs: AtomicU64,
+    durable_readings: AtomicU64,
+    flushes: AtomicU64,
+    downlinks: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -98,6 +110,10 @@ impl Stats {
             duplicates: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            durable_packs: AtomicU64::new(0),
+            durable_readings: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            downlinks: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 log: VecDeque::with_capacity(capacity.min(4096)),
                 capacity,
@@ -110,6 +126,32 @@ impl Stats {
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // Every update below leaves the maps consistent between statements.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A publish seen in count-only mode: counted as received and accepted, nothing else.
+    pub(crate) fn record_counted(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_flush(&self, packs: u64, readings: u64) {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.durable_packs.fetch_add(packs, Ordering::Relaxed);
+        self.durable_readings.fetch_add(readings, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_downlinks(&self, n: u64) {
+        self.downlinks.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Readings flushed to disk since start.
+    pub fn durable_readings(&self) -> u64 {
+        self.durable_readings.load(Ordering::Relaxed)
+    }
+
+    /// Publishes accepted since start (in count-only mode: publishes seen).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record_received(&self) {
@@ -161,6 +203,10 @@ impl Stats {
             rejected: self.rejected.load(Ordering::Relaxed),
             rejected_by_kind: inner.by_kind.clone(),
             lost: self.lost.load(Ordering::Relaxed),
+            durable_packs: self.durable_packs.load(Ordering::Relaxed),
+            durable_readings: self.durable_readings.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            downlinks: self.downlinks.load(Ordering::Relaxed),
         }
     }
 

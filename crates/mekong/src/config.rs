@@ -87,6 +87,10 @@ pub struct IngestConfig {
     pub require_registration: bool,
     /// The device registry file; the empty string means none.
     pub registry: PathBuf,
+    /// Acknowledge each pack on the device's downlink topic once it is on disk.
+    pub acknowledge: bool,
+    /// Most publishes stored (and flushed) together.
+    pub max_group: usize,
 }
 
 impl Default for IngestConfig {
@@ -98,6 +102,8 @@ impl Default for IngestConfig {
             rejection_log_capacity: p.rejection_log_capacity,
             require_registration: p.require_registration,
             registry: PathBuf::new(),
+            acknowledge: p.acknowledge,
+            max_group: p.max_group,
         }
     }
 }
@@ -200,6 +206,7 @@ impl Config {
             ("broker.max_inflight", b.max_inflight),
             ("ingest.max_records_per_pack", self.ingest.max_records_per_pack),
             ("ingest.max_payload_bytes", self.ingest.max_payload_bytes),
+            ("ingest.max_group", self.ingest.max_group),
         ] {
             if v == 0 {
                 bail!("{key} must be at least 1");
@@ -251,6 +258,9 @@ impl Config {
             rejection_log_capacity: i.rejection_log_capacity,
             require_registration: i.require_registration,
             registry,
+            acknowledge: i.acknowledge,
+            max_group: i.max_group,
+            count_only: false,
         })
     }
 

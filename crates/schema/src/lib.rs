@@ -9,7 +9,9 @@
 //!   borrows from the input;
 //! - [`limits`]: the bounds a reading must respect to be accepted (time window, name lengths);
 //! - [`metrics`]: the well-known metric names, their SenML units and the kind of station that
-//!   reports them.
+//!   reports them;
+//! - [`downlink`]: what the platform sends back on `mekong/v1/{device_id}/down`: an
+//!   acknowledgement once a pack is durably stored, or a refusal.
 //!
 //! The crate is `no_std` and never allocates, so the firmware links the very code the server
 //! decodes with. CBOR goes through `serde_cbor`, which is archived upstream (RUSTSEC-2021-0127);
@@ -20,6 +22,7 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod downlink;
 pub mod limits;
 pub mod metrics;
 pub mod senml;

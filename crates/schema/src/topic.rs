@@ -10,9 +10,11 @@ use crate::limits::MAX_DEVICE_ID_LEN;
 /// Every topic of this contract version starts with this.
 pub const PREFIX: &str = "mekong/v1/";
 
-/// The filter under which all of mekong's topics live (the platform subscribes to it so that
-/// a publish on a malformed topic is seen and rejected, not silently ignored).
-pub const ALL_FILTER: &str = "mekong/#";
+/// The filter of every uplink topic. The platform subscribes to it, so a publish with a
+/// malformed device id is seen and refused with a reason. A publish on a topic that matches
+/// no subscription (such as `mekong/v1/a/b/up`) is acknowledged and dropped by the broker
+/// (rumqttd's behaviour); the device never gets a downlink acknowledgement for it.
+pub const UPLINK_FILTER: &str = "mekong/v1/+/up";
 
 /// Why a topic is not a valid uplink topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -26,4 +26,6 @@ mod codec;
 mod keys;
 mod store;
 
-pub use store::{DeviceInfo, LatestValue, NewPoint, Point, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary};
+pub use store::{
+    DeviceInfo, LatestValue, NewPoint, PackWrite, Point, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary,
+};

@@ -1,7 +1,7 @@
 //! The store itself: open, write a device's points atomically, and read devices, series,
 //! ranges and latest values.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -68,6 +68,29 @@ pub struct Point {
     pub time_ms: i64,
     /// The value.
     pub value: f64,
+}
+
+/// The points of one pack, for [`Store::write_packs`].
+#[derive(Debug, Clone, Copy)]
+pub struct PackWrite<'a> {
+    /// The device that sent them.
+    pub device: &'a str,
+    /// The device's kind.
+    pub kind: &'a str,
+    /// Time of receipt, ms since the epoch.
+    pub seen_ms: i64,
+    /// The points.
+    pub points: &'a [NewPoint<'a>],
+}
+
+/// Changes of a group of packs not yet applied.
+#[derive(Debug, Default)]
+struct Staged<'a> {
+    points: Vec<([u8; 13], f64)>,
+    keys: HashSet<[u8; 13]>,
+    series: HashMap<(&'a str, &'a str), SeriesMeta>,
+    devices: HashMap<&'a str, DeviceMeta>,
+    next_series_id: Option<u32>,
 }
 
 /// What a write did.
@@ -227,11 +250,7 @@ impl Store {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes the points of one device in one atomic batch, and records that the device was
-    /// seen at `seen_ms` with kind `kind`. Points whose (series, time) is already stored, or
-    /// repeated within `points`, are left as first written and counted as duplicates.
-    ///
-    /// Fails without writing anything if a point's unit differs from its series' unit.
+    /// Writes the points of one device in one atomic batch; see [`Store::write_packs`].
     pub fn write(
         &self,
         device: &str,
@@ -239,19 +258,71 @@ impl Store {
         seen_ms: i64,
         points: &[NewPoint<'_>],
     ) -> Result<WriteSummary, StoreError> {
-        let mut state = self.state();
-        let mut batch = sled::Batch::default();
-        let mut summary = WriteSummary::default();
-        let mut changed: BTreeMap<&str, SeriesMeta> = BTreeMap::new();
-        let mut next_id = state.next_series_id;
-        let mut seen_keys = HashSet::new();
+        let mut results = self.write_packs(&[PackWrite { device, kind, seen_ms, points }])?;
+        results.pop().unwrap_or(Ok(WriteSummary::default()))
+    }
 
-        for p in points {
-            let meta = match changed.get_mut(p.metric) {
-                Some(meta) => meta,
-                None => {
-                    let existing = state.series.get(device).and_then(|s| s.get(p.metric)).cloned();
-                    let meta = match existing {
+    /// Writes a group of packs in one atomic sled batch: one sled write, and one set of
+    /// metadata updates, however many packs. Each pack records that its device was seen at
+    /// `seen_ms` with kind `kind`. Points whose (series, time) is already stored, or repeated
+    /// within the group, are left as first written and counted as duplicates.
+    ///
+    /// A pack whose unit differs from its series' unit is left out whole, with its own error
+    /// in the result; the others are written. Only a storage error fails the whole group.
+    pub fn write_packs(&self, packs: &[PackWrite<'_>]) -> Result<Vec<Result<WriteSummary, StoreError>>, StoreError> {
+        let mut state = self.state();
+        let mut group = Staged::default();
+        let mut results = Vec::with_capacity(packs.len());
+        for pack in packs {
+            results.push(self.stage(&state, &mut group, pack)?);
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in &group.points {
+            batch.insert(key, &value.to_bits().to_be_bytes());
+        }
+        for ((device, metric), meta) in &group.series {
+            batch.insert(keys::series(device, metric), meta.encode());
+        }
+        for (device, meta) in &group.devices {
+            batch.insert(keys::device(device), meta.encode());
+        }
+        self.inner.tree.apply_batch(batch)?;
+
+        if let Some(next) = group.next_series_id {
+            state.next_series_id = next;
+        }
+        for (device, meta) in group.devices {
+            state.devices.insert(device.to_owned(), meta);
+        }
+        for ((device, metric), meta) in group.series {
+            state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+        }
+        Ok(results)
+    }
+
+    /// Adds one pack to `group`, or leaves the group as it was and returns the pack's error.
+    fn stage<'p>(
+        &self,
+        state: &State,
+        group: &mut Staged<'p>,
+        pack: &PackWrite<'p>,
+    ) -> Result<Result<WriteSummary, StoreError>, StoreError> {
+        let mut summary = WriteSummary::default();
+        let mut series: BTreeMap<&'p str, SeriesMeta> = BTreeMap::new();
+        let mut points: Vec<([u8; 13], f64)> = Vec::with_capacity(pack.points.len());
+        let mut keys_here: HashSet<[u8; 13]> = HashSet::new();
+        let mut next_id = group.next_series_id.unwrap_or(state.next_series_id);
+
+        for p in pack.points {
+            let meta = match series.entry(p.metric) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let known = group
+                        .series
+                        .get(&(pack.device, p.metric))
+                        .or_else(|| state.series.get(pack.device).and_then(|s| s.get(p.metric)))
+                        .cloned();
+                    let meta = match known {
                         Some(meta) => meta,
                         None => {
                             let id = next_id;
@@ -266,26 +337,32 @@ impl Store {
                             }
                         }
                     };
-                    changed.entry(p.metric).or_insert(meta)
+                    e.insert(meta)
                 }
             };
             match (&meta.unit, p.unit) {
                 (Some(expected), Some(got)) if expected != got => {
-                    return Err(StoreError::UnitMismatch {
+                    return Ok(Err(StoreError::UnitMismatch {
                         metric: p.metric.to_owned(),
                         expected: expected.clone(),
                         got: got.to_owned(),
-                    });
+                    }));
                 }
                 (None, Some(got)) => meta.unit = Some(got.to_owned()),
                 _ => {}
             }
             let key = keys::point(meta.id, p.time_ms);
-            if !seen_keys.insert(key) || self.inner.tree.contains_key(key)? {
+            // A time after the newest one the series has cannot be on disk yet; only late
+            // points cost a lookup.
+            let may_exist = meta.count > 0 && p.time_ms <= meta.last_ms;
+            if group.keys.contains(&key)
+                || !keys_here.insert(key)
+                || (may_exist && self.inner.tree.contains_key(key)?)
+            {
                 summary.duplicates += 1;
                 continue;
             }
-            batch.insert(&key, &p.value.to_bits().to_be_bytes());
+            points.push((key, p.value));
             summary.stored += 1;
             if meta.count == 0 || p.time_ms < meta.first_ms {
                 meta.first_ms = p.time_ms;
@@ -297,33 +374,28 @@ impl Store {
             meta.count += 1;
         }
 
-        let device_meta = match state.devices.get(device) {
+        let device = match group.devices.get(pack.device).or_else(|| state.devices.get(pack.device)) {
             Some(d) => DeviceMeta {
-                kind: kind.to_owned(),
+                kind: pack.kind.to_owned(),
                 first_seen_ms: d.first_seen_ms,
-                last_seen_ms: d.last_seen_ms.max(seen_ms),
+                last_seen_ms: d.last_seen_ms.max(pack.seen_ms),
                 points: d.points + summary.stored as u64,
             },
             None => DeviceMeta {
-                kind: kind.to_owned(),
-                first_seen_ms: seen_ms,
-                last_seen_ms: seen_ms,
+                kind: pack.kind.to_owned(),
+                first_seen_ms: pack.seen_ms,
+                last_seen_ms: pack.seen_ms,
                 points: summary.stored as u64,
             },
         };
-        for (metric, meta) in &changed {
-            batch.insert(keys::series(device, metric), meta.encode());
+        group.devices.insert(pack.device, device);
+        for (metric, meta) in series {
+            group.series.insert((pack.device, metric), meta);
         }
-        batch.insert(keys::device(device), device_meta.encode());
-        self.inner.tree.apply_batch(batch)?;
-
-        state.next_series_id = next_id;
-        state.devices.insert(device.to_owned(), device_meta);
-        let series = state.series.entry(device.to_owned()).or_default();
-        for (metric, meta) in changed {
-            series.insert(metric.to_owned(), meta);
-        }
-        Ok(summary)
+        group.keys.extend(keys_here);
+        group.points.extend(points);
+        group.next_series_id = Some(next_id);
+        Ok(Ok(summary))
     }
 
     /// Flushes everything written so far to disk; returns the bytes flushed.

@@ -34,6 +34,10 @@ pub struct Stats {
     rejected: u64,
     rejected_by_kind: BTreeMap<&'static str, u64>,
     lost: u64,
+    durable_packs: u64,
+    durable_readings: u64,
+    flushes: u64,
+    downlinks: u64,
 }
 
 /// `GET /v1/stats`: what the ingest path has done since start.
@@ -47,6 +51,10 @@ pub async fn stats(State(state): State<AppState>) -> Json<Stats> {
         rejected: s.rejected,
         rejected_by_kind: s.rejected_by_kind,
         lost: s.lost,
+        durable_packs: s.durable_packs,
+        durable_readings: s.durable_readings,
+        flushes: s.flushes,
+        downlinks: s.downlinks,
     })
 }
 
@@ -62,6 +70,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     counter("mekong_ingest_readings_total", "Readings stored as new points.", s.readings);
     counter("mekong_ingest_duplicates_total", "Readings already stored (resends).", s.duplicates);
     counter("mekong_ingest_lost_total", "Publishes skipped by the broker because ingest fell behind.", s.lost);
+    counter("mekong_ingest_durable_packs_total", "Packs flushed to disk.", s.durable_packs);
+    counter("mekong_ingest_durable_readings_total", "Readings flushed to disk.", s.durable_readings);
+    counter("mekong_ingest_flushes_total", "Store flushes (group commits).", s.flushes);
+    counter("mekong_ingest_downlinks_total", "Acknowledgements and refusals sent to devices.", s.downlinks);
     let _ = writeln!(
         out,
         "# HELP mekong_ingest_rejected_total Publishes refused, by reason.\n# TYPE mekong_ingest_rejected_total counter"

@@ -50,6 +50,7 @@ fn a_pack_is_stored_with_its_times_and_the_kind_inferred() {
     );
     let got = f.pipeline.handle(b"mekong/v1/hau-01/up", &payload, NOW_MS).unwrap().unwrap();
     assert_eq!(got.summary, WriteSummary { stored: 3, duplicates: 0 });
+    assert_eq!(got.up_to_ms, 1_789_999_010_500);
     let points = f.store.points("hau-01", "water_level", i64::MIN, i64::MAX, 10).unwrap().unwrap();
     assert_eq!(
         points,
@@ -131,14 +132,33 @@ fn resends_are_counted_as_duplicates() {
 }
 
 #[test]
-fn gaps_in_log_offsets_count_skipped_messages() {
-    let mut gaps = Gaps::default();
-    assert_eq!(gaps.observe(0), 0);
-    assert_eq!(gaps.observe(1), 0);
-    assert_eq!(gaps.observe(5), 3);
-    assert_eq!(gaps.observe(6), 0);
-    // A repeated or older offset is not a gap.
-    assert_eq!(gaps.observe(6), 0);
-    assert_eq!(gaps.observe(2), 0);
-    assert_eq!(gaps.observe(7), 0);
+fn a_group_is_stored_in_one_write_with_outcomes_in_order() {
+    let mut f = fixture(PipelineOptions::default());
+    let good = pack(&[reading("pm10", 30.0, 0.0)], 1_789_999_000.0);
+    let cm = pack(&[Reading { unit: Some("cm"), ..reading("water_level", 180.0, 0.0) }], 1_789_999_000.0);
+    let m = pack(&[Reading { unit: Some("m"), ..reading("water_level", 1.8, 10.0) }], 1_789_999_000.0);
+    let group: [(&[u8], &[u8]); 5] = [
+        (b"mekong/v1/a/up", &good),
+        (b"mekong/v1/a/down", &good),
+        (b"mekong/v1/b/up", &cm),
+        (b"mekong/v1/b/up", &m),
+        (b"mekong/v1/B/up", &good),
+    ];
+    let outcomes = f.pipeline.handle_group(&group, NOW_MS);
+    assert!(matches!(&outcomes[0], Some(Ok(a)) if a.device == "a"));
+    assert!(outcomes[1].is_none());
+    assert!(matches!(&outcomes[2], Some(Ok(a)) if a.summary.stored == 1));
+    assert!(matches!(&outcomes[3], Some(Err(r)) if r.kind == "unit_mismatch"));
+    assert!(matches!(&outcomes[4], Some(Err(r)) if r.kind == "bad_topic"));
+    let s = f.stats.snapshot();
+    assert_eq!((s.received, s.accepted, s.rejected, s.readings), (4, 2, 2, 2));
+    assert_eq!(f.store.point_count(), 2);
+}
+
+#[test]
+fn count_only_mode_counts_and_stores_nothing() {
+    let mut f = fixture(PipelineOptions { count_only: true, ..Default::default() });
+    assert!(f.pipeline.handle(b"mekong/v1/a/up", b"not even cbor", NOW_MS).is_none());
+    assert_eq!(f.stats.snapshot().accepted, 1);
+    assert_eq!(f.store.point_count(), 0);
 }

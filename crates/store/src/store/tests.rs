@@ -115,3 +115,42 @@ fn latest_filters_by_kind() {
     assert_eq!(store.latest(None).len(), 2);
     assert!(store.latest(Some("air")).is_empty());
 }
+
+#[test]
+fn a_group_of_packs_is_written_at_once_and_a_bad_pack_is_left_out_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.write("a", "water", T0, &[p("water_level", T0, 150.0)]).unwrap();
+    let late_and_new =
+        [p("water_level", T0 - 10_000, 149.0), p("water_level", T0, 999.0), p("water_level", T0 + 10_000, 151.0)];
+    let wrong_unit = [NewPoint { metric: "water_level", unit: Some("m"), time_ms: T0 + 20_000, value: 1.5 }];
+    let other = [p("salinity", T0, 0.3)];
+    let repeat = [p("water_level", T0 + 10_000, 152.0), p("salinity", T0, 0.4)];
+    let results = store
+        .write_packs(&[
+            PackWrite { device: "a", kind: "water", seen_ms: T0 + 1, points: &late_and_new },
+            PackWrite { device: "a", kind: "water", seen_ms: T0 + 2, points: &wrong_unit },
+            PackWrite { device: "b", kind: "water", seen_ms: T0 + 3, points: &other },
+            PackWrite { device: "b", kind: "water", seen_ms: T0 + 4, points: &repeat },
+        ])
+        .unwrap();
+    assert_eq!(results[0].as_ref().unwrap(), &WriteSummary { stored: 2, duplicates: 1 });
+    assert!(matches!(results[1], Err(StoreError::UnitMismatch { .. })));
+    assert_eq!(results[2].as_ref().unwrap(), &WriteSummary { stored: 1, duplicates: 0 });
+    assert_eq!(results[3].as_ref().unwrap(), &WriteSummary { stored: 1, duplicates: 1 });
+
+    let a = store.points("a", "water_level", i64::MIN, i64::MAX, 10).unwrap().unwrap();
+    let values: Vec<f64> = a.iter().map(|p| p.value).collect();
+    assert_eq!(values, [149.0, 150.0, 151.0]);
+    let s = store.series("a", "water_level").unwrap();
+    assert_eq!((s.count, s.first_ms, s.last_ms, s.last_value), (3, T0 - 10_000, T0 + 10_000, 151.0));
+    assert_eq!(store.device("a").unwrap().last_seen_ms, T0 + 1, "the refused pack does not count as seen");
+    assert_eq!(store.device("b").unwrap().points, 2);
+    assert_eq!(store.points("b", "salinity", i64::MIN, i64::MAX, 10).unwrap().unwrap()[0].value, 0.3);
+
+    // Everything the group wrote, and its metadata, is on disk.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.point_count(), 5);
+    assert_eq!(store.series_of("b").unwrap().len(), 2);
+}

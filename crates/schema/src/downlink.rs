@@ -1,0 +1,205 @@
+//! What the platform sends back to a device on `mekong/v1/{device_id}/down`: an
+//! acknowledgement once a pack is durably stored, or a refusal with its reason.
+//!
+//! Both are one CBOR map with small integer labels:
+//!
+//! | label | field | in |
+//! |---|---|---|
+//! | 0 | `1` for an acknowledgement, `0` for a refusal | both |
+//! | 1 | newest reading time in the pack, epoch milliseconds | ack |
+//! | 2 | readings of the pack now stored (new and already stored alike) | ack |
+//! | 3 | platform time when sent, epoch milliseconds (for the node's clock) | both |
+//! | 4 | reason kind, such as `bad_time` | refusal |
+//!
+//! An acknowledgement is sent only after the pack's readings are flushed to disk: the MQTT
+//! PUBACK only says the broker has the message. A node that sends its queue oldest first can
+//! free every queued reading up to the acknowledged time. Unknown labels are ignored, so later
+//! versions can add fields (such as a sequence number for signed packs).
+
+use core::fmt;
+
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap};
+use serde::Deserializer as _;
+use serde_cbor::ser::SliceWrite;
+
+use crate::senml::EncodeError;
+use crate::topic::PREFIX;
+
+/// The longest reason kind a refusal carries.
+pub const MAX_REASON_LEN: usize = 32;
+
+/// A downlink message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downlink<'a> {
+    /// The pack is durably stored.
+    Ack {
+        /// Newest reading time in the pack, epoch ms.
+        up_to_ms: i64,
+        /// Readings of the pack that are stored.
+        readings: u32,
+        /// Platform time, epoch ms.
+        server_ms: i64,
+    },
+    /// The pack was refused and will never be stored; resending it is pointless.
+    Refused {
+        /// Reason kind (see the README's list), at most [`MAX_REASON_LEN`] bytes.
+        reason: &'a str,
+        /// Platform time, epoch ms.
+        server_ms: i64,
+    },
+}
+
+/// Why a downlink message cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DownlinkError {
+    /// Not well-formed CBOR, or not a map.
+    #[error("invalid downlink cbor: {0}")]
+    Cbor(serde_cbor::Error),
+    /// A field is missing or of the wrong type.
+    #[error("invalid downlink: {0}")]
+    Invalid(&'static str),
+}
+
+impl Downlink<'_> {
+    /// Encodes the message into `out` and returns its length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        let mut ser = serde_cbor::Serializer::new(SliceWrite::new(out));
+        self.serialize(&mut ser).map_err(|_| EncodeError::BufferFull)?;
+        Ok(ser.into_inner().bytes_written())
+    }
+}
+
+impl Serialize for Downlink<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Downlink::Ack { up_to_ms, readings, server_ms } => {
+                let mut map = s.serialize_map(Some(4))?;
+                map.serialize_entry(&0u8, &1u8)?;
+                map.serialize_entry(&1u8, &up_to_ms)?;
+                map.serialize_entry(&2u8, &readings)?;
+                map.serialize_entry(&3u8, &server_ms)?;
+                map.end()
+            }
+            Downlink::Refused { reason, server_ms } => {
+                let mut map = s.serialize_map(Some(3))?;
+                map.serialize_entry(&0u8, &0u8)?;
+                map.serialize_entry(&3u8, &server_ms)?;
+                map.serialize_entry(&4u8, reason)?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// Decodes a downlink message (what a node does with it).
+pub fn decode(input: &[u8]) -> Result<Downlink<'_>, DownlinkError> {
+    let mut scratch = [0u8; 0];
+    let mut de = serde_cbor::Deserializer::from_slice_with_scratch(input, &mut scratch);
+    let fields = de.deserialize_map(FieldsVisitor).map_err(DownlinkError::Cbor)?;
+    de.end().map_err(DownlinkError::Cbor)?;
+    let server_ms = fields.server_ms.ok_or(DownlinkError::Invalid("server time missing"))?;
+    match fields.kind {
+        Some(1) => Ok(Downlink::Ack {
+            up_to_ms: fields.up_to_ms.ok_or(DownlinkError::Invalid("acknowledged time missing"))?,
+            readings: fields.readings.ok_or(DownlinkError::Invalid("reading count missing"))?,
+            server_ms,
+        }),
+        Some(0) => {
+            Ok(Downlink::Refused { reason: fields.reason.ok_or(DownlinkError::Invalid("reason missing"))?, server_ms })
+        }
+        _ => Err(DownlinkError::Invalid("unknown message kind")),
+    }
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    kind: Option<u8>,
+    up_to_ms: Option<i64>,
+    readings: Option<u32>,
+    server_ms: Option<i64>,
+    reason: Option<&'a str>,
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a downlink map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(label) = map.next_key::<u8>()? {
+            match label {
+                0 => fields.kind = Some(map.next_value()?),
+                1 => fields.up_to_ms = Some(map.next_value()?),
+                2 => fields.readings = Some(map.next_value()?),
+                3 => fields.server_ms = Some(map.next_value()?),
+                4 => {
+                    let reason: &'de str = map.next_value()?;
+                    if reason.len() > MAX_REASON_LEN {
+                        return Err(de::Error::invalid_length(reason.len(), &"a short reason kind"));
+                    }
+                    fields.reason = Some(reason);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// Formats the downlink topic of a device without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct Topic<'a>(pub &'a str);
+
+impl fmt::Display for Topic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PREFIX}{}/down", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(msg: Downlink<'_>) {
+        let mut buf = [0u8; 64];
+        let n = msg.encode(&mut buf).unwrap();
+        assert_eq!(decode(&buf[..n]).unwrap(), msg);
+    }
+
+    #[test]
+    fn acks_and_refusals_round_trip() {
+        round_trip(Downlink::Ack { up_to_ms: 1_790_000_000_250, readings: 150, server_ms: 1_790_000_001_000 });
+        round_trip(Downlink::Refused { reason: "bad_time", server_ms: 1_790_000_001_000 });
+    }
+
+    #[test]
+    fn an_ack_is_small() {
+        let mut buf = [0u8; 64];
+        let n = Downlink::Ack { up_to_ms: 1_790_000_000_250, readings: 3, server_ms: 1_790_000_001_000 }
+            .encode(&mut buf)
+            .unwrap();
+        // {0: 1, 1: <u64>, 2: 3, 3: <u64>}
+        assert_eq!(n, 1 + 2 + 10 + 2 + 10);
+    }
+
+    #[test]
+    fn malformed_downlinks_are_errors() {
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[0xa1, 0x00, 0x01]).is_err(), "ack without fields");
+        assert!(decode(&[0xa2, 0x00, 0x07, 0x03, 0x01]).is_err(), "unknown kind");
+        assert!(decode(&[0x80]).is_err(), "not a map");
+    }
+
+    #[test]
+    fn the_topic_formats() {
+        assert_eq!(std::format!("{}", Topic("hau-01")), "mekong/v1/hau-01/down");
+    }
+}
