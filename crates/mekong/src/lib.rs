@@ -1,11 +1,12 @@
 //! The mekong platform as a library: configuration, the wiring of store, broker, ingest and
-//! HTTP into one [`Platform`], and the fleet simulator. The `mekong` binary is a thin command
+//! HTTP into one [`Platform`], the fleet simulator and the ingest benchmark. The `mekong` binary is a thin command
 //! line over it, and the end-to-end tests start it in-process.
 //!
 //! This is the only crate that reads files and environment variables; the library crates get
 //! their options as plain values.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod config;
 pub mod platform;
 pub mod simulate;

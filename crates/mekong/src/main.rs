@@ -60,6 +60,11 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Benchmarks; each prints one JSON line per scenario and a summary line last.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Print the default configuration as TOML.
     PrintConfig,
     /// Load and check a configuration (with environment overrides), then print it.
@@ -70,9 +75,53 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Readings per second made durable, end to end over MQTT, against the broker alone.
+    Ingest {
+        /// Device counts (one MQTT connection each), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "100,10000")]
+        devices: Vec<usize>,
+        /// Readings per pack, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,50")]
+        readings: Vec<usize>,
+        /// Seconds measured per scenario.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds of load before measuring.
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        /// Unacknowledged publishes per connection.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// External broker to measure the same load against, as mqtt://host:port.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Total packs per second for the latency at moderate load.
+        #[arg(long, default_value_t = 2000.0)]
+        moderate_rate: f64,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench { what: BenchCommand::Ingest { devices, readings, seconds, warmup, window, peer, moderate_rate } } => {
+            init_logging("warn");
+            let peer = peer
+                .map(|p| {
+                    let addr = p.strip_prefix("mqtt://").unwrap_or(&p);
+                    std::net::ToSocketAddrs::to_socket_addrs(addr)
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .with_context(|| format!("--peer {p:?} is not mqtt://host:port"))
+                })
+                .transpose()?;
+            let opts = mekong::bench::BenchOptions { devices, readings, seconds, warmup, window, peer, moderate_rate };
+            let summary = runtime()?.block_on(mekong::bench::ingest(opts))?;
+            println!("{summary}");
+            Ok(())
+        }
         Command::PrintConfig => {
             print!("{}", toml::to_string(&Config::default())?);
             Ok(())

@@ -12,9 +12,11 @@
 //! | 4 | reason kind, such as `bad_time` | refusal |
 //!
 //! An acknowledgement is sent only after the pack's readings are flushed to disk: the MQTT
-//! PUBACK only says the broker has the message. A node that sends its queue oldest first can
-//! free every queued reading up to the acknowledged time. Unknown labels are ignored, so later
-//! versions can add fields (such as a sequence number for signed packs).
+//! PUBACK only says the broker has the message. It covers exactly one pack, the one whose
+//! newest reading time it names: a node frees that pack, and resends any older pack still
+//! unacknowledged after a timeout (the broker may have dropped it under overload; resends are
+//! idempotent). Unknown labels are ignored, so later versions can add fields (such as a
+//! sequence number for signed packs).
 
 use core::fmt;
 

@@ -1,0 +1,345 @@
+//! The load generator of `mekong bench ingest`: one raw MQTT 3.1.1 connection per simulated
+//! device (rumqttc's packet codec without its event loop, so the generator stays light), QoS 1
+//! publishes with a window of unacknowledged ones, and the device's downlink, from which it
+//! times each acknowledgement. Also a counting subscriber, for an external broker.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use bytes::BytesMut;
+use mekong_schema::downlink::{self, Downlink};
+use mekong_schema::{encode_pack, Base, Reading};
+use rumqttc::{Connect, Packet, PubAck, Publish, QoS, Subscribe};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, Semaphore};
+
+const MAX_PACKET: usize = 1 << 20;
+
+/// What the generator does.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Broker address.
+    pub addr: SocketAddr,
+    /// Simulated devices, one connection each.
+    pub devices: usize,
+    /// Readings per pack.
+    pub readings_per_pack: usize,
+    /// Unacknowledged publishes (PUBACK) per connection.
+    pub window: usize,
+    /// Packs per second per device; `None` for as fast as the window allows.
+    pub rate: Option<f64>,
+    /// Subscribe to the downlink and time acknowledgements.
+    pub downlinks: bool,
+    /// Device id prefix (scenarios use fresh ids).
+    pub prefix: String,
+}
+
+/// Counters shared by every connection.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// PUBACKs received while measuring.
+    pub pubacks: AtomicU64,
+    /// Downlink acknowledgements received while measuring.
+    pub acks: AtomicU64,
+    /// Set while the measurement window is open.
+    pub measuring: AtomicBool,
+    /// Set to make every connection stop publishing.
+    pub stop: AtomicBool,
+    /// Acknowledgement latencies in microseconds, of packs first sent while measuring.
+    pub ack_latency_us: Mutex<Vec<u32>>,
+    /// Packs resent because their acknowledgement was overdue.
+    pub resends: AtomicU64,
+}
+
+/// How long a device waits for an acknowledgement before it resends the pack.
+pub const RESEND_AFTER: Duration = Duration::from_secs(5);
+
+/// A running load: its connections are up and publishing.
+#[derive(Debug)]
+pub struct Load {
+    /// Shared counters.
+    pub counters: Arc<Counters>,
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+}
+
+impl Load {
+    /// Connects every device (a bounded number at a time) and starts publishing.
+    pub async fn start(opts: LoadOptions) -> anyhow::Result<Load> {
+        let counters = Arc::new(Counters::default());
+        let connecting = Arc::new(Semaphore::new(256));
+        let mut connects = tokio::task::JoinSet::new();
+        for i in 0..opts.devices {
+            let id = format!("{}{i:05}", opts.prefix);
+            let (opts, connecting) = (opts.clone(), Arc::clone(&connecting));
+            connects.spawn(async move {
+                let _permit = connecting.acquire().await?;
+                connect(&opts, &id).await.map(|stream| (id, stream))
+            });
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        while let Some(connected) = connects.join_next().await {
+            let (id, stream) = connected.context("connect task failed")??;
+            let (opts, counters) = (opts.clone(), Arc::clone(&counters));
+            tasks.spawn(async move { run_device(opts, id, stream, counters).await });
+        }
+        Ok(Load { counters, tasks })
+    }
+
+    /// Stops publishing and waits for every connection to close.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.counters.stop.store(true, Ordering::Relaxed);
+        while let Some(result) = self.tasks.join_next().await {
+            result.context("device task failed")??;
+        }
+        Ok(())
+    }
+}
+
+async fn connect(opts: &LoadOptions, id: &str) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(opts.addr).await.with_context(|| format!("connect to {}", opts.addr))?;
+    stream.set_nodelay(true)?;
+    let mut connect = Connect::new(id);
+    connect.keep_alive = 600;
+    let mut out = BytesMut::new();
+    Packet::Connect(connect).write(&mut out, MAX_PACKET)?;
+    if opts.downlinks {
+        Packet::Subscribe(Subscribe::new(format!("mekong/v1/{id}/down"), QoS::AtMostOnce)).write(&mut out, MAX_PACKET)?;
+    }
+    stream.write_all(&out).await?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut expect = if opts.downlinks { 2 } else { 1 };
+    while expect > 0 {
+        match read_packet(&mut stream, &mut buf).await? {
+            Packet::ConnAck(_) | Packet::SubAck(_) => expect -= 1,
+            other => bail!("unexpected {other:?} while connecting"),
+        }
+    }
+    Ok(stream)
+}
+
+async fn read_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result<Packet> {
+    loop {
+        match Packet::read(buf, MAX_PACKET) {
+            Ok(packet) => return Ok(packet),
+            Err(rumqttc::Error::InsufficientBytes(_)) => {
+                if stream.read_buf(buf).await? == 0 {
+                    bail!("connection closed by the broker");
+                }
+            }
+            Err(e) => bail!("malformed packet from the broker: {e}"),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A pack sent and not yet acknowledged on the downlink.
+#[derive(Debug)]
+struct Inflight {
+    up_to_ms: i64,
+    first_sent: Instant,
+    last_sent: Instant,
+    measured: bool,
+    payload: bytes::Bytes,
+}
+
+/// One device: publishes new packs while its window has room, and, like a real node, keeps
+/// each pack until the platform acknowledges it on the downlink, resending it when the
+/// acknowledgement is overdue. Without downlinks (the broker-only and external-broker
+/// scenarios) the broker's PUBACK frees the window instead.
+async fn run_device(opts: LoadOptions, id: String, stream: TcpStream, counters: Arc<Counters>) -> anyhow::Result<()> {
+    let (mut reader, mut writer) = stream.into_split();
+    let window = Arc::new(Semaphore::new(opts.window.max(1)));
+    let inflight: Arc<std::sync::Mutex<VecDeque<Inflight>>> = Arc::default();
+    let downlinks = opts.downlinks;
+
+    let read = {
+        let (window, inflight, counters) = (Arc::clone(&window), Arc::clone(&inflight), Arc::clone(&counters));
+        tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            loop {
+                let packet = loop {
+                    match Packet::read(&mut buf, MAX_PACKET) {
+                        Ok(p) => break p,
+                        Err(rumqttc::Error::InsufficientBytes(_)) => match reader.read_buf(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        },
+                        Err(_) => return,
+                    }
+                };
+                match packet {
+                    Packet::PubAck(_) => {
+                        if counters.measuring.load(Ordering::Relaxed) {
+                            counters.pubacks.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if !downlinks {
+                            window.add_permits(1);
+                        }
+                    }
+                    Packet::Publish(p) => {
+                        let Ok(Downlink::Ack { up_to_ms, .. }) = downlink::decode(&p.payload) else { continue };
+                        // An acknowledgement covers exactly its own pack: an older pack that the
+                        // broker skipped stays queued and is resent.
+                        let acked = {
+                            let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
+                            let pos = queue.iter().position(|e| e.up_to_ms == up_to_ms);
+                            pos.and_then(|i| queue.remove(i))
+                        };
+                        if let Some(entry) = acked {
+                            window.add_permits(1);
+                            if entry.measured {
+                                counters.acks.fetch_add(1, Ordering::Relaxed);
+                                let us = u32::try_from(entry.first_sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                                counters.ack_latency_us.lock().await.push(us);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+
+    let topic = format!("mekong/v1/{id}/up");
+    let rpp = opts.readings_per_pack.max(1);
+    // Times start a day back and advance one millisecond per reading: every reading is new.
+    let mut next_time = now_ms() - 86_400_000;
+    let mut pkid: u16 = 0;
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut pack = vec![0u8; 64 + rpp * 32];
+    let mut ticker = opts.rate.map(|r| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(0.001)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let mut publish = |payload: bytes::Bytes, out: &mut BytesMut| -> anyhow::Result<()> {
+        pkid = pkid % u16::MAX + 1;
+        let mut p = Publish::from_bytes(topic.as_str(), QoS::AtLeastOnce, payload);
+        p.pkid = pkid;
+        Packet::Publish(p).write(out, MAX_PACKET)?;
+        Ok(())
+    };
+    while !counters.stop.load(Ordering::Relaxed) {
+        out.clear();
+        if downlinks {
+            let now = Instant::now();
+            let overdue: Vec<bytes::Bytes> = {
+                let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
+                queue
+                    .iter_mut()
+                    .filter(|e| now.duration_since(e.last_sent) >= RESEND_AFTER)
+                    .map(|e| {
+                        e.last_sent = now;
+                        e.payload.clone()
+                    })
+                    .collect()
+            };
+            for payload in overdue {
+                counters.resends.fetch_add(1, Ordering::Relaxed);
+                publish(payload, &mut out)?;
+            }
+        }
+        if let Some(ticker) = ticker.as_mut() {
+            ticker.tick().await;
+        }
+        if let Ok(permit) = tokio::time::timeout(Duration::from_millis(50), window.acquire()).await {
+            permit?.forget();
+            let readings: Vec<Reading<'_>> = (0..rpp)
+                .map(|j| Reading { name: "water_level", unit: Some("cm"), value: 150.0 + (j % 50) as f64 * 0.5, time: j as f64 / 1000.0 })
+                .collect();
+            let base = Base { time: Some(next_time as f64 / 1000.0), ..Base::default() };
+            let n = encode_pack(&mut pack, &base, &readings)?;
+            let payload = bytes::Bytes::copy_from_slice(&pack[..n]);
+            let up_to_ms = next_time + rpp as i64 - 1;
+            next_time += rpp as i64;
+            if downlinks {
+                let now = Instant::now();
+                let measured = counters.measuring.load(Ordering::Relaxed);
+                let entry = Inflight { up_to_ms, first_sent: now, last_sent: now, measured, payload: payload.clone() };
+                inflight.lock().unwrap_or_else(|e| e.into_inner()).push_back(entry);
+            }
+            publish(payload, &mut out)?;
+        }
+        if !out.is_empty() {
+            writer.write_all(&out).await?;
+        }
+    }
+    read.abort();
+    let mut out = BytesMut::new();
+    Packet::Disconnect.write(&mut out, MAX_PACKET)?;
+    let _ = writer.write_all(&out).await;
+    Ok(())
+}
+
+/// A subscriber that counts what an (external) broker delivers on `mekong/v1/+/up`.
+#[derive(Debug)]
+pub struct CountingSubscriber {
+    /// Publishes received while measuring.
+    pub received: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingSubscriber {
+    /// Connects, subscribes at QoS `qos`, and counts in the background.
+    pub async fn start(addr: SocketAddr, qos: QoS, counters: Arc<Counters>) -> anyhow::Result<Self> {
+        let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
+        let mut out = BytesMut::new();
+        let mut connect = Connect::new("mekong-bench-counter");
+        connect.keep_alive = 600;
+        Packet::Connect(connect).write(&mut out, MAX_PACKET)?;
+        Packet::Subscribe(Subscribe::new("mekong/v1/+/up", qos)).write(&mut out, MAX_PACKET)?;
+        stream.write_all(&out).await?;
+        let mut buf = BytesMut::with_capacity(1 << 20);
+        for _ in 0..2 {
+            match read_packet(&mut stream, &mut buf).await? {
+                Packet::ConnAck(_) | Packet::SubAck(_) => {}
+                other => bail!("unexpected {other:?} while subscribing"),
+            }
+        }
+        let received = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&received);
+        let task = tokio::spawn(async move {
+            let mut acks = BytesMut::new();
+            loop {
+                let packet = match Packet::read(&mut buf, MAX_PACKET) {
+                    Ok(p) => p,
+                    Err(rumqttc::Error::InsufficientBytes(_)) => {
+                        if !acks.is_empty() {
+                            if stream.write_all(&acks).await.is_err() {
+                                return;
+                            }
+                            acks.clear();
+                        }
+                        match stream.read_buf(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => continue,
+                        }
+                    }
+                    Err(_) => return,
+                };
+                if let Packet::Publish(p) = packet {
+                    if counters.measuring.load(Ordering::Relaxed) {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if p.qos == QoS::AtLeastOnce {
+                        let _ = Packet::PubAck(PubAck::new(p.pkid)).write(&mut acks, MAX_PACKET);
+                    }
+                }
+            }
+        });
+        Ok(CountingSubscriber { received, task })
+    }
+
+    /// Stops counting.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
