@@ -72,7 +72,13 @@ fn percentile_ms(sorted: &[u32], p: f64) -> Option<f64> {
     Some(f64::from(sorted[i]) / 1000.0)
 }
 
-async fn measure(target: Target, devices: usize, rpp: usize, opts: &BenchOptions, n: usize) -> anyhow::Result<Measured> {
+async fn measure(
+    target: Target,
+    devices: usize,
+    rpp: usize,
+    opts: &BenchOptions,
+    n: usize,
+) -> anyhow::Result<Measured> {
     let data = tempfile_dir()?;
     let (addr, platform, stats): (SocketAddr, Option<Platform>, Option<Arc<Stats>>) = match &target {
         Target::Mekong { count_only, .. } => {
@@ -103,7 +109,9 @@ async fn measure(target: Target, devices: usize, rpp: usize, opts: &BenchOptions
     };
     let load = Load::start(load_opts).await?;
     let subscriber = match target {
-        Target::Peer(addr) => Some(load::CountingSubscriber::start(addr, QoS::AtMostOnce, Arc::clone(&load.counters)).await?),
+        Target::Peer(addr) => {
+            Some(load::CountingSubscriber::start(addr, QoS::AtMostOnce, Arc::clone(&load.counters)).await?)
+        }
         Target::Mekong { .. } => None,
     };
     tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
@@ -193,7 +201,10 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
     if let Some(limit) = open_file_limit() {
         // Both ends of every connection live in this process.
         if limit < 2 * most + 512 {
-            bail!("{most} devices need about {} open files and the limit is {limit}: run `ulimit -n 65536` first", 2 * most + 512);
+            bail!(
+                "{most} devices need about {} open files and the limit is {limit}: run `ulimit -n 65536` first",
+                2 * most + 512
+            );
         }
     }
     let mut results = Vec::new();
@@ -228,16 +239,23 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
                 let row = line("peer_broker_counter", devices, rpp, &external);
                 println!("{row}");
                 results.push(row);
-                ratio["durable_over_peer"] = json!((full.readings_per_s / external.readings_per_s * 1000.0).round() / 1000.0);
+                ratio["durable_over_peer"] =
+                    json!((full.readings_per_s / external.readings_per_s * 1000.0).round() / 1000.0);
             }
             ratios.push(ratio);
         }
     }
     n += 1;
     let devices = 100;
-    let moderate = measure(Target::Mekong { count_only: false, rate: Some(opts.moderate_rate / devices as f64) }, devices, 1, &opts, n)
-        .await
-        .context("moderate load")?;
+    let moderate = measure(
+        Target::Mekong { count_only: false, rate: Some(opts.moderate_rate / devices as f64) },
+        devices,
+        1,
+        &opts,
+        n,
+    )
+    .await
+    .context("moderate load")?;
     let row = line("mekong_durable_moderate", devices, 1, &moderate);
     println!("{row}");
     results.push(row);

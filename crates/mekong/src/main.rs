@@ -106,7 +106,9 @@ enum BenchCommand {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench { what: BenchCommand::Ingest { devices, readings, seconds, warmup, window, peer, moderate_rate } } => {
+        Command::Bench {
+            what: BenchCommand::Ingest { devices, readings, seconds, warmup, window, peer, moderate_rate },
+        } => {
             init_logging("warn");
             let peer = peer
                 .map(|p| {

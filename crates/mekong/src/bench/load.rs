@@ -108,7 +108,8 @@ async fn connect(opts: &LoadOptions, id: &str) -> anyhow::Result<TcpStream> {
     let mut out = BytesMut::new();
     Packet::Connect(connect).write(&mut out, MAX_PACKET)?;
     if opts.downlinks {
-        Packet::Subscribe(Subscribe::new(format!("mekong/v1/{id}/down"), QoS::AtMostOnce)).write(&mut out, MAX_PACKET)?;
+        Packet::Subscribe(Subscribe::new(format!("mekong/v1/{id}/down"), QoS::AtMostOnce))
+            .write(&mut out, MAX_PACKET)?;
     }
     stream.write_all(&out).await?;
     let mut buf = BytesMut::with_capacity(4096);
@@ -253,7 +254,12 @@ async fn run_device(opts: LoadOptions, id: String, stream: TcpStream, counters: 
         if let Ok(permit) = tokio::time::timeout(Duration::from_millis(50), window.acquire()).await {
             permit?.forget();
             let readings: Vec<Reading<'_>> = (0..rpp)
-                .map(|j| Reading { name: "water_level", unit: Some("cm"), value: 150.0 + (j % 50) as f64 * 0.5, time: j as f64 / 1000.0 })
+                .map(|j| Reading {
+                    name: "water_level",
+                    unit: Some("cm"),
+                    value: 150.0 + (j % 50) as f64 * 0.5,
+                    time: j as f64 / 1000.0,
+                })
                 .collect();
             let base = Base { time: Some(next_time as f64 / 1000.0), ..Base::default() };
             let n = encode_pack(&mut pack, &base, &readings)?;
