@@ -72,13 +72,16 @@ async fn wait_healthy(http: &reqwest::Client, port: u16) {
     }
 }
 
+/// A pack's payload and its readings (time in ms, value).
+type Pack = (Vec<u8>, Vec<(i64, f64)>);
+
 /// What one device has sent, what is acknowledged, and what still waits for an ack.
 #[derive(Debug)]
 struct Device {
     id: String,
     next_ms: i64,
     /// newest reading time of the pack -> (payload, its readings)
-    pending: BTreeMap<i64, (Vec<u8>, Vec<(i64, f64)>)>,
+    pending: BTreeMap<i64, Pack>,
     /// reading time -> value, of every acknowledged reading
     acked: BTreeMap<i64, f64>,
     /// acknowledged before the platform was last killed
