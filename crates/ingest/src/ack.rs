@@ -51,13 +51,14 @@ pub(crate) fn run(groups: Receiver<Group>, mut tx: LinkTx, store: Store, stats: 
 fn commit(pending: &mut Vec<Group>, tx: &mut LinkTx, store: &Store, stats: &Stats, acknowledge: bool, buf: &mut [u8]) {
     let stored = pending.iter().flat_map(|g| &g.outcomes).filter_map(|o| o.as_ref()?.as_ref().ok());
     let (packs, readings) = stored.fold((0u64, 0u64), |(p, r), a| (p + 1, r + a.summary.stored as u64));
+    let started = std::time::Instant::now();
     if let Err(e) = store.flush() {
         // Nothing is acknowledged: the devices will resend, and the writes are idempotent.
         tracing::error!(error = %e, "store flush failed; not acknowledging {packs} packs");
         pending.clear();
         return;
     }
-    stats.record_flush(packs, readings);
+    stats.record_flush(packs, readings, started.elapsed().as_micros() as u64);
     if !acknowledge {
         pending.clear();
         return;

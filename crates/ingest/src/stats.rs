@@ -72,6 +72,8 @@ pub struct Snapshot {
     pub durable_readings: u64,
     /// Store flushes (each covers a group of packs).
     pub flushes: u64,
+    /// Time spent in those flushes, microseconds.
+    pub flush_micros: u64,
     /// Acknowledgements and refusals published on downlink topics.
     pub downlinks: u64,
 }
@@ -96,6 +98,7 @@ pub struct Stats {
     durable_packs: AtomicU64,
     durable_readings: AtomicU64,
     flushes: AtomicU64,
+    flush_micros: AtomicU64,
     downlinks: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -113,6 +116,7 @@ impl Stats {
             durable_packs: AtomicU64::new(0),
             durable_readings: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            flush_micros: AtomicU64::new(0),
             downlinks: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 log: VecDeque::with_capacity(capacity.min(4096)),
@@ -134,8 +138,9 @@ impl Stats {
         self.accepted.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_flush(&self, packs: u64, readings: u64) {
+    pub(crate) fn record_flush(&self, packs: u64, readings: u64, micros: u64) {
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.flush_micros.fetch_add(micros, Ordering::Relaxed);
         self.durable_packs.fetch_add(packs, Ordering::Relaxed);
         self.durable_readings.fetch_add(readings, Ordering::Relaxed);
     }
@@ -206,6 +211,7 @@ impl Stats {
             durable_packs: self.durable_packs.load(Ordering::Relaxed),
             durable_readings: self.durable_readings.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
+            flush_micros: self.flush_micros.load(Ordering::Relaxed),
             downlinks: self.downlinks.load(Ordering::Relaxed),
         }
     }

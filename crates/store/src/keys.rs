@@ -1,6 +1,8 @@
 //! Key layout of the one sled tree: see the crate documentation for the table.
 
-/// First byte of a point key.
+/// The key of the store's format version.
+pub const FORMAT: &[u8] = b"\x00format";
+/// First byte of a chunk key (points).
 pub const POINT: u8 = 0x01;
 /// First byte of a series metadata key.
 pub const SERIES: u8 = 0x02;
@@ -17,18 +19,25 @@ pub fn time_from_bytes(b: [u8; 8]) -> i64 {
     (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
-/// The key of one point.
-pub fn point(series: u32, t_ms: i64) -> [u8; 13] {
-    let mut k = [0u8; 13];
+/// The key of a chunk: series, time of its first point, and a unique chunk id (two chunks of
+/// a series may start at the same time).
+pub fn chunk(series: u32, first_ms: i64, id: u64) -> [u8; 21] {
+    let mut k = [0u8; 21];
     k[0] = POINT;
     k[1..5].copy_from_slice(&series.to_be_bytes());
-    k[5..].copy_from_slice(&time_bytes(t_ms));
+    k[5..13].copy_from_slice(&time_bytes(first_ms));
+    k[13..].copy_from_slice(&id.to_be_bytes());
     k
 }
 
-/// Splits a point key into its series id and time.
-pub fn parse_point(key: &[u8]) -> Option<(u32, i64)> {
-    if key.len() != 13 || key[0] != POINT {
+/// The smallest chunk key of `series` starting at or after `first_ms`.
+pub fn chunk_from(series: u32, first_ms: i64) -> [u8; 21] {
+    chunk(series, first_ms, 0)
+}
+
+/// Splits a chunk key into series id and first time.
+pub fn parse_chunk(key: &[u8]) -> Option<(u32, i64)> {
+    if key.len() != 21 || key[0] != POINT {
         return None;
     }
     let series = u32::from_be_bytes(key[1..5].try_into().ok()?);
@@ -70,9 +79,11 @@ mod tests {
     }
 
     #[test]
-    fn point_keys_round_trip_and_sort_by_series_then_time() {
-        assert_eq!(parse_point(&point(7, -5)), Some((7, -5)));
-        assert!(point(1, i64::MAX) < point(2, i64::MIN));
-        assert_eq!(parse_point(&[POINT, 0, 0]), None);
+    fn chunk_keys_round_trip_and_sort_by_series_then_time_then_id() {
+        assert_eq!(parse_chunk(&chunk(7, -5, 3)), Some((7, -5)));
+        assert!(chunk(1, i64::MAX, u64::MAX) < chunk(2, i64::MIN, 0));
+        assert!(chunk(1, 10, 9) < chunk(1, 11, 0));
+        assert!(chunk_from(1, 10) <= chunk(1, 10, 0));
+        assert_eq!(parse_chunk(&[POINT, 0, 0]), None);
     }
 }

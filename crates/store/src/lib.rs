@@ -1,19 +1,22 @@
 //! mekong's time-series store, on sled, in the platform's own process.
 //!
 //! A series is one (device, metric) pair. Everything lives in one sled tree so that a write
-//! (the points of a pack, the series they extend, the device that sent them) is one atomic
-//! batch; three key spaces share it, told apart by their first byte:
+//! (the points of a group of packs, the series they extend, the devices that sent them) is
+//! one atomic batch; the key spaces share it, told apart by their first byte:
 //!
 //! | key | value |
 //! |---|---|
-//! | `0x01`, series id (u32 BE), time in ms (i64 BE, sign bit flipped) | value (f64 BE) |
+//! | `0x01`, series id (u32 BE), first time in ms (i64 BE, sign bit flipped), chunk id (u64 BE) | a chunk of points ([`chunk`]) |
 //! | `0x02`, device id, `0x00`, metric | series metadata ([`codec`]) |
 //! | `0x03`, device id | device metadata |
+//! | `0x00format` | the layout version |
 //!
-//! Flipping the sign bit makes the byte order of a time equal to its numeric order, so the
-//! points of one series in `[from, to)` are one ordered range scan. Writing a point whose
-//! (series, time) already exists changes nothing: the first value stays, so a device that
-//! resends after a lost acknowledgement creates no duplicates.
+//! Points are written in chunks: per write group, one chunk per series and hour window. sled
+//! copies a leaf on every insert, so this costs one insert for many points instead of one per
+//! point. Flipping the sign bit makes the byte order of a time equal to its numeric order, so
+//! the chunks of one series that can hold points in `[from, to)` are one ordered range scan.
+//! Writing a point whose (series, time) already exists changes nothing: the first value
+//! stays, so a device that resends after a lost acknowledgement creates no duplicates.
 //!
 //! Metadata (first and last time, count, latest value) is kept in memory as well, rebuilt from
 //! the tree at open, so that listing devices, series and latest values never scans points.
@@ -22,6 +25,7 @@
 //! times in milliseconds and `f64` values.
 #![warn(missing_docs)]
 
+mod chunk;
 mod codec;
 mod keys;
 mod store;

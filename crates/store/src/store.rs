@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::codec::{Reader, Writer};
-use crate::keys;
+use crate::{chunk, keys};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,13 @@ pub enum StoreError {
     /// Every series id is taken.
     #[error("no series ids left")]
     SeriesIdsExhausted,
+    /// The data directory holds another store format.
+    #[error("the data directory holds store format {0:?}, this mekong reads format {FORMAT_VERSION}")]
+    Format(Option<Vec<u8>>),
 }
+
+/// The layout written by this version (1: one entry per point; 2: chunks).
+const FORMAT_VERSION: u8 = 2;
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -86,8 +92,11 @@ pub struct PackWrite<'a> {
 /// Changes of a group of packs not yet applied.
 #[derive(Debug, Default)]
 struct Staged<'a> {
-    points: Vec<([u8; 13], f64)>,
-    keys: HashSet<[u8; 13]>,
+    /// New points by series id, with their times for duplicate checks.
+    points: HashMap<u32, Vec<(i64, f64)>>,
+    times: HashMap<u32, HashSet<i64>>,
+    /// Times already on disk, by (series id, window), read once per group for late points.
+    on_disk: HashMap<(u32, i64), HashSet<i64>>,
     series: HashMap<(&'a str, &'a str), SeriesMeta>,
     devices: HashMap<&'a str, DeviceMeta>,
     next_series_id: Option<u32>,
@@ -240,6 +249,13 @@ impl Store {
             .flush_every_ms(options.flush_every_ms)
             .open()?;
         let tree = db.open_tree("timeseries")?;
+        match tree.get(keys::FORMAT)? {
+            None if tree.is_empty() => {
+                tree.insert(keys::FORMAT, &[FORMAT_VERSION])?;
+            }
+            Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
+            other => return Err(StoreError::Format(other.map(|v| v.to_vec()))),
+        }
         let state = load_state(&tree)?;
         Ok(Store { inner: Arc::new(Inner { db, tree, state: Mutex::new(state) }) })
     }
@@ -277,8 +293,12 @@ impl Store {
             results.push(self.stage(&state, &mut group, pack)?);
         }
         let mut batch = sled::Batch::default();
-        for (key, value) in &group.points {
-            batch.insert(key, &value.to_bits().to_be_bytes());
+        for (series, points) in &mut group.points {
+            points.sort_unstable_by_key(|p| p.0);
+            for window in points.chunk_by(|a, b| chunk::window_start(a.0) == chunk::window_start(b.0)) {
+                let key = keys::chunk(*series, window[0].0, self.inner.db.generate_id()?);
+                batch.insert(&key, chunk::encode(window));
+            }
         }
         for ((device, metric), meta) in &group.series {
             batch.insert(keys::series(device, metric), meta.encode());
@@ -309,8 +329,8 @@ impl Store {
     ) -> Result<Result<WriteSummary, StoreError>, StoreError> {
         let mut summary = WriteSummary::default();
         let mut series: BTreeMap<&'p str, SeriesMeta> = BTreeMap::new();
-        let mut points: Vec<([u8; 13], f64)> = Vec::with_capacity(pack.points.len());
-        let mut keys_here: HashSet<[u8; 13]> = HashSet::new();
+        let mut points: Vec<(u32, i64, f64)> = Vec::with_capacity(pack.points.len());
+        let mut here: HashSet<(u32, i64)> = HashSet::new();
         let mut next_id = group.next_series_id.unwrap_or(state.next_series_id);
 
         for p in pack.points {
@@ -351,18 +371,18 @@ impl Store {
                 (None, Some(got)) => meta.unit = Some(got.to_owned()),
                 _ => {}
             }
-            let key = keys::point(meta.id, p.time_ms);
-            // A time after the newest one the series has cannot be on disk yet; only late
-            // points cost a lookup.
+            let id = meta.id;
+            // A time after the newest one the series has cannot be stored yet; only late
+            // points cost a look at the disk.
             let may_exist = meta.count > 0 && p.time_ms <= meta.last_ms;
-            if group.keys.contains(&key)
-                || !keys_here.insert(key)
-                || (may_exist && self.inner.tree.contains_key(key)?)
+            if group.times.get(&id).is_some_and(|t| t.contains(&p.time_ms))
+                || !here.insert((id, p.time_ms))
+                || (may_exist && self.stored_times(&mut group.on_disk, id, p.time_ms)?.contains(&p.time_ms))
             {
                 summary.duplicates += 1;
                 continue;
             }
-            points.push((key, p.value));
+            points.push((id, p.time_ms, p.value));
             summary.stored += 1;
             if meta.count == 0 || p.time_ms < meta.first_ms {
                 meta.first_ms = p.time_ms;
@@ -392,8 +412,10 @@ impl Store {
         for (metric, meta) in series {
             group.series.insert((pack.device, metric), meta);
         }
-        group.keys.extend(keys_here);
-        group.points.extend(points);
+        for (id, t, v) in points {
+            group.times.entry(id).or_default().insert(t);
+            group.points.entry(id).or_default().push((t, v));
+        }
         group.next_series_id = Some(next_id);
         Ok(Ok(summary))
     }
@@ -434,6 +456,28 @@ impl Store {
         state.series.get(device)?.get(metric).map(|m| series_info(device, metric, m))
     }
 
+    /// The times stored for series `id` in the window holding `t_ms`, read once per group.
+    fn stored_times<'c>(
+        &self,
+        cache: &'c mut HashMap<(u32, i64), HashSet<i64>>,
+        id: u32,
+        t_ms: i64,
+    ) -> Result<&'c HashSet<i64>, StoreError> {
+        let window = chunk::window_start(t_ms);
+        match cache.entry((id, window)) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut points = Vec::new();
+                let end = window.saturating_add(chunk::WINDOW_MS);
+                for entry in self.inner.tree.range(keys::chunk_from(id, window)..keys::chunk_from(id, end)) {
+                    let (key, value) = entry?;
+                    chunk::decode_into(&value, &mut points).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
+                }
+                Ok(e.insert(points.into_iter().map(|p| p.0).collect()))
+            }
+        }
+    }
+
     /// Up to `limit` points of one series with `from_ms <= time < to_ms`, oldest first;
     /// `None` if the series is unknown.
     pub fn points(
@@ -448,22 +492,36 @@ impl Store {
             Some(meta) => meta.id,
             None => return Ok(None),
         };
-        let mut out = Vec::new();
+        let mut found: Vec<(i64, f64)> = Vec::new();
         if from_ms >= to_ms || limit == 0 {
-            return Ok(Some(out));
+            return Ok(Some(Vec::new()));
         }
-        for entry in self.inner.tree.range(keys::point(id, from_ms)..keys::point(id, to_ms)) {
+        // A chunk holding a point at or after `from` starts no earlier than that point's
+        // window. Chunks come in order of their first time; once `limit` points are found,
+        // a chunk that starts after the last of them cannot change the answer.
+        let mut cutoff = i64::MAX;
+        let mut decoded = Vec::new();
+        for entry in self.inner.tree.range(keys::chunk_from(id, chunk::window_start(from_ms))..keys::chunk_from(id, to_ms))
+        {
             let (key, value) = entry?;
-            let Some((_, time_ms)) = keys::parse_point(&key) else {
+            let Some((_, first_ms)) = keys::parse_chunk(&key) else {
                 return Err(StoreError::Corrupt(key.to_vec()));
             };
-            let bits: [u8; 8] = value.as_ref().try_into().map_err(|_| StoreError::Corrupt(key.to_vec()))?;
-            out.push(Point { time_ms, value: f64::from_bits(u64::from_be_bytes(bits)) });
-            if out.len() == limit {
+            if first_ms > cutoff {
                 break;
             }
+            decoded.clear();
+            chunk::decode_into(&value, &mut decoded).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
+            found.extend(decoded.iter().filter(|p| p.0 >= from_ms && p.0 < to_ms));
+            if found.len() >= limit {
+                found.sort_unstable_by_key(|p| p.0);
+                found.truncate(limit);
+                cutoff = found[limit - 1].0;
+            }
         }
-        Ok(Some(out))
+        found.sort_unstable_by_key(|p| p.0);
+        found.truncate(limit);
+        Ok(Some(found.into_iter().map(|(time_ms, value)| Point { time_ms, value }).collect()))
     }
 
     /// The latest value of every series, optionally only of devices of one kind, sorted by

@@ -37,6 +37,7 @@ pub struct Stats {
     durable_packs: u64,
     durable_readings: u64,
     flushes: u64,
+    flush_micros: u64,
     downlinks: u64,
 }
 
@@ -54,6 +55,7 @@ pub async fn stats(State(state): State<AppState>) -> Json<Stats> {
         durable_packs: s.durable_packs,
         durable_readings: s.durable_readings,
         flushes: s.flushes,
+        flush_micros: s.flush_micros,
         downlinks: s.downlinks,
     })
 }
@@ -73,6 +75,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     counter("mekong_ingest_durable_packs_total", "Packs flushed to disk.", s.durable_packs);
     counter("mekong_ingest_durable_readings_total", "Readings flushed to disk.", s.durable_readings);
     counter("mekong_ingest_flushes_total", "Store flushes (group commits).", s.flushes);
+    counter("mekong_ingest_flush_microseconds_total", "Time spent flushing the store.", s.flush_micros);
     counter("mekong_ingest_downlinks_total", "Acknowledgements and refusals sent to devices.", s.downlinks);
     let _ = writeln!(
         out,

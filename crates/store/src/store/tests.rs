@@ -154,3 +154,48 @@ fn a_group_of_packs_is_written_at_once_and_a_bad_pack_is_left_out_alone() {
     assert_eq!(store.point_count(), 5);
     assert_eq!(store.series_of("b").unwrap().len(), 2);
 }
+
+/// Random groups of points, late and duplicate ones included, against a model: every range
+/// and limit returns what the model says, and the first value written for a time stays.
+#[test]
+fn ranges_match_a_model_whatever_the_write_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut model: BTreeMap<i64, f64> = BTreeMap::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    // Times over five hours, so that chunks of several windows overlap and interleave.
+    let span = 5 * chunk::WINDOW_MS;
+    for group in 0..40 {
+        let packs: Vec<Vec<NewPoint<'_>>> = (0..1 + next() % 4)
+            .map(|_| {
+                (0..1 + next() % 30)
+                    .map(|_| p("water_level", T0 + (next() % span as u64) as i64 / 1000 * 1000, (next() % 1000) as f64))
+                    .collect()
+            })
+            .collect();
+        let writes: Vec<PackWrite<'_>> =
+            packs.iter().map(|points| PackWrite { device: "a", kind: "water", seen_ms: T0 + group, points }).collect();
+        for result in store.write_packs(&writes).unwrap() {
+            result.unwrap();
+        }
+        for point in packs.iter().flatten() {
+            model.entry(point.time_ms).or_insert(point.value);
+        }
+    }
+    assert_eq!(store.series("a", "water_level").unwrap().count, model.len() as u64);
+    for _ in 0..200 {
+        let from = T0 - 1000 + (next() % (span as u64 + 2000)) as i64;
+        let to = from + (next() % (span as u64)) as i64;
+        let limit = 1 + (next() % 50) as usize;
+        let got = store.points("a", "water_level", from, to, limit).unwrap().unwrap();
+        let want: Vec<Point> =
+            model.range(from..to.max(from)).take(limit).map(|(&time_ms, &value)| Point { time_ms, value }).collect();
+        assert_eq!(got, want, "from {from} to {to} limit {limit}");
+    }
+}
