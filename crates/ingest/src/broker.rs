@@ -8,9 +8,15 @@ use std::time::{Duration, Instant};
 
 use mekong_schema::topic::UPLINK_FILTER;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 
 use crate::IngestError;
+
+/// Log bound of every subscription filter but the uplink one: segments of rumqttd's minimum
+/// size, two of them, about 40 downlink acknowledgements per device.
+pub const OTHER_FILTER_SEGMENT_BYTES: usize = 1024;
+/// Segments kept per filter other than the uplink one.
+pub const OTHER_FILTER_SEGMENTS: usize = 2;
 
 /// The broker's options (the `[broker]` section of mekong's configuration).
 #[derive(Debug, Clone)]
@@ -28,10 +34,11 @@ pub struct BrokerOptions {
     pub max_inflight: usize,
     /// How long a client has to send CONNECT after opening its connection.
     pub connection_timeout_ms: u16,
-    /// Size of one segment of the broker's in-memory log per subscription filter.
+    /// Size of one segment of the broker's in-memory log of uplinks.
     pub segment_bytes: usize,
-    /// Segments kept per filter. The link may fall behind by `segment_bytes * segment_count`
-    /// bytes of publishes before the broker skips messages (which are then counted as lost).
+    /// Segments kept in that log. The ingest path may fall behind by
+    /// `segment_bytes * segment_count` bytes of uplinks before the broker skips messages
+    /// (which are then counted as lost).
     pub segment_count: usize,
     /// How long to wait for the listeners to accept connections at start-up.
     pub ready_timeout: Duration,
@@ -85,13 +92,20 @@ impl BrokerOptions {
                 dynamic_filters: false,
             },
         };
+        // rumqttd keeps a log per subscription filter and holds it at its size bound whether
+        // or not it was read. The uplink filter gets the configured bound; every other filter,
+        // above all each device's downlink (one per device), the smallest rumqttd allows, so
+        // that memory does not grow with the number of devices times the uplink bound. A
+        // device that falls more than that behind on its downlink misses acknowledgements and
+        // resends, which is harmless.
+        let uplinks = SegmentConfig { max_segment_size: self.segment_bytes, max_segment_count: self.segment_count };
         let router = RouterConfig {
             // The ingest link is one connection too.
             max_connections: self.max_connections + 1,
             max_outgoing_packet_count: 200,
-            max_segment_size: self.segment_bytes,
-            max_segment_count: self.segment_count,
-            custom_segment: None,
+            max_segment_size: OTHER_FILTER_SEGMENT_BYTES,
+            max_segment_count: OTHER_FILTER_SEGMENTS,
+            custom_segment: Some(HashMap::from([(UPLINK_FILTER.to_owned(), uplinks)])),
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         };

@@ -2,27 +2,27 @@
 //! real MQTT connections, next to what the embedded broker alone allows (the ingest path
 //! reduced to a counter) and, optionally, an external broker with a counting subscriber.
 //!
-//! Every scenario starts its own platform on fresh ports and a fresh data directory, connects
-//! one MQTT connection per simulated device, lets the load run for a warm-up, then counts for
-//! the measured seconds: at the store (readings flushed to disk), at the link (publishes
-//! counted), or at the external subscriber. Each scenario prints a JSON line; the last line
+//! Every scenario starts its own platform (a `mekong serve` child process) on fresh ports and
+//! a fresh data directory, connects one MQTT connection per simulated device, lets the load
+//! run for a warm-up, then counts for the measured seconds: at the store (readings flushed to
+//! disk, from `/v1/stats`), at the link (publishes counted, with `serve --bench-count-only`),
+//! or at the external subscriber. Each scenario prints a JSON line; the last line
 //! holds them all and the ratios.
 
 mod load;
 
 use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mekong_ingest::Stats;
 use rumqttc::QoS;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use load::{Load, LoadOptions};
-
-use crate::{Config, Platform};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -35,8 +35,9 @@ pub struct BenchOptions {
     pub seconds: f64,
     /// Seconds of load before measuring.
     pub warmup: f64,
-    /// Unacknowledged publishes per connection.
-    pub window: usize,
+    /// Unacknowledged publishes per connection; `None` for 1,600 over all connections (so
+    /// 16 each with 100 devices, 1 each with 10,000).
+    pub window: Option<usize>,
     /// An external broker to measure the same load against.
     pub peer: Option<SocketAddr>,
     /// Total packs per second for the acknowledgement latency at moderate load.
@@ -65,6 +66,10 @@ struct Measured {
     ack_latency_us: Vec<u32>,
     resends: u64,
     lost: u64,
+    /// Resident memory of the platform process at the end of the window, MiB.
+    rss_mib: Option<f64>,
+    /// Unacknowledged publishes per connection.
+    window: usize,
 }
 
 fn percentile_ms(sorted: &[u32], p: f64) -> Option<f64> {
@@ -72,65 +77,119 @@ fn percentile_ms(sorted: &[u32], p: f64) -> Option<f64> {
     Some(f64::from(sorted[i]) / 1000.0)
 }
 
-async fn measure(
-    target: Target,
-    devices: usize,
-    rpp: usize,
-    opts: &BenchOptions,
-    n: usize,
-) -> anyhow::Result<Measured> {
-    let data = tempfile_dir()?;
-    let (addr, platform, stats): (SocketAddr, Option<Platform>, Option<Arc<Stats>>) = match &target {
-        Target::Mekong { count_only, .. } => {
-            let mut config = Config::default();
-            config.broker.listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            config.broker.listen_v5 = None;
-            config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-            config.storage.data_dir = data.path.clone();
-            let count_only = *count_only;
-            let platform = Platform::start_with(&config, |p| p.count_only = count_only).await?;
-            let stats = platform.stats();
-            (config.broker.listen, Some(platform), Some(stats))
+/// A `mekong serve` child process on fresh ports and a fresh data directory. The platform
+/// runs in its own process so that its memory can be read apart from the load generator's,
+/// and so that the connections' two ends do not share one open-file limit.
+struct Server {
+    child: Child,
+    mqtt: SocketAddr,
+    http: SocketAddr,
+    _data: TempDir,
+}
+
+impl Server {
+    async fn start(count_only: bool) -> anyhow::Result<Server> {
+        let data = tempfile_dir()?;
+        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut command = Command::new(std::env::current_exe().context("cannot find the mekong binary")?);
+        command
+            .args(["serve", "--config", "/dev/null"])
+            .env("MEKONG__STORAGE__DATA_DIR", &data.path)
+            .env("MEKONG__BROKER__LISTEN", mqtt.to_string())
+            .env("MEKONG__BROKER__LISTEN_V5", "")
+            .env("MEKONG__API__LISTEN", http.to_string())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null());
+        if count_only {
+            command.arg("--bench-count-only");
         }
-        Target::Peer(addr) => (*addr, None, None),
-    };
-    let rate = match target {
-        Target::Mekong { rate, .. } => rate,
-        Target::Peer(_) => None,
+        let child = command.spawn().context("cannot start mekong serve")?;
+        let server = Server { child, mqtt, http, _data: data };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.stats().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("mekong serve did not come up on {http}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+
+    /// `GET /v1/stats`, with a minimal HTTP/1.1 client (one request per connection).
+    async fn stats(&self) -> anyhow::Result<Value> {
+        let mut stream = tokio::net::TcpStream::connect(self.http).await?;
+        let request = format!("GET /v1/stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http);
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        let text = String::from_utf8_lossy(&response);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).context("malformed http response")?;
+        Ok(serde_json::from_str(body)?)
+    }
+
+    fn rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kib: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some((kib / 1024.0 * 10.0).round() / 10.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn counter(stats: &Value, key: &str) -> u64 {
+    stats[key].as_u64().unwrap_or(0)
+}
+
+async fn measure(target: Target, devices: usize, rpp: usize, opts: &BenchOptions, n: usize) -> anyhow::Result<Measured> {
+    let (server, addr, rate, count_only) = match target {
+        Target::Mekong { count_only, rate } => {
+            let server = Server::start(count_only).await?;
+            let addr = server.mqtt;
+            (Some(server), addr, rate, count_only)
+        }
+        Target::Peer(addr) => (None, addr, None, false),
     };
     let load_opts = LoadOptions {
         addr,
         devices,
         readings_per_pack: rpp,
-        window: opts.window,
+        window: opts.window.unwrap_or((1600 / devices.max(1)).max(1)),
         rate,
-        downlinks: matches!(target, Target::Mekong { count_only: false, .. }),
+        downlinks: server.is_some() && !count_only,
         prefix: format!("bench{n}-"),
     };
+    let window = load_opts.window;
     let load = Load::start(load_opts).await?;
-    let subscriber = match target {
-        Target::Peer(addr) => {
-            Some(load::CountingSubscriber::start(addr, QoS::AtMostOnce, Arc::clone(&load.counters)).await?)
-        }
-        Target::Mekong { .. } => None,
+    let subscriber = match (&server, addr) {
+        (None, addr) => Some(load::CountingSubscriber::start(addr, QoS::AtMostOnce, Arc::clone(&load.counters)).await?),
+        (Some(_), _) => None,
     };
     tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
 
-    let count = |stats: &Option<Arc<Stats>>, count_only: bool| -> u64 {
-        match stats {
-            Some(s) if count_only => s.accepted(),
-            Some(s) => s.durable_readings(),
-            None => 0,
-        }
+    // What counts: publishes seen by the counter, or readings flushed to disk.
+    let key = if count_only { "accepted" } else { "durable_readings" };
+    let before = match &server {
+        Some(s) => counter(&s.stats().await?, key),
+        None => 0,
     };
-    let count_only = matches!(target, Target::Mekong { count_only: true, .. });
     let started = Instant::now();
-    let before = count(&stats, count_only);
     load.counters.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(opts.seconds)).await;
     load.counters.measuring.store(false, Ordering::Relaxed);
-    let after = count(&stats, count_only);
     let elapsed = started.elapsed().as_secs_f64();
+    let (after, lost, rss_mib) = match &server {
+        Some(s) => {
+            let stats = s.stats().await?;
+            (counter(&stats, key), counter(&stats, "lost"), s.rss_mib())
+        }
+        None => (0, 0, None),
+    };
 
     let (packs_per_s, readings_per_s) = match (&subscriber, count_only) {
         (Some(sub), _) => {
@@ -138,29 +197,26 @@ async fn measure(
             (packs, packs * rpp as f64)
         }
         (None, true) => {
-            let packs = (after - before) as f64 / elapsed;
+            let packs = after.saturating_sub(before) as f64 / elapsed;
             (packs, packs * rpp as f64)
         }
         (None, false) => {
-            let readings = (after - before) as f64 / elapsed;
+            let readings = after.saturating_sub(before) as f64 / elapsed;
             (readings / rpp as f64, readings)
         }
     };
     let mut ack_latency_us = std::mem::take(&mut *load.counters.ack_latency_us.lock().await);
     ack_latency_us.sort_unstable();
     let resends = load.counters.resends.load(Ordering::Relaxed);
-    let lost = stats.as_ref().map_or(0, |s| s.lost());
     load.stop().await?;
     if let Some(sub) = subscriber {
         sub.stop();
     }
-    if let Some(platform) = platform {
-        platform.shutdown().await?;
-    }
-    Ok(Measured { packs_per_s, readings_per_s, ack_latency_us, resends, lost })
+    drop(server);
+    Ok(Measured { packs_per_s, readings_per_s, ack_latency_us, resends, lost, rss_mib, window })
 }
 
-/// A temporary directory removed on drop (the store is flushed and closed before).
+/// A temporary directory removed on drop.
 struct TempDir {
     path: std::path::PathBuf,
 }
@@ -182,6 +238,7 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
         "scenario": scenario,
         "devices": devices,
         "readings_per_pack": rpp,
+        "window": m.window,
         "packs_per_s": m.packs_per_s.round(),
         "readings_per_s": m.readings_per_s.round(),
     });
@@ -192,6 +249,9 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
         v["resends"] = json!(m.resends);
         v["lost_at_broker"] = json!(m.lost);
     }
+    if let Some(rss) = m.rss_mib {
+        v["server_rss_mib"] = json!(rss);
+    }
     v
 }
 
@@ -199,12 +259,9 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
 pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
     let most = opts.devices.iter().copied().max().unwrap_or(0) as u64;
     if let Some(limit) = open_file_limit() {
-        // Both ends of every connection live in this process.
-        if limit < 2 * most + 512 {
-            bail!(
-                "{most} devices need about {} open files and the limit is {limit}: run `ulimit -n 65536` first",
-                2 * most + 512
-            );
+        // This process holds the devices' end of every connection; the server the other.
+        if limit < most + 512 {
+            bail!("{most} devices need about {} open files and the limit is {limit}: raise it with `ulimit -n`", most + 512);
         }
     }
     let mut results = Vec::new();
@@ -263,6 +320,7 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
         "bench": "ingest",
         "seconds": opts.seconds,
         "window": opts.window,
+        "window_default": "1600 / devices, at least 1",
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "results": results,
         "ratios": ratios,

@@ -32,6 +32,10 @@ enum Command {
         /// Also run the fleet simulator against the embedded broker.
         #[arg(long)]
         demo: bool,
+        /// Count publishes and do nothing else (no decoding, storage or acknowledgement):
+        /// the broker-only ceiling of `mekong bench ingest`. Never for real use.
+        #[arg(long, hide = true)]
+        bench_count_only: bool,
     },
     /// Publish readings from a simulated fleet of water, traffic and air stations.
     Simulate {
@@ -91,9 +95,9 @@ enum BenchCommand {
         /// Seconds of load before measuring.
         #[arg(long, default_value_t = 3.0)]
         warmup: f64,
-        /// Unacknowledged publishes per connection.
-        #[arg(long, default_value_t = 16)]
-        window: usize,
+        /// Unacknowledged publishes per connection (default: 1,600 over all connections).
+        #[arg(long)]
+        window: Option<usize>,
         /// External broker to measure the same load against, as mqtt://host:port.
         #[arg(long)]
         peer: Option<String>,
@@ -134,14 +138,14 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string(&config)?);
             Ok(())
         }
-        Command::Serve { config, demo } => {
+        Command::Serve { config, demo, bench_count_only } => {
             let (path, required) = match config {
                 Some(path) => (path, true),
                 None => (PathBuf::from(DEFAULT_CONFIG), false),
             };
             let config = Config::load(&path, required, std::env::vars())?;
             init_logging(&config.log.filter);
-            runtime()?.block_on(serve(config, demo))
+            runtime()?.block_on(serve(config, demo, bench_count_only))
         }
         Command::Simulate { broker, devices, interval, duration, history, batch, prefix, seed } => {
             init_logging("info");
@@ -189,8 +193,8 @@ fn init_logging(filter: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
-async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
-    let platform = Platform::start(&config).await?;
+async fn serve(config: Config, demo: bool, count_only: bool) -> anyhow::Result<()> {
+    let platform = Platform::start_with(&config, |p| p.count_only = count_only).await?;
     let simulator = demo.then(|| {
         let opts = SimOptions {
             host: mekong_ingest::broker::connectable(platform.mqtt_addr).ip().to_string(),

@@ -71,7 +71,7 @@ impl Load {
     /// Connects every device (a bounded number at a time) and starts publishing.
     pub async fn start(opts: LoadOptions) -> anyhow::Result<Load> {
         let counters = Arc::new(Counters::default());
-        let connecting = Arc::new(Semaphore::new(256));
+        let connecting = Arc::new(Semaphore::new(32));
         let mut connects = tokio::task::JoinSet::new();
         for i in 0..opts.devices {
             let id = format!("{}{i:05}", opts.prefix);
