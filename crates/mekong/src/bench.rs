@@ -146,7 +146,13 @@ fn counter(stats: &Value, key: &str) -> u64 {
     stats[key].as_u64().unwrap_or(0)
 }
 
-async fn measure(target: Target, devices: usize, rpp: usize, opts: &BenchOptions, n: usize) -> anyhow::Result<Measured> {
+async fn measure(
+    target: Target,
+    devices: usize,
+    rpp: usize,
+    opts: &BenchOptions,
+    n: usize,
+) -> anyhow::Result<Measured> {
     let (server, addr, rate, count_only) = match target {
         Target::Mekong { count_only, rate } => {
             let server = Server::start(count_only).await?;
@@ -261,7 +267,10 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
     if let Some(limit) = open_file_limit() {
         // This process holds the devices' end of every connection; the server the other.
         if limit < most + 512 {
-            bail!("{most} devices need about {} open files and the limit is {limit}: raise it with `ulimit -n`", most + 512);
+            bail!(
+                "{most} devices need about {} open files and the limit is {limit}: raise it with `ulimit -n`",
+                most + 512
+            );
         }
     }
     let mut results = Vec::new();

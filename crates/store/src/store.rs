@@ -501,7 +501,8 @@ impl Store {
         // a chunk that starts after the last of them cannot change the answer.
         let mut cutoff = i64::MAX;
         let mut decoded = Vec::new();
-        for entry in self.inner.tree.range(keys::chunk_from(id, chunk::window_start(from_ms))..keys::chunk_from(id, to_ms))
+        for entry in
+            self.inner.tree.range(keys::chunk_from(id, chunk::window_start(from_ms))..keys::chunk_from(id, to_ms))
         {
             let (key, value) = entry?;
             let Some((_, first_ms)) = keys::parse_chunk(&key) else {
