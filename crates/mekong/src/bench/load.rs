@@ -123,6 +123,13 @@ async fn connect(opts: &LoadOptions, id: &str) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
+/// A SUBSCRIBE with packet id 1 (MQTT forbids 0; rumqttc's constructor leaves it 0).
+fn subscribe(filter: String, qos: QoS) -> Subscribe {
+    let mut s = Subscribe::new(filter, qos);
+    s.pkid = 1;
+    s
+}
+
 async fn read_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result<Packet> {
     loop {
         match Packet::read(buf, MAX_PACKET) {
@@ -301,7 +308,7 @@ impl CountingSubscriber {
         let mut connect = Connect::new("mekong-bench-counter");
         connect.keep_alive = 600;
         Packet::Connect(connect).write(&mut out, MAX_PACKET)?;
-        Packet::Subscribe(Subscribe::new("mekong/v1/+/up", qos)).write(&mut out, MAX_PACKET)?;
+        Packet::Subscribe(subscribe("mekong/v1/+/up".to_owned(), qos)).write(&mut out, MAX_PACKET)?;
         stream.write_all(&out).await?;
         let mut buf = BytesMut::with_capacity(1 << 20);
         for _ in 0..2 {
