@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr};
 
 use mekong::simulate::Station;
-use mekong_tests::{config, get_url, now_secs, pack, start, Sensor, TIMEOUT};
+use mekong_tests::{config, get_url, now_secs, pack, points_of, start, Sensor, TIMEOUT};
 use rumqttc::v5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,13 +44,7 @@ async fn a_fleet_round_trips_every_value_and_time() {
 
     for ((device, metric), points) in &expected {
         let body = running.json(&format!("/v1/devices/{device}/series/{metric}?limit=10000")).await;
-        let got: Vec<(i64, f64)> = body["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| (p["t_ms"].as_i64().unwrap(), p["v"].as_f64().unwrap()))
-            .collect();
-        assert_eq!(&got, points, "{device}/{metric}");
+        assert_eq!(&points_of(&body), points, "{device}/{metric}");
         assert!(body["points"]
             .as_array()
             .unwrap()

@@ -1,6 +1,6 @@
 //! Data survives a restart on the same data directory, and resends after it add nothing.
 
-use mekong_tests::{config, now_secs, pack, start, Sensor};
+use mekong_tests::{config, now_secs, pack, points_of, start, Sensor};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_survive_a_restart_and_resends_are_not_duplicated() {
@@ -20,14 +20,8 @@ async fn readings_survive_a_restart_and_resends_are_not_duplicated() {
     // Same data directory, new ports.
     let running = start(&config(dir.path())).await;
     let body = running.json("/v1/devices/cai-rang-01/series/water_level").await;
-    let got: Vec<(i64, f64)> = body["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["t_ms"].as_i64().unwrap(), p["v"].as_f64().unwrap()))
-        .collect();
     let t_ms = (t * 1000.0) as i64;
-    assert_eq!(got, [(t_ms, 171.3), (t_ms + 60_000, 172.1)]);
+    assert_eq!(points_of(&body), [(t_ms, 171.3), (t_ms + 60_000, 172.1)]);
     let device = running.json("/v1/devices/cai-rang-01").await;
     assert_eq!((device["kind"].as_str(), device["points"].as_u64()), (Some("water"), Some(3)));
 

@@ -96,6 +96,16 @@ impl Running {
     }
 }
 
+/// The `(t_ms, v)` pairs of a points response.
+pub fn points_of(body: &Value) -> Vec<(i64, f64)> {
+    body["points"]
+        .as_array()
+        .expect("points array")
+        .iter()
+        .map(|p| (p["t_ms"].as_i64().expect("t_ms"), p["v"].as_f64().expect("v")))
+        .collect()
+}
+
 /// GET an absolute URL and its JSON body.
 pub async fn get_url(http: &reqwest::Client, url: &str) -> (u16, Value) {
     let response = http.get(url).timeout(TIMEOUT).send().await.unwrap();
