@@ -69,6 +69,14 @@ async fn a_fleet_round_trips_every_value_and_time() {
     let levels = series["series"].as_array().unwrap().iter().find(|s| s["metric"] == "water_level").unwrap().clone();
     assert_eq!((levels["unit"].as_str(), levels["count"].as_u64()), (Some("cm"), Some(23)));
 
+    // Aggregates over the real server agree with the readings sent.
+    let key = ("e2e-air-002".to_owned(), "pm2_5".to_owned());
+    let body = running.json("/v1/devices/e2e-air-002/series/pm2_5/aggregate?step=1h").await;
+    let count: u64 = body["buckets"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    let max = body["buckets"].as_array().unwrap().iter().map(|b| b["max"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    assert_eq!(count, expected[&key].len() as u64);
+    assert_eq!(max, expected[&key].iter().map(|p| p.1).fold(f64::MIN, f64::max));
+
     let latest = running.json("/v1/latest?kind=water").await;
     let latest = latest["latest"].as_array().unwrap();
     assert_eq!(latest.len(), 3 * 3, "three water stations, three metrics each");

@@ -37,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/devices/:device", get(routes::devices::one))
         .route("/v1/devices/:device/series", get(routes::series::list))
         .route("/v1/devices/:device/series/:metric", get(routes::series::points))
+        .route("/v1/devices/:device/series/:metric/aggregate", get(routes::aggregate::series))
+        .route("/v1/aggregate", get(routes::aggregate::many))
         .route("/v1/latest", get(routes::latest::latest))
         .route("/v1/rejections", get(routes::rejections::list))
         .fallback(routes::not_found)

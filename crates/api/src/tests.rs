@@ -105,3 +105,51 @@ async fn devices_and_latest_filter_by_kind() {
     let (_, body) = get(&state, "/v1/devices/hau-01/series").await;
     assert_eq!(body["series"][0]["count"], 25);
 }
+
+#[tokio::test]
+async fn aggregates_by_step_for_one_series_and_across_devices() {
+    let (_dir, state) = state();
+    // 25 points, 10 s apart, values 150..=174, from 14:13:20: buckets of one minute.
+    let (status, body) = get(&state, "/v1/devices/hau-01/series/water_level/aggregate?step=1m").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let buckets = body["buckets"].as_array().unwrap();
+    // 14:13 holds 14:13:20, :30, :40, :50 (values 150..=153); then six a minute.
+    assert_eq!(buckets[0]["t"], "2026-09-21T14:13:00.000Z");
+    assert_eq!(
+        (buckets[0]["count"].as_u64(), buckets[0]["min"].as_f64(), buckets[0]["max"].as_f64()),
+        (Some(4), Some(150.0), Some(153.0))
+    );
+    assert_eq!(buckets[0]["avg"], 151.5);
+    assert_eq!(buckets[1]["count"], 6);
+    assert_eq!(buckets[1]["first"]["v"], 154.0);
+    assert_eq!(buckets[1]["last"]["v"], 159.0);
+    let total: u64 = buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 25);
+
+    let uri = "/v1/aggregate?kind=water&metric=water_level&from=2026-09-21T14:00:00Z&to=2026-09-21T15:00:00Z&step=1h";
+    let (status, body) = get(&state, uri).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["series"][0]["device"], "hau-01");
+    assert_eq!(body["series"][0]["buckets"][0]["sum"], (150..175).sum::<i32>() as f64);
+    let (_, body) = get(&state, "/v1/aggregate?kind=traffic&metric=water_level&from=0&to=1&step=1s").await;
+    assert!(body["series"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn aggregate_errors_say_what_is_wrong() {
+    let (_dir, state) = state();
+    for uri in [
+        "/v1/devices/hau-01/series/water_level/aggregate",
+        "/v1/devices/hau-01/series/water_level/aggregate?step=1w",
+        "/v1/devices/hau-01/series/water_level/aggregate?step=1ms&from=0&to=1790000000000",
+        "/v1/devices/hau-01/series/water_level/aggregate?step=1h&from=5&to=5",
+        "/v1/aggregate?metric=water_level&step=1h&from=0",
+        "/v1/aggregate?step=1h&from=0&to=1",
+        "/v1/aggregate?metric=x&step=1h&from=0&to=1&kind=boats",
+    ] {
+        let (status, body) = get(&state, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+    }
+    let (status, _) = get(&state, "/v1/devices/hau-01/series/salinity/aggregate?step=1h").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

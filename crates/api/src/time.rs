@@ -19,6 +19,28 @@ pub fn parse(name: &str, value: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("{name}: time out of range")))
 }
 
+/// Parses a bucket step: a whole number with a unit (`500ms`, `30s`, `15m`, `1h`, `1d`,
+/// `7d`), or plain milliseconds.
+pub fn parse_step(value: &str) -> Result<i64, ApiError> {
+    let bad =
+        || ApiError::BadRequest(format!("step must be a positive duration such as 1m, 15m, 1h or 1d, got {value:?}"));
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    let unit_ms = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(bad()),
+    }
+}
+
 /// Formats epoch milliseconds as RFC 3339 in UTC with exactly three fraction digits.
 pub fn format(ms: i64) -> String {
     let Ok(dt) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
@@ -54,6 +76,18 @@ mod tests {
         check("1969-12-31T23:59:59.999Z", -1);
         assert!(parse("from", "yesterday").is_err());
         assert!(parse("from", "2026-09-21").is_err());
+    }
+
+    #[test]
+    fn steps() {
+        for (input, ms) in
+            [("500ms", 500), ("30s", 30_000), ("15m", 900_000), ("1h", 3_600_000), ("1d", 86_400_000), ("250", 250)]
+        {
+            assert_eq!(parse_step(input).unwrap(), ms, "{input}");
+        }
+        for bad in ["", "0m", "-1h", "1w", "h", "1.5h", "99999999999999999d"] {
+            assert!(parse_step(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -31,5 +31,6 @@ mod keys;
 mod store;
 
 pub use store::{
-    DeviceInfo, LatestValue, NewPoint, PackWrite, Point, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary,
+    Bucket, DeviceInfo, LatestValue, NewPoint, PackWrite, Point, SeriesInfo, Store, StoreError, StoreOptions,
+    WriteSummary,
 };

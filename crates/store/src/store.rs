@@ -102,6 +102,51 @@ struct Staged<'a> {
     next_series_id: Option<u32>,
 }
 
+/// The aggregates of one bucket of a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Start of the bucket, ms since the epoch.
+    pub start_ms: i64,
+    /// Points in the bucket.
+    pub count: u64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Sum of the values.
+    pub sum: f64,
+    /// The earliest point.
+    pub first: Point,
+    /// The latest point.
+    pub last: Point,
+}
+
+impl Bucket {
+    fn new(start_ms: i64, t: i64, v: f64) -> Self {
+        let p = Point { time_ms: t, value: v };
+        Bucket { start_ms, count: 1, min: v, max: v, sum: v, first: p, last: p }
+    }
+
+    fn add(&mut self, t: i64, v: f64) {
+        self.count += 1;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.sum += v;
+        // Chunks overlap when data came late: first and last go by time, not by order seen.
+        if t < self.first.time_ms {
+            self.first = Point { time_ms: t, value: v };
+        }
+        if t > self.last.time_ms {
+            self.last = Point { time_ms: t, value: v };
+        }
+    }
+
+    /// Mean of the values.
+    pub fn avg(&self) -> f64 {
+        self.sum / self.count as f64
+    }
+}
+
 /// What a write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteSummary {
@@ -478,6 +523,38 @@ impl Store {
         }
     }
 
+    fn series_id(&self, device: &str, metric: &str) -> Option<u32> {
+        self.state().series.get(device).and_then(|s| s.get(metric)).map(|m| m.id)
+    }
+
+    /// Visits the chunks of series `id` that can hold points in `[from_ms, to_ms)`, in order
+    /// of their first time, with their points (not yet cut to the range). `visit` returns
+    /// false to stop.
+    fn scan_chunks(
+        &self,
+        id: u32,
+        from_ms: i64,
+        to_ms: i64,
+        mut visit: impl FnMut(i64, &[(i64, f64)]) -> bool,
+    ) -> Result<(), StoreError> {
+        // A chunk holding a point at or after `from` starts no earlier than that point's
+        // window, and no later than the point itself.
+        let mut decoded = Vec::new();
+        let range = keys::chunk_from(id, chunk::window_start(from_ms))..keys::chunk_from(id, to_ms);
+        for entry in self.inner.tree.range(range) {
+            let (key, value) = entry?;
+            let Some((_, first_ms)) = keys::parse_chunk(&key) else {
+                return Err(StoreError::Corrupt(key.to_vec()));
+            };
+            decoded.clear();
+            chunk::decode_into(&value, &mut decoded).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
+            if !visit(first_ms, &decoded) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Up to `limit` points of one series with `from_ms <= time < to_ms`, oldest first;
     /// `None` if the series is unknown.
     pub fn points(
@@ -488,41 +565,72 @@ impl Store {
         to_ms: i64,
         limit: usize,
     ) -> Result<Option<Vec<Point>>, StoreError> {
-        let id = match self.state().series.get(device).and_then(|s| s.get(metric)) {
-            Some(meta) => meta.id,
-            None => return Ok(None),
+        let Some(id) = self.series_id(device, metric) else {
+            return Ok(None);
         };
-        let mut found: Vec<(i64, f64)> = Vec::new();
         if from_ms >= to_ms || limit == 0 {
             return Ok(Some(Vec::new()));
         }
-        // A chunk holding a point at or after `from` starts no earlier than that point's
-        // window. Chunks come in order of their first time; once `limit` points are found,
-        // a chunk that starts after the last of them cannot change the answer.
+        // Chunks come in order of their first time; once `limit` points are found, a chunk
+        // that starts after the last of them cannot change the answer.
+        let mut found: Vec<(i64, f64)> = Vec::new();
         let mut cutoff = i64::MAX;
-        let mut decoded = Vec::new();
-        for entry in
-            self.inner.tree.range(keys::chunk_from(id, chunk::window_start(from_ms))..keys::chunk_from(id, to_ms))
-        {
-            let (key, value) = entry?;
-            let Some((_, first_ms)) = keys::parse_chunk(&key) else {
-                return Err(StoreError::Corrupt(key.to_vec()));
-            };
+        self.scan_chunks(id, from_ms, to_ms, |first_ms, points| {
             if first_ms > cutoff {
-                break;
+                return false;
             }
-            decoded.clear();
-            chunk::decode_into(&value, &mut decoded).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
-            found.extend(decoded.iter().filter(|p| p.0 >= from_ms && p.0 < to_ms));
+            found.extend(points.iter().filter(|p| p.0 >= from_ms && p.0 < to_ms));
             if found.len() >= limit {
                 found.sort_unstable_by_key(|p| p.0);
                 found.truncate(limit);
                 cutoff = found[limit - 1].0;
             }
-        }
+            true
+        })?;
         found.sort_unstable_by_key(|p| p.0);
         found.truncate(limit);
         Ok(Some(found.into_iter().map(|(time_ms, value)| Point { time_ms, value }).collect()))
+    }
+
+    /// Aggregates of one series over `[from_ms, to_ms)` in buckets of `step_ms`, aligned to
+    /// the Unix epoch (a bucket starts at a multiple of `step_ms`); only buckets that hold
+    /// points, in time order. `None` if the series is unknown.
+    pub fn aggregate(
+        &self,
+        device: &str,
+        metric: &str,
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+    ) -> Result<Option<Vec<Bucket>>, StoreError> {
+        let Some(id) = self.series_id(device, metric) else {
+            return Ok(None);
+        };
+        let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
+        if from_ms >= to_ms || step_ms <= 0 {
+            return Ok(Some(Vec::new()));
+        }
+        self.scan_chunks(id, from_ms, to_ms, |_, points| {
+            for &(t, v) in points.iter().filter(|p| p.0 >= from_ms && p.0 < to_ms) {
+                let start = t.div_euclid(step_ms).saturating_mul(step_ms);
+                buckets.entry(start).and_modify(|b| b.add(t, v)).or_insert_with(|| Bucket::new(start, t, v));
+            }
+            true
+        })?;
+        Ok(Some(buckets.into_values().collect()))
+    }
+
+    /// The devices of kind `kind` (any kind if `None`) that have a series `metric`, by id.
+    pub fn devices_with(&self, kind: Option<&str>, metric: &str) -> Vec<String> {
+        let state = self.state();
+        state
+            .devices
+            .iter()
+            .filter(|(id, d)| {
+                kind.is_none_or(|k| d.kind == k) && state.series.get(*id).is_some_and(|s| s.contains_key(metric))
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// The latest value of every series, optionally only of devices of one kind, sorted by

@@ -1,5 +1,6 @@
 //! One module per resource; each holds its handlers and its response types.
 
+pub mod aggregate;
 pub mod devices;
 pub mod health;
 pub mod latest;

@@ -199,3 +199,55 @@ fn ranges_match_a_model_whatever_the_write_order() {
         assert_eq!(got, want, "from {from} to {to} limit {limit}");
     }
 }
+
+/// Aggregates over random late writes, random ranges and random steps equal a brute-force
+/// computation over a model. Values are quarters, so sums are exact in any order.
+#[test]
+fn aggregates_match_brute_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut model: BTreeMap<i64, f64> = BTreeMap::new();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let span = 3 * 86_400_000_i64;
+    for group in 0..30 {
+        let points: Vec<NewPoint<'_>> = (0..1 + next() % 200)
+            .map(|_| p("pm2_5", T0 + (next() % span as u64) as i64, (next() % 400) as f64 / 4.0 - 20.0))
+            .collect();
+        store.write("a", "air", T0 + group, &points).unwrap();
+        for point in &points {
+            model.entry(point.time_ms).or_insert(point.value);
+        }
+    }
+    let steps = [1, 1_000, 60_000, 900_000, 3_600_000, 86_400_000, 7 * 86_400_000];
+    for _ in 0..300 {
+        let step = steps[(next() % steps.len() as u64) as usize];
+        let from = T0 - 3_600_000 + (next() % (span as u64 + 7_200_000)) as i64;
+        let to = from + 1 + (next() % span as u64) as i64;
+        let got = store.aggregate("a", "pm2_5", from, to, step).unwrap().unwrap();
+        let mut want: BTreeMap<i64, Vec<(i64, f64)>> = BTreeMap::new();
+        for (&t, &v) in model.range(from..to) {
+            want.entry(t.div_euclid(step) * step).or_default().push((t, v));
+        }
+        assert_eq!(got.len(), want.len(), "from {from} to {to} step {step}");
+        for (bucket, (start, points)) in got.iter().zip(&want) {
+            let values: Vec<f64> = points.iter().map(|p| p.1).collect();
+            assert_eq!(bucket.start_ms, *start);
+            assert_eq!(bucket.count, points.len() as u64);
+            assert_eq!(bucket.min, values.iter().cloned().fold(f64::INFINITY, f64::min));
+            assert_eq!(bucket.max, values.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+            assert_eq!(bucket.sum, values.iter().sum::<f64>());
+            assert_eq!(bucket.first, Point { time_ms: points[0].0, value: points[0].1 });
+            let last = points[points.len() - 1];
+            assert_eq!(bucket.last, Point { time_ms: last.0, value: last.1 });
+        }
+    }
+    assert!(store.aggregate("a", "pm10", T0, T0 + 1, 1000).unwrap().is_none());
+    assert_eq!(store.devices_with(Some("air"), "pm2_5"), ["a"]);
+    assert!(store.devices_with(Some("water"), "pm2_5").is_empty());
+}

@@ -1,0 +1,173 @@
+//! Aggregates in time buckets: of one series, or of one metric across the devices of a kind.
+//!
+//! Buckets are aligned to the Unix epoch (UTC): with `step=1d` a bucket is a UTC day. Only
+//! buckets that hold points are returned. The store computes them from the points; rollups
+//! kept on write (issue 4) will make long ranges cheap.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use mekong_store::Bucket;
+use serde::{Deserialize, Serialize};
+
+use super::kind_filter;
+use crate::error::ApiError;
+use crate::{time, AppState};
+
+/// Most buckets one request may span.
+pub const MAX_BUCKETS: i64 = 100_000;
+
+/// A point inside a bucket (its first or last).
+#[derive(Serialize)]
+pub struct At {
+    t_ms: i64,
+    v: f64,
+}
+
+/// One bucket.
+#[derive(Serialize)]
+pub struct BucketOut {
+    t: String,
+    t_ms: i64,
+    count: u64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    avg: f64,
+    first: At,
+    last: At,
+}
+
+impl From<Bucket> for BucketOut {
+    fn from(b: Bucket) -> Self {
+        BucketOut {
+            t: time::format(b.start_ms),
+            t_ms: b.start_ms,
+            count: b.count,
+            min: b.min,
+            max: b.max,
+            sum: b.sum,
+            avg: b.avg(),
+            first: At { t_ms: b.first.time_ms, v: b.first.value },
+            last: At { t_ms: b.last.time_ms, v: b.last.value },
+        }
+    }
+}
+
+/// Query of both endpoints.
+#[derive(Deserialize)]
+pub struct AggregateQuery {
+    from: Option<String>,
+    to: Option<String>,
+    step: Option<String>,
+    kind: Option<String>,
+    metric: Option<String>,
+}
+
+/// `GET /v1/devices/{device}/series/{metric}/aggregate` body.
+#[derive(Serialize)]
+pub struct SeriesAggregate {
+    device: String,
+    metric: String,
+    unit: Option<String>,
+    from_ms: i64,
+    to_ms: i64,
+    step_ms: i64,
+    buckets: Vec<BucketOut>,
+}
+
+fn checked_range(from_ms: i64, to_ms: i64, step_ms: i64) -> Result<(), ApiError> {
+    if from_ms >= to_ms {
+        return Err(ApiError::BadRequest(format!("from ({from_ms}) must be before to ({to_ms})")));
+    }
+    let buckets = (to_ms - from_ms) / step_ms;
+    if buckets > MAX_BUCKETS {
+        return Err(ApiError::BadRequest(format!(
+            "the range spans {buckets} buckets of {step_ms} ms, more than {MAX_BUCKETS}: use a larger step"
+        )));
+    }
+    Ok(())
+}
+
+fn step_of(q: &AggregateQuery) -> Result<i64, ApiError> {
+    let step =
+        q.step.as_deref().ok_or_else(|| ApiError::BadRequest("step is required (such as 1m, 15m, 1h, 1d)".into()))?;
+    time::parse_step(step)
+}
+
+/// `GET /v1/devices/{device}/series/{metric}/aggregate?from=..&to=..&step=1h`: count, min,
+/// max, sum, avg, first and last of each bucket. Without `from`/`to`, the whole series.
+pub async fn series(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<AggregateQuery>, QueryRejection>,
+) -> Result<Json<SeriesAggregate>, ApiError> {
+    let Path((device, metric)) = path?;
+    let Query(q) = query?;
+    let step_ms = step_of(&q)?;
+    let from = q.from.as_deref().map(|v| time::parse("from", v)).transpose()?;
+    let to = q.to.as_deref().map(|v| time::parse("to", v)).transpose()?;
+    let series = state
+        .store
+        .series(&device, &metric)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown series {metric:?} of device {device:?}")))?;
+    let from_ms = from.unwrap_or(series.first_ms);
+    let to_ms = to.unwrap_or(series.last_ms.saturating_add(1));
+    checked_range(from_ms, to_ms, step_ms)?;
+    let buckets = state.store.aggregate(&device, &metric, from_ms, to_ms, step_ms)?.unwrap_or_default();
+    Ok(Json(SeriesAggregate {
+        device,
+        metric,
+        unit: series.unit,
+        from_ms,
+        to_ms,
+        step_ms,
+        buckets: buckets.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// One series in a many-series aggregate.
+#[derive(Serialize)]
+pub struct DeviceAggregate {
+    device: String,
+    unit: Option<String>,
+    buckets: Vec<BucketOut>,
+}
+
+/// `GET /v1/aggregate` body.
+#[derive(Serialize)]
+pub struct ManyAggregate {
+    kind: Option<&'static str>,
+    metric: String,
+    from_ms: i64,
+    to_ms: i64,
+    step_ms: i64,
+    series: Vec<DeviceAggregate>,
+}
+
+/// `GET /v1/aggregate?kind=water&metric=water_level&from=..&to=..&step=1h`: the buckets of
+/// metric `metric` for every device (of kind `kind`, if given) that has it. `from` and `to`
+/// are required.
+pub async fn many(
+    State(state): State<AppState>,
+    query: Result<Query<AggregateQuery>, QueryRejection>,
+) -> Result<Json<ManyAggregate>, ApiError> {
+    let Query(q) = query?;
+    let step_ms = step_of(&q)?;
+    let kind = kind_filter(q.kind.as_deref())?;
+    let metric = q.metric.clone().ok_or_else(|| ApiError::BadRequest("metric is required".into()))?;
+    let required = |name: &str, v: &Option<String>| {
+        v.as_deref()
+            .ok_or_else(|| ApiError::BadRequest(format!("{name} is required")))
+            .and_then(|v| time::parse(name, v))
+    };
+    let (from_ms, to_ms) = (required("from", &q.from)?, required("to", &q.to)?);
+    checked_range(from_ms, to_ms, step_ms)?;
+    let mut series = Vec::new();
+    for device in state.store.devices_with(kind, &metric) {
+        let unit = state.store.series(&device, &metric).and_then(|s| s.unit);
+        let Some(buckets) = state.store.aggregate(&device, &metric, from_ms, to_ms, step_ms)? else { continue };
+        series.push(DeviceAggregate { device, unit, buckets: buckets.into_iter().map(Into::into).collect() });
+    }
+    Ok(Json(ManyAggregate { kind, metric, from_ms, to_ms, step_ms, series }))
+}
