@@ -1,20 +1,31 @@
-//! Chunks: the points of one series written together, in one sled value.
+//! Chunks: the points of one series written together, in one sled value, compressed.
 //!
 //! sled copies a leaf node on every insert, so one entry per point costs more the more points
 //! a leaf holds; one entry per (series, write group, time window) costs one insert for many
 //! points. A chunk holds the points of one series within one [`WINDOW_MS`] window, sorted by
-//! time, each time at most once:
+//! time, each time at most once. Chunks of one series may overlap in time (late data arrives
+//! in later groups), but never share a time: the store checks before it writes.
 //!
-//! `version u8 | count varint | first time i64 BE | (time delta varint, value f64 BE) * count`
+//! The encoding follows Facebook's Gorilla (Pelkonen et al., VLDB 2015), adapted to
+//! millisecond times: after a header (`version u8 | count varint | first time i64 BE | first
+//! value f64 BE`), a bit stream holds, per further point, the delta-of-delta of its time and
+//! its value XOR-ed with the previous one.
 //!
-//! with the first delta zero. Chunks of one series may overlap in time (late data arrives in
-//! later groups), but never share a (time): the store checks before it writes.
+//! - time: zigzag(delta - previous delta) as `0` (zero), `10` + 7 bits, `110` + 12 bits,
+//!   `1110` + 20 bits, or `1111` + 64 bits;
+//! - value: `0` when equal to the previous value; else `1`, then `0` + the meaningful bits
+//!   when they fit in the previous window of leading and trailing zeros, or `1` + 5 bits of
+//!   leading zeros + 6 bits of meaningful length (0 for 64) + the meaningful bits.
+//!
+//! Regular sampling gives zero delta-of-delta (one bit a time), and slowly changing values
+//! few meaningful bits. Every read is bounds-checked: a corrupt chunk is an error, never a
+//! panic or a large allocation.
 
 /// Every point of a chunk lies in one window of this many milliseconds (aligned to the epoch),
 /// so a range query knows how far before `from` a chunk holding its points can start.
 pub const WINDOW_MS: i64 = 3_600_000;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// The start of the window holding `t_ms`.
 pub fn window_start(t_ms: i64) -> i64 {
@@ -23,18 +34,51 @@ pub fn window_start(t_ms: i64) -> i64 {
 
 /// Encodes points sorted by time, with distinct times, all in one window.
 pub fn encode(points: &[(i64, f64)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + points.len() * 10);
+    let mut out = Vec::with_capacity(24 + points.len() * 2);
     out.push(VERSION);
     put_varint(&mut out, points.len() as u64);
-    let first = points.first().map_or(0, |p| p.0);
-    out.extend_from_slice(&first.to_be_bytes());
-    let mut prev = first;
-    for &(t, v) in points {
-        put_varint(&mut out, t.wrapping_sub(prev) as u64);
-        out.extend_from_slice(&v.to_bits().to_be_bytes());
-        prev = t;
+    let Some(&(t0, v0)) = points.first() else {
+        return out;
+    };
+    out.extend_from_slice(&t0.to_be_bytes());
+    out.extend_from_slice(&v0.to_bits().to_be_bytes());
+    let mut bits = BitWriter::new(out);
+    let (mut prev_t, mut prev_delta, mut prev_v) = (t0, 0i64, v0.to_bits());
+    let (mut lead, mut trail) = (u32::MAX, 0u32);
+    for &(t, v) in &points[1..] {
+        let delta = t.wrapping_sub(prev_t);
+        let dod = zigzag(delta.wrapping_sub(prev_delta));
+        match dod {
+            0 => bits.put(0, 1),
+            d if d < 1 << 7 => bits.put(0b10 << 7 | d, 9),
+            d if d < 1 << 12 => bits.put(0b110 << 12 | d, 15),
+            d if d < 1 << 20 => bits.put(0b1110 << 20 | d, 24),
+            d => {
+                bits.put(0b1111, 4);
+                bits.put(d, 64);
+            }
+        }
+        let x = v.to_bits() ^ prev_v;
+        if x == 0 {
+            bits.put(0, 1);
+        } else {
+            let (l, tr) = (x.leading_zeros().min(31), x.trailing_zeros());
+            if lead != u32::MAX && l >= lead && tr >= trail {
+                let len = 64 - lead - trail;
+                bits.put(0b10, 2);
+                bits.put(x >> trail, len);
+            } else {
+                let len = 64 - l - tr;
+                bits.put(0b11, 2);
+                bits.put(u64::from(l), 5);
+                bits.put(u64::from(len & 63), 6);
+                bits.put(x >> tr, len);
+                (lead, trail) = (l, tr);
+            }
+        }
+        (prev_t, prev_delta, prev_v) = (t, delta, v.to_bits());
     }
-    out
+    bits.finish()
 }
 
 /// Decodes a chunk, appending its points to `out`; `None` if it is malformed.
@@ -44,21 +88,141 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
         return None;
     }
     let count = get_varint(&mut rest)?;
-    let (first, tail) = rest.split_at_checked(8)?;
-    rest = tail;
-    let mut t = i64::from_be_bytes(first.try_into().ok()?);
-    // A count larger than the bytes could hold is corrupt; do not reserve for it.
-    if count > rest.len() as u64 / 9 {
+    if count == 0 {
+        return rest.is_empty().then_some(());
+    }
+    let (head, stream) = rest.split_at_checked(16)?;
+    let t0 = i64::from_be_bytes(head[..8].try_into().ok()?);
+    let v0 = u64::from_be_bytes(head[8..].try_into().ok()?);
+    // Every further point takes at least two bits: a count the bytes cannot hold is corrupt,
+    // and no memory is reserved for it.
+    if count - 1 > stream.len() as u64 * 4 {
         return None;
     }
     out.reserve(count as usize);
-    for _ in 0..count {
-        t = t.wrapping_add(get_varint(&mut rest)? as i64);
-        let (value, tail) = rest.split_at_checked(8)?;
-        rest = tail;
-        out.push((t, f64::from_bits(u64::from_be_bytes(value.try_into().ok()?))));
+    out.push((t0, f64::from_bits(v0)));
+    let mut bits = BitReader::new(stream);
+    let (mut prev_t, mut prev_delta, mut prev_v) = (t0, 0i64, v0);
+    let (mut lead, mut trail) = (u32::MAX, 0u32);
+    for _ in 1..count {
+        let dod = if bits.get(1)? == 0 {
+            0
+        } else if bits.get(1)? == 0 {
+            bits.get(7)?
+        } else if bits.get(1)? == 0 {
+            bits.get(12)?
+        } else if bits.get(1)? == 0 {
+            bits.get(20)?
+        } else {
+            bits.get(64)?
+        };
+        let delta = prev_delta.wrapping_add(unzigzag(dod));
+        let t = prev_t.wrapping_add(delta);
+        let v = if bits.get(1)? == 0 {
+            prev_v
+        } else if bits.get(1)? == 0 {
+            if lead == u32::MAX {
+                return None;
+            }
+            prev_v ^ (bits.get(64 - lead - trail)? << trail)
+        } else {
+            let l = bits.get(5)? as u32;
+            let len = match bits.get(6)? as u32 {
+                0 => 64,
+                n => n,
+            };
+            if l + len > 64 {
+                return None;
+            }
+            (lead, trail) = (l, 64 - l - len);
+            prev_v ^ (bits.get(len)? << trail)
+        };
+        out.push((t, f64::from_bits(v)));
+        (prev_t, prev_delta, prev_v) = (t, delta, v);
     }
-    rest.is_empty().then_some(())
+    bits.is_done().then_some(())
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Appends bits, most significant first, to a byte vector.
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u64,
+    used: u32,
+}
+
+impl BitWriter {
+    fn new(out: Vec<u8>) -> Self {
+        BitWriter { out, acc: 0, used: 0 }
+    }
+
+    /// Appends the low `n` bits of `v` (n <= 64).
+    fn put(&mut self, v: u64, n: u32) {
+        if n > 32 {
+            self.put(v >> 32, n - 32);
+            self.put(v & 0xffff_ffff, 32);
+            return;
+        }
+        if n == 0 {
+            return;
+        }
+        let v = v & ((1u64 << n) - 1);
+        self.acc = (self.acc << n) | v;
+        self.used += n;
+        while self.used >= 8 {
+            self.used -= 8;
+            self.out.push((self.acc >> self.used) as u8);
+        }
+        self.acc &= (1u64 << self.used) - 1;
+    }
+
+    /// The bytes, the last one padded with zero bits.
+    fn finish(mut self) -> Vec<u8> {
+        if self.used > 0 {
+            self.out.push((self.acc << (8 - self.used)) as u8);
+        }
+        self.out
+    }
+}
+
+/// Reads bits back; every read fails cleanly past the end.
+struct BitReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        BitReader { bytes, pos: 0 }
+    }
+
+    /// Reads `n` bits (n <= 64).
+    fn get(&mut self, n: u32) -> Option<u64> {
+        if n > 32 {
+            let high = self.get(n - 32)?;
+            return Some(high << 32 | self.get(32)?);
+        }
+        let mut v = 0u64;
+        for _ in 0..n {
+            let byte = *self.bytes.get(self.pos / 8)?;
+            v = v << 1 | u64::from(byte >> (7 - self.pos % 8) & 1);
+            self.pos += 1;
+        }
+        Some(v)
+    }
+
+    /// Whether only padding (fewer than 8 zero bits) is left.
+    fn is_done(&self) -> bool {
+        let total = self.bytes.len() * 8;
+        total - self.pos < 8 && (self.pos..total).all(|i| self.bytes[i / 8] >> (7 - i % 8) & 1 == 0)
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -86,30 +250,77 @@ fn get_varint(input: &mut &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn chunks_round_trip() {
-        let points = [(1_790_000_000_000, 1.5), (1_790_000_000_001, -0.0), (1_790_000_010_000, f64::MAX)];
+    fn round_trip(points: &[(i64, f64)]) -> usize {
+        let bytes = encode(points);
         let mut out = Vec::new();
-        decode_into(&encode(&points), &mut out).unwrap();
-        assert_eq!(out, points);
-        let mut empty = Vec::new();
-        decode_into(&encode(&[]), &mut empty).unwrap();
-        assert!(empty.is_empty());
+        decode_into(&bytes, &mut out).unwrap_or_else(|| panic!("decode failed for {points:?}"));
+        assert_eq!(out.len(), points.len());
+        for (a, b) in out.iter().zip(points) {
+            assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()), "in {points:?}");
+        }
+        bytes.len()
+    }
+
+    #[test]
+    fn chunks_round_trip_bit_for_bit() {
+        round_trip(&[]);
+        round_trip(&[(1_790_000_000_000, 1.5)]);
+        round_trip(&[(1_790_000_000_000, 1.5), (1_790_000_000_001, -0.0), (1_790_000_010_000, f64::MAX)]);
+        round_trip(&[(i64::MIN, f64::NAN), (-1, f64::INFINITY), (0, f64::MIN_POSITIVE), (i64::MAX, 0.0)]);
+        let mut seed: u64 = 7;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..500 {
+            let n = (next() % 60) as usize;
+            let mut t = 1_790_000_000_000 + (next() % 1000) as i64;
+            let points: Vec<(i64, f64)> = (0..n)
+                .map(|_| {
+                    t += match next() % 4 {
+                        0 => 10_000,
+                        1 => 1 + (next() % 100) as i64,
+                        2 => (next() % 5_000_000) as i64 + 1,
+                        _ => (next() >> 1) as i64 % 1_000_000_000_000 + 1,
+                    };
+                    let v = match next() % 4 {
+                        0 => 150.0,
+                        1 => (next() % 1000) as f64 / 10.0,
+                        2 => f64::from_bits(next()),
+                        _ => -((next() % 7) as f64),
+                    };
+                    (t, v)
+                })
+                .collect();
+            round_trip(&points);
+        }
+    }
+
+    #[test]
+    fn regular_samples_take_few_bits() {
+        // An hour of a water level every 10 s at 1 mm resolution, slowly rising.
+        let points: Vec<(i64, f64)> =
+            (0..360).map(|i| (1_790_000_000_000 + i * 10_000, 150.0 + (i / 30) as f64 / 10.0)).collect();
+        let size = round_trip(&points);
+        assert!(size < 360 * 2, "{size} bytes for 360 points");
     }
 
     #[test]
     fn corrupt_chunks_are_refused_without_allocating_for_them() {
-        let good = encode(&[(5, 1.0), (6, 2.0)]);
+        let good = encode(&[(5, 1.0), (6, 2.0), (17, 2.5)]);
         let mut out = Vec::new();
         for cut in 0..good.len() {
             assert!(decode_into(&good[..cut], &mut out).is_none(), "cut at {cut}");
         }
         let mut huge_count = vec![VERSION, 0xff, 0xff, 0xff, 0xff, 0x0f];
-        huge_count.extend_from_slice(&[0; 8]);
+        huge_count.extend_from_slice(&[0; 16]);
         assert!(decode_into(&huge_count, &mut out).is_none());
         let mut trailing = good.clone();
-        trailing.push(0);
+        trailing.push(0xff);
         assert!(decode_into(&trailing, &mut out).is_none());
+        assert!(decode_into(&[1, 0], &mut out).is_none(), "another version");
     }
 
     #[test]

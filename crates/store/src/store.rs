@@ -35,8 +35,9 @@ pub enum StoreError {
     Format(Option<Vec<u8>>),
 }
 
-/// The layout written by this version (1: one entry per point; 2: chunks).
-const FORMAT_VERSION: u8 = 2;
+/// The layout written by this version (1: one entry per point; 2: chunks of varint deltas and
+/// raw values; 3: Gorilla-compressed chunks).
+const FORMAT_VERSION: u8 = 3;
 
 /// How to open the store.
 #[derive(Debug, Clone)]
