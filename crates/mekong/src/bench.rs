@@ -261,6 +261,26 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
     v
 }
 
+/// Runs one scenario, prints its line and keeps it in `results`.
+async fn scenario(
+    name: &str,
+    target: Target,
+    devices: usize,
+    rpp: usize,
+    opts: &BenchOptions,
+    n: &mut usize,
+    results: &mut Vec<Value>,
+) -> anyhow::Result<Measured> {
+    *n += 1;
+    let measured = measure(target, devices, rpp, opts, *n)
+        .await
+        .with_context(|| format!("{name}, {devices} devices, {rpp} readings per pack"))?;
+    let row = line(name, devices, rpp, &measured);
+    println!("{row}");
+    results.push(row);
+    Ok(measured)
+}
+
 /// Runs every scenario and returns the summary (also printed, one line per scenario).
 pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
     let most = opts.devices.iter().copied().max().unwrap_or(0) as u64;
@@ -278,53 +298,28 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
     let mut n = 0;
     for &devices in &opts.devices {
         for &rpp in &opts.readings {
-            n += 1;
-            let ceiling = measure(Target::Mekong { count_only: true, rate: None }, devices, rpp, &opts, n)
-                .await
-                .with_context(|| format!("ceiling, {devices} devices, {rpp} readings per pack"))?;
-            let row = line("broker_only_counter", devices, rpp, &ceiling);
-            println!("{row}");
-            results.push(row);
-            n += 1;
-            let full = measure(Target::Mekong { count_only: false, rate: None }, devices, rpp, &opts, n)
-                .await
-                .with_context(|| format!("mekong, {devices} devices, {rpp} readings per pack"))?;
-            let row = line("mekong_durable", devices, rpp, &full);
-            println!("{row}");
-            results.push(row);
+            let ceiling = Target::Mekong { count_only: true, rate: None };
+            let ceiling = scenario("broker_only_counter", ceiling, devices, rpp, &opts, &mut n, &mut results).await?;
+            let durable = Target::Mekong { count_only: false, rate: None };
+            let durable = scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
             let mut ratio = json!({
                 "devices": devices,
                 "readings_per_pack": rpp,
-                "durable_over_broker_only": (full.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0,
+                "durable_over_broker_only": (durable.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0,
             });
             if let Some(peer) = opts.peer {
-                n += 1;
-                let external = measure(Target::Peer(peer), devices, rpp, &opts, n)
-                    .await
-                    .with_context(|| format!("peer {peer}, {devices} devices, {rpp} readings per pack"))?;
-                let row = line("peer_broker_counter", devices, rpp, &external);
-                println!("{row}");
-                results.push(row);
+                let peer =
+                    scenario("peer_broker_counter", Target::Peer(peer), devices, rpp, &opts, &mut n, &mut results)
+                        .await?;
                 ratio["durable_over_peer"] =
-                    json!((full.readings_per_s / external.readings_per_s * 1000.0).round() / 1000.0);
+                    json!((durable.readings_per_s / peer.readings_per_s * 1000.0).round() / 1000.0);
             }
             ratios.push(ratio);
         }
     }
-    n += 1;
     let devices = 100;
-    let moderate = measure(
-        Target::Mekong { count_only: false, rate: Some(opts.moderate_rate / devices as f64) },
-        devices,
-        1,
-        &opts,
-        n,
-    )
-    .await
-    .context("moderate load")?;
-    let row = line("mekong_durable_moderate", devices, 1, &moderate);
-    println!("{row}");
-    results.push(row);
+    let moderate = Target::Mekong { count_only: false, rate: Some(opts.moderate_rate / devices as f64) };
+    scenario("mekong_durable_moderate", moderate, devices, 1, &opts, &mut n, &mut results).await?;
     Ok(json!({
         "bench": "ingest",
         "seconds": opts.seconds,

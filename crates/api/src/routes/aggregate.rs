@@ -11,6 +11,7 @@ use mekong_store::Bucket;
 use serde::{Deserialize, Serialize};
 
 use super::kind_filter;
+use super::series::series_range;
 use crate::error::ApiError;
 use crate::{time, AppState};
 
@@ -105,14 +106,7 @@ pub async fn series(
     let Path((device, metric)) = path?;
     let Query(q) = query?;
     let step_ms = step_of(&q)?;
-    let from = q.from.as_deref().map(|v| time::parse("from", v)).transpose()?;
-    let to = q.to.as_deref().map(|v| time::parse("to", v)).transpose()?;
-    let series = state
-        .store
-        .series(&device, &metric)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown series {metric:?} of device {device:?}")))?;
-    let from_ms = from.unwrap_or(series.first_ms);
-    let to_ms = to.unwrap_or(series.last_ms.saturating_add(1));
+    let (series, from_ms, to_ms) = series_range(&state, &device, &metric, q.from.as_deref(), q.to.as_deref())?;
     checked_range(from_ms, to_ms, step_ms)?;
     let buckets = state.store.aggregate(&device, &metric, from_ms, to_ms, step_ms)?.unwrap_or_default();
     Ok(Json(SeriesAggregate {

@@ -3,6 +3,7 @@
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use mekong_store::SeriesInfo;
 use serde::{Deserialize, Serialize};
 
 use super::limit;
@@ -47,6 +48,31 @@ pub async fn list(State(state): State<AppState>, Path(device): Path<String>) -> 
         })
         .collect();
     Ok(Json(SeriesList { device, series }))
+}
+
+/// The series asked for and the range `[from, to)` of a query, which defaults to the whole
+/// series: 400 for a malformed or empty range, 404 for an unknown series.
+pub(super) fn series_range(
+    state: &AppState,
+    device: &str,
+    metric: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(SeriesInfo, i64, i64), ApiError> {
+    let from = from.map(|v| time::parse("from", v)).transpose()?;
+    let to = to.map(|v| time::parse("to", v)).transpose()?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if from >= to {
+            return Err(ApiError::BadRequest(format!("from ({from}) must be before to ({to})")));
+        }
+    }
+    let series = state
+        .store
+        .series(device, metric)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown series {metric:?} of device {device:?}")))?;
+    let from_ms = from.unwrap_or(series.first_ms);
+    let to_ms = to.unwrap_or(series.last_ms.saturating_add(1));
+    Ok((series, from_ms, to_ms))
 }
 
 /// Most points one page may hold.
@@ -94,19 +120,7 @@ pub async fn points(
     let Path((device, metric)) = path?;
     let Query(query) = query?;
     let limit = limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    let from = query.from.as_deref().map(|v| time::parse("from", v)).transpose()?;
-    let to = query.to.as_deref().map(|v| time::parse("to", v)).transpose()?;
-    if let (Some(from), Some(to)) = (from, to) {
-        if from >= to {
-            return Err(ApiError::BadRequest(format!("from ({from}) must be before to ({to})")));
-        }
-    }
-    let series = state
-        .store
-        .series(&device, &metric)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown series {metric:?} of device {device:?}")))?;
-    let from_ms = from.unwrap_or(series.first_ms);
-    let to_ms = to.unwrap_or(series.last_ms.saturating_add(1));
+    let (series, from_ms, to_ms) = series_range(&state, &device, &metric, query.from.as_deref(), query.to.as_deref())?;
     // One more than asked tells whether another page follows, and where it starts.
     let mut points = state.store.points(&device, &metric, from_ms, to_ms, limit + 1)?.unwrap_or_default();
     let next_from_ms = if points.len() > limit { points.pop().map(|p| p.time_ms) } else { None };
