@@ -149,6 +149,7 @@ impl Device {
 async fn connect(device: &Device, port: u16) -> (AsyncClient, mpsc::UnboundedReceiver<Vec<u8>>) {
     let mut options = MqttOptions::new(&device.id, "127.0.0.1", port);
     options.set_clean_session(true);
+    options.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = AsyncClient::new(options, 1024);
     client.subscribe(format!("mekong/v1/{}/down", device.id), QoS::AtMostOnce).await.unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
