@@ -30,7 +30,8 @@ impl Gaps {
     }
 }
 
-/// Runs until `stop` is set (then handles what the link already holds) or the broker is gone.
+/// Runs until `stop` is set (then handles what the link holds at that moment, up to one
+/// group) or the broker is gone.
 /// Each round takes every publish the link has at hand, up to the pipeline's `max_group`, as
 /// one group: one store write, and later one flush, for all of them.
 pub(crate) fn run(mut rx: LinkRx, pipeline: &mut Pipeline, stop: &AtomicBool, acks: &SyncSender<Group>) {
@@ -84,10 +85,10 @@ pub(crate) fn run(mut rx: LinkRx, pipeline: &mut Pipeline, stop: &AtomicBool, ac
                 tracing::error!("acknowledgement thread gone");
                 return;
             }
-        } else if stopping || closed {
-            return;
         }
-        if closed {
+        // When stopping, one last round takes what the link holds at that moment: under a
+        // steady load there is always more, and shutdown must not wait for a pause.
+        if stopping || closed {
             return;
         }
     }

@@ -239,6 +239,8 @@ async fn run_station(mut station: Station, opts: &SimOptions) -> anyhow::Result<
         client.publish(&topic, QoS::AtLeastOnce, false, pack).await?;
     }
     let started = tokio::time::Instant::now();
+    // Readings of one station never share a millisecond, even at a 1 ms interval.
+    let mut last_t = backlog.last().copied().unwrap_or(f64::MIN);
     let mut ticker = tokio::time::interval(opts.interval.max(Duration::from_millis(1)));
     // When the machine cannot keep up, publish late rather than in a burst of equal times.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -247,7 +249,8 @@ async fn run_station(mut station: Station, opts: &SimOptions) -> anyhow::Result<
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
-        let t = (now_secs() * 1000.0).round() / 1000.0;
+        let t = ((now_secs() * 1000.0).round() / 1000.0).max(last_t + 0.001);
+        last_t = t;
         let (pack, readings) = station.pack(&[t])?;
         sent.push((readings, pack.len() as u64));
         client.publish(&topic, QoS::AtLeastOnce, false, pack).await?;
