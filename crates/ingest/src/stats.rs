@@ -149,16 +149,6 @@ impl Stats {
         self.downlinks.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Readings flushed to disk since start.
-    pub fn durable_readings(&self) -> u64 {
-        self.durable_readings.load(Ordering::Relaxed)
-    }
-
-    /// Publishes accepted since start (in count-only mode: publishes seen).
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-
     pub(crate) fn record_received(&self) {
         self.received.fetch_add(1, Ordering::Relaxed);
     }
@@ -190,11 +180,6 @@ impl Stats {
 
     pub(crate) fn record_lost(&self, messages: u64) {
         self.lost.fetch_add(messages, Ordering::Relaxed);
-    }
-
-    /// Publishes skipped by the broker because the ingest path fell behind.
-    pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
     }
 
     /// The global counters.

@@ -2,11 +2,10 @@
 //! from a [`Config`] and shut down in order (stop taking requests, drain ingest, flush).
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::sync::Arc;
 
 use anyhow::Context;
 use mekong_api::AppState;
-use mekong_ingest::{Ingest, PipelineOptions, Stats};
+use mekong_ingest::{Ingest, PipelineOptions};
 use mekong_store::Store;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::oneshot;
@@ -24,7 +23,6 @@ pub struct Platform {
     /// HTTP listener (the actual port when the configuration said 0).
     pub http_addr: SocketAddr,
     store: Store,
-    stats: Arc<Stats>,
     ingest: Ingest,
     http_stop: oneshot::Sender<()>,
     http: JoinHandle<std::io::Result<()>>,
@@ -51,12 +49,11 @@ impl Platform {
             let broker = broker.clone();
             tokio::task::spawn_blocking(move || Ingest::start(&broker, pipeline, store)).await??
         };
-        let stats = ingest.stats();
 
         let listener = bind_dual_stack(config.api.listen)
             .with_context(|| format!("cannot listen for http on {}", config.api.listen))?;
         let http_addr = listener.local_addr()?;
-        let app = mekong_api::router(AppState { store: store.clone(), stats: Arc::clone(&stats) });
+        let app = mekong_api::router(AppState { store: store.clone(), stats: ingest.stats() });
         let (http_stop, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -71,16 +68,10 @@ impl Platform {
             mqtt5_addr: broker.listen_v5,
             http_addr,
             store,
-            stats,
             ingest,
             http_stop,
             http,
         })
-    }
-
-    /// The ingest counters.
-    pub fn stats(&self) -> Arc<Stats> {
-        Arc::clone(&self.stats)
     }
 
     /// Stops serving HTTP, stops the ingest thread after what it holds, and flushes the
