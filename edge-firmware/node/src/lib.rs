@@ -16,3 +16,4 @@
 extern crate std;
 
 pub mod crc;
+pub mod drivers;
