@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use mekong_ingest::{BrokerOptions, PipelineOptions, Registry};
 use mekong_schema::topic::is_valid_device_id;
 use mekong_schema::DeviceKind;
-use mekong_store::StoreOptions;
+use mekong_store::{RetentionPolicy, RetentionRule, StoreOptions};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Prefix of environment variables that override keys: `MEKONG__API__LISTEN=[::]:9090`.
@@ -118,6 +118,12 @@ pub struct StorageConfig {
     pub cache_bytes: u64,
     /// Background flush period; 0 flushes only at shutdown.
     pub flush_every_ms: u64,
+    /// How often the upkeep pass runs (folding closed windows, then retention); 0 never.
+    pub maintenance_every_secs: u64,
+    /// A window is folded once it ended this long ago.
+    pub fold_after_secs: u64,
+    /// How long to keep what, per device kind and metric: `[[storage.retention]]`.
+    pub retention: Vec<RetentionConfig>,
 }
 
 impl Default for StorageConfig {
@@ -127,8 +133,25 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             cache_bytes: s.cache_capacity_bytes,
             flush_every_ms: s.flush_every_ms.unwrap_or(0),
+            maintenance_every_secs: 60,
+            fold_after_secs: 300,
+            retention: Vec::new(),
         }
     }
+}
+
+/// One `[[storage.retention]]` rule; the first that matches a series applies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Device kind (`traffic`, `water`, `air`); absent for any.
+    pub kind: Option<String>,
+    /// Metric name; absent for any.
+    pub metric: Option<String>,
+    /// Days of raw points kept; absent for all of them.
+    pub raw_days: Option<u32>,
+    /// Days of hourly rollups kept; absent for all of them.
+    pub rollup_days: Option<u32>,
 }
 
 /// `[api]`
@@ -229,6 +252,23 @@ impl Config {
         if self.ingest.require_registration && self.ingest.registry.as_os_str().is_empty() {
             bail!("ingest.require_registration is true but ingest.registry names no file");
         }
+        for (i, rule) in self.storage.retention.iter().enumerate() {
+            if let Some(kind) = &rule.kind {
+                if DeviceKind::parse(kind).is_none() {
+                    bail!("storage.retention[{i}].kind {kind:?} is not traffic, water or air");
+                }
+            }
+            if rule.raw_days == Some(0) || rule.rollup_days == Some(0) {
+                bail!(
+                    "storage.retention[{i}]: raw_days and rollup_days must be at least 1 (leave one out to keep all)"
+                );
+            }
+            if let (Some(raw), Some(rollup)) = (rule.raw_days, rule.rollup_days) {
+                if rollup < raw {
+                    bail!("storage.retention[{i}]: rollup_days ({rollup}) must be at least raw_days ({raw})");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -270,6 +310,25 @@ impl Config {
         StoreOptions {
             cache_capacity_bytes: s.cache_bytes,
             flush_every_ms: (s.flush_every_ms > 0).then_some(s.flush_every_ms),
+        }
+    }
+
+    /// The retention rules, in the store's terms.
+    pub fn retention_policy(&self) -> RetentionPolicy {
+        const DAY_MS: i64 = 86_400_000;
+        let days = |d: Option<u32>| d.map(|d| i64::from(d) * DAY_MS);
+        RetentionPolicy {
+            rules: self
+                .storage
+                .retention
+                .iter()
+                .map(|r| RetentionRule {
+                    kind: r.kind.clone(),
+                    metric: r.metric.clone(),
+                    raw_ms: days(r.raw_days),
+                    rollups_ms: days(r.rollup_days),
+                })
+                .collect(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod config;
 pub mod platform;
 pub mod simulate;
+pub mod upkeep;
 
 pub use config::Config;
 pub use platform::Platform;

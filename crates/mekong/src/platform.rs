@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::upkeep::{Upkeep, UpkeepOptions};
 
 /// A running platform.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ pub struct Platform {
     pub http_addr: SocketAddr,
     store: Store,
     ingest: Ingest,
+    upkeep: Option<Upkeep>,
     http_stop: oneshot::Sender<()>,
     http: JoinHandle<std::io::Result<()>>,
 }
@@ -50,6 +52,18 @@ impl Platform {
             tokio::task::spawn_blocking(move || Ingest::start(&broker, pipeline, store)).await??
         };
 
+        let s = &config.storage;
+        let upkeep = if s.maintenance_every_secs == 0 {
+            None
+        } else {
+            let options = UpkeepOptions {
+                every: std::time::Duration::from_secs(s.maintenance_every_secs),
+                fold_after: std::time::Duration::from_secs(s.fold_after_secs),
+                retention: config.retention_policy(),
+            };
+            Some(Upkeep::start(store.clone(), options).context("cannot start the upkeep thread")?)
+        };
+
         let listener = bind_dual_stack(config.api.listen)
             .with_context(|| format!("cannot listen for http on {}", config.api.listen))?;
         let http_addr = listener.local_addr()?;
@@ -69,6 +83,7 @@ impl Platform {
             http_addr,
             store,
             ingest,
+            upkeep,
             http_stop,
             http,
         })
@@ -84,6 +99,9 @@ impl Platform {
         }
         let ingest = self.ingest;
         tokio::task::spawn_blocking(move || ingest.shutdown()).await?;
+        if let Some(upkeep) = self.upkeep {
+            tokio::task::spawn_blocking(move || upkeep.stop()).await?;
+        }
         let store = self.store;
         let flushed = tokio::task::spawn_blocking(move || store.flush()).await??;
         tracing::info!(flushed, "store flushed; mekong stopped");

@@ -7,29 +7,73 @@
 //! in later groups), but never share a time: the store checks before it writes.
 //!
 //! The encoding follows Facebook's Gorilla (Pelkonen et al., VLDB 2015), adapted to
-//! millisecond times: after a header (`version u8 | count varint | first time i64 BE | first
-//! value f64 BE`), a bit stream holds, per further point, the delta-of-delta of its time and
-//! its value XOR-ed with the previous one.
+//! millisecond times and to decimal sensor values: after a header (`version u8 | count varint
+//! | mode u8 | first time i64 BE | first value`), a bit stream holds, per further point, the
+//! delta-of-delta of its time and the change of its value.
 //!
 //! - time: zigzag(delta - previous delta) as `0` (zero), `10` + 7 bits, `110` + 12 bits,
 //!   `1110` + 20 bits, or `1111` + 64 bits;
-//! - value: `0` when equal to the previous value; else `1`, then `0` + the meaningful bits
-//!   when they fit in the previous window of leading and trailing zeros, or `1` + 5 bits of
-//!   leading zeros + 6 bits of meaningful length (0 for 64) + the meaningful bits.
+//! - value, mode `k` in 0..=6 (every value of the chunk is exactly `n / 10^k` for an integer
+//!   `n`, as readings of a sensor with a fixed resolution are): the first `n` as a zigzag
+//!   varint, then zigzag(n - previous n) as `0`, `10` + 4 bits, `110` + 8 bits, `1110` + 16
+//!   bits or `1111` + 64 bits;
+//! - value, mode `0xff` (anything else): the first value as f64 BE, then Gorilla's XOR: `0`
+//!   when equal to the previous value; else `1`, then `0` + the meaningful bits when they fit
+//!   in the previous window of leading and trailing zeros, or `1` + 5 bits of leading zeros +
+//!   6 bits of meaningful length (0 for 64) + the meaningful bits.
 //!
-//! Regular sampling gives zero delta-of-delta (one bit a time), and slowly changing values
-//! few meaningful bits. Every read is bounds-checked: a corrupt chunk is an error, never a
-//! panic or a large allocation.
+//! Why the decimal mode: a water level at 1 mm resolution (1.234 m) is not a short binary
+//! fraction, so XOR-ing two neighbouring levels leaves some 50 meaningful bits, 7 bytes a
+//! point; as integers of millimetres they differ by a few units, under a byte. Mode `k` is
+//! chosen only when dividing back gives every value bit for bit, so both modes are lossless.
+//!
+//! Regular sampling gives zero delta-of-delta (one bit a time). Every read is bounds-checked:
+//! a corrupt chunk is an error, never a panic or a large allocation.
 
 /// Every point of a chunk lies in one window of this many milliseconds (aligned to the epoch),
 /// so a range query knows how far before `from` a chunk holding its points can start.
 pub const WINDOW_MS: i64 = 3_600_000;
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+
+/// Value mode: values are raw `f64`s, XOR-ed with the previous one.
+const MODE_XOR: u8 = 0xff;
+
+/// The largest decimal scale tried: values with at most this many decimals are stored as
+/// integers.
+const MAX_DECIMALS: u8 = 6;
 
 /// The start of the window holding `t_ms`.
 pub fn window_start(t_ms: i64) -> i64 {
     t_ms.div_euclid(WINDOW_MS).saturating_mul(WINDOW_MS)
+}
+
+/// The number of points of an encoded chunk, read from its header alone.
+pub fn count(bytes: &[u8]) -> Option<u64> {
+    let (&version, mut rest) = bytes.split_first()?;
+    (version == VERSION).then_some(())?;
+    get_varint(&mut rest)
+}
+
+/// The smallest number of decimals `k` such that every value is exactly `n / 10^k` for an
+/// integer `n` below 2^53; `None` if there is none up to [`MAX_DECIMALS`].
+fn decimals(points: &[(i64, f64)]) -> Option<u8> {
+    (0..=MAX_DECIMALS).find(|&k| {
+        let scale = 10f64.powi(i32::from(k));
+        points.iter().all(|&(_, v)| scaled(v, scale).is_some())
+    })
+}
+
+/// `v * scale` as an integer, if dividing that integer by `scale` gives back `v` bit for bit.
+fn scaled(v: f64, scale: f64) -> Option<i64> {
+    let n = (v * scale).round();
+    // Also false for NaN and the infinities.
+    if n.abs().partial_cmp(&9_007_199_254_740_992.0) != Some(std::cmp::Ordering::Less) {
+        return None;
+    }
+    // Compared through the integer, as the decoder computes it: -0.0 does not survive that.
+    let n = n as i64;
+    ((n as f64 / scale).to_bits() == v.to_bits()).then_some(n)
 }
 
 /// Encodes points sorted by time, with distinct times, all in one window.
@@ -40,8 +84,18 @@ pub fn encode(points: &[(i64, f64)]) -> Vec<u8> {
     let Some(&(t0, v0)) = points.first() else {
         return out;
     };
+    let decimals = decimals(points);
+    out.push(decimals.unwrap_or(MODE_XOR));
     out.extend_from_slice(&t0.to_be_bytes());
-    out.extend_from_slice(&v0.to_bits().to_be_bytes());
+    let scale = decimals.map(|k| 10f64.powi(i32::from(k)));
+    let mut prev_n = 0i64;
+    match scale {
+        Some(scale) => {
+            prev_n = scaled(v0, scale).unwrap_or(0);
+            put_varint(&mut out, zigzag(prev_n));
+        }
+        None => out.extend_from_slice(&v0.to_bits().to_be_bytes()),
+    }
     let mut bits = BitWriter::new(out);
     let (mut prev_t, mut prev_delta, mut prev_v) = (t0, 0i64, v0.to_bits());
     let (mut lead, mut trail) = (u32::MAX, 0u32);
@@ -57,6 +111,22 @@ pub fn encode(points: &[(i64, f64)]) -> Vec<u8> {
                 bits.put(0b1111, 4);
                 bits.put(d, 64);
             }
+        }
+        (prev_t, prev_delta) = (t, delta);
+        if let Some(scale) = scale {
+            let n = scaled(v, scale).unwrap_or(0);
+            match zigzag(n.wrapping_sub(prev_n)) {
+                0 => bits.put(0, 1),
+                d if d < 1 << 4 => bits.put(0b10 << 4 | d, 6),
+                d if d < 1 << 8 => bits.put(0b110 << 8 | d, 11),
+                d if d < 1 << 16 => bits.put(0b1110 << 16 | d, 20),
+                d => {
+                    bits.put(0b1111, 4);
+                    bits.put(d, 64);
+                }
+            }
+            prev_n = n;
+            continue;
         }
         let x = v.to_bits() ^ prev_v;
         if x == 0 {
@@ -76,7 +146,7 @@ pub fn encode(points: &[(i64, f64)]) -> Vec<u8> {
                 (lead, trail) = (l, tr);
             }
         }
-        (prev_t, prev_delta, prev_v) = (t, delta, v.to_bits());
+        prev_v = v.to_bits();
     }
     bits.finish()
 }
@@ -91,18 +161,35 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
     if count == 0 {
         return rest.is_empty().then_some(());
     }
-    let (head, stream) = rest.split_at_checked(16)?;
-    let t0 = i64::from_be_bytes(head[..8].try_into().ok()?);
-    let v0 = u64::from_be_bytes(head[8..].try_into().ok()?);
+    let (&mode, rest) = rest.split_first()?;
+    let (head, mut rest) = rest.split_at_checked(8)?;
+    let t0 = i64::from_be_bytes(head.try_into().ok()?);
+    let scale = match mode {
+        MODE_XOR => None,
+        k if k <= MAX_DECIMALS => Some(10f64.powi(i32::from(k))),
+        _ => return None,
+    };
+    let (mut prev_n, v0) = match scale {
+        Some(scale) => {
+            let n = unzigzag(get_varint(&mut rest)?);
+            (n, (n as f64) / scale)
+        }
+        None => {
+            let (head, tail) = rest.split_at_checked(8)?;
+            rest = tail;
+            (0, f64::from_bits(u64::from_be_bytes(head.try_into().ok()?)))
+        }
+    };
+    let stream = rest;
     // Every further point takes at least two bits: a count the bytes cannot hold is corrupt,
     // and no memory is reserved for it.
     if count - 1 > stream.len() as u64 * 4 {
         return None;
     }
     out.reserve(count as usize);
-    out.push((t0, f64::from_bits(v0)));
+    out.push((t0, v0));
     let mut bits = BitReader::new(stream);
-    let (mut prev_t, mut prev_delta, mut prev_v) = (t0, 0i64, v0);
+    let (mut prev_t, mut prev_delta, mut prev_v) = (t0, 0i64, v0.to_bits());
     let (mut lead, mut trail) = (u32::MAX, 0u32);
     for _ in 1..count {
         let dod = if bits.get(1)? == 0 {
@@ -118,6 +205,28 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
         };
         let delta = prev_delta.wrapping_add(unzigzag(dod));
         let t = prev_t.wrapping_add(delta);
+        (prev_t, prev_delta) = (t, delta);
+        if let Some(scale) = scale {
+            let d = if bits.get(1)? == 0 {
+                0
+            } else if bits.get(1)? == 0 {
+                bits.get(4)?
+            } else if bits.get(1)? == 0 {
+                bits.get(8)?
+            } else if bits.get(1)? == 0 {
+                bits.get(16)?
+            } else {
+                bits.get(64)?
+            };
+            let n = prev_n.wrapping_add(unzigzag(d));
+            // An integer the encoder cannot have written is corrupt.
+            if n.unsigned_abs() >= 1 << 53 {
+                return None;
+            }
+            out.push((t, (n as f64) / scale));
+            prev_n = n;
+            continue;
+        }
         let v = if bits.get(1)? == 0 {
             prev_v
         } else if bits.get(1)? == 0 {
@@ -138,7 +247,7 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
             prev_v ^ (bits.get(len)? << trail)
         };
         out.push((t, f64::from_bits(v)));
-        (prev_t, prev_delta, prev_v) = (t, delta, v);
+        prev_v = v;
     }
     bits.is_done().then_some(())
 }
@@ -225,7 +334,7 @@ impl<'a> BitReader<'a> {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -233,7 +342,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(input: &mut &[u8]) -> Option<u64> {
+pub fn get_varint(input: &mut &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let (&b, rest) = input.split_first()?;
@@ -299,6 +408,29 @@ mod tests {
     }
 
     #[test]
+    fn decimal_values_are_stored_as_integers() {
+        assert_eq!(decimals(&[(0, 1.234), (1, 1.5), (2, -3.0)]), Some(3));
+        assert_eq!(decimals(&[(0, 12.0), (1, -7.0)]), Some(0));
+        assert_eq!(decimals(&[(0, 0.1 + 0.2)]), None, "0.30000000000000004 has 17 decimals");
+        assert_eq!(decimals(&[(0, -0.0)]), None);
+        assert_eq!(decimals(&[(0, f64::NAN)]), None);
+        assert_eq!(decimals(&[(0, 1e300)]), None);
+        // A day of water levels at 1 mm resolution, tide plus noise, every 10 s: about one
+        // byte a point, where XOR-ed floats take several.
+        let mut seed = 3u64;
+        let points: Vec<(i64, f64)> = (0..360)
+            .map(|i| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let noise = (seed >> 61) as i64 - 4;
+                let mm = 1_500 + (800.0 * (i as f64 / 4_464.0 * std::f64::consts::TAU).sin()) as i64 + noise;
+                (1_790_000_000_000 + i * 10_000, mm as f64 / 1_000.0)
+            })
+            .collect();
+        let size = round_trip(&points);
+        assert!(size < 360, "{size} bytes for 360 points");
+    }
+
+    #[test]
     fn regular_samples_take_few_bits() {
         // An hour of a water level every 10 s at 1 mm resolution, slowly rising.
         let points: Vec<(i64, f64)> =
@@ -314,7 +446,7 @@ mod tests {
         for cut in 0..good.len() {
             assert!(decode_into(&good[..cut], &mut out).is_none(), "cut at {cut}");
         }
-        let mut huge_count = vec![VERSION, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        let mut huge_count = vec![VERSION, 0xff, 0xff, 0xff, 0xff, 0x0f, MODE_XOR];
         huge_count.extend_from_slice(&[0; 16]);
         assert!(decode_into(&huge_count, &mut out).is_none());
         let mut trailing = good.clone();

@@ -8,6 +8,8 @@ pub const POINT: u8 = 0x01;
 pub const SERIES: u8 = 0x02;
 /// First byte of a device metadata key.
 pub const DEVICE: u8 = 0x03;
+/// First byte of an hourly rollup key.
+pub const ROLLUP: u8 = 0x04;
 
 /// Time in ms as 8 bytes whose unsigned order is the signed order of the times.
 pub fn time_bytes(t_ms: i64) -> [u8; 8] {
@@ -43,6 +45,24 @@ pub fn parse_chunk(key: &[u8]) -> Option<(u32, i64)> {
     let series = u32::from_be_bytes(key[1..5].try_into().ok()?);
     let t = time_from_bytes(key[5..13].try_into().ok()?);
     Some((series, t))
+}
+
+/// The key of the rollup of series `series` for the window starting at `start_ms`.
+pub fn rollup(series: u32, start_ms: i64) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = ROLLUP;
+    k[1..5].copy_from_slice(&series.to_be_bytes());
+    k[5..13].copy_from_slice(&time_bytes(start_ms));
+    k
+}
+
+/// Splits a rollup key into series id and window start.
+pub fn parse_rollup(key: &[u8]) -> Option<(u32, i64)> {
+    if key.len() != 13 || key[0] != ROLLUP {
+        return None;
+    }
+    let series = u32::from_be_bytes(key[1..5].try_into().ok()?);
+    Some((series, time_from_bytes(key[5..13].try_into().ok()?)))
 }
 
 /// The key of a series' metadata.
@@ -85,5 +105,8 @@ mod tests {
         assert!(chunk(1, 10, 9) < chunk(1, 11, 0));
         assert!(chunk_from(1, 10) <= chunk(1, 10, 0));
         assert_eq!(parse_chunk(&[POINT, 0, 0]), None);
+        assert_eq!(parse_rollup(&rollup(9, -3_600_000)), Some((9, -3_600_000)));
+        assert!(rollup(1, i64::MAX) < rollup(2, i64::MIN));
+        assert_eq!(parse_rollup(&chunk(1, 2, 3)), None);
     }
 }

@@ -9,11 +9,17 @@
 //! | `0x01`, series id (u32 BE), first time in ms (i64 BE, sign bit flipped), chunk id (u64 BE) | a chunk of points ([`chunk`]) |
 //! | `0x02`, device id, `0x00`, metric | series metadata ([`codec`]) |
 //! | `0x03`, device id | device metadata |
+//! | `0x04`, series id (u32 BE), window start (i64 BE, sign bit flipped) | the window's rollup ([`rollup`]) |
 //! | `0x00format` | the layout version |
 //!
 //! Points are written in chunks: per write group, one chunk per series and hour window. sled
 //! copies a leaf on every insert, so this costs one insert for many points instead of one per
-//! point. Flipping the sign bit makes the byte order of a time equal to its numeric order, so
+//! point. Once an hour window has closed, the upkeep pass ([`Store::fold`]) folds its chunks
+//! into one block and writes its rollup (count, min, max, sum, first, last), atomically with
+//! the series' folded mark; a late point into a folded window moves the mark back, and the
+//! window is folded again. Aggregates by whole hours read rollups below the mark and points
+//! elsewhere, so they always equal a computation over the points. Retention
+//! ([`Store::expire`]) drops folded windows of points, and later their rollups. Flipping the sign bit makes the byte order of a time equal to its numeric order, so
 //! the chunks of one series that can hold points in `[from, to)` are one ordered range scan.
 //! Writing a point whose (series, time) already exists changes nothing: the first value
 //! stays, so a device that resends after a lost acknowledgement creates no duplicates.
@@ -28,9 +34,10 @@
 mod chunk;
 mod codec;
 mod keys;
+mod rollup;
 mod store;
 
 pub use store::{
-    Bucket, DeviceInfo, LatestValue, NewPoint, PackWrite, Point, SeriesInfo, Store, StoreError, StoreOptions,
-    WriteSummary,
+    Bucket, DeviceInfo, ExpireReport, FoldReport, LatestValue, NewPoint, PackWrite, Point, RetentionPolicy,
+    RetentionRule, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary,
 };

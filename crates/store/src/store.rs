@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::codec::{Reader, Writer};
-use crate::{chunk, keys};
+use crate::{chunk, keys, rollup};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +36,8 @@ pub enum StoreError {
 }
 
 /// The layout written by this version (1: one entry per point; 2: chunks of varint deltas and
-/// raw values; 3: Gorilla-compressed chunks).
-const FORMAT_VERSION: u8 = 3;
+/// raw values; 3: Gorilla-compressed chunks; 4: decimal values, folded blocks and rollups).
+const FORMAT_VERSION: u8 = 4;
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -123,12 +123,12 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    fn new(start_ms: i64, t: i64, v: f64) -> Self {
+    pub(crate) fn new(start_ms: i64, t: i64, v: f64) -> Self {
         let p = Point { time_ms: t, value: v };
         Bucket { start_ms, count: 1, min: v, max: v, sum: v, first: p, last: p }
     }
 
-    fn add(&mut self, t: i64, v: f64) {
+    pub(crate) fn add(&mut self, t: i64, v: f64) {
         self.count += 1;
         self.min = self.min.min(v);
         self.max = self.max.max(v);
@@ -139,6 +139,20 @@ impl Bucket {
         }
         if t > self.last.time_ms {
             self.last = Point { time_ms: t, value: v };
+        }
+    }
+
+    /// Adds the aggregates of `other`, a bucket of other points.
+    pub(crate) fn merge(&mut self, other: &Bucket) {
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        if other.first.time_ms < self.first.time_ms {
+            self.first = other.first;
+        }
+        if other.last.time_ms > self.last.time_ms {
+            self.last = other.last;
         }
     }
 
@@ -218,6 +232,9 @@ struct SeriesMeta {
     last_ms: i64,
     count: u64,
     last_value: f64,
+    /// Every window before this time is folded: one block, and a rollup that matches it.
+    /// A write into an earlier window moves it back, in the same batch.
+    folded_to_ms: i64,
 }
 
 impl SeriesMeta {
@@ -229,6 +246,7 @@ impl SeriesMeta {
             .i64(self.last_ms)
             .u64(self.count)
             .f64(self.last_value)
+            .i64(self.folded_to_ms)
             .finish()
     }
 
@@ -241,6 +259,7 @@ impl SeriesMeta {
             last_ms: r.i64()?,
             count: r.u64()?,
             last_value: r.f64()?,
+            folded_to_ms: r.i64()?,
         })
     }
 }
@@ -400,6 +419,7 @@ impl Store {
                                 last_ms: p.time_ms,
                                 count: 0,
                                 last_value: p.value,
+                                folded_to_ms: chunk::window_start(p.time_ms),
                             }
                         }
                     };
@@ -430,6 +450,8 @@ impl Store {
             }
             points.push((id, p.time_ms, p.value));
             summary.stored += 1;
+            // A late point reopens its window: its block and rollup no longer hold everything.
+            meta.folded_to_ms = meta.folded_to_ms.min(chunk::window_start(p.time_ms));
             if meta.count == 0 || p.time_ms < meta.first_ms {
                 meta.first_ms = p.time_ms;
             }
@@ -596,6 +618,12 @@ impl Store {
     /// Aggregates of one series over `[from_ms, to_ms)` in buckets of `step_ms`, aligned to
     /// the Unix epoch (a bucket starts at a multiple of `step_ms`); only buckets that hold
     /// points, in time order. `None` if the series is unknown.
+    ///
+    /// When the step is a whole number of windows (an hour, a day), the folded windows that
+    /// lie wholly in the range are read from their rollups, one entry an hour; the rest (the
+    /// ends of the range, and windows not yet folded) from the points. Sums (and means) may
+    /// then differ from a sum taken point by point in the last bits, as floating-point
+    /// addition depends on its order; every other aggregate is exact.
     pub fn aggregate(
         &self,
         device: &str,
@@ -604,21 +632,55 @@ impl Store {
         to_ms: i64,
         step_ms: i64,
     ) -> Result<Option<Vec<Bucket>>, StoreError> {
-        let Some(id) = self.series_id(device, metric) else {
+        let Some((id, folded_to_ms)) = self.folded(device, metric) else {
             return Ok(None);
         };
         let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
         if from_ms >= to_ms || step_ms <= 0 {
             return Ok(Some(Vec::new()));
         }
-        self.scan_chunks(id, from_ms, to_ms, |_, points| {
-            for &(t, v) in points.iter().filter(|p| p.0 >= from_ms && p.0 < to_ms) {
-                let start = t.div_euclid(step_ms).saturating_mul(step_ms);
-                buckets.entry(start).and_modify(|b| b.add(t, v)).or_insert_with(|| Bucket::new(start, t, v));
+        let mut raw = |from_ms: i64, to_ms: i64| {
+            if from_ms >= to_ms {
+                return Ok(());
             }
-            true
-        })?;
+            self.scan_chunks(id, from_ms, to_ms, |_, points| {
+                for &(t, v) in points.iter().filter(|p| p.0 >= from_ms && p.0 < to_ms) {
+                    let start = t.div_euclid(step_ms).saturating_mul(step_ms);
+                    buckets.entry(start).and_modify(|b| b.add(t, v)).or_insert_with(|| Bucket::new(start, t, v));
+                }
+                true
+            })
+        };
+        if step_ms % chunk::WINDOW_MS != 0 {
+            raw(from_ms, to_ms)?;
+            return Ok(Some(buckets.into_values().collect()));
+        }
+        // Whole windows inside the range and below the folded mark come from rollups.
+        let first_whole = chunk::window_start(from_ms.saturating_add(chunk::WINDOW_MS - 1));
+        let end_whole = chunk::window_start(to_ms).min(folded_to_ms);
+        if first_whole >= end_whole {
+            raw(from_ms, to_ms)?;
+            return Ok(Some(buckets.into_values().collect()));
+        }
+        raw(from_ms, first_whole)?;
+        raw(end_whole, to_ms)?;
+        for entry in self.inner.tree.range(keys::rollup(id, first_whole)..keys::rollup(id, end_whole)) {
+            let (key, value) = entry?;
+            let corrupt = || StoreError::Corrupt(key.to_vec());
+            let (_, window) = keys::parse_rollup(&key).ok_or_else(corrupt)?;
+            let rollup = rollup::decode(window, &value).ok_or_else(corrupt)?;
+            let start = window.div_euclid(step_ms).saturating_mul(step_ms);
+            buckets
+                .entry(start)
+                .and_modify(|b| b.merge(&rollup))
+                .or_insert_with(|| Bucket { start_ms: start, ..rollup });
+        }
         Ok(Some(buckets.into_values().collect()))
+    }
+
+    /// The id and folded mark of a series.
+    fn folded(&self, device: &str, metric: &str) -> Option<(u32, i64)> {
+        self.state().series.get(device).and_then(|s| s.get(metric)).map(|m| (m.id, m.folded_to_ms))
     }
 
     /// The devices of kind `kind` (any kind if `None`) that have a series `metric`, by id.
@@ -703,6 +765,9 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
     }
     Ok(state)
 }
+
+mod maintenance;
+pub use maintenance::{ExpireReport, FoldReport, RetentionPolicy, RetentionRule};
 
 #[cfg(test)]
 mod tests;

@@ -85,3 +85,23 @@ fn the_example_registry_loads_and_bad_entries_are_refused() {
     std::fs::write(&bad, "[[device]]\nid = \"hau-01\"\nkind = \"boat\"\n").unwrap();
     assert!(format!("{:#}", load_registry(&bad).unwrap_err()).contains("boat"));
 }
+
+#[test]
+fn retention_rules_are_read_and_checked() {
+    let text = "[[storage.retention]]\nkind = \"traffic\"\nraw_days = 90\nrollup_days = 1825\n\n\
+                [[storage.retention]]\nmetric = \"pm2_5\"\nraw_days = 30\n";
+    let config = load_str(text, &[]).unwrap();
+    let policy = config.retention_policy();
+    assert_eq!(policy.rules.len(), 2);
+    let traffic = policy.rule_for("traffic", "vehicles").unwrap();
+    assert_eq!((traffic.raw_ms, traffic.rollups_ms), (Some(90 * 86_400_000), Some(1825 * 86_400_000)));
+    assert_eq!(policy.rule_for("air", "pm2_5").unwrap().raw_ms, Some(30 * 86_400_000));
+    assert!(policy.rule_for("water", "water_level").is_none());
+
+    let e = error_of("[[storage.retention]]\nkind = \"boats\"\n", &[]);
+    assert!(e.contains("storage.retention[0].kind"), "{e}");
+    let e = error_of("[[storage.retention]]\nraw_days = 10\nrollup_days = 5\n", &[]);
+    assert!(e.contains("rollup_days (5) must be at least raw_days (10)"), "{e}");
+    let e = error_of("[[storage.retention]]\nraw_days = 0\n", &[]);
+    assert!(e.contains("at least 1"), "{e}");
+}

@@ -187,9 +187,19 @@ fn ranges_match_a_model_whatever_the_write_order() {
         for point in packs.iter().flatten() {
             model.entry(point.time_ms).or_insert(point.value);
         }
+        // Folding now and then, up to a random time, so that later groups write late points
+        // into windows already folded.
+        if next() % 4 == 0 {
+            store.fold(T0 + (next() % span as u64) as i64, || true).unwrap();
+        }
     }
     assert_eq!(store.series("a", "water_level").unwrap().count, model.len() as u64);
-    for _ in 0..200 {
+    for round in 0..200 {
+        if round == 100 {
+            // T0 is not on the hour: the points span six windows.
+            store.fold(T0 + span + chunk::WINDOW_MS, || true).unwrap();
+            assert_eq!(chunk_keys(&store), 6, "one block per window once all are folded");
+        }
         let from = T0 - 1000 + (next() % (span as u64 + 2000)) as i64;
         let to = from + (next() % (span as u64)) as i64;
         let limit = 1 + (next() % 50) as usize;
@@ -200,8 +210,13 @@ fn ranges_match_a_model_whatever_the_write_order() {
     }
 }
 
-/// Aggregates over random late writes, random ranges and random steps equal a brute-force
-/// computation over a model. Values are quarters, so sums are exact in any order.
+fn chunk_keys(store: &Store) -> usize {
+    store.inner.tree.scan_prefix([keys::POINT]).count()
+}
+
+/// Aggregates over random late writes, random folds, random ranges and random steps equal a
+/// brute-force computation over a model. Values are quarters, so sums are exact in any order
+/// (rollups add them in another order than the points).
 #[test]
 fn aggregates_match_brute_force() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,9 +238,16 @@ fn aggregates_match_brute_force() {
         for point in &points {
             model.entry(point.time_ms).or_insert(point.value);
         }
+        if next() % 3 == 0 {
+            store.fold(T0 + (next() % span as u64) as i64, || true).unwrap();
+        }
     }
-    let steps = [1, 1_000, 60_000, 900_000, 3_600_000, 86_400_000, 7 * 86_400_000];
-    for _ in 0..300 {
+    let steps = [1, 1_000, 60_000, 900_000, 3_600_000, 7_200_000, 86_400_000, 7 * 86_400_000];
+    for round in 0..400 {
+        // Half the queries before the last fold (some windows folded, some not), half after.
+        if round == 200 {
+            store.fold(T0 + span + 3_600_000, || true).unwrap();
+        }
         let step = steps[(next() % steps.len() as u64) as usize];
         let from = T0 - 3_600_000 + (next() % (span as u64 + 7_200_000)) as i64;
         let to = from + 1 + (next() % span as u64) as i64;
@@ -250,4 +272,88 @@ fn aggregates_match_brute_force() {
     assert!(store.aggregate("a", "pm10", T0, T0 + 1, 1000).unwrap().is_none());
     assert_eq!(store.devices_with(Some("air"), "pm2_5"), ["a"]);
     assert!(store.devices_with(Some("water"), "pm2_5").is_empty());
+}
+
+/// Rollups answer for folded windows: once the raw points of a window are expired, its hourly
+/// aggregates are still there, from the rollup alone.
+#[test]
+fn retention_drops_old_raw_points_then_old_rollups_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+    let start = T0 - T0 % DAY;
+    let now = start + 4 * DAY;
+    // Four days every 10 minutes, for a water level and an air series.
+    let times: Vec<i64> = (0..4 * 144).map(|i| start + i * 600_000).collect();
+    for day in times.chunks(144) {
+        let water: Vec<_> = day.iter().map(|&t| p("water_level", t, ((t - start) / 600_000) as f64)).collect();
+        let air: Vec<_> = day.iter().map(|&t| p("pm2_5", t, 7.5)).collect();
+        store.write("w", "water", day[0], &water).unwrap();
+        store.write("a", "air", day[0], &air).unwrap();
+    }
+    let before = store.aggregate("w", "water_level", start, now, HOUR).unwrap().unwrap();
+    assert_eq!(before.len(), 96);
+
+    let policy = RetentionPolicy {
+        rules: vec![RetentionRule {
+            kind: Some("water".into()),
+            metric: None,
+            raw_ms: Some(DAY),
+            rollups_ms: Some(2 * DAY),
+        }],
+    };
+    // Nothing is expired before it is folded: its rollup must exist first.
+    assert_eq!(store.expire(now, &policy).unwrap(), ExpireReport::default());
+    let folded = store.fold(now, || true).unwrap();
+    assert_eq!(folded.windows, 2 * 96);
+    let report = store.expire(now, &policy).unwrap();
+    assert_eq!(report, ExpireReport { blocks: 72, points: 72 * 6, rollups: 48 });
+
+    // Raw points: only the last day is left, untouched.
+    let w = store.points("w", "water_level", i64::MIN, i64::MAX, 1000).unwrap().unwrap();
+    assert_eq!(w.len(), 144);
+    assert_eq!(w[0], Point { time_ms: start + 3 * DAY, value: 432.0 });
+    let s = store.series("w", "water_level").unwrap();
+    assert_eq!((s.count, s.first_ms, s.last_ms), (144, start + 3 * DAY, now - 600_000));
+    assert_eq!(store.device("w").unwrap().points, 144);
+    // Hourly aggregates: the last two days, from rollups where the points are gone.
+    let after = store.aggregate("w", "water_level", start, now, HOUR).unwrap().unwrap();
+    assert_eq!(after[..], before[48..]);
+    let daily = store.aggregate("w", "water_level", start, now, DAY).unwrap().unwrap();
+    assert_eq!(daily.iter().map(|b| b.count).collect::<Vec<_>>(), [144, 144]);
+    // Another kind is not touched.
+    assert_eq!(store.points("a", "pm2_5", i64::MIN, i64::MAX, 1000).unwrap().unwrap().len(), 4 * 144);
+    // A second pass finds nothing more, and all of it survives a reopen.
+    assert_eq!(store.expire(now, &policy).unwrap(), ExpireReport::default());
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.series("w", "water_level").unwrap().count, 144);
+    assert_eq!(store.aggregate("w", "water_level", start, now, HOUR).unwrap().unwrap()[..], before[48..]);
+}
+
+#[test]
+fn a_late_point_reopens_its_folded_window_until_the_next_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let hour = chunk::window_start(T0);
+    let points: Vec<_> = (0..360).map(|i| p("water_level", hour + i * 10_000, 1.0)).collect();
+    for pair in points.chunks(2) {
+        store.write("w", "water", T0, pair).unwrap();
+    }
+    assert_eq!(chunk_keys(&store), 180);
+    let report = store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap();
+    assert_eq!(report, FoldReport { windows: 1, chunks_in: 180, points: 360 });
+    assert_eq!(chunk_keys(&store), 1);
+    // Folding again changes nothing.
+    assert_eq!(store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap(), FoldReport::default());
+
+    store.write("w", "water", T0, &[p("water_level", hour + 5, 100.0)]).unwrap();
+    let by_hour =
+        store.aggregate("w", "water_level", hour, hour + chunk::WINDOW_MS, chunk::WINDOW_MS).unwrap().unwrap();
+    assert_eq!((by_hour[0].count, by_hour[0].max), (361, 100.0), "the stale rollup is not used");
+    assert_eq!(store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap().windows, 1);
+    assert_eq!(chunk_keys(&store), 1);
+    let again = store.aggregate("w", "water_level", hour, hour + chunk::WINDOW_MS, chunk::WINDOW_MS).unwrap().unwrap();
+    assert_eq!(again, by_hour);
 }
