@@ -15,5 +15,13 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod clock;
 pub mod crc;
 pub mod drivers;
+pub mod outbox;
+pub mod pack;
+pub mod provision;
+pub mod sample;
+pub mod schedule;
+pub mod seal;
+pub mod seq;

@@ -118,8 +118,8 @@ impl Pms5003 {
                 // A real header may start inside the refused frame (the frame was cut short
                 // by a glitch): keep the tail from the next header candidate on. The tail is
                 // shorter than a frame, so nothing more can complete yet.
-                let next = (1..FRAME_LEN)
-                    .find(|&i| frame[i] == HEADER[0] && frame.get(i + 1).is_none_or(|&b| b == HEADER[1]));
+                let next =
+                    (1..FRAME_LEN).find(|&i| frame[i] == HEADER[0] && frame.get(i + 1).is_none_or(|&b| b == HEADER[1]));
                 if let Some(i) = next {
                     self.len = FRAME_LEN - i;
                     self.buf[..self.len].copy_from_slice(&frame[i..]);
@@ -218,7 +218,10 @@ mod tests {
     fn corrupted_frames_are_counted_and_the_next_good_one_is_found() {
         let mut bad_sum = FRAME;
         bad_sum[13] = 0xFF; // PM2.5 atmospheric now 0x00FF: the check code no longer matches
-        assert_eq!(parse_frame(&bad_sum), Err(FrameError::BadChecksum { computed: 0x032C - 0x23 + 0xFF, sent: 0x032C }));
+        assert_eq!(
+            parse_frame(&bad_sum),
+            Err(FrameError::BadChecksum { computed: 0x032C - 0x23 + 0xFF, sent: 0x032C })
+        );
         let mut bad_len = FRAME;
         bad_len[3] = 0x14; // 20: the PMS7003's length, not this part's
         assert_eq!(parse_frame(&bad_len), Err(FrameError::BadLength(20)));

@@ -85,8 +85,9 @@ impl LoopPair {
     }
 
     /// Samples both loop outputs at `now_us` and handles their rising edges.
-    pub fn poll<A: InputPin, B: InputPin>(&mut self, a: &mut A, b: &mut B, now_us: u64) -> Result<(), A::Error>
+    pub fn poll<A, B>(&mut self, a: &mut A, b: &mut B, now_us: u64) -> Result<(), A::Error>
     where
+        A: InputPin,
         B: InputPin<Error = A::Error>,
     {
         let (ha, hb) = (a.is_high()?, b.is_high()?);
