@@ -18,6 +18,7 @@ extern crate std;
 pub mod clock;
 pub mod crc;
 pub mod drivers;
+pub mod mqtt;
 pub mod outbox;
 pub mod pack;
 pub mod provision;
