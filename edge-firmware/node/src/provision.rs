@@ -89,7 +89,13 @@ impl ProvisionError {
 }
 
 /// Reads the config page. The seam for `mekong_schema::provision::decode`.
+///
+/// A page of zeros is unprovisioned too: erased flash reads 0xFF, but QEMU's memory where
+/// no config page was loaded reads 0.
 pub fn read(page: &[u8]) -> Result<Provision<'_>, ProvisionError> {
+    if page.get(..BLOB_LEN).is_some_and(|b| b.iter().all(|&x| x == 0)) {
+        return Err(ProvisionError::Unprovisioned);
+    }
     decode(page)
 }
 
@@ -178,6 +184,7 @@ mod tests {
     fn a_blob_round_trips_and_erased_flash_is_unprovisioned() {
         let blob = encode(&sample()).unwrap();
         assert_eq!(read(&blob), Ok(sample()));
+        assert_eq!(read(&[0u8; 1024]), Err(ProvisionError::Unprovisioned), "QEMU's empty memory");
         let mut page = [0xFFu8; 1024];
         assert_eq!(read(&page), Err(ProvisionError::Unprovisioned));
         page[..BLOB_LEN].copy_from_slice(&blob);
