@@ -155,4 +155,52 @@ mod tests {
         let p = encode(&samples, 1_000, &clock, 2_000_000, &mut buf).unwrap();
         assert_eq!(p.records as usize, MAX_RECORDS);
     }
+
+    /// The figure in README.md: a minute of a mixed station (PM every 10 s, level every
+    /// 10 s, traffic every 30 s), as SenML-CBOR and as the same records in SenML-JSON.
+    #[test]
+    fn typical_pack_against_senml_json() {
+        let mut clock = Clock::new();
+        clock.set(1_790_000_000_000, 0);
+        let mut samples = Vec::new();
+        for i in 1..=6u64 {
+            samples.push(s(Metric::Pm2_5, 30.0 + i as f64, i * 10_000));
+            samples.push(s(Metric::Pm10, 45.0 + i as f64, i * 10_000));
+            samples.push(s(Metric::WaterLevel, 182.0 + i as f64 / 10.0, i * 10_000));
+            if i % 3 == 0 {
+                samples.push(s(Metric::VehicleCount, 42.0, i * 10_000));
+                samples.push(s(Metric::Speed, 31.5, i * 10_000));
+            }
+        }
+        let mut buf = [0u8; 1024];
+        let p = encode(&samples, 0, &clock, 60_000, &mut buf).unwrap();
+        let newest = 1_790_000_060i64;
+        let mut json = std::string::String::from("[");
+        for (i, x) in samples.iter().enumerate() {
+            let t = (1_790_000_000_000 + x.at_ms as i64) / 1000 - newest;
+            let mut rec = std::vec::Vec::new();
+            if i == 0 {
+                rec.push(std::format!("\"bt\":{newest},\"bu\":\"{}\"", x.metric.unit()));
+            }
+            rec.push(std::format!("\"n\":\"{}\"", x.metric.name()));
+            if i > 0 && x.metric.unit() != samples[0].metric.unit() {
+                rec.push(std::format!("\"u\":\"{}\"", x.metric.unit()));
+            }
+            rec.push(std::format!("\"v\":{}", x.value));
+            if t != 0 {
+                rec.push(std::format!("\"t\":{t}"));
+            }
+            json.push_str(&std::format!("{}{{{}}}", if i > 0 { "," } else { "" }, rec.join(",")));
+        }
+        json.push(']');
+        std::println!(
+            "{} readings: SenML-CBOR {} bytes ({:.1} per reading), SenML-JSON {} bytes ({:.1} per reading)",
+            samples.len(),
+            p.len,
+            p.len as f64 / samples.len() as f64,
+            json.len(),
+            json.len() as f64 / samples.len() as f64
+        );
+        assert!(p.len * 10 < json.len() * 6, "CBOR should be well under 60 % of JSON");
+    }
 }

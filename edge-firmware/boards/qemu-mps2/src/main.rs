@@ -87,6 +87,42 @@ fn config_page() -> &'static [u8] {
     }
 }
 
+extern "C" {
+    /// End of .bss (cortex-m-rt): the stack may grow down to here.
+    static __sheap: u32;
+    /// Top of the stack (cortex-m-rt).
+    static _stack_start: u32;
+}
+
+const PAINT: u32 = 0xDEAD_BEEF;
+
+/// Fills the free stack below the current frame with a pattern, to measure the peak later.
+fn paint_stack() {
+    let sp = cortex_m::register::msp::read() as usize;
+    // SAFETY: [__sheap, sp - 256) is stack that no frame uses yet (256 bytes of margin for
+    // this function's own frame); writing it cannot clobber live data.
+    unsafe {
+        let mut p = core::ptr::addr_of!(__sheap) as usize;
+        while p + 4 <= sp - 256 {
+            core::ptr::write_volatile(p as *mut u32, PAINT);
+            p += 4;
+        }
+    }
+}
+
+/// Peak stack use since `paint_stack`, bytes.
+fn stack_peak() -> usize {
+    // SAFETY: reads of RAM between the end of .bss and the top of the stack.
+    unsafe {
+        let top = core::ptr::addr_of!(_stack_start) as usize;
+        let mut p = core::ptr::addr_of!(__sheap) as usize;
+        while p < top && core::ptr::read_volatile(p as *const u32) == PAINT {
+            p += 4;
+        }
+        top - p
+    }
+}
+
 /// Delay for the Modbus driver: busy-waits on the uptime clock's cycle counter.
 struct Delay;
 
@@ -123,6 +159,7 @@ fn bench_encode(console: &mut Uart, n: usize) {
 
 #[entry]
 fn main() -> ! {
+    paint_stack();
     let Some(mut cp) = cortex_m::Peripherals::take() else { halt() };
     cp.SYST.set_clock_source(SystClkSource::Core);
     cp.SYST.set_reload(TICKS_PER_MS - 1);
@@ -194,7 +231,7 @@ fn main() -> ! {
             let _ = writeln!(
                 console,
                 "[{now}] status: queued {queued}, in flight {in_flight}, acked {} packs, dropped {}, refused {}, \
-                 resends {}; bad frames air {}/{} water {}/{} traffic {}/{}",
+                 resends {}; bad frames air {}/{} water {}/{} traffic {}/{}; stack peak {} bytes",
                 o.acked_packs,
                 o.dropped,
                 o.refused_packs,
@@ -205,6 +242,7 @@ fn main() -> ! {
                 s.water.good + s.water.bad,
                 s.traffic.bad,
                 s.traffic.good + s.traffic.bad,
+                stack_peak(),
             );
         }
         // Sleep to the next tick: under `-icount`, QEMU lets virtual time follow real time
