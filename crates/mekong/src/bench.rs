@@ -10,6 +10,7 @@
 //! holds them all and the ratios.
 
 mod load;
+pub mod query;
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +24,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use load::{Load, LoadOptions};
+pub use query::{query, QueryBenchOptions};
 
 /// What to measure.
 #[derive(Debug, Clone)]

@@ -69,6 +69,13 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Give the store's unused disk space back: copy its live data into a fresh directory and
+    /// swap it in. mekong must be stopped (the store is locked while it runs).
+    Compact {
+        /// Configuration file naming the data directory (default as for serve).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print the default configuration as TOML.
     PrintConfig,
     /// Load and check a configuration (with environment overrides), then print it.
@@ -105,11 +112,73 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2000.0)]
         moderate_rate: f64,
     },
+    /// Size on disk and query latency over the reference dataset, through the HTTP API.
+    Query {
+        /// Series in the reference dataset (besides one water series of a whole year).
+        #[arg(long, default_value_t = 1000)]
+        series: usize,
+        /// Days of data per series (30 is the reference size).
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Seconds between two points.
+        #[arg(long, default_value_t = 10)]
+        interval_secs: u32,
+        /// Points of each series per write, as ingest writes them.
+        #[arg(long, default_value_t = 6)]
+        points_per_write: usize,
+        /// Only these kinds (water, air, traffic), comma-separated; default all three in turn.
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+        /// Timed requests per query.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// sled cache of the server, bytes (the configuration's default).
+        #[arg(long, default_value_t = mekong_store::StoreOptions::default().cache_capacity_bytes)]
+        cache_bytes: u64,
+        /// Seconds of wrk on query (a) with 64 connections; 0 skips it.
+        #[arg(long, default_value_t = 10)]
+        wrk_seconds: u32,
+        /// Keep the dataset in this (new) directory.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench {
+            what:
+                BenchCommand::Query {
+                    series,
+                    days,
+                    interval_secs,
+                    points_per_write,
+                    kinds,
+                    requests,
+                    cache_bytes,
+                    wrk_seconds,
+                    data_dir,
+                },
+        } => {
+            init_logging("warn");
+            if interval_secs == 0 || 86_400 % interval_secs != 0 {
+                anyhow::bail!("--interval-secs must divide a day, got {interval_secs}");
+            }
+            let opts = mekong::bench::QueryBenchOptions {
+                series,
+                days,
+                interval_secs,
+                points_per_write,
+                kinds,
+                requests,
+                cache_bytes,
+                wrk_seconds,
+                data_dir,
+            };
+            println!("{}", mekong::bench::query(opts)?);
+            Ok(())
+        }
         Command::Bench {
             what: BenchCommand::Ingest { devices, readings, seconds, warmup, window, peer, moderate_rate },
         } => {
@@ -138,12 +207,22 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string(&config)?);
             Ok(())
         }
+        Command::Compact { config } => {
+            let config = load_config(config)?;
+            let dir = &config.storage.data_dir;
+            let report = mekong_store::compact(dir, &config.store_options())
+                .with_context(|| format!("cannot compact the store in {}", dir.display()))?;
+            println!(
+                "{}: {} entries, {} bytes before, {} after",
+                dir.display(),
+                report.entries,
+                report.bytes_before,
+                report.bytes_after
+            );
+            Ok(())
+        }
         Command::Serve { config, demo, bench_count_only } => {
-            let (path, required) = match config {
-                Some(path) => (path, true),
-                None => (PathBuf::from(DEFAULT_CONFIG), false),
-            };
-            let config = Config::load(&path, required, std::env::vars())?;
+            let config = load_config(config)?;
             init_logging(&config.log.filter);
             runtime()?.block_on(serve(config, demo, bench_count_only))
         }
@@ -180,6 +259,16 @@ fn main() -> anyhow::Result<()> {
 
 fn secs(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be a non-negative number of seconds"))
+}
+
+/// The configuration from `--config`, else from the default file if it exists, else the
+/// built-in defaults; environment overrides apply in every case.
+fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    let (path, required) = match path {
+        Some(path) => (path, true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    Config::load(&path, required, std::env::vars())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -2,6 +2,8 @@
 
 /// The key of the store's format version.
 pub const FORMAT: &[u8] = b"\x00format";
+/// The key of the number of times the store was opened (the high bits of chunk ids).
+pub const EPOCH: &[u8] = b"\x00epoch";
 /// First byte of a chunk key (points).
 pub const POINT: u8 = 0x01;
 /// First byte of a series metadata key.

@@ -38,6 +38,6 @@ mod rollup;
 mod store;
 
 pub use store::{
-    Bucket, DeviceInfo, ExpireReport, FoldReport, LatestValue, NewPoint, PackWrite, Point, RetentionPolicy,
-    RetentionRule, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary,
+    compact, dir_bytes, Bucket, CompactReport, DeviceInfo, ExpireReport, FoldReport, LatestValue, NewPoint, PackWrite,
+    Point, RetentionPolicy, RetentionRule, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary,
 };

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::codec::{Reader, Writer};
@@ -30,6 +31,20 @@ pub enum StoreError {
     /// Every series id is taken.
     #[error("no series ids left")]
     SeriesIdsExhausted,
+    /// A file of the data directory cannot be read or moved.
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// A compaction stopped between moving the old directory away and the new one in.
+    #[error(
+        "an interrupted compaction left the data in {old:?} (old) and {compacted:?} (compacted): run the compaction \
+         again to finish it, or move {old:?} back"
+    )]
+    InterruptedCompaction {
+        /// The directory before compaction.
+        old: std::path::PathBuf,
+        /// The compacted copy.
+        compacted: std::path::PathBuf,
+    },
     /// The data directory holds another store format.
     #[error("the data directory holds store format {0:?}, this mekong reads format {FORMAT_VERSION}")]
     Format(Option<Vec<u8>>),
@@ -38,6 +53,9 @@ pub enum StoreError {
 /// The layout written by this version (1: one entry per point; 2: chunks of varint deltas and
 /// raw values; 3: Gorilla-compressed chunks; 4: decimal values, folded blocks and rollups).
 const FORMAT_VERSION: u8 = 4;
+
+/// The sled tree everything lives in.
+const TREE: &str = "timeseries";
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -297,6 +315,10 @@ struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     state: Mutex<State>,
+    /// This opening's number, in the high bits of every chunk id it makes.
+    epoch: u64,
+    /// Chunk ids made so far by this opening.
+    chunks_made: AtomicU64,
 }
 
 /// The time-series store. Cheap to clone: clones share one database.
@@ -308,12 +330,13 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in directory `path` and loads its metadata.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        compact::check_not_interrupted(path)?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
             .flush_every_ms(options.flush_every_ms)
             .open()?;
-        let tree = db.open_tree("timeseries")?;
+        let tree = db.open_tree(TREE)?;
         match tree.get(keys::FORMAT)? {
             None if tree.is_empty() => {
                 tree.insert(keys::FORMAT, &[FORMAT_VERSION])?;
@@ -322,7 +345,26 @@ impl Store {
             other => return Err(StoreError::Format(other.map(|v| v.to_vec()))),
         }
         let state = load_state(&tree)?;
-        Ok(Store { inner: Arc::new(Inner { db, tree, state: Mutex::new(state) }) })
+        // Chunk ids are (opening, count) rather than sled's generate_id, so that they stay
+        // unique in a compacted copy of the tree, which starts sled's counter afresh. The new
+        // epoch is in the log before any chunk that uses it, and sled recovers a prefix of its
+        // log, so a chunk never survives a crash without its epoch.
+        let epoch = match tree.get(keys::EPOCH)? {
+            None => 0,
+            Some(v) => {
+                u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt(keys::EPOCH.to_vec()))?)
+            }
+        };
+        let next = epoch.checked_add(1).ok_or_else(|| StoreError::Corrupt(keys::EPOCH.to_vec()))?;
+        tree.insert(keys::EPOCH, &next.to_be_bytes())?;
+        let inner =
+            Inner { db, tree, state: Mutex::new(state), epoch: u64::from(next) << 40, chunks_made: AtomicU64::new(0) };
+        Ok(Store { inner: Arc::new(inner) })
+    }
+
+    /// A chunk id no other chunk of this database has.
+    fn chunk_id(&self) -> u64 {
+        self.inner.epoch | (self.inner.chunks_made.fetch_add(1, Ordering::Relaxed) & ((1 << 40) - 1))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -361,7 +403,7 @@ impl Store {
         for (series, points) in &mut group.points {
             points.sort_unstable_by_key(|p| p.0);
             for window in points.chunk_by(|a, b| chunk::window_start(a.0) == chunk::window_start(b.0)) {
-                let key = keys::chunk(*series, window[0].0, self.inner.db.generate_id()?);
+                let key = keys::chunk(*series, window[0].0, self.chunk_id());
                 batch.insert(&key, chunk::encode(window));
             }
         }
@@ -766,7 +808,9 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
     Ok(state)
 }
 
+pub(crate) mod compact;
 mod maintenance;
+pub use compact::{compact, dir_bytes, CompactReport};
 pub use maintenance::{ExpireReport, FoldReport, RetentionPolicy, RetentionRule};
 
 #[cfg(test)]

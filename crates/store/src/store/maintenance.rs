@@ -171,7 +171,7 @@ impl Store {
             for key in &chunks {
                 batch.remove(key.as_ref());
             }
-            batch.insert(&keys::chunk(id, t0, self.inner.db.generate_id()?), chunk::encode(&block));
+            batch.insert(&keys::chunk(id, t0, self.chunk_id()), chunk::encode(&block));
         }
         batch.insert(&keys::rollup(id, window), rollup::encode(&rollup));
         report.windows += 1;

@@ -1,0 +1,474 @@
+//! `mekong bench query`: loads the reference dataset into a store, reports its size on disk,
+//! then starts `mekong serve` on it and measures the queries city apps make through the real
+//! HTTP API on loopback.
+//!
+//! The dataset is generated deterministically: series spread over water levels (tide plus
+//! noise, 1 mm resolution), PM2.5 (a daily cycle, 0.1 µg/m³) and vehicle counts (integers,
+//! rush hours), sampled every `interval` seconds for `days` days and ending an hour before
+//! now; plus one water series sampled as often for a whole year, for the one-year query.
+//! Points are written as ingest writes them: a few points of every series per write group
+//! (one small chunk each), with the closed hours folded as the upkeep thread folds them, so
+//! that the size on disk is that of a server that ingested the data live. The size is reported
+//! as ingested, and after `mekong store compact`, which gives sled's garbage back.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use mekong_schema::{encode_pack, Base, Reading};
+use mekong_store::{compact, NewPoint, PackWrite, Store, StoreOptions};
+use serde_json::{json, Value};
+
+use super::{free_port, percentile_ms, tempfile_dir, TempDir};
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// What to load and measure.
+#[derive(Debug, Clone)]
+pub struct QueryBenchOptions {
+    /// Series in the reference dataset.
+    pub series: usize,
+    /// Days of data per series.
+    pub days: u32,
+    /// Seconds between two points of a series.
+    pub interval_secs: u32,
+    /// Points of each series per write group.
+    pub points_per_write: usize,
+    /// Only these kinds (`water`, `air`, `traffic`); all three, in turn, when empty.
+    pub kinds: Vec<String>,
+    /// Timed requests per query.
+    pub requests: usize,
+    /// sled cache of the server.
+    pub cache_bytes: u64,
+    /// Seconds of `wrk` on query (a) with 64 connections; 0 skips it.
+    pub wrk_seconds: u32,
+    /// Keep the dataset in this directory instead of a temporary one.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// One generated series.
+struct Series {
+    device: String,
+    kind: &'static str,
+    metric: &'static str,
+    unit: &'static str,
+    index: u64,
+}
+
+impl Series {
+    fn new(index: usize, kind: &str) -> anyhow::Result<Series> {
+        let (kind, metric, unit) = match kind {
+            "water" => ("water", "water_level", "cm"),
+            "air" => ("air", "pm2_5", "ug/m3"),
+            "traffic" => ("traffic", "vehicle_count", "/min"),
+            other => bail!("unknown kind {other:?}: water, air or traffic"),
+        };
+        Ok(Series { device: format!("ref-{kind}-{index:04}"), kind, metric, unit, index: index as u64 })
+    }
+
+    /// The value at `t_ms`: a function of the series and the time alone, so that the data
+    /// are the same whatever order they are written in.
+    fn value(&self, t_ms: i64) -> f64 {
+        let noise = unit_noise(self.index, t_ms);
+        let phase = (self.index % 97) as f64 / 97.0 * std::f64::consts::TAU;
+        let t = t_ms as f64 / 1000.0;
+        let day = (t / 86_400.0).fract() * std::f64::consts::TAU;
+        match self.kind {
+            "water" => {
+                // Semi-diurnal tide (12.42 h) and a daily component, in mm, plus ±3 mm of noise.
+                let tide = 900.0 * (t / 44_712.0 * std::f64::consts::TAU + phase).sin();
+                let mm = 2_500.0 + tide + 250.0 * (day + phase / 2.0).sin() + (noise * 7.0 - 3.5);
+                mm.round() / 10.0
+            }
+            "air" => {
+                let tenths = 350.0 - 150.0 * (day + phase / 5.0).cos() + noise * 60.0 - 30.0;
+                tenths.round().max(0.0) / 10.0
+            }
+            _ => {
+                // Vehicles per minute, with rush hours at 07:30 and 17:30 in Can Tho (UTC+7).
+                let hour = ((t / 3_600.0) + 7.0).rem_euclid(24.0);
+                let rush = (-((hour - 7.5) / 1.2).powi(2)).exp() + (-((hour - 17.5) / 1.5).powi(2)).exp();
+                let rate = 4.0 + 40.0 * rush + (self.index % 7) as f64;
+                (rate + (noise - 0.5) * 2.0 * rate.sqrt()).round().max(0.0)
+            }
+        }
+    }
+}
+
+/// A number in [0, 1) from (series, time), by splitmix64.
+fn unit_noise(series: u64, t_ms: i64) -> f64 {
+    let mut z = series.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (t_ms as u64);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+struct Loaded {
+    points: u64,
+    cbor_bytes: u64,
+    seconds: f64,
+    start_ms: i64,
+    end_ms: i64,
+    year_start_ms: i64,
+}
+
+/// Writes the dataset in time order, folding every closed hour as the server would.
+fn load(store: &Store, series: &[Series], year: &Series, opts: &QueryBenchOptions) -> anyhow::Result<Loaded> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+    // Whole UTC days, so that the year aggregated by day is 365 buckets, ending at least an
+    // hour ago, so that every window is closed.
+    let end_ms = (now - HOUR_MS) - (now - HOUR_MS).rem_euclid(DAY_MS);
+    let start_ms = end_ms - i64::from(opts.days) * DAY_MS;
+    let year_start_ms = end_ms - 365 * DAY_MS;
+    let step = i64::from(opts.interval_secs) * 1000;
+    let per_write = opts.points_per_write.max(1) as i64;
+    let started = Instant::now();
+    let (mut points, mut cbor_bytes) = (0u64, 0u64);
+    let mut buffers: Vec<Vec<NewPoint<'_>>> = Vec::new();
+    let mut cbor = [0u8; 2048];
+    let mut readings = Vec::new();
+    let mut next_fold = year_start_ms + HOUR_MS;
+    let mut t = year_start_ms;
+    while t < end_ms {
+        let group_end = (t + per_write * step).min(end_ms);
+        let active: Vec<&Series> =
+            std::iter::once(year).chain(series.iter().filter(|_| group_end > start_ms)).collect();
+        buffers.resize_with(active.len(), Vec::new);
+        for (s, buffer) in active.iter().zip(&mut buffers) {
+            buffer.clear();
+            let first = if s.index == year.index { t } else { t.max(start_ms) };
+            let mut at = first;
+            while at < group_end {
+                buffer.push(NewPoint { metric: s.metric, unit: Some(s.unit), time_ms: at, value: s.value(at) });
+                at += step;
+            }
+            // The same readings as a device would send them: one SenML-CBOR pack.
+            readings.clear();
+            readings.extend(buffer.iter().map(|p| Reading {
+                name: s.metric,
+                unit: None,
+                value: p.value,
+                time: (p.time_ms - first) as f64 / 1000.0,
+            }));
+            let base = Base { name: None, time: Some(first as f64 / 1000.0), unit: Some(s.unit) };
+            cbor_bytes += encode_pack(&mut cbor, &base, &readings)? as u64;
+            points += buffer.len() as u64;
+        }
+        let packs: Vec<PackWrite<'_>> = active
+            .iter()
+            .zip(&buffers)
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(s, b)| PackWrite { device: &s.device, kind: s.kind, seen_ms: group_end, points: b })
+            .collect();
+        for result in store.write_packs(&packs)? {
+            result?;
+        }
+        t = group_end;
+        if t >= next_fold {
+            store.fold(t, || true)?;
+            next_fold = t - t.rem_euclid(HOUR_MS) + HOUR_MS;
+        }
+    }
+    store.fold(end_ms + HOUR_MS, || true)?;
+    store.flush()?;
+    Ok(Loaded { points, cbor_bytes, seconds: started.elapsed().as_secs_f64(), start_ms, end_ms, year_start_ms })
+}
+
+/// A minimal HTTP/1.1 client on one kept-alive connection: the timing then holds the server's
+/// work and loopback, not a client library's.
+struct Http {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    host: String,
+}
+
+impl Http {
+    fn connect(addr: SocketAddr) -> anyhow::Result<Http> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(Http { reader: BufReader::new(stream.try_clone()?), writer: stream, host: addr.to_string() })
+    }
+
+    fn get(&mut self, path: &str) -> anyhow::Result<Vec<u8>> {
+        write!(self.writer, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host)?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+        let mut length = None;
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                bail!("connection closed in the headers");
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = Some(value.trim().parse::<usize>()?);
+                }
+            }
+        }
+        let length = length.context("response without content-length")?;
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        if status != "200" {
+            bail!("GET {path}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        Ok(body)
+    }
+}
+
+struct Server {
+    child: Child,
+    http: SocketAddr,
+}
+
+impl Server {
+    fn start(data: &Path, cache_bytes: u64) -> anyhow::Result<Server> {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let child = Command::new(std::env::current_exe().context("cannot find the mekong binary")?)
+            .args(["serve", "--config", "/dev/null"])
+            .env("MEKONG__STORAGE__DATA_DIR", data)
+            .env("MEKONG__STORAGE__CACHE_BYTES", cache_bytes.to_string())
+            .env("MEKONG__BROKER__LISTEN", mqtt.to_string())
+            .env("MEKONG__BROKER__LISTEN_V5", "")
+            .env("MEKONG__API__LISTEN", http.to_string())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start mekong serve")?;
+        let server = Server { child, http };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Http::connect(http).and_then(|mut c| c.get("/healthz")).is_err() {
+            if Instant::now() > deadline {
+                bail!("mekong serve did not come up on {http}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    /// Resident and peak resident memory, MiB.
+    fn memory_mib(&self) -> (Option<f64>, Option<f64>) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| -> Option<f64> {
+            let kib: f64 = status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()?;
+            Some((kib / 1024.0 * 10.0).round() / 10.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Times `requests` GETs (after a few untimed ones), each checked by `check`.
+fn time_query(
+    http: &mut Http,
+    requests: usize,
+    mut path: impl FnMut(usize) -> String,
+    check: impl Fn(&Value) -> anyhow::Result<()>,
+) -> anyhow::Result<Value> {
+    for i in 0..requests.min(20) {
+        http.get(&path(i))?;
+    }
+    let mut micros = Vec::with_capacity(requests);
+    let mut bytes = 0;
+    for i in 0..requests {
+        let path = path(i);
+        let started = Instant::now();
+        let body = http.get(&path)?;
+        micros.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        check(&serde_json::from_slice(&body)?).with_context(|| format!("GET {path}"))?;
+        bytes = body.len();
+    }
+    micros.sort_unstable();
+    Ok(json!({
+        "p50_ms": percentile_ms(&micros, 0.5),
+        "p99_ms": percentile_ms(&micros, 0.99),
+        "response_bytes": bytes,
+    }))
+}
+
+fn expect_len(v: &Value, key: &str, n: usize) -> anyhow::Result<()> {
+    let got = v[key].as_array().map_or(0, Vec::len);
+    if got != n {
+        bail!("{key}: {got} entries, expected {n}");
+    }
+    Ok(())
+}
+
+/// A tiny deterministic generator for picking series and days.
+fn picker(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |n| {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % n.max(1)
+    }
+}
+
+/// `wrk` on query (a): requests per second and its latency percentiles, or why it did not run.
+fn run_wrk(addr: SocketAddr, paths: &[String], seconds: u32, dir: &Path) -> Value {
+    let script = dir.join("query-a.lua");
+    let list: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
+    let lua = format!(
+        "local paths = {{{}}}\nrequest = function()\n  return wrk.format(\"GET\", paths[math.random(#paths)])\nend\n",
+        list.join(",")
+    );
+    if let Err(e) = std::fs::write(&script, lua) {
+        return json!({ "skipped": format!("cannot write the wrk script: {e}") });
+    }
+    let output = Command::new("wrk")
+        .args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(&script)
+        .arg(format!("http://{addr}"))
+        .output();
+    let output = match output {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => return json!({ "skipped": format!("wrk failed: {}", String::from_utf8_lossy(&o.stderr)) }),
+        Err(e) => return json!({ "skipped": format!("wrk not found ({e}); apt-get install wrk") }),
+    };
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let field = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(String::from)
+    };
+    json!({
+        "connections": 64,
+        "seconds": seconds,
+        "requests_per_sec": field("Requests/sec:").and_then(|v| v.parse::<f64>().ok()),
+        "p50": field("50%"),
+        "p99": field("99%"),
+        "non_2xx": field("Non-2xx"),
+    })
+}
+
+/// Runs the benchmark; prints a JSON line per step and returns the summary.
+pub fn query(opts: QueryBenchOptions) -> anyhow::Result<Value> {
+    let kinds: Vec<String> =
+        if opts.kinds.is_empty() { vec!["water".into(), "air".into(), "traffic".into()] } else { opts.kinds.clone() };
+    let series: Vec<Series> =
+        (0..opts.series).map(|i| Series::new(i, &kinds[i % kinds.len()])).collect::<anyhow::Result<_>>()?;
+    let year = Series { device: "ref-year-water".into(), ..Series::new(opts.series, "water")? };
+
+    let temp: Option<TempDir>;
+    let data = match &opts.data_dir {
+        Some(dir) => {
+            if dir.exists() {
+                bail!("{} exists: the benchmark loads a fresh directory", dir.display());
+            }
+            temp = None;
+            dir.clone()
+        }
+        None => {
+            temp = Some(tempfile_dir()?);
+            temp.as_ref().map(|t| t.path.join("data")).context("no temporary directory")?
+        }
+    };
+    let work = temp.as_ref().map_or_else(std::env::temp_dir, |t| t.path.clone());
+
+    let store_options = StoreOptions { cache_capacity_bytes: opts.cache_bytes, flush_every_ms: Some(500) };
+    let store = Store::open(&data, &store_options)?;
+    let loaded = load(&store, &series, &year, &opts)?;
+    drop(store);
+    let compacted = compact(&data, &store_options)?;
+    let per_point = |bytes: u64| (bytes as f64 / loaded.points as f64 * 1000.0).round() / 1000.0;
+    let dataset = json!({
+        "step": "load",
+        "series": opts.series,
+        "days": opts.days,
+        "interval_secs": opts.interval_secs,
+        "points_per_write": opts.points_per_write,
+        "year_series_points": (loaded.end_ms - loaded.year_start_ms) / (i64::from(opts.interval_secs) * 1000),
+        "points": loaded.points,
+        "load_secs": (loaded.seconds * 10.0).round() / 10.0,
+        "load_points_per_sec": (loaded.points as f64 / loaded.seconds).round(),
+        "disk_bytes_as_ingested": compacted.bytes_before,
+        "disk_bytes_per_point_as_ingested": per_point(compacted.bytes_before),
+        "disk_bytes": compacted.bytes_after,
+        "disk_bytes_per_point": per_point(compacted.bytes_after),
+        "entries": compacted.entries,
+        "entry_bytes_per_point": per_point(compacted.entry_bytes),
+        "cbor_bytes_per_point": per_point(loaded.cbor_bytes),
+        "uncompressed_bytes_per_point": 16,
+    });
+    println!("{dataset}");
+
+    let server = Server::start(&data, opts.cache_bytes)?;
+    let (rss_after_start, _) = server.memory_mib();
+    let mut http = Http::connect(server.http)?;
+    let mut pick = picker(42);
+    let days = i64::from(opts.days.max(1));
+    let day_points = (DAY_MS / (i64::from(opts.interval_secs) * 1000)) as usize;
+    let series_day = |s: &Series, day: i64| {
+        let from = loaded.start_ms + day * DAY_MS;
+        format!("/v1/devices/{}/series/{}?from={from}&to={}&limit=10000", s.device, s.metric, from + DAY_MS)
+    };
+    let a_paths: Vec<String> = (0..opts.requests)
+        .map(|_| series_day(&series[pick(series.len() as u64) as usize], pick(days as u64) as i64))
+        .collect();
+    let a = time_query(&mut http, opts.requests, |i| a_paths[i].clone(), |v| expect_len(v, "points", day_points))?;
+    println!("{}", json!({ "step": "query", "query": "a: raw points of one series for one day", "latency": a }));
+
+    let year_path = format!(
+        "/v1/devices/{}/series/{}/aggregate?from={}&to={}&step=1d",
+        year.device, year.metric, loaded.year_start_ms, loaded.end_ms
+    );
+    let b = time_query(&mut http, opts.requests, |_| year_path.clone(), |v| expect_len(v, "buckets", 365))?;
+    println!("{}", json!({ "step": "query", "query": "b: one series for one year by day", "latency": b }));
+
+    let c =
+        time_query(&mut http, opts.requests, |_| "/v1/latest".into(), |v| expect_len(v, "latest", series.len() + 1))?;
+    println!("{}", json!({ "step": "query", "query": "c: latest value of every series", "latency": c }));
+
+    let metric = series[0].metric;
+    let with_metric = series.iter().filter(|s| s.metric == metric).count() + usize::from(year.metric == metric);
+    let d_days: Vec<i64> = (0..opts.requests).map(|_| pick(days as u64) as i64).collect();
+    let d = time_query(
+        &mut http,
+        opts.requests,
+        |i| {
+            let from = loaded.start_ms + d_days[i] * DAY_MS;
+            format!("/v1/aggregate?metric={metric}&from={from}&to={}&step=1h", from + DAY_MS)
+        },
+        |v| expect_len(v, "series", with_metric),
+    )?;
+    println!(
+        "{}",
+        json!({ "step": "query", "query": format!("d: {metric} across its {with_metric} series by hour for one day"), "latency": d })
+    );
+    let (rss_after_queries, _) = server.memory_mib();
+
+    let wrk = if opts.wrk_seconds > 0 { run_wrk(server.http, &a_paths, opts.wrk_seconds, &work) } else { json!(null) };
+    let (rss_end, rss_peak) = server.memory_mib();
+    if let Some(dir) = &opts.data_dir {
+        eprintln!("dataset kept in {}", dir.display());
+    }
+    Ok(json!({
+        "bench": "query",
+        "dataset": dataset,
+        "a_raw_day": a,
+        "b_year_by_day": b,
+        "c_latest_all": c,
+        "d_metric_by_hour": d,
+        "d_series": with_metric,
+        "wrk_a": wrk,
+        "cache_bytes": opts.cache_bytes,
+        "server_rss_mib": { "after_start": rss_after_start, "after_queries": rss_after_queries, "after_wrk": rss_end, "peak": rss_peak },
+    }))
+}
