@@ -10,6 +10,8 @@
 //! - [`limits`]: the bounds a reading must respect to be accepted (time window, name lengths);
 //! - [`metrics`]: the well-known metric names, their SenML units and the kind of station that
 //!   reports them;
+//! - [`cose`]: signed packs, a SenML pack in a COSE_Mac0 envelope (RFC 9052) with the
+//!   device's key and a sequence number against replays;
 //! - [`downlink`]: what the platform sends back on `mekong/v1/{device_id}/down`: an
 //!   acknowledgement once a pack is durably stored, or a refusal.
 //!
@@ -22,6 +24,7 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod cose;
 pub mod downlink;
 pub mod limits;
 pub mod metrics;
