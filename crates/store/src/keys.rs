@@ -8,6 +8,8 @@ pub const POINT: u8 = 0x01;
 pub const SERIES: u8 = 0x02;
 /// First byte of a device metadata key.
 pub const DEVICE: u8 = 0x03;
+/// First byte of a device's sequence number key.
+pub const SEQ: u8 = 0x04;
 
 /// Time in ms as 8 bytes whose unsigned order is the signed order of the times.
 pub fn time_bytes(t_ms: i64) -> [u8; 8] {
@@ -59,6 +61,14 @@ pub fn series(device: &str, metric: &str) -> Vec<u8> {
 pub fn device(device: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + device.len());
     k.push(DEVICE);
+    k.extend_from_slice(device.as_bytes());
+    k
+}
+
+/// The key of a device's sequence number.
+pub fn seq(device: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + device.len());
+    k.push(SEQ);
     k.extend_from_slice(device.as_bytes());
     k
 }

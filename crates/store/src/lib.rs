@@ -9,6 +9,7 @@
 //! | `0x01`, series id (u32 BE), first time in ms (i64 BE, sign bit flipped), chunk id (u64 BE) | a chunk of points ([`chunk`]) |
 //! | `0x02`, device id, `0x00`, metric | series metadata ([`codec`]) |
 //! | `0x03`, device id | device metadata |
+//! | `0x04`, device id | the highest sequence number stored with the device's packs (u64 BE) |
 //! | `0x00format` | the layout version |
 //!
 //! Points are written in chunks: per write group, one chunk per series and hour window. sled
@@ -21,8 +22,9 @@
 //! Metadata (first and last time, count, latest value) is kept in memory as well, rebuilt from
 //! the tree at open, so that listing devices, series and latest values never scans points.
 //!
-//! The store knows nothing of MQTT, HTTP or SenML: it takes device ids, metric names, units,
-//! times in milliseconds and `f64` values.
+//! The store knows nothing of MQTT, HTTP, SenML or COSE: it takes device ids, metric names,
+//! units, times in milliseconds and `f64` values, and keeps one number per device (a sequence
+//! number, written in the same batch as the pack that carried it) for its callers.
 #![warn(missing_docs)]
 
 mod chunk;
