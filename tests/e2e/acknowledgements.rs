@@ -17,8 +17,8 @@ async fn packs_are_acknowledged_after_the_flush_and_refusals_say_why() {
     )
     .await;
     let ack = node.downlink().await;
-    let Downlink::Ack { up_to_ms, readings, server_ms } = ack else { panic!("expected an ack, got {ack:?}") };
-    assert_eq!((up_to_ms, readings), ((t * 1000.0) as i64, 2));
+    let Downlink::Ack { up_to_ms, readings, server_ms, seq } = ack else { panic!("expected an ack, got {ack:?}") };
+    assert_eq!((up_to_ms, readings, seq), ((t * 1000.0) as i64, 2, None));
     assert!(server_ms >= before, "server time {server_ms} is the platform's clock");
     // The acknowledgement follows the flush that made the readings durable.
     let stats = running.json("/v1/stats").await;

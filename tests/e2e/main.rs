@@ -8,3 +8,4 @@ mod bad_input;
 mod end_to_end;
 mod overload;
 mod restart;
+mod signed;

@@ -176,8 +176,8 @@ impl Sensor {
         let payload =
             tokio::time::timeout(TIMEOUT, self.downlinks.recv()).await.expect("no downlink").expect("connection gone");
         match mekong_schema::downlink::decode(&payload).unwrap() {
-            mekong_schema::downlink::Downlink::Ack { up_to_ms, readings, server_ms } => {
-                Downlink::Ack { up_to_ms, readings, server_ms }
+            mekong_schema::downlink::Downlink::Ack { up_to_ms, readings, server_ms, seq } => {
+                Downlink::Ack { up_to_ms, readings, server_ms, seq }
             }
             mekong_schema::downlink::Downlink::Refused { reason, server_ms } => {
                 Downlink::Refused { reason: reason.to_owned(), server_ms }
@@ -224,6 +224,8 @@ pub enum Downlink {
         readings: u32,
         /// Platform time, ms.
         server_ms: i64,
+        /// Sequence number of a signed pack.
+        seq: Option<u64>,
     },
     /// Refused.
     Refused {

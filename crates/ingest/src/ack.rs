@@ -69,7 +69,7 @@ fn commit(pending: &mut Vec<Group>, tx: &mut LinkTx, store: &Store, stats: &Stat
         let (device, message) = match &outcome {
             Ok(a) => {
                 let readings = u32::try_from(a.summary.stored + a.summary.duplicates).unwrap_or(u32::MAX);
-                (a.device.as_str(), Downlink::Ack { up_to_ms: a.up_to_ms, readings, server_ms })
+                (a.device.as_str(), Downlink::Ack { up_to_ms: a.up_to_ms, readings, server_ms, seq: a.seq })
             }
             Err(r) => match &r.device {
                 Some(device) => (device.as_str(), Downlink::Refused { reason: r.kind, server_ms }),

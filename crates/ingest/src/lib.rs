@@ -32,7 +32,7 @@ use mekong_store::Store;
 
 pub use broker::BrokerOptions;
 pub use pipeline::{Accepted, Outcome, Pipeline, PipelineOptions, Rejection};
-pub use registry::Registry;
+pub use registry::{DeviceKey, Registry};
 pub use stats::Stats;
 
 /// Groups stored but not yet flushed that may wait for the acknowledgement thread; beyond

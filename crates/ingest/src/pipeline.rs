@@ -1,11 +1,18 @@
-//! From publishes to stored points: topic, size, decode and contract checks for each publish,
-//! then one store write for the whole group.
+//! From publishes to stored points: topic, size, signature, decode and contract checks for
+//! each publish, then one store write for the whole group.
+//!
+//! A device registered with a key must seal every pack in a COSE_Mac0 envelope
+//! (`mekong_schema::cose`); the pipeline checks the key id against the topic, the tag, and
+//! that the sequence number is above the last one stored for the device (or staged earlier in
+//! the same group), before it looks at the pack inside. The number is stored in the same
+//! batch as the pack's readings, so a replay is refused after a restart as well.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use mekong_schema::limits::MAX_NAME_LEN;
 use mekong_schema::senml::{self, DecodeOptions};
-use mekong_schema::{topic, DeviceKind, Record, RecordError, Value};
+use mekong_schema::{cose, topic, DeviceKind, Record, RecordError, Value};
 use mekong_store::{NewPoint, PackWrite, Store, StoreError, WriteSummary};
 
 use crate::registry::Registry;
@@ -59,6 +66,8 @@ pub struct Accepted {
     pub summary: WriteSummary,
     /// Newest reading time in the pack, ms since the epoch.
     pub up_to_ms: i64,
+    /// The envelope's sequence number, for a signed pack.
+    pub seq: Option<u64>,
 }
 
 /// A publish that was refused.
@@ -96,6 +105,9 @@ struct Ready {
     kind: DeviceKind,
     readings: Vec<Reading>,
     up_to_ms: i64,
+    seq: Option<u64>,
+    /// The sequence number skips at least one after the last stored.
+    seq_gap: bool,
 }
 
 /// The ingest path without the broker: usable on its own in tests.
@@ -136,13 +148,16 @@ impl Pipeline {
                 .collect();
         }
         let mut prepared: Vec<Option<Result<Ready, Rejection>>> = Vec::with_capacity(publishes.len());
+        // Sequence numbers of the group's signed packs so far: a replay within one group is
+        // refused as well.
+        let mut seqs = HashMap::new();
         for (topic, payload) in publishes {
             if std::str::from_utf8(topic).is_ok_and(topic::is_downlink) {
                 prepared.push(None);
                 continue;
             }
             self.stats.record_received();
-            prepared.push(Some(self.prepare(topic, payload, now_ms)));
+            prepared.push(Some(self.prepare(topic, payload, now_ms, &mut seqs)));
         }
 
         let mut outcomes = self.store_group(&prepared, now_ms);
@@ -151,7 +166,12 @@ impl Pipeline {
                 continue;
             }
             match outcome {
-                Some(Ok(a)) => self.stats.record_accepted(&a.device, a.summary.stored, a.summary.duplicates),
+                Some(Ok(a)) => {
+                    self.stats.record_accepted(&a.device, a.summary.stored, a.summary.duplicates);
+                    if matches!(prep, Some(Ok(Ready { seq_gap: true, .. }))) {
+                        self.stats.record_seq_gap(&a.device);
+                    }
+                }
                 Some(Err(r)) => self.record_rejection(r, topic, payload, now_ms),
                 None => {}
             }
@@ -182,9 +202,13 @@ impl Pipeline {
             .iter()
             .zip(&points)
             .filter_map(|(p, points)| match p {
-                Some(Ok(ready)) => {
-                    Some(PackWrite { device: &ready.device, kind: ready.kind.as_str(), seen_ms: now_ms, points })
-                }
+                Some(Ok(ready)) => Some(PackWrite {
+                    device: &ready.device,
+                    kind: ready.kind.as_str(),
+                    seen_ms: now_ms,
+                    points,
+                    seq: ready.seq,
+                }),
                 _ => None,
             })
             .collect();
@@ -212,7 +236,7 @@ impl Pipeline {
                 Some(Err(r)) => Some(Err(r.clone())),
                 Some(Ok(ready)) => Some(match results.next() {
                     Some(Ok(summary)) => {
-                        Ok(Accepted { device: ready.device.clone(), summary, up_to_ms: ready.up_to_ms })
+                        Ok(Accepted { device: ready.device.clone(), summary, up_to_ms: ready.up_to_ms, seq: ready.seq })
                     }
                     Some(Err(e @ StoreError::UnitMismatch { .. })) => {
                         Err(Rejection::new(Some(&ready.device), "unit_mismatch", e.to_string()))
@@ -237,8 +261,15 @@ impl Pipeline {
         });
     }
 
-    /// Every check that needs no store write: topic, registration, size, the pack itself.
-    fn prepare(&self, topic: &[u8], payload: &[u8], now_ms: i64) -> Result<Ready, Rejection> {
+    /// Every check that needs no store write: topic, registration, size, signature, the pack
+    /// itself. `seqs` holds the sequence numbers of the group's packs prepared so far.
+    fn prepare(
+        &self,
+        topic: &[u8],
+        payload: &[u8],
+        now_ms: i64,
+        seqs: &mut HashMap<String, u64>,
+    ) -> Result<Ready, Rejection> {
         let topic = std::str::from_utf8(topic).map_err(|_| Rejection::new(None, "bad_topic", "topic is not utf-8"))?;
         let device = topic::parse_uplink(topic).map_err(|e| Rejection::new(None, "bad_topic", e.to_string()))?;
         let registered = self.opts.registry.kind(device);
@@ -250,6 +281,7 @@ impl Pipeline {
                 format!("payload of {} bytes is over the limit of {}", payload.len(), self.opts.max_payload_bytes);
             return Err(Rejection::new(Some(device), "too_large", reason));
         }
+        let (payload, seq) = self.unseal(device, payload, seqs)?;
 
         let mut readings = Vec::new();
         let opts = DecodeOptions { now: now_ms as f64 / 1000.0, max_records: self.opts.max_records_per_pack };
@@ -276,7 +308,46 @@ impl Pipeline {
             .filter(|k| *k != DeviceKind::Unknown)
             .or_else(|| readings.iter().find_map(|r| DeviceKind::of_metric(&r.metric)))
             .unwrap_or(DeviceKind::Unknown);
-        Ok(Ready { device: device.to_owned(), kind, readings, up_to_ms })
+        let seq_gap = match seq {
+            Some(seq) => {
+                let last = seqs.insert(device.to_owned(), seq).or_else(|| self.store.device_seq(device));
+                last.is_some_and(|last| seq - last > 1)
+            }
+            None => false,
+        };
+        Ok(Ready { device: device.to_owned(), kind, readings, up_to_ms, seq, seq_gap })
+    }
+
+    /// The pack inside a signed payload, once its envelope checks, with its sequence number;
+    /// a plain payload as it is. Which of the two a device must send is up to the registry.
+    fn unseal<'p>(
+        &self,
+        device: &str,
+        payload: &'p [u8],
+        seqs: &HashMap<String, u64>,
+    ) -> Result<(&'p [u8], Option<u64>), Rejection> {
+        let refuse = |kind, reason: String| Rejection::new(Some(device), kind, reason);
+        let key = self.opts.registry.key(device);
+        let Some(key) = key else {
+            if cose::is_sealed(payload) {
+                return Err(refuse("unknown_key", "signed pack from a device registered without a key".into()));
+            }
+            return Ok((payload, None));
+        };
+        if !cose::is_sealed(payload) {
+            return Err(refuse("unsigned", "device has a key: its packs must be signed (cose_mac0)".into()));
+        }
+        let envelope = cose::parse(payload).map_err(|e| refuse("bad_envelope", e.to_string()))?;
+        if envelope.kid() != device.as_bytes() {
+            return Err(refuse("bad_signature", "key id does not name the device of the topic".into()));
+        }
+        let pack = envelope.verify(&key.0).map_err(|e| refuse("bad_signature", e.to_string()))?;
+        let seq = envelope.seq();
+        let last = seqs.get(device).copied().or_else(|| self.store.device_seq(device));
+        if let Some(last) = last.filter(|&last| seq <= last) {
+            return Err(refuse("replayed", format!("sequence number {seq} is not above {last}, the last accepted")));
+        }
+        Ok((pack, Some(seq)))
     }
 }
 

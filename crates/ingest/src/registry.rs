@@ -1,13 +1,33 @@
-//! The device registry: which device ids are known and of which kind.
+//! The device registry: which device ids are known, of which kind, and the key of those that
+//! sign their packs.
 
 use std::collections::HashMap;
+use std::fmt;
 
+use mekong_schema::cose::KEY_LEN;
 use mekong_schema::DeviceKind;
+
+/// A device's secret for COSE_Mac0 envelopes. Its `Debug` output hides the bytes, so that
+/// logging the options never prints a key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DeviceKey(pub [u8; KEY_LEN]);
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceKey(..)")
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    kind: DeviceKind,
+    key: Option<DeviceKey>,
+}
 
 /// Known devices. Loaded by the binary from the registry file; read-only here.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    devices: HashMap<String, DeviceKind>,
+    devices: HashMap<String, Entry>,
 }
 
 impl Registry {
@@ -16,14 +36,24 @@ impl Registry {
         Self::default()
     }
 
-    /// Adds (or replaces) a device.
+    /// Adds (or replaces) a device that sends plain packs.
     pub fn insert(&mut self, id: impl Into<String>, kind: DeviceKind) {
-        self.devices.insert(id.into(), kind);
+        self.devices.insert(id.into(), Entry { kind, key: None });
+    }
+
+    /// Adds (or replaces) a device that must sign its packs with `key`.
+    pub fn insert_keyed(&mut self, id: impl Into<String>, kind: DeviceKind, key: DeviceKey) {
+        self.devices.insert(id.into(), Entry { kind, key: Some(key) });
     }
 
     /// The kind of a registered device.
     pub fn kind(&self, id: &str) -> Option<DeviceKind> {
-        self.devices.get(id).copied()
+        self.devices.get(id).map(|e| e.kind)
+    }
+
+    /// The key of a registered device that signs its packs.
+    pub fn key(&self, id: &str) -> Option<&DeviceKey> {
+        self.devices.get(id)?.key.as_ref()
     }
 
     /// Number of registered devices.

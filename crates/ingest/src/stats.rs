@@ -47,6 +47,9 @@ pub struct DeviceCounters {
     pub duplicates: u64,
     /// Publishes refused.
     pub rejected: u64,
+    /// Signed packs accepted whose sequence number skipped at least one after the last
+    /// accepted: transmissions that never arrived (or were refused).
+    pub seq_gaps: u64,
 }
 
 /// A consistent copy of the global counters.
@@ -162,6 +165,10 @@ impl Stats {
         c.packs += 1;
         c.readings += readings as u64;
         c.duplicates += duplicates as u64;
+    }
+
+    pub(crate) fn record_seq_gap(&self, device: &str) {
+        self.inner().device_entry(device).seq_gaps += 1;
     }
 
     pub(crate) fn record_rejection(&self, entry: RejectionEntry) {

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use mekong_ingest::{BrokerOptions, PipelineOptions, Registry};
+use mekong_ingest::{BrokerOptions, DeviceKey, PipelineOptions, Registry};
+use mekong_schema::cose::KEY_LEN;
 use mekong_schema::topic::is_valid_device_id;
 use mekong_schema::DeviceKind;
 use mekong_store::{RetentionPolicy, RetentionRule, StoreOptions};
@@ -356,7 +357,8 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
     Ok(())
 }
 
-/// The device registry file: `[[device]]` entries with `id` and `kind`.
+/// The device registry file: `[[device]]` entries with `id`, `kind` and, for a device that
+/// signs its packs, `key`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
@@ -369,23 +371,51 @@ struct RegistryFile {
 struct RegistryEntry {
     id: String,
     kind: String,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 /// Reads and checks a registry file.
 pub fn load_registry(path: &Path) -> anyhow::Result<Registry> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read registry {}", path.display()))?;
-    let file: RegistryFile = toml::from_str(&text).with_context(|| format!("invalid registry {}", path.display()))?;
+    parse_registry(&text).with_context(|| format!("invalid registry {}", path.display()))
+}
+
+/// Checks the text of a registry file.
+pub fn parse_registry(text: &str) -> anyhow::Result<Registry> {
+    let file: RegistryFile = toml::from_str(text)?;
     let mut registry = Registry::new();
     for (i, entry) in file.device.into_iter().enumerate() {
         if !is_valid_device_id(&entry.id) {
-            bail!("registry {}: device {i}: id {:?} is not [a-z0-9-]{{1,64}}", path.display(), entry.id);
+            bail!("device {i}: id {:?} is not [a-z0-9-]{{1,64}}", entry.id);
         }
-        let kind = DeviceKind::parse(&entry.kind).with_context(|| {
-            format!("registry {}: device {:?}: unknown kind {:?}", path.display(), entry.id, entry.kind)
-        })?;
-        registry.insert(entry.id, kind);
+        let kind = DeviceKind::parse(&entry.kind)
+            .with_context(|| format!("device {:?}: unknown kind {:?}", entry.id, entry.kind))?;
+        match entry.key {
+            None => registry.insert(entry.id, kind),
+            Some(hex) => {
+                // The message names the device, never the key.
+                let key = parse_key_hex(&hex)
+                    .with_context(|| format!("device {:?}: key must be {} hex digits", entry.id, 2 * KEY_LEN))?;
+                registry.insert_keyed(entry.id, kind, DeviceKey(key));
+            }
+        }
     }
     Ok(registry)
+}
+
+/// A device key written as hex digits (either case); `None` unless exactly 64 of them.
+pub fn parse_key_hex(hex: &str) -> Option<[u8; KEY_LEN]> {
+    let digits = hex.as_bytes();
+    if digits.len() != 2 * KEY_LEN {
+        return None;
+    }
+    let mut key = [0u8; KEY_LEN];
+    for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
+        let digit = |d: u8| char::from(d).to_digit(16);
+        *byte = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(key)
 }
 
 #[cfg(test)]

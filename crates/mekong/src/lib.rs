@@ -1,5 +1,5 @@
 //! The mekong platform as a library: configuration, the wiring of store, broker, ingest and
-//! HTTP into one [`Platform`], the fleet simulator and the ingest benchmark. The `mekong` binary is a thin command
+//! HTTP into one [`Platform`], the fleet simulator, the ingest benchmark and node provisioning. The `mekong` binary is a thin command
 //! line over it, and the end-to-end tests start it in-process.
 //!
 //! This is the only crate that reads files and environment variables; the library crates get
@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod config;
 pub mod platform;
+pub mod provision;
 pub mod simulate;
 pub mod upkeep;
 

@@ -1,13 +1,18 @@
 //! The `mekong` command: `serve` runs the platform, `simulate` publishes a realistic fleet,
-//! `print-config` shows the defaults, `check-config` validates a file.
+//! `device provision` registers a node and writes its configuration, `print-config` shows the
+//! defaults, `check-config` validates a file.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mekong::config::parse_key_hex;
+use mekong::provision::{provision, ProvisionOptions};
 use mekong::simulate::{self, SimOptions};
 use mekong::{Config, Platform};
+use mekong_ingest::DeviceKey;
+use mekong_schema::DeviceKind;
 
 /// Sensor ingestion for city infrastructure: SenML-CBOR over MQTT in, time series in sled,
 /// HTTP/JSON out.
@@ -76,6 +81,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Manage edge nodes.
+    Device {
+        #[command(subcommand)]
+        what: DeviceCommand,
+    },
     /// Print the default configuration as TOML.
     PrintConfig,
     /// Load and check a configuration (with environment overrides), then print it.
@@ -83,6 +93,35 @@ enum Command {
         /// Configuration file.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Add a node (or give it a new key) in the registry file, and write the configuration
+    /// blob to flash into its configuration page.
+    Provision {
+        /// The device id, [a-z0-9-]{1,64}.
+        device_id: String,
+        /// What the node measures.
+        #[arg(long, value_parser = ["water", "traffic", "air"])]
+        kind: String,
+        /// The node's key as 64 hex digits (default: a new random key). A key on the command
+        /// line ends up in the shell's history; prefer the default.
+        #[arg(long)]
+        key_hex: Option<String>,
+        /// The broker as the node will reach it, host:port.
+        #[arg(long, default_value = "localhost:1883")]
+        broker: String,
+        /// Seconds between two readings of the node's sensor.
+        #[arg(long, default_value_t = 60)]
+        period_secs: u16,
+        /// The registry file (created if missing).
+        #[arg(long, default_value = "config/devices.toml")]
+        registry: PathBuf,
+        /// Where to write the node's configuration (default: node-<device-id>.bin).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -197,6 +236,34 @@ fn main() -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Command::Device {
+            what: DeviceCommand::Provision { device_id, kind, key_hex, broker, period_secs, registry, out },
+        } => {
+            let (host, port) = split_host_port(&broker).context("--broker must be host:port")?;
+            let opts = ProvisionOptions {
+                out: out.unwrap_or_else(|| PathBuf::from(format!("node-{device_id}.bin"))),
+                kind: DeviceKind::parse(&kind).with_context(|| format!("unknown kind {kind:?}"))?,
+                key: key_hex
+                    .map(|hex| parse_key_hex(&hex).map(DeviceKey).context("--key-hex must be 64 hex digits"))
+                    .transpose()?,
+                broker_host: host,
+                broker_port: port,
+                period_secs,
+                registry,
+                device_id,
+            };
+            let done = provision(&opts)?;
+            println!(
+                "{} {} ({}) in {}; node configuration ({} bytes) in {}; both files hold the key (mode 0600)",
+                if done.added { "added" } else { "updated" },
+                opts.device_id,
+                kind,
+                opts.registry.display(),
+                done.blob_bytes,
+                opts.out.display(),
+            );
+            Ok(())
+        }
         Command::PrintConfig => {
             print!("{}", toml::to_string(&Config::default())?);
             Ok(())
@@ -228,10 +295,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Simulate { broker, devices, interval, duration, history, batch, prefix, seed } => {
             init_logging("info");
-            let (host, port) = broker.rsplit_once(':').context("--broker must be host:port")?;
+            let (host, port) = split_host_port(&broker).context("--broker must be host:port")?;
             let opts = SimOptions {
-                host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-                port: port.parse().context("--broker port")?,
+                host,
+                port,
                 devices,
                 interval: secs(interval, "--interval")?,
                 duration: duration.map(|d| secs(d, "--duration")).transpose()?,
@@ -255,6 +322,16 @@ fn main() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// `host:port`, `[v6]:port` or `v6-address:port`, with the brackets taken off.
+fn split_host_port(addr: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':').context("no port")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        anyhow::bail!("no host");
+    }
+    Ok((host.to_owned(), port.parse().context("bad port")?))
 }
 
 fn secs(value: f64, flag: &str) -> anyhow::Result<Duration> {

@@ -10,13 +10,18 @@
 //! | 2 | readings of the pack now stored (new and already stored alike) | ack |
 //! | 3 | platform time when sent, epoch milliseconds (for the node's clock) | both |
 //! | 4 | reason kind, such as `bad_time` | refusal |
+//! | 5 | sequence number of the acknowledged pack, for a signed pack only ([`crate::cose`]) | ack |
 //!
 //! An acknowledgement is sent only after the pack's readings are flushed to disk: the MQTT
 //! PUBACK only says the broker has the message. It covers exactly one pack, the one whose
 //! newest reading time it names: a node frees that pack, and resends any older pack still
 //! unacknowledged after a timeout (the broker may have dropped it under overload; resends are
-//! idempotent). Unknown labels are ignored, so later versions can add fields (such as a
-//! sequence number for signed packs).
+//! idempotent). Unknown labels are ignored, so later versions can add fields.
+//!
+//! For a signed pack the acknowledgement also names its sequence number (label 5): that
+//! number is durably stored with the pack, so the platform's last accepted number for the
+//! device is now at least this one, and any envelope at or below it would be refused as a
+//! replay. It identifies the pack more precisely than its newest reading time.
 
 use core::fmt;
 
@@ -42,6 +47,8 @@ pub enum Downlink<'a> {
         readings: u32,
         /// Platform time, epoch ms.
         server_ms: i64,
+        /// The pack's sequence number, for a signed pack.
+        seq: Option<u64>,
     },
     /// The pack was refused and will never be stored; resending it is pointless.
     Refused {
@@ -75,12 +82,15 @@ impl Downlink<'_> {
 impl Serialize for Downlink<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match *self {
-            Downlink::Ack { up_to_ms, readings, server_ms } => {
-                let mut map = s.serialize_map(Some(4))?;
+            Downlink::Ack { up_to_ms, readings, server_ms, seq } => {
+                let mut map = s.serialize_map(Some(if seq.is_some() { 5 } else { 4 }))?;
                 map.serialize_entry(&0u8, &1u8)?;
                 map.serialize_entry(&1u8, &up_to_ms)?;
                 map.serialize_entry(&2u8, &readings)?;
                 map.serialize_entry(&3u8, &server_ms)?;
+                if let Some(seq) = seq {
+                    map.serialize_entry(&5u8, &seq)?;
+                }
                 map.end()
             }
             Downlink::Refused { reason, server_ms } => {
@@ -106,6 +116,7 @@ pub fn decode(input: &[u8]) -> Result<Downlink<'_>, DownlinkError> {
             up_to_ms: fields.up_to_ms.ok_or(DownlinkError::Invalid("acknowledged time missing"))?,
             readings: fields.readings.ok_or(DownlinkError::Invalid("reading count missing"))?,
             server_ms,
+            seq: fields.seq,
         }),
         Some(0) => {
             Ok(Downlink::Refused { reason: fields.reason.ok_or(DownlinkError::Invalid("reason missing"))?, server_ms })
@@ -121,6 +132,7 @@ struct Fields<'a> {
     readings: Option<u32>,
     server_ms: Option<i64>,
     reason: Option<&'a str>,
+    seq: Option<u64>,
 }
 
 struct FieldsVisitor;
@@ -147,6 +159,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                     }
                     fields.reason = Some(reason);
                 }
+                5 => fields.seq = Some(map.next_value()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -178,18 +191,47 @@ mod tests {
 
     #[test]
     fn acks_and_refusals_round_trip() {
-        round_trip(Downlink::Ack { up_to_ms: 1_790_000_000_250, readings: 150, server_ms: 1_790_000_001_000 });
+        round_trip(Downlink::Ack {
+            up_to_ms: 1_790_000_000_250,
+            readings: 150,
+            server_ms: 1_790_000_001_000,
+            seq: None,
+        });
+        round_trip(Downlink::Ack {
+            up_to_ms: 1_790_000_000_250,
+            readings: 1,
+            server_ms: 1_790_000_001_000,
+            seq: Some(0),
+        });
+        round_trip(Downlink::Ack { up_to_ms: 1, readings: 1, server_ms: 2, seq: Some(u64::MAX) });
         round_trip(Downlink::Refused { reason: "bad_time", server_ms: 1_790_000_001_000 });
     }
 
     #[test]
     fn an_ack_is_small() {
         let mut buf = [0u8; 64];
-        let n = Downlink::Ack { up_to_ms: 1_790_000_000_250, readings: 3, server_ms: 1_790_000_001_000 }
+        let n = Downlink::Ack { up_to_ms: 1_790_000_000_250, readings: 3, server_ms: 1_790_000_001_000, seq: None }
             .encode(&mut buf)
             .unwrap();
         // {0: 1, 1: <u64>, 2: 3, 3: <u64>}
         assert_eq!(n, 1 + 2 + 10 + 2 + 10);
+    }
+
+    /// The README's example of an acknowledgement of a signed pack; labels unknown to a
+    /// decoder are skipped, which is how a decoder of the first version reads label 5.
+    #[test]
+    fn the_sequence_number_is_label_5_and_unknown_labels_are_skipped() {
+        let ack =
+            Downlink::Ack { up_to_ms: 1_790_000_060_000, readings: 3, server_ms: 1_790_000_061_234, seq: Some(1) };
+        let mut buf = [0u8; 64];
+        let n = ack.encode(&mut buf).unwrap();
+        let hex: std::string::String = buf[..n].iter().map(|b| std::format!("{b:02x}")).collect();
+        assert_eq!(hex, "a50001011b000001a0c45156600203031b000001a0c4515b320501");
+        // A map of the first version's fields followed by an unknown label still decodes.
+        let mut with_unknown = buf[..n].to_vec();
+        with_unknown[0] = 0xa6;
+        with_unknown.extend_from_slice(&[0x18, 0x63, 0x63, b'n', b'e', b'w']);
+        assert_eq!(decode(&with_unknown).unwrap(), ack);
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! - [`limits`]: the bounds a reading must respect to be accepted (time window, name lengths);
 //! - [`metrics`]: the well-known metric names, their SenML units and the kind of station that
 //!   reports them;
+//! - [`cose`]: signed packs, a SenML pack in a COSE_Mac0 envelope (RFC 9052) with the
+//!   device's key and a sequence number against replays;
+//! - [`provision`]: the node's configuration blob (id, kind, key, broker, sampling periods) as
+//!   `mekong device provision` writes it to flash;
 //! - [`downlink`]: what the platform sends back on `mekong/v1/{device_id}/down`: an
 //!   acknowledgement once a pack is durably stored, or a refusal.
 //!
@@ -22,9 +26,11 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod cose;
 pub mod downlink;
 pub mod limits;
 pub mod metrics;
+pub mod provision;
 pub mod senml;
 pub mod topic;
 

@@ -12,6 +12,8 @@ pub const SERIES: u8 = 0x02;
 pub const DEVICE: u8 = 0x03;
 /// First byte of an hourly rollup key.
 pub const ROLLUP: u8 = 0x04;
+/// First byte of a device's sequence number key.
+pub const SEQ: u8 = 0x05;
 
 /// Time in ms as 8 bytes whose unsigned order is the signed order of the times.
 pub fn time_bytes(t_ms: i64) -> [u8; 8] {
@@ -81,6 +83,14 @@ pub fn series(device: &str, metric: &str) -> Vec<u8> {
 pub fn device(device: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + device.len());
     k.push(DEVICE);
+    k.extend_from_slice(device.as_bytes());
+    k
+}
+
+/// The key of a device's sequence number.
+pub fn seq(device: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + device.len());
+    k.push(SEQ);
     k.extend_from_slice(device.as_bytes());
     k
 }

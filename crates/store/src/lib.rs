@@ -10,25 +10,30 @@
 //! | `0x02`, device id, `0x00`, metric | series metadata ([`codec`]) |
 //! | `0x03`, device id | device metadata |
 //! | `0x04`, series id (u32 BE), window start (i64 BE, sign bit flipped) | the window's rollup ([`rollup`]) |
-//! | `0x00format` | the layout version |
+//! | `0x05`, device id | the highest sequence number stored with the device's packs (u64 BE) |
+//! | `0x00format`, `0x00epoch` | the layout version; the number of openings (high bits of chunk ids) |
 //!
 //! Points are written in chunks: per write group, one chunk per series and hour window. sled
 //! copies a leaf on every insert, so this costs one insert for many points instead of one per
-//! point. Once an hour window has closed, the upkeep pass ([`Store::fold`]) folds its chunks
-//! into one block and writes its rollup (count, min, max, sum, first, last), atomically with
-//! the series' folded mark; a late point into a folded window moves the mark back, and the
-//! window is folded again. Aggregates by whole hours read rollups below the mark and points
-//! elsewhere, so they always equal a computation over the points. Retention
-//! ([`Store::expire`]) drops folded windows of points, and later their rollups. Flipping the sign bit makes the byte order of a time equal to its numeric order, so
+//! point. Flipping the sign bit makes the byte order of a time equal to its numeric order, so
 //! the chunks of one series that can hold points in `[from, to)` are one ordered range scan.
 //! Writing a point whose (series, time) already exists changes nothing: the first value
 //! stays, so a device that resends after a lost acknowledgement creates no duplicates.
 //!
+//! Once an hour window has closed, the upkeep pass ([`Store::fold`]) folds its chunks into
+//! one block and writes its rollup (count, min, max, sum, first, last), atomically with the
+//! series' folded mark; a late point into a folded window moves the mark back, and the window
+//! is folded again. Aggregates by whole hours read rollups below the mark and points
+//! elsewhere, so they always equal a computation over the points. Retention
+//! ([`Store::expire`]) drops folded windows of points, and later their rollups. sled never
+//! shrinks its file by itself; [`compact`] copies the live entries into a fresh directory.
+//!
 //! Metadata (first and last time, count, latest value) is kept in memory as well, rebuilt from
 //! the tree at open, so that listing devices, series and latest values never scans points.
 //!
-//! The store knows nothing of MQTT, HTTP or SenML: it takes device ids, metric names, units,
-//! times in milliseconds and `f64` values.
+//! The store knows nothing of MQTT, HTTP, SenML or COSE: it takes device ids, metric names,
+//! units, times in milliseconds and `f64` values, and keeps one number per device (a sequence
+//! number, written in the same batch as the pack that carried it) for its callers.
 #![warn(missing_docs)]
 
 mod chunk;

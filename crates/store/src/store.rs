@@ -106,6 +106,10 @@ pub struct PackWrite<'a> {
     pub seen_ms: i64,
     /// The points.
     pub points: &'a [NewPoint<'a>],
+    /// A sequence number the pack carried: stored for the device in the same batch as the
+    /// points, so that a pack and its number are durable together. The highest one stored is
+    /// kept ([`Store::device_seq`]).
+    pub seq: Option<u64>,
 }
 
 /// Changes of a group of packs not yet applied.
@@ -118,6 +122,7 @@ struct Staged<'a> {
     on_disk: HashMap<(u32, i64), HashSet<i64>>,
     series: HashMap<(&'a str, &'a str), SeriesMeta>,
     devices: HashMap<&'a str, DeviceMeta>,
+    seqs: HashMap<&'a str, u64>,
     next_series_id: Option<u32>,
 }
 
@@ -307,6 +312,8 @@ struct State {
     devices: BTreeMap<String, DeviceMeta>,
     /// device -> metric -> series
     series: BTreeMap<String, BTreeMap<String, SeriesMeta>>,
+    /// device -> highest sequence number stored
+    seqs: HashMap<String, u64>,
     next_series_id: u32,
 }
 
@@ -381,7 +388,7 @@ impl Store {
         seen_ms: i64,
         points: &[NewPoint<'_>],
     ) -> Result<WriteSummary, StoreError> {
-        let mut results = self.write_packs(&[PackWrite { device, kind, seen_ms, points }])?;
+        let mut results = self.write_packs(&[PackWrite { device, kind, seen_ms, points, seq: None }])?;
         results.pop().unwrap_or(Ok(WriteSummary::default()))
     }
 
@@ -413,6 +420,9 @@ impl Store {
         for (device, meta) in &group.devices {
             batch.insert(keys::device(device), meta.encode());
         }
+        for (device, seq) in &group.seqs {
+            batch.insert(keys::seq(device), &seq.to_be_bytes());
+        }
         self.inner.tree.apply_batch(batch)?;
 
         if let Some(next) = group.next_series_id {
@@ -423,6 +433,9 @@ impl Store {
         }
         for ((device, metric), meta) in group.series {
             state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+        }
+        for (device, seq) in group.seqs {
+            state.seqs.insert(device.to_owned(), seq);
         }
         Ok(results)
     }
@@ -519,6 +532,10 @@ impl Store {
             },
         };
         group.devices.insert(pack.device, device);
+        if let Some(seq) = pack.seq {
+            let stored = group.seqs.get(pack.device).or_else(|| state.seqs.get(pack.device));
+            group.seqs.insert(pack.device, stored.map_or(seq, |&s| s.max(seq)));
+        }
         for (metric, meta) in series {
             group.series.insert((pack.device, metric), meta);
         }
@@ -550,6 +567,11 @@ impl Store {
     pub fn device(&self, id: &str) -> Option<DeviceInfo> {
         let state = self.state();
         state.devices.get(id).map(|d| device_info(&state, id, d))
+    }
+
+    /// The highest sequence number stored with a pack of `device` ([`PackWrite::seq`]).
+    pub fn device_seq(&self, device: &str) -> Option<u64> {
+        self.state().seqs.get(device).copied()
     }
 
     /// The series of one device, sorted by metric; `None` if the device is unknown.
@@ -804,6 +826,13 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         let meta = SeriesMeta::decode(&value).ok_or_else(corrupt)?;
         state.next_series_id = state.next_series_id.max(meta.id.saturating_add(1));
         state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+    }
+    for entry in tree.scan_prefix([keys::SEQ]) {
+        let (key, value) = entry?;
+        let corrupt = || StoreError::Corrupt(key.to_vec());
+        let device = std::str::from_utf8(&key[1..]).map_err(|_| corrupt())?;
+        let seq = value.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| corrupt())?;
+        state.seqs.insert(device.to_owned(), seq);
     }
     Ok(state)
 }

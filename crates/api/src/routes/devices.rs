@@ -1,4 +1,5 @@
-//! Devices: the list (optionally of one kind) and one device with its ingest counters.
+//! Devices: the list (optionally of one kind) and one device with its ingest counters and, for
+//! a device that signs its packs, its last sequence number and the gaps in them.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -24,6 +25,10 @@ pub struct Device {
     packs: u64,
     duplicates: u64,
     rejected: u64,
+    /// The last sequence number accepted from a device that signs its packs.
+    seq: Option<u64>,
+    /// How often that number skipped ahead since mekong started: missing transmissions.
+    seq_gaps: u64,
 }
 
 impl Device {
@@ -39,6 +44,8 @@ impl Device {
             packs: c.packs,
             duplicates: c.duplicates,
             rejected: c.rejected,
+            seq: state.store.device_seq(&d.id),
+            seq_gaps: c.seq_gaps,
             id: d.id,
             kind: d.kind,
         }

@@ -5,6 +5,7 @@ use mekong_schema::{encode_pack, Base, Reading};
 use mekong_store::{Point, StoreOptions};
 
 use super::*;
+use crate::DeviceKey;
 
 const NOW_MS: i64 = 1_790_000_000_000;
 
@@ -161,4 +162,70 @@ fn count_only_mode_counts_and_stores_nothing() {
     assert!(f.pipeline.handle(b"mekong/v1/a/up", b"not even cbor", NOW_MS).is_none());
     assert_eq!(f.stats.snapshot().accepted, 1);
     assert_eq!(f.store.point_count(), 0);
+}
+
+const KEY: [u8; 32] = [0x5a; 32];
+
+fn sealed(key: &[u8; 32], seq: u64, kid: &str, pack: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; pack.len() + mekong_schema::cose::MAX_OVERHEAD];
+    let n = mekong_schema::cose::seal(&mut out, key, seq, kid, pack).unwrap();
+    out.truncate(n);
+    out
+}
+
+fn signing_fixture() -> Fixture {
+    let mut registry = Registry::new();
+    registry.insert_keyed("hau-07", DeviceKind::Water, DeviceKey(KEY));
+    registry.insert("hau-08", DeviceKind::Water);
+    fixture(PipelineOptions { registry, ..Default::default() })
+}
+
+#[test]
+fn a_keyed_device_must_sign_and_may_not_replay() {
+    let mut f = signing_fixture();
+    const UP: &[u8] = b"mekong/v1/hau-07/up";
+    let plain = pack(&[reading("water_level", 180.0, 0.0)], 1_789_999_000.0);
+    let accepted = f.pipeline.handle(UP, &sealed(&KEY, 5, "hau-07", &plain), NOW_MS).unwrap().unwrap();
+    assert_eq!((accepted.seq, accepted.summary.stored), (Some(5), 1));
+    assert_eq!(f.store.device_seq("hau-07"), Some(5));
+
+    let next = pack(&[reading("water_level", 181.0, 10.0)], 1_789_999_000.0);
+    let mut other_key = KEY;
+    other_key[0] ^= 1;
+    for (payload, kind) in [
+        (plain.clone(), "unsigned"),
+        (sealed(&other_key, 6, "hau-07", &next), "bad_signature"),
+        (sealed(&KEY, 6, "hau-08", &next), "bad_signature"),
+        (sealed(&KEY, 5, "hau-07", &plain), "replayed"),
+        (sealed(&KEY, 4, "hau-07", &next), "replayed"),
+        (vec![0xd1, 0x84, 0x40], "bad_envelope"),
+    ] {
+        let r = refused(&mut f, "mekong/v1/hau-07/up", &payload);
+        assert_eq!((r.kind, r.device.as_deref()), (kind, Some("hau-07")), "{}", r.reason);
+    }
+    assert_eq!(f.store.point_count(), 1, "nothing refused was stored");
+
+    // A replay within one group is refused too, and a skipped number counts as a gap.
+    let (first, again) = (sealed(&KEY, 6, "hau-07", &next), sealed(&KEY, 6, "hau-07", &next));
+    let outcomes = f.pipeline.handle_group(&[(UP, &first), (UP, &again)], NOW_MS);
+    assert!(matches!(&outcomes[0], Some(Ok(a)) if a.seq == Some(6)));
+    assert!(matches!(&outcomes[1], Some(Err(r)) if r.kind == "replayed"));
+    assert_eq!(f.stats.device("hau-07").seq_gaps, 0);
+    let later = pack(&[reading("water_level", 182.0, 20.0)], 1_789_999_000.0);
+    f.pipeline.handle(UP, &sealed(&KEY, 10, "hau-07", &later), NOW_MS).unwrap().unwrap();
+    assert_eq!((f.stats.device("hau-07").seq_gaps, f.store.device_seq("hau-07")), (1, Some(10)));
+}
+
+#[test]
+fn signed_packs_need_a_registered_key() {
+    let mut f = signing_fixture();
+    let payload = sealed(&KEY, 1, "hau-08", &pack(&[reading("water_level", 180.0, 0.0)], 1_789_999_000.0));
+    for topic in ["mekong/v1/hau-08/up", "mekong/v1/stranger/up"] {
+        assert_eq!(refused(&mut f, topic, &payload).kind, "unknown_key");
+    }
+    // A device without a key keeps sending plain packs, and has no sequence number.
+    let plain = pack(&[reading("water_level", 180.0, 0.0)], 1_789_999_000.0);
+    let accepted = f.pipeline.handle(b"mekong/v1/hau-08/up", &plain, NOW_MS).unwrap().unwrap();
+    assert_eq!(accepted.seq, None);
+    assert_eq!(f.store.device_seq("hau-08"), None);
 }

@@ -163,7 +163,7 @@ fn load(store: &Store, series: &[Series], year: &Series, opts: &QueryBenchOption
             .iter()
             .zip(&buffers)
             .filter(|(_, b)| !b.is_empty())
-            .map(|(s, b)| PackWrite { device: &s.device, kind: s.kind, seen_ms: group_end, points: b })
+            .map(|(s, b)| PackWrite { device: &s.device, kind: s.kind, seen_ms: group_end, points: b, seq: None })
             .collect();
         for result in store.write_packs(&packs)? {
             result?;

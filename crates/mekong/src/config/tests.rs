@@ -105,3 +105,20 @@ fn retention_rules_are_read_and_checked() {
     let e = error_of("[[storage.retention]]\nraw_days = 0\n", &[]);
     assert!(e.contains("at least 1"), "{e}");
 }
+
+#[test]
+fn registry_keys_are_read_and_bad_ones_refused_without_echoing_them() {
+    let key = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+    let registry =
+        parse_registry(&format!("[[device]]\nid = \"hau-01\"\nkind = \"water\"\nkey = \"{key}\"\n")).unwrap();
+    let expected: [u8; 32] = std::array::from_fn(|i| (i as u8 % 16) * 0x11);
+    assert_eq!(registry.key("hau-01"), Some(&DeviceKey(expected)));
+    assert_eq!(registry.kind("hau-01"), Some(DeviceKind::Water));
+    let plain = parse_registry("[[device]]\nid = \"hau-02\"\nkind = \"water\"\n").unwrap();
+    assert_eq!(plain.key("hau-02"), None);
+    for bad in [&key[..62], "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", "+1"] {
+        let text = format!("[[device]]\nid = \"hau-01\"\nkind = \"water\"\nkey = \"{bad}\"\n");
+        let e = format!("{:#}", parse_registry(&text).unwrap_err());
+        assert!(e.contains("hau-01") && e.contains("64 hex digits") && !e.contains(bad), "{e}");
+    }
+}

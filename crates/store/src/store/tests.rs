@@ -128,10 +128,10 @@ fn a_group_of_packs_is_written_at_once_and_a_bad_pack_is_left_out_alone() {
     let repeat = [p("water_level", T0 + 10_000, 152.0), p("salinity", T0, 0.4)];
     let results = store
         .write_packs(&[
-            PackWrite { device: "a", kind: "water", seen_ms: T0 + 1, points: &late_and_new },
-            PackWrite { device: "a", kind: "water", seen_ms: T0 + 2, points: &wrong_unit },
-            PackWrite { device: "b", kind: "water", seen_ms: T0 + 3, points: &other },
-            PackWrite { device: "b", kind: "water", seen_ms: T0 + 4, points: &repeat },
+            PackWrite { device: "a", kind: "water", seen_ms: T0 + 1, points: &late_and_new, seq: None },
+            PackWrite { device: "a", kind: "water", seen_ms: T0 + 2, points: &wrong_unit, seq: None },
+            PackWrite { device: "b", kind: "water", seen_ms: T0 + 3, points: &other, seq: None },
+            PackWrite { device: "b", kind: "water", seen_ms: T0 + 4, points: &repeat, seq: None },
         ])
         .unwrap();
     assert_eq!(results[0].as_ref().unwrap(), &WriteSummary { stored: 2, duplicates: 1 });
@@ -179,8 +179,10 @@ fn ranges_match_a_model_whatever_the_write_order() {
                     .collect()
             })
             .collect();
-        let writes: Vec<PackWrite<'_>> =
-            packs.iter().map(|points| PackWrite { device: "a", kind: "water", seen_ms: T0 + group, points }).collect();
+        let writes: Vec<PackWrite<'_>> = packs
+            .iter()
+            .map(|points| PackWrite { device: "a", kind: "water", seen_ms: T0 + group, points, seq: None })
+            .collect();
         for result in store.write_packs(&writes).unwrap() {
             result.unwrap();
         }
@@ -416,4 +418,36 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
         }
     }
+}
+
+#[test]
+fn sequence_numbers_are_stored_with_their_packs_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = [p("water_level", T0, 1.0)];
+    let wrong_unit = [NewPoint { metric: "water_level", unit: Some("m"), time_ms: T0 + 1_000, value: 2.0 }];
+    let later = [p("water_level", T0 + 2_000, 3.0)];
+    let pack = |device, points, seq| PackWrite { device, kind: "water", seen_ms: T0, points, seq };
+    let results = store
+        .write_packs(&[pack("a", &first[..], Some(7)), pack("b", &first[..], None), pack("c", &first[..], Some(1))])
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!((store.device_seq("a"), store.device_seq("b"), store.device_seq("c")), (Some(7), None, Some(1)));
+
+    // A pack left out keeps its number out too; within a group and across groups the highest
+    // number stays.
+    let results = store
+        .write_packs(&[
+            pack("a", &wrong_unit[..], Some(50)),
+            pack("a", &later[..], Some(9)),
+            pack("c", &later[..], Some(8)),
+        ])
+        .unwrap();
+    assert!(results[0].is_err());
+    store.write_packs(&[pack("c", &later[..], Some(3))]).unwrap();
+    assert_eq!((store.device_seq("a"), store.device_seq("c")), (Some(9), Some(8)));
+
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!((store.device_seq("a"), store.device_seq("b"), store.device_seq("c")), (Some(9), None, Some(8)));
 }

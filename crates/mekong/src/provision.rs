@@ -1,0 +1,234 @@
+//! `mekong device provision`: registers a node and its key in the registry file, and writes
+//! the configuration blob (`mekong_schema::provision`) that its firmware reads from flash.
+//!
+//! The registry is edited in place (its comments and order stay); an entry with the same id is
+//! updated, so provisioning a node again gives it a new key. Both files hold the key and are
+//! written with mode 0600, each through a temporary file renamed over the old one, so a crash
+//! leaves either the old file or the new one.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use mekong_ingest::DeviceKey;
+use mekong_schema::cose::KEY_LEN;
+use mekong_schema::provision::{self, Periods, Provision, BLOB_LEN};
+use mekong_schema::topic::is_valid_device_id;
+use mekong_schema::DeviceKind;
+
+use crate::config::parse_registry;
+
+/// What to provision.
+#[derive(Debug, Clone)]
+pub struct ProvisionOptions {
+    /// The device id.
+    pub device_id: String,
+    /// Its kind: traffic, water or air.
+    pub kind: DeviceKind,
+    /// Its key; `None` draws a new one from the operating system's random source.
+    pub key: Option<DeviceKey>,
+    /// The broker as the node will reach it.
+    pub broker_host: String,
+    /// The broker's MQTT port.
+    pub broker_port: u16,
+    /// Sampling period of the node's sensor (the one its kind names), seconds.
+    pub period_secs: u16,
+    /// The registry file to add the device to (created if missing).
+    pub registry: PathBuf,
+    /// Where to write the node's configuration blob.
+    pub out: PathBuf,
+}
+
+/// What [`provision`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Provisioned {
+    /// Whether the device was new to the registry (else its entry was updated).
+    pub added: bool,
+    /// Size of the blob written.
+    pub blob_bytes: usize,
+}
+
+/// Adds or updates the device in the registry and writes its configuration blob.
+pub fn provision(opts: &ProvisionOptions) -> anyhow::Result<Provisioned> {
+    if !is_valid_device_id(&opts.device_id) {
+        bail!("device id {:?} is not [a-z0-9-]{{1,64}}", opts.device_id);
+    }
+    let period_secs = match opts.kind {
+        DeviceKind::Air => Periods { air: opts.period_secs, ..Periods::default() },
+        DeviceKind::Water => Periods { water: opts.period_secs, ..Periods::default() },
+        DeviceKind::Traffic => Periods { traffic: opts.period_secs, ..Periods::default() },
+        DeviceKind::Unknown => bail!("a node's kind must be traffic, water or air"),
+    };
+    let key = match opts.key {
+        Some(key) => key.0,
+        None => {
+            let mut key = [0u8; KEY_LEN];
+            getrandom::getrandom(&mut key).context("cannot draw a random key")?;
+            key
+        }
+    };
+    let node = Provision {
+        device_id: &opts.device_id,
+        kind: opts.kind,
+        key,
+        broker_host: &opts.broker_host,
+        broker_port: opts.broker_port,
+        period_secs,
+    };
+    let mut blob = [0u8; BLOB_LEN];
+    let blob_bytes = provision::encode(&node, &mut blob)?;
+
+    let text = match fs::read_to_string(&opts.registry) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read registry {}", opts.registry.display())),
+    };
+    let (updated, added) = upsert(&text, &opts.device_id, opts.kind, &key)
+        .with_context(|| format!("cannot update registry {}", opts.registry.display()))?;
+    // What the platform will read must load, or nothing is written.
+    parse_registry(&updated).context("the updated registry does not load")?;
+
+    write_secret(&opts.out, &blob[..blob_bytes])?;
+    write_secret(&opts.registry, updated.as_bytes())?;
+    Ok(Provisioned { added, blob_bytes })
+}
+
+/// The registry text with the device's entry set (every entry with its id, should there be
+/// several); whether it was added.
+fn upsert(text: &str, id: &str, kind: DeviceKind, key: &[u8; KEY_LEN]) -> anyhow::Result<(String, bool)> {
+    let mut doc: toml_edit::DocumentMut = text.parse()?;
+    let devices = doc
+        .as_table_mut()
+        .entry("device")
+        .or_insert_with(|| toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()));
+    let Some(devices) = devices.as_array_of_tables_mut() else {
+        bail!("`device` is not a list of [[device]] tables");
+    };
+    let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut added = true;
+    for entry in devices.iter_mut().filter(|t| t.get("id").and_then(|v| v.as_str()) == Some(id)) {
+        entry["kind"] = toml_edit::value(kind.as_str());
+        entry["key"] = toml_edit::value(key.as_str());
+        added = false;
+    }
+    if added {
+        let mut entry = toml_edit::Table::new();
+        entry["id"] = toml_edit::value(id);
+        entry["kind"] = toml_edit::value(kind.as_str());
+        entry["key"] = toml_edit::value(key.as_str());
+        devices.push(entry);
+    }
+    Ok((doc.to_string(), added))
+}
+
+/// Writes a file that holds a key: readable by its owner only, replaced in one rename.
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path.file_name().with_context(|| format!("{} is not a file name", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let renamed = written.and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = renamed {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_registry;
+
+    fn options(dir: &Path, id: &str, kind: DeviceKind, key: Option<DeviceKey>) -> ProvisionOptions {
+        ProvisionOptions {
+            device_id: id.into(),
+            kind,
+            key,
+            broker_host: "mekong.cantho.example".into(),
+            broker_port: 8883,
+            period_secs: 30,
+            registry: dir.join("devices.toml"),
+            out: dir.join(format!("node-{id}.bin")),
+        }
+    }
+
+    #[test]
+    fn a_new_node_is_appended_with_its_key_and_its_blob_decodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devices.toml");
+        fs::copy(&example, dir.path().join("devices.toml")).unwrap();
+        let before = load_registry(&dir.path().join("devices.toml")).unwrap().len();
+
+        let opts = options(dir.path(), "xom-chai-03", DeviceKind::Air, None);
+        assert_eq!(provision(&opts).unwrap(), Provisioned { added: true, blob_bytes: BLOB_LEN });
+
+        let blob = fs::read(&opts.out).unwrap();
+        let node = provision::decode(&blob).unwrap();
+        assert_eq!(
+            (node.device_id, node.kind, node.broker_host, node.broker_port),
+            ("xom-chai-03", DeviceKind::Air, "mekong.cantho.example", 8883)
+        );
+        assert_eq!(node.period_secs, Periods { air: 30, water: 0, traffic: 0 });
+        assert_ne!(node.key, [0u8; KEY_LEN], "a random key");
+        let registry = load_registry(&opts.registry).unwrap();
+        assert_eq!(registry.len(), before + 1);
+        assert_eq!(registry.key("xom-chai-03"), Some(&DeviceKey(node.key)));
+        assert_eq!(registry.kind("xom-chai-03"), Some(DeviceKind::Air));
+        // The file's comments and other entries stay as they were.
+        let text = fs::read_to_string(&opts.registry).unwrap();
+        assert!(text.starts_with(&fs::read_to_string(&example).unwrap()), "{text}");
+        #[cfg(unix)]
+        for path in [&opts.out, &opts.registry] {
+            let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(path).unwrap().permissions());
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn provisioning_again_updates_the_entry_and_a_given_key_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = options(dir.path(), "hau-09", DeviceKind::Water, None);
+        provision(&first).unwrap();
+        let key = DeviceKey([7; KEY_LEN]);
+        let again = ProvisionOptions {
+            kind: DeviceKind::Traffic,
+            ..options(dir.path(), "hau-09", DeviceKind::Water, Some(key))
+        };
+        assert!(!provision(&again).unwrap().added);
+        let registry = load_registry(&again.registry).unwrap();
+        assert_eq!(
+            (registry.len(), registry.kind("hau-09"), registry.key("hau-09")),
+            (1, Some(DeviceKind::Traffic), Some(&key))
+        );
+        assert_eq!(provision::decode(&fs::read(&again.out).unwrap()).unwrap().key, key.0);
+    }
+
+    #[test]
+    fn bad_requests_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        for opts in [
+            options(dir.path(), "Hau_09", DeviceKind::Water, None),
+            options(dir.path(), "hau-09", DeviceKind::Unknown, None),
+            ProvisionOptions { broker_host: "h".repeat(65), ..options(dir.path(), "hau-09", DeviceKind::Water, None) },
+        ] {
+            assert!(provision(&opts).is_err());
+        }
+        fs::write(dir.path().join("devices.toml"), "device = 3\n").unwrap();
+        let e = provision(&options(dir.path(), "hau-09", DeviceKind::Water, None)).unwrap_err();
+        assert!(format!("{e:#}").contains("[[device]]"), "{e:#}");
+        let mut left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(left, ["devices.toml"]);
+    }
+}

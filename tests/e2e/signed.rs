@@ -1,0 +1,149 @@
+//! Signed packs over the real broker: a node provisioned with `mekong device provision` seals
+//! its packs in COSE_Mac0 envelopes; the platform stores them and acknowledges their sequence
+//! numbers, and refuses wrong keys, replays (also after a restart), plain packs from a keyed
+//! device and signed packs from a device without a key, while a plain sensor carries on.
+
+use std::path::Path;
+
+use mekong::provision::{provision, ProvisionOptions};
+use mekong::Config;
+use mekong_schema::{cose, provision as blob, DeviceKind};
+use mekong_tests::{config, now_secs, pack, points_of, start, Downlink, Running, Sensor};
+
+const NODE: &str = "hau-signed-01";
+const NODE_UP: &str = "mekong/v1/hau-signed-01/up";
+const PLAIN: &str = "good-air";
+const PLAIN_UP: &str = "mekong/v1/good-air/up";
+
+/// A registry with a plain sensor, and `NODE` added by the provisioning command; the node's key.
+fn registry(dir: &Path) -> [u8; 32] {
+    let registry = dir.join("devices.toml");
+    std::fs::write(&registry, format!("[[device]]\nid = \"{PLAIN}\"\nkind = \"air\"\n")).unwrap();
+    let out = dir.join("node.bin");
+    provision(&ProvisionOptions {
+        device_id: NODE.into(),
+        kind: DeviceKind::Water,
+        key: None,
+        broker_host: "localhost".into(),
+        broker_port: 1883,
+        period_secs: 60,
+        registry,
+        out: out.clone(),
+    })
+    .unwrap();
+    // The node's key is what its firmware will read from the blob.
+    blob::decode(&std::fs::read(out).unwrap()).unwrap().key
+}
+
+fn platform_config(data: &Path, registry_dir: &Path) -> Config {
+    let mut c = config(data);
+    c.ingest.registry = registry_dir.join("devices.toml");
+    c
+}
+
+fn sealed(key: &[u8; 32], seq: u64, device: &str, pack: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; pack.len() + cose::MAX_OVERHEAD];
+    let n = cose::seal(&mut out, key, seq, device, pack).unwrap();
+    out.truncate(n);
+    out
+}
+
+async fn expect_refusal(sensor: &mut Sensor, why: &str) {
+    match sensor.downlink().await {
+        Downlink::Refused { reason, .. } => assert_eq!(reason, why),
+        other => panic!("expected a refusal ({why}), got {other:?}"),
+    }
+}
+
+async fn expect_ack(sensor: &mut Sensor, seq: Option<u64>) {
+    match sensor.downlink().await {
+        Downlink::Ack { seq: got, .. } => assert_eq!(got, seq),
+        other => panic!("expected an acknowledgement of {seq:?}, got {other:?}"),
+    }
+}
+
+/// The plain sensor sends reading `k` and has it acknowledged: it is never disturbed.
+async fn plain_reading(running: &Running, sensor: &mut Sensor, t: f64, k: usize) {
+    sensor.publish(PLAIN_UP, pack(t, &[("pm2_5", "ug/m3", k as f64, k as f64)])).await;
+    expect_ack(sensor, None).await;
+    let body = running.json(&format!("/v1/devices/{PLAIN}/series/pm2_5")).await;
+    assert_eq!(points_of(&body).len(), k + 1, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_packs_are_stored_and_acknowledged_and_forgeries_refused() {
+    let (data, reg) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = registry(reg.path());
+    let running = start(&platform_config(data.path(), reg.path())).await;
+    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    let mut plain = Sensor::device(running.mqtt(), PLAIN).await;
+    let t = now_secs().floor();
+    let reading = |k: f64| pack(t, &[("water_level", "cm", 170.0 + k, k)]);
+
+    node.publish(NODE_UP, sealed(&key, 1, NODE, &reading(0.0))).await;
+    expect_ack(&mut node, Some(1)).await;
+    plain_reading(&running, &mut plain, t, 0).await;
+
+    let mut wrong = key;
+    wrong[0] ^= 1;
+    node.publish(NODE_UP, sealed(&wrong, 2, NODE, &reading(1.0))).await;
+    expect_refusal(&mut node, "bad_signature").await;
+    node.publish(NODE_UP, sealed(&key, 1, NODE, &reading(0.0))).await;
+    expect_refusal(&mut node, "replayed").await;
+    node.publish(NODE_UP, reading(1.0)).await;
+    expect_refusal(&mut node, "unsigned").await;
+    plain_reading(&running, &mut plain, t, 1).await;
+    // A device without a key cannot send signed packs, even with a valid envelope.
+    plain.publish(PLAIN_UP, sealed(&key, 1, PLAIN, &pack(t, &[("pm2_5", "ug/m3", 9.0, 99.0)]))).await;
+    expect_refusal(&mut plain, "unknown_key").await;
+
+    // Numbers 2 to 4 never arrived: one gap.
+    node.publish(NODE_UP, sealed(&key, 5, NODE, &reading(2.0))).await;
+    expect_ack(&mut node, Some(5)).await;
+    plain_reading(&running, &mut plain, t, 2).await;
+
+    let body = running.json(&format!("/v1/devices/{NODE}/series/water_level")).await;
+    let t_ms = (t * 1000.0) as i64;
+    assert_eq!(points_of(&body), [(t_ms, 170.0), (t_ms + 2000, 172.0)], "only the accepted packs");
+    let device = running.json(&format!("/v1/devices/{NODE}")).await;
+    assert_eq!(
+        (device["seq"].as_u64(), device["seq_gaps"].as_u64(), device["rejected"].as_u64()),
+        (Some(5), Some(1), Some(3))
+    );
+    let plain_device = running.json(&format!("/v1/devices/{PLAIN}")).await;
+    assert!(plain_device["seq"].is_null(), "{plain_device}");
+    let stats = running.json("/v1/stats").await;
+    for kind in ["bad_signature", "replayed", "unsigned", "unknown_key"] {
+        assert_eq!(stats["rejected_by_kind"][kind], 1, "{kind}: {stats}");
+    }
+    let log = running.json(&format!("/v1/rejections?device={NODE}")).await;
+    let kinds: Vec<_> = log["rejections"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["unsigned", "replayed", "bad_signature"], "newest first");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_a_restart_is_refused() {
+    let (data, reg) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = registry(reg.path());
+    let t = now_secs().floor();
+    let captured = sealed(&key, 3, NODE, &pack(t, &[("water_level", "cm", 171.0, 0.0)]));
+
+    let running = start(&platform_config(data.path(), reg.path())).await;
+    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    node.publish(NODE_UP, captured.clone()).await;
+    expect_ack(&mut node, Some(3)).await;
+    running.stop().await;
+
+    let running = start(&platform_config(data.path(), reg.path())).await;
+    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    let mut plain = Sensor::device(running.mqtt(), PLAIN).await;
+    node.publish(NODE_UP, captured).await;
+    expect_refusal(&mut node, "replayed").await;
+    plain_reading(&running, &mut plain, t, 0).await;
+    node.publish(NODE_UP, sealed(&key, 4, NODE, &pack(t, &[("water_level", "cm", 172.0, 60.0)]))).await;
+    expect_ack(&mut node, Some(4)).await;
+    let device = running.json(&format!("/v1/devices/{NODE}")).await;
+    assert_eq!((device["seq"].as_u64(), device["points"].as_u64()), (Some(4), Some(2)));
+    running.stop().await;
+}
