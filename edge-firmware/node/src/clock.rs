@@ -5,10 +5,10 @@
 //! the platform's, late by the downlink's latency (milliseconds; readings are sent to the
 //! second).
 //!
-//! Before the first downlink the node does not know the date. It then stamps readings with
-//! SenML relative times (RFC 8428 section 4.5.3: negative seconds before "now", which the
-//! platform resolves against the time it receives the pack). See [`crate::pack`] for how such
-//! a pack is acknowledged.
+//! Before the first downlink the node does not know the date, so it sends no readings: it
+//! keeps sampling (by uptime) and sends a small hello pack to get a downlink
+//! ([`crate::pack::encode_hello`]); readings are packed only with a [`Synced`] clock, so
+//! every reading goes out with an absolute time fixed once, when it is packed.
 
 use mekong_schema::limits::MIN_TIME_SECS;
 
@@ -43,8 +43,25 @@ impl Clock {
 
     /// Epoch milliseconds at `uptime_ms`, once the date is known.
     pub fn epoch_ms(&self, uptime_ms: u64) -> Option<i64> {
-        let up = i64::try_from(uptime_ms).ok()?;
-        self.offset_ms.map(|o| o + up)
+        self.synced().map(|s| s.epoch_ms(uptime_ms))
+    }
+
+    /// The clock, if the date is known: what packing readings needs.
+    pub fn synced(&self) -> Option<Synced> {
+        self.offset_ms.map(|offset_ms| Synced { offset_ms })
+    }
+}
+
+/// A clock that knows the date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    offset_ms: i64,
+}
+
+impl Synced {
+    /// Epoch milliseconds at `uptime_ms`.
+    pub fn epoch_ms(&self, uptime_ms: u64) -> i64 {
+        self.offset_ms.saturating_add(i64::try_from(uptime_ms).unwrap_or(i64::MAX))
     }
 }
 

@@ -1,8 +1,8 @@
-//! The two checksums the node computes itself: CRC-16/MODBUS for the RS-485 link and
-//! CRC-32 (IEEE) for the provisioning blob until `mekong_schema::provision` brings its own.
+//! The checksum the node computes itself: CRC-16/MODBUS for the RS-485 link (the config
+//! page's CRC-32 is `mekong_schema::provision`'s).
 //!
-//! Bitwise rather than table-driven: frames are a few dozen bytes, and 1.5 KiB of tables
-//! would cost more flash than the cycles they save.
+//! Bitwise rather than table-driven: frames are a few dozen bytes, and a 512-byte table
+//! would cost more flash than the cycles it saves.
 
 /// CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF). Sent low byte first on the wire.
 pub fn crc16_modbus(data: &[u8]) -> u16 {
@@ -16,18 +16,6 @@ pub fn crc16_modbus(data: &[u8]) -> u16 {
     crc
 }
 
-/// CRC-32/ISO-HDLC, the zlib and Ethernet one (poly 0xEDB88320 reflected).
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc: u32 = 0xFFFF_FFFF;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,7 +24,6 @@ mod tests {
     fn check_values_of_the_catalogue() {
         // The "check" column of the CRC catalogue: the CRC of ASCII "123456789".
         assert_eq!(crc16_modbus(b"123456789"), 0x4B37);
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
     #[test]

@@ -1,19 +1,21 @@
-//! A node, put together: samples go into the outbox, packs go out over the MQTT session, and
-//! downlinks free them and set the clock.
+//! A node, put together: samples go into the outbox, packs go out sealed over the MQTT
+//! session, and downlinks free them and set the clock.
 //!
 //! The board calls [`Node::record`] with each sample and [`Node::poll`] from its main loop
-//! (every millisecond or so), and prints the [`Report`]s on its console.
+//! (every millisecond or so), and prints the [`Report`]s on its console. Until the first
+//! downlink sets the clock, the node sends a hello rather than readings ([`crate::pack`]).
 
 use core::fmt::Write as _;
 
 use embedded_io::{Read, ReadReady, Write};
 use heapless::String;
+use mekong_schema::cose::MAX_OVERHEAD;
 use mekong_schema::downlink::{self, Downlink, MAX_REASON_LEN};
 use mekong_schema::topic::Uplink;
 
 use crate::clock::Clock;
 use crate::mqtt::{Event, Session, SessionConfig};
-use crate::outbox::{Ack, Outbox, OutboxStats};
+use crate::outbox::{Ack, Outbox, OutboxStats, PACK_BYTES};
 use crate::provision::Provision;
 use crate::sample::{Metric, Sample};
 use crate::seal::Sealer;
@@ -36,16 +38,29 @@ pub struct Settings {
     pub ack_timeout_ms: u64,
     /// Most samples in one pack; a backlog goes out in packs this large without waiting.
     pub max_records: usize,
-    /// Packs in flight at once. 1 until downlinks carry sequence numbers: then every
-    /// refusal names its pack for sure ([`crate::outbox`]).
+    /// Packs in flight at once (at most [`WINDOW`]). Acknowledgements name their pack by
+    /// sequence number, refusals by order ([`crate::outbox`]).
     pub max_in_flight: usize,
-    /// MQTT keep-alive, seconds.
+    /// MQTT keep-alive, seconds; the node also pings after half of it without a byte from
+    /// the broker ([`crate::mqtt::session`]).
     pub keepalive_s: u16,
+    /// How long to wait for CONNACK, SUBACK or PINGRESP, ms.
+    pub answer_timeout_ms: u64,
+    /// Pause before connecting again after a lost session, ms.
+    pub retry_ms: u64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { publish_every_ms: 60_000, ack_timeout_ms: 30_000, max_records: 16, max_in_flight: 1, keepalive_s: 60 }
+        Self {
+            publish_every_ms: 60_000,
+            ack_timeout_ms: 30_000,
+            max_records: 16,
+            max_in_flight: WINDOW,
+            keepalive_s: 60,
+            answer_timeout_ms: 10_000,
+            retry_ms: 5_000,
+        }
     }
 }
 
@@ -58,7 +73,9 @@ pub enum Report {
     Offline(&'static str),
     /// A pack went out (attempt 1 is the first send).
     Published {
-        /// Sequence number.
+        /// The pack's number since boot.
+        id: u32,
+        /// The sequence number of this send.
         seq: u64,
         /// Records in it.
         records: u16,
@@ -69,8 +86,12 @@ pub enum Report {
     },
     /// The platform stored a pack.
     Acked {
-        /// Its sequence number.
-        seq: u64,
+        /// The pack's number since boot.
+        id: u32,
+        /// The sequence number the acknowledgement names (a signed pack's).
+        seq: Option<u64>,
+        /// Whether it was the hello.
+        hello: bool,
         /// Readings the platform stored.
         readings: u32,
         /// Newest reading time, epoch ms.
@@ -80,15 +101,17 @@ pub enum Report {
     AckUnmatched,
     /// The platform refused a pack; it is dropped.
     Refused {
-        /// Its sequence number, if it could be told.
-        seq: Option<u64>,
+        /// The pack's number since boot, if one was in flight.
+        id: Option<u32>,
         /// The platform's reason kind.
         reason: String<MAX_REASON_LEN>,
     },
     /// A downlink that is not a valid acknowledgement or refusal.
     BadDownlink,
-    /// The sequence counter could not be stored: nothing is packed until it can.
+    /// The sequence counter could not be stored: nothing is sent until it can.
     SeqStoreFailed,
+    /// A pack could not be sealed or encoded (cannot happen with this firmware's buffers).
+    SendFailed,
 }
 
 /// One node.
@@ -156,9 +179,15 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
     }
 
     /// Runs the session and the outbox at uptime `now_ms`; returns what happened, if
-    /// anything worth a line on the console. An `Err` is a failed link (already handled: the
-    /// session reconnects).
-    pub fn poll<T>(&mut self, link: &mut T, now_ms: u64) -> Result<Option<Report>, T::Error>
+    /// anything worth a line on the console. `packed` sees each sample that goes into a pack,
+    /// with the time (epoch ms) it goes out with. An `Err` is a failed link (already handled:
+    /// the session reconnects).
+    pub fn poll<T>(
+        &mut self,
+        link: &mut T,
+        now_ms: u64,
+        packed: impl FnMut(&Sample, i64),
+    ) -> Result<Option<Report>, T::Error>
     where
         T: Read + Write + ReadReady,
     {
@@ -166,8 +195,8 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
             client_id: &self.client_id,
             downlink: &self.down,
             keepalive_s: self.settings.keepalive_s,
-            answer_timeout_ms: 10_000,
-            retry_ms: 5_000,
+            answer_timeout_ms: self.settings.answer_timeout_ms,
+            retry_ms: self.settings.retry_ms,
         };
         let report = match self.session.poll(link, now_ms, &cfg)? {
             Some(Event::Ready) => {
@@ -187,19 +216,39 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
         if !self.session.is_ready() {
             return Ok(None);
         }
+        if self.outbox.needs_hello(&self.clock) {
+            self.outbox.push_hello();
+        }
         let backlog = self.outbox.queued() >= self.settings.max_records;
         let due = now_ms.saturating_sub(self.last_publish_ms) >= self.settings.publish_every_ms;
-        if (backlog || due) && self.outbox.can_pack(&self.clock) {
-            let Ok(seq) = self.seq.take() else { return Ok(Some(Report::SeqStoreFailed)) };
+        if let Some(clock) = self.clock.synced().filter(|_| backlog || due) {
             // An encoding failure cannot happen with this firmware's metrics; the samples
             // stay queued if it ever does.
-            let _ = self.outbox.pack(&self.clock, now_ms, seq, &mut self.sealer, self.settings.max_records);
-            self.last_publish_ms = now_ms;
+            if let Ok(Some(_)) = self.outbox.pack(&clock, self.settings.max_records, packed) {
+                self.last_publish_ms = now_ms;
+            }
         }
-        let Some(p) = self.outbox.next_to_send(now_ms, self.settings.ack_timeout_ms) else { return Ok(None) };
-        let (seq, records, attempt, bytes) = (p.seq, p.records, p.attempts, p.bytes().len());
-        match self.session.publish(link, &self.up, p.bytes(), now_ms) {
-            Ok(_) => Ok(Some(Report::Published { seq, records, bytes, attempt })),
+        if !self.outbox.has_due(now_ms, self.settings.ack_timeout_ms) {
+            return Ok(None);
+        }
+        // A new number for every send, resends included ([`crate::seal`]).
+        let Ok(seq) = self.seq.take() else { return Ok(Some(Report::SeqStoreFailed)) };
+        let mut sealed = [0u8; PACK_BYTES + MAX_OVERHEAD];
+        let sent = match self.outbox.transmit(now_ms, self.settings.ack_timeout_ms, seq, &mut self.sealer, &mut sealed)
+        {
+            Ok(Some(sent)) => sent,
+            Ok(None) => return Ok(None),
+            Err(_) => return Ok(Some(Report::SendFailed)),
+        };
+        let Some(payload) = sealed.get(..sent.len) else { return Ok(Some(Report::SendFailed)) };
+        match self.session.publish(link, &self.up, payload, now_ms) {
+            Ok(_) => Ok(Some(Report::Published {
+                id: sent.id,
+                seq: sent.seq,
+                records: sent.records,
+                bytes: sent.len,
+                attempt: sent.attempt,
+            })),
             // Sent again when the session is back.
             Err(_) => Ok(Some(Report::Offline("publish failed"))),
         }
@@ -213,22 +262,22 @@ fn apply_downlink<const Q: usize, const W: usize>(
     now_ms: u64,
 ) -> Report {
     match downlink::decode(payload) {
-        Ok(Downlink::Ack { up_to_ms, readings, server_ms }) => {
-            // Matched before the clock moves: a pack with relative times is matched as the
-            // only one in flight, whatever the clock says.
-            let freed = outbox.on_ack(Ack { up_to_ms, readings, seq: None });
+        Ok(Downlink::Ack { up_to_ms, readings, server_ms, seq }) => {
+            let freed = outbox.on_ack(Ack { up_to_ms, readings, seq });
             clock.set(server_ms, now_ms);
             match freed {
-                Some(p) => Report::Acked { seq: p.seq, readings, up_to_ms },
+                Some(p) => Report::Acked { id: p.id, seq, hello: p.is_hello(), readings, up_to_ms },
                 None => Report::AckUnmatched,
             }
         }
         Ok(Downlink::Refused { reason, server_ms }) => {
+            // Even a refusal tells the time: the node can pack its readings, and learns from
+            // their answers whether the refusal was about the node or about one pack.
             clock.set(server_ms, now_ms);
-            let seq = outbox.on_refusal(None).map(|p| p.seq);
+            let id = outbox.on_refusal(None).map(|p| p.id);
             let mut r = String::new();
             let _ = r.push_str(reason);
-            Report::Refused { seq, reason: r }
+            Report::Refused { id, reason: r }
         }
         Err(_) => Report::BadDownlink,
     }
@@ -240,36 +289,56 @@ mod tests {
     use crate::mqtt::codec;
     use crate::mqtt::session::tests::{downlink, Pipe};
     use crate::provision::Periods;
-    use crate::seal::Unsigned;
+    use crate::seal::Mac0;
     use crate::seq::RamStore;
-    use mekong_schema::senml::{decode_pack, DecodeOptions};
+    use mekong_schema::cose;
+    use mekong_schema::senml::{decode_pack, DecodeOptions, Value};
     use mekong_schema::DeviceKind;
+    use std::vec::Vec;
 
     const KEY: [u8; 32] = [1; 32];
     const T0: i64 = 1_790_000_000_000;
 
-    fn node() -> Node<Unsigned, RamStore> {
+    type TestNode = Node<Mac0<'static>, RamStore>;
+
+    fn node() -> TestNode {
         let p = Provision {
             device_id: "hau-01",
             kind: DeviceKind::Water,
-            key: &KEY,
+            key: KEY,
             broker_host: "localhost",
             broker_port: 1883,
-            periods: Periods { air_s: 0, water_s: 60, traffic_s: 0 },
+            period_secs: Periods { air: 0, water: 60, traffic: 0 },
         };
-        Node::new(&p, Settings { max_records: 4, ..Settings::default() }, Unsigned, RamStore::default(), 0).unwrap()
+        let settings = Settings { max_records: 4, ..Settings::default() };
+        Node::new(&p, settings, Mac0::new(KEY, "hau-01"), RamStore::default(), 0).unwrap()
     }
 
+    /// A publish as the platform reads it: the envelope opened with the node's key, the pack
+    /// decoded at platform time `now_s`. (seq, [(name, value, time s)]).
+    fn open(payload: &[u8], now_s: f64) -> (u64, Vec<(std::string::String, f64, f64)>) {
+        let opened = cose::open(payload, &KEY).expect("a valid envelope");
+        assert_eq!(opened.kid, b"hau-01");
+        let mut out = Vec::new();
+        decode_pack(opened.payload, DecodeOptions { now: now_s, max_records: 100 }, &mut |r| {
+            let Value::Number(v) = r.value else { panic!() };
+            let mut n = [0u8; 64];
+            out.push((r.name_into(&mut n).into(), v, r.time));
+            Ok(())
+        })
+        .unwrap();
+        (opened.seq, out)
+    }
+
+    /// Reports, published payloads, and (value, time ms) of the samples packed.
+    type Ran = (Vec<Report>, Vec<Vec<u8>>, Vec<(f64, i64)>);
+
     /// Polls until quiet, answering CONNECT and SUBSCRIBE like a broker; returns the
-    /// reports and the payloads the node published.
-    fn run(
-        n: &mut Node<Unsigned, RamStore>,
-        io: &mut Pipe,
-        now: u64,
-    ) -> (std::vec::Vec<Report>, std::vec::Vec<std::vec::Vec<u8>>) {
-        let (mut reports, mut packs) = (std::vec::Vec::new(), std::vec::Vec::new());
+    /// reports, the payloads the node published, and the samples it packed.
+    fn run(n: &mut TestNode, io: &mut Pipe, now: u64) -> Ran {
+        let (mut reports, mut packs, mut packed) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..20 {
-            if let Some(r) = n.poll(io, now).unwrap() {
+            if let Some(r) = n.poll(io, now, |s, t| packed.push((s.value, t))).unwrap() {
                 reports.push(r);
             }
             for (kind, bytes) in io.sent() {
@@ -291,73 +360,73 @@ mod tests {
                 }
             }
         }
-        (reports, packs)
+        (reports, packs, packed)
     }
 
-    fn ack(up_to_ms: i64, readings: u32, server_ms: i64) -> std::vec::Vec<u8> {
+    fn ack(up_to_ms: i64, readings: u32, server_ms: i64, seq: u64) -> Vec<u8> {
         let mut b = [0u8; 64];
-        let n = Downlink::Ack { up_to_ms, readings, server_ms }.encode(&mut b).unwrap();
+        let n = Downlink::Ack { up_to_ms, readings, server_ms, seq: Some(seq) }.encode(&mut b).unwrap();
         downlink("mekong/v1/hau-01/down", 9, &b[..n])
     }
 
     #[test]
-    fn first_pack_is_relative_its_ack_sets_the_clock_and_the_next_is_absolute() {
+    fn a_hello_first_then_sealed_packs_with_absolute_times_matched_by_sequence_number() {
         let (mut n, mut io) = (node(), Pipe::default());
-        let (reports, _) = run(&mut n, &mut io, 0);
-        assert_eq!(reports, [Report::Online]);
-        n.record(Metric::WaterLevel, 182.5, 60_000);
-        let (reports, packs) = run(&mut n, &mut io, 60_500);
-        assert_eq!(reports, [Report::Published { seq: 0, records: 1, bytes: packs[0].len(), attempt: 1 }]);
-        // Relative time (taken 0.5 s before sending: -1 s); the platform resolves it
-        // against its time of receipt.
-        let mut times = std::vec::Vec::new();
-        decode_pack(&packs[0], DecodeOptions { now: 1_790_000_000.0, max_records: 10 }, &mut |r| {
-            times.push(r.time);
-            Ok(())
-        })
-        .unwrap();
-        assert!(times[0] >= 1_789_999_999.0, "{times:?}");
-        // The platform says: stored, at T0 - 1000, and it is T0 now.
-        io.give(&ack(T0 - 1_000, 1, T0));
-        let (reports, _) = run(&mut n, &mut io, 61_000);
-        assert_eq!(reports, [Report::Acked { seq: 0, readings: 1, up_to_ms: T0 - 1_000 }]);
-        assert_eq!(n.clock().epoch_ms(61_000), Some(T0));
-        assert_eq!(n.backlog(), (0, 0));
+        n.record(Metric::WaterLevel, 182.5, 500);
+        let (reports, packs, _) = run(&mut n, &mut io, 1_000);
+        assert!(matches!(reports[..], [Report::Online, Report::Published { id: 0, seq: 0, records: 1, .. }]));
+        // No reading before the clock is set: a hello, stored at its time of receipt.
+        assert_eq!(open(&packs[0], 1_790_000_000.0), (0, std::vec![("uptime".into(), 1.0, 1_790_000_000.0)]));
+        io.give(&ack(T0, 1, T0, 0));
+        let (reports, _, _) = run(&mut n, &mut io, 1_100);
+        assert_eq!(reports, [Report::Acked { id: 0, seq: Some(0), hello: true, readings: 1, up_to_ms: T0 }]);
+        assert_eq!(n.clock().epoch_ms(1_100), Some(T0));
 
-        // A backlog of 5 at max_records 4 goes out at once, absolute this time.
-        for i in 0..5u64 {
+        // The sample queued before the clock was set goes out at its true time, sealed.
+        let (reports, packs, packed) = run(&mut n, &mut io, 61_100);
+        assert!(matches!(reports[..], [Report::Published { id: 1, seq: 1, records: 1, .. }]), "{reports:?}");
+        let at = T0 - 600;
+        assert_eq!(packed, [(182.5, at - at.rem_euclid(1000) + 1000 * i64::from(at.rem_euclid(1000) >= 500))]);
+        assert_eq!(open(&packs[0], 1_790_000_100.0), (1, std::vec![("water_level".into(), 182.5, 1_789_999_999.0)]));
+
+        // A backlog of 9 at max_records 4: two more packs at once, four in flight at most.
+        for i in 0..9u64 {
             n.record(Metric::WaterLevel, 183.0 + i as f64, 62_000 + i * 1_000);
         }
-        let (reports, packs) = run(&mut n, &mut io, 67_000);
-        assert_eq!(reports.len(), 1, "one pack in flight at a time: {reports:?}");
-        assert_eq!(packs.len(), 1);
-        let newest = T0 + (65_000 - 61_000);
-        io.give(&ack(newest, 4, T0 + 6_000));
-        let (reports, _) = run(&mut n, &mut io, 67_000);
-        assert_eq!(reports, [Report::Acked { seq: 1, readings: 4, up_to_ms: newest }]);
-        // The fifth waits for the publish period.
-        let (reports, packs) = run(&mut n, &mut io, 127_000);
-        assert!(matches!(reports[..], [Report::Published { seq: 2, records: 1, .. }]), "{reports:?}");
-        assert_eq!(packs.len(), 1);
+        let (reports, packs, packed) = run(&mut n, &mut io, 71_000);
+        assert_eq!(packs.len(), 2, "{reports:?}");
+        assert_eq!(packed.len(), 8);
+        assert_eq!(n.backlog(), (1, 3));
+        // The answers come in any order; each frees the pack of its number.
+        let newest = T0 + 61_000 + 7_000 - 1_100;
+        io.give(&ack(newest, 4, T0 + 70_000, 3));
+        io.give(&ack(T0 - 1_000, 1, T0 + 70_000, 1));
+        let (reports, _, _) = run(&mut n, &mut io, 71_100);
+        assert!(matches!(reports[..2], [Report::Acked { id: 3, .. }, Report::Acked { id: 1, .. }]), "{reports:?}");
+        assert_eq!(n.backlog(), (1, 1), "pack 2 in flight; the last sample waits for the publish period");
     }
 
     #[test]
-    fn a_refusal_drops_the_pack_and_a_silent_platform_gets_a_resend() {
+    fn a_silent_platform_gets_a_resend_with_a_new_number_and_a_refusal_drops_the_pack() {
         let (mut n, mut io) = (node(), Pipe::default());
         run(&mut n, &mut io, 0);
+        io.give(&ack(T0, 1, T0, 0));
+        run(&mut n, &mut io, 100);
         n.record(Metric::WaterLevel, 182.5, 1_000);
-        let (_, first) = run(&mut n, &mut io, 60_000);
-        // No answer for 30 s: the same bytes again.
-        let (reports, again) = run(&mut n, &mut io, 90_000);
-        assert!(matches!(reports[..], [Report::Published { seq: 0, attempt: 2, .. }]), "{reports:?}");
-        assert_eq!(again, first);
+        let (_, first, _) = run(&mut n, &mut io, 60_000);
+        // No answer for 30 s: the same readings again, under a new number.
+        let (reports, again, _) = run(&mut n, &mut io, 90_000);
+        assert!(matches!(reports[..], [Report::Published { id: 1, seq: 2, attempt: 2, .. }]), "{reports:?}");
+        let (one, two) = (open(&first[0], 1_790_000_100.0), open(&again[0], 1_790_000_100.0));
+        assert_eq!((one.0, two.0), (1, 2));
+        assert_eq!(one.1, two.1);
         let mut b = [0u8; 64];
         let len = Downlink::Refused { reason: "bad_time", server_ms: T0 }.encode(&mut b).unwrap();
         io.give(&downlink("mekong/v1/hau-01/down", 3, &b[..len]));
-        let (reports, _) = run(&mut n, &mut io, 90_100);
-        assert_eq!(reports, [Report::Refused { seq: Some(0), reason: String::try_from("bad_time").unwrap() }]);
+        let (reports, _, _) = run(&mut n, &mut io, 90_100);
+        assert_eq!(reports, [Report::Refused { id: Some(1), reason: String::try_from("bad_time").unwrap() }]);
         assert_eq!(n.outbox_stats().refused_packs, 1);
-        let (reports, _) = run(&mut n, &mut io, 200_000);
+        let (reports, _, _) = run(&mut n, &mut io, 200_000);
         assert!(reports.is_empty(), "{reports:?}");
         io.give(&downlink("mekong/v1/hau-01/down", 4, &[0xff]));
         assert_eq!(run(&mut n, &mut io, 200_001).0, [Report::BadDownlink]);

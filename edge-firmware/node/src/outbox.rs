@@ -5,30 +5,41 @@
 //! 1. the **queue** of samples not yet packed (`Q` samples). When it is full, the oldest
 //!    sample is dropped and counted; the count goes out as a `dropped` record in the next pack,
 //!    so the platform knows the gap is the node's and not the network's;
-//! 2. the **packs in flight** (`W` packs, each kept as the exact bytes sent). A pack leaves
+//! 2. the **packs in flight** (`W` packs, each kept as its plain SenML bytes). A pack leaves
 //!    only when the platform acknowledges it (`Ack` on `mekong/v1/{id}/down`, sent after the
 //!    readings are flushed to disk; the MQTT PUBACK is not enough), or refuses it (a refused
-//!    pack would be refused again: it is dropped and counted). A pack with no answer is resent
-//!    after a timeout, byte for byte, so the platform stores its readings once.
+//!    pack would be refused again: it is dropped and counted). A pack with no answer is sent
+//!    again after a timeout.
 //!
-//! Matching a downlink to a pack: by sequence number when the downlink carries one (the
-//! label the schema is adding with signing), else by `up_to_ms`, the newest reading time,
-//! which the node knows for packs with absolute times ([`crate::pack`]). A pack with relative
-//! times (sent before the clock was set) cannot be matched by time, so only one pack is in
-//! flight until the clock is set, and an acknowledgement that matches nothing else is its.
-//! A refusal does not name its pack yet (no sequence number, no time): it is taken as the
-//! oldest pack in flight, which is exact while one pack is in flight, the default until
-//! downlinks carry sequence numbers.
+//! **Every send is a new transmission.** [`Outbox::transmit`] seals the pack with the
+//! sequence number it is given, a new one each time ([`crate::seal`] says why), and the pack
+//! remembers every number it went out with. The readings inside never change, so the platform
+//! stores them once however often they arrive.
+//!
+//! **Matching a downlink to a pack.** An acknowledgement names the sequence number of the
+//! transmission it answers (label 5): the pack that went out with that number is freed, even
+//! if a later send of it is still unanswered. Without a number (a platform device without a
+//! key), the newest reading time `up_to_ms` names the pack. A refusal names neither today, so
+//! it is matched by order: the platform answers the packs of one connection in the order it
+//! received them, so a refusal answers the oldest transmission still unanswered, that is the
+//! smallest outstanding sequence number (every answer marks the numbers below its own as
+//! answered or lost). That is exact unless the broker silently dropped a pack under overload
+//! just before a refused one; then a good pack may be dropped in its place (counted as
+//! refused). A reconnection marks every earlier transmission as lost.
+//!
+//! **Before the clock is set** no readings are packed; the node sends a hello instead
+//! ([`crate::pack::encode_hello`]), encoded again at each send, and the first downlink of any
+//! kind sets the clock.
 
 use heapless::{Deque, Vec};
 use mekong_schema::senml::EncodeError;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Synced};
 use crate::pack::{self, MAX_RECORDS};
 use crate::sample::Sample;
 use crate::seal::{SealError, Sealer};
 
-/// Room for one sealed pack: 24 records of about 25 bytes, plus the seal.
+/// Room for one plain pack: 24 records of about 25 bytes.
 pub const PACK_BYTES: usize = 768;
 
 /// Sends of one pack before it is given up (and counted as expired): a pack that nobody ever
@@ -38,9 +49,9 @@ pub const MAX_ATTEMPTS: u16 = 10;
 /// A pack sent (or about to be) and not yet answered.
 #[derive(Debug, Clone)]
 pub struct InFlight {
-    /// The pack's sequence number.
-    pub seq: u64,
-    /// Newest reading time the platform will resolve, for packs with absolute times.
+    /// The pack's number since boot (for the console; not on the wire).
+    pub id: u32,
+    /// Newest reading time the platform will store, epoch ms; `None` for a hello.
     pub up_to_ms: Option<i64>,
     /// Records in the pack.
     pub records: u16,
@@ -48,14 +59,40 @@ pub struct InFlight {
     pub sent_at_ms: Option<u64>,
     /// How many times it was sent.
     pub attempts: u16,
+    seqs: Vec<u64, { MAX_ATTEMPTS as usize }>,
     bytes: Vec<u8, PACK_BYTES>,
 }
 
 impl InFlight {
-    /// The sealed bytes, as published.
-    pub fn bytes(&self) -> &[u8] {
+    /// The plain pack (empty for a hello, which is encoded at each send).
+    pub fn plain(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// The sequence numbers it went out with, oldest first.
+    pub fn seqs(&self) -> &[u64] {
+        &self.seqs
+    }
+
+    /// Whether this is the hello pack.
+    pub fn is_hello(&self) -> bool {
+        self.up_to_ms.is_none()
+    }
+}
+
+/// One send, as [`Outbox::transmit`] made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The pack's number since boot.
+    pub id: u32,
+    /// The sequence number it carries.
+    pub seq: u64,
+    /// Records in it.
+    pub records: u16,
+    /// Which send of the pack this is (1: the first).
+    pub attempt: u16,
+    /// Bytes of the sealed pack (the MQTT payload).
+    pub len: usize,
 }
 
 /// An acknowledgement, as the downlink gives it.
@@ -65,7 +102,7 @@ pub struct Ack {
     pub up_to_ms: i64,
     /// Readings stored.
     pub readings: u32,
-    /// The pack's sequence number, once the schema carries it.
+    /// The sequence number of the transmission, for a signed pack.
     pub seq: Option<u64>,
 }
 
@@ -84,16 +121,16 @@ pub struct OutboxStats {
     pub expired_packs: u32,
     /// Sends after the first.
     pub resends: u32,
-    /// Acknowledgements that matched no pack (late duplicates after a resend).
+    /// Downlinks that matched no pack (late duplicates after a resend).
     pub unmatched: u32,
 }
 
-/// Why a pack could not be made.
+/// Why a pack could not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PackError {
-    /// Not even one sample fits a pack (cannot happen with the metrics of this firmware).
+pub enum SendError {
+    /// The hello could not be encoded (cannot happen: one short record).
     Encode(EncodeError),
-    /// The seal does not fit.
+    /// The seal does not fit the buffer.
     Seal(SealError),
 }
 
@@ -104,6 +141,11 @@ pub struct Outbox<const Q: usize, const W: usize> {
     in_flight: Vec<InFlight, W>,
     max_in_flight: usize,
     dropped_unreported: u32,
+    next_id: u32,
+    /// Sequence numbers at or below this are answered, or will never be.
+    answered: Option<u64>,
+    /// The last sequence number sent.
+    last_seq: Option<u64>,
     stats: OutboxStats,
 }
 
@@ -115,6 +157,9 @@ impl<const Q: usize, const W: usize> Outbox<Q, W> {
             in_flight: Vec::new(),
             max_in_flight: max_in_flight.clamp(1, W),
             dropped_unreported: 0,
+            next_id: 0,
+            answered: None,
+            last_seq: None,
             stats: OutboxStats::default(),
         }
     }
@@ -145,93 +190,142 @@ impl<const Q: usize, const W: usize> Outbox<Q, W> {
         let _ = self.queue.push_back(sample);
     }
 
-    /// Whether a new pack may be made now: samples wait, a slot is free, and either the
-    /// clock is set or no pack with relative times is in flight.
+    /// Whether a new pack of readings may be made now: the clock is set, samples wait and a
+    /// slot is free.
     pub fn can_pack(&self, clock: &Clock) -> bool {
-        !self.queue.is_empty()
-            && self.in_flight.len() < self.max_in_flight
-            && (clock.is_set() || self.in_flight.is_empty())
+        clock.is_set() && !self.queue.is_empty() && self.in_flight.len() < self.max_in_flight
     }
 
-    /// Packs up to `max_records` of the oldest samples (plus the `dropped` report) as pack
-    /// number `seq`, seals it, and keeps it in flight, due to be sent.
-    pub fn pack<S: Sealer>(
+    /// Whether the node should send a hello: it does not know the date and nothing is in
+    /// flight (so nor is a hello).
+    pub fn needs_hello(&self, clock: &Clock) -> bool {
+        !clock.is_set() && self.in_flight.is_empty()
+    }
+
+    /// Puts the hello in flight, due now.
+    pub fn push_hello(&mut self) {
+        let hello = self.entry(None, 1, Vec::new());
+        let _ = self.in_flight.push(hello);
+    }
+
+    fn entry(&mut self, up_to_ms: Option<i64>, records: u16, bytes: Vec<u8, PACK_BYTES>) -> InFlight {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        InFlight { id, up_to_ms, records, sent_at_ms: None, attempts: 0, seqs: Vec::new(), bytes }
+    }
+
+    /// Packs up to `max_records` of the oldest samples (plus the `dropped` report) with their
+    /// times from `clock`, and keeps the pack in flight, due to be sent. `packed` sees every
+    /// sample that went in, with the time (epoch ms) the platform will store it at.
+    pub fn pack(
         &mut self,
-        clock: &Clock,
-        now_ms: u64,
-        seq: u64,
-        sealer: &mut S,
+        clock: &Synced,
         max_records: usize,
-    ) -> Result<Option<&InFlight>, PackError> {
-        if !self.can_pack(clock) {
+        mut packed: impl FnMut(&Sample, i64),
+    ) -> Result<Option<&InFlight>, EncodeError> {
+        if self.queue.is_empty() || self.in_flight.len() >= self.max_in_flight {
             return Ok(None);
         }
         let mut take = max_records.clamp(1, MAX_RECORDS - 1).min(self.queue.len());
-        let mut plain = [0u8; PACK_BYTES];
-        let room = PACK_BYTES.saturating_sub(sealer.overhead());
-        let packed = loop {
+        let mut bytes: Vec<u8, PACK_BYTES> = Vec::new();
+        let _ = bytes.resize(PACK_BYTES, 0);
+        let done = loop {
             let mut batch: Vec<Sample, { MAX_RECORDS - 1 }> = Vec::new();
             for s in self.queue.iter().take(take) {
                 let _ = batch.push(*s);
             }
-            match pack::encode(&batch, self.dropped_unreported, clock, now_ms, &mut plain[..room]) {
+            match pack::encode(&batch, self.dropped_unreported, clock, &mut bytes) {
                 Ok(p) => break p,
                 // Values that encode long (fractional floats): fewer per pack.
                 Err(EncodeError::BufferFull) if take > 1 => take /= 2,
-                Err(e) => return Err(PackError::Encode(e)),
+                Err(e) => return Err(e),
             }
         };
-        let mut bytes: Vec<u8, PACK_BYTES> = Vec::new();
-        let _ = bytes.resize(PACK_BYTES, 0);
-        let n = sealer.seal(seq, &plain[..packed.len], &mut bytes).map_err(PackError::Seal)?;
-        bytes.truncate(n);
+        bytes.truncate(done.len);
         for _ in 0..take {
-            self.queue.pop_front();
+            if let Some(s) = self.queue.pop_front() {
+                packed(&s, pack::time_ms(clock, s.at_ms));
+            }
         }
         self.dropped_unreported = 0;
-        let pack =
-            InFlight { seq, up_to_ms: packed.up_to_ms, records: packed.records, sent_at_ms: None, attempts: 0, bytes };
-        // can_pack checked the room.
-        let _ = self.in_flight.push(pack);
+        let entry = self.entry(Some(done.up_to_ms), done.records, bytes);
+        // The check at the top made room.
+        let _ = self.in_flight.push(entry);
         Ok(self.in_flight.last())
     }
 
-    /// The next pack to send at `now_ms`: one never sent, or one unanswered for
-    /// `timeout_ms`. It is marked as sent now. Packs sent [`MAX_ATTEMPTS`] times without an
-    /// answer are given up here.
-    pub fn next_to_send(&mut self, now_ms: u64, timeout_ms: u64) -> Option<&InFlight> {
-        let due = |p: &InFlight| p.sent_at_ms.is_none_or(|t| now_ms.saturating_sub(t) >= timeout_ms);
-        while let Some(i) = self.in_flight.iter().position(|p| due(p) && p.attempts >= MAX_ATTEMPTS) {
+    fn due_at(&self, now_ms: u64, timeout_ms: u64) -> Option<usize> {
+        self.in_flight.iter().position(|p| p.sent_at_ms.is_none_or(|t| now_ms.saturating_sub(t) >= timeout_ms))
+    }
+
+    /// Whether a pack is due at `now_ms`: one never sent, or one unanswered for
+    /// `timeout_ms`. Packs sent [`MAX_ATTEMPTS`] times without an answer are given up here.
+    pub fn has_due(&mut self, now_ms: u64, timeout_ms: u64) -> bool {
+        while let Some(i) = self.due_at(now_ms, timeout_ms).filter(|&i| self.in_flight[i].attempts >= MAX_ATTEMPTS) {
             self.in_flight.remove(i);
             self.stats.expired_packs += 1;
         }
-        let i = self.in_flight.iter().position(due)?;
+        self.due_at(now_ms, timeout_ms).is_some()
+    }
+
+    /// Seals the next due pack with `seq` (a number never used before) into `out` and marks
+    /// it sent at `now_ms`; `None` if no pack is due. A hello is encoded afresh.
+    pub fn transmit<S: Sealer>(
+        &mut self,
+        now_ms: u64,
+        timeout_ms: u64,
+        seq: u64,
+        sealer: &mut S,
+        out: &mut [u8],
+    ) -> Result<Option<Sent>, SendError> {
+        let Some(i) = self.due_at(now_ms, timeout_ms) else { return Ok(None) };
         let p = &mut self.in_flight[i];
+        let len = if p.is_hello() {
+            let mut hello = [0u8; 32];
+            let n = pack::encode_hello(now_ms, &mut hello).map_err(SendError::Encode)?;
+            sealer.seal(seq, &hello[..n], out)
+        } else {
+            sealer.seal(seq, &p.bytes, out)
+        }
+        .map_err(SendError::Seal)?;
+        if p.seqs.is_full() {
+            p.seqs.remove(0);
+        }
+        let _ = p.seqs.push(seq);
         if p.attempts > 0 {
             self.stats.resends += 1;
         }
         p.attempts += 1;
         p.sent_at_ms = Some(now_ms);
-        Some(&self.in_flight[i])
+        self.last_seq = Some(seq);
+        Ok(Some(Sent { id: p.id, seq, records: p.records, attempt: p.attempts, len }))
     }
 
-    /// After a reconnection: every pack in flight is due again at once (the answers to what
-    /// was sent on the old connection may never come).
+    /// After a reconnection: every pack in flight is due again at once, and no answer to
+    /// what went out on the old connection is awaited any more.
     pub fn resend_all(&mut self) {
+        self.answered = self.last_seq;
         for p in &mut self.in_flight {
             p.sent_at_ms = None;
         }
     }
 
+    fn mark_answered(&mut self, seq: u64) {
+        self.answered = Some(self.answered.map_or(seq, |a| a.max(seq)));
+    }
+
     /// Frees the pack an acknowledgement names; returns it.
     pub fn on_ack(&mut self, ack: Ack) -> Option<InFlight> {
         let i = match ack.seq {
-            Some(seq) => self.in_flight.iter().position(|p| p.seq == seq),
+            Some(seq) => {
+                self.mark_answered(seq);
+                self.in_flight.iter().position(|p| p.seqs.contains(&seq))
+            }
             None => self
                 .in_flight
                 .iter()
                 .position(|p| p.up_to_ms == Some(ack.up_to_ms))
-                .or_else(|| self.in_flight.iter().position(|p| p.up_to_ms.is_none() && p.sent_at_ms.is_some())),
+                .or_else(|| self.in_flight.iter().position(|p| p.is_hello() && p.sent_at_ms.is_some())),
         };
         let Some(i) = i else {
             self.stats.unmatched += 1;
@@ -243,13 +337,21 @@ impl<const Q: usize, const W: usize> Outbox<Q, W> {
         Some(p)
     }
 
-    /// Drops the pack a refusal names (by `seq` when given, else the oldest sent); returns it.
+    /// Drops the pack a refusal answers (see the module documentation); returns it.
     pub fn on_refusal(&mut self, seq: Option<u64>) -> Option<InFlight> {
-        let i = match seq {
-            Some(seq) => self.in_flight.iter().position(|p| p.seq == seq),
-            None => self.in_flight.iter().position(|p| p.sent_at_ms.is_some()),
+        let answered = self.answered;
+        let oldest = self
+            .in_flight
+            .iter()
+            .flat_map(|p| p.seqs.iter().copied())
+            .filter(|&s| answered.is_none_or(|a| s > a))
+            .min();
+        let Some(seq) = seq.or(oldest) else {
+            self.stats.unmatched += 1;
+            return None;
         };
-        let Some(i) = i else {
+        self.mark_answered(seq);
+        let Some(i) = self.in_flight.iter().position(|p| p.seqs.contains(&seq)) else {
             self.stats.unmatched += 1;
             return None;
         };
@@ -267,74 +369,90 @@ mod tests {
 
     const T0: i64 = 1_790_000_000_000;
 
-    fn synced() -> Clock {
+    fn synced() -> Synced {
         let mut c = Clock::new();
         c.set(T0, 0);
-        c
+        c.synced().unwrap()
     }
 
     fn level(v: f64, at_s: u64) -> Sample {
         Sample { metric: Metric::WaterLevel, value: v, at_ms: at_s * 1000 }
     }
 
-    /// The records of a sent pack, as the platform decodes them.
-    fn records(bytes: &[u8]) -> std::vec::Vec<(std::string::String, f64)> {
+    /// The records of a sent pack, as the platform decodes them: (name, value, time s).
+    fn records(bytes: &[u8]) -> std::vec::Vec<(std::string::String, f64, f64)> {
         let mut out = std::vec::Vec::new();
         let opts = DecodeOptions { now: 1_790_000_500.0, max_records: 4096 };
         decode_pack(bytes, opts, &mut |r| {
             let Value::Number(v) = r.value else { panic!() };
             let mut n = [0u8; 64];
-            out.push((r.name_into(&mut n).into(), v));
+            out.push((r.name_into(&mut n).into(), v, r.time));
             Ok(())
         })
         .unwrap();
         out
     }
 
+    /// Sends the next due pack with `seq`; its bytes.
+    fn send(ob: &mut Outbox<16, 4>, now: u64, seq: u64) -> Option<(Sent, std::vec::Vec<u8>)> {
+        let mut out = [0u8; PACK_BYTES];
+        let sent = ob.transmit(now, 30_000, seq, &mut Unsigned, &mut out).unwrap()?;
+        Some((sent, out[..sent.len].to_vec()))
+    }
+
     #[test]
-    fn an_ack_frees_its_pack_only() {
+    fn an_ack_frees_the_pack_of_its_sequence_number_only() {
         let clock = synced();
         let mut ob: Outbox<16, 4> = Outbox::new(4);
         for i in 0..4 {
             ob.push(level(180.0 + i as f64, 10 * i));
         }
-        let first = ob.pack(&clock, 40_000, 1, &mut Unsigned, 2).unwrap().unwrap().up_to_ms;
-        let second = ob.pack(&clock, 40_000, 2, &mut Unsigned, 2).unwrap().unwrap().up_to_ms;
+        let mut seen = std::vec::Vec::new();
+        let first = ob.pack(&clock, 2, |s, t| seen.push((s.value, t))).unwrap().unwrap().up_to_ms;
+        let second = ob.pack(&clock, 2, |s, t| seen.push((s.value, t))).unwrap().unwrap().up_to_ms;
         assert_eq!((first, second), (Some(T0 + 10_000), Some(T0 + 30_000)));
-        assert!(ob.next_to_send(40_000, 30_000).is_some());
-        assert!(ob.next_to_send(40_000, 30_000).is_some());
+        assert_eq!(seen, [(180.0, T0), (181.0, T0 + 10_000), (182.0, T0 + 20_000), (183.0, T0 + 30_000)]);
+        assert!(ob.has_due(40_000, 30_000));
+        assert_eq!(send(&mut ob, 40_000, 7).unwrap().0.id, 0);
+        assert_eq!(send(&mut ob, 40_000, 8).unwrap().0.id, 1);
+        assert!(send(&mut ob, 40_000, 9).is_none(), "nothing else is due");
         // The second pack's ack arrives first: it frees that pack, not the first.
-        let freed = ob.on_ack(Ack { up_to_ms: T0 + 30_000, readings: 2, seq: None }).unwrap();
-        assert_eq!(freed.seq, 2);
-        assert_eq!(ob.in_flight().len(), 1);
-        assert_eq!(ob.in_flight()[0].seq, 1);
-        assert!(ob.on_ack(Ack { up_to_ms: T0 + 30_000, readings: 2, seq: None }).is_none(), "a duplicate ack");
-        assert_eq!(ob.on_ack(Ack { up_to_ms: 0, readings: 2, seq: Some(1) }).unwrap().seq, 1, "by sequence number");
+        let freed = ob.on_ack(Ack { up_to_ms: T0 + 30_000, readings: 2, seq: Some(8) }).unwrap();
+        assert_eq!((freed.id, freed.seqs()), (1, &[8][..]));
+        assert!(ob.on_ack(Ack { up_to_ms: T0 + 30_000, readings: 2, seq: Some(8) }).is_none(), "a duplicate ack");
+        assert_eq!(ob.on_ack(Ack { up_to_ms: T0 + 10_000, readings: 2, seq: None }).unwrap().id, 0, "by time");
         assert!(ob.in_flight().is_empty());
         let st = ob.stats();
         assert_eq!((st.acked_packs, st.acked_records, st.unmatched), (2, 4, 1));
     }
 
     #[test]
-    fn an_unanswered_pack_is_resent_after_the_timeout_byte_for_byte() {
+    fn every_send_has_a_new_number_and_the_same_readings_and_a_late_ack_of_an_earlier_send_counts() {
         let clock = synced();
         let mut ob: Outbox<16, 4> = Outbox::new(1);
         ob.push(level(182.5, 5));
-        ob.pack(&clock, 6_000, 7, &mut Unsigned, 8).unwrap();
-        let sent = ob.next_to_send(6_000, 30_000).unwrap().bytes().to_vec();
-        assert!(ob.next_to_send(35_999, 30_000).is_none(), "not yet");
+        ob.pack(&clock, 8, |_, _| {}).unwrap();
+        let (_, sent) = send(&mut ob, 6_000, 1).unwrap();
+        assert!(!ob.has_due(35_999, 30_000), "not yet");
         ob.push(level(183.0, 40));
-        assert!(!ob.can_pack(&clock), "one pack in flight at most");
-        let again = ob.next_to_send(36_000, 30_000).unwrap();
-        assert_eq!(again.bytes(), &sent[..]);
-        assert_eq!(again.attempts, 2);
+        assert!(!ob.can_pack(&Clock::new()), "no clock, no pack");
+        let (again, bytes) = send(&mut ob, 36_000, 2).unwrap();
+        assert_eq!((again.seq, again.attempt), (2, 2));
+        assert_eq!(bytes, sent, "Unsigned: the readings are byte for byte the same");
+        assert_eq!(records(&bytes), [("water_level".into(), 182.5, 1_790_000_005.0)]);
         assert_eq!(ob.stats().resends, 1);
-        // A reconnection makes it due at once.
-        ob.resend_all();
-        assert!(ob.next_to_send(36_001, 30_000).is_some());
-        // Given up after MAX_ATTEMPTS sends.
-        let sends = (1..20).take_while(|i| ob.next_to_send(36_001 + i * 30_000, 30_000).is_some()).count();
-        assert_eq!(sends, usize::from(MAX_ATTEMPTS) - 3);
+        // The platform stored the first send; its ack comes late. It frees the pack.
+        assert_eq!(ob.on_ack(Ack { up_to_ms: T0 + 5_000, readings: 1, seq: Some(1) }).unwrap().seqs(), [1, 2]);
+        // A pack nobody answers is given up after MAX_ATTEMPTS sends.
+        ob.pack(&clock, 8, |_, _| {}).unwrap();
+        let mut now = 100_000;
+        let mut seq = 10;
+        while ob.has_due(now, 30_000) {
+            send(&mut ob, now, seq).unwrap();
+            now += 30_000;
+            seq += 1;
+        }
+        assert_eq!(seq - 10, u64::from(MAX_ATTEMPTS));
         assert_eq!(ob.stats().expired_packs, 1);
         assert!(ob.in_flight().is_empty());
     }
@@ -348,47 +466,79 @@ mod tests {
         }
         assert_eq!(ob.queued(), 8);
         assert_eq!(ob.stats().dropped, 3);
-        let p = ob.pack(&clock, 20_000, 1, &mut Unsigned, 23).unwrap().unwrap();
-        let got = records(p.bytes());
-        assert_eq!(got.first(), Some(&("water_level".into(), 103.0)), "the three oldest went");
-        assert_eq!(got.last(), Some(&("dropped".into(), 3.0)));
+        let p = ob.pack(&clock, 23, |_, _| {}).unwrap().unwrap();
+        let got = records(p.plain());
+        assert_eq!(got.first(), Some(&("water_level".into(), 103.0, 1_790_000_003.0)), "the three oldest went");
+        assert_eq!(got.last(), Some(&("dropped".into(), 3.0, 1_790_000_010.0)));
         assert_eq!(p.records, 9);
         // Reported once.
         ob.on_ack(Ack { up_to_ms: T0 + 10_000, readings: 9, seq: None }).unwrap();
         ob.push(level(111.0, 12));
-        let p = ob.pack(&clock, 20_000, 2, &mut Unsigned, 23).unwrap().unwrap();
-        assert_eq!(records(p.bytes()), [("water_level".into(), 111.0)]);
+        let p = ob.pack(&clock, 23, |_, _| {}).unwrap().unwrap();
+        assert_eq!(records(p.plain()), [("water_level".into(), 111.0, 1_790_000_012.0)]);
     }
 
     #[test]
-    fn a_refused_pack_is_dropped_not_resent() {
+    fn a_refusal_answers_the_oldest_unanswered_transmission() {
         let clock = synced();
-        let mut ob: Outbox<8, 2> = Outbox::new(1);
-        ob.push(level(100.0, 1));
-        ob.pack(&clock, 2_000, 1, &mut Unsigned, 8).unwrap();
-        assert!(ob.on_refusal(None).is_none(), "not sent yet: nothing to refuse");
-        ob.next_to_send(2_000, 30_000).unwrap();
-        assert_eq!(ob.on_refusal(None).unwrap().seq, 1);
-        assert!(ob.next_to_send(1_000_000, 30_000).is_none());
+        let mut ob: Outbox<16, 4> = Outbox::new(4);
+        assert!(ob.on_refusal(None).is_none(), "nothing sent: nothing to refuse");
+        for i in 0..3 {
+            ob.push(level(100.0 + i as f64, i));
+            ob.pack(&clock, 1, |_, _| {}).unwrap();
+        }
+        for seq in [1, 2, 3] {
+            send(&mut ob, 2_000, seq).unwrap();
+        }
+        // Pack 0 (seq 1) was lost by the broker; pack 1 (seq 2) is acknowledged, pack 2
+        // (seq 3) refused: the refusal comes after the ack of 2, so it is 3's.
+        ob.on_ack(Ack { up_to_ms: T0 + 1_000, readings: 1, seq: Some(2) }).unwrap();
+        assert_eq!(ob.on_refusal(None).unwrap().id, 2);
         assert_eq!(ob.stats().refused_packs, 1);
+        // Pack 0 goes again with seq 4; a refusal now is its.
+        send(&mut ob, 40_000, 4).unwrap();
+        assert_eq!(ob.on_refusal(None).unwrap().seqs(), [1, 4]);
+        assert!(ob.in_flight().is_empty());
+        assert!(!ob.has_due(1_000_000, 30_000));
     }
 
     #[test]
-    fn before_the_clock_is_set_one_relative_pack_is_in_flight_and_any_ack_is_its() {
+    fn after_a_reconnection_a_refusal_is_for_the_new_connection_only() {
+        let clock = synced();
+        let mut ob: Outbox<16, 4> = Outbox::new(4);
+        for i in 0..2 {
+            ob.push(level(100.0 + i as f64, i));
+            ob.pack(&clock, 1, |_, _| {}).unwrap();
+        }
+        send(&mut ob, 1_000, 1).unwrap();
+        send(&mut ob, 1_000, 2).unwrap();
+        ob.resend_all();
+        // Pack 1 goes first on the new connection this time.
+        ob.in_flight.swap(0, 1);
+        assert_eq!(send(&mut ob, 2_000, 3).unwrap().0.id, 1);
+        assert_eq!(ob.on_refusal(None).unwrap().id, 1, "seq 1 and 2 died with the old connection");
+    }
+
+    #[test]
+    fn before_the_clock_is_set_a_hello_goes_out_encoded_at_each_send() {
         let mut clock = Clock::new();
-        let mut ob: Outbox<8, 4> = Outbox::new(4);
+        let mut ob: Outbox<16, 4> = Outbox::new(4);
         ob.push(level(100.0, 1));
-        ob.push(level(101.0, 2));
-        let p = ob.pack(&clock, 3_000, 1, &mut Unsigned, 1).unwrap().unwrap();
-        assert_eq!(p.up_to_ms, None);
         assert!(!ob.can_pack(&clock));
-        ob.next_to_send(3_000, 30_000).unwrap();
-        // The ack names the time the platform resolved; it matches the relative pack.
-        let ack = Ack { up_to_ms: T0 - 2_000, readings: 1, seq: None };
-        assert_eq!(ob.on_ack(ack).unwrap().seq, 1);
-        clock.set(T0, 3_100);
-        assert!(ob.can_pack(&clock));
-        let p = ob.pack(&clock, 3_200, 2, &mut Unsigned, 8).unwrap().unwrap();
-        assert_eq!(p.up_to_ms, Some(T0 - 1_000), "taken at 2 s uptime, 1.1 s before the ack set the clock");
+        assert!(ob.needs_hello(&clock));
+        ob.push_hello();
+        assert!(!ob.needs_hello(&clock));
+        let (_, first) = send(&mut ob, 3_000, 0).unwrap();
+        assert_eq!(records(&first), [("uptime".into(), 3.0, 1_790_000_500.0)]);
+        let (again, second) = send(&mut ob, 33_000, 1).unwrap();
+        assert_eq!(again.attempt, 2);
+        assert_eq!(records(&second)[0].1, 33.0, "a new measurement");
+        // Its acknowledgement names the receipt time, which no reading pack has.
+        let hello = ob.on_ack(Ack { up_to_ms: T0, readings: 1, seq: None }).unwrap();
+        assert!(hello.is_hello());
+        clock.set(T0, 33_100);
+        assert!(ob.can_pack(&clock) && !ob.needs_hello(&clock));
+        let p = ob.pack(&clock.synced().unwrap(), 8, |_, _| {}).unwrap().unwrap();
+        assert_eq!(p.up_to_ms, Some(T0 - 32_000), "taken at 1 s uptime, 32.1 s before the clock was set");
     }
 }

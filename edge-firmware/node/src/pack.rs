@@ -1,23 +1,24 @@
 //! Turns queued samples into one SenML-CBOR pack with `mekong_schema::encode_pack`.
 //!
-//! Times go out in whole seconds: nodes sample every 10 s or more, and integer times are one
-//! to three bytes of CBOR where a fractional one is nine.
+//! Times go out in whole seconds: nodes sample every few seconds or more, and integer times
+//! are one to three bytes of CBOR where a fractional one is nine.
 //!
-//! - **Clock set**: the base time `bt` is the newest sample's time and each record's `t` is
-//!   its (zero or negative) offset from it. The platform acknowledges a pack by naming its
-//!   newest reading time, which is then exactly `bt × 1000`: the node knows it before sending.
-//! - **Clock not set yet**: no `bt`; each `t` is the sample's age at packing time, negated
-//!   (RFC 8428 relative time), which the platform resolves against its time of receipt. The
-//!   node cannot predict the time the acknowledgement will name, so it keeps at most one
-//!   such pack in flight and takes any acknowledgement as that pack's ([`crate::outbox`]).
-//!   The first acknowledgement sets the clock, and later packs are absolute.
+//! Readings are packed only once the clock is set ([`Synced`]): the base time `bt` is the
+//! newest sample's time and each record's `t` its (zero or negative) offset from it. A
+//! reading's time is fixed when it is packed, and the pack's plain bytes are kept as they are
+//! until the platform answers, so every send of it names the same readings at the same
+//! times and the platform stores each once. The acknowledgement names the newest reading
+//! time, which is then exactly `bt × 1000`.
 //!
-//! The time in the pack is fixed when the pack is made; a resend sends the same bytes, so
-//! the platform sees the same readings at the same times and stores them once.
+//! Before the clock is set the node sends a **hello** instead ([`encode_hello`]): a single
+//! `uptime` record without a time, which the platform stores at its time of receipt. Its
+//! value is taken when it is sent (each send is a new measurement, encoded again), so even a
+//! hello stored twice is two true readings. No sensor reading ever goes out with a time
+//! relative to receipt, which a resend would store again at a later, wrong time.
 
 use mekong_schema::senml::{encode_pack, Base, EncodeError, Reading};
 
-use crate::clock::Clock;
+use crate::clock::Synced;
 use crate::sample::{Metric, Sample};
 
 /// The most records one pack carries (samples plus the `dropped` report).
@@ -28,32 +29,28 @@ pub const MAX_RECORDS: usize = 24;
 pub struct Packed {
     /// Bytes written.
     pub len: usize,
-    /// The newest reading time as the platform will resolve it (epoch ms), when the clock
-    /// was set; `None` for a pack with relative times.
-    pub up_to_ms: Option<i64>,
+    /// The newest reading time as the platform will resolve it (epoch ms).
+    pub up_to_ms: i64,
     /// Records in the pack (what the acknowledgement's `readings` will say).
     pub records: u16,
 }
 
+/// Epoch milliseconds, rounded to the whole second, that a sample taken at `at_ms` (uptime)
+/// goes out with when packed with `clock`: what the platform will store.
+pub fn time_ms(clock: &Synced, at_ms: u64) -> i64 {
+    secs(clock.epoch_ms(at_ms)) * 1000
+}
+
+fn secs(ms: i64) -> i64 {
+    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) >= 500)
+}
+
 /// Encodes `samples` (oldest first, at most [`MAX_RECORDS`] - 1) taken by uptime, plus a
-/// `dropped` record when `dropped > 0`, as of uptime `now_ms`.
-pub fn encode(
-    samples: &[Sample],
-    dropped: u32,
-    clock: &Clock,
-    now_ms: u64,
-    out: &mut [u8],
-) -> Result<Packed, EncodeError> {
-    let secs = |ms: i64| ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) >= 500);
-    let newest_up = samples.iter().map(|s| s.at_ms).max().unwrap_or(now_ms);
-    let base_secs = clock.epoch_ms(newest_up).map(secs);
-    let time_of = |at_ms: u64| -> f64 {
-        match (base_secs, clock.epoch_ms(at_ms)) {
-            (Some(base), Some(at)) => (secs(at) - base) as f64,
-            // Relative: the sample's age in whole seconds, as a negative time.
-            _ => -(secs(i64::try_from(now_ms.saturating_sub(at_ms)).unwrap_or(i64::MAX)) as f64),
-        }
-    };
+/// `dropped` record when `dropped > 0`, with absolute times from `clock`.
+pub fn encode(samples: &[Sample], dropped: u32, clock: &Synced, out: &mut [u8]) -> Result<Packed, EncodeError> {
+    let newest_up = samples.iter().map(|s| s.at_ms).max().unwrap_or(0);
+    let base = secs(clock.epoch_ms(newest_up));
+    let time_of = |at_ms: u64| (secs(clock.epoch_ms(at_ms)) - base) as f64;
     let mut readings: heapless::Vec<Reading<'static>, MAX_RECORDS> = heapless::Vec::new();
     for s in samples.iter().take(MAX_RECORDS - 1) {
         let r = Reading { name: s.metric.name(), unit: Some(s.metric.unit()), value: s.value, time: time_of(s.at_ms) };
@@ -65,20 +62,34 @@ pub fn encode(
             name: Metric::Dropped.name(),
             unit: Some(Metric::Dropped.unit()),
             value: f64::from(dropped),
-            time: time_of(newest_up),
+            time: 0.0,
         };
         let _ = readings.push(r);
     }
     // The first record's unit becomes the base unit: a backlog of one sensor then names its
     // unit once.
-    let base = Base { name: None, time: base_secs.map(|s| s as f64), unit: readings.first().and_then(|r| r.unit) };
-    let len = encode_pack(out, &base, &readings)?;
-    Ok(Packed { len, up_to_ms: base_secs.map(|s| s * 1000), records: readings.len() as u16 })
+    let unit = readings.first().and_then(|r| r.unit);
+    let len = encode_pack(out, &Base { name: None, time: Some(base as f64), unit }, &readings)?;
+    Ok(Packed { len, up_to_ms: base * 1000, records: readings.len() as u16 })
+}
+
+/// The hello pack: `uptime` in whole seconds at `now_ms`, without a time (the platform's
+/// time of receipt). Sent while the node does not know the date, to get a downlink and with
+/// it the platform's time.
+pub fn encode_hello(now_ms: u64, out: &mut [u8]) -> Result<usize, EncodeError> {
+    let r = Reading {
+        name: Metric::Uptime.name(),
+        unit: Some(Metric::Uptime.unit()),
+        value: (now_ms / 1000) as f64,
+        time: 0.0,
+    };
+    encode_pack(out, &Base { name: None, time: None, unit: None }, &[r])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
     use mekong_schema::senml::{decode_pack, DecodeOptions, Value};
     use std::vec::Vec;
 
@@ -99,19 +110,25 @@ mod tests {
         out
     }
 
+    fn synced(server_ms: i64, uptime_ms: u64) -> Synced {
+        let mut c = Clock::new();
+        c.set(server_ms, uptime_ms);
+        c.synced().unwrap()
+    }
+
     #[test]
     fn a_backlog_with_the_clock_set_decodes_to_absolute_times() {
-        let mut clock = Clock::new();
-        clock.set(1_790_000_000_000, 100_000);
+        let clock = synced(1_790_000_000_000, 100_000);
         let samples = [
             s(Metric::WaterLevel, 182.5, 40_000),
             s(Metric::WaterLevel, 184.0, 100_000),
             s(Metric::WaterLevel, 185.5, 160_400),
         ];
         let mut buf = [0u8; 256];
-        let p = encode(&samples, 0, &clock, 170_000, &mut buf).unwrap();
+        let p = encode(&samples, 0, &clock, &mut buf).unwrap();
         assert_eq!(p.records, 3);
-        assert_eq!(p.up_to_ms, Some(1_790_000_060_000), "newest: 160.4 s uptime rounds to +60 s");
+        assert_eq!(p.up_to_ms, 1_790_000_060_000, "newest: 160.4 s uptime rounds to +60 s");
+        assert_eq!(time_ms(&clock, 160_400), p.up_to_ms);
         let got = decode(&buf[..p.len], 1_790_000_100.0);
         assert_eq!(
             got,
@@ -126,33 +143,39 @@ mod tests {
     }
 
     #[test]
-    fn without_a_clock_times_are_relative_to_receipt() {
+    fn samples_taken_before_the_clock_was_set_get_absolute_times_and_a_hello_has_none() {
+        // Sampled at 10 s and 40 s of uptime; the first downlink came at 60 s.
+        let clock = synced(1_790_000_000_000, 60_000);
         let samples = [s(Metric::Pm2_5, 35.0, 10_000), s(Metric::Pm10, 48.0, 10_000), s(Metric::Pm2_5, 37.0, 40_000)];
         let mut buf = [0u8; 256];
-        let p = encode(&samples, 2, &Clock::new(), 45_000, &mut buf).unwrap();
-        assert_eq!(p.up_to_ms, None);
+        let p = encode(&samples, 2, &clock, &mut buf).unwrap();
+        assert_eq!(p.up_to_ms, 1_789_999_980_000);
         assert_eq!(p.records, 4);
         let got = decode(&buf[..p.len], 1_790_000_000.0);
         assert_eq!(
             got,
             [
-                ("pm2_5".into(), 35.0, 1_789_999_965.0),
-                ("pm10".into(), 48.0, 1_789_999_965.0),
-                ("pm2_5".into(), 37.0, 1_789_999_995.0),
-                ("dropped".into(), 2.0, 1_789_999_995.0),
+                ("pm2_5".into(), 35.0, 1_789_999_950.0),
+                ("pm10".into(), 48.0, 1_789_999_950.0),
+                ("pm2_5".into(), 37.0, 1_789_999_980.0),
+                ("dropped".into(), 2.0, 1_789_999_980.0),
             ]
         );
+        // The same bytes decode to the same times whenever they arrive.
+        assert_eq!(decode(&buf[..p.len], 1_790_000_900.0), got);
+
+        let n = encode_hello(93_700, &mut buf).unwrap();
+        assert_eq!(decode(&buf[..n], 1_790_000_000.0), [("uptime".into(), 93.0, 1_790_000_000.0)], "receipt time");
     }
 
     #[test]
     fn a_full_pack_fits_the_outbox_slot() {
-        let mut clock = Clock::new();
-        clock.set(1_790_000_000_000, 0);
+        let clock = synced(1_790_000_000_000, 0);
         let samples: Vec<Sample> = (0..MAX_RECORDS as u64 - 1)
             .map(|i| s(if i % 2 == 0 { Metric::VehicleCount } else { Metric::Speed }, 27.3 + i as f64, i * 60_000))
             .collect();
         let mut buf = [0u8; crate::outbox::PACK_BYTES];
-        let p = encode(&samples, 1_000, &clock, 2_000_000, &mut buf).unwrap();
+        let p = encode(&samples, 1_000, &clock, &mut buf).unwrap();
         assert_eq!(p.records as usize, MAX_RECORDS);
     }
 
@@ -160,8 +183,7 @@ mod tests {
     /// 10 s, traffic every 30 s), as SenML-CBOR and as the same records in SenML-JSON.
     #[test]
     fn typical_pack_against_senml_json() {
-        let mut clock = Clock::new();
-        clock.set(1_790_000_000_000, 0);
+        let clock = synced(1_790_000_000_000, 0);
         let mut samples = Vec::new();
         for i in 1..=6u64 {
             samples.push(s(Metric::Pm2_5, 30.0 + i as f64, i * 10_000));
@@ -173,7 +195,7 @@ mod tests {
             }
         }
         let mut buf = [0u8; 1024];
-        let p = encode(&samples, 0, &clock, 60_000, &mut buf).unwrap();
+        let p = encode(&samples, 0, &clock, &mut buf).unwrap();
         let newest = 1_790_000_060i64;
         let mut json = std::string::String::from("[");
         for (i, x) in samples.iter().enumerate() {

@@ -22,6 +22,8 @@ pub enum Metric {
     /// Readings the node dropped because its outbox was full, since the last report (count).
     /// Not a well-known metric of the schema; the contract accepts any valid name.
     Dropped,
+    /// Seconds since boot, in the hello pack a node sends before it knows the date (s).
+    Uptime,
 }
 
 impl Metric {
@@ -34,12 +36,16 @@ impl Metric {
             Self::VehicleCount => "vehicle_count",
             Self::Speed => "speed",
             Self::Dropped => "dropped",
+            Self::Uptime => "uptime",
         }
     }
 
     /// The SenML unit: the schema's for a well-known metric, `count` (RFC 8428 section 12.1)
-    /// for the node's own.
+    /// for the node's own, `s` for its uptime.
     pub fn unit(self) -> &'static str {
+        if let Self::Uptime = self {
+            return "s";
+        }
         WELL_KNOWN.iter().find(|m| m.name == self.name()).map_or("count", |m| m.unit)
     }
 }
@@ -69,5 +75,6 @@ mod tests {
         assert_eq!(Metric::VehicleCount.unit(), "/min");
         assert_eq!(Metric::Pm2_5.unit(), "ug/m3");
         assert_eq!(Metric::Dropped.unit(), "count");
+        assert_eq!(Metric::Uptime.unit(), "s");
     }
 }

@@ -6,6 +6,11 @@
 //! silence past its deadline or any malformed byte ends the session; the next poll starts a
 //! new one (after a pause), and the node resends what is unacknowledged.
 //!
+//! Silence is judged on what the node *receives*: a node that publishes often never goes
+//! quiet itself, but over a dead link (a modem that lost its carrier, a cut bridge) its
+//! publishes vanish and no PUBACK comes back. After half the keep-alive without a byte from
+//! the broker it pings, and without an answer it ends the session and connects again.
+//!
 //! It never blocks on reading: it takes what `ReadReady` says is there. Writes block until
 //! the UART has taken the bytes, which at 115200 baud is 60 ms for a 700-byte pack.
 
@@ -106,6 +111,7 @@ pub struct Session {
     skip: usize,
     next_pid: u16,
     last_tx_ms: u64,
+    last_rx_ms: u64,
     ping_sent_ms: Option<u64>,
     stats: SessionStats,
 }
@@ -127,6 +133,7 @@ impl Session {
             skip: 0,
             next_pid: 0,
             last_tx_ms: 0,
+            last_rx_ms: 0,
             ping_sent_ms: None,
             stats: SessionStats { connects: 0, ready: 0, lost: 0, oversized: 0 },
         }
@@ -205,6 +212,7 @@ impl Session {
                     Err(_) => return Ok(self.lose(now_ms, cfg, "client id too long")),
                 }
                 self.stats.connects += 1;
+                self.last_rx_ms = now_ms;
                 self.state = State::Connecting { since_ms: now_ms };
                 return Ok(None);
             }
@@ -219,8 +227,11 @@ impl Session {
                     if now_ms.saturating_sub(sent) > cfg.answer_timeout_ms {
                         return Ok(self.lose(now_ms, cfg, "no answer to ping"));
                     }
-                } else if now_ms.saturating_sub(self.last_tx_ms) >= u64::from(cfg.keepalive_s) * 500 {
-                    // Half the keep-alive: the broker drops a client silent for 1.5 × it.
+                } else if now_ms.saturating_sub(self.last_tx_ms.min(self.last_rx_ms))
+                    >= u64::from(cfg.keepalive_s) * 500
+                {
+                    // Half the keep-alive: the broker drops a client silent for 1.5 × it, and
+                    // the node suspects a link on which the broker has been silent that long.
                     self.send(io, &codec::PINGREQ, now_ms)?;
                     self.ping_sent_ms = Some(now_ms);
                 }
@@ -247,6 +258,7 @@ impl Session {
                 break;
             }
             self.rx_len += n;
+            self.last_rx_ms = now_ms;
         }
 
         let header = match codec::parse_header(&self.rx[..self.rx_len]) {
@@ -482,6 +494,20 @@ pub(crate) mod tests {
         s.poll(&mut io, 75_101, &CFG).unwrap();
         assert_eq!(io.sent()[0].0, codec::kind::CONNECT);
         assert_eq!(s.stats().connects, 2);
+    }
+
+    #[test]
+    fn a_node_that_publishes_but_hears_nothing_pings_and_gives_up() {
+        let (mut s, mut io) = (Session::new(), Pipe::default());
+        connect(&mut s, &mut io, 0);
+        for t in [10_000, 20_000] {
+            s.publish(&mut io, "t", &[1], t).unwrap();
+            s.poll(&mut io, t, &CFG).unwrap();
+        }
+        assert!(io.sent().iter().all(|(kind, _)| *kind == codec::kind::PUBLISH), "no ping while it hears");
+        s.poll(&mut io, 30_000, &CFG).unwrap();
+        assert_eq!(io.sent(), [(codec::kind::PINGREQ, codec::PINGREQ.to_vec())], "30 s without a byte in");
+        assert_eq!(run(&mut s, &mut io, 40_001), ["Lost(\"no answer to ping\")"]);
     }
 
     #[test]
