@@ -1,9 +1,14 @@
 //! The mekong node image for QEMU's mps2-an386 board (Cortex-M4): the real node logic with
 //! simulated sensors, the console on UART0 and the MQTT byte stream on UART1.
 //!
-//! Under QEMU, UART1 is connected straight to the broker's TCP port
-//! (`-chardev socket,host=...,port=1883` + `-serial chardev:...`), standing in for the
-//! transparent-mode cellular modem a field node has on that UART. See `scripts/qemu-boot.sh`.
+//! Under QEMU, UART1 is connected to the broker's TCP port (a `-chardev socket` given to the
+//! second `-serial`, directly or through the end-to-end test's bridge), standing in for the
+//! transparent-mode cellular modem a field node has on that UART. See `scripts/qemu_e2e.py`.
+//!
+//! Besides the field node's status lines, the console shows every sample as it is taken
+//! (`sample up=<uptime ms> <metric>=<value>`) and as it goes into a pack with the time the
+//! platform will store it at (`packed up=<uptime ms> t=<epoch ms> <metric>=<value>`), so a
+//! test can check the platform's copy of every reading.
 #![no_std]
 #![no_main]
 
@@ -20,7 +25,7 @@ use mekong_node::drivers::traffic::{LoopConfig, LoopPair};
 use mekong_node::node::{Node, Report, Settings};
 use mekong_node::provision::{self, Provision};
 use mekong_node::schedule::Schedule;
-use mekong_node::seal::Unsigned;
+use mekong_node::seal::Mac0;
 use mekong_node::seq::RamStore;
 use mekong_node::sim::{SimLevel, SimLoop, SimPms};
 use mekong_node::station::Station;
@@ -32,10 +37,19 @@ use uart::Uart;
 const SYSCLK_HZ: u32 = 25_000_000;
 const TICKS_PER_MS: u32 = SYSCLK_HZ / 1000;
 
-/// A simulated node publishes every 15 s rather than every minute, so a boot test sees
-/// acknowledgements quickly; everything else is the field default.
-const SETTINGS: Settings =
-    Settings { publish_every_ms: 15_000, ack_timeout_ms: 30_000, max_records: 16, max_in_flight: 1, keepalive_s: 60 };
+/// A simulated node runs faster than a field node, so the end-to-end test sees
+/// acknowledgements, an outage and the recovery within a minute: it publishes every 5 s rather
+/// than every minute, resends after 10 s, and notices a dead link after 3 s of silence plus
+/// 3 s without a PINGRESP (keep-alive 6 s).
+const SETTINGS: Settings = Settings {
+    publish_every_ms: 5_000,
+    ack_timeout_ms: 10_000,
+    max_records: 16,
+    max_in_flight: mekong_node::node::WINDOW,
+    keepalive_s: 6,
+    answer_timeout_ms: 3_000,
+    retry_ms: 2_000,
+};
 
 static MILLIS: AtomicU32 = AtomicU32::new(0);
 
@@ -155,6 +169,17 @@ fn bench_encode(console: &mut Uart, n: usize) {
     // nanosecond, so this is the instruction count.
     let ns = ticks * 1_000_000_000 / u64::from(SYSCLK_HZ) / rounds;
     let _ = writeln!(console, "bench: encode {n} readings = {len} bytes, {ns} virtual ns per pack");
+
+    let mut sealer = Mac0::new([0x5a; 32], "hau-ninh-kieu-01");
+    let mut sealed = [0u8; 768 + mekong_schema::cose::MAX_OVERHEAD];
+    let mut sealed_len = 0;
+    let start = cycles();
+    for seq in 0..rounds {
+        sealed_len = mekong_node::seal::Sealer::seal(&mut sealer, seq, &out[..len], &mut sealed).unwrap_or(0);
+    }
+    let ticks = cycles() - start;
+    let ns = ticks * 1_000_000_000 / u64::from(SYSCLK_HZ) / rounds;
+    let _ = writeln!(console, "bench: seal {len} bytes = {sealed_len} bytes, {ns} virtual ns per pack");
 }
 
 #[entry]
@@ -186,15 +211,16 @@ fn main() -> ! {
 
     let mut uptime = Uptime { last: 0, high: 0 };
     let now0 = uptime.now();
-    let Some(mut node) = Node::new(&prov, SETTINGS, Unsigned, RamStore::default(), now0) else {
+    let sealer = Mac0::new(prov.key, prov.device_id);
+    let Some(mut node) = Node::new(&prov, SETTINGS, sealer, RamStore::default(), now0) else {
         let _ = writeln!(console, "halted: sequence counter store failed");
         halt();
     };
-    let p = prov.periods;
+    let p = prov.period_secs;
     let sim_time = Cell::new(now0);
     let level = LevelTransducer { slave: 1, register: 4, cm_per_count: 0.1, datum_cm: None };
     let mut station = Station::new(
-        Schedule::new([p.air_s, p.water_s, p.traffic_s], now0),
+        Schedule::new([p.air, p.water, p.traffic], now0),
         SimPms::new(&sim_time),
         SimLevel::new(&sim_time),
         level,
@@ -215,8 +241,14 @@ fn main() -> ! {
     loop {
         let now = uptime.now();
         sim_time.set(now);
-        station.poll(now, |metric, value, at| node.record(metric, value, at));
-        match node.poll(&mut link, now) {
+        station.poll(now, |metric, value, at| {
+            let _ = writeln!(console, "sample up={at} {}={}", metric.name(), Value(value));
+            node.record(metric, value, at);
+        });
+        let polled = node.poll(&mut link, now, |s, t| {
+            let _ = writeln!(console, "packed up={} t={t} {}={}", s.at_ms, s.metric.name(), Value(s.value));
+        });
+        match polled {
             Ok(Some(report)) => print_report(&mut console, now, &report),
             Ok(None) => {}
             Err(_) => {
@@ -259,9 +291,9 @@ fn print_identity(console: &mut Uart, p: &Provision<'_>) {
         p.kind.as_str(),
         p.broker_host,
         p.broker_port,
-        p.periods.air_s,
-        p.periods.water_s,
-        p.periods.traffic_s
+        p.period_secs.air,
+        p.period_secs.water,
+        p.period_secs.traffic
     );
 }
 
@@ -269,17 +301,51 @@ fn print_report(console: &mut Uart, now: u64, report: &Report) {
     let _ = match report {
         Report::Online => writeln!(console, "[{now}] online: connected and subscribed"),
         Report::Offline(why) => writeln!(console, "[{now}] offline: {why}"),
-        Report::Published { seq, records, bytes, attempt } => {
-            writeln!(console, "[{now}] published pack {seq}: {records} readings, {bytes} bytes, attempt {attempt}")
+        Report::Published { id, seq, records, bytes, attempt } => writeln!(
+            console,
+            "[{now}] published pack {id} seq {seq}: {records} readings, {bytes} bytes, attempt {attempt}"
+        ),
+        Report::Acked { id, seq, hello: true, .. } => {
+            writeln!(console, "[{now}] acked pack {id} seq {}: hello; clock set", Seq(*seq))
         }
-        Report::Acked { seq, readings, up_to_ms } => {
-            writeln!(console, "[{now}] acked pack {seq}: {readings} readings stored, up to {up_to_ms} ms")
-        }
+        Report::Acked { id, seq, readings, up_to_ms, .. } => writeln!(
+            console,
+            "[{now}] acked pack {id} seq {}: {readings} readings stored, up to {up_to_ms} ms",
+            Seq(*seq)
+        ),
         Report::AckUnmatched => writeln!(console, "[{now}] ack for no pack in flight (late duplicate)"),
-        Report::Refused { seq, reason } => writeln!(console, "[{now}] refused pack {seq:?}: {reason}"),
+        Report::Refused { id: Some(id), reason } => writeln!(console, "[{now}] refused pack {id}: {reason}"),
+        Report::Refused { id: None, reason } => writeln!(console, "[{now}] refusal for no pack in flight: {reason}"),
         Report::BadDownlink => writeln!(console, "[{now}] bad downlink ignored"),
         Report::SeqStoreFailed => writeln!(console, "[{now}] sequence store failed"),
+        Report::SendFailed => writeln!(console, "[{now}] pack could not be sealed"),
     };
+}
+
+/// A reading's value as the console shows it: to the tenth (the sensors' resolution), then
+/// the exact bits of the `f64` (what a test compares with the platform's copy). Formatting
+/// an `f64` in decimal exactly would cost 10 KiB of flash (core's float printing).
+struct Value(f64);
+
+impl core::fmt::Display for Value {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let tenths = (self.0 * 10.0 + if self.0 < 0.0 { -0.5 } else { 0.5 }) as i64;
+        let sign = if tenths < 0 { "-" } else { "" };
+        let t = tenths.unsigned_abs();
+        write!(f, "{sign}{}.{} ({:#018x})", t / 10, t % 10, self.0.to_bits())
+    }
+}
+
+/// A sequence number as the console shows it (`-` when the platform sent none).
+struct Seq(Option<u64>);
+
+impl core::fmt::Display for Seq {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 fn halt() -> ! {

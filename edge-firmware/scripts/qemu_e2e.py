@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+# End-to-end test of the node image under QEMU (mps2-an386) against a real `mekong serve`.
+#
+# 1. Boots without a config page (must print "unprovisioned" and halt), and with a damaged
+#    one (must print "config page corrupt" and halt).
+# 2. Provisions the node with `mekong device provision` (registry entry with its key, and the
+#    config blob), starts `mekong serve` with that registry and require_registration = true,
+#    and boots the image with the blob loaded into its config page. The node's MQTT UART goes
+#    to a TCP bridge of this script, which forwards it to mekong's MQTT port. The node prints
+#    every sample it takes and every reading it packs (with the time it will be stored at) on
+#    its console.
+# 3. Cuts the bridge (closes both sides and refuses connections) for OUTAGE_S seconds while
+#    the node keeps sampling, then restores it; the node must notice the dead link, reconnect
+#    and send what it queued.
+# 4. Checks through the HTTP API: every reading the node packed is stored exactly once with
+#    the same value (to the bit) and time, nothing else is stored, readings sampled during the
+#    outage arrived, the device has a sequence number, nothing was refused, and the node
+#    printed an acknowledgement after the outage.
+#
+# Python 3 standard library only. Needs qemu-system-arm, the image
+# (cargo build --release -p mekong-node-qemu --target thumbv7em-none-eabihf) and a mekong
+# binary: $MEKONG_BIN, else ../target/debug/mekong, else ../target/release/mekong.
+# Usage: scripts/qemu_e2e.py [--keep] (--keep leaves the work directory for a look).
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE = os.path.join(HERE, "target/thumbv7em-none-eabihf/release/mekong-node-qemu")
+CONFIG_ADDR = 0x3FC00  # the CONFIG region of boards/qemu-mps2/memory.x
+DEVICE = "qemu-01"
+PERIOD_S = 2  # water level every 2 s
+OUTAGE_S = 20
+STEP_TIMEOUT_S = 45
+
+SAMPLE = re.compile(r"^sample up=(\d+) (\w+)=\S+ \((0x[0-9a-f]{16})\)")
+PACKED = re.compile(r"^packed up=(\d+) t=(-?\d+) (\w+)=\S+ \((0x[0-9a-f]{16})\)")
+ACK = re.compile(r"acked pack \d+ seq \d+: (\d+ readings stored|hello)")
+
+
+def log(msg):
+    print(f"[e2e {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def fail(msg):
+    raise SystemExit(f"FAIL: {msg}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bits(hex_bits):
+    return struct.unpack(">d", int(hex_bits, 16).to_bytes(8, "big"))[0]
+
+
+def mekong_binary():
+    repo = os.path.dirname(HERE)
+    for path in (os.environ.get("MEKONG_BIN"), f"{repo}/target/debug/mekong", f"{repo}/target/release/mekong"):
+        if path and os.access(path, os.X_OK):
+            return path
+    fail("no mekong binary: set MEKONG_BIN or run `cargo build -p mekong` at the repository root")
+
+
+def reconnect_option():
+    # QEMU 9.2 renamed the client socket's `reconnect` (seconds) to `reconnect-ms`.
+    out = subprocess.run(["qemu-system-arm", "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"version (\d+)\.(\d+)", out)
+    major, minor = (int(m.group(1)), int(m.group(2))) if m else (7, 0)
+    return "reconnect-ms=500" if (major, minor) >= (9, 2) else "reconnect=1"
+
+
+def qemu_command(console_args, extra):
+    # -icount shift=0: one instruction per virtual ns, so the bench lines are instruction
+    # counts; QEMU's idle warp keeps the virtual clock on real time while the core sleeps in WFI.
+    return [
+        "qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
+        "-icount", "shift=0", "-kernel", IMAGE, *console_args, *extra,
+    ]
+
+
+class Console:
+    """The node's console (UART0 on QEMU's stdout), line by line, with awaitable patterns."""
+
+    def __init__(self, path):
+        self.lines = []
+        self.changed = asyncio.Condition()
+        self.file = open(path, "w")
+
+    async def pump(self, stream):
+        while True:
+            raw = await stream.readline()
+            if not raw:
+                break
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.file.write(line + "\n")
+            self.file.flush()
+            async with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+
+    async def wait_for(self, pattern, since=0, timeout=STEP_TIMEOUT_S, what=None):
+        """Index of the first line at or after `since` that matches `pattern`."""
+        rx = re.compile(pattern)
+
+        def find():
+            return next((i for i in range(since, len(self.lines)) if rx.search(self.lines[i])), None)
+
+        async def wait():
+            async with self.changed:
+                await self.changed.wait_for(lambda: find() is not None)
+                return find()
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except asyncio.TimeoutError:
+            tail = "\n".join(self.lines[-30:])
+            fail(f"no {what or pattern!r} on the console within {timeout} s; last lines:\n{tail}")
+
+
+class Bridge:
+    """A TCP bridge between QEMU's UART1 socket (a client that reconnects) and mekong's MQTT
+    port, which the test can cut (both sides closed, new connections refused) and restore."""
+
+    def __init__(self, upstream_port):
+        self.port = free_port()
+        self.upstream_port = upstream_port
+        self.server = None
+        self.writers = set()
+        self.connections = 0
+
+    async def start(self):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", self.port, reuse_address=True)
+
+    async def handle(self, node_r, node_w):
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            node_w.close()
+            return
+        self.connections += 1
+        self.writers |= {node_w, up_w}
+
+        async def pipe(r, w):
+            try:
+                while data := await r.read(4096):
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                # Either side gone: close both, as a dropped modem link would.
+                for x in (node_w, up_w):
+                    x.close()
+                    self.writers.discard(x)
+
+        await asyncio.gather(pipe(node_r, up_w), pipe(up_r, node_w))
+
+    async def cut(self):
+        self.server.close()
+        for w in list(self.writers):
+            w.close()
+        self.writers.clear()
+
+    async def restore(self):
+        await self.start()
+
+
+def api(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return json.load(r)
+
+
+async def api_async(port, path):
+    return await asyncio.to_thread(api, port, path)
+
+
+async def until(check, timeout, what):
+    """Polls `check` (an async function returning a truthy value when done)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            fail(f"{what} within {timeout} s")
+        await asyncio.sleep(0.5)
+
+
+async def boot_refused(work, name, extra, expect):
+    """Boots with `extra` QEMU arguments; the node must print `expect` and halt."""
+    proc = await asyncio.create_subprocess_exec(
+        *qemu_command(["-serial", "stdio", "-serial", "null"], extra),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    console = Console(os.path.join(work, f"console-{name}.log"))
+    pump = asyncio.create_task(console.pump(proc.stdout))
+    try:
+        at = await console.wait_for("halted", timeout=30, what="halted")
+        if not any(expect in line for line in console.lines[: at + 1]):
+            fail(f"{name}: no {expect!r} before halting:\n" + "\n".join(console.lines))
+        log(f"ok: {name}: {console.lines[at - 1]!r}, then halted")
+    finally:
+        proc.kill()
+        await proc.wait()
+        pump.cancel()
+
+
+def provision(mekong, work, broker_port):
+    registry = os.path.join(work, "devices.toml")
+    blob = os.path.join(work, "node.bin")
+    subprocess.run(
+        [mekong, "device", "provision", DEVICE, "--kind", "water", "--broker", f"127.0.0.1:{broker_port}",
+         "--period-secs", str(PERIOD_S), "--registry", registry, "--out", blob],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    return registry, blob
+
+
+async def main(work):
+    if not os.path.exists(IMAGE):
+        fail(f"no image at {IMAGE}: cargo build --release -p mekong-node-qemu --target thumbv7em-none-eabihf")
+    mekong = mekong_binary()
+    started = time.monotonic()
+
+    log("1. boots that must refuse to run")
+    await boot_refused(work, "unprovisioned", [], "unprovisioned")
+    mqtt, mqtt5, http = free_port(), free_port(), free_port()
+    bridge = Bridge(mqtt)
+    registry, blob = provision(mekong, work, bridge.port)
+    damaged = os.path.join(work, "damaged.bin")
+    data = bytearray(open(blob, "rb").read())
+    data[20] ^= 0x01
+    open(damaged, "wb").write(data)
+    await boot_refused(work, "damaged", ["-device", f"loader,file={damaged},addr={CONFIG_ADDR:#x}"],
+                       "config page corrupt")
+
+    log(f"2. mekong ({mekong}) and the node, through the bridge")
+    env = dict(os.environ)
+    env.update({
+        "MEKONG__BROKER__LISTEN": f"127.0.0.1:{mqtt}",
+        "MEKONG__BROKER__LISTEN_V5": f"127.0.0.1:{mqtt5}",
+        "MEKONG__API__LISTEN": f"127.0.0.1:{http}",
+        "MEKONG__STORAGE__DATA_DIR": os.path.join(work, "data"),
+        "MEKONG__INGEST__REGISTRY": registry,
+        "MEKONG__INGEST__REQUIRE_REGISTRATION": "true",
+    })
+    server_log = open(os.path.join(work, "mekong.log"), "w")
+    server = subprocess.Popen([mekong, "serve", "--config", "/dev/null"], env=env,
+                              stdout=server_log, stderr=subprocess.STDOUT)
+    qemu = None
+    pump = None
+    try:
+        async def healthy():
+            if server.poll() is not None:
+                fail(f"mekong exited ({server.returncode}); see {work}/mekong.log")
+            try:
+                return await api_async(http, "/healthz")
+            except OSError:
+                return None
+        await until(healthy, 30, "mekong did not answer /healthz")
+        await bridge.start()
+
+        uart1 = ["-chardev", f"socket,id=mqtt,host=127.0.0.1,port={bridge.port},{reconnect_option()}",
+                 "-serial", "chardev:mqtt"]
+        qemu = await asyncio.create_subprocess_exec(
+            *qemu_command(["-serial", "stdio"], ["-device", f"loader,file={blob},addr={CONFIG_ADDR:#x}", *uart1]),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        console = Console(os.path.join(work, "console.log"))
+        pump = asyncio.create_task(console.pump(qemu.stdout))
+
+        await console.wait_for(r"online: connected", what="online")
+        hello = await console.wait_for(r"acked pack \d+ seq \d+: hello", what="the hello's acknowledgement")
+        log(f"ok: online, clock set: {console.lines[hello]!r}")
+        first = await console.wait_for(r"acked pack \d+ seq \d+: \d+ readings", since=hello, what="a reading ack")
+        await console.wait_for(r"acked pack \d+ seq \d+: \d+ readings", since=first + 1, what="a second reading ack")
+
+        log(f"3. outage: the bridge drops for {OUTAGE_S} s")
+        await bridge.cut()
+        cut_time = time.monotonic()
+        cut_at = len(console.lines)
+        offline = await console.wait_for(r"offline: ", since=cut_at, timeout=OUTAGE_S, what="the node noticing")
+        log(f"ok: the node noticed: {console.lines[offline]!r}")
+        # The outage itself, not a wait for an event: readings queue up meanwhile.
+        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_time)))
+        restore_at = len(console.lines)
+        await bridge.restore()
+        log("   bridge restored")
+        online = await console.wait_for(r"online: connected", since=restore_at, what="reconnection")
+        after = await console.wait_for(r"acked pack \d+ seq \d+: \d+ readings", since=online,
+                                       what="an acknowledgement after the outage")
+        log(f"ok: back online, {console.lines[after]!r}")
+
+        log("4. the platform's copy of every reading")
+        sampled_before = [m for m in map(SAMPLE.match, console.lines[:restore_at]) if m]
+        during = [m for m in map(SAMPLE.match, console.lines[cut_at:restore_at]) if m]
+        if len(during) < OUTAGE_S // PERIOD_S // 2:
+            fail(f"only {len(during)} samples during the outage")
+
+        def packed():
+            out = {}
+            for m in filter(None, map(PACKED.match, list(console.lines))):
+                key = (int(m.group(1)), m.group(3))
+                if key in out:
+                    fail(f"sample {key} packed twice")
+                out[key] = (int(m.group(2)), m.group(4))
+            return out
+
+        # Every sample taken up to the restore must be packed, with its value.
+        async def all_packed():
+            p = packed()
+            return p if all((int(m.group(1)), m.group(2)) in p for m in sampled_before) else None
+        snapshot = await until(all_packed, STEP_TIMEOUT_S, "samples taken before the restore were not all packed")
+        for m in sampled_before:
+            if snapshot[(int(m.group(1)), m.group(2))][1] != m.group(3):
+                fail(f"sample {m.group(0)!r} was packed with another value")
+
+        async def stored():
+            out = {}
+            for metric in {k[1] for k in snapshot}:
+                series = await api_async(http, f"/v1/devices/{DEVICE}/series/{metric}?from=946684800000"
+                                               f"&to={int(time.time() * 1000) + 86_400_000}&limit=10000")
+                for p in series["points"]:
+                    if (metric, p["t_ms"]) in out:
+                        fail(f"{metric} at {p['t_ms']} returned twice")
+                    out[(metric, p["t_ms"])] = p["v"]
+            return out
+
+        async def all_stored():
+            s = await stored()
+            return s if all((k[1], t) in s for k, (t, _) in snapshot.items()) else None
+        api_points = await until(all_stored, STEP_TIMEOUT_S, "readings packed by the node are missing from the API")
+        final = packed()  # packs made since the snapshot may be stored too
+        by_time = {(k[1], t): (k, b) for k, (t, b) in final.items()}
+        for (metric, t), v in api_points.items():
+            if (metric, t) not in by_time:
+                fail(f"the API has {metric} = {v} at {t}, which the node never packed (stored twice or at a wrong time?)")
+            key, b = by_time[(metric, t)]
+            if v != bits(b):
+                fail(f"{metric} at {t}: API {v!r}, node {bits(b)!r}")
+        for m in during:
+            if (m.group(2), snapshot[(int(m.group(1)), m.group(2))][0]) not in api_points:
+                fail(f"sample taken during the outage missing: {m.group(0)!r}")
+        log(f"ok: {len(snapshot)} readings packed, all stored once with the node's values and times, "
+            f"{len(during)} of them sampled during the outage")
+
+        device = await api_async(http, f"/v1/devices/{DEVICE}")
+        stats = await api_async(http, "/v1/stats")
+        rejections = await api_async(http, "/v1/rejections?limit=5")
+        if device.get("seq") is None:
+            fail(f"the device has no sequence number: {device}")
+        if stats.get("rejected") != 0 or rejections.get("total") != 0:
+            fail(f"refusals: stats {stats}, rejections {rejections}")
+        uptime = await api_async(http, f"/v1/devices/{DEVICE}/series/uptime")
+        log(f"ok: device seq {device['seq']}, seq_gaps {device.get('seq_gaps')}, packs {device.get('packs')}, "
+            f"duplicates {device.get('duplicates')}, rejected 0; hello stored {len(uptime['points'])}x; "
+            f"bridge connections {bridge.connections}")
+        log(f"passed in {time.monotonic() - started:.0f} s")
+    finally:
+        if qemu is not None and qemu.returncode is None:
+            qemu.kill()
+            await qemu.wait()
+        if pump is not None:
+            pump.cancel()
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+if __name__ == "__main__":
+    keep = "--keep" in sys.argv
+    work = tempfile.mkdtemp(prefix="mekong-qemu-e2e-")
+    ok = False
+    try:
+        asyncio.run(main(work))
+        ok = True
+    finally:
+        if keep or not ok:
+            print(f"work directory (console.log, mekong.log): {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
