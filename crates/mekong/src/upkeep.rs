@@ -53,8 +53,8 @@ fn pass(store: &Store, options: &UpkeepOptions, stopped: &mpsc::Receiver<()>) {
     let before_ms = now_ms.saturating_sub(options.fold_after.as_millis() as i64);
     let keep_going = || matches!(stopped.try_recv(), Err(TryRecvError::Empty));
     match store.fold(before_ms, keep_going) {
-        Ok(r) if r.windows > 0 => {
-            tracing::info!(windows = r.windows, chunks = r.chunks_in, points = r.points, "folded closed windows")
+        Ok(r) if r.hours + r.days > 0 => {
+            tracing::info!(hours = r.hours, days = r.days, chunks = r.chunks_in, points = r.points, "folded")
         }
         Ok(_) => {}
         // The store is left as it was by the failing batch; the next pass tries again.

@@ -2,21 +2,25 @@
 //!
 //! sled copies a leaf node on every insert, so one entry per point costs more the more points
 //! a leaf holds; one entry per (series, write group, time window) costs one insert for many
-//! points. A chunk holds the points of one series within one [`WINDOW_MS`] window, sorted by
-//! time, each time at most once. Chunks of one series may overlap in time (late data arrives
-//! in later groups), but never share a time: the store checks before it writes.
+//! points. A chunk holds the points of one series within one [`WINDOW_MS`] window (or, once
+//! folded, one UTC day), sorted by time, each time at most once. Chunks of one series may
+//! overlap in time (late data arrives in later groups), but never share a time: the store
+//! checks before it writes.
 //!
 //! The encoding follows Facebook's Gorilla (Pelkonen et al., VLDB 2015), adapted to
 //! millisecond times and to decimal sensor values: after a header (`version u8 | count varint
-//! | mode u8 | first time i64 BE | first value`), a bit stream holds, per further point, the
-//! delta-of-delta of its time and the change of its value.
+//! | mode u8 | flags u8 | first time i64 BE | [step varint] | [rice u8] | first value`), a bit
+//! stream holds, per further point, its time (unless the times are regular) and the change of
+//! its value.
 //!
-//! - time: zigzag(delta - previous delta) as `0` (zero), `10` + 7 bits, `110` + 12 bits,
-//!   `1110` + 20 bits, or `1111` + 64 bits;
+//! - time: when every step between times is the same (flag `1`, regular sampling), the step is
+//!   in the header and the stream holds no time bits; else zigzag(delta - previous delta) as
+//!   `0` (zero), `10` + 7 bits, `110` + 12 bits, `1110` + 20 bits, or `1111` + 64 bits;
 //! - value, mode `k` in 0..=6 (every value of the chunk is exactly `n / 10^k` for an integer
 //!   `n`, as readings of a sensor with a fixed resolution are): the first `n` as a zigzag
-//!   varint, then zigzag(n - previous n) as `0`, `10` + 4 bits, `110` + 8 bits, `1110` + 16
-//!   bits or `1111` + 64 bits;
+//!   varint, then zigzag(n - previous n) in a Rice code whose parameter (in the header) is the
+//!   one that makes this chunk smallest: the quotient in unary (`1`s ended by a `0`, or 16 `1`s
+//!   then the raw 64-bit number), then the parameter's count of low bits;
 //! - value, mode `0xff` (anything else): the first value as f64 BE, then Gorilla's XOR: `0`
 //!   when equal to the previous value; else `1`, then `0` + the meaningful bits when they fit
 //!   in the previous window of leading and trailing zeros, or `1` + 5 bits of leading zeros +
@@ -27,21 +31,33 @@
 //! point; as integers of millimetres they differ by a few units, under a byte. Mode `k` is
 //! chosen only when dividing back gives every value bit for bit, so both modes are lossless.
 //!
-//! Regular sampling gives zero delta-of-delta (one bit a time). Every read is bounds-checked:
-//! a corrupt chunk is an error, never a panic or a large allocation.
+//! Why Rice codes: noisy sensor values change by a few units of their resolution from one
+//! sample to the next, spread evenly rather than mostly zero; a Rice code with the right
+//! parameter spends about two bits above the entropy of such changes, fixed prefix classes
+//! more. Every read is bounds-checked: a corrupt chunk is an error, never a panic or a large
+//! allocation.
 
 /// Every point of a chunk lies in one window of this many milliseconds (aligned to the epoch),
 /// so a range query knows how far before `from` a chunk holding its points can start.
 pub const WINDOW_MS: i64 = 3_600_000;
 
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 
 /// Value mode: values are raw `f64`s, XOR-ed with the previous one.
 const MODE_XOR: u8 = 0xff;
 
 /// The largest decimal scale tried: values with at most this many decimals are stored as
 /// integers.
-const MAX_DECIMALS: u8 = 6;
+pub const MAX_DECIMALS: u8 = 6;
+
+/// A closed day's windows are folded into one block: blocks of that size are where sled's
+/// overhead per entry stops mattering (see `store/maintenance.rs`).
+pub const DAY_MS: i64 = 24 * WINDOW_MS;
+
+/// The start of the UTC day holding `t_ms`.
+pub fn day_start(t_ms: i64) -> i64 {
+    t_ms.div_euclid(DAY_MS).saturating_mul(DAY_MS)
+}
 
 /// The start of the window holding `t_ms`.
 pub fn window_start(t_ms: i64) -> i64 {
@@ -58,14 +74,24 @@ pub fn count(bytes: &[u8]) -> Option<u64> {
 /// The smallest number of decimals `k` such that every value is exactly `n / 10^k` for an
 /// integer `n` below 2^53; `None` if there is none up to [`MAX_DECIMALS`].
 fn decimals(points: &[(i64, f64)]) -> Option<u8> {
+    decimals_of(points.iter().map(|p| p.1))
+}
+
+/// [`decimals`] of any values.
+pub fn decimals_of(values: impl Iterator<Item = f64> + Clone) -> Option<u8> {
     (0..=MAX_DECIMALS).find(|&k| {
-        let scale = 10f64.powi(i32::from(k));
-        points.iter().all(|&(_, v)| scaled(v, scale).is_some())
+        let scale = scale_of(k);
+        values.clone().all(|v| scaled(v, scale).is_some())
     })
 }
 
+/// `10^k`.
+pub fn scale_of(k: u8) -> f64 {
+    10f64.powi(i32::from(k))
+}
+
 /// `v * scale` as an integer, if dividing that integer by `scale` gives back `v` bit for bit.
-fn scaled(v: f64, scale: f64) -> Option<i64> {
+pub fn scaled(v: f64, scale: f64) -> Option<i64> {
     let n = (v * scale).round();
     // Also false for NaN and the infinities.
     if n.abs().partial_cmp(&9_007_199_254_740_992.0) != Some(std::cmp::Ordering::Less) {
@@ -76,56 +102,82 @@ fn scaled(v: f64, scale: f64) -> Option<i64> {
     ((n as f64 / scale).to_bits() == v.to_bits()).then_some(n)
 }
 
-/// Encodes points sorted by time, with distinct times, all in one window.
+/// Header flag: every delta of the chunk's times is the same, written once; no time bits.
+const REGULAR: u8 = 1;
+
+/// Longest unary quotient of a Rice code before the escape (a raw 64-bit value).
+const RICE_ESCAPE: u64 = 16;
+
+/// The Rice parameter that codes `values` in the fewest bits.
+fn rice_parameter(values: &[u64]) -> u8 {
+    let cost = |k: u32| -> u64 {
+        values.iter().map(|&z| if z >> k >= RICE_ESCAPE { RICE_ESCAPE + 64 } else { u64::from(k) + 1 + (z >> k) }).sum()
+    };
+    (0..=40u32).min_by_key(|&k| cost(k)).unwrap_or(0) as u8
+}
+
+/// Encodes points sorted by time, with distinct times.
 pub fn encode(points: &[(i64, f64)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + points.len() * 2);
+    let mut out = Vec::with_capacity(32 + points.len() * 2);
     out.push(VERSION);
     put_varint(&mut out, points.len() as u64);
     let Some(&(t0, v0)) = points.first() else {
         return out;
     };
     let decimals = decimals(points);
+    let step = points.get(1).map_or(0, |p| p.0.wrapping_sub(t0));
+    let regular = points.windows(2).all(|w| w[1].0.wrapping_sub(w[0].0) == step);
+    let scale = decimals.map(scale_of);
+    // Changes of the scaled integers, zigzagged, for the Rice parameter.
+    let changes: Vec<u64> = match scale {
+        Some(scale) => points
+            .windows(2)
+            .map(|w| zigzag(scaled(w[1].1, scale).unwrap_or(0).wrapping_sub(scaled(w[0].1, scale).unwrap_or(0))))
+            .collect(),
+        None => Vec::new(),
+    };
+    let rice = rice_parameter(&changes);
     out.push(decimals.unwrap_or(MODE_XOR));
+    out.push(if regular { REGULAR } else { 0 });
     out.extend_from_slice(&t0.to_be_bytes());
-    let scale = decimals.map(|k| 10f64.powi(i32::from(k)));
-    let mut prev_n = 0i64;
+    if regular {
+        put_varint(&mut out, zigzag(step));
+    }
     match scale {
         Some(scale) => {
-            prev_n = scaled(v0, scale).unwrap_or(0);
-            put_varint(&mut out, zigzag(prev_n));
+            out.push(rice);
+            put_varint(&mut out, zigzag(scaled(v0, scale).unwrap_or(0)));
         }
         None => out.extend_from_slice(&v0.to_bits().to_be_bytes()),
     }
     let mut bits = BitWriter::new(out);
     let (mut prev_t, mut prev_delta, mut prev_v) = (t0, 0i64, v0.to_bits());
     let (mut lead, mut trail) = (u32::MAX, 0u32);
-    for &(t, v) in &points[1..] {
-        let delta = t.wrapping_sub(prev_t);
-        let dod = zigzag(delta.wrapping_sub(prev_delta));
-        match dod {
-            0 => bits.put(0, 1),
-            d if d < 1 << 7 => bits.put(0b10 << 7 | d, 9),
-            d if d < 1 << 12 => bits.put(0b110 << 12 | d, 15),
-            d if d < 1 << 20 => bits.put(0b1110 << 20 | d, 24),
-            d => {
-                bits.put(0b1111, 4);
-                bits.put(d, 64);
-            }
-        }
-        (prev_t, prev_delta) = (t, delta);
-        if let Some(scale) = scale {
-            let n = scaled(v, scale).unwrap_or(0);
-            match zigzag(n.wrapping_sub(prev_n)) {
+    for (i, &(t, v)) in points[1..].iter().enumerate() {
+        if !regular {
+            let delta = t.wrapping_sub(prev_t);
+            match zigzag(delta.wrapping_sub(prev_delta)) {
                 0 => bits.put(0, 1),
-                d if d < 1 << 4 => bits.put(0b10 << 4 | d, 6),
-                d if d < 1 << 8 => bits.put(0b110 << 8 | d, 11),
-                d if d < 1 << 16 => bits.put(0b1110 << 16 | d, 20),
+                d if d < 1 << 7 => bits.put(0b10 << 7 | d, 9),
+                d if d < 1 << 12 => bits.put(0b110 << 12 | d, 15),
+                d if d < 1 << 20 => bits.put(0b1110 << 20 | d, 24),
                 d => {
                     bits.put(0b1111, 4);
                     bits.put(d, 64);
                 }
             }
-            prev_n = n;
+            (prev_t, prev_delta) = (t, delta);
+        }
+        if scale.is_some() {
+            let z = changes[i];
+            let q = z >> rice;
+            if q >= RICE_ESCAPE {
+                bits.put(u64::MAX, RICE_ESCAPE as u32);
+                bits.put(z, 64);
+            } else {
+                bits.put(((1u64 << q) - 1) << 1, q as u32 + 1);
+                bits.put(z, u32::from(rice));
+            }
             continue;
         }
         let x = v.to_bits() ^ prev_v;
@@ -162,28 +214,39 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
         return rest.is_empty().then_some(());
     }
     let (&mode, rest) = rest.split_first()?;
+    let (&flags, rest) = rest.split_first()?;
+    if flags & !REGULAR != 0 {
+        return None;
+    }
+    let regular = flags & REGULAR != 0;
     let (head, mut rest) = rest.split_at_checked(8)?;
     let t0 = i64::from_be_bytes(head.try_into().ok()?);
+    let step = if regular { unzigzag(get_varint(&mut rest)?) } else { 0 };
     let scale = match mode {
         MODE_XOR => None,
-        k if k <= MAX_DECIMALS => Some(10f64.powi(i32::from(k))),
+        k if k <= MAX_DECIMALS => Some(scale_of(k)),
         _ => return None,
     };
-    let (mut prev_n, v0) = match scale {
+    let (rice, mut prev_n, v0) = match scale {
         Some(scale) => {
+            let (&rice, tail) = rest.split_first()?;
+            rest = tail;
+            if rice > 40 {
+                return None;
+            }
             let n = unzigzag(get_varint(&mut rest)?);
-            (n, (n as f64) / scale)
+            (u32::from(rice), n, (n as f64) / scale)
         }
         None => {
             let (head, tail) = rest.split_at_checked(8)?;
             rest = tail;
-            (0, f64::from_bits(u64::from_be_bytes(head.try_into().ok()?)))
+            (0, 0, f64::from_bits(u64::from_be_bytes(head.try_into().ok()?)))
         }
     };
     let stream = rest;
-    // Every further point takes at least two bits: a count the bytes cannot hold is corrupt,
+    // Every further point takes at least one bit: a count the bytes cannot hold is corrupt,
     // and no memory is reserved for it.
-    if count - 1 > stream.len() as u64 * 4 {
+    if count - 1 > stream.len() as u64 * 8 {
         return None;
     }
     out.reserve(count as usize);
@@ -191,34 +254,33 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
     let mut bits = BitReader::new(stream);
     let (mut prev_t, mut prev_delta, mut prev_v) = (t0, 0i64, v0.to_bits());
     let (mut lead, mut trail) = (u32::MAX, 0u32);
-    for _ in 1..count {
-        let dod = if bits.get(1)? == 0 {
-            0
-        } else if bits.get(1)? == 0 {
-            bits.get(7)?
-        } else if bits.get(1)? == 0 {
-            bits.get(12)?
-        } else if bits.get(1)? == 0 {
-            bits.get(20)?
+    for i in 1..count {
+        let t = if regular {
+            t0.wrapping_add(step.wrapping_mul(i as i64))
         } else {
-            bits.get(64)?
-        };
-        let delta = prev_delta.wrapping_add(unzigzag(dod));
-        let t = prev_t.wrapping_add(delta);
-        (prev_t, prev_delta) = (t, delta);
-        if let Some(scale) = scale {
-            let d = if bits.get(1)? == 0 {
+            let dod = if bits.get(1)? == 0 {
                 0
             } else if bits.get(1)? == 0 {
-                bits.get(4)?
+                bits.get(7)?
             } else if bits.get(1)? == 0 {
-                bits.get(8)?
+                bits.get(12)?
             } else if bits.get(1)? == 0 {
-                bits.get(16)?
+                bits.get(20)?
             } else {
                 bits.get(64)?
             };
-            let n = prev_n.wrapping_add(unzigzag(d));
+            let delta = prev_delta.wrapping_add(unzigzag(dod));
+            let t = prev_t.wrapping_add(delta);
+            (prev_t, prev_delta) = (t, delta);
+            t
+        };
+        if let Some(scale) = scale {
+            let mut q = 0;
+            while q < RICE_ESCAPE && bits.get(1)? == 1 {
+                q += 1;
+            }
+            let z = if q == RICE_ESCAPE { bits.get(64)? } else { q << rice | bits.get(rice)? };
+            let n = prev_n.wrapping_add(unzigzag(z));
             // An integer the encoder cannot have written is corrupt.
             if n.unsigned_abs() >= 1 << 53 {
                 return None;
@@ -252,11 +314,11 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
     bits.is_done().then_some(())
 }
 
-fn zigzag(v: i64) -> u64 {
+pub fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn unzigzag(v: u64) -> i64 {
+pub fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
@@ -314,16 +376,25 @@ impl<'a> BitReader<'a> {
 
     /// Reads `n` bits (n <= 64).
     fn get(&mut self, n: u32) -> Option<u64> {
-        if n > 32 {
+        if n > 56 {
             let high = self.get(n - 32)?;
             return Some(high << 32 | self.get(32)?);
         }
-        let mut v = 0u64;
-        for _ in 0..n {
-            let byte = *self.bytes.get(self.pos / 8)?;
-            v = v << 1 | u64::from(byte >> (7 - self.pos % 8) & 1);
-            self.pos += 1;
+        if n == 0 {
+            return Some(0);
         }
+        let end = self.pos + n as usize;
+        if end > self.bytes.len() * 8 {
+            return None;
+        }
+        // The (at most 8) bytes holding the bits, big-endian: with a shift of at most 7 and
+        // n <= 56 they fit one u64.
+        let first = self.pos / 8;
+        let mut word = [0u8; 8];
+        let available = &self.bytes[first..self.bytes.len().min(first + 8)];
+        word[..available.len()].copy_from_slice(available);
+        let v = (u64::from_be_bytes(word) << (self.pos % 8)) >> (64 - n);
+        self.pos = end;
         Some(v)
     }
 

@@ -41,6 +41,15 @@ pub fn chunk_from(series: u32, first_ms: i64) -> [u8; 21] {
     chunk(series, first_ms, 0)
 }
 
+/// Set in the id of a chunk that holds a whole day (a day block); other chunks hold points of
+/// one hour window only.
+pub const DAY_BLOCK: u64 = 1 << 63;
+
+/// Whether a chunk key is a day block's.
+pub fn is_day_block(key: &[u8]) -> bool {
+    key.len() == 21 && key[13] & 0x80 != 0
+}
+
 /// Splits a chunk key into series id and first time.
 pub fn parse_chunk(key: &[u8]) -> Option<(u32, i64)> {
     if key.len() != 21 || key[0] != POINT {
@@ -51,7 +60,7 @@ pub fn parse_chunk(key: &[u8]) -> Option<(u32, i64)> {
     Some((series, t))
 }
 
-/// The key of the rollup of series `series` for the window starting at `start_ms`.
+/// The key of the rollups of series `series` for the day starting at `start_ms`.
 pub fn rollup(series: u32, start_ms: i64) -> [u8; 13] {
     let mut k = [0u8; 13];
     k[0] = ROLLUP;
@@ -60,7 +69,7 @@ pub fn rollup(series: u32, start_ms: i64) -> [u8; 13] {
     k
 }
 
-/// Splits a rollup key into series id and window start.
+/// Splits a rollup key into series id and day start.
 pub fn parse_rollup(key: &[u8]) -> Option<(u32, i64)> {
     if key.len() != 13 || key[0] != ROLLUP {
         return None;
@@ -117,6 +126,7 @@ mod tests {
         assert!(chunk(1, 10, 9) < chunk(1, 11, 0));
         assert!(chunk_from(1, 10) <= chunk(1, 10, 0));
         assert_eq!(parse_chunk(&[POINT, 0, 0]), None);
+        assert!(is_day_block(&chunk(1, 2, DAY_BLOCK | 5)) && !is_day_block(&chunk(1, 2, 5)));
         assert_eq!(parse_rollup(&rollup(9, -3_600_000)), Some((9, -3_600_000)));
         assert!(rollup(1, i64::MAX) < rollup(2, i64::MIN));
         assert_eq!(parse_rollup(&chunk(1, 2, 3)), None);

@@ -1,56 +1,102 @@
-//! Rollups: the aggregates of one series over one window, kept beside its block so that a
-//! long range aggregated by hour or day reads one entry per hour instead of every point.
+//! Rollups: the aggregates of one series over each hour, kept beside its blocks so that a long
+//! range aggregated by hour or day reads one entry a day instead of every point.
 //!
-//! A rollup is written when a window is folded into its block (see `store/maintenance.rs`),
-//! from that block's points, and holds `count varint | min | max | sum (f64 BE) | first time
-//! (varint ms after the window start) | first value | last time (varint) | last value`:
-//! about 50 bytes an hour.
+//! Rollups are written when windows are folded (see `store/maintenance.rs`), from the folded
+//! points, and kept in one entry per series and UTC day: a version byte, then per hour that
+//! has points `hour u8 | k u8 | count varint | min | max | first value | last value | sum f64 BE
+//! | first time | last time`. With `k` in 0..=6 every one of min, max, first and last is
+//! exactly `n / 10^k` and is written as zigzag varint `n` (two bytes for a water level in
+//! millimetres); with `k = 0xff` they are f64 BE. Times are varint ms after the hour's start.
+//! About 25 bytes an hour for sensor data: small entries cost sled several times their size,
+//! so a day's worth shares one.
 
-use crate::chunk::{get_varint, put_varint};
+use crate::chunk::{self, get_varint, put_varint};
 use crate::store::{Bucket, Point};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const RAW: u8 = 0xff;
 
-/// Encodes the aggregates of a window starting at `bucket.start_ms`.
-pub fn encode(bucket: &Bucket) -> Vec<u8> {
-    let mut out = Vec::with_capacity(56);
+/// Encodes the hourly buckets of one day, sorted by start, starting at `day_ms`.
+pub fn encode(day_ms: i64, buckets: &[Bucket]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + buckets.len() * 28);
     out.push(VERSION);
-    put_varint(&mut out, bucket.count);
-    for v in [bucket.min, bucket.max, bucket.sum] {
-        out.extend_from_slice(&v.to_bits().to_be_bytes());
-    }
-    for p in [bucket.first, bucket.last] {
-        put_varint(&mut out, p.time_ms.wrapping_sub(bucket.start_ms) as u64);
-        out.extend_from_slice(&p.value.to_bits().to_be_bytes());
+    for b in buckets {
+        out.push(((b.start_ms - day_ms) / chunk::WINDOW_MS) as u8);
+        let values = [b.min, b.max, b.first.value, b.last.value];
+        let k = chunk::decimals_of(values.iter().copied());
+        out.push(k.unwrap_or(RAW));
+        put_varint(&mut out, b.count);
+        match k {
+            Some(k) => {
+                let scale = chunk::scale_of(k);
+                for v in values {
+                    put_varint(&mut out, chunk::zigzag(chunk::scaled(v, scale).unwrap_or(0)));
+                }
+            }
+            None => {
+                for v in values {
+                    out.extend_from_slice(&v.to_bits().to_be_bytes());
+                }
+            }
+        }
+        out.extend_from_slice(&b.sum.to_bits().to_be_bytes());
+        for p in [b.first, b.last] {
+            put_varint(&mut out, p.time_ms.wrapping_sub(b.start_ms) as u64);
+        }
     }
     out
 }
 
-/// Decodes the rollup of the window starting at `start_ms`; `None` if it is malformed.
-pub fn decode(start_ms: i64, bytes: &[u8]) -> Option<Bucket> {
+/// Decodes the rollups of the day starting at `day_ms`, appending them to `out` in hour
+/// order; `None` if the entry is malformed.
+pub fn decode(day_ms: i64, bytes: &[u8], out: &mut Vec<Bucket>) -> Option<()> {
     let (&version, mut rest) = bytes.split_first()?;
     if version != VERSION {
         return None;
     }
-    let count = get_varint(&mut rest)?;
-    let mut f64s = [0.0; 3];
-    for v in &mut f64s {
-        *v = take_f64(&mut rest)?;
+    let mut last_hour = None;
+    while let Some((&hour, tail)) = rest.split_first() {
+        rest = tail;
+        if hour >= 24 || last_hour.is_some_and(|h| h >= hour) {
+            return None;
+        }
+        last_hour = Some(hour);
+        let (&k, tail) = rest.split_first()?;
+        rest = tail;
+        let count = get_varint(&mut rest)?;
+        let mut values = [0.0; 4];
+        match k {
+            RAW => {
+                for v in &mut values {
+                    *v = take_f64(&mut rest)?;
+                }
+            }
+            k if k <= chunk::MAX_DECIMALS => {
+                let scale = chunk::scale_of(k);
+                for v in &mut values {
+                    *v = chunk::unzigzag(get_varint(&mut rest)?) as f64 / scale;
+                }
+            }
+            _ => return None,
+        }
+        let sum = take_f64(&mut rest)?;
+        let start_ms = day_ms + i64::from(hour) * chunk::WINDOW_MS;
+        let first_ms = start_ms.wrapping_add(get_varint(&mut rest)? as i64);
+        let last_ms = start_ms.wrapping_add(get_varint(&mut rest)? as i64);
+        if count == 0 {
+            return None;
+        }
+        out.push(Bucket {
+            start_ms,
+            count,
+            min: values[0],
+            max: values[1],
+            sum,
+            first: Point { time_ms: first_ms, value: values[2] },
+            last: Point { time_ms: last_ms, value: values[3] },
+        });
     }
-    let mut points = [Point { time_ms: 0, value: 0.0 }; 2];
-    for p in &mut points {
-        p.time_ms = start_ms.wrapping_add(get_varint(&mut rest)? as i64);
-        p.value = take_f64(&mut rest)?;
-    }
-    (rest.is_empty() && count > 0).then_some(Bucket {
-        start_ms,
-        count,
-        min: f64s[0],
-        max: f64s[1],
-        sum: f64s[2],
-        first: points[0],
-        last: points[1],
-    })
+    Some(())
 }
 
 fn take_f64(input: &mut &[u8]) -> Option<f64> {
@@ -63,19 +109,48 @@ fn take_f64(input: &mut &[u8]) -> Option<f64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rollups_round_trip_and_refuse_garbage() {
-        let mut b = Bucket::new(3_600_000, 3_600_010, 1.5);
-        b.add(7_199_999, -2.25);
-        b.add(3_600_500, 9.0);
-        let bytes = encode(&b);
-        assert_eq!(decode(3_600_000, &bytes), Some(b));
-        for cut in 0..bytes.len() {
-            assert_eq!(decode(3_600_000, &bytes[..cut]), None, "cut at {cut}");
+    const DAY: i64 = 1_790_035_200_000 - 1_790_035_200_000 % chunk::DAY_MS;
+
+    fn bucket(hour: i64, points: &[(i64, f64)]) -> Bucket {
+        let start = DAY + hour * chunk::WINDOW_MS;
+        let mut b = Bucket::new(start, start + points[0].0, points[0].1);
+        for &(t, v) in &points[1..] {
+            b.add(start + t, v);
         }
-        let mut trailing = bytes.clone();
-        trailing.push(0);
-        assert_eq!(decode(3_600_000, &trailing), None);
-        assert!(bytes.len() <= 50, "{} bytes", bytes.len());
+        b
+    }
+
+    #[test]
+    fn rollups_round_trip_bit_for_bit_and_refuse_garbage() {
+        let buckets = [
+            bucket(0, &[(10, 153.4), (3_599_999, 151.2), (500, 160.0)]),
+            bucket(7, &[(0, 0.1 + 0.2), (1, -0.0)]),
+            bucket(23, &[(42, 12.0)]),
+        ];
+        let bytes = encode(DAY, &buckets);
+        let mut out = Vec::new();
+        assert_eq!(decode(DAY, &bytes, &mut out), Some(()));
+        assert_eq!(out.len(), 3);
+        for (a, b) in out.iter().zip(&buckets) {
+            assert_eq!(a.start_ms, b.start_ms);
+            assert_eq!(a.count, b.count);
+            for (x, y) in [(a.min, b.min), (a.max, b.max), (a.sum, b.sum), (a.first.value, b.first.value)] {
+                assert_eq!(x.to_bits(), y.to_bits());
+            }
+            assert_eq!((a.first.time_ms, a.last), (b.first.time_ms, b.last));
+        }
+        for cut in 1..bytes.len() {
+            let mut out = Vec::new();
+            // A cut may fall between two hours, which is a valid shorter entry; it never
+            // panics, and never yields more than was written.
+            if decode(DAY, &bytes[..cut], &mut out).is_some() {
+                assert!(out.len() < 3, "cut at {cut}");
+            }
+        }
+        assert_eq!(decode(DAY, &[VERSION, 24, 0, 1], &mut out), None, "hour 24");
+        assert_eq!(decode(DAY, &[9], &mut out), None, "another version");
+        // Decimal hours take about 25 bytes.
+        let one = encode(DAY, &buckets[..1]);
+        assert!(one.len() <= 30, "{} bytes", one.len());
     }
 }

@@ -51,8 +51,9 @@ pub enum StoreError {
 }
 
 /// The layout written by this version (1: one entry per point; 2: chunks of varint deltas and
-/// raw values; 3: Gorilla-compressed chunks; 4: decimal values, folded blocks and rollups).
-const FORMAT_VERSION: u8 = 4;
+/// raw values; 3: Gorilla-compressed chunks; 4: decimal values, folded blocks and rollups; 5: day
+/// blocks, Rice-coded values, regular times, a day of rollups per entry).
+const FORMAT_VERSION: u8 = 5;
 
 /// The sled tree everything lives in.
 const TREE: &str = "timeseries";
@@ -599,13 +600,13 @@ impl Store {
         match cache.entry((id, window)) {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let mut points = Vec::new();
+                let mut times = HashSet::new();
                 let end = window.saturating_add(chunk::WINDOW_MS);
-                for entry in self.inner.tree.range(keys::chunk_from(id, window)..keys::chunk_from(id, end)) {
-                    let (key, value) = entry?;
-                    chunk::decode_into(&value, &mut points).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
-                }
-                Ok(e.insert(points.into_iter().map(|p| p.0).collect()))
+                self.scan_chunks(id, window, end, |_, points| {
+                    times.extend(points.iter().map(|p| p.0).filter(|&t| t >= window && t < end));
+                    true
+                })?;
+                Ok(e.insert(times))
             }
         }
     }
@@ -624,15 +625,19 @@ impl Store {
         to_ms: i64,
         mut visit: impl FnMut(i64, &[(i64, f64)]) -> bool,
     ) -> Result<(), StoreError> {
-        // A chunk holding a point at or after `from` starts no earlier than that point's
-        // window, and no later than the point itself.
+        // A chunk holding a point at or after `from` starts no later than the point itself,
+        // and no earlier than that point's window, or its day for a day block.
         let mut decoded = Vec::new();
-        let range = keys::chunk_from(id, chunk::window_start(from_ms))..keys::chunk_from(id, to_ms);
+        let window = chunk::window_start(from_ms);
+        let range = keys::chunk_from(id, chunk::day_start(from_ms))..keys::chunk_from(id, to_ms);
         for entry in self.inner.tree.range(range) {
             let (key, value) = entry?;
             let Some((_, first_ms)) = keys::parse_chunk(&key) else {
                 return Err(StoreError::Corrupt(key.to_vec()));
             };
+            if first_ms < window && !keys::is_day_block(&key) {
+                continue;
+            }
             decoded.clear();
             chunk::decode_into(&value, &mut decoded).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
             if !visit(first_ms, &decoded) {
@@ -728,16 +733,21 @@ impl Store {
         }
         raw(from_ms, first_whole)?;
         raw(end_whole, to_ms)?;
-        for entry in self.inner.tree.range(keys::rollup(id, first_whole)..keys::rollup(id, end_whole)) {
+        let mut hours = Vec::new();
+        let days = keys::rollup(id, chunk::day_start(first_whole))..keys::rollup(id, end_whole);
+        for entry in self.inner.tree.range(days) {
             let (key, value) = entry?;
             let corrupt = || StoreError::Corrupt(key.to_vec());
-            let (_, window) = keys::parse_rollup(&key).ok_or_else(corrupt)?;
-            let rollup = rollup::decode(window, &value).ok_or_else(corrupt)?;
-            let start = window.div_euclid(step_ms).saturating_mul(step_ms);
-            buckets
-                .entry(start)
-                .and_modify(|b| b.merge(&rollup))
-                .or_insert_with(|| Bucket { start_ms: start, ..rollup });
+            let (_, day) = keys::parse_rollup(&key).ok_or_else(corrupt)?;
+            hours.clear();
+            rollup::decode(day, &value, &mut hours).ok_or_else(corrupt)?;
+            for hour in hours.iter().filter(|h| h.start_ms >= first_whole && h.start_ms < end_whole) {
+                let start = hour.start_ms.div_euclid(step_ms).saturating_mul(step_ms);
+                buckets
+                    .entry(start)
+                    .and_modify(|b| b.merge(hour))
+                    .or_insert_with(|| Bucket { start_ms: start, ..*hour });
+            }
         }
         Ok(Some(buckets.into_values().collect()))
     }

@@ -308,9 +308,10 @@ fn retention_drops_old_raw_points_then_old_rollups_and_nothing_else() {
     // Nothing is expired before it is folded: its rollup must exist first.
     assert_eq!(store.expire(now, &policy).unwrap(), ExpireReport::default());
     let folded = store.fold(now, || true).unwrap();
-    assert_eq!(folded.windows, 2 * 96);
+    assert_eq!((folded.days, folded.hours), (2 * 4, 0), "every day has closed");
+    assert_eq!(chunk_keys(&store), 2 * 4, "one block a day");
     let report = store.expire(now, &policy).unwrap();
-    assert_eq!(report, ExpireReport { blocks: 72, points: 72 * 6, rollups: 48 });
+    assert_eq!(report, ExpireReport { blocks: 3, points: 3 * 144, rollups: 2 });
 
     // Raw points: only the last day is left, untouched.
     let w = store.points("w", "water_level", i64::MIN, i64::MAX, 1000).unwrap().unwrap();
@@ -345,7 +346,8 @@ fn a_late_point_reopens_its_folded_window_until_the_next_fold() {
     }
     assert_eq!(chunk_keys(&store), 180);
     let report = store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap();
-    assert_eq!(report, FoldReport { windows: 1, chunks_in: 180, points: 360 });
+    // The day is still open: the hour becomes an hour block.
+    assert_eq!(report, FoldReport { hours: 1, days: 0, chunks_in: 180, points: 360 });
     assert_eq!(chunk_keys(&store), 1);
     // Folding again changes nothing.
     assert_eq!(store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap(), FoldReport::default());
@@ -354,10 +356,49 @@ fn a_late_point_reopens_its_folded_window_until_the_next_fold() {
     let by_hour =
         store.aggregate("w", "water_level", hour, hour + chunk::WINDOW_MS, chunk::WINDOW_MS).unwrap().unwrap();
     assert_eq!((by_hour[0].count, by_hour[0].max), (361, 100.0), "the stale rollup is not used");
-    assert_eq!(store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap().windows, 1);
+    assert_eq!(store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap().hours, 1);
     assert_eq!(chunk_keys(&store), 1);
     let again = store.aggregate("w", "water_level", hour, hour + chunk::WINDOW_MS, chunk::WINDOW_MS).unwrap().unwrap();
     assert_eq!(again, by_hour);
+}
+
+#[test]
+fn a_closed_day_becomes_one_block_and_a_late_point_refolds_the_whole_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let day = chunk::day_start(T0);
+    let at = |i: i64| day + i * 60_000;
+    // Two days, a point a minute, written a few at a time; the first day folded hour by hour
+    // while it is open, then whole once it has closed.
+    let points: Vec<_> = (0..2 * 1440).map(|i| p("water_level", at(i), (i % 97) as f64 / 10.0)).collect();
+    for few in points.chunks(7) {
+        store.write("w", "water", T0, few).unwrap();
+    }
+    assert_eq!(store.fold(day + 5 * chunk::WINDOW_MS, || true).unwrap().hours, 5);
+    let report = store.fold(day + 2 * chunk::DAY_MS, || true).unwrap();
+    assert_eq!((report.days, report.hours, report.points), (2, 0, 2 * 1440));
+    assert_eq!(chunk_keys(&store), 2);
+    let all = |store: &Store| store.points("w", "water_level", i64::MIN, i64::MAX, 10_000).unwrap().unwrap();
+    assert_eq!(all(&store).len(), 2 * 1440);
+    // A range inside the day block, starting mid-hour.
+    let inside = store.points("w", "water_level", at(130) + 1, at(140), 100).unwrap().unwrap();
+    assert_eq!(inside.first().map(|p| p.time_ms), Some(at(131)));
+    assert_eq!(inside.len(), 9);
+
+    // A late point at 05:30:30 of the first day, and a duplicate of a stored one.
+    let late = [p("water_level", at(330) + 30_000, 50.0), p("water_level", at(330), 99.0)];
+    assert_eq!(store.write("w", "water", T0, &late).unwrap(), WriteSummary { stored: 1, duplicates: 1 });
+    let hour5 = day + 5 * chunk::WINDOW_MS;
+    let by_hour = |store: &Store| {
+        store.aggregate("w", "water_level", day, day + chunk::DAY_MS, chunk::WINDOW_MS).unwrap().unwrap()
+    };
+    let fresh = by_hour(&store);
+    assert_eq!((fresh[5].start_ms, fresh[5].count, fresh[5].max), (hour5, 61, 50.0), "no stale rollup");
+    let report = store.fold(day + 2 * chunk::DAY_MS, || true).unwrap();
+    assert_eq!((report.days, report.chunks_in), (1, 2), "the day block and the late chunk");
+    assert_eq!(chunk_keys(&store), 2);
+    assert_eq!(by_hour(&store), fresh);
+    assert_eq!(all(&store).len(), 2 * 1440 + 1);
 }
 
 #[test]
