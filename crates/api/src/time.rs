@@ -43,6 +43,66 @@ pub fn parse_step(value: &str) -> Result<i64, ApiError> {
 
 /// Formats epoch milliseconds as RFC 3339 in UTC with exactly three fraction digits.
 pub fn format(ms: i64) -> String {
+    let mut buf = [0u8; 24];
+    match write_rfc3339(ms, &mut buf) {
+        Some(s) => s.to_owned(),
+        None => format_any_year(ms),
+    }
+}
+
+/// A time that serializes as [`format`] does, without allocating: a day of raw points holds
+/// thousands of them.
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc3339Ms(pub i64);
+
+impl serde::Serialize for Rfc3339Ms {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 24];
+        match write_rfc3339(self.0, &mut buf) {
+            Some(s) => serializer.serialize_str(s),
+            None => serializer.serialize_str(&format_any_year(self.0)),
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` into `buf` by calendar arithmetic (H. Hinnant's days-to-civil);
+/// `None` outside the years 0 to 9999.
+fn write_rfc3339(ms: i64, buf: &mut [u8; 24]) -> Option<&str> {
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let z = days.checked_add(719_468)?;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, in_day / 3_600_000);
+    put(14, 2, in_day / 60_000 % 60);
+    put(17, 2, in_day / 1_000 % 60);
+    put(20, 3, in_day % 1_000);
+    for (at, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
+        buf[at] = c;
+    }
+    std::str::from_utf8(buf).ok()
+}
+
+/// [`format`] for any year the `time` crate knows (signed, more than four digits).
+fn format_any_year(ms: i64) -> String {
     let Ok(dt) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
         return String::new();
     };
@@ -95,5 +155,31 @@ mod tests {
         assert_eq!(format(1_790_000_000_000), "2026-09-21T14:13:20.000Z");
         assert_eq!(format(1_790_000_000_007), "2026-09-21T14:13:20.007Z");
         assert_eq!(parse("t", &format(1_234_567_890_123)).unwrap(), 1_234_567_890_123);
+    }
+
+    #[test]
+    fn calendar_arithmetic_agrees_with_the_time_crate() {
+        let mut seed = 0x1234_5678_9abc_def0_u64;
+        let mut times = vec![0, -1, 86_399_999, 951_782_400_000, 4_107_542_400_000, -62_167_219_200_000];
+        times.extend([253_402_300_799_999, 253_402_300_800_000, -62_167_219_200_001, i64::MIN, i64::MAX]);
+        for _ in 0..100_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Year 0 to past 9999, with leap days and the ends of months in it.
+            times.push((seed % 320_000_000_000_000) as i64 - 62_167_219_200_000);
+        }
+        for ms in times {
+            let mut buf = [0u8; 24];
+            let fast = write_rfc3339(ms, &mut buf).map(str::to_owned);
+            let slow = format_any_year(ms);
+            match fast {
+                Some(fast) => assert_eq!(fast, slow, "{ms}"),
+                None => {
+                    let year = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).map(|d| d.year());
+                    assert!(year.is_err() || year.is_ok_and(|y| !(0..=9999).contains(&y)), "{ms}: {slow}");
+                }
+            }
+        }
     }
 }

@@ -83,7 +83,7 @@ pub const DEFAULT_LIMIT: usize = 1_000;
 /// One point.
 #[derive(Serialize)]
 pub struct PointOut {
-    t: String,
+    t: time::Rfc3339Ms,
     t_ms: i64,
     v: f64,
 }
@@ -125,6 +125,6 @@ pub async fn points(
     let mut points = state.store.points(&device, &metric, from_ms, to_ms, limit + 1)?.unwrap_or_default();
     let next_from_ms = if points.len() > limit { points.pop().map(|p| p.time_ms) } else { None };
     let points =
-        points.into_iter().map(|p| PointOut { t: time::format(p.time_ms), t_ms: p.time_ms, v: p.value }).collect();
+        points.into_iter().map(|p| PointOut { t: time::Rfc3339Ms(p.time_ms), t_ms: p.time_ms, v: p.value }).collect();
     Ok(Json(Points { device, metric, unit: series.unit, from_ms, to_ms, points, next_from_ms }))
 }
