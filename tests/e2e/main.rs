@@ -8,4 +8,5 @@ mod bad_input;
 mod end_to_end;
 mod overload;
 mod restart;
+mod retention;
 mod signed;
