@@ -107,10 +107,12 @@ pub struct PackWrite<'a> {
     pub seen_ms: i64,
     /// The points.
     pub points: &'a [NewPoint<'a>],
-    /// A sequence number the pack carried: stored for the device in the same batch as the
-    /// points, so that a pack and its number are durable together. The highest one stored is
-    /// kept ([`Store::device_seq`]).
-    pub seq: Option<u64>,
+    /// A sequence number the pack carried, with the 8-byte id of the numbering it belongs to
+    /// (opaque here; ingest names the key the pack was signed with): stored for the device in
+    /// the same batch as the points, so that a pack and its number are durable together.
+    /// Within one numbering the highest number stored is kept; a number of another numbering
+    /// replaces it ([`Store::device_seq_with_id`]).
+    pub seq: Option<(u64, [u8; 8])>,
 }
 
 /// Changes of a group of packs not yet applied.
@@ -123,7 +125,7 @@ struct Staged<'a> {
     on_disk: HashMap<(u32, i64), HashSet<i64>>,
     series: HashMap<(&'a str, &'a str), SeriesMeta>,
     devices: HashMap<&'a str, DeviceMeta>,
-    seqs: HashMap<&'a str, u64>,
+    seqs: HashMap<&'a str, (u64, [u8; 8])>,
     next_series_id: Option<u32>,
 }
 
@@ -313,8 +315,8 @@ struct State {
     devices: BTreeMap<String, DeviceMeta>,
     /// device -> metric -> series
     series: BTreeMap<String, BTreeMap<String, SeriesMeta>>,
-    /// device -> highest sequence number stored
-    seqs: HashMap<String, u64>,
+    /// device -> highest sequence number stored in its current numbering, and that numbering
+    seqs: HashMap<String, (u64, [u8; 8])>,
     next_series_id: u32,
 }
 
@@ -421,8 +423,11 @@ impl Store {
         for (device, meta) in &group.devices {
             batch.insert(keys::device(device), meta.encode());
         }
-        for (device, seq) in &group.seqs {
-            batch.insert(keys::seq(device), &seq.to_be_bytes());
+        for (device, (seq, id)) in &group.seqs {
+            let mut value = [0u8; 16];
+            value[..8].copy_from_slice(&seq.to_be_bytes());
+            value[8..].copy_from_slice(id);
+            batch.insert(keys::seq(device), &value);
         }
         self.inner.tree.apply_batch(batch)?;
 
@@ -533,9 +538,13 @@ impl Store {
             },
         };
         group.devices.insert(pack.device, device);
-        if let Some(seq) = pack.seq {
+        if let Some((seq, id)) = pack.seq {
             let stored = group.seqs.get(pack.device).or_else(|| state.seqs.get(pack.device));
-            group.seqs.insert(pack.device, stored.map_or(seq, |&s| s.max(seq)));
+            let kept = match stored {
+                Some(&(s, stored_id)) if stored_id == id => s.max(seq),
+                _ => seq,
+            };
+            group.seqs.insert(pack.device, (kept, id));
         }
         for (metric, meta) in series {
             group.series.insert((pack.device, metric), meta);
@@ -570,8 +579,15 @@ impl Store {
         state.devices.get(id).map(|d| device_info(&state, id, d))
     }
 
-    /// The highest sequence number stored with a pack of `device` ([`PackWrite::seq`]).
+    /// The highest sequence number stored with a pack of `device` in its current numbering
+    /// ([`PackWrite::seq`]).
     pub fn device_seq(&self, device: &str) -> Option<u64> {
+        self.state().seqs.get(device).map(|&(seq, _)| seq)
+    }
+
+    /// The highest sequence number stored with a pack of `device` and the id of its
+    /// numbering. A number stored before numberings had ids reads with the id `[0; 8]`.
+    pub fn device_seq_with_id(&self, device: &str) -> Option<(u64, [u8; 8])> {
         self.state().seqs.get(device).copied()
     }
 
@@ -841,8 +857,14 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         let (key, value) = entry?;
         let corrupt = || StoreError::Corrupt(key.to_vec());
         let device = std::str::from_utf8(&key[1..]).map_err(|_| corrupt())?;
-        let seq = value.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| corrupt())?;
-        state.seqs.insert(device.to_owned(), seq);
+        // 16 bytes: number (u64 BE) and numbering id; 8 bytes: a number written before ids.
+        let (number, id) = match value.len() {
+            8 => (&value[..], [0u8; 8]),
+            16 => (&value[..8], value[8..].try_into().map_err(|_| corrupt())?),
+            _ => return Err(corrupt()),
+        };
+        let seq = number.try_into().map(u64::from_be_bytes).map_err(|_| corrupt())?;
+        state.seqs.insert(device.to_owned(), (seq, id));
     }
     Ok(state)
 }
