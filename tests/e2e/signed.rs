@@ -1,7 +1,9 @@
 //! Signed packs over the real broker: a node provisioned with `mekong device provision` seals
 //! its packs in COSE_Mac0 envelopes; the platform stores them and acknowledges their sequence
 //! numbers, and refuses wrong keys, replays (also after a restart), plain packs from a keyed
-//! device and signed packs from a device without a key, while a plain sensor carries on.
+//! device and signed packs from a device without a key, while a plain sensor carries on. A
+//! refusal names the refused envelope's number; numbers are per key, so a node provisioned
+//! again starts a new numbering.
 
 use std::path::Path;
 
@@ -48,10 +50,11 @@ fn sealed(key: &[u8; 32], seq: u64, device: &str, pack: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn expect_refusal(sensor: &mut Sensor, why: &str) {
+/// The next downlink is a refusal for `why`, naming the refused envelope's number `seq`.
+async fn expect_refusal(sensor: &mut Sensor, why: &str, seq: Option<u64>) {
     match sensor.downlink().await {
-        Downlink::Refused { reason, .. } => assert_eq!(reason, why),
-        other => panic!("expected a refusal ({why}), got {other:?}"),
+        Downlink::Refused { reason, seq: got, .. } => assert_eq!((reason.as_str(), got), (why, seq)),
+        other => panic!("expected a refusal ({why}, {seq:?}), got {other:?}"),
     }
 }
 
@@ -87,15 +90,15 @@ async fn signed_packs_are_stored_and_acknowledged_and_forgeries_refused() {
     let mut wrong = key;
     wrong[0] ^= 1;
     node.publish(NODE_UP, sealed(&wrong, 2, NODE, &reading(1.0))).await;
-    expect_refusal(&mut node, "bad_signature").await;
+    expect_refusal(&mut node, "bad_signature", Some(2)).await;
     node.publish(NODE_UP, sealed(&key, 1, NODE, &reading(0.0))).await;
-    expect_refusal(&mut node, "replayed").await;
+    expect_refusal(&mut node, "replayed", Some(1)).await;
     node.publish(NODE_UP, reading(1.0)).await;
-    expect_refusal(&mut node, "unsigned").await;
+    expect_refusal(&mut node, "unsigned", None).await;
     plain_reading(&running, &mut plain, t, 1).await;
     // A device without a key cannot send signed packs, even with a valid envelope.
     plain.publish(PLAIN_UP, sealed(&key, 1, PLAIN, &pack(t, &[("pm2_5", "ug/m3", 9.0, 99.0)]))).await;
-    expect_refusal(&mut plain, "unknown_key").await;
+    expect_refusal(&mut plain, "unknown_key", Some(1)).await;
 
     // Numbers 2 to 4 never arrived: one gap.
     node.publish(NODE_UP, sealed(&key, 5, NODE, &reading(2.0))).await;
@@ -139,11 +142,57 @@ async fn a_replay_after_a_restart_is_refused() {
     let mut node = Sensor::device(running.mqtt(), NODE).await;
     let mut plain = Sensor::device(running.mqtt(), PLAIN).await;
     node.publish(NODE_UP, captured).await;
-    expect_refusal(&mut node, "replayed").await;
+    expect_refusal(&mut node, "replayed", Some(3)).await;
     plain_reading(&running, &mut plain, t, 0).await;
     node.publish(NODE_UP, sealed(&key, 4, NODE, &pack(t, &[("water_level", "cm", 172.0, 60.0)]))).await;
     expect_ack(&mut node, Some(4)).await;
     let device = running.json(&format!("/v1/devices/{NODE}")).await;
     assert_eq!((device["seq"].as_u64(), device["points"].as_u64()), (Some(4), Some(2)));
+    running.stop().await;
+}
+
+/// Sequence numbers are per key: a node provisioned again (new key, numbering restarted) is
+/// accepted from its first pack after the platform restarts with the new registry, its new
+/// numbers are protected as before, and packs still signed with the old key are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_starts_a_new_numbering() {
+    let (data, reg) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key_a = registry(reg.path());
+    let t = now_secs().floor();
+    let reading = |k: f64| pack(t, &[("water_level", "cm", 170.0 + k, k)]);
+
+    let running = start(&platform_config(data.path(), reg.path())).await;
+    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    node.publish(NODE_UP, sealed(&key_a, 100, NODE, &reading(0.0))).await;
+    expect_ack(&mut node, Some(100)).await;
+    running.stop().await;
+
+    // Provisioned again: the registry now holds key B, and the platform restarts with it.
+    let key_b = registry(reg.path());
+    assert_ne!(key_a, key_b);
+    let running = start(&platform_config(data.path(), reg.path())).await;
+    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    node.publish(NODE_UP, sealed(&key_b, 1, NODE, &reading(1.0))).await;
+    expect_ack(&mut node, Some(1)).await;
+    node.publish(NODE_UP, sealed(&key_b, 2, NODE, &reading(2.0))).await;
+    expect_ack(&mut node, Some(2)).await;
+    node.publish(NODE_UP, sealed(&key_b, 1, NODE, &reading(1.0))).await;
+    expect_refusal(&mut node, "replayed", Some(1)).await;
+    node.publish(NODE_UP, sealed(&key_a, 101, NODE, &reading(3.0))).await;
+    expect_refusal(&mut node, "bad_signature", Some(101)).await;
+    running.stop().await;
+
+    // And after another restart under B, B's numbers are still protected.
+    let running = start(&platform_config(data.path(), reg.path())).await;
+    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    node.publish(NODE_UP, sealed(&key_b, 2, NODE, &reading(2.0))).await;
+    expect_refusal(&mut node, "replayed", Some(2)).await;
+    node.publish(NODE_UP, sealed(&key_b, 3, NODE, &reading(4.0))).await;
+    expect_ack(&mut node, Some(3)).await;
+    let body = running.json(&format!("/v1/devices/{NODE}/series/water_level")).await;
+    let t_ms = (t * 1000.0) as i64;
+    assert_eq!(points_of(&body), [(t_ms, 170.0), (t_ms + 1000, 171.0), (t_ms + 2000, 172.0), (t_ms + 4000, 174.0)]);
+    let device = running.json(&format!("/v1/devices/{NODE}")).await;
+    assert_eq!((device["seq"].as_u64(), device["seq_gaps"].as_u64()), (Some(3), Some(0)));
     running.stop().await;
 }

@@ -179,8 +179,8 @@ impl Sensor {
             mekong_schema::downlink::Downlink::Ack { up_to_ms, readings, server_ms, seq } => {
                 Downlink::Ack { up_to_ms, readings, server_ms, seq }
             }
-            mekong_schema::downlink::Downlink::Refused { reason, server_ms } => {
-                Downlink::Refused { reason: reason.to_owned(), server_ms }
+            mekong_schema::downlink::Downlink::Refused { reason, server_ms, seq } => {
+                Downlink::Refused { reason: reason.to_owned(), server_ms, seq }
             }
         }
     }
@@ -233,6 +233,8 @@ pub enum Downlink {
         reason: String,
         /// Platform time, ms.
         server_ms: i64,
+        /// Sequence number of the refused envelope, when it could be read.
+        seq: Option<u64>,
     },
 }
 

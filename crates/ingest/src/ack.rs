@@ -72,7 +72,7 @@ fn commit(pending: &mut Vec<Group>, tx: &mut LinkTx, store: &Store, stats: &Stat
                 (a.device.as_str(), Downlink::Ack { up_to_ms: a.up_to_ms, readings, server_ms, seq: a.seq })
             }
             Err(r) => match &r.device {
-                Some(device) => (device.as_str(), Downlink::Refused { reason: r.kind, server_ms }),
+                Some(device) => (device.as_str(), Downlink::Refused { reason: r.kind, server_ms, seq: r.seq }),
                 None => continue,
             },
         };

@@ -6,13 +6,24 @@
 //! that the sequence number is above the last one stored for the device (or staged earlier in
 //! the same group), before it looks at the pack inside. The number is stored in the same
 //! batch as the pack's readings, so a replay is refused after a restart as well.
+//!
+//! Numbers are per key: the store keeps, beside the device's last number, the fingerprint of
+//! the key it was accepted under (`cose::key_fingerprint`, opaque to the store). A node
+//! provisioned again gets a new key and starts a new numbering, so when the registry's key is
+//! not the one of the stored number, the first pack signed with the new key is accepted
+//! whatever its number, and the numbering goes on from there. A pack signed with the old key
+//! no longer verifies (`bad_signature`), so the old numbers cannot be replayed either.
+//!
+//! A refusal names the refused envelope's sequence number whenever the envelope could be
+//! read, so that a node with several packs in flight knows which one was refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use mekong_schema::cose::{self, FINGERPRINT_LEN};
 use mekong_schema::limits::MAX_NAME_LEN;
 use mekong_schema::senml::{self, DecodeOptions};
-use mekong_schema::{cose, topic, DeviceKind, Record, RecordError, Value};
+use mekong_schema::{topic, DeviceKind, Record, RecordError, Value};
 use mekong_store::{NewPoint, PackWrite, Store, StoreError, WriteSummary};
 
 use crate::registry::Registry;
@@ -79,13 +90,27 @@ pub struct Rejection {
     pub kind: &'static str,
     /// The reason, for people.
     pub reason: String,
+    /// The sequence number of the refused envelope, when the pack was signed and its
+    /// envelope could be read (unauthenticated if the tag is what failed).
+    pub seq: Option<u64>,
 }
 
 impl Rejection {
     fn new(device: Option<&str>, kind: &'static str, reason: impl Into<String>) -> Self {
-        Rejection { device: device.map(Into::into), kind, reason: reason.into() }
+        Rejection { device: device.map(Into::into), kind, reason: reason.into(), seq: None }
+    }
+
+    fn with_seq(self, seq: Option<u64>) -> Self {
+        Rejection { seq, ..self }
     }
 }
+
+/// A sequence number with the fingerprint of the key it was signed with.
+type KeyedSeq = (u64, [u8; FINGERPRINT_LEN]);
+
+/// What a store written before numbers had key fingerprints gives as the fingerprint: taken
+/// as the current key's, so an upgrade opens no window for replays.
+const UNKNOWN_FINGERPRINT: [u8; FINGERPRINT_LEN] = [0; FINGERPRINT_LEN];
 
 /// What became of one publish.
 pub type Outcome = Option<Result<Accepted, Rejection>>;
@@ -105,9 +130,15 @@ struct Ready {
     kind: DeviceKind,
     readings: Vec<Reading>,
     up_to_ms: i64,
-    seq: Option<u64>,
+    seq: Option<KeyedSeq>,
     /// The sequence number skips at least one after the last stored.
     seq_gap: bool,
+}
+
+impl Ready {
+    fn seq(&self) -> Option<u64> {
+        self.seq.map(|(seq, _)| seq)
+    }
 }
 
 /// The ingest path without the broker: usable on its own in tests.
@@ -223,7 +254,8 @@ impl Pipeline {
                         None => None,
                         Some(Err(r)) => Some(Err(r.clone())),
                         Some(Ok(ready)) => {
-                            Some(Err(Rejection::new(Some(&ready.device), "store_error", reason.clone())))
+                            Some(Err(Rejection::new(Some(&ready.device), "store_error", reason.clone())
+                                .with_seq(ready.seq())))
                         }
                     })
                     .collect();
@@ -236,13 +268,17 @@ impl Pipeline {
                 Some(Err(r)) => Some(Err(r.clone())),
                 Some(Ok(ready)) => Some(match results.next() {
                     Some(Ok(summary)) => {
-                        Ok(Accepted { device: ready.device.clone(), summary, up_to_ms: ready.up_to_ms, seq: ready.seq })
+                        let seq = ready.seq.map(|(seq, _)| seq);
+                        Ok(Accepted { device: ready.device.clone(), summary, up_to_ms: ready.up_to_ms, seq })
                     }
                     Some(Err(e @ StoreError::UnitMismatch { .. })) => {
-                        Err(Rejection::new(Some(&ready.device), "unit_mismatch", e.to_string()))
+                        Err(Rejection::new(Some(&ready.device), "unit_mismatch", e.to_string()).with_seq(ready.seq()))
                     }
-                    Some(Err(e)) => Err(Rejection::new(Some(&ready.device), "store_error", e.to_string())),
-                    None => Err(Rejection::new(Some(&ready.device), "store_error", "no result from the store")),
+                    Some(Err(e)) => {
+                        Err(Rejection::new(Some(&ready.device), "store_error", e.to_string()).with_seq(ready.seq()))
+                    }
+                    None => Err(Rejection::new(Some(&ready.device), "store_error", "no result from the store")
+                        .with_seq(ready.seq())),
                 }),
             })
             .collect()
@@ -262,13 +298,31 @@ impl Pipeline {
     }
 
     /// Every check that needs no store write: topic, registration, size, signature, the pack
-    /// itself. `seqs` holds the sequence numbers of the group's packs prepared so far.
+    /// itself. `seqs` holds the sequence numbers of the group's packs prepared so far. A
+    /// refusal of a readable envelope names its sequence number.
     fn prepare(
         &self,
         topic: &[u8],
         payload: &[u8],
         now_ms: i64,
-        seqs: &mut HashMap<String, u64>,
+        seqs: &mut HashMap<String, KeyedSeq>,
+    ) -> Result<Ready, Rejection> {
+        self.check(topic, payload, now_ms, seqs).map_err(|r| {
+            if r.seq.is_some() || r.device.is_none() || payload.len() > self.opts.max_payload_bytes {
+                return r;
+            }
+            let seq = cose::is_sealed(payload).then(|| cose::parse(payload).ok()).flatten().map(|e| e.seq());
+            r.with_seq(seq)
+        })
+    }
+
+    /// [`Pipeline::prepare`] without the sequence number of refusals.
+    fn check(
+        &self,
+        topic: &[u8],
+        payload: &[u8],
+        now_ms: i64,
+        seqs: &mut HashMap<String, KeyedSeq>,
     ) -> Result<Ready, Rejection> {
         let topic = std::str::from_utf8(topic).map_err(|_| Rejection::new(None, "bad_topic", "topic is not utf-8"))?;
         let device = topic::parse_uplink(topic).map_err(|e| Rejection::new(None, "bad_topic", e.to_string()))?;
@@ -309,9 +363,10 @@ impl Pipeline {
             .or_else(|| readings.iter().find_map(|r| DeviceKind::of_metric(&r.metric)))
             .unwrap_or(DeviceKind::Unknown);
         let seq_gap = match seq {
-            Some(seq) => {
-                let last = seqs.insert(device.to_owned(), seq).or_else(|| self.store.device_seq(device));
-                last.is_some_and(|last| seq - last > 1)
+            Some((number, fingerprint)) => {
+                let last = self.last_seq(device, fingerprint, seqs);
+                seqs.insert(device.to_owned(), (number, fingerprint));
+                last.is_some_and(|last| number - last > 1)
             }
             None => false,
         };
@@ -324,8 +379,8 @@ impl Pipeline {
         &self,
         device: &str,
         payload: &'p [u8],
-        seqs: &HashMap<String, u64>,
-    ) -> Result<(&'p [u8], Option<u64>), Rejection> {
+        seqs: &HashMap<String, KeyedSeq>,
+    ) -> Result<(&'p [u8], Option<KeyedSeq>), Rejection> {
         let refuse = |kind, reason: String| Rejection::new(Some(device), kind, reason);
         let key = self.opts.registry.key(device);
         let Some(key) = key else {
@@ -343,11 +398,24 @@ impl Pipeline {
         }
         let pack = envelope.verify(&key.0).map_err(|e| refuse("bad_signature", e.to_string()))?;
         let seq = envelope.seq();
-        let last = seqs.get(device).copied().or_else(|| self.store.device_seq(device));
-        if let Some(last) = last.filter(|&last| seq <= last) {
+        let fingerprint = cose::key_fingerprint(&key.0);
+        if let Some(last) = self.last_seq(device, fingerprint, seqs).filter(|&last| seq <= last) {
             return Err(refuse("replayed", format!("sequence number {seq} is not above {last}, the last accepted")));
         }
-        Ok((pack, Some(seq)))
+        Ok((pack, Some((seq, fingerprint))))
+    }
+
+    /// The last number accepted from `device` under the key of `fingerprint`, staged in this
+    /// group or stored; `None` if there is none, or if the last one was accepted under
+    /// another key (the device's key changed, and with it the numbering).
+    fn last_seq(
+        &self,
+        device: &str,
+        fingerprint: [u8; FINGERPRINT_LEN],
+        seqs: &HashMap<String, KeyedSeq>,
+    ) -> Option<u64> {
+        let (last, under) = seqs.get(device).copied().or_else(|| self.store.device_seq_with_id(device))?;
+        (under == fingerprint || under == UNKNOWN_FINGERPRINT).then_some(last)
     }
 }
 

@@ -16,9 +16,10 @@
 //! integer. -65537 is the first label of the range RFC 9052 (section 3.1) leaves for private
 //! use (below -65536), so it cannot clash with a registered header.
 //!
-//! The platform keeps the highest sequence number it has stored per device and refuses any
-//! envelope whose number is not above it, so a captured pack cannot be replayed, not even after
-//! a restart. A node therefore seals every transmission with a new number, resends included,
+//! The platform keeps the highest sequence number it has stored per device and key (the
+//! key's [`key_fingerprint`] is stored beside it) and refuses any envelope whose number is not
+//! above it, so a captured pack cannot be replayed, not even after a restart. A new key starts
+//! a new numbering: the first envelope signed with it is accepted whatever its number. A node therefore seals every transmission with a new number, resends included,
 //! and must never reuse one: it keeps its counter in flash, and reserves numbers ahead of use
 //! (for example writes `n + 1000` before sending `n`) so that a reset never goes back.
 //!
@@ -92,6 +93,20 @@ pub enum CoseError {
     /// The tag does not match: another key, or altered bytes.
     #[error("tag does not verify")]
     BadTag,
+}
+
+/// Length of a [`key_fingerprint`].
+pub const FINGERPRINT_LEN: usize = 8;
+
+/// Names a key without revealing it: the first 8 bytes of SHA-256 of the key. The platform
+/// stores it beside a device's last sequence number, so that a new key (which starts a new
+/// numbering) is told from the old one after a restart.
+pub fn key_fingerprint(key: &[u8; KEY_LEN]) -> [u8; FINGERPRINT_LEN] {
+    use sha2::Digest;
+    let digest = Sha256::digest(key);
+    let mut fingerprint = [0u8; FINGERPRINT_LEN];
+    fingerprint.copy_from_slice(&digest[..FINGERPRINT_LEN]);
+    fingerprint
 }
 
 /// Whether `payload` is an envelope rather than a plain pack (see the module documentation).

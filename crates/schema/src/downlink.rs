@@ -10,7 +10,7 @@
 //! | 2 | readings of the pack now stored (new and already stored alike) | ack |
 //! | 3 | platform time when sent, epoch milliseconds (for the node's clock) | both |
 //! | 4 | reason kind, such as `bad_time` | refusal |
-//! | 5 | sequence number of the acknowledged pack, for a signed pack only ([`crate::cose`]) | ack |
+//! | 5 | sequence number of the acknowledged or refused pack, for a signed pack only ([`crate::cose`]) | both |
 //!
 //! An acknowledgement is sent only after the pack's readings are flushed to disk: the MQTT
 //! PUBACK only says the broker has the message. It covers exactly one pack, the one whose
@@ -22,6 +22,12 @@
 //! number is durably stored with the pack, so the platform's last accepted number for the
 //! device is now at least this one, and any envelope at or below it would be refused as a
 //! replay. It identifies the pack more precisely than its newest reading time.
+//!
+//! A refusal of a signed pack names its sequence number too, whenever the envelope was
+//! well-formed enough to read it (so not for `bad_envelope` or `too_large`), so
+//! a node with several packs in flight drops exactly the refused one. The number of a refusal
+//! is not authenticated (the tag may be what failed): a node drops a pack only if the number
+//! is one it sent and has not had answered.
 
 use core::fmt;
 
@@ -56,6 +62,9 @@ pub enum Downlink<'a> {
         reason: &'a str,
         /// Platform time, epoch ms.
         server_ms: i64,
+        /// The refused envelope's sequence number, when the pack was signed and its envelope
+        /// could be read.
+        seq: Option<u64>,
     },
 }
 
@@ -93,11 +102,14 @@ impl Serialize for Downlink<'_> {
                 }
                 map.end()
             }
-            Downlink::Refused { reason, server_ms } => {
-                let mut map = s.serialize_map(Some(3))?;
+            Downlink::Refused { reason, server_ms, seq } => {
+                let mut map = s.serialize_map(Some(if seq.is_some() { 4 } else { 3 }))?;
                 map.serialize_entry(&0u8, &0u8)?;
                 map.serialize_entry(&3u8, &server_ms)?;
                 map.serialize_entry(&4u8, reason)?;
+                if let Some(seq) = seq {
+                    map.serialize_entry(&5u8, &seq)?;
+                }
                 map.end()
             }
         }
@@ -118,9 +130,11 @@ pub fn decode(input: &[u8]) -> Result<Downlink<'_>, DownlinkError> {
             server_ms,
             seq: fields.seq,
         }),
-        Some(0) => {
-            Ok(Downlink::Refused { reason: fields.reason.ok_or(DownlinkError::Invalid("reason missing"))?, server_ms })
-        }
+        Some(0) => Ok(Downlink::Refused {
+            reason: fields.reason.ok_or(DownlinkError::Invalid("reason missing"))?,
+            server_ms,
+            seq: fields.seq,
+        }),
         _ => Err(DownlinkError::Invalid("unknown message kind")),
     }
 }
@@ -204,7 +218,28 @@ mod tests {
             seq: Some(0),
         });
         round_trip(Downlink::Ack { up_to_ms: 1, readings: 1, server_ms: 2, seq: Some(u64::MAX) });
-        round_trip(Downlink::Refused { reason: "bad_time", server_ms: 1_790_000_001_000 });
+        round_trip(Downlink::Refused { reason: "bad_time", server_ms: 1_790_000_001_000, seq: None });
+        round_trip(Downlink::Refused { reason: "replayed", server_ms: 1_790_000_001_000, seq: Some(7) });
+    }
+
+    /// The README's examples of refusals: without a sequence number (a plain pack), and of
+    /// the signed pack with sequence number 1, which adds `05 01`.
+    #[test]
+    fn a_refusal_of_a_signed_pack_names_its_sequence_number() {
+        let hex = |msg: Downlink<'_>| {
+            let mut buf = [0u8; 64];
+            let n = msg.encode(&mut buf).unwrap();
+            buf[..n].iter().map(|b| std::format!("{b:02x}")).collect::<std::string::String>()
+        };
+        let server_ms = 1_790_000_061_234;
+        assert_eq!(
+            hex(Downlink::Refused { reason: "bad_time", server_ms, seq: None }),
+            "a30000031b000001a0c4515b3204686261645f74696d65"
+        );
+        assert_eq!(
+            hex(Downlink::Refused { reason: "bad_time", server_ms, seq: Some(1) }),
+            "a40000031b000001a0c4515b3204686261645f74696d650501"
+        );
     }
 
     #[test]

@@ -192,16 +192,18 @@ fn a_keyed_device_must_sign_and_may_not_replay() {
     let next = pack(&[reading("water_level", 181.0, 10.0)], 1_789_999_000.0);
     let mut other_key = KEY;
     other_key[0] ^= 1;
-    for (payload, kind) in [
-        (plain.clone(), "unsigned"),
-        (sealed(&other_key, 6, "hau-07", &next), "bad_signature"),
-        (sealed(&KEY, 6, "hau-08", &next), "bad_signature"),
-        (sealed(&KEY, 5, "hau-07", &plain), "replayed"),
-        (sealed(&KEY, 4, "hau-07", &next), "replayed"),
-        (vec![0xd1, 0x84, 0x40], "bad_envelope"),
+    // Each refusal names the envelope's sequence number when the envelope could be read.
+    for (payload, kind, seq) in [
+        (plain.clone(), "unsigned", None),
+        (sealed(&other_key, 6, "hau-07", &next), "bad_signature", Some(6)),
+        (sealed(&KEY, 7, "hau-08", &next), "bad_signature", Some(7)),
+        (sealed(&KEY, 5, "hau-07", &plain), "replayed", Some(5)),
+        (sealed(&KEY, 4, "hau-07", &next), "replayed", Some(4)),
+        (sealed(&KEY, 8, "hau-07", &[0x81, 0xa1, 0x02, 0x61, b'x']), "wrong_type", Some(8)),
+        (vec![0xd1, 0x84, 0x40], "bad_envelope", None),
     ] {
         let r = refused(&mut f, "mekong/v1/hau-07/up", &payload);
-        assert_eq!((r.kind, r.device.as_deref()), (kind, Some("hau-07")), "{}", r.reason);
+        assert_eq!((r.kind, r.device.as_deref(), r.seq), (kind, Some("hau-07"), seq), "{}", r.reason);
     }
     assert_eq!(f.store.point_count(), 1, "nothing refused was stored");
 
@@ -223,9 +225,53 @@ fn signed_packs_need_a_registered_key() {
     for topic in ["mekong/v1/hau-08/up", "mekong/v1/stranger/up"] {
         assert_eq!(refused(&mut f, topic, &payload).kind, "unknown_key");
     }
+    // A refusal still names the envelope's number, so the node knows which pack it was.
+    assert_eq!(refused(&mut f, "mekong/v1/hau-08/up", &payload).seq, Some(1));
     // A device without a key keeps sending plain packs, and has no sequence number.
     let plain = pack(&[reading("water_level", 180.0, 0.0)], 1_789_999_000.0);
     let accepted = f.pipeline.handle(b"mekong/v1/hau-08/up", &plain, NOW_MS).unwrap().unwrap();
     assert_eq!(accepted.seq, None);
     assert_eq!(f.store.device_seq("hau-08"), None);
+}
+
+/// A new key starts a new numbering: the first pack signed with it is accepted whatever its
+/// number (even below the old key's), its numbers are then protected as before, and the old
+/// key no longer verifies. The store keeps the key's fingerprint, so this holds across a
+/// restart (a new pipeline on the same store, as after `mekong serve` restarts).
+#[test]
+fn sequence_numbers_are_per_key() {
+    let mut f = signing_fixture();
+    const UP: &[u8] = b"mekong/v1/hau-07/up";
+    let at = |i: u32| pack(&[reading("water_level", 180.0 + f64::from(i), f64::from(i))], 1_789_999_000.0);
+    f.pipeline.handle(UP, &sealed(&KEY, 100, "hau-07", &at(0)), NOW_MS).unwrap().unwrap();
+
+    let new_key = [0xa5; 32];
+    let mut registry = Registry::new();
+    registry.insert_keyed("hau-07", DeviceKind::Water, DeviceKey(new_key));
+    let mut p =
+        Pipeline::new(PipelineOptions { registry, ..Default::default() }, f.store.clone(), Arc::clone(&f.stats));
+    let refused_by = |p: &mut Pipeline, payload: &[u8]| match p.handle(UP, payload, NOW_MS) {
+        Some(Err(r)) => r.kind,
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    assert_eq!(refused_by(&mut p, &sealed(&KEY, 101, "hau-07", &at(1))), "bad_signature");
+    let accepted = p.handle(UP, &sealed(&new_key, 1, "hau-07", &at(2)), NOW_MS).unwrap().unwrap();
+    assert_eq!(accepted.seq, Some(1));
+    assert_eq!(f.store.device_seq_with_id("hau-07"), Some((1, cose::key_fingerprint(&new_key))));
+    assert_eq!(refused_by(&mut p, &sealed(&new_key, 1, "hau-07", &at(3))), "replayed");
+    p.handle(UP, &sealed(&new_key, 2, "hau-07", &at(4)), NOW_MS).unwrap().unwrap();
+    assert_eq!(f.stats.device("hau-07").seq_gaps, 0, "a new numbering is not a gap");
+
+    // Within one group as well: the first pack under the new key starts its numbering.
+    let mut back = Registry::new();
+    back.insert_keyed("hau-07", DeviceKind::Water, DeviceKey(KEY));
+    let mut p =
+        Pipeline::new(PipelineOptions { registry: back, ..Default::default() }, f.store.clone(), Arc::clone(&f.stats));
+    let (a, b, c) =
+        (sealed(&KEY, 3, "hau-07", &at(5)), sealed(&KEY, 3, "hau-07", &at(6)), sealed(&KEY, 4, "hau-07", &at(7)));
+    let outcomes = p.handle_group(&[(UP, &a), (UP, &b), (UP, &c)], NOW_MS);
+    assert!(matches!(&outcomes[0], Some(Ok(a)) if a.seq == Some(3)));
+    assert!(matches!(&outcomes[1], Some(Err(r)) if r.kind == "replayed" && r.seq == Some(3)));
+    assert!(matches!(&outcomes[2], Some(Ok(a)) if a.seq == Some(4)));
+    assert_eq!(f.store.device_seq_with_id("hau-07"), Some((4, cose::key_fingerprint(&KEY))));
 }

@@ -273,3 +273,11 @@ fn an_envelope_made_by_pycose_opens() {
     assert_eq!(opened, Opened { kid: b"pycose-node-07", seq: 4_294_967_296, payload: &water_pack() });
     assert_eq!(open(&e, &KEY), Err(CoseError::BadTag));
 }
+
+/// The fingerprint is SHA-256's first 8 bytes (checked against Python's hashlib:
+/// `hashlib.sha256(bytes(range(32))).hexdigest()[:16]`), and tells keys apart.
+#[test]
+fn a_key_fingerprint_is_the_head_of_its_sha256() {
+    assert_eq!(hex(&key_fingerprint(&KEY)), "630dcd2966c43366");
+    assert_ne!(key_fingerprint(&KEY), key_fingerprint(&PYCOSE_KEY));
+}
