@@ -103,6 +103,9 @@ pub enum Report {
     Refused {
         /// The pack's number since boot, if one was in flight.
         id: Option<u32>,
+        /// The sequence number the refusal names, if any (a signed pack's whose envelope the
+        /// platform could read).
+        seq: Option<u64>,
         /// The platform's reason kind.
         reason: String<MAX_REASON_LEN>,
     },
@@ -270,14 +273,14 @@ fn apply_downlink<const Q: usize, const W: usize>(
                 None => Report::AckUnmatched,
             }
         }
-        Ok(Downlink::Refused { reason, server_ms }) => {
+        Ok(Downlink::Refused { reason, server_ms, seq }) => {
             // Even a refusal tells the time: the node can pack its readings, and learns from
             // their answers whether the refusal was about the node or about one pack.
             clock.set(server_ms, now_ms);
-            let id = outbox.on_refusal(None).map(|p| p.id);
+            let id = outbox.on_refusal(seq).map(|p| p.id);
             let mut r = String::new();
             let _ = r.push_str(reason);
-            Report::Refused { id, reason: r }
+            Report::Refused { id, seq, reason: r }
         }
         Err(_) => Report::BadDownlink,
     }
@@ -421,14 +424,52 @@ mod tests {
         assert_eq!((one.0, two.0), (1, 2));
         assert_eq!(one.1, two.1);
         let mut b = [0u8; 64];
-        let len = Downlink::Refused { reason: "bad_time", server_ms: T0 }.encode(&mut b).unwrap();
+        let len = Downlink::Refused { reason: "bad_time", server_ms: T0, seq: None }.encode(&mut b).unwrap();
         io.give(&downlink("mekong/v1/hau-01/down", 3, &b[..len]));
         let (reports, _, _) = run(&mut n, &mut io, 90_100);
-        assert_eq!(reports, [Report::Refused { id: Some(1), reason: String::try_from("bad_time").unwrap() }]);
+        assert_eq!(
+            reports,
+            [Report::Refused { id: Some(1), seq: None, reason: String::try_from("bad_time").unwrap() }]
+        );
         assert_eq!(n.outbox_stats().refused_packs, 1);
         let (reports, _, _) = run(&mut n, &mut io, 200_000);
         assert!(reports.is_empty(), "{reports:?}");
         io.give(&downlink("mekong/v1/hau-01/down", 4, &[0xff]));
         assert_eq!(run(&mut n, &mut io, 200_001).0, [Report::BadDownlink]);
+    }
+
+    fn refusal(reason: &str, seq: Option<u64>) -> Vec<u8> {
+        let mut b = [0u8; 64];
+        let n = Downlink::Refused { reason, server_ms: T0 + 70_000, seq }.encode(&mut b).unwrap();
+        downlink("mekong/v1/hau-01/down", 9, &b[..n])
+    }
+
+    /// Two packs in flight; the platform refuses the second by its number: the second is
+    /// dropped (by order, the first would have been), the first stays until its ack, and a
+    /// refusal naming a number no pack went out with drops nothing.
+    #[test]
+    fn a_refusal_drops_the_pack_of_its_sequence_number() {
+        let (mut n, mut io) = (node(), Pipe::default());
+        run(&mut n, &mut io, 0);
+        io.give(&ack(T0, 1, T0, 0));
+        run(&mut n, &mut io, 100);
+        for i in 0..8u64 {
+            n.record(Metric::WaterLevel, 180.0 + i as f64, 1_000 + i * 1_000);
+        }
+        let (reports, packs, _) = run(&mut n, &mut io, 60_100);
+        assert!(
+            matches!(reports[..], [Report::Published { id: 1, seq: 1, .. }, Report::Published { id: 2, seq: 2, .. }]),
+            "{reports:?}"
+        );
+        assert_eq!(packs.len(), 2);
+        io.give(&refusal("unit_mismatch", Some(2)));
+        let reason = || String::try_from("unit_mismatch").unwrap();
+        assert_eq!(run(&mut n, &mut io, 60_200).0, [Report::Refused { id: Some(2), seq: Some(2), reason: reason() }]);
+        io.give(&refusal("unit_mismatch", Some(7)));
+        assert_eq!(run(&mut n, &mut io, 60_300).0, [Report::Refused { id: None, seq: Some(7), reason: reason() }]);
+        assert_eq!(n.backlog().1, 1, "pack 1 still in flight");
+        io.give(&ack(T0 + 4_000, 4, T0 + 70_000, 1));
+        assert!(matches!(run(&mut n, &mut io, 60_400).0[..], [Report::Acked { id: 1, seq: Some(1), .. }]));
+        assert_eq!((n.outbox_stats().refused_packs, n.backlog().1), (1, 0));
     }
 }

@@ -19,13 +19,17 @@
 //! **Matching a downlink to a pack.** An acknowledgement names the sequence number of the
 //! transmission it answers (label 5): the pack that went out with that number is freed, even
 //! if a later send of it is still unanswered. Without a number (a platform device without a
-//! key), the newest reading time `up_to_ms` names the pack. A refusal names neither today, so
-//! it is matched by order: the platform answers the packs of one connection in the order it
-//! received them, so a refusal answers the oldest transmission still unanswered, that is the
-//! smallest outstanding sequence number (every answer marks the numbers below its own as
-//! answered or lost). That is exact unless the broker silently dropped a pack under overload
-//! just before a refused one; then a good pack may be dropped in its place (counted as
-//! refused). A reconnection marks every earlier transmission as lost.
+//! key), the newest reading time `up_to_ms` names the pack. A refusal of a signed pack names
+//! its sequence number too, and drops exactly the pack that went out with it; a number that no
+//! pack in flight went out with (a stale refusal, or a forged one: the number of a refusal is
+//! not authenticated) drops nothing. Only a refusal without a number (a platform older than
+//! label 5 on refusals, or a pack whose envelope the platform could not read) is matched by
+//! order: the platform answers the packs of one connection in the order it received them, so
+//! it answers the oldest transmission still unanswered, that is the smallest outstanding
+//! sequence number (every answer marks the numbers below its own as answered or lost). That
+//! fallback is exact unless the broker silently dropped a pack under overload just before a
+//! refused one; then a good pack may be dropped in its place (counted as refused). A
+//! reconnection marks every earlier transmission as lost.
 //!
 //! **Before the clock is set** no readings are packed; the node sends a hello instead
 //! ([`crate::pack::encode_hello`]), encoded again at each send, and the first downlink of any
@@ -337,16 +341,25 @@ impl<const Q: usize, const W: usize> Outbox<Q, W> {
         Some(p)
     }
 
-    /// Drops the pack a refusal answers (see the module documentation); returns it.
+    /// Drops the pack a refusal answers: the one that went out with `seq` if the refusal
+    /// names a number, else the oldest unanswered transmission (see the module
+    /// documentation); returns it.
     pub fn on_refusal(&mut self, seq: Option<u64>) -> Option<InFlight> {
-        let answered = self.answered;
-        let oldest = self
-            .in_flight
-            .iter()
-            .flat_map(|p| p.seqs.iter().copied())
-            .filter(|&s| answered.is_none_or(|a| s > a))
-            .min();
-        let Some(seq) = seq.or(oldest) else {
+        let seq = match seq {
+            // Only a number one of our packs went out with counts: anything else is stale or
+            // forged, and must neither drop a pack nor move the order-matching mark.
+            Some(seq) if self.in_flight.iter().any(|p| p.seqs.contains(&seq)) => Some(seq),
+            Some(_) => None,
+            None => {
+                let answered = self.answered;
+                self.in_flight
+                    .iter()
+                    .flat_map(|p| p.seqs.iter().copied())
+                    .filter(|&s| answered.is_none_or(|a| s > a))
+                    .min()
+            }
+        };
+        let Some(seq) = seq else {
             self.stats.unmatched += 1;
             return None;
         };
@@ -500,6 +513,34 @@ mod tests {
         assert_eq!(ob.on_refusal(None).unwrap().seqs(), [1, 4]);
         assert!(ob.in_flight().is_empty());
         assert!(!ob.has_due(1_000_000, 30_000));
+    }
+
+    /// A refusal that names its number drops exactly that pack, in whatever order refusals
+    /// and acknowledgements come, even when the broker lost an earlier pack (where matching by
+    /// order would drop the wrong one); a number no pack went out with drops nothing.
+    #[test]
+    fn a_refusal_with_a_number_drops_exactly_its_pack() {
+        let clock = synced();
+        let mut ob: Outbox<16, 4> = Outbox::new(4);
+        for i in 0..3 {
+            ob.push(level(100.0 + i as f64, i));
+            ob.pack(&clock, 1, |_, _| {}).unwrap();
+        }
+        for seq in [1, 2, 3] {
+            send(&mut ob, 2_000, seq).unwrap();
+        }
+        // Seq 1 was lost by the broker, seq 3 refused: by order, pack 0 would go.
+        assert_eq!(ob.on_refusal(Some(3)).unwrap().id, 2);
+        assert!(ob.on_refusal(Some(3)).is_none(), "already dropped");
+        assert!(ob.on_refusal(Some(99)).is_none(), "never sent");
+        assert_eq!(ob.stats().unmatched, 2);
+        assert_eq!(ob.in_flight().iter().map(|p| p.id).collect::<std::vec::Vec<_>>(), [0, 1]);
+        // The stray numbers moved no mark: a refusal without one is still the oldest's.
+        ob.on_ack(Ack { up_to_ms: T0 + 1_000, readings: 1, seq: Some(2) }).unwrap();
+        send(&mut ob, 40_000, 4).unwrap();
+        assert_eq!(ob.on_refusal(Some(1)).unwrap().seqs(), [1, 4], "a refusal of an earlier send");
+        assert_eq!(ob.stats().refused_packs, 2);
+        assert!(ob.in_flight().is_empty());
     }
 
     #[test]

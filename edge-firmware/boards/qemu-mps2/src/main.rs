@@ -314,8 +314,16 @@ fn print_report(console: &mut Uart, now: u64, report: &Report) {
             Seq(*seq)
         ),
         Report::AckUnmatched => writeln!(console, "[{now}] ack for no pack in flight (late duplicate)"),
-        Report::Refused { id: Some(id), reason } => writeln!(console, "[{now}] refused pack {id}: {reason}"),
-        Report::Refused { id: None, reason } => writeln!(console, "[{now}] refusal for no pack in flight: {reason}"),
+        Report::Refused { id: Some(id), seq: Some(seq), reason } => {
+            writeln!(console, "[{now}] refused pack {id}: {reason} (seq {seq})")
+        }
+        Report::Refused { id: Some(id), seq: None, reason } => writeln!(console, "[{now}] refused pack {id}: {reason}"),
+        Report::Refused { id: None, seq: Some(seq), reason } => {
+            writeln!(console, "[{now}] refusal of seq {seq}, no pack in flight with it: {reason}")
+        }
+        Report::Refused { id: None, seq: None, reason } => {
+            writeln!(console, "[{now}] refusal for no pack in flight: {reason}")
+        }
         Report::BadDownlink => writeln!(console, "[{now}] bad downlink ignored"),
         Report::SeqStoreFailed => writeln!(console, "[{now}] sequence store failed"),
         Report::SendFailed => writeln!(console, "[{now}] pack could not be sealed"),
