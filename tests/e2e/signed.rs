@@ -29,6 +29,7 @@ fn registry(dir: &Path) -> [u8; 32] {
         broker_host: "localhost".into(),
         broker_port: 1883,
         period_secs: 60,
+        sensors: Default::default(),
         registry,
         out: out.clone(),
     })

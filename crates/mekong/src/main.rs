@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mekong::config::parse_key_hex;
-use mekong::provision::{provision, ProvisionOptions};
+use mekong::provision::{provision, ProvisionOptions, SensorPeriods};
 use mekong::simulate::{self, SimOptions};
 use mekong::{Config, Platform};
 use mekong_ingest::DeviceKey;
@@ -113,9 +113,19 @@ enum DeviceCommand {
         /// The broker as the node will reach it, host:port.
         #[arg(long, default_value = "localhost:1883")]
         broker: String,
-        /// Seconds between two readings of the node's sensor.
+        /// Seconds between two readings of the node's sensor (the one its kind names).
         #[arg(long, default_value_t = 60)]
         period_secs: u16,
+        /// Seconds between two readings of the air-quality sensor (PMS5003), for a mixed
+        /// station; 0 turns it off (default: --period-secs for an air node, else off).
+        #[arg(long)]
+        air_secs: Option<u16>,
+        /// Seconds between two readings of the water-level probe (Modbus), as --air-secs.
+        #[arg(long)]
+        water_secs: Option<u16>,
+        /// Seconds between two readings of the traffic loop, as --air-secs.
+        #[arg(long)]
+        traffic_secs: Option<u16>,
         /// The registry file (created if missing).
         #[arg(long, default_value = "config/devices.toml")]
         registry: PathBuf,
@@ -237,7 +247,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Device {
-            what: DeviceCommand::Provision { device_id, kind, key_hex, broker, period_secs, registry, out },
+            what:
+                DeviceCommand::Provision {
+                    device_id,
+                    kind,
+                    key_hex,
+                    broker,
+                    period_secs,
+                    air_secs,
+                    water_secs,
+                    traffic_secs,
+                    registry,
+                    out,
+                },
         } => {
             let (host, port) = split_host_port(&broker).context("--broker must be host:port")?;
             let opts = ProvisionOptions {
@@ -249,6 +271,7 @@ fn main() -> anyhow::Result<()> {
                 broker_host: host,
                 broker_port: port,
                 period_secs,
+                sensors: SensorPeriods { air: air_secs, water: water_secs, traffic: traffic_secs },
                 registry,
                 device_id,
             };

@@ -5,6 +5,10 @@
 //! updated, so provisioning a node again gives it a new key. Both files hold the key and are
 //! written with mode 0600, each through a temporary file renamed over the old one, so a crash
 //! leaves either the old file or the new one.
+//!
+//! A node samples the sensor its kind names every `period_secs`; any sensor (that one
+//! included) can be given its own period, so one node can be a mixed station (air quality,
+//! water level and a traffic loop on one pole).
 
 use std::fs;
 use std::io::Write;
@@ -32,12 +36,47 @@ pub struct ProvisionOptions {
     pub broker_host: String,
     /// The broker's MQTT port.
     pub broker_port: u16,
-    /// Sampling period of the node's sensor (the one its kind names), seconds.
+    /// Sampling period of the node's sensor (the one its kind names), seconds, unless
+    /// [`SensorPeriods`] sets that sensor's.
     pub period_secs: u16,
+    /// Periods of single sensors, which make a mixed station (the others are off).
+    pub sensors: SensorPeriods,
     /// The registry file to add the device to (created if missing).
     pub registry: PathBuf,
     /// Where to write the node's configuration blob.
     pub out: PathBuf,
+}
+
+/// Sampling periods of single sensors, seconds; `None`: the kind's sensor samples every
+/// `period_secs`, another sensor is off. `Some(0)` turns a sensor off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SensorPeriods {
+    /// The air-quality sensor (PMS5003: `pm2_5`, `pm10`).
+    pub air: Option<u16>,
+    /// The water-level probe (Modbus: `water_level`).
+    pub water: Option<u16>,
+    /// The traffic loop (`vehicle_count`, `speed`).
+    pub traffic: Option<u16>,
+}
+
+impl SensorPeriods {
+    /// The periods to write for a node of `kind` whose own sensor samples every
+    /// `default_secs` unless set here.
+    pub fn resolve(&self, kind: DeviceKind, default_secs: u16) -> anyhow::Result<Periods> {
+        let own = |k: DeviceKind, set: Option<u16>| set.unwrap_or(if k == kind { default_secs } else { 0 });
+        if kind == DeviceKind::Unknown {
+            bail!("a node's kind must be traffic, water or air");
+        }
+        let periods = Periods {
+            air: own(DeviceKind::Air, self.air),
+            water: own(DeviceKind::Water, self.water),
+            traffic: own(DeviceKind::Traffic, self.traffic),
+        };
+        if periods == Periods::default() {
+            bail!("every sensor is off: give the node at least one sampling period above 0");
+        }
+        Ok(periods)
+    }
 }
 
 /// What [`provision`] did.
@@ -54,12 +93,7 @@ pub fn provision(opts: &ProvisionOptions) -> anyhow::Result<Provisioned> {
     if !is_valid_device_id(&opts.device_id) {
         bail!("device id {:?} is not [a-z0-9-]{{1,64}}", opts.device_id);
     }
-    let period_secs = match opts.kind {
-        DeviceKind::Air => Periods { air: opts.period_secs, ..Periods::default() },
-        DeviceKind::Water => Periods { water: opts.period_secs, ..Periods::default() },
-        DeviceKind::Traffic => Periods { traffic: opts.period_secs, ..Periods::default() },
-        DeviceKind::Unknown => bail!("a node's kind must be traffic, water or air"),
-    };
+    let period_secs = opts.sensors.resolve(opts.kind, opts.period_secs)?;
     let key = match opts.key {
         Some(key) => key.0,
         None => {
@@ -158,6 +192,7 @@ mod tests {
             broker_host: "mekong.cantho.example".into(),
             broker_port: 8883,
             period_secs: 30,
+            sensors: SensorPeriods::default(),
             registry: dir.join("devices.toml"),
             out: dir.join(format!("node-{id}.bin")),
         }
@@ -212,6 +247,38 @@ mod tests {
             (1, Some(DeviceKind::Traffic), Some(&key))
         );
         assert_eq!(provision::decode(&fs::read(&again.out).unwrap()).unwrap().key, key.0);
+    }
+
+    /// Per-sensor periods make a mixed station; the kind's sensor keeps `period_secs`
+    /// unless set, and a node with every sensor off is refused.
+    #[test]
+    fn a_mixed_station_gets_a_period_per_sensor() {
+        let check = |kind, sensors: SensorPeriods, expected: Option<Periods>| {
+            assert_eq!(sensors.resolve(kind, 60).ok(), expected, "{kind:?} {sensors:?}");
+        };
+        let none = SensorPeriods::default();
+        check(DeviceKind::Water, none, Some(Periods { air: 0, water: 60, traffic: 0 }));
+        let mixed = SensorPeriods { air: Some(10), traffic: Some(30), ..none };
+        check(DeviceKind::Water, mixed, Some(Periods { air: 10, water: 60, traffic: 30 }));
+        check(DeviceKind::Air, mixed, Some(Periods { air: 10, water: 0, traffic: 30 }));
+        check(
+            DeviceKind::Traffic,
+            SensorPeriods { traffic: Some(5), ..none },
+            Some(Periods { traffic: 5, ..Periods::default() }),
+        );
+        check(
+            DeviceKind::Air,
+            SensorPeriods { air: Some(0), water: Some(20), ..none },
+            Some(Periods { water: 20, ..Periods::default() }),
+        );
+        check(DeviceKind::Air, SensorPeriods { air: Some(0), ..none }, None);
+        check(DeviceKind::Unknown, mixed, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ProvisionOptions { sensors: mixed, ..options(dir.path(), "hau-10", DeviceKind::Water, None) };
+        provision(&opts).unwrap();
+        let node = provision::decode(&fs::read(&opts.out).unwrap()).unwrap().period_secs;
+        assert_eq!(node, Periods { air: 10, water: 30, traffic: 30 });
     }
 
     #[test]
