@@ -4,7 +4,10 @@
 # 1. Boots without a config page (must print "unprovisioned" and halt), and with a damaged
 #    one (must print "config page corrupt" and halt).
 # 2. Provisions the node with `mekong device provision` (registry entry with its key, and the
-#    config blob), starts `mekong serve` with that registry and require_registration = true,
+#    config blob) as a mixed station: all three simulated sensors through the real drivers
+#    (PMS5003 frames -> pm2_5 and pm10, a Modbus level transducer -> water_level, a loop pair
+#    -> vehicle_count and speed), starts `mekong serve` with that registry and
+#    require_registration = true,
 #    and boots the image with the blob loaded into its config page. The node's MQTT UART goes
 #    to a TCP bridge of this script, which forwards it to mekong's MQTT port. The node prints
 #    every sample it takes and every reading it packs (with the time it will be stored at) on
@@ -13,7 +16,8 @@
 #    the node keeps sampling, then restores it; the node must notice the dead link, reconnect
 #    and send what it queued.
 # 4. Checks through the HTTP API: every reading the node packed is stored exactly once with
-#    the same value (to the bit) and time, nothing else is stored, readings sampled during the
+#    the same value (to the bit) and time, nothing else is stored, every metric of the three
+#    sensors is there and was sampled during the outage too, readings sampled during the
 #    outage arrived, the device has a sequence number, nothing was refused, and the node
 #    printed an acknowledgement after the outage.
 #
@@ -39,7 +43,14 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(HERE, "target/thumbv7em-none-eabihf/release/mekong-node-qemu")
 CONFIG_ADDR = 0x3FC00  # the CONFIG region of boards/qemu-mps2/memory.x
 DEVICE = "qemu-01"
-PERIOD_S = 2  # water level every 2 s
+# A mixed station: a water node whose air sensor samples every 2 s too and whose traffic loop
+# counts in windows of 4 s (about 2 readings a second in all: an outage fits the node's queue).
+PERIOD_S = 2  # water level every 2 s (the kind's sensor)
+AIR_S = 2
+TRAFFIC_S = 4
+# Every metric the three simulated sensors give (speed: the loop sim sends a vehicle every 2 to
+# 3 s, so every 4 s window has one).
+METRICS = ("pm2_5", "pm10", "water_level", "vehicle_count", "speed")
 OUTAGE_S = 20
 STEP_TIMEOUT_S = 45
 
@@ -223,7 +234,8 @@ def provision(mekong, work, broker_port):
     blob = os.path.join(work, "node.bin")
     subprocess.run(
         [mekong, "device", "provision", DEVICE, "--kind", "water", "--broker", f"127.0.0.1:{broker_port}",
-         "--period-secs", str(PERIOD_S), "--registry", registry, "--out", blob],
+         "--period-secs", str(PERIOD_S), "--air-secs", str(AIR_S), "--traffic-secs", str(TRAFFIC_S),
+         "--registry", registry, "--out", blob],
         check=True, stdout=subprocess.DEVNULL,
     )
     return registry, blob
@@ -309,6 +321,9 @@ async def main(work):
         during = [m for m in map(SAMPLE.match, console.lines[cut_at:restore_at]) if m]
         if len(during) < OUTAGE_S // PERIOD_S // 2:
             fail(f"only {len(during)} samples during the outage")
+        for metric in METRICS:
+            if not any(m.group(2) == metric for m in during):
+                fail(f"no {metric} sampled during the outage")
 
         def packed():
             out = {}
@@ -354,8 +369,17 @@ async def main(work):
         for m in during:
             if (m.group(2), snapshot[(int(m.group(1)), m.group(2))][0]) not in api_points:
                 fail(f"sample taken during the outage missing: {m.group(0)!r}")
+        per_metric = {metric: sum(1 for k in api_points if k[0] == metric) for metric in METRICS}
+        for metric, n in per_metric.items():
+            if n < 3:
+                fail(f"only {n} {metric} readings through the API")
+        listed = await api_async(http, f"/v1/devices/{DEVICE}/series")
+        others = {x["metric"] for x in listed["series"]} - set(METRICS) - {"uptime", "dropped"}
+        if others:
+            fail(f"unexpected series stored: {sorted(others)}")
         log(f"ok: {len(snapshot)} readings packed, all stored once with the node's values and times, "
-            f"{len(during)} of them sampled during the outage")
+            f"{len(during)} of them sampled during the outage; through the API: "
+            + ", ".join(f"{metric} {n}" for metric, n in per_metric.items()))
 
         device = await api_async(http, f"/v1/devices/{DEVICE}")
         stats = await api_async(http, "/v1/stats")
