@@ -172,6 +172,10 @@ fn load(store: &Store, series: &[Series], year: &Series, opts: &QueryBenchOption
         if t >= next_fold {
             store.fold(t, || true)?;
             next_fold = t - t.rem_euclid(HOUR_MS) + HOUR_MS;
+            if t.rem_euclid(DAY_MS) < HOUR_MS {
+                let days_left = (end_ms - t) / DAY_MS;
+                eprintln!("loading: {points} points, {days_left} days left, {:.0} s", started.elapsed().as_secs_f64());
+            }
         }
     }
     store.fold(end_ms + HOUR_MS, || true)?;

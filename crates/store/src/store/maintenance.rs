@@ -1,5 +1,5 @@
-//! Upkeep the store does when asked, in the background: folding the chunks of a closed
-//! window into one block with its rollup, and dropping what the retention policy no longer
+//! Upkeep the store does when asked, in the background: folding the chunks of closed hours
+//! and days into blocks with their rollups, and dropping what the retention policy no longer
 //! keeps.
 //!
 //! Ingest writes one small chunk per series and write group, so a series sampled every 10 s
