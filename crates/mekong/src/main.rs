@@ -162,69 +162,14 @@ enum BenchCommand {
         moderate_rate: f64,
     },
     /// Size on disk and query latency over the reference dataset, through the HTTP API.
-    Query {
-        /// Series in the reference dataset (besides one water series of a whole year).
-        #[arg(long, default_value_t = 1000)]
-        series: usize,
-        /// Days of data per series (30 is the reference size).
-        #[arg(long, default_value_t = 30)]
-        days: u32,
-        /// Seconds between two points.
-        #[arg(long, default_value_t = 10)]
-        interval_secs: u32,
-        /// Points of each series per write, as ingest writes them.
-        #[arg(long, default_value_t = 6)]
-        points_per_write: usize,
-        /// Only these kinds (water, air, traffic), comma-separated; default all three in turn.
-        #[arg(long, value_delimiter = ',')]
-        kinds: Vec<String>,
-        /// Timed requests per query.
-        #[arg(long, default_value_t = 200)]
-        requests: usize,
-        /// sled cache of the server, bytes (the configuration's default).
-        #[arg(long, default_value_t = mekong_store::StoreOptions::default().cache_capacity_bytes)]
-        cache_bytes: u64,
-        /// Seconds of wrk on query (a) with 64 connections; 0 skips it.
-        #[arg(long, default_value_t = 10)]
-        wrk_seconds: u32,
-        /// Keep the dataset in this (new) directory.
-        #[arg(long)]
-        data_dir: Option<std::path::PathBuf>,
-    },
+    Query(mekong::bench::QueryBenchOptions),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench {
-            what:
-                BenchCommand::Query {
-                    series,
-                    days,
-                    interval_secs,
-                    points_per_write,
-                    kinds,
-                    requests,
-                    cache_bytes,
-                    wrk_seconds,
-                    data_dir,
-                },
-        } => {
+        Command::Bench { what: BenchCommand::Query(opts) } => {
             init_logging("warn");
-            if interval_secs == 0 || 86_400 % interval_secs != 0 {
-                anyhow::bail!("--interval-secs must divide a day, got {interval_secs}");
-            }
-            let opts = mekong::bench::QueryBenchOptions {
-                series,
-                days,
-                interval_secs,
-                points_per_write,
-                kinds,
-                requests,
-                cache_bytes,
-                wrk_seconds,
-                data_dir,
-            };
             println!("{}", mekong::bench::query(opts)?);
             Ok(())
         }

@@ -320,6 +320,12 @@ struct State {
     next_series_id: u32,
 }
 
+impl State {
+    fn meta(&self, device: &str, metric: &str) -> Option<&SeriesMeta> {
+        self.series.get(device).and_then(|s| s.get(metric))
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     db: sled::Db,
@@ -628,7 +634,7 @@ impl Store {
     }
 
     fn series_id(&self, device: &str, metric: &str) -> Option<u32> {
-        self.state().series.get(device).and_then(|s| s.get(metric)).map(|m| m.id)
+        self.state().meta(device, metric).map(|m| m.id)
     }
 
     /// Visits the chunks of series `id` that can hold points in `[from_ms, to_ms)`, in order
@@ -770,7 +776,7 @@ impl Store {
 
     /// The id and folded mark of a series.
     fn folded(&self, device: &str, metric: &str) -> Option<(u32, i64)> {
-        self.state().series.get(device).and_then(|s| s.get(metric)).map(|m| (m.id, m.folded_to_ms))
+        self.state().meta(device, metric).map(|m| (m.id, m.folded_to_ms))
     }
 
     /// The devices of kind `kind` (any kind if `None`) that have a series `metric`, by id.

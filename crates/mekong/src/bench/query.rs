@@ -27,26 +27,35 @@ use super::{free_port, percentile_ms, tempfile_dir, TempDir};
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// What to load and measure.
-#[derive(Debug, Clone)]
+/// What to load and measure (the options of `mekong bench query`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct QueryBenchOptions {
-    /// Series in the reference dataset.
+    /// Series in the reference dataset (besides one water series of a whole year).
+    #[arg(long, default_value_t = 1000)]
     pub series: usize,
-    /// Days of data per series.
+    /// Days of data per series (30 is the reference size).
+    #[arg(long, default_value_t = 30)]
     pub days: u32,
-    /// Seconds between two points of a series.
+    /// Seconds between two points of a series; must divide a day.
+    #[arg(long, default_value_t = 10)]
     pub interval_secs: u32,
-    /// Points of each series per write group.
+    /// Points of each series per write group, as ingest writes them.
+    #[arg(long, default_value_t = 6)]
     pub points_per_write: usize,
-    /// Only these kinds (`water`, `air`, `traffic`); all three, in turn, when empty.
+    /// Only these kinds (water, air, traffic), comma-separated; default all three in turn.
+    #[arg(long, value_delimiter = ',')]
     pub kinds: Vec<String>,
     /// Timed requests per query.
+    #[arg(long, default_value_t = 200)]
     pub requests: usize,
-    /// sled cache of the server.
+    /// sled cache of the server, bytes (the configuration's default).
+    #[arg(long, default_value_t = StoreOptions::default().cache_capacity_bytes)]
     pub cache_bytes: u64,
-    /// Seconds of `wrk` on query (a) with 64 connections; 0 skips it.
+    /// Seconds of wrk on query (a) with 64 connections; 0 skips it.
+    #[arg(long, default_value_t = 10)]
     pub wrk_seconds: u32,
-    /// Keep the dataset in this directory instead of a temporary one.
+    /// Keep the dataset in this (new) directory instead of a temporary one.
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -364,6 +373,9 @@ fn run_wrk(addr: SocketAddr, paths: &[String], seconds: u32, dir: &Path) -> Valu
 
 /// Runs the benchmark; prints a JSON line per step and returns the summary.
 pub fn query(opts: QueryBenchOptions) -> anyhow::Result<Value> {
+    if opts.interval_secs == 0 || 86_400 % opts.interval_secs != 0 {
+        bail!("--interval-secs must divide a day, got {}", opts.interval_secs);
+    }
     let kinds: Vec<String> =
         if opts.kinds.is_empty() { vec!["water".into(), "air".into(), "traffic".into()] } else { opts.kinds.clone() };
     let series: Vec<Series> =

@@ -109,7 +109,7 @@ impl Store {
         report: &mut FoldReport,
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
-        let Some(mut meta) = state.series.get(device).and_then(|s| s.get(metric)).cloned() else {
+        let Some(mut meta) = state.meta(device, metric).cloned() else {
             return Ok(false);
         };
         let id = meta.id;
@@ -291,7 +291,7 @@ impl Store {
         report: &mut ExpireReport,
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
-        let Some(mut meta) = state.series.get(device).and_then(|s| s.get(metric)).cloned() else {
+        let Some(mut meta) = state.meta(device, metric).cloned() else {
             return Ok(false);
         };
         let id = meta.id;
@@ -354,7 +354,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         // Held so that no write or fold of this series runs in between.
         let state = self.state();
-        let Some(id) = state.series.get(device).and_then(|s| s.get(metric)).map(|m| m.id) else {
+        let Some(id) = state.meta(device, metric).map(|m| m.id) else {
             return Ok(false);
         };
         let mut batch = sled::Batch::default();
