@@ -108,10 +108,6 @@ impl Rejection {
 /// A sequence number with the fingerprint of the key it was signed with.
 type KeyedSeq = (u64, [u8; FINGERPRINT_LEN]);
 
-/// What a store written before numbers had key fingerprints gives as the fingerprint: taken
-/// as the current key's, so an upgrade opens no window for replays.
-const UNKNOWN_FINGERPRINT: [u8; FINGERPRINT_LEN] = [0; FINGERPRINT_LEN];
-
 /// What became of one publish.
 pub type Outcome = Option<Result<Accepted, Rejection>>;
 
@@ -415,7 +411,7 @@ impl Pipeline {
         seqs: &HashMap<String, KeyedSeq>,
     ) -> Option<u64> {
         let (last, under) = seqs.get(device).copied().or_else(|| self.store.device_seq_with_id(device))?;
-        (under == fingerprint || under == UNKNOWN_FINGERPRINT).then_some(last)
+        (under == fingerprint).then_some(last)
     }
 }
 

@@ -592,7 +592,7 @@ impl Store {
     }
 
     /// The highest sequence number stored with a pack of `device` and the id of its
-    /// numbering. A number stored before numberings had ids reads with the id `[0; 8]`.
+    /// numbering.
     pub fn device_seq_with_id(&self, device: &str) -> Option<(u64, [u8; 8])> {
         self.state().seqs.get(device).copied()
     }
@@ -711,8 +711,8 @@ impl Store {
     /// points, in time order. `None` if the series is unknown.
     ///
     /// When the step is a whole number of windows (an hour, a day), the folded windows that
-    /// lie wholly in the range are read from their rollups, one entry an hour; the rest (the
-    /// ends of the range, and windows not yet folded) from the points. Sums (and means) may
+    /// lie wholly in the range are read from their rollups (one entry holds a day's hours);
+    /// the rest (the ends of the range, and windows not yet folded) from the points. Sums (and means) may
     /// then differ from a sum taken point by point in the last bits, as floating-point
     /// addition depends on its order; every other aggregate is exact.
     pub fn aggregate(
@@ -863,13 +863,10 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         let (key, value) = entry?;
         let corrupt = || StoreError::Corrupt(key.to_vec());
         let device = std::str::from_utf8(&key[1..]).map_err(|_| corrupt())?;
-        // 16 bytes: number (u64 BE) and numbering id; 8 bytes: a number written before ids.
-        let (number, id) = match value.len() {
-            8 => (&value[..], [0u8; 8]),
-            16 => (&value[..8], value[8..].try_into().map_err(|_| corrupt())?),
-            _ => return Err(corrupt()),
-        };
+        // The number (u64 BE), then the numbering's id.
+        let (number, id) = value.split_at_checked(8).filter(|(_, id)| id.len() == 8).ok_or_else(corrupt)?;
         let seq = number.try_into().map(u64::from_be_bytes).map_err(|_| corrupt())?;
+        let id = id.try_into().map_err(|_| corrupt())?;
         state.seqs.insert(device.to_owned(), (seq, id));
     }
     Ok(state)

@@ -515,11 +515,11 @@ fn sequence_numbers_are_stored_with_their_packs_and_survive_a_reopen() {
     assert_eq!(store.device_seq_with_id("a"), Some((2, L)));
 }
 
-/// A number written before numberings had ids (8 bytes) reads with the id `[0; 8]`; a value
-/// of another length is corruption. (Each directory is written with sled alone, then opened
-/// once: sled may hold its lock for a moment after a drop.)
+/// A sequence number entry is 16 bytes (number and numbering id); another length is
+/// corruption. (Each directory is written with sled alone, then opened once: sled may hold its
+/// lock for a moment after a drop.)
 #[test]
-fn a_sequence_number_without_a_numbering_id_still_reads() {
+fn a_sequence_number_entry_is_read_whole_or_refused() {
     let written_with = |value: &[u8]| {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
@@ -530,8 +530,12 @@ fn a_sequence_number_without_a_numbering_id_still_reads() {
         drop((tree, db));
         dir
     };
-    let dir = written_with(&42u64.to_be_bytes());
-    assert_eq!(open(dir.path()).device_seq_with_id("old"), Some((42, [0; 8])));
-    let dir = written_with(&[1u8; 9]);
-    assert!(matches!(Store::open(dir.path(), &StoreOptions::default()), Err(StoreError::Corrupt(_))));
+    let mut value = 42u64.to_be_bytes().to_vec();
+    value.extend_from_slice(&[7; 8]);
+    let dir = written_with(&value);
+    assert_eq!(open(dir.path()).device_seq_with_id("old"), Some((42, [7; 8])));
+    for bad in [&value[..8], &value[..15], &[1u8; 17][..]] {
+        let dir = written_with(bad);
+        assert!(matches!(Store::open(dir.path(), &StoreOptions::default()), Err(StoreError::Corrupt(_))), "{bad:?}");
+    }
 }
