@@ -211,13 +211,18 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (chunks, points) = self.chunks_in(id, window, window.saturating_add(chunk::WINDOW_MS))?;
         let Some(rollup) = hourly(&points).pop() else { return Ok(()) };
-        self.rewrite(id, &chunks, &points, false, batch);
         let day = chunk::day_start(window);
         let key = keys::rollup(id, day);
         let mut hours = Vec::new();
         if let Some(old) = self.inner.tree.get(key)? {
             rollup::decode(day, &old, &mut hours).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
         }
+        // Already one block with its rollup (the mark was moved back for a late point in an
+        // earlier hour): nothing to do.
+        if chunks.len() == 1 && hours.iter().any(|h| h.start_ms == window && h.count == rollup.count) {
+            return Ok(());
+        }
+        self.rewrite(id, &chunks, &points, false, batch);
         hours.retain(|h| h.start_ms != window);
         hours.push(rollup);
         hours.sort_unstable_by_key(|h| h.start_ms);
@@ -242,7 +247,7 @@ impl Store {
                 return Ok(());
             }
         }
-        let (chunks, points) = self.chunks_in(id, day, day.saturating_add(chunk::DAY_MS))?;
+        let (chunks, points) = self.chunks_in(id, day, end)?;
         if points.is_empty() {
             return Ok(());
         }
