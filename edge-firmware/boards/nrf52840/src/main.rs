@@ -44,7 +44,7 @@ use panic_halt as _;
 use rtt_target::{rtt_init, ChannelMode, UpChannel};
 
 use clock::Uptime;
-use ports::{Port, Rs485};
+use ports::{Port, Rs485, Rx};
 
 /// The level transducer on the RS-485 line: Modbus address 1, the level in holding register 4
 /// in millimetres (0.1 cm a count), a pressure transducer (the reading is the level). The
@@ -214,12 +214,13 @@ fn main() -> ! {
     ) else {
         halt()
     };
-    let (Ok((mut link_tx, mut link_rx)), Ok((sensor_tx, mut sensor_rx))) =
+    let (Ok((mut link_tx, link_rx)), Ok((sensor_tx, sensor_rx))) =
         (modem.split(modem_tx, modem_rx), sensor.split(sensor_tx, sensor_rx))
     else {
         let _ = writeln!(console, "halted: UARTE buffers refused");
         halt();
     };
+    let (mut link_rx, mut sensor_rx) = (Rx(link_rx), Rx(sensor_rx));
     // Start receiving now: the UARTE holds what arrives until it is read.
     let _ = link_rx.read_ready();
     let _ = sensor_rx.read_ready();
@@ -312,7 +313,7 @@ fn main() -> ! {
 /// The modem's UARTE, both halves as one `embedded-io` port for the MQTT session.
 struct Link<'a> {
     tx: &'a mut uarte::UarteTx<pac::UARTE0>,
-    rx: &'a mut uarte::UarteRx<pac::UARTE0>,
+    rx: &'a mut Rx<pac::UARTE0>,
 }
 
 impl embedded_io::ErrorType for Link<'_> {
