@@ -347,11 +347,12 @@ impl Store {
     /// Opens (or creates) the store in directory `path` and loads its metadata.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         compact::check_not_interrupted(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(options.cache_capacity_bytes)
-            .flush_every_ms(options.flush_every_ms)
-            .open()?;
+        let db = open_db(
+            &sled::Config::new()
+                .path(path)
+                .cache_capacity(options.cache_capacity_bytes)
+                .flush_every_ms(options.flush_every_ms),
+        )?;
         let tree = db.open_tree(TREE)?;
         match tree.get(keys::FORMAT)? {
             None if tree.is_empty() => {
@@ -838,6 +839,30 @@ fn series_info(device: &str, metric: &str, m: &SeriesMeta) -> SeriesInfo {
         last_ms: m.last_ms,
         count: m.count,
         last_value: m.last_value,
+    }
+}
+
+/// How long opening waits for sled's lock on the directory.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens a sled database, waiting up to [`LOCK_WAIT`] for its lock. sled releases its file
+/// lock when the last of its threads lets go of the database, which can be a moment after the
+/// last handle is dropped (sled's own test builds block on the lock for that reason), and
+/// sled gives no event to wait for: a store reopened in the same process right after closing
+/// (a restart, a compaction) polls the moment out. Another process holding the directory
+/// still gets the error, after the wait.
+pub(crate) fn open_db(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            // sled 0.34 reports a held lock only through this message (config.rs).
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Store, StoreError, StoreOptions, TREE};
+use super::{open_db, Store, StoreError, StoreOptions, TREE};
 
 /// Entries copied per batch.
 const BATCH: usize = 10_000;
@@ -64,7 +64,7 @@ pub fn compact(path: &Path, options: &StoreOptions) -> Result<CompactReport, Sto
         std::fs::remove_dir_all(&fresh)?;
     }
     let (entries, entry_bytes) = {
-        let db = sled::Config::new().path(&fresh).cache_capacity(options.cache_capacity_bytes).open()?;
+        let db = open_db(&sled::Config::new().path(&fresh).cache_capacity(options.cache_capacity_bytes))?;
         let tree = db.open_tree(TREE)?;
         let (mut entries, mut entry_bytes) = (0u64, 0u64);
         let mut batch = sled::Batch::default();

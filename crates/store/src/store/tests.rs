@@ -539,3 +539,14 @@ fn a_sequence_number_entry_is_read_whole_or_refused() {
         assert!(matches!(Store::open(dir.path(), &StoreOptions::default()), Err(StoreError::Corrupt(_))), "{bad:?}");
     }
 }
+
+/// Waiting for sled's lock is bounded: a directory another open store holds is still refused.
+#[test]
+fn a_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = open(dir.path());
+    let started = std::time::Instant::now();
+    let err = Store::open(dir.path(), &StoreOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("could not acquire lock"), "{err}");
+    assert!(started.elapsed() >= LOCK_WAIT, "gave up after {:?}", started.elapsed());
+}
