@@ -16,6 +16,7 @@
 extern crate std;
 
 pub mod clock;
+pub mod console;
 pub mod crc;
 pub mod drivers;
 pub mod mqtt;

@@ -26,10 +26,11 @@ use core::fmt::Write as _;
 
 use cortex_m_rt::entry;
 use embedded_io::ReadReady;
+use mekong_node::console;
 use mekong_node::drivers::modbus::LevelTransducer;
 use mekong_node::drivers::traffic::{LoopConfig, LoopPair};
-use mekong_node::node::{Node, Report, Settings};
-use mekong_node::provision::{self, Provision};
+use mekong_node::node::{Node, Settings};
+use mekong_node::provision;
 use mekong_node::schedule::Schedule;
 use mekong_node::seal::Mac0;
 use mekong_node::seq::FlashJournal;
@@ -41,7 +42,7 @@ use nrf52840_hal::nvmc::Nvmc;
 use nrf52840_hal::pac;
 use nrf52840_hal::uarte::{self, Baudrate, Parity, Uarte};
 use panic_halt as _;
-use rtt_target::{rtt_init, ChannelMode, UpChannel};
+use rtt_target::{rtt_init, ChannelMode};
 
 use clock::Uptime;
 use ports::{Port, Rs485, Rx};
@@ -158,12 +159,11 @@ fn main() -> ! {
     let prov = match provision::read(config_page()) {
         Ok(pr) => pr,
         Err(e) => {
-            let _ = writeln!(console, "{}", e.message());
-            let _ = writeln!(console, "halted: refusing to run without a valid config page");
+            let _ = console::config_error(&mut console, &e);
             halt();
         }
     };
-    print_identity(&mut console, &prov);
+    let _ = console::identity(&mut console, &prov);
 
     let pins0 = p0::Parts::new(p.P0);
     let pins1 = p1::Parts::new(p.P1);
@@ -258,12 +258,7 @@ fn main() -> ! {
         LoopPair::new(LoopConfig::default()),
     );
     let mut link = Link { tx: &mut link_tx, rx: &mut link_rx };
-    let _ = writeln!(
-        console,
-        "ram: node state {} bytes, station {} bytes (on the main stack)",
-        core::mem::size_of_val(&node),
-        core::mem::size_of_val(&station)
-    );
+    let _ = console::ram(&mut console, core::mem::size_of_val(&node), core::mem::size_of_val(&station));
     let _ = writeln!(
         console,
         "connecting to the broker on UARTE0 as {} (the modem must be connected to {}:{})",
@@ -277,7 +272,9 @@ fn main() -> ! {
         let now = uptime.now();
         station.poll(now, |metric, value, at| node.record(metric, value, at));
         match node.poll(&mut link, now, |_, _| {}) {
-            Ok(Some(report)) => print_report(&mut console, now, &report),
+            Ok(Some(report)) => {
+                let _ = console::report(&mut console, now, &report);
+            }
             Ok(None) => {}
             Err(e) => {
                 let _ = writeln!(console, "[{now}] link error: {e:?}");
@@ -285,23 +282,12 @@ fn main() -> ! {
         }
         if now >= next_status {
             next_status = now + 60_000;
-            let (queued, in_flight) = node.backlog();
-            let o = node.outbox_stats();
-            let s = station.stats();
-            let _ = writeln!(
-                console,
-                "[{now}] status: queued {queued}, in flight {in_flight}, acked {} packs, dropped {}, refused {}, \
-                 resends {}; bad frames air {}/{} water {}/{} traffic {}/{}; stack peak {} bytes",
-                o.acked_packs,
-                o.dropped,
-                o.refused_packs,
-                o.resends,
-                s.air.bad,
-                s.air.good + s.air.bad,
-                s.water.bad,
-                s.water.good + s.water.bad,
-                s.traffic.bad,
-                s.traffic.good + s.traffic.bad,
+            let _ = console::status(
+                &mut console,
+                now,
+                node.backlog(),
+                &node.outbox_stats(),
+                &station.stats(),
                 stack_peak(),
             );
         }
@@ -338,65 +324,6 @@ impl embedded_io::Write for Link<'_> {
     }
     fn flush(&mut self) -> Result<(), uarte::Error> {
         self.tx.flush()
-    }
-}
-
-fn print_identity(console: &mut UpChannel, p: &Provision<'_>) {
-    let _ = writeln!(
-        console,
-        "device {} kind {} broker {}:{} periods air {} s water {} s traffic {} s",
-        p.device_id,
-        p.kind.as_str(),
-        p.broker_host,
-        p.broker_port,
-        p.period_secs.air,
-        p.period_secs.water,
-        p.period_secs.traffic
-    );
-}
-
-fn print_report(console: &mut UpChannel, now: u64, report: &Report) {
-    let _ = match report {
-        Report::Online => writeln!(console, "[{now}] online: connected and subscribed"),
-        Report::Offline(why) => writeln!(console, "[{now}] offline: {why}"),
-        Report::Published { id, seq, records, bytes, attempt } => writeln!(
-            console,
-            "[{now}] published pack {id} seq {seq}: {records} readings, {bytes} bytes, attempt {attempt}"
-        ),
-        Report::Acked { id, seq, hello: true, .. } => {
-            writeln!(console, "[{now}] acked pack {id} seq {}: hello; clock set", Seq(*seq))
-        }
-        Report::Acked { id, seq, readings, up_to_ms, .. } => writeln!(
-            console,
-            "[{now}] acked pack {id} seq {}: {readings} readings stored, up to {up_to_ms} ms",
-            Seq(*seq)
-        ),
-        Report::AckUnmatched => writeln!(console, "[{now}] ack for no pack in flight (late duplicate)"),
-        Report::Refused { id: Some(id), seq: Some(seq), reason } => {
-            writeln!(console, "[{now}] refused pack {id}: {reason} (seq {seq})")
-        }
-        Report::Refused { id: Some(id), seq: None, reason } => writeln!(console, "[{now}] refused pack {id}: {reason}"),
-        Report::Refused { id: None, seq: Some(seq), reason } => {
-            writeln!(console, "[{now}] refusal of seq {seq}, no pack in flight with it: {reason}")
-        }
-        Report::Refused { id: None, seq: None, reason } => {
-            writeln!(console, "[{now}] refusal for no pack in flight: {reason}")
-        }
-        Report::BadDownlink => writeln!(console, "[{now}] bad downlink ignored"),
-        Report::SeqStoreFailed => writeln!(console, "[{now}] sequence store failed"),
-        Report::SendFailed => writeln!(console, "[{now}] pack could not be sealed"),
-    };
-}
-
-/// A sequence number as the console shows it (`-` when the platform sent none).
-struct Seq(Option<u64>);
-
-impl core::fmt::Display for Seq {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.0 {
-            Some(n) => write!(f, "{n}"),
-            None => f.write_str("-"),
-        }
     }
 }
 

@@ -20,10 +20,11 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
+use mekong_node::console;
 use mekong_node::drivers::modbus::LevelTransducer;
 use mekong_node::drivers::traffic::{LoopConfig, LoopPair};
-use mekong_node::node::{Node, Report, Settings};
-use mekong_node::provision::{self, Provision};
+use mekong_node::node::{Node, Settings};
+use mekong_node::provision;
 use mekong_node::schedule::Schedule;
 use mekong_node::seal::Mac0;
 use mekong_node::seq::RamStore;
@@ -200,12 +201,11 @@ fn main() -> ! {
     let prov = match provision::read(config_page()) {
         Ok(p) => p,
         Err(e) => {
-            let _ = writeln!(console, "{}", e.message());
-            let _ = writeln!(console, "halted: refusing to run without a valid config page");
+            let _ = console::config_error(&mut console, &e);
             halt();
         }
     };
-    print_identity(&mut console, &prov);
+    let _ = console::identity(&mut console, &prov);
     bench_encode(&mut console, 1);
     bench_encode(&mut console, 16);
 
@@ -229,12 +229,7 @@ fn main() -> ! {
         SimLoop::new(&sim_time, true),
         LoopPair::new(LoopConfig::default()),
     );
-    let _ = writeln!(
-        console,
-        "ram: node state {} bytes, station {} bytes (on the main stack)",
-        core::mem::size_of_val(&node),
-        core::mem::size_of_val(&station)
-    );
+    let _ = console::ram(&mut console, core::mem::size_of_val(&node), core::mem::size_of_val(&station));
     let _ = writeln!(console, "connecting to the broker on UART1 as {}", node.uplink_topic());
 
     let mut next_status = now0 + 60_000;
@@ -242,14 +237,16 @@ fn main() -> ! {
         let now = uptime.now();
         sim_time.set(now);
         station.poll(now, |metric, value, at| {
-            let _ = writeln!(console, "sample up={at} {}={}", metric.name(), Value(value));
+            let _ = writeln!(console, "sample up={at} {}={}", metric.name(), console::Value(value));
             node.record(metric, value, at);
         });
         let polled = node.poll(&mut link, now, |s, t| {
-            let _ = writeln!(console, "packed up={} t={t} {}={}", s.at_ms, s.metric.name(), Value(s.value));
+            let _ = writeln!(console, "packed up={} t={t} {}={}", s.at_ms, s.metric.name(), console::Value(s.value));
         });
         match polled {
-            Ok(Some(report)) => print_report(&mut console, now, &report),
+            Ok(Some(report)) => {
+                let _ = console::report(&mut console, now, &report);
+            }
             Ok(None) => {}
             Err(_) => {
                 let _ = writeln!(console, "[{now}] link error");
@@ -257,102 +254,18 @@ fn main() -> ! {
         }
         if now >= next_status {
             next_status = now + 60_000;
-            let (queued, in_flight) = node.backlog();
-            let o = node.outbox_stats();
-            let s = station.stats();
-            let _ = writeln!(
-                console,
-                "[{now}] status: queued {queued}, in flight {in_flight}, acked {} packs, dropped {}, refused {}, \
-                 resends {}; bad frames air {}/{} water {}/{} traffic {}/{}; stack peak {} bytes",
-                o.acked_packs,
-                o.dropped,
-                o.refused_packs,
-                o.resends,
-                s.air.bad,
-                s.air.good + s.air.bad,
-                s.water.bad,
-                s.water.good + s.water.bad,
-                s.traffic.bad,
-                s.traffic.good + s.traffic.bad,
+            let _ = console::status(
+                &mut console,
+                now,
+                node.backlog(),
+                &node.outbox_stats(),
+                &station.stats(),
                 stack_peak(),
             );
         }
         // Sleep to the next tick: under `-icount`, QEMU lets virtual time follow real time
         // while the core sleeps, so keep-alives match the broker's clock.
         cortex_m::asm::wfi();
-    }
-}
-
-fn print_identity(console: &mut Uart, p: &Provision<'_>) {
-    let _ = writeln!(
-        console,
-        "device {} kind {} broker {}:{} periods air {} s water {} s traffic {} s",
-        p.device_id,
-        p.kind.as_str(),
-        p.broker_host,
-        p.broker_port,
-        p.period_secs.air,
-        p.period_secs.water,
-        p.period_secs.traffic
-    );
-}
-
-fn print_report(console: &mut Uart, now: u64, report: &Report) {
-    let _ = match report {
-        Report::Online => writeln!(console, "[{now}] online: connected and subscribed"),
-        Report::Offline(why) => writeln!(console, "[{now}] offline: {why}"),
-        Report::Published { id, seq, records, bytes, attempt } => writeln!(
-            console,
-            "[{now}] published pack {id} seq {seq}: {records} readings, {bytes} bytes, attempt {attempt}"
-        ),
-        Report::Acked { id, seq, hello: true, .. } => {
-            writeln!(console, "[{now}] acked pack {id} seq {}: hello; clock set", Seq(*seq))
-        }
-        Report::Acked { id, seq, readings, up_to_ms, .. } => writeln!(
-            console,
-            "[{now}] acked pack {id} seq {}: {readings} readings stored, up to {up_to_ms} ms",
-            Seq(*seq)
-        ),
-        Report::AckUnmatched => writeln!(console, "[{now}] ack for no pack in flight (late duplicate)"),
-        Report::Refused { id: Some(id), seq: Some(seq), reason } => {
-            writeln!(console, "[{now}] refused pack {id}: {reason} (seq {seq})")
-        }
-        Report::Refused { id: Some(id), seq: None, reason } => writeln!(console, "[{now}] refused pack {id}: {reason}"),
-        Report::Refused { id: None, seq: Some(seq), reason } => {
-            writeln!(console, "[{now}] refusal of seq {seq}, no pack in flight with it: {reason}")
-        }
-        Report::Refused { id: None, seq: None, reason } => {
-            writeln!(console, "[{now}] refusal for no pack in flight: {reason}")
-        }
-        Report::BadDownlink => writeln!(console, "[{now}] bad downlink ignored"),
-        Report::SeqStoreFailed => writeln!(console, "[{now}] sequence store failed"),
-        Report::SendFailed => writeln!(console, "[{now}] pack could not be sealed"),
-    };
-}
-
-/// A reading's value as the console shows it: to the tenth (the sensors' resolution), then
-/// the exact bits of the `f64` (what a test compares with the platform's copy). Formatting
-/// an `f64` in decimal exactly would cost 10 KiB of flash (core's float printing).
-struct Value(f64);
-
-impl core::fmt::Display for Value {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let tenths = (self.0 * 10.0 + if self.0 < 0.0 { -0.5 } else { 0.5 }) as i64;
-        let sign = if tenths < 0 { "-" } else { "" };
-        let t = tenths.unsigned_abs();
-        write!(f, "{sign}{}.{} ({:#018x})", t / 10, t % 10, self.0.to_bits())
-    }
-}
-
-/// A sequence number as the console shows it (`-` when the platform sent none).
-struct Seq(Option<u64>);
-
-impl core::fmt::Display for Seq {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.0 {
-            Some(n) => write!(f, "{n}"),
-            None => f.write_str("-"),
-        }
     }
 }
 
