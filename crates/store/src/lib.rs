@@ -43,6 +43,6 @@ mod rollup;
 mod store;
 
 pub use store::{
-    compact, dir_bytes, Bucket, CompactReport, DeviceInfo, ExpireReport, FoldReport, LatestValue, NewPoint, PackWrite,
-    Point, RetentionPolicy, RetentionRule, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary,
+    compact, Bucket, CompactReport, DeviceInfo, ExpireReport, FoldReport, LatestValue, NewPoint, PackWrite, Point,
+    RetentionPolicy, RetentionRule, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary,
 };

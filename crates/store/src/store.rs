@@ -899,7 +899,7 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
 
 pub(crate) mod compact;
 mod maintenance;
-pub use compact::{compact, dir_bytes, CompactReport};
+pub use compact::{compact, CompactReport};
 pub use maintenance::{ExpireReport, FoldReport, RetentionPolicy, RetentionRule};
 
 #[cfg(test)]

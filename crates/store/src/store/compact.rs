@@ -95,7 +95,7 @@ pub fn compact(path: &Path, options: &StoreOptions) -> Result<CompactReport, Sto
 }
 
 /// Bytes of the files under `dir`, as their lengths say.
-pub fn dir_bytes(dir: &Path) -> Result<u64, StoreError> {
+fn dir_bytes(dir: &Path) -> Result<u64, StoreError> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
