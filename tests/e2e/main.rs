@@ -6,6 +6,7 @@
 mod acknowledgements;
 mod bad_input;
 mod end_to_end;
+mod full_disk;
 mod overload;
 mod restart;
 mod retention;

@@ -173,16 +173,23 @@ impl Sensor {
 
     /// The next downlink message, decoded.
     pub async fn downlink(&mut self) -> Downlink {
-        let payload =
-            tokio::time::timeout(TIMEOUT, self.downlinks.recv()).await.expect("no downlink").expect("connection gone");
-        match mekong_schema::downlink::decode(&payload).unwrap() {
+        self.downlink_within(TIMEOUT).await.expect("no downlink")
+    }
+
+    /// The next downlink message, if one arrives within `wait` (or is here already).
+    pub async fn downlink_within(&mut self, wait: Duration) -> Option<Downlink> {
+        let payload = match tokio::time::timeout(wait, self.downlinks.recv()).await {
+            Ok(payload) => payload.expect("connection gone"),
+            Err(_) => return None,
+        };
+        Some(match mekong_schema::downlink::decode(&payload).unwrap() {
             mekong_schema::downlink::Downlink::Ack { up_to_ms, readings, server_ms, seq } => {
                 Downlink::Ack { up_to_ms, readings, server_ms, seq }
             }
             mekong_schema::downlink::Downlink::Refused { reason, server_ms, seq } => {
                 Downlink::Refused { reason: reason.to_owned(), server_ms, seq }
             }
-        }
+        })
     }
 
     /// Publishes `payload` on `topic` at QoS 1 and waits for the broker's PUBACK.
@@ -255,4 +262,79 @@ pub fn pack(bt: f64, readings: &[(&str, &str, f64, f64)]) -> Vec<u8> {
 pub fn now_secs() -> f64 {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
     ms as f64 / 1000.0
+}
+
+/// A small filesystem of its own (a tmpfs), mounted on a fresh temporary directory and
+/// unmounted when dropped: a disk that a test can fill up and free again.
+#[derive(Debug)]
+pub struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+/// Set to make [`SmallFs::mount`] fail the test where it cannot mount (CI sets it).
+pub const REQUIRE_TMPFS: &str = "MEKONG_REQUIRE_TMPFS";
+
+impl SmallFs {
+    /// Mounts a tmpfs of `bytes`. Mounting needs root (or CAP_SYS_ADMIN); without it this
+    /// says so on stderr and returns `None`, unless [`REQUIRE_TMPFS`] is set.
+    pub fn mount(bytes: u64) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap();
+        let size = format!("size={bytes}");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "mekong-test"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallFs { dir }),
+            other => {
+                let why = match other {
+                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(std::env::var_os(REQUIRE_TMPFS).is_none(), "cannot mount a tmpfs: {why}");
+                eprintln!("SKIPPED: cannot mount a tmpfs ({why}); run as root, as CI does");
+                None
+            }
+        }
+    }
+
+    /// Its root.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn filler(&self) -> std::path::PathBuf {
+        self.dir.path().join("filler")
+    }
+
+    /// Fills the filesystem with a file until not one more byte fits; returns its size.
+    pub fn fill(&self) -> u64 {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(self.filler()).unwrap();
+        let mut written = 0u64;
+        for block in [1 << 20, 4096, 1] {
+            let zeros = vec![0u8; block];
+            loop {
+                match file.write(&zeros) {
+                    Ok(0) => break,
+                    Ok(n) => written += n as u64,
+                    Err(e) if e.raw_os_error() == Some(28) => break,
+                    Err(e) => panic!("filling the disk: {e}"),
+                }
+            }
+        }
+        written
+    }
+
+    /// Removes what [`SmallFs::fill`] wrote.
+    pub fn free(&self) {
+        std::fs::remove_file(self.filler()).unwrap();
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        // Lazily: a store still open on it (a failed test) must not keep it mounted.
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
 }

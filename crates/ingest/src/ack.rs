@@ -3,30 +3,28 @@
 //! is durable, or that it was refused.
 //!
 //! Ordering is the point: a group reaches this thread only after its store write returned,
-//! and acknowledgements go out only after a flush that started later. So an acknowledged
-//! reading is on disk, whatever happens to the process afterwards.
+//! and acknowledgements go out only after a flush that started later, of the same store
+//! generation the group was written to. So an acknowledged reading is on disk, whatever
+//! happens to the process afterwards. A refusal that rests on stored data (a replayed
+//! sequence number, a unit that differs from the series') waits for that flush too; a
+//! refusal about the pack alone goes out whatever the store does. When the store cannot
+//! write, nothing else is answered: the devices resend after their timeout, and resends are
+//! idempotent.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mekong_schema::downlink::{self, Downlink};
-use mekong_store::Store;
+use mekong_store::{Generation, Store};
 use rumqttd::local::LinkTx;
 
-use crate::pipeline::Outcome;
+use crate::pipeline::{Handled, Outcome};
 use crate::stats::Stats;
-use crate::worker::now_ms;
-
-/// The outcomes of one group, stored but not yet flushed.
-#[derive(Debug)]
-pub(crate) struct Group {
-    pub outcomes: Vec<Outcome>,
-}
 
 /// Runs until the ingest thread hangs up, then flushes and acknowledges what is left.
-pub(crate) fn run(groups: Receiver<Group>, mut tx: LinkTx, store: Store, stats: Arc<Stats>, acknowledge: bool) {
-    let mut pending: Vec<Group> = Vec::new();
+pub(crate) fn run(groups: Receiver<Handled>, mut tx: LinkTx, store: Store, stats: Arc<Stats>, acknowledge: bool) {
+    let mut pending: Vec<Handled> = Vec::new();
     let mut buf = [0u8; 64];
     loop {
         let hung_up = match groups.recv_timeout(Duration::from_millis(100)) {
@@ -48,34 +46,25 @@ pub(crate) fn run(groups: Receiver<Group>, mut tx: LinkTx, store: Store, stats: 
     }
 }
 
-fn commit(pending: &mut Vec<Group>, tx: &mut LinkTx, store: &Store, stats: &Stats, acknowledge: bool, buf: &mut [u8]) {
-    let stored = pending.iter().flat_map(|g| &g.outcomes).filter_map(|o| o.as_ref()?.as_ref().ok());
-    let (packs, readings) = stored.fold((0u64, 0u64), |(p, r), a| (p + 1, r + a.summary.stored as u64));
+fn commit(
+    pending: &mut Vec<Handled>,
+    tx: &mut LinkTx,
+    store: &Store,
+    stats: &Stats,
+    acknowledge: bool,
+    buf: &mut [u8],
+) {
     let started = std::time::Instant::now();
-    if let Err(e) = store.flush() {
-        // Nothing is acknowledged: the devices will resend, and the writes are idempotent.
-        tracing::error!(error = %e, "store flush failed; not acknowledging {packs} packs");
-        pending.clear();
-        return;
+    // A failed flush is logged by the store, once per failure.
+    let durable = store.flush().ok().map(|f| f.generation);
+    let flush_micros = started.elapsed().as_micros() as u64;
+    let answers = answers(pending, durable, crate::now_ms());
+    if durable.is_some() {
+        stats.record_flush(answers.packs, answers.readings, flush_micros);
     }
-    stats.record_flush(packs, readings, started.elapsed().as_micros() as u64);
-    if !acknowledge {
-        pending.clear();
-        return;
-    }
-    let server_ms = now_ms();
+    stats.record_withheld(answers.withheld);
     let mut sent = 0;
-    for outcome in pending.drain(..).flat_map(|g| g.outcomes).flatten() {
-        let (device, message) = match &outcome {
-            Ok(a) => {
-                let readings = u32::try_from(a.summary.stored + a.summary.duplicates).unwrap_or(u32::MAX);
-                (a.device.as_str(), Downlink::Ack { up_to_ms: a.up_to_ms, readings, server_ms, seq: a.seq })
-            }
-            Err(r) => match &r.device {
-                Some(device) => (device.as_str(), Downlink::Refused { reason: r.kind, server_ms, seq: r.seq }),
-                None => continue,
-            },
-        };
+    for (device, message) in answers.messages.iter().filter(|_| acknowledge) {
         let Ok(n) = message.encode(buf) else { continue };
         let topic = downlink::Topic(device).to_string();
         if let Err(e) = tx.publish(topic, buf[..n].to_vec()) {
@@ -85,4 +74,51 @@ fn commit(pending: &mut Vec<Group>, tx: &mut LinkTx, store: &Store, stats: &Stat
         sent += 1;
     }
     stats.record_downlinks(sent);
+    pending.clear();
 }
+
+/// What one round sends, and what it counts.
+#[derive(Debug, Default)]
+struct Answers<'a> {
+    /// Downlinks by device, in the order of the publishes.
+    messages: Vec<(&'a str, Downlink<'a>)>,
+    /// Packs and new readings made durable by the flush.
+    packs: u64,
+    readings: u64,
+    /// Answers held back because the flush of their generation did not happen.
+    withheld: u64,
+}
+
+/// The answers to `pending` after a flush that made `durable` durable (`None`: it failed).
+/// An acknowledgement, or a refusal that rests on stored data, needs its group's generation
+/// to be the one flushed; a refusal about the pack alone needs nothing; a deferred pack gets
+/// no answer.
+fn answers(pending: &[Handled], durable: Option<Generation>, server_ms: i64) -> Answers<'_> {
+    let mut out = Answers::default();
+    for group in pending {
+        let flushed = durable.is_some() && group.generation == durable;
+        for outcome in &group.outcomes {
+            match outcome {
+                Outcome::Accepted(a) if flushed => {
+                    out.packs += 1;
+                    out.readings += a.summary.stored as u64;
+                    let readings = u32::try_from(a.summary.stored + a.summary.duplicates).unwrap_or(u32::MAX);
+                    let ack = Downlink::Ack { up_to_ms: a.up_to_ms, readings, server_ms, seq: a.seq };
+                    out.messages.push((&a.device, ack));
+                }
+                Outcome::Refused(r) if flushed || !r.kind.depends_on_stored_data() => {
+                    if let Some(device) = &r.device {
+                        let refusal = Downlink::Refused { reason: r.kind.as_str(), server_ms, seq: r.seq };
+                        out.messages.push((device, refusal));
+                    }
+                }
+                Outcome::Accepted(_) | Outcome::Refused(_) => out.withheld += 1,
+                Outcome::Deferred { .. } => {}
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,11 @@
 //! acknowledgement thread (`ack`) then flushes the store once for every group stored since
 //! its last flush (group commit) and only then acknowledges each pack to its device.
 //!
+//! When the store cannot write (a full disk), the packs of a group are deferred
+//! ([`Outcome::Deferred`]): not stored, not refused, not answered, so devices resend them. The
+//! store opens its database afresh by itself once writes may succeed again; acknowledgements
+//! need a flush of the very store generation their packs were written to.
+//!
 //! The link subscribes at QoS 0, and the broker acknowledges a device's QoS 1 publish before
 //! the link has read it. If the link falls behind by more than the broker's per-filter log
 //! (segment size x segment count), rumqttd skips the unread messages. The pipeline sees the
@@ -31,9 +36,14 @@ use std::thread::JoinHandle;
 use mekong_store::Store;
 
 pub use broker::BrokerOptions;
-pub use pipeline::{Accepted, Outcome, Pipeline, PipelineOptions, Rejection};
+pub use pipeline::{Accepted, Handled, Outcome, Pipeline, PipelineOptions, Rejection};
 pub use registry::{DeviceKey, Registry};
 pub use stats::Stats;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Groups stored but not yet flushed that may wait for the acknowledgement thread; beyond
 /// this the ingest thread waits, and the broker's log absorbs the difference.

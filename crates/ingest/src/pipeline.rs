@@ -23,8 +23,8 @@ use std::sync::Arc;
 use mekong_schema::cose::{self, FINGERPRINT_LEN};
 use mekong_schema::limits::MAX_NAME_LEN;
 use mekong_schema::senml::{self, DecodeOptions};
-use mekong_schema::{topic, DeviceKind, Record, RecordError, Value};
-use mekong_store::{NewPoint, PackWrite, Store, StoreError, WriteSummary};
+use mekong_schema::{topic, DeviceKind, Reason, Record, RecordError, Value};
+use mekong_store::{Generation, NewPoint, PackRefused, PackWrite, Store, WriteSummary};
 
 use crate::registry::Registry;
 use crate::stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
@@ -86,8 +86,8 @@ pub struct Accepted {
 pub struct Rejection {
     /// The device, when the topic holds a valid id.
     pub device: Option<String>,
-    /// Short stable name of the reason.
-    pub kind: &'static str,
+    /// The reason kind.
+    pub kind: Reason,
     /// The reason, for people.
     pub reason: String,
     /// The sequence number of the refused envelope, when the pack was signed and its
@@ -96,7 +96,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(device: Option<&str>, kind: &'static str, reason: impl Into<String>) -> Self {
+    fn new(device: Option<&str>, kind: Reason, reason: impl Into<String>) -> Self {
         Rejection { device: device.map(Into::into), kind, reason: reason.into(), seq: None }
     }
 
@@ -109,7 +109,31 @@ impl Rejection {
 type KeyedSeq = (u64, [u8; FINGERPRINT_LEN]);
 
 /// What became of one publish.
-pub type Outcome = Option<Result<Accepted, Rejection>>;
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored; durable once a flush of the group's generation returns.
+    Accepted(Accepted),
+    /// Refused, for a reason of the pack's: final.
+    Refused(Rejection),
+    /// Passed every check, but the store could not write it (a reason of the platform's,
+    /// such as a full disk): nothing is stored, and the device gets no answer, so it resends.
+    Deferred {
+        /// The device that sent it.
+        device: String,
+    },
+}
+
+/// What became of a group of publishes.
+#[derive(Debug)]
+pub struct Handled {
+    /// The store generation the group was checked against and written to; `None` if the
+    /// store could not write, or was opened afresh in between (then what the checks read may
+    /// not be on disk). An answer that rests on stored data goes out only after a flush of
+    /// this generation.
+    pub generation: Option<Generation>,
+    /// One outcome per publish, in order.
+    pub outcomes: Vec<Outcome>,
+}
 
 #[derive(Debug)]
 struct Reading {
@@ -158,61 +182,56 @@ impl Pipeline {
 
     /// Handles one publish received at `now_ms`; see [`Pipeline::handle_group`].
     pub fn handle(&mut self, topic: &[u8], payload: &[u8], now_ms: i64) -> Outcome {
-        self.handle_group(&[(topic, payload)], now_ms).pop().flatten()
+        let mut handled = self.handle_group(&[(topic, payload)], now_ms);
+        handled.outcomes.pop().unwrap_or(Outcome::Deferred { device: String::new() })
     }
 
     /// Handles a group of publishes received at `now_ms`: checks each one, writes all that
     /// pass in one store write, records every outcome in the stats, and returns them in
-    /// order (`None` for topics that carry no readings, such as downlinks).
-    pub fn handle_group(&mut self, publishes: &[(&[u8], &[u8])], now_ms: i64) -> Vec<Outcome> {
+    /// order.
+    pub fn handle_group(&mut self, publishes: &[(&[u8], &[u8])], now_ms: i64) -> Handled {
         if self.opts.count_only {
-            return publishes
-                .iter()
-                .map(|_| {
-                    self.stats.record_counted();
-                    None
-                })
-                .collect();
+            for _ in publishes {
+                self.stats.record_counted();
+            }
+            let outcomes = publishes.iter().map(|_| Outcome::Deferred { device: String::new() }).collect();
+            return Handled { generation: None, outcomes };
         }
-        let mut prepared: Vec<Option<Result<Ready, Rejection>>> = Vec::with_capacity(publishes.len());
+        // The generation the checks read (a device's last sequence number, its kind).
+        let checked = self.store.generation();
+        let mut prepared: Vec<Result<Ready, Rejection>> = Vec::with_capacity(publishes.len());
         // Sequence numbers of the group's signed packs so far: a replay within one group is
         // refused as well.
         let mut seqs = HashMap::new();
         for (topic, payload) in publishes {
-            if std::str::from_utf8(topic).is_ok_and(topic::is_downlink) {
-                prepared.push(None);
-                continue;
-            }
             self.stats.record_received();
-            prepared.push(Some(self.prepare(topic, payload, now_ms, &mut seqs)));
+            prepared.push(self.prepare(topic, payload, now_ms, &mut seqs));
         }
 
-        let mut outcomes = self.store_group(&prepared, now_ms);
-        for ((outcome, prep), (topic, payload)) in outcomes.iter_mut().zip(&prepared).zip(publishes) {
-            if prep.is_none() {
-                continue;
-            }
+        let (written, outcomes) = self.store_group(&prepared, now_ms);
+        for ((outcome, prep), (topic, payload)) in outcomes.iter().zip(&prepared).zip(publishes) {
             match outcome {
-                Some(Ok(a)) => {
+                Outcome::Accepted(a) => {
                     self.stats.record_accepted(&a.device, a.summary.stored, a.summary.duplicates);
-                    if matches!(prep, Some(Ok(Ready { seq_gap: true, .. }))) {
+                    if matches!(prep, Ok(Ready { seq_gap: true, .. })) {
                         self.stats.record_seq_gap(&a.device);
                     }
                 }
-                Some(Err(r)) => self.record_rejection(r, topic, payload, now_ms),
-                None => {}
+                Outcome::Refused(r) => self.record_rejection(r, topic, payload, now_ms),
+                Outcome::Deferred { .. } => self.stats.record_deferred(),
             }
         }
-        outcomes
+        let generation = written.filter(|&g| checked == Some(g));
+        Handled { generation, outcomes }
     }
 
     /// Writes the ready packs of a group in one store write and pairs every publish with
-    /// its outcome.
-    fn store_group(&self, prepared: &[Option<Result<Ready, Rejection>>], now_ms: i64) -> Vec<Outcome> {
+    /// its outcome; the generation written to, if the write went through.
+    fn store_group(&self, prepared: &[Result<Ready, Rejection>], now_ms: i64) -> (Option<Generation>, Vec<Outcome>) {
         let points: Vec<Vec<NewPoint<'_>>> = prepared
             .iter()
             .map(|p| match p {
-                Some(Ok(ready)) => ready
+                Ok(ready) => ready
                     .readings
                     .iter()
                     .map(|r| NewPoint {
@@ -222,66 +241,67 @@ impl Pipeline {
                         value: r.value,
                     })
                     .collect(),
-                _ => Vec::new(),
+                Err(_) => Vec::new(),
             })
             .collect();
         let writes: Vec<PackWrite<'_>> = prepared
             .iter()
             .zip(&points)
             .filter_map(|(p, points)| match p {
-                Some(Ok(ready)) => Some(PackWrite {
+                Ok(ready) => Some(PackWrite {
                     device: &ready.device,
                     kind: ready.kind.as_str(),
                     seen_ms: now_ms,
                     points,
                     seq: ready.seq,
                 }),
-                _ => None,
+                Err(_) => None,
             })
             .collect();
-        let mut results = match self.store.write_packs(&writes) {
-            Ok(results) => results.into_iter(),
+        let written = match self.store.write_packs(&writes) {
+            Ok(written) => written,
             Err(e) => {
-                tracing::error!(error = %e, packs = writes.len(), "store write failed");
-                let reason = e.to_string();
-                return prepared
+                // The store logs the failure once; this is per group.
+                tracing::debug!(error = %e, packs = writes.len(), "store cannot write; packs deferred");
+                let outcomes = prepared
                     .iter()
                     .map(|p| match p {
-                        None => None,
-                        Some(Err(r)) => Some(Err(r.clone())),
-                        Some(Ok(ready)) => {
-                            Some(Err(Rejection::new(Some(&ready.device), "store_error", reason.clone())
-                                .with_seq(ready.seq())))
-                        }
+                        Err(r) => Outcome::Refused(r.clone()),
+                        Ok(ready) => Outcome::Deferred { device: ready.device.clone() },
                     })
                     .collect();
+                return (None, outcomes);
             }
         };
-        prepared
+        let mut results = written.packs.into_iter();
+        let outcomes = prepared
             .iter()
             .map(|p| match p {
-                None => None,
-                Some(Err(r)) => Some(Err(r.clone())),
-                Some(Ok(ready)) => Some(match results.next() {
+                Err(r) => Outcome::Refused(r.clone()),
+                Ok(ready) => match results.next() {
                     Some(Ok(summary)) => {
                         let seq = ready.seq.map(|(seq, _)| seq);
-                        Ok(Accepted { device: ready.device.clone(), summary, up_to_ms: ready.up_to_ms, seq })
+                        Outcome::Accepted(Accepted {
+                            device: ready.device.clone(),
+                            summary,
+                            up_to_ms: ready.up_to_ms,
+                            seq,
+                        })
                     }
-                    Some(Err(e @ StoreError::UnitMismatch { .. })) => {
-                        Err(Rejection::new(Some(&ready.device), "unit_mismatch", e.to_string()).with_seq(ready.seq()))
-                    }
-                    Some(Err(e)) => {
-                        Err(Rejection::new(Some(&ready.device), "store_error", e.to_string()).with_seq(ready.seq()))
-                    }
-                    None => Err(Rejection::new(Some(&ready.device), "store_error", "no result from the store")
-                        .with_seq(ready.seq())),
-                }),
+                    Some(Err(e @ PackRefused::UnitMismatch { .. })) => Outcome::Refused(
+                        Rejection::new(Some(&ready.device), Reason::UnitMismatch, e.to_string()).with_seq(ready.seq()),
+                    ),
+                    // The store answers every pack it was given; should it not, the pack is
+                    // not refused for the platform's mistake.
+                    None => Outcome::Deferred { device: ready.device.clone() },
+                },
             })
-            .collect()
+            .collect();
+        (Some(written.generation), outcomes)
     }
 
     fn record_rejection(&self, r: &Rejection, topic: &[u8], payload: &[u8], now_ms: i64) {
-        tracing::debug!(device = ?r.device, kind = r.kind, reason = %r.reason, "publish refused");
+        tracing::debug!(device = ?r.device, kind = %r.kind, reason = %r.reason, "publish refused");
         self.stats.record_rejection(RejectionEntry {
             time_ms: now_ms,
             topic: String::from_utf8_lossy(topic).chars().take(TOPIC_CHARS).collect(),
@@ -320,16 +340,17 @@ impl Pipeline {
         now_ms: i64,
         seqs: &mut HashMap<String, KeyedSeq>,
     ) -> Result<Ready, Rejection> {
-        let topic = std::str::from_utf8(topic).map_err(|_| Rejection::new(None, "bad_topic", "topic is not utf-8"))?;
-        let device = topic::parse_uplink(topic).map_err(|e| Rejection::new(None, "bad_topic", e.to_string()))?;
+        let topic =
+            std::str::from_utf8(topic).map_err(|_| Rejection::new(None, Reason::BadTopic, "topic is not utf-8"))?;
+        let device = topic::parse_uplink(topic).map_err(|e| Rejection::new(None, Reason::BadTopic, e.to_string()))?;
         let registered = self.opts.registry.kind(device);
         if self.opts.require_registration && registered.is_none() {
-            return Err(Rejection::new(Some(device), "unknown_device", "device is not registered"));
+            return Err(Rejection::new(Some(device), Reason::UnknownDevice, "device is not registered"));
         }
         if payload.len() > self.opts.max_payload_bytes {
             let reason =
                 format!("payload of {} bytes is over the limit of {}", payload.len(), self.opts.max_payload_bytes);
-            return Err(Rejection::new(Some(device), "too_large", reason));
+            return Err(Rejection::new(Some(device), Reason::TooLarge, reason));
         }
         let (payload, seq) = self.unseal(device, payload, seqs)?;
 
@@ -350,7 +371,7 @@ impl Pipeline {
         })
         .map_err(|e| Rejection::new(Some(device), e.kind(), e.to_string()))?;
         let Some(up_to_ms) = readings.iter().map(|r| r.time_ms).max() else {
-            return Err(Rejection::new(Some(device), "empty_pack", "pack has no records"));
+            return Err(Rejection::new(Some(device), Reason::EmptyPack, "pack has no records"));
         };
 
         let kind = registered
@@ -381,22 +402,25 @@ impl Pipeline {
         let key = self.opts.registry.key(device);
         let Some(key) = key else {
             if cose::is_sealed(payload) {
-                return Err(refuse("unknown_key", "signed pack from a device registered without a key".into()));
+                return Err(refuse(Reason::UnknownKey, "signed pack from a device registered without a key".into()));
             }
             return Ok((payload, None));
         };
         if !cose::is_sealed(payload) {
-            return Err(refuse("unsigned", "device has a key: its packs must be signed (cose_mac0)".into()));
+            return Err(refuse(Reason::Unsigned, "device has a key: its packs must be signed (cose_mac0)".into()));
         }
-        let envelope = cose::parse(payload).map_err(|e| refuse("bad_envelope", e.to_string()))?;
+        let envelope = cose::parse(payload).map_err(|e| refuse(Reason::BadEnvelope, e.to_string()))?;
         if envelope.kid() != device.as_bytes() {
-            return Err(refuse("bad_signature", "key id does not name the device of the topic".into()));
+            return Err(refuse(Reason::BadSignature, "key id does not name the device of the topic".into()));
         }
-        let pack = envelope.verify(&key.0).map_err(|e| refuse("bad_signature", e.to_string()))?;
+        let pack = envelope.verify(&key.0).map_err(|e| refuse(Reason::BadSignature, e.to_string()))?;
         let seq = envelope.seq();
         let fingerprint = cose::key_fingerprint(&key.0);
         if let Some(last) = self.last_seq(device, fingerprint, seqs).filter(|&last| seq <= last) {
-            return Err(refuse("replayed", format!("sequence number {seq} is not above {last}, the last accepted")));
+            return Err(refuse(
+                Reason::Replayed,
+                format!("sequence number {seq} is not above {last}, the last accepted"),
+            ));
         }
         Ok((pack, Some((seq, fingerprint))))
     }

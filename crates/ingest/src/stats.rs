@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use mekong_schema::Reason;
+
 /// Per-device counters stop growing in number past this many devices: the counts of further
 /// devices go to [`OTHER_DEVICES`], so a flood of made-up ids cannot grow memory without bound.
 pub const MAX_TRACKED_DEVICES: usize = 100_000;
@@ -26,8 +28,8 @@ pub struct RejectionEntry {
     pub topic: String,
     /// The device id, when the topic holds a valid one.
     pub device: Option<String>,
-    /// Short stable name of the reason, such as `truncated` or `bad_time`.
-    pub kind: &'static str,
+    /// The reason kind.
+    pub kind: Reason,
     /// The reason, for people.
     pub reason: String,
     /// Payload size in bytes.
@@ -69,6 +71,12 @@ pub struct Snapshot {
     pub rejected_by_kind: BTreeMap<&'static str, u64>,
     /// Publishes the broker skipped because the ingest path fell behind its log.
     pub lost: u64,
+    /// Packs that passed every check but that the store could not write (a full disk):
+    /// not answered, so that their devices resend them.
+    pub deferred: u64,
+    /// Answers (acknowledgements, and refusals that rest on stored data) not sent because
+    /// the flush that would have made their packs' store state durable failed.
+    pub withheld: u64,
     /// Packs whose readings are flushed to disk.
     pub durable_packs: u64,
     /// Readings (new points) flushed to disk.
@@ -85,7 +93,7 @@ pub struct Snapshot {
 struct Inner {
     log: VecDeque<RejectionEntry>,
     capacity: usize,
-    by_kind: BTreeMap<&'static str, u64>,
+    by_kind: BTreeMap<Reason, u64>,
     devices: HashMap<String, DeviceCounters>,
 }
 
@@ -98,6 +106,8 @@ pub struct Stats {
     duplicates: AtomicU64,
     rejected: AtomicU64,
     lost: AtomicU64,
+    deferred: AtomicU64,
+    withheld: AtomicU64,
     durable_packs: AtomicU64,
     durable_readings: AtomicU64,
     flushes: AtomicU64,
@@ -116,6 +126,8 @@ impl Stats {
             duplicates: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            deferred: AtomicU64::new(0),
+            withheld: AtomicU64::new(0),
             durable_packs: AtomicU64::new(0),
             durable_readings: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
@@ -185,6 +197,14 @@ impl Stats {
         inner.log.push_back(entry);
     }
 
+    pub(crate) fn record_deferred(&self) {
+        self.deferred.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_withheld(&self, answers: u64) {
+        self.withheld.fetch_add(answers, Ordering::Relaxed);
+    }
+
     pub(crate) fn record_lost(&self, messages: u64) {
         self.lost.fetch_add(messages, Ordering::Relaxed);
     }
@@ -198,8 +218,10 @@ impl Stats {
             readings: self.readings.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
-            rejected_by_kind: inner.by_kind.clone(),
+            rejected_by_kind: inner.by_kind.iter().map(|(k, n)| (k.as_str(), *n)).collect(),
             lost: self.lost.load(Ordering::Relaxed),
+            deferred: self.deferred.load(Ordering::Relaxed),
+            withheld: self.withheld.load(Ordering::Relaxed),
             durable_packs: self.durable_packs.load(Ordering::Relaxed),
             durable_readings: self.durable_readings.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
@@ -247,7 +269,7 @@ mod tests {
             time_ms: n,
             topic: "t".into(),
             device: device.map(Into::into),
-            kind: "truncated",
+            kind: Reason::Truncated,
             reason: "r".into(),
             payload_len: 0,
             head: vec![],

@@ -3,14 +3,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttd::local::LinkRx;
 use rumqttd::Notification;
 
-use crate::ack::Group;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Handled, Pipeline};
 
 /// How long the thread waits for a message before it looks at the stop flag again.
 const POLL: Duration = Duration::from_millis(100);
@@ -34,7 +33,7 @@ impl Gaps {
 /// group) or the broker is gone.
 /// Each round takes every publish the link has at hand, up to the pipeline's `max_group`, as
 /// one group: one store write, and later one flush, for all of them.
-pub(crate) fn run(mut rx: LinkRx, pipeline: &mut Pipeline, stop: &AtomicBool, acks: &SyncSender<Group>) {
+pub(crate) fn run(mut rx: LinkRx, pipeline: &mut Pipeline, stop: &AtomicBool, acks: &SyncSender<Handled>) {
     let mut gaps = Gaps::default();
     let max_group = pipeline.options().max_group.max(1);
     let mut group: Vec<(Bytes, Bytes)> = Vec::with_capacity(max_group);
@@ -77,11 +76,11 @@ pub(crate) fn run(mut rx: LinkRx, pipeline: &mut Pipeline, stop: &AtomicBool, ac
             }
         }
         if !group.is_empty() {
-            let now = now_ms();
+            let now = crate::now_ms();
             let refs: Vec<(&[u8], &[u8])> = group.iter().map(|(t, p)| (t.as_ref(), p.as_ref())).collect();
-            let outcomes = pipeline.handle_group(&refs, now);
+            let handled = pipeline.handle_group(&refs, now);
             group.clear();
-            if acks.send(Group { outcomes }).is_err() {
+            if acks.send(handled).is_err() {
                 tracing::error!("acknowledgement thread gone");
                 return;
             }
@@ -92,11 +91,6 @@ pub(crate) fn run(mut rx: LinkRx, pipeline: &mut Pipeline, stop: &AtomicBool, ac
             return;
         }
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -103,8 +103,10 @@ impl Platform {
             tokio::task::spawn_blocking(move || upkeep.stop()).await?;
         }
         let store = self.store;
-        let flushed = tokio::task::spawn_blocking(move || store.flush()).await??;
-        tracing::info!(flushed, "store flushed; mekong stopped");
+        let flushed = tokio::task::spawn_blocking(move || store.flush())
+            .await?
+            .context("last flush failed: readings not acknowledged stay with their devices")?;
+        tracing::info!(bytes = flushed.bytes, "store flushed; mekong stopped");
         Ok(())
     }
 }

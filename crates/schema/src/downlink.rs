@@ -23,6 +23,10 @@
 //! device is now at least this one, and any envelope at or below it would be refused as a
 //! replay. It identifies the pack more precisely than its newest reading time.
 //!
+//! A refusal is about the pack and final ([`crate::Reason`]). A pack the platform cannot
+//! store for a reason of its own (a full disk) gets no downlink at all: the node resends it
+//! after its timeout, as it does for a pack lost on the way.
+//!
 //! A refusal of a signed pack names its sequence number too, whenever the envelope was
 //! well-formed enough to read it (so not for `bad_envelope` or `too_large`), so
 //! a node with several packs in flight drops exactly the refused one. The number of a refusal
@@ -56,9 +60,12 @@ pub enum Downlink<'a> {
         /// The pack's sequence number, for a signed pack.
         seq: Option<u64>,
     },
-    /// The pack was refused and will never be stored; resending it is pointless.
+    /// The pack was refused for a reason of its own and will never be stored; resending it
+    /// is pointless. (The platform's own trouble is never a refusal: it is silence.)
     Refused {
-        /// Reason kind (see the README's list), at most [`MAX_REASON_LEN`] bytes.
+        /// Reason kind, a [`crate::Reason`] name ([`crate::Reason::as_str`]) for what this
+        /// version sends; a name it does not know still decodes. At most [`MAX_REASON_LEN`]
+        /// bytes.
         reason: &'a str,
         /// Platform time, epoch ms.
         server_ms: i64,

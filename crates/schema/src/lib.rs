@@ -15,7 +15,9 @@
 //! - [`provision`]: the node's configuration blob (id, kind, key, broker, sampling periods) as
 //!   `mekong device provision` writes it to flash;
 //! - [`downlink`]: what the platform sends back on `mekong/v1/{device_id}/down`: an
-//!   acknowledgement once a pack is durably stored, or a refusal.
+//!   acknowledgement once a pack is durably stored, or a refusal;
+//! - [`reason`]: the reason kinds a refusal names (a refusal is about the pack, never about
+//!   the platform's own trouble).
 //!
 //! The crate is `no_std` and never allocates, so the firmware links the very code the server
 //! decodes with. CBOR goes through `serde_cbor`, which is archived upstream (RUSTSEC-2021-0127);
@@ -31,9 +33,11 @@ pub mod downlink;
 pub mod limits;
 pub mod metrics;
 pub mod provision;
+pub mod reason;
 pub mod senml;
 pub mod topic;
 
 pub use metrics::DeviceKind;
+pub use reason::Reason;
 pub use senml::{decode_pack, encode_pack, Base, DecodeError, EncodeError, Reading, Record, RecordError, Value};
 pub use topic::{parse_uplink, TopicError};

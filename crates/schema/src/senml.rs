@@ -18,6 +18,7 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq};
 use serde_cbor::ser::SliceWrite;
 
 use crate::limits::{MAX_FUTURE_SECS, MAX_NAME_LEN, MAX_UNIT_LEN, MIN_TIME_SECS, RELATIVE_TIME_LIMIT, SENML_VERSION};
+use crate::reason::Reason;
 
 /// CBOR integer labels of RFC 8428, table 4.
 pub mod label {
@@ -192,20 +193,20 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// A short, stable name for the kind of error, for counters and metrics.
-    pub fn kind(&self) -> &'static str {
+    /// The contract's reason kind for this error.
+    pub fn kind(&self) -> Reason {
         match self {
-            Self::Empty => "empty",
-            Self::NotAPack(_) => "not_senml",
-            Self::Truncated(_) => "truncated",
-            Self::Cbor(_) | Self::TrailingData | Self::IndefiniteString => "invalid_cbor",
+            Self::Empty => Reason::Empty,
+            Self::NotAPack(_) => Reason::NotSenml,
+            Self::Truncated(_) => Reason::Truncated,
+            Self::Cbor(_) | Self::TrailingData | Self::IndefiniteString => Reason::InvalidCbor,
             Self::Record { error, .. } => match error {
-                RecordError::NotFinite(_) => "not_finite",
-                RecordError::TooOld | RecordError::InFuture => "bad_time",
-                RecordError::TooManyRecords(_) => "too_many_records",
-                RecordError::Refused(_) => "unsupported_value",
-                RecordError::WrongType { .. } => "wrong_type",
-                _ => "invalid_record",
+                RecordError::NotFinite(_) => Reason::NotFinite,
+                RecordError::TooOld | RecordError::InFuture => Reason::BadTime,
+                RecordError::TooManyRecords(_) => Reason::TooManyRecords,
+                RecordError::Refused(_) => Reason::UnsupportedValue,
+                RecordError::WrongType { .. } => Reason::WrongType,
+                _ => Reason::InvalidRecord,
             },
         }
     }

@@ -28,6 +28,13 @@
 //! ([`Store::expire`]) drops folded windows of points, and later their rollups. sled never
 //! shrinks its file by itself; [`compact`] copies the live entries into a fresh directory.
 //!
+//! A write or flush that fails (a full disk) leaves sled failing every later one, so the store
+//! never writes to that opening again: it reports [`Health::Failing`], answers writes with
+//! [`StoreError::Unavailable`], and at a write after a short back-off opens the database
+//! afresh, a new [`Generation`], reloading its metadata from disk. Writes are durable once a
+//! flush of their own generation returns. The store's verdict on a pack ([`PackRefused`]) is
+//! a type apart from its failures, so that callers never take one for the other.
+//!
 //! Metadata (first and last time, count, latest value) is kept in memory as well, rebuilt from
 //! the tree at open, so that listing devices, series and latest values never scans points.
 //!
@@ -43,6 +50,7 @@ mod rollup;
 mod store;
 
 pub use store::{
-    compact, Bucket, CompactReport, DeviceInfo, ExpireReport, FoldReport, LatestValue, NewPoint, PackWrite, Point,
-    RetentionPolicy, RetentionRule, SeriesInfo, Store, StoreError, StoreOptions, WriteSummary,
+    compact, Bucket, CompactReport, DeviceInfo, ExpireReport, Flushed, FoldReport, Generation, Health, LatestValue,
+    NewPoint, PackRefused, PackWrite, Point, RetentionPolicy, RetentionRule, SeriesInfo, Store, StoreError,
+    StoreOptions, WriteError, WriteSummary, Written,
 };

@@ -2,9 +2,10 @@
 //! ranges and latest values.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::SystemTime;
 
 use crate::codec::{Reader, Writer};
 use crate::{chunk, keys, rollup};
@@ -18,15 +19,16 @@ pub enum StoreError {
     /// A metadata entry in the tree cannot be read.
     #[error("corrupt metadata under key {0:02x?}")]
     Corrupt(Vec<u8>),
-    /// A point's unit differs from the unit of its series.
-    #[error("series {metric} is in {expected}, not {got}")]
-    UnitMismatch {
-        /// The metric.
-        metric: String,
-        /// The series' unit.
-        expected: String,
-        /// The point's unit.
-        got: String,
+    /// The store cannot write: a write or flush failed (a full disk, an I/O error), and the
+    /// database has not been opened again yet. Nothing written since the last successful
+    /// flush is durable; the store opens the database afresh at the next write once
+    /// [`Store::health`]'s back-off has passed.
+    #[error("store cannot write: {cause}")]
+    Unavailable {
+        /// When the failure began.
+        since: SystemTime,
+        /// The error that began it.
+        cause: String,
     },
     /// Every series id is taken.
     #[error("no series ids left")]
@@ -326,15 +328,122 @@ impl State {
     }
 }
 
+/// The store's verdict on one pack of a [`Store::write_packs`]: the pack itself cannot be
+/// stored, whatever the state of the disk. A failure to write is a [`StoreError`] instead,
+/// so that a caller cannot mistake the platform's trouble for the pack's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackRefused {
+    /// A point's unit differs from the unit of its series.
+    #[error("series {metric} is in {expected}, not {got}")]
+    UnitMismatch {
+        /// The metric.
+        metric: String,
+        /// The series' unit.
+        expected: String,
+        /// The point's unit.
+        got: String,
+    },
+}
+
+/// Why [`Store::write`] stored nothing: the one pack was refused, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The pack cannot be stored.
+    #[error(transparent)]
+    Refused(#[from] PackRefused),
+    /// The store cannot write.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One opening of the sled database. Writes are durable only once a flush of the same
+/// generation has returned; a generation whose write or flush failed is never written again
+/// (sled keeps failing after an I/O error), and the store opens a new one. The number counts
+/// the openings of this `Store` (1 for the first); it is not kept on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation(pub u64);
+
+/// What [`Store::write_packs`] did.
 #[derive(Debug)]
-struct Inner {
+pub struct Written {
+    /// The opening the packs went to: they are durable once [`Store::flush`] returns this
+    /// generation (a flush that started after the write).
+    pub generation: Generation,
+    /// One result per pack, in order.
+    pub packs: Vec<Result<WriteSummary, PackRefused>>,
+}
+
+/// What [`Store::flush`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    /// Every write of this generation that returned before the flush began is on disk.
+    pub generation: Generation,
+    /// Bytes sled wrote.
+    pub bytes: usize,
+}
+
+/// Whether the store can write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// The last write and flush went through.
+    Writable,
+    /// A write or flush failed, and no flush has succeeded since.
+    Failing {
+        /// When the failure began.
+        since: SystemTime,
+        /// The last error.
+        cause: String,
+        /// Times the database was opened afresh (or tried) since.
+        reopens: u32,
+    },
+}
+
+/// The first wait before opening a failed database again; it doubles up to
+/// [`REOPEN_BACKOFF_MAX`] while the failure lasts, so a disk that stays full costs one
+/// opening every few seconds, not one per write group.
+const REOPEN_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
+const REOPEN_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(8);
+
+#[derive(Debug)]
+struct Opened {
     db: sled::Db,
     tree: sled::Tree,
-    state: Mutex<State>,
+    generation: Generation,
     /// This opening's number, in the high bits of every chunk id it makes.
     epoch: u64,
     /// Chunk ids made so far by this opening.
     chunks_made: AtomicU64,
+}
+
+impl Opened {
+    /// A chunk id no other chunk of this database has.
+    fn chunk_id(&self) -> u64 {
+        self.epoch | (self.chunks_made.fetch_add(1, Ordering::Relaxed) & ((1 << 40) - 1))
+    }
+}
+
+#[derive(Debug)]
+struct Failure {
+    since: SystemTime,
+    cause: String,
+    /// The generation that failed last: a newer one may be written.
+    generation: Generation,
+    next_reopen: std::time::Instant,
+    backoff: std::time::Duration,
+    reopens: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    options: StoreOptions,
+    /// The current opening; `None` only while it is being replaced.
+    opened: RwLock<Option<Arc<Opened>>>,
+    /// Lock order: `state`, then `opened`. Every write holds `state`, so that a new opening
+    /// (which reloads it) never interleaves with one.
+    state: Mutex<State>,
+    failure: Mutex<Option<Failure>>,
+    generations: AtomicU64,
 }
 
 /// The time-series store. Cheap to clone: clones share one database.
@@ -347,47 +456,136 @@ impl Store {
     /// Opens (or creates) the store in directory `path` and loads its metadata.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         compact::check_not_interrupted(path)?;
-        let db = open_db(
-            &sled::Config::new()
-                .path(path)
-                .cache_capacity(options.cache_capacity_bytes)
-                .flush_every_ms(options.flush_every_ms),
-        )?;
-        let tree = db.open_tree(TREE)?;
-        match tree.get(keys::FORMAT)? {
-            None if tree.is_empty() => {
-                tree.insert(keys::FORMAT, &[FORMAT_VERSION])?;
-            }
-            Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
-            other => return Err(StoreError::Format(other.map(|v| v.to_vec()))),
-        }
-        let state = load_state(&tree)?;
-        // Chunk ids are (opening, count) rather than sled's generate_id, so that they stay
-        // unique in a compacted copy of the tree, which starts sled's counter afresh. The new
-        // epoch is in the log before any chunk that uses it, and sled recovers a prefix of its
-        // log, so a chunk never survives a crash without its epoch.
-        let epoch = match tree.get(keys::EPOCH)? {
-            None => 0,
-            Some(v) => {
-                u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt(keys::EPOCH.to_vec()))?)
-            }
+        let (opened, state) = open_generation(path, options, Generation(1))?;
+        let inner = Inner {
+            path: path.to_owned(),
+            options: options.clone(),
+            opened: RwLock::new(Some(Arc::new(opened))),
+            state: Mutex::new(state),
+            failure: Mutex::new(None),
+            generations: AtomicU64::new(1),
         };
-        let next = epoch.checked_add(1).ok_or_else(|| StoreError::Corrupt(keys::EPOCH.to_vec()))?;
-        tree.insert(keys::EPOCH, &next.to_be_bytes())?;
-        let inner =
-            Inner { db, tree, state: Mutex::new(state), epoch: u64::from(next) << 40, chunks_made: AtomicU64::new(0) };
         Ok(Store { inner: Arc::new(inner) })
-    }
-
-    /// A chunk id no other chunk of this database has.
-    fn chunk_id(&self) -> u64 {
-        self.inner.epoch | (self.inner.chunks_made.fetch_add(1, Ordering::Relaxed) & ((1 << 40) - 1))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the mirror half-updated (it is changed
         // only after the batch is applied, by plain assignments), so a poisoned lock is usable.
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failure(&self) -> MutexGuard<'_, Option<Failure>> {
+        self.inner.failure.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current opening, for reading.
+    fn current(&self) -> Result<Arc<Opened>, StoreError> {
+        let opened = self.inner.opened.read().unwrap_or_else(|e| e.into_inner()).clone();
+        opened.ok_or_else(|| self.unavailable())
+    }
+
+    fn unavailable(&self) -> StoreError {
+        match &*self.failure() {
+            Some(f) => StoreError::Unavailable { since: f.since, cause: f.cause.clone() },
+            None => StoreError::Unavailable { since: SystemTime::now(), cause: "reopening".into() },
+        }
+    }
+
+    /// The opening to write to, with the state lock held by the caller: the current one,
+    /// unless it failed; then a new one, once the back-off allows it (the mirror in `state`
+    /// is reloaded from what is on disk, as nothing since the last good flush can be
+    /// trusted). Fails with [`StoreError::Unavailable`] until a new opening is had.
+    fn writable(&self, state: &mut State) -> Result<Arc<Opened>, StoreError> {
+        let current = self.inner.opened.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut failure = self.failure();
+        let f = match (&current, &mut *failure) {
+            (Some(opened), None) => return Ok(Arc::clone(opened)),
+            (Some(opened), Some(f)) if f.generation < opened.generation => return Ok(Arc::clone(opened)),
+            (_, Some(f)) => f,
+            // No opening and no failure cannot happen: an opening is removed only for a failure.
+            (None, None) => {
+                return Err(StoreError::Unavailable { since: SystemTime::now(), cause: "no opening".into() })
+            }
+        };
+        let now = std::time::Instant::now();
+        if now < f.next_reopen {
+            return Err(StoreError::Unavailable { since: f.since, cause: f.cause.clone() });
+        }
+        f.reopens += 1;
+        f.next_reopen = now + f.backoff;
+        f.backoff = (f.backoff * 2).min(REOPEN_BACKOFF_MAX);
+        drop(failure);
+        // sled holds its directory lock until every handle of the old opening is gone.
+        *self.inner.opened.write().unwrap_or_else(|e| e.into_inner()) = None;
+        drop(current);
+        let generation = Generation(self.inner.generations.fetch_add(1, Ordering::Relaxed) + 1);
+        match open_generation(&self.inner.path, &self.inner.options, generation) {
+            Ok((opened, fresh)) => {
+                *state = fresh;
+                let opened = Arc::new(opened);
+                *self.inner.opened.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&opened));
+                tracing::info!(generation = generation.0, "store opened again after a failure; writes resume");
+                Ok(opened)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "store cannot be opened again yet");
+                let mut failure = self.failure();
+                if let Some(f) = &mut *failure {
+                    f.cause = e.to_string();
+                }
+                Err(StoreError::Unavailable {
+                    since: failure.as_ref().map_or_else(SystemTime::now, |f| f.since),
+                    cause: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Notes that a write or flush of `generation` failed: it is not written again. Logged
+    /// once per failure, not once per write group.
+    fn fail(&self, generation: Generation, error: &sled::Error) -> StoreError {
+        let mut failure = self.failure();
+        match &mut *failure {
+            None => {
+                tracing::error!(%error, "store write failed: nothing is acknowledged until the store writes again");
+                *failure = Some(Failure {
+                    since: SystemTime::now(),
+                    cause: error.to_string(),
+                    generation,
+                    next_reopen: std::time::Instant::now() + REOPEN_BACKOFF,
+                    backoff: REOPEN_BACKOFF,
+                    reopens: 0,
+                });
+            }
+            Some(f) => {
+                tracing::debug!(%error, "store write failed again");
+                f.generation = f.generation.max(generation);
+                f.cause = error.to_string();
+            }
+        }
+        let f = failure.as_ref().map(|f| (f.since, f.cause.clone()));
+        let (since, cause) = f.unwrap_or_else(|| (SystemTime::now(), error.to_string()));
+        StoreError::Unavailable { since, cause }
+    }
+
+    /// Applies `batch` to `opened`; a failure marks the opening as failed.
+    fn apply(&self, opened: &Opened, batch: sled::Batch) -> Result<(), StoreError> {
+        opened.tree.apply_batch(batch).map_err(|e| self.fail(opened.generation, &e))
+    }
+
+    /// The current opening's generation: the one the metadata read now belongs to; `None`
+    /// while the database is being opened again.
+    pub fn generation(&self) -> Option<Generation> {
+        let opened = self.inner.opened.read().unwrap_or_else(|e| e.into_inner());
+        opened.as_ref().map(|o| o.generation)
+    }
+
+    /// Whether the store can write; see [`Health`].
+    pub fn health(&self) -> Health {
+        match &*self.failure() {
+            None => Health::Writable,
+            Some(f) => Health::Failing { since: f.since, cause: f.cause.clone(), reopens: f.reopens },
+        }
     }
 
     /// Writes the points of one device in one atomic batch; see [`Store::write_packs`].
@@ -397,9 +595,9 @@ impl Store {
         kind: &str,
         seen_ms: i64,
         points: &[NewPoint<'_>],
-    ) -> Result<WriteSummary, StoreError> {
-        let mut results = self.write_packs(&[PackWrite { device, kind, seen_ms, points, seq: None }])?;
-        results.pop().unwrap_or(Ok(WriteSummary::default()))
+    ) -> Result<WriteSummary, WriteError> {
+        let mut written = self.write_packs(&[PackWrite { device, kind, seen_ms, points, seq: None }])?;
+        Ok(written.packs.pop().unwrap_or(Ok(WriteSummary::default()))?)
     }
 
     /// Writes a group of packs in one atomic sled batch: one sled write, and one set of
@@ -407,20 +605,23 @@ impl Store {
     /// `seen_ms` with kind `kind`. Points whose (series, time) is already stored, or repeated
     /// within the group, are left as first written and counted as duplicates.
     ///
-    /// A pack whose unit differs from its series' unit is left out whole, with its own error
-    /// in the result; the others are written. Only a storage error fails the whole group.
-    pub fn write_packs(&self, packs: &[PackWrite<'_>]) -> Result<Vec<Result<WriteSummary, StoreError>>, StoreError> {
+    /// A pack whose unit differs from its series' unit is left out whole, with its
+    /// [`PackRefused`] in the result; the others are written. A failure to write fails the
+    /// whole group with a [`StoreError`]: nothing of it is stored, and no pack is refused.
+    /// The packs are durable once a flush of the returned [`Generation`] returns.
+    pub fn write_packs(&self, packs: &[PackWrite<'_>]) -> Result<Written, StoreError> {
         let mut state = self.state();
+        let opened = self.writable(&mut state)?;
         let mut group = Staged::default();
         let mut results = Vec::with_capacity(packs.len());
         for pack in packs {
-            results.push(self.stage(&state, &mut group, pack)?);
+            results.push(self.stage(&opened, &state, &mut group, pack)?);
         }
         let mut batch = sled::Batch::default();
         for (series, points) in &mut group.points {
             points.sort_unstable_by_key(|p| p.0);
             for window in points.chunk_by(|a, b| chunk::window_start(a.0) == chunk::window_start(b.0)) {
-                let key = keys::chunk(*series, window[0].0, self.chunk_id());
+                let key = keys::chunk(*series, window[0].0, opened.chunk_id());
                 batch.insert(&key, chunk::encode(window));
             }
         }
@@ -436,7 +637,7 @@ impl Store {
             value[8..].copy_from_slice(id);
             batch.insert(keys::seq(device), &value);
         }
-        self.inner.tree.apply_batch(batch)?;
+        self.apply(&opened, batch)?;
 
         if let Some(next) = group.next_series_id {
             state.next_series_id = next;
@@ -450,16 +651,17 @@ impl Store {
         for (device, seq) in group.seqs {
             state.seqs.insert(device.to_owned(), seq);
         }
-        Ok(results)
+        Ok(Written { generation: opened.generation, packs: results })
     }
 
     /// Adds one pack to `group`, or leaves the group as it was and returns the pack's error.
     fn stage<'p>(
         &self,
+        opened: &Opened,
         state: &State,
         group: &mut Staged<'p>,
         pack: &PackWrite<'p>,
-    ) -> Result<Result<WriteSummary, StoreError>, StoreError> {
+    ) -> Result<Result<WriteSummary, PackRefused>, StoreError> {
         let mut summary = WriteSummary::default();
         let mut series: BTreeMap<&'p str, SeriesMeta> = BTreeMap::new();
         let mut points: Vec<(u32, i64, f64)> = Vec::with_capacity(pack.points.len());
@@ -496,7 +698,7 @@ impl Store {
             };
             match (&meta.unit, p.unit) {
                 (Some(expected), Some(got)) if expected != got => {
-                    return Ok(Err(StoreError::UnitMismatch {
+                    return Ok(Err(PackRefused::UnitMismatch {
                         metric: p.metric.to_owned(),
                         expected: expected.clone(),
                         got: got.to_owned(),
@@ -511,7 +713,7 @@ impl Store {
             let may_exist = meta.count > 0 && p.time_ms <= meta.last_ms;
             if group.times.get(&id).is_some_and(|t| t.contains(&p.time_ms))
                 || !here.insert((id, p.time_ms))
-                || (may_exist && self.stored_times(&mut group.on_disk, id, p.time_ms)?.contains(&p.time_ms))
+                || (may_exist && stored_times(opened, &mut group.on_disk, id, p.time_ms)?.contains(&p.time_ms))
             {
                 summary.duplicates += 1;
                 continue;
@@ -564,9 +766,20 @@ impl Store {
         Ok(Ok(summary))
     }
 
-    /// Flushes everything written so far to disk; returns the bytes flushed.
-    pub fn flush(&self) -> Result<usize, StoreError> {
-        Ok(self.inner.db.flush()?)
+    /// Flushes everything written so far to disk. Every write of the returned generation
+    /// that returned before this call is durable; writes of an older generation never will
+    /// be (that opening failed), and their callers must not report them as stored.
+    pub fn flush(&self) -> Result<Flushed, StoreError> {
+        let opened = self.current()?;
+        let bytes = opened.db.flush().map_err(|e| self.fail(opened.generation, &e))?;
+        let mut failure = self.failure();
+        if failure.as_ref().is_some_and(|f| f.generation < opened.generation) {
+            if let Some(f) = failure.take() {
+                let secs = f.since.elapsed().map_or(0, |d| d.as_secs());
+                tracing::warn!(secs, reopens = f.reopens, "store writes again after a failure");
+            }
+        }
+        Ok(Flushed { generation: opened.generation, bytes })
     }
 
     /// All devices, sorted by id, optionally only those of one kind.
@@ -612,62 +825,19 @@ impl Store {
         state.series.get(device)?.get(metric).map(|m| series_info(device, metric, m))
     }
 
-    /// The times stored for series `id` in the window holding `t_ms`, read once per group.
-    fn stored_times<'c>(
-        &self,
-        cache: &'c mut HashMap<(u32, i64), HashSet<i64>>,
-        id: u32,
-        t_ms: i64,
-    ) -> Result<&'c HashSet<i64>, StoreError> {
-        let window = chunk::window_start(t_ms);
-        match cache.entry((id, window)) {
-            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let mut times = HashSet::new();
-                let end = window.saturating_add(chunk::WINDOW_MS);
-                self.scan_chunks(id, window, end, |_, points| {
-                    times.extend(points.iter().map(|p| p.0).filter(|&t| t >= window && t < end));
-                    true
-                })?;
-                Ok(e.insert(times))
-            }
-        }
-    }
-
     fn series_id(&self, device: &str, metric: &str) -> Option<u32> {
         self.state().meta(device, metric).map(|m| m.id)
     }
 
-    /// Visits the chunks of series `id` that can hold points in `[from_ms, to_ms)`, in order
-    /// of their first time, with their points (not yet cut to the range). `visit` returns
-    /// false to stop.
+    /// [`scan_chunks`] in the current opening.
     fn scan_chunks(
         &self,
         id: u32,
         from_ms: i64,
         to_ms: i64,
-        mut visit: impl FnMut(i64, &[(i64, f64)]) -> bool,
+        visit: impl FnMut(i64, &[(i64, f64)]) -> bool,
     ) -> Result<(), StoreError> {
-        // A chunk holding a point at or after `from` starts no later than the point itself,
-        // and no earlier than that point's window, or its day for a day block.
-        let mut decoded = Vec::new();
-        let window = chunk::window_start(from_ms);
-        let range = keys::chunk_from(id, chunk::day_start(from_ms))..keys::chunk_from(id, to_ms);
-        for entry in self.inner.tree.range(range) {
-            let (key, value) = entry?;
-            let Some((_, first_ms)) = keys::parse_chunk(&key) else {
-                return Err(StoreError::Corrupt(key.to_vec()));
-            };
-            if first_ms < window && !keys::is_day_block(&key) {
-                continue;
-            }
-            decoded.clear();
-            chunk::decode_into(&value, &mut decoded).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
-            if !visit(first_ms, &decoded) {
-                break;
-            }
-        }
-        Ok(())
+        scan_chunks(&self.current()?.tree, id, from_ms, to_ms, visit)
     }
 
     /// Up to `limit` points of one series with `from_ms <= time < to_ms`, oldest first;
@@ -758,7 +928,7 @@ impl Store {
         raw(end_whole, to_ms)?;
         let mut hours = Vec::new();
         let days = keys::rollup(id, chunk::day_start(first_whole))..keys::rollup(id, end_whole);
-        for entry in self.inner.tree.range(days) {
+        for entry in self.current()?.tree.range(days) {
             let (key, value) = entry?;
             let corrupt = || StoreError::Corrupt(key.to_vec());
             let (_, day) = keys::parse_rollup(&key).ok_or_else(corrupt)?;
@@ -819,6 +989,60 @@ impl Store {
     }
 }
 
+/// Visits the chunks of series `id` that can hold points in `[from_ms, to_ms)`, in order
+/// of their first time, with their points (not yet cut to the range). `visit` returns
+/// false to stop.
+fn scan_chunks(
+    tree: &sled::Tree,
+    id: u32,
+    from_ms: i64,
+    to_ms: i64,
+    mut visit: impl FnMut(i64, &[(i64, f64)]) -> bool,
+) -> Result<(), StoreError> {
+    // A chunk holding a point at or after `from` starts no later than the point itself,
+    // and no earlier than that point's window, or its day for a day block.
+    let mut decoded = Vec::new();
+    let window = chunk::window_start(from_ms);
+    let range = keys::chunk_from(id, chunk::day_start(from_ms))..keys::chunk_from(id, to_ms);
+    for entry in tree.range(range) {
+        let (key, value) = entry?;
+        let Some((_, first_ms)) = keys::parse_chunk(&key) else {
+            return Err(StoreError::Corrupt(key.to_vec()));
+        };
+        if first_ms < window && !keys::is_day_block(&key) {
+            continue;
+        }
+        decoded.clear();
+        chunk::decode_into(&value, &mut decoded).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
+        if !visit(first_ms, &decoded) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The times stored for series `id` in the window holding `t_ms`, read once per group.
+fn stored_times<'c>(
+    opened: &Opened,
+    cache: &'c mut HashMap<(u32, i64), HashSet<i64>>,
+    id: u32,
+    t_ms: i64,
+) -> Result<&'c HashSet<i64>, StoreError> {
+    let window = chunk::window_start(t_ms);
+    match cache.entry((id, window)) {
+        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let mut times = HashSet::new();
+            let end = window.saturating_add(chunk::WINDOW_MS);
+            scan_chunks(&opened.tree, id, window, end, |_, points| {
+                times.extend(points.iter().map(|p| p.0).filter(|&t| t >= window && t < end));
+                true
+            })?;
+            Ok(e.insert(times))
+        }
+    }
+}
+
 fn device_info(state: &State, id: &str, d: &DeviceMeta) -> DeviceInfo {
     DeviceInfo {
         id: id.to_owned(),
@@ -864,6 +1088,37 @@ pub(crate) fn open_db(config: &sled::Config) -> Result<sled::Db, StoreError> {
             other => return Ok(other?),
         }
     }
+}
+
+/// Opens the database in `path` as `generation` and loads its metadata.
+fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) -> Result<(Opened, State), StoreError> {
+    let db = open_db(
+        &sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .flush_every_ms(options.flush_every_ms),
+    )?;
+    let tree = db.open_tree(TREE)?;
+    match tree.get(keys::FORMAT)? {
+        None if tree.is_empty() => {
+            tree.insert(keys::FORMAT, &[FORMAT_VERSION])?;
+        }
+        Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
+        other => return Err(StoreError::Format(other.map(|v| v.to_vec()))),
+    }
+    let state = load_state(&tree)?;
+    // Chunk ids are (opening, count) rather than sled's generate_id, so that they stay
+    // unique in a compacted copy of the tree, which starts sled's counter afresh. The new
+    // epoch is in the log before any chunk that uses it, and sled recovers a prefix of its
+    // log, so a chunk never survives a crash without its epoch.
+    let epoch = match tree.get(keys::EPOCH)? {
+        None => 0,
+        Some(v) => u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt(keys::EPOCH.to_vec()))?),
+    };
+    let next = epoch.checked_add(1).ok_or_else(|| StoreError::Corrupt(keys::EPOCH.to_vec()))?;
+    tree.insert(keys::EPOCH, &next.to_be_bytes())?;
+    let opened = Opened { db, tree, generation, epoch: u64::from(next) << 40, chunks_made: AtomicU64::new(0) };
+    Ok((opened, state))
 }
 
 fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {

@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::UNIX_EPOCH;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use mekong_store::Health as StoreHealth;
 use serde::Serialize;
 
 use crate::AppState;
@@ -14,14 +16,40 @@ use crate::AppState;
 /// `GET /healthz` body.
 #[derive(Serialize)]
 pub struct Health {
+    /// `ok`, or `degraded` while the store cannot write.
     status: &'static str,
     devices: usize,
     points: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<StoreFailure>,
 }
 
-/// `GET /healthz`: the service answers and the store is readable.
-pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
-    Json(Health { status: "ok", devices: state.store.devices(None).len(), points: state.store.point_count() })
+/// Why the store cannot write, in a degraded answer.
+#[derive(Serialize)]
+pub struct StoreFailure {
+    /// The failure began at, RFC 3339 and epoch ms.
+    since: String,
+    since_ms: i64,
+    /// sled's error (an I/O error names the errno, such as "No space left on device").
+    error: String,
+    /// Times the database was opened afresh since.
+    reopens: u32,
+}
+
+/// `GET /healthz`: the service answers and the store is readable; 503 `degraded` while the
+/// store cannot write (a full disk): readings are then neither stored nor acknowledged, and
+/// devices keep them until it can.
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let (status, code, store) = match state.store.health() {
+        StoreHealth::Writable => ("ok", StatusCode::OK, None),
+        StoreHealth::Failing { since, cause, reopens } => {
+            let since_ms = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let failure = StoreFailure { since: crate::time::format(since_ms), since_ms, error: cause, reopens };
+            ("degraded", StatusCode::SERVICE_UNAVAILABLE, Some(failure))
+        }
+    };
+    let health = Health { status, devices: state.store.devices(None).len(), points: state.store.point_count(), store };
+    (code, Json(health))
 }
 
 /// `GET /v1/stats` body.
@@ -34,6 +62,8 @@ pub struct Stats {
     rejected: u64,
     rejected_by_kind: BTreeMap<&'static str, u64>,
     lost: u64,
+    deferred: u64,
+    withheld: u64,
     durable_packs: u64,
     durable_readings: u64,
     flushes: u64,
@@ -52,6 +82,8 @@ pub async fn stats(State(state): State<AppState>) -> Json<Stats> {
         rejected: s.rejected,
         rejected_by_kind: s.rejected_by_kind,
         lost: s.lost,
+        deferred: s.deferred,
+        withheld: s.withheld,
         durable_packs: s.durable_packs,
         durable_readings: s.durable_readings,
         flushes: s.flushes,
@@ -72,6 +104,16 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     counter("mekong_ingest_readings_total", "Readings stored as new points.", s.readings);
     counter("mekong_ingest_duplicates_total", "Readings already stored (resends).", s.duplicates);
     counter("mekong_ingest_lost_total", "Publishes skipped by the broker because ingest fell behind.", s.lost);
+    counter(
+        "mekong_ingest_deferred_total",
+        "Packs not stored because the store could not write; left unanswered for a resend.",
+        s.deferred,
+    );
+    counter(
+        "mekong_ingest_withheld_total",
+        "Answers not sent because the flush of their store state failed.",
+        s.withheld,
+    );
     counter("mekong_ingest_durable_packs_total", "Packs flushed to disk.", s.durable_packs);
     counter("mekong_ingest_durable_readings_total", "Readings flushed to disk.", s.durable_readings);
     counter("mekong_ingest_flushes_total", "Store flushes (group commits).", s.flushes);
@@ -84,6 +126,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     for (kind, n) in &s.rejected_by_kind {
         let _ = writeln!(out, "mekong_ingest_rejected_total{{reason=\"{kind}\"}} {n}");
     }
+    let writable = u8::from(matches!(state.store.health(), StoreHealth::Writable));
+    let _ = writeln!(
+        out,
+        "# HELP mekong_store_writable 1 if the store can write, 0 while it cannot (a full disk).\n# TYPE \
+         mekong_store_writable gauge\nmekong_store_writable {writable}"
+    );
     let _ = writeln!(
         out,
         "# HELP mekong_store_points Points stored.\n# TYPE mekong_store_points gauge\nmekong_store_points {}",

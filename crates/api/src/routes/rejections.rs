@@ -58,7 +58,7 @@ pub async fn list(
             head_hex: e.head.iter().map(|b| format!("{b:02x}")).collect(),
             topic: e.topic,
             device: e.device,
-            kind: e.kind,
+            kind: e.kind.as_str(),
             reason: e.reason,
             payload_len: e.payload_len,
         })

@@ -31,13 +31,27 @@ fn pack(readings: &[Reading<'_>], bt: f64) -> Vec<u8> {
     buf
 }
 
+/// The acceptance an outcome must be.
+trait Accept {
+    fn accepted(self) -> Accepted;
+}
+
+impl Accept for Outcome {
+    fn accepted(self) -> Accepted {
+        match self {
+            Outcome::Accepted(a) => a,
+            other => panic!("expected an acceptance, got {other:?}"),
+        }
+    }
+}
+
 fn reading(name: &str, value: f64, time: f64) -> Reading<'_> {
     Reading { name, unit: None, value, time }
 }
 
 fn refused(f: &mut Fixture, topic: &str, payload: &[u8]) -> Rejection {
     match f.pipeline.handle(topic.as_bytes(), payload, NOW_MS) {
-        Some(Err(r)) => r,
+        Outcome::Refused(r) => r,
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
@@ -49,7 +63,7 @@ fn a_pack_is_stored_with_its_times_and_the_kind_inferred() {
         &[reading("water_level", 182.5, 0.0), reading("water_level", 183.0, 10.0), reading("salinity", 0.4, 10.0)],
         1_789_999_000.5,
     );
-    let got = f.pipeline.handle(b"mekong/v1/hau-01/up", &payload, NOW_MS).unwrap().unwrap();
+    let got = f.pipeline.handle(b"mekong/v1/hau-01/up", &payload, NOW_MS).accepted();
     assert_eq!(got.summary, WriteSummary { stored: 3, duplicates: 0 });
     assert_eq!(got.up_to_ms, 1_789_999_010_500);
     let points = f.store.points("hau-01", "water_level", i64::MIN, i64::MAX, 10).unwrap().unwrap();
@@ -69,10 +83,10 @@ fn the_registry_decides_the_kind_and_can_refuse_unknown_devices() {
     let opts = PipelineOptions { registry, require_registration: true, ..Default::default() };
     let mut f = fixture(opts);
     let payload = pack(&[reading("temperature", 30.0, 0.0)], 1_789_999_000.0);
-    f.pipeline.handle(b"mekong/v1/bridge-3/up", &payload, NOW_MS).unwrap().unwrap();
+    f.pipeline.handle(b"mekong/v1/bridge-3/up", &payload, NOW_MS).accepted();
     assert_eq!(f.store.device("bridge-3").unwrap().kind, "traffic");
     let r = refused(&mut f, "mekong/v1/stranger/up", &payload);
-    assert_eq!((r.kind, r.device.as_deref()), ("unknown_device", Some("stranger")));
+    assert_eq!((r.kind, r.device.as_deref()), (Reason::UnknownDevice, Some("stranger")));
     assert!(f.store.device("stranger").is_none());
 }
 
@@ -80,13 +94,14 @@ fn the_registry_decides_the_kind_and_can_refuse_unknown_devices() {
 fn bad_topics_are_refused_and_downlinks_ignored() {
     let mut f = fixture(PipelineOptions::default());
     let payload = pack(&[reading("pm10", 30.0, 0.0)], 1_789_999_000.0);
-    for topic in ["mekong/v1/Bad_Id/up", "mekong/v1/a/b/up", "mekong/v2/a/up", "mekong/v1/a"] {
+    // The link subscribes to uplinks only, so a downlink never reaches the pipeline; were one
+    // to, it is no uplink either.
+    for topic in ["mekong/v1/Bad_Id/up", "mekong/v1/a/b/up", "mekong/v2/a/up", "mekong/v1/a", "mekong/v1/a/down"] {
         let r = refused(&mut f, topic, &payload);
-        assert_eq!((r.kind, r.device), ("bad_topic", None), "{topic}");
+        assert_eq!((r.kind, r.device), (Reason::BadTopic, None), "{topic}");
     }
-    assert!(f.pipeline.handle(b"mekong/v1/a/down", &payload, NOW_MS).is_none());
-    assert_eq!(f.stats.snapshot().received, 4);
-    assert_eq!(f.stats.device(crate::stats::INVALID_DEVICE).rejected, 4);
+    assert_eq!(f.stats.snapshot().received, 5);
+    assert_eq!(f.stats.device(crate::stats::INVALID_DEVICE).rejected, 5);
 }
 
 #[test]
@@ -94,7 +109,7 @@ fn oversized_payloads_are_refused_before_decoding() {
     let mut f = fixture(PipelineOptions { max_payload_bytes: 16, ..Default::default() });
     let payload = pack(&[reading("pm10", 30.0, 0.0), reading("pm2_5", 10.0, 0.0)], 1_789_999_000.0);
     let r = refused(&mut f, "mekong/v1/a/up", &payload);
-    assert_eq!(r.kind, "too_large");
+    assert_eq!(r.kind, Reason::TooLarge);
     assert!(r.reason.contains("over the limit of 16"), "{}", r.reason);
 }
 
@@ -104,7 +119,7 @@ fn a_pack_with_one_bad_record_stores_nothing() {
     // The second record is a day and a half ahead of the receipt time.
     let payload = pack(&[reading("pm10", 30.0, 0.0), reading("pm10", 31.0, 130_000.0)], 1_790_000_000.0);
     let r = refused(&mut f, "mekong/v1/a/up", &payload);
-    assert_eq!(r.kind, "bad_time");
+    assert_eq!(r.kind, Reason::BadTime);
     assert_eq!(r.reason, "record 1: time is more than a day in the future");
     assert!(f.store.device("a").is_none());
     let log = f.stats.rejections(None, 10);
@@ -116,18 +131,18 @@ fn a_pack_with_one_bad_record_stores_nothing() {
 fn a_unit_change_is_refused_with_the_reason() {
     let mut f = fixture(PipelineOptions::default());
     let first = pack(&[Reading { unit: Some("cm"), ..reading("water_level", 180.0, 0.0) }], 1_789_999_000.0);
-    f.pipeline.handle(b"mekong/v1/a/up", &first, NOW_MS).unwrap().unwrap();
+    f.pipeline.handle(b"mekong/v1/a/up", &first, NOW_MS).accepted();
     let second = pack(&[Reading { unit: Some("m"), ..reading("water_level", 1.8, 0.0) }], 1_789_999_010.0);
     let r = refused(&mut f, "mekong/v1/a/up", &second);
-    assert_eq!((r.kind, r.reason.as_str()), ("unit_mismatch", "series water_level is in cm, not m"));
+    assert_eq!((r.kind, r.reason.as_str()), (Reason::UnitMismatch, "series water_level is in cm, not m"));
 }
 
 #[test]
 fn resends_are_counted_as_duplicates() {
     let mut f = fixture(PipelineOptions::default());
     let payload = pack(&[reading("speed", 31.0, 0.0)], 1_789_999_000.0);
-    f.pipeline.handle(b"mekong/v1/a/up", &payload, NOW_MS).unwrap().unwrap();
-    let again = f.pipeline.handle(b"mekong/v1/a/up", &payload, NOW_MS + 1).unwrap().unwrap();
+    f.pipeline.handle(b"mekong/v1/a/up", &payload, NOW_MS).accepted();
+    let again = f.pipeline.handle(b"mekong/v1/a/up", &payload, NOW_MS + 1).accepted();
     assert_eq!(again.summary, WriteSummary { stored: 0, duplicates: 1 });
     assert_eq!(f.store.point_count(), 1);
 }
@@ -145,21 +160,21 @@ fn a_group_is_stored_in_one_write_with_outcomes_in_order() {
         (b"mekong/v1/b/up", &m),
         (b"mekong/v1/B/up", &good),
     ];
-    let outcomes = f.pipeline.handle_group(&group, NOW_MS);
-    assert!(matches!(&outcomes[0], Some(Ok(a)) if a.device == "a"));
-    assert!(outcomes[1].is_none());
-    assert!(matches!(&outcomes[2], Some(Ok(a)) if a.summary.stored == 1));
-    assert!(matches!(&outcomes[3], Some(Err(r)) if r.kind == "unit_mismatch"));
-    assert!(matches!(&outcomes[4], Some(Err(r)) if r.kind == "bad_topic"));
+    let outcomes = f.pipeline.handle_group(&group, NOW_MS).outcomes;
+    assert!(matches!(&outcomes[0], Outcome::Accepted(a) if a.device == "a"));
+    assert!(matches!(&outcomes[1], Outcome::Refused(r) if r.kind == Reason::BadTopic));
+    assert!(matches!(&outcomes[2], Outcome::Accepted(a) if a.summary.stored == 1));
+    assert!(matches!(&outcomes[3], Outcome::Refused(r) if r.kind == Reason::UnitMismatch));
+    assert!(matches!(&outcomes[4], Outcome::Refused(r) if r.kind == Reason::BadTopic));
     let s = f.stats.snapshot();
-    assert_eq!((s.received, s.accepted, s.rejected, s.readings), (4, 2, 2, 2));
+    assert_eq!((s.received, s.accepted, s.rejected, s.readings), (5, 2, 3, 2));
     assert_eq!(f.store.point_count(), 2);
 }
 
 #[test]
 fn count_only_mode_counts_and_stores_nothing() {
     let mut f = fixture(PipelineOptions { count_only: true, ..Default::default() });
-    assert!(f.pipeline.handle(b"mekong/v1/a/up", b"not even cbor", NOW_MS).is_none());
+    assert!(matches!(f.pipeline.handle(b"mekong/v1/a/up", b"not even cbor", NOW_MS), Outcome::Deferred { .. }));
     assert_eq!(f.stats.snapshot().accepted, 1);
     assert_eq!(f.store.point_count(), 0);
 }
@@ -185,7 +200,7 @@ fn a_keyed_device_must_sign_and_may_not_replay() {
     let mut f = signing_fixture();
     const UP: &[u8] = b"mekong/v1/hau-07/up";
     let plain = pack(&[reading("water_level", 180.0, 0.0)], 1_789_999_000.0);
-    let accepted = f.pipeline.handle(UP, &sealed(&KEY, 5, "hau-07", &plain), NOW_MS).unwrap().unwrap();
+    let accepted = f.pipeline.handle(UP, &sealed(&KEY, 5, "hau-07", &plain), NOW_MS).accepted();
     assert_eq!((accepted.seq, accepted.summary.stored), (Some(5), 1));
     assert_eq!(f.store.device_seq("hau-07"), Some(5));
 
@@ -194,13 +209,13 @@ fn a_keyed_device_must_sign_and_may_not_replay() {
     other_key[0] ^= 1;
     // Each refusal names the envelope's sequence number when the envelope could be read.
     for (payload, kind, seq) in [
-        (plain.clone(), "unsigned", None),
-        (sealed(&other_key, 6, "hau-07", &next), "bad_signature", Some(6)),
-        (sealed(&KEY, 7, "hau-08", &next), "bad_signature", Some(7)),
-        (sealed(&KEY, 5, "hau-07", &plain), "replayed", Some(5)),
-        (sealed(&KEY, 4, "hau-07", &next), "replayed", Some(4)),
-        (sealed(&KEY, 8, "hau-07", &[0x81, 0xa1, 0x02, 0x61, b'x']), "wrong_type", Some(8)),
-        (vec![0xd1, 0x84, 0x40], "bad_envelope", None),
+        (plain.clone(), Reason::Unsigned, None),
+        (sealed(&other_key, 6, "hau-07", &next), Reason::BadSignature, Some(6)),
+        (sealed(&KEY, 7, "hau-08", &next), Reason::BadSignature, Some(7)),
+        (sealed(&KEY, 5, "hau-07", &plain), Reason::Replayed, Some(5)),
+        (sealed(&KEY, 4, "hau-07", &next), Reason::Replayed, Some(4)),
+        (sealed(&KEY, 8, "hau-07", &[0x81, 0xa1, 0x02, 0x61, b'x']), Reason::WrongType, Some(8)),
+        (vec![0xd1, 0x84, 0x40], Reason::BadEnvelope, None),
     ] {
         let r = refused(&mut f, "mekong/v1/hau-07/up", &payload);
         assert_eq!((r.kind, r.device.as_deref(), r.seq), (kind, Some("hau-07"), seq), "{}", r.reason);
@@ -209,12 +224,12 @@ fn a_keyed_device_must_sign_and_may_not_replay() {
 
     // A replay within one group is refused too, and a skipped number counts as a gap.
     let (first, again) = (sealed(&KEY, 6, "hau-07", &next), sealed(&KEY, 6, "hau-07", &next));
-    let outcomes = f.pipeline.handle_group(&[(UP, &first), (UP, &again)], NOW_MS);
-    assert!(matches!(&outcomes[0], Some(Ok(a)) if a.seq == Some(6)));
-    assert!(matches!(&outcomes[1], Some(Err(r)) if r.kind == "replayed"));
+    let outcomes = f.pipeline.handle_group(&[(UP, &first), (UP, &again)], NOW_MS).outcomes;
+    assert!(matches!(&outcomes[0], Outcome::Accepted(a) if a.seq == Some(6)));
+    assert!(matches!(&outcomes[1], Outcome::Refused(r) if r.kind == Reason::Replayed));
     assert_eq!(f.stats.device("hau-07").seq_gaps, 0);
     let later = pack(&[reading("water_level", 182.0, 20.0)], 1_789_999_000.0);
-    f.pipeline.handle(UP, &sealed(&KEY, 10, "hau-07", &later), NOW_MS).unwrap().unwrap();
+    f.pipeline.handle(UP, &sealed(&KEY, 10, "hau-07", &later), NOW_MS).accepted();
     assert_eq!((f.stats.device("hau-07").seq_gaps, f.store.device_seq("hau-07")), (1, Some(10)));
 }
 
@@ -223,13 +238,13 @@ fn signed_packs_need_a_registered_key() {
     let mut f = signing_fixture();
     let payload = sealed(&KEY, 1, "hau-08", &pack(&[reading("water_level", 180.0, 0.0)], 1_789_999_000.0));
     for topic in ["mekong/v1/hau-08/up", "mekong/v1/stranger/up"] {
-        assert_eq!(refused(&mut f, topic, &payload).kind, "unknown_key");
+        assert_eq!(refused(&mut f, topic, &payload).kind, Reason::UnknownKey);
     }
     // A refusal still names the envelope's number, so the node knows which pack it was.
     assert_eq!(refused(&mut f, "mekong/v1/hau-08/up", &payload).seq, Some(1));
     // A device without a key keeps sending plain packs, and has no sequence number.
     let plain = pack(&[reading("water_level", 180.0, 0.0)], 1_789_999_000.0);
-    let accepted = f.pipeline.handle(b"mekong/v1/hau-08/up", &plain, NOW_MS).unwrap().unwrap();
+    let accepted = f.pipeline.handle(b"mekong/v1/hau-08/up", &plain, NOW_MS).accepted();
     assert_eq!(accepted.seq, None);
     assert_eq!(f.store.device_seq("hau-08"), None);
 }
@@ -243,7 +258,7 @@ fn sequence_numbers_are_per_key() {
     let mut f = signing_fixture();
     const UP: &[u8] = b"mekong/v1/hau-07/up";
     let at = |i: u32| pack(&[reading("water_level", 180.0 + f64::from(i), f64::from(i))], 1_789_999_000.0);
-    f.pipeline.handle(UP, &sealed(&KEY, 100, "hau-07", &at(0)), NOW_MS).unwrap().unwrap();
+    f.pipeline.handle(UP, &sealed(&KEY, 100, "hau-07", &at(0)), NOW_MS).accepted();
 
     let new_key = [0xa5; 32];
     let mut registry = Registry::new();
@@ -251,15 +266,15 @@ fn sequence_numbers_are_per_key() {
     let mut p =
         Pipeline::new(PipelineOptions { registry, ..Default::default() }, f.store.clone(), Arc::clone(&f.stats));
     let refused_by = |p: &mut Pipeline, payload: &[u8]| match p.handle(UP, payload, NOW_MS) {
-        Some(Err(r)) => r.kind,
+        Outcome::Refused(r) => r.kind,
         other => panic!("expected a rejection, got {other:?}"),
     };
-    assert_eq!(refused_by(&mut p, &sealed(&KEY, 101, "hau-07", &at(1))), "bad_signature");
-    let accepted = p.handle(UP, &sealed(&new_key, 1, "hau-07", &at(2)), NOW_MS).unwrap().unwrap();
+    assert_eq!(refused_by(&mut p, &sealed(&KEY, 101, "hau-07", &at(1))), Reason::BadSignature);
+    let accepted = p.handle(UP, &sealed(&new_key, 1, "hau-07", &at(2)), NOW_MS).accepted();
     assert_eq!(accepted.seq, Some(1));
     assert_eq!(f.store.device_seq_with_id("hau-07"), Some((1, cose::key_fingerprint(&new_key))));
-    assert_eq!(refused_by(&mut p, &sealed(&new_key, 1, "hau-07", &at(3))), "replayed");
-    p.handle(UP, &sealed(&new_key, 2, "hau-07", &at(4)), NOW_MS).unwrap().unwrap();
+    assert_eq!(refused_by(&mut p, &sealed(&new_key, 1, "hau-07", &at(3))), Reason::Replayed);
+    p.handle(UP, &sealed(&new_key, 2, "hau-07", &at(4)), NOW_MS).accepted();
     assert_eq!(f.stats.device("hau-07").seq_gaps, 0, "a new numbering is not a gap");
 
     // Within one group as well: the first pack under the new key starts its numbering.
@@ -269,9 +284,9 @@ fn sequence_numbers_are_per_key() {
         Pipeline::new(PipelineOptions { registry: back, ..Default::default() }, f.store.clone(), Arc::clone(&f.stats));
     let (a, b, c) =
         (sealed(&KEY, 3, "hau-07", &at(5)), sealed(&KEY, 3, "hau-07", &at(6)), sealed(&KEY, 4, "hau-07", &at(7)));
-    let outcomes = p.handle_group(&[(UP, &a), (UP, &b), (UP, &c)], NOW_MS);
-    assert!(matches!(&outcomes[0], Some(Ok(a)) if a.seq == Some(3)));
-    assert!(matches!(&outcomes[1], Some(Err(r)) if r.kind == "replayed" && r.seq == Some(3)));
-    assert!(matches!(&outcomes[2], Some(Ok(a)) if a.seq == Some(4)));
+    let outcomes = p.handle_group(&[(UP, &a), (UP, &b), (UP, &c)], NOW_MS).outcomes;
+    assert!(matches!(&outcomes[0], Outcome::Accepted(a) if a.seq == Some(3)));
+    assert!(matches!(&outcomes[1], Outcome::Refused(r) if r.kind == Reason::Replayed && r.seq == Some(3)));
+    assert!(matches!(&outcomes[2], Outcome::Accepted(a) if a.seq == Some(4)));
     assert_eq!(f.store.device_seq_with_id("hau-07"), Some((4, cose::key_fingerprint(&KEY))));
 }

@@ -174,7 +174,7 @@ fn load(store: &Store, series: &[Series], year: &Series, opts: &QueryBenchOption
             .filter(|(_, b)| !b.is_empty())
             .map(|(s, b)| PackWrite { device: &s.device, kind: s.kind, seen_ms: group_end, points: b, seq: None })
             .collect();
-        for result in store.write_packs(&packs)? {
+        for result in store.write_packs(&packs)?.packs {
             result?;
         }
         t = group_end;

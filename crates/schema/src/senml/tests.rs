@@ -256,7 +256,7 @@ fn truncated_packs_are_refused() {
     for cut in 1..full.len() {
         let err = decode(&full[..cut]).unwrap_err();
         assert!(matches!(err, DecodeError::Truncated(_)), "cut at {cut}: {err:?}");
-        assert_eq!(err.kind(), "truncated");
+        assert_eq!(err.kind(), crate::Reason::Truncated);
     }
 }
 
@@ -384,5 +384,5 @@ fn indefinite_length_strings_are_refused() {
 fn non_numeric_values_reach_the_sink_which_may_refuse_them() {
     let input = Cbor::default().arr(1).map(2).int(label::N).text("door").int(label::VB).raw(&[0xf5]).done();
     assert_eq!(record_error(&input), (0, RecordError::Refused("only numbers")));
-    assert_eq!(decode(&input).unwrap_err().kind(), "unsupported_value");
+    assert_eq!(decode(&input).unwrap_err().kind(), crate::Reason::UnsupportedValue);
 }

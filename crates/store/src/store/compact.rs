@@ -69,7 +69,7 @@ pub fn compact(path: &Path, options: &StoreOptions) -> Result<CompactReport, Sto
         let (mut entries, mut entry_bytes) = (0u64, 0u64);
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
-        for entry in store.inner.tree.iter() {
+        for entry in store.current()?.tree.iter() {
             let (key, value) = entry?;
             entry_bytes += (key.len() + value.len()) as u64;
             batch.insert(key, value);

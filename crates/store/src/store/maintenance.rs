@@ -109,6 +109,7 @@ impl Store {
         report: &mut FoldReport,
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
+        let opened = self.writable(&mut state)?;
         let Some(mut meta) = state.meta(device, metric).cloned() else {
             return Ok(false);
         };
@@ -117,7 +118,7 @@ impl Store {
         if meta.folded_to_ms >= end {
             return Ok(false);
         }
-        let next = self.inner.tree.range(keys::chunk_from(id, meta.folded_to_ms)..keys::chunk_from(id, end)).next();
+        let next = opened.tree.range(keys::chunk_from(id, meta.folded_to_ms)..keys::chunk_from(id, end)).next();
         let window = match next {
             None => None,
             Some(entry) => {
@@ -134,17 +135,17 @@ impl Store {
                 let day_end = day.saturating_add(chunk::DAY_MS);
                 // A day block holds points of every hour of its day, so once one exists an
                 // hour of that day cannot be folded alone.
-                if day_end <= end || self.has_day_block(id, day)? {
-                    self.fold_day(id, day, &mut batch, report)?;
+                if day_end <= end || Self::has_day_block(&opened, id, day)? {
+                    self.fold_day(&opened, id, day, &mut batch, report)?;
                     meta.folded_to_ms = day_end.min(end);
                 } else {
-                    self.fold_hour(id, window, &mut batch, report)?;
+                    self.fold_hour(&opened, id, window, &mut batch, report)?;
                     meta.folded_to_ms = window.saturating_add(chunk::WINDOW_MS);
                 }
             }
         }
         batch.insert(keys::series(device, metric), meta.encode());
-        self.inner.tree.apply_batch(batch)?;
+        self.apply(&opened, batch)?;
         let folded_to_ms = meta.folded_to_ms;
         if let Some(m) = state.series.get_mut(device).and_then(|s| s.get_mut(metric)) {
             m.folded_to_ms = folded_to_ms;
@@ -152,9 +153,9 @@ impl Store {
         Ok(window.is_some())
     }
 
-    fn has_day_block(&self, id: u32, day: i64) -> Result<bool, StoreError> {
+    fn has_day_block(opened: &Opened, id: u32, day: i64) -> Result<bool, StoreError> {
         let range = keys::chunk_from(id, day)..keys::chunk_from(id, day.saturating_add(chunk::DAY_MS));
-        for entry in self.inner.tree.range(range) {
+        for entry in opened.tree.range(range) {
             if keys::is_day_block(&entry?.0) {
                 return Ok(true);
             }
@@ -164,11 +165,11 @@ impl Store {
 
     /// The chunks of series `id` whose first time is in `[from_ms, to_ms)`, and their points
     /// sorted by time, each time once.
-    fn chunks_in(&self, id: u32, from_ms: i64, to_ms: i64) -> Result<Chunks, StoreError> {
+    fn chunks_in(opened: &Opened, id: u32, from_ms: i64, to_ms: i64) -> Result<Chunks, StoreError> {
         let mut chunks = Vec::new();
         let mut points: Vec<(i64, u64, f64)> = Vec::new();
         let mut decoded = Vec::new();
-        for entry in self.inner.tree.range(keys::chunk_from(id, from_ms)..keys::chunk_from(id, to_ms)) {
+        for entry in opened.tree.range(keys::chunk_from(id, from_ms)..keys::chunk_from(id, to_ms)) {
             let (key, value) = entry?;
             let chunk_id = key.get(13..21).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
             let chunk_id = chunk_id.ok_or_else(|| StoreError::Corrupt(key.to_vec()))? & !keys::DAY_BLOCK;
@@ -186,7 +187,14 @@ impl Store {
 
     /// Replaces `chunks` by one block of `points` (unless it is one already, of the right
     /// kind), in `batch`.
-    fn rewrite(&self, id: u32, chunks: &[sled::IVec], points: &[(i64, f64)], day: bool, batch: &mut sled::Batch) {
+    fn rewrite(
+        opened: &Opened,
+        id: u32,
+        chunks: &[sled::IVec],
+        points: &[(i64, f64)],
+        day: bool,
+        batch: &mut sled::Batch,
+    ) {
         let Some(&(t0, _)) = points.first() else { return };
         if let [only] = chunks {
             if keys::is_day_block(only) == day {
@@ -197,24 +205,25 @@ impl Store {
             batch.remove(key.as_ref());
         }
         let flag = if day { keys::DAY_BLOCK } else { 0 };
-        batch.insert(&keys::chunk(id, t0, self.chunk_id() | flag), chunk::encode(points));
+        batch.insert(&keys::chunk(id, t0, opened.chunk_id() | flag), chunk::encode(points));
     }
 
     /// Adds to `batch` what makes hour `window` of series `id` one block, with its rollup in
     /// its day's rollup entry.
     fn fold_hour(
         &self,
+        opened: &Opened,
         id: u32,
         window: i64,
         batch: &mut sled::Batch,
         report: &mut FoldReport,
     ) -> Result<(), StoreError> {
-        let (chunks, points) = self.chunks_in(id, window, window.saturating_add(chunk::WINDOW_MS))?;
+        let (chunks, points) = Self::chunks_in(opened, id, window, window.saturating_add(chunk::WINDOW_MS))?;
         let Some(rollup) = hourly(&points).pop() else { return Ok(()) };
         let day = chunk::day_start(window);
         let key = keys::rollup(id, day);
         let mut hours = Vec::new();
-        if let Some(old) = self.inner.tree.get(key)? {
+        if let Some(old) = opened.tree.get(key)? {
             rollup::decode(day, &old, &mut hours).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
         }
         // Already one block with its rollup (the mark was moved back for a late point in an
@@ -222,7 +231,7 @@ impl Store {
         if chunks.len() == 1 && hours.iter().any(|h| h.start_ms == window && h.count == rollup.count) {
             return Ok(());
         }
-        self.rewrite(id, &chunks, &points, false, batch);
+        Self::rewrite(opened, id, &chunks, &points, false, batch);
         hours.retain(|h| h.start_ms != window);
         hours.push(rollup);
         hours.sort_unstable_by_key(|h| h.start_ms);
@@ -235,23 +244,30 @@ impl Store {
 
     /// Adds to `batch` what makes day `day` of series `id` one block, with the rollups of all
     /// its hours.
-    fn fold_day(&self, id: u32, day: i64, batch: &mut sled::Batch, report: &mut FoldReport) -> Result<(), StoreError> {
+    fn fold_day(
+        &self,
+        opened: &Opened,
+        id: u32,
+        day: i64,
+        batch: &mut sled::Batch,
+        report: &mut FoldReport,
+    ) -> Result<(), StoreError> {
         // Already one day block with its rollups (the mark was moved back for a late point
         // in an earlier day): nothing to do.
         let end = day.saturating_add(chunk::DAY_MS);
-        let mut keys_in_day = self.inner.tree.range(keys::chunk_from(id, day)..keys::chunk_from(id, end)).take(2);
+        let mut keys_in_day = opened.tree.range(keys::chunk_from(id, day)..keys::chunk_from(id, end)).take(2);
         let first = keys_in_day.next().transpose()?;
         let second = keys_in_day.next().transpose()?;
         if let (Some((key, _)), None) = (&first, &second) {
-            if keys::is_day_block(key) && self.inner.tree.contains_key(keys::rollup(id, day))? {
+            if keys::is_day_block(key) && opened.tree.contains_key(keys::rollup(id, day))? {
                 return Ok(());
             }
         }
-        let (chunks, points) = self.chunks_in(id, day, end)?;
+        let (chunks, points) = Self::chunks_in(opened, id, day, end)?;
         if points.is_empty() {
             return Ok(());
         }
-        self.rewrite(id, &chunks, &points, true, batch);
+        Self::rewrite(opened, id, &chunks, &points, true, batch);
         batch.insert(&keys::rollup(id, day), rollup::encode(day, &hourly(&points)));
         report.days += 1;
         report.chunks_in += chunks.len() as u64;
@@ -296,6 +312,7 @@ impl Store {
         report: &mut ExpireReport,
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
+        let opened = self.writable(&mut state)?;
         let Some(mut meta) = state.meta(device, metric).cloned() else {
             return Ok(false);
         };
@@ -304,7 +321,7 @@ impl Store {
         let limit = cutoff.min(chunk::day_start(meta.folded_to_ms));
         let mut batch = sled::Batch::default();
         let (mut blocks, mut points) = (0usize, 0u64);
-        for entry in self.inner.tree.range(keys::chunk_from(id, i64::MIN)..keys::chunk_from(id, limit)) {
+        for entry in opened.tree.range(keys::chunk_from(id, i64::MIN)..keys::chunk_from(id, limit)) {
             if blocks == EXPIRE_BATCH {
                 break;
             }
@@ -317,7 +334,7 @@ impl Store {
             return Ok(false);
         }
         meta.count = meta.count.saturating_sub(points);
-        let after = self.inner.tree.range(keys::chunk_from(id, limit)..keys::chunk_from(id, i64::MAX)).next();
+        let after = opened.tree.range(keys::chunk_from(id, limit)..keys::chunk_from(id, i64::MAX)).next();
         let first_after = match after {
             None => None,
             Some(entry) => {
@@ -338,7 +355,7 @@ impl Store {
         if let Some(d) = &device_meta {
             batch.insert(keys::device(device), d.encode());
         }
-        self.inner.tree.apply_batch(batch)?;
+        self.apply(&opened, batch)?;
         if let Some(d) = device_meta {
             state.devices.insert(device.to_owned(), d);
         }
@@ -358,18 +375,19 @@ impl Store {
         report: &mut ExpireReport,
     ) -> Result<bool, StoreError> {
         // Held so that no write or fold of this series runs in between.
-        let state = self.state();
+        let mut state = self.state();
+        let opened = self.writable(&mut state)?;
         let Some(id) = state.meta(device, metric).map(|m| m.id) else {
             return Ok(false);
         };
         let mut batch = sled::Batch::default();
         let mut n = 0usize;
-        for entry in self.inner.tree.range(keys::rollup(id, i64::MIN)..keys::rollup(id, cutoff)).take(EXPIRE_BATCH) {
+        for entry in opened.tree.range(keys::rollup(id, i64::MIN)..keys::rollup(id, cutoff)).take(EXPIRE_BATCH) {
             let (key, _) = entry?;
             batch.remove(key);
             n += 1;
         }
-        self.inner.tree.apply_batch(batch)?;
+        self.apply(&opened, batch)?;
         report.rollups += n as u64;
         Ok(n == EXPIRE_BATCH)
     }

@@ -78,7 +78,7 @@ fn a_unit_change_is_refused_and_writes_nothing() {
     let bad =
         [p("salinity", T0, 0.1), NewPoint { metric: "water_level", unit: Some("m"), time_ms: T0 + 1, value: 1.5 }];
     let err = store.write("a", "water", T0, &bad).unwrap_err();
-    assert!(matches!(err, StoreError::UnitMismatch { .. }), "{err}");
+    assert!(matches!(err, WriteError::Refused(PackRefused::UnitMismatch { .. })), "{err}");
     assert!(store.series("a", "salinity").is_none());
     assert_eq!(store.point_count(), 1);
 }
@@ -133,9 +133,10 @@ fn a_group_of_packs_is_written_at_once_and_a_bad_pack_is_left_out_alone() {
             PackWrite { device: "b", kind: "water", seen_ms: T0 + 3, points: &other, seq: None },
             PackWrite { device: "b", kind: "water", seen_ms: T0 + 4, points: &repeat, seq: None },
         ])
-        .unwrap();
+        .unwrap()
+        .packs;
     assert_eq!(results[0].as_ref().unwrap(), &WriteSummary { stored: 2, duplicates: 1 });
-    assert!(matches!(results[1], Err(StoreError::UnitMismatch { .. })));
+    assert!(matches!(results[1], Err(PackRefused::UnitMismatch { .. })));
     assert_eq!(results[2].as_ref().unwrap(), &WriteSummary { stored: 1, duplicates: 0 });
     assert_eq!(results[3].as_ref().unwrap(), &WriteSummary { stored: 1, duplicates: 1 });
 
@@ -183,7 +184,7 @@ fn ranges_match_a_model_whatever_the_write_order() {
             .iter()
             .map(|points| PackWrite { device: "a", kind: "water", seen_ms: T0 + group, points, seq: None })
             .collect();
-        for result in store.write_packs(&writes).unwrap() {
+        for result in store.write_packs(&writes).unwrap().packs {
             result.unwrap();
         }
         for point in packs.iter().flatten() {
@@ -213,7 +214,7 @@ fn ranges_match_a_model_whatever_the_write_order() {
 }
 
 fn chunk_keys(store: &Store) -> usize {
-    store.inner.tree.scan_prefix([keys::POINT]).count()
+    store.current().unwrap().tree.scan_prefix([keys::POINT]).count()
 }
 
 /// Aggregates over random late writes, random folds, random ranges and random steps equal a
@@ -478,7 +479,8 @@ fn sequence_numbers_are_stored_with_their_packs_and_survive_a_reopen() {
     };
     let results = store
         .write_packs(&[pack("a", &first[..], Some(7)), pack("b", &first[..], None), pack("c", &first[..], Some(1))])
-        .unwrap();
+        .unwrap()
+        .packs;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!((store.device_seq("a"), store.device_seq("b"), store.device_seq("c")), (Some(7), None, Some(1)));
 
@@ -490,7 +492,8 @@ fn sequence_numbers_are_stored_with_their_packs_and_survive_a_reopen() {
             pack("a", &later[..], Some(9)),
             pack("c", &later[..], Some(8)),
         ])
-        .unwrap();
+        .unwrap()
+        .packs;
     assert!(results[0].is_err());
     store.write_packs(&[pack("c", &later[..], Some(3))]).unwrap();
     assert_eq!((store.device_seq("a"), store.device_seq("c")), (Some(9), Some(8)));
@@ -510,7 +513,8 @@ fn sequence_numbers_are_stored_with_their_packs_and_survive_a_reopen() {
             PackWrite { device: "a", kind: "water", seen_ms: T0, points: &renumbered, seq: Some((2, L)) },
             PackWrite { device: "a", kind: "water", seen_ms: T0, points: &again, seq: Some((1, L)) },
         ])
-        .unwrap();
+        .unwrap()
+        .packs;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(store.device_seq_with_id("a"), Some((2, L)));
 }

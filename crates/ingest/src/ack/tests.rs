@@ -1,0 +1,60 @@
+//! Which answers a round sends after its flush: the rule that keeps an acknowledgement from
+//! naming a pack that is not on disk, and a refusal from resting on data that is not.
+
+use mekong_schema::Reason;
+use mekong_store::WriteSummary;
+
+use super::*;
+use crate::pipeline::{Accepted, Rejection};
+
+const NOW: i64 = 1_790_000_000_000;
+
+fn accepted(device: &str) -> Outcome {
+    let summary = WriteSummary { stored: 3, duplicates: 1 };
+    Outcome::Accepted(Accepted { device: device.into(), summary, up_to_ms: NOW - 1_000, seq: Some(9) })
+}
+
+fn refused(device: &str, kind: Reason) -> Outcome {
+    Outcome::Refused(Rejection { device: Some(device.into()), kind, reason: "why".into(), seq: None })
+}
+
+fn group(generation: Option<u64>) -> Handled {
+    Handled {
+        generation: generation.map(Generation),
+        outcomes: vec![
+            accepted("a"),
+            refused("b", Reason::BadTime),
+            refused("c", Reason::Replayed),
+            Outcome::Deferred { device: "d".into() },
+            Outcome::Refused(Rejection { device: None, kind: Reason::BadTopic, reason: "why".into(), seq: None }),
+        ],
+    }
+}
+
+/// Devices answered, and what was counted: (packs, readings, withheld).
+fn check(pending: &[Handled], durable: Option<u64>, devices: &[&str], counts: (u64, u64, u64)) {
+    let out = answers(pending, durable.map(Generation), NOW);
+    let got: Vec<&str> = out.messages.iter().map(|(d, _)| *d).collect();
+    assert_eq!(got, devices);
+    assert_eq!((out.packs, out.readings, out.withheld), counts);
+}
+
+#[test]
+fn a_group_of_the_flushed_generation_gets_every_answer() {
+    check(&[group(Some(2))], Some(2), &["a", "b", "c"], (1, 3, 0));
+    let pending = [group(Some(2))];
+    let out = answers(&pending, Some(Generation(2)), NOW);
+    assert_eq!(out.messages[0].1, Downlink::Ack { up_to_ms: NOW - 1_000, readings: 4, server_ms: NOW, seq: Some(9) });
+    assert_eq!(out.messages[1].1, Downlink::Refused { reason: "bad_time", server_ms: NOW, seq: None });
+}
+
+#[test]
+fn without_a_flush_of_its_generation_only_refusals_about_the_pack_go_out() {
+    // The flush failed.
+    check(&[group(Some(2))], None, &["b"], (0, 0, 2));
+    // A newer opening was flushed: what went to the failed one is not on disk.
+    check(&[group(Some(1))], Some(2), &["b"], (0, 0, 2));
+    // The write failed, or the store was opened afresh between the checks and the write.
+    check(&[group(None)], Some(2), &["b"], (0, 0, 2));
+    check(&[group(Some(1)), group(Some(2))], Some(2), &["b", "a", "b", "c"], (1, 3, 2));
+}
