@@ -37,6 +37,8 @@
 //! more. Every read is bounds-checked: a corrupt chunk is an error, never a panic or a large
 //! allocation.
 
+use crate::varint::{get_varint, put_varint, unzigzag, zigzag};
+
 /// Every point of a chunk lies in one window of this many milliseconds (aligned to the epoch),
 /// so a range query knows how far before `from` a chunk holding its points can start.
 pub const WINDOW_MS: i64 = 3_600_000;
@@ -314,14 +316,6 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
     bits.is_done().then_some(())
 }
 
-pub fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-pub fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
 /// Appends bits, most significant first, to a byte vector.
 struct BitWriter {
     out: Vec<u8>,
@@ -403,27 +397,6 @@ impl<'a> BitReader<'a> {
         let total = self.bytes.len() * 8;
         total - self.pos < 8 && (self.pos..total).all(|i| self.bytes[i / 8] >> (7 - i % 8) & 1 == 0)
     }
-}
-
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-pub fn get_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = input.split_first()?;
-        *input = rest;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

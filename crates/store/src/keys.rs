@@ -104,6 +104,22 @@ pub fn seq(device: &str) -> Vec<u8> {
     k
 }
 
+/// The device id of a device metadata key (or of a sequence number key: the same shape).
+pub fn parse_device(key: &[u8]) -> Option<&str> {
+    match key.split_first() {
+        Some((&DEVICE | &SEQ, id)) => std::str::from_utf8(id).ok(),
+        _ => None,
+    }
+}
+
+/// The device id and metric of a series metadata key.
+pub fn parse_series(key: &[u8]) -> Option<(&str, &str)> {
+    match key.split_first() {
+        Some((&SERIES, name)) => std::str::from_utf8(name).ok()?.split_once('\0'),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +146,16 @@ mod tests {
         assert_eq!(parse_rollup(&rollup(9, -3_600_000)), Some((9, -3_600_000)));
         assert!(rollup(1, i64::MAX) < rollup(2, i64::MIN));
         assert_eq!(parse_rollup(&chunk(1, 2, 3)), None);
+    }
+
+    #[test]
+    fn metadata_keys_round_trip() {
+        assert_eq!(parse_device(&device("hau-01")), Some("hau-01"));
+        assert_eq!(parse_device(&seq("hau-01")), Some("hau-01"));
+        assert_eq!(parse_series(&series("hau-01", "water_level")), Some(("hau-01", "water_level")));
+        assert_eq!(parse_device(&series("hau-01", "water_level")), None);
+        assert_eq!(parse_series(&device("hau-01")), None);
+        assert_eq!(parse_device(&[DEVICE, 0xff]), None);
+        assert_eq!(parse_device(&[]), None);
     }
 }

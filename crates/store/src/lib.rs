@@ -45,12 +45,18 @@
 
 mod chunk;
 mod codec;
+mod error;
 mod keys;
 mod rollup;
 mod store;
+mod types;
+mod varint;
 
+pub use error::{PackRefused, StoreError, WriteError};
 pub use store::{
-    compact, Bucket, CompactReport, DeviceInfo, ExpireReport, Flushed, FoldReport, Generation, Health, LatestValue,
-    NewPoint, PackRefused, PackWrite, Point, RetentionPolicy, RetentionRule, SeriesInfo, Store, StoreError,
-    StoreOptions, WriteError, WriteSummary, Written,
+    compact, CompactReport, ExpireReport, FoldReport, RetentionPolicy, RetentionRule, Store, StoreOptions,
+};
+pub use types::{
+    Bucket, DeviceInfo, Flushed, Generation, Health, LatestValue, NewPoint, PackWrite, Point, SeriesInfo, WriteSummary,
+    Written,
 };

@@ -10,8 +10,9 @@
 //! About 25 bytes an hour for sensor data: small entries cost sled several times their size,
 //! so a day's worth shares one.
 
-use crate::chunk::{self, get_varint, put_varint};
-use crate::store::{Bucket, Point};
+use crate::chunk;
+use crate::types::{Bucket, Point};
+use crate::varint::{get_varint, put_varint, unzigzag, zigzag};
 
 const VERSION: u8 = 2;
 const RAW: u8 = 0xff;
@@ -30,7 +31,7 @@ pub fn encode(day_ms: i64, buckets: &[Bucket]) -> Vec<u8> {
             Some(k) => {
                 let scale = chunk::scale_of(k);
                 for v in values {
-                    put_varint(&mut out, chunk::zigzag(chunk::scaled(v, scale).unwrap_or(0)));
+                    put_varint(&mut out, zigzag(chunk::scaled(v, scale).unwrap_or(0)));
                 }
             }
             None => {
@@ -74,7 +75,7 @@ pub fn decode(day_ms: i64, bytes: &[u8], out: &mut Vec<Bucket>) -> Option<()> {
             k if k <= chunk::MAX_DECIMALS => {
                 let scale = chunk::scale_of(k);
                 for v in &mut values {
-                    *v = chunk::unzigzag(get_varint(&mut rest)?) as f64 / scale;
+                    *v = unzigzag(get_varint(&mut rest)?) as f64 / scale;
                 }
             }
             _ => return None,

@@ -12,7 +12,8 @@
 //! reason. Both passes take the write lock one window, day or batch of deletions at a time, so
 //! ingest waits for at most that much work.
 
-use super::*;
+use super::{Opened, Store};
+use crate::{chunk, keys, rollup, Bucket, StoreError};
 
 /// How long the series of some kind or metric are kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

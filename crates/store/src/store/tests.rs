@@ -1,6 +1,10 @@
 //! Tests of the store on a real sled database in a temporary directory.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use super::*;
+use crate::*;
 
 fn open(dir: &Path) -> Store {
     Store::open(dir, &StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None }).unwrap()

@@ -1,0 +1,137 @@
+//! Series and device metadata: their codecs in the tree, and the in-memory mirror rebuilt
+//! from them at open.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::codec::{Reader, Writer};
+use crate::keys;
+use crate::{DeviceInfo, SeriesInfo, StoreError};
+
+#[derive(Debug, Clone)]
+pub(super) struct SeriesMeta {
+    pub(super) id: u32,
+    pub(super) unit: Option<String>,
+    pub(super) first_ms: i64,
+    pub(super) last_ms: i64,
+    pub(super) count: u64,
+    pub(super) last_value: f64,
+    /// Every window before this time is folded: one block, and a rollup that matches it.
+    /// A write into an earlier window moves it back, in the same batch.
+    pub(super) folded_to_ms: i64,
+}
+
+impl SeriesMeta {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        Writer::new()
+            .u32(self.id)
+            .opt_str(self.unit.as_deref())
+            .i64(self.first_ms)
+            .i64(self.last_ms)
+            .u64(self.count)
+            .f64(self.last_value)
+            .i64(self.folded_to_ms)
+            .finish()
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader::new(bytes)?;
+        Some(SeriesMeta {
+            id: r.u32()?,
+            unit: r.opt_str()?,
+            first_ms: r.i64()?,
+            last_ms: r.i64()?,
+            count: r.u64()?,
+            last_value: r.f64()?,
+            folded_to_ms: r.i64()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct DeviceMeta {
+    pub(super) kind: String,
+    pub(super) first_seen_ms: i64,
+    pub(super) last_seen_ms: i64,
+    pub(super) points: u64,
+}
+
+impl DeviceMeta {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        Writer::new().str(&self.kind).i64(self.first_seen_ms).i64(self.last_seen_ms).u64(self.points).finish()
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader::new(bytes)?;
+        Some(DeviceMeta { kind: r.str()?, first_seen_ms: r.i64()?, last_seen_ms: r.i64()?, points: r.u64()? })
+    }
+}
+
+/// In-memory mirror of the metadata key spaces. BTreeMaps keep listings sorted.
+#[derive(Debug, Default)]
+pub(super) struct State {
+    pub(super) devices: BTreeMap<String, DeviceMeta>,
+    /// device -> metric -> series
+    pub(super) series: BTreeMap<String, BTreeMap<String, SeriesMeta>>,
+    /// device -> highest sequence number stored in its current numbering, and that numbering
+    pub(super) seqs: HashMap<String, (u64, [u8; 8])>,
+    pub(super) next_series_id: u32,
+}
+
+impl State {
+    pub(super) fn meta(&self, device: &str, metric: &str) -> Option<&SeriesMeta> {
+        self.series.get(device).and_then(|s| s.get(metric))
+    }
+}
+
+pub(super) fn device_info(state: &State, id: &str, d: &DeviceMeta) -> DeviceInfo {
+    DeviceInfo {
+        id: id.to_owned(),
+        kind: d.kind.clone(),
+        first_seen_ms: d.first_seen_ms,
+        last_seen_ms: d.last_seen_ms,
+        points: d.points,
+        series: state.series.get(id).map_or(0, BTreeMap::len),
+    }
+}
+
+pub(super) fn series_info(device: &str, metric: &str, m: &SeriesMeta) -> SeriesInfo {
+    SeriesInfo {
+        device: device.to_owned(),
+        metric: metric.to_owned(),
+        unit: m.unit.clone(),
+        first_ms: m.first_ms,
+        last_ms: m.last_ms,
+        count: m.count,
+        last_value: m.last_value,
+    }
+}
+
+pub(super) fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
+    let mut state = State::default();
+    for entry in tree.scan_prefix([keys::DEVICE]) {
+        let (key, value) = entry?;
+        let corrupt = || StoreError::Corrupt(key.to_vec());
+        let id = keys::parse_device(&key).ok_or_else(corrupt)?;
+        let meta = DeviceMeta::decode(&value).ok_or_else(corrupt)?;
+        state.devices.insert(id.to_owned(), meta);
+    }
+    for entry in tree.scan_prefix([keys::SERIES]) {
+        let (key, value) = entry?;
+        let corrupt = || StoreError::Corrupt(key.to_vec());
+        let (device, metric) = keys::parse_series(&key).ok_or_else(corrupt)?;
+        let meta = SeriesMeta::decode(&value).ok_or_else(corrupt)?;
+        state.next_series_id = state.next_series_id.max(meta.id.saturating_add(1));
+        state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+    }
+    for entry in tree.scan_prefix([keys::SEQ]) {
+        let (key, value) = entry?;
+        let corrupt = || StoreError::Corrupt(key.to_vec());
+        let device = keys::parse_device(&key).ok_or_else(corrupt)?;
+        // The number (u64 BE), then the numbering's id.
+        let (number, id) = value.split_at_checked(8).filter(|(_, id)| id.len() == 8).ok_or_else(corrupt)?;
+        let seq = number.try_into().map(u64::from_be_bytes).map_err(|_| corrupt())?;
+        let id = id.try_into().map_err(|_| corrupt())?;
+        state.seqs.insert(device.to_owned(), (seq, id));
+    }
+    Ok(state)
+}

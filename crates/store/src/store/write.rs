@@ -1,0 +1,224 @@
+//! The write path: a group of packs staged against the mirror, then one atomic sled batch.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::meta::{DeviceMeta, SeriesMeta, State};
+use super::read::scan_chunks;
+use super::{Opened, Store};
+use crate::{chunk, keys, NewPoint, PackRefused, PackWrite, StoreError, WriteError, WriteSummary, Written};
+
+/// Changes of a group of packs not yet applied.
+#[derive(Debug, Default)]
+struct Staged<'a> {
+    /// New points by series id, with their times for duplicate checks.
+    points: HashMap<u32, Vec<(i64, f64)>>,
+    times: HashMap<u32, HashSet<i64>>,
+    /// Times already on disk, by (series id, window), read once per group for late points.
+    on_disk: HashMap<(u32, i64), HashSet<i64>>,
+    series: HashMap<(&'a str, &'a str), SeriesMeta>,
+    devices: HashMap<&'a str, DeviceMeta>,
+    seqs: HashMap<&'a str, (u64, [u8; 8])>,
+    next_series_id: Option<u32>,
+}
+
+impl Store {
+    /// Writes the points of one device in one atomic batch; see [`Store::write_packs`].
+    pub fn write(
+        &self,
+        device: &str,
+        kind: &str,
+        seen_ms: i64,
+        points: &[NewPoint<'_>],
+    ) -> Result<WriteSummary, WriteError> {
+        let mut written = self.write_packs(&[PackWrite { device, kind, seen_ms, points, seq: None }])?;
+        Ok(written.packs.pop().unwrap_or(Ok(WriteSummary::default()))?)
+    }
+
+    /// Writes a group of packs in one atomic sled batch: one sled write, and one set of
+    /// metadata updates, however many packs. Each pack records that its device was seen at
+    /// `seen_ms` with kind `kind`. Points whose (series, time) is already stored, or repeated
+    /// within the group, are left as first written and counted as duplicates.
+    ///
+    /// A pack whose unit differs from its series' unit is left out whole, with its
+    /// [`PackRefused`] in the result; the others are written. A failure to write fails the
+    /// whole group with a [`StoreError`]: nothing of it is stored, and no pack is refused.
+    /// The packs are durable once a flush of the returned [`Generation`] returns.
+    pub fn write_packs(&self, packs: &[PackWrite<'_>]) -> Result<Written, StoreError> {
+        let mut state = self.state();
+        let opened = self.writable(&mut state)?;
+        let mut group = Staged::default();
+        let mut results = Vec::with_capacity(packs.len());
+        for pack in packs {
+            results.push(self.stage(&opened, &state, &mut group, pack)?);
+        }
+        let mut batch = sled::Batch::default();
+        for (series, points) in &mut group.points {
+            points.sort_unstable_by_key(|p| p.0);
+            for window in points.chunk_by(|a, b| chunk::window_start(a.0) == chunk::window_start(b.0)) {
+                let key = keys::chunk(*series, window[0].0, opened.chunk_id());
+                batch.insert(&key, chunk::encode(window));
+            }
+        }
+        for ((device, metric), meta) in &group.series {
+            batch.insert(keys::series(device, metric), meta.encode());
+        }
+        for (device, meta) in &group.devices {
+            batch.insert(keys::device(device), meta.encode());
+        }
+        for (device, (seq, id)) in &group.seqs {
+            let mut value = [0u8; 16];
+            value[..8].copy_from_slice(&seq.to_be_bytes());
+            value[8..].copy_from_slice(id);
+            batch.insert(keys::seq(device), &value);
+        }
+        self.apply(&opened, batch)?;
+
+        if let Some(next) = group.next_series_id {
+            state.next_series_id = next;
+        }
+        for (device, meta) in group.devices {
+            state.devices.insert(device.to_owned(), meta);
+        }
+        for ((device, metric), meta) in group.series {
+            state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+        }
+        for (device, seq) in group.seqs {
+            state.seqs.insert(device.to_owned(), seq);
+        }
+        Ok(Written { generation: opened.generation, packs: results })
+    }
+
+    /// Adds one pack to `group`, or leaves the group as it was and returns the pack's error.
+    fn stage<'p>(
+        &self,
+        opened: &Opened,
+        state: &State,
+        group: &mut Staged<'p>,
+        pack: &PackWrite<'p>,
+    ) -> Result<Result<WriteSummary, PackRefused>, StoreError> {
+        let mut summary = WriteSummary::default();
+        let mut series: BTreeMap<&'p str, SeriesMeta> = BTreeMap::new();
+        let mut points: Vec<(u32, i64, f64)> = Vec::with_capacity(pack.points.len());
+        let mut here: HashSet<(u32, i64)> = HashSet::new();
+        let mut next_id = group.next_series_id.unwrap_or(state.next_series_id);
+
+        for p in pack.points {
+            let meta = match series.entry(p.metric) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let known = group
+                        .series
+                        .get(&(pack.device, p.metric))
+                        .or_else(|| state.series.get(pack.device).and_then(|s| s.get(p.metric)))
+                        .cloned();
+                    let meta = match known {
+                        Some(meta) => meta,
+                        None => {
+                            let id = next_id;
+                            next_id = next_id.checked_add(1).ok_or(StoreError::SeriesIdsExhausted)?;
+                            SeriesMeta {
+                                id,
+                                unit: None,
+                                first_ms: p.time_ms,
+                                last_ms: p.time_ms,
+                                count: 0,
+                                last_value: p.value,
+                                folded_to_ms: chunk::window_start(p.time_ms),
+                            }
+                        }
+                    };
+                    e.insert(meta)
+                }
+            };
+            match (&meta.unit, p.unit) {
+                (Some(expected), Some(got)) if expected != got => {
+                    return Ok(Err(PackRefused::UnitMismatch {
+                        metric: p.metric.to_owned(),
+                        expected: expected.clone(),
+                        got: got.to_owned(),
+                    }));
+                }
+                (None, Some(got)) => meta.unit = Some(got.to_owned()),
+                _ => {}
+            }
+            let id = meta.id;
+            // A time after the newest one the series has cannot be stored yet; only late
+            // points cost a look at the disk.
+            let may_exist = meta.count > 0 && p.time_ms <= meta.last_ms;
+            if group.times.get(&id).is_some_and(|t| t.contains(&p.time_ms))
+                || !here.insert((id, p.time_ms))
+                || (may_exist && stored_times(opened, &mut group.on_disk, id, p.time_ms)?.contains(&p.time_ms))
+            {
+                summary.duplicates += 1;
+                continue;
+            }
+            points.push((id, p.time_ms, p.value));
+            summary.stored += 1;
+            // A late point reopens its window: its block and rollup no longer hold everything.
+            meta.folded_to_ms = meta.folded_to_ms.min(chunk::window_start(p.time_ms));
+            if meta.count == 0 || p.time_ms < meta.first_ms {
+                meta.first_ms = p.time_ms;
+            }
+            if meta.count == 0 || p.time_ms > meta.last_ms {
+                meta.last_ms = p.time_ms;
+                meta.last_value = p.value;
+            }
+            meta.count += 1;
+        }
+
+        let device = match group.devices.get(pack.device).or_else(|| state.devices.get(pack.device)) {
+            Some(d) => DeviceMeta {
+                kind: pack.kind.to_owned(),
+                first_seen_ms: d.first_seen_ms,
+                last_seen_ms: d.last_seen_ms.max(pack.seen_ms),
+                points: d.points + summary.stored as u64,
+            },
+            None => DeviceMeta {
+                kind: pack.kind.to_owned(),
+                first_seen_ms: pack.seen_ms,
+                last_seen_ms: pack.seen_ms,
+                points: summary.stored as u64,
+            },
+        };
+        group.devices.insert(pack.device, device);
+        if let Some((seq, id)) = pack.seq {
+            let stored = group.seqs.get(pack.device).or_else(|| state.seqs.get(pack.device));
+            let kept = match stored {
+                Some(&(s, stored_id)) if stored_id == id => s.max(seq),
+                _ => seq,
+            };
+            group.seqs.insert(pack.device, (kept, id));
+        }
+        for (metric, meta) in series {
+            group.series.insert((pack.device, metric), meta);
+        }
+        for (id, t, v) in points {
+            group.times.entry(id).or_default().insert(t);
+            group.points.entry(id).or_default().push((t, v));
+        }
+        group.next_series_id = Some(next_id);
+        Ok(Ok(summary))
+    }
+}
+
+/// The times stored for series `id` in the window holding `t_ms`, read once per group.
+fn stored_times<'c>(
+    opened: &Opened,
+    cache: &'c mut HashMap<(u32, i64), HashSet<i64>>,
+    id: u32,
+    t_ms: i64,
+) -> Result<&'c HashSet<i64>, StoreError> {
+    let window = chunk::window_start(t_ms);
+    match cache.entry((id, window)) {
+        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let mut times = HashSet::new();
+            let end = window.saturating_add(chunk::WINDOW_MS);
+            scan_chunks(&opened.tree, id, window, end, |_, points| {
+                times.extend(points.iter().map(|p| p.0).filter(|&t| t >= window && t < end));
+                true
+            })?;
+            Ok(e.insert(times))
+        }
+    }
+}
