@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
-use mekong_ingest::Stats;
+use mekong_stats::Stats;
 use mekong_store::Store;
 
 /// What every handler can reach. Cheap to clone.

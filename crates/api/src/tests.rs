@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use mekong_ingest::Stats;
+use mekong_stats::Stats;
 use mekong_store::{NewPoint, Store, StoreOptions};
 use serde_json::Value;
 use tower::ServiceExt;

@@ -6,7 +6,7 @@
 //! holds as one group; the [`Pipeline`] checks topic and size, decodes each
 //! SenML-CBOR pack with `mekong-schema`, and writes the readings of all accepted packs to the
 //! store in one atomic batch. A pack is accepted whole or refused whole, and every refusal is
-//! counted per device and kept, with its reason, in a bounded log ([`stats`]). The
+//! counted per device and kept, with its reason, in a bounded log ([`mekong_stats`]). The
 //! acknowledgement thread (`ack`) then flushes the store once for every group stored since
 //! its last flush (group commit) and only then acknowledges each pack to its device.
 //!
@@ -18,7 +18,7 @@
 //! The link subscribes at QoS 0, and the broker acknowledges a device's QoS 1 publish before
 //! the link has read it. If the link falls behind by more than the broker's per-filter log
 //! (segment size x segment count), rumqttd skips the unread messages. The pipeline sees the
-//! gap in the log offsets and counts the skipped messages as lost ([`stats::Stats::lost`]),
+//! gap in the log offsets and counts the skipped messages as lost (`lost` in [`Stats`]),
 //! so that nothing is lost silently.
 #![warn(missing_docs)]
 
@@ -26,7 +26,6 @@ mod ack;
 pub mod broker;
 mod pipeline;
 pub mod registry;
-pub mod stats;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +36,8 @@ use mekong_store::Store;
 
 pub use broker::BrokerOptions;
 pub use pipeline::{Accepted, Handled, Outcome, Pipeline, PipelineOptions, Rejection};
+pub use mekong_stats::Stats;
 pub use registry::{DeviceKey, Registry};
-pub use stats::Stats;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {

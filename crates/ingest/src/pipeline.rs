@@ -27,7 +27,7 @@ use mekong_schema::{topic, DeviceKind, Reason, Record, RecordError, Value};
 use mekong_store::{Generation, NewPoint, PackRefused, PackWrite, Store, WriteSummary};
 
 use crate::registry::Registry;
-use crate::stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
+use mekong_stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
 
 /// Options of the ingest path.
 #[derive(Debug, Clone)]

@@ -101,7 +101,7 @@ fn bad_topics_are_refused_and_downlinks_ignored() {
         assert_eq!((r.kind, r.device), (Reason::BadTopic, None), "{topic}");
     }
     assert_eq!(f.stats.snapshot().received, 5);
-    assert_eq!(f.stats.device(crate::stats::INVALID_DEVICE).rejected, 5);
+    assert_eq!(f.stats.device(mekong_stats::INVALID_DEVICE).rejected, 5);
 }
 
 #[test]

@@ -1,5 +1,10 @@
 //! What the ingest path has done: counters for the API and metrics, per-device counts, and the
 //! bounded log of recent rejections.
+//!
+//! A crate of its own so that the query service reads them without depending on the broker:
+//! the ingest path writes (`record_*`), the API and metrics read (`snapshot`, `device`,
+//! `rejections`).
+#![warn(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,27 +153,32 @@ impl Stats {
     }
 
     /// A publish seen in count-only mode: counted as received and accepted, nothing else.
-    pub(crate) fn record_counted(&self) {
+    /// A publish counted and nothing else (the broker-only measurement).
+    pub fn record_counted(&self) {
         self.received.fetch_add(1, Ordering::Relaxed);
         self.accepted.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_flush(&self, packs: u64, readings: u64, micros: u64) {
+    /// A flush that made `packs` packs and `readings` new readings durable, in `micros`.
+    pub fn record_flush(&self, packs: u64, readings: u64, micros: u64) {
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.flush_micros.fetch_add(micros, Ordering::Relaxed);
         self.durable_packs.fetch_add(packs, Ordering::Relaxed);
         self.durable_readings.fetch_add(readings, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_downlinks(&self, n: u64) {
+    /// Downlinks published.
+    pub fn record_downlinks(&self, n: u64) {
         self.downlinks.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_received(&self) {
+    /// A publish received.
+    pub fn record_received(&self) {
         self.received.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_accepted(&self, device: &str, readings: usize, duplicates: usize) {
+    /// A pack of `device` accepted: new readings and duplicates.
+    pub fn record_accepted(&self, device: &str, readings: usize, duplicates: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.readings.fetch_add(readings as u64, Ordering::Relaxed);
         self.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
@@ -179,11 +189,13 @@ impl Stats {
         c.duplicates += duplicates as u64;
     }
 
-    pub(crate) fn record_seq_gap(&self, device: &str) {
+    /// A signed pack of `device` whose sequence number skipped ahead.
+    pub fn record_seq_gap(&self, device: &str) {
         self.inner().device_entry(device).seq_gaps += 1;
     }
 
-    pub(crate) fn record_rejection(&self, entry: RejectionEntry) {
+    /// A refused publish, counted and kept in the log.
+    pub fn record_rejection(&self, entry: RejectionEntry) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.inner();
         *inner.by_kind.entry(entry.kind).or_default() += 1;
@@ -197,15 +209,18 @@ impl Stats {
         inner.log.push_back(entry);
     }
 
-    pub(crate) fn record_deferred(&self) {
+    /// A pack the store could not write, left unanswered.
+    pub fn record_deferred(&self) {
         self.deferred.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_withheld(&self, answers: u64) {
+    /// Answers held back because their flush failed.
+    pub fn record_withheld(&self, answers: u64) {
         self.withheld.fetch_add(answers, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_lost(&self, messages: u64) {
+    /// Messages the broker skipped.
+    pub fn record_lost(&self, messages: u64) {
         self.lost.fetch_add(messages, Ordering::Relaxed);
     }
 
