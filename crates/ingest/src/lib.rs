@@ -17,9 +17,9 @@
 //!
 //! The link subscribes at QoS 0, and the broker acknowledges a device's QoS 1 publish before
 //! the link has read it. If the link falls behind by more than the broker's per-filter log
-//! (segment size x segment count), rumqttd skips the unread messages. The pipeline sees the
-//! gap in the log offsets and counts the skipped messages as lost (`lost` in [`Stats`]),
-//! so that nothing is lost silently.
+//! (segment size x segment count), rumqttd skips the unread messages. The ingest thread
+//! (`worker`) sees the gap in the log offsets and counts the skipped messages as lost (`lost`
+//! in [`Stats`]), so that nothing is lost silently.
 #![warn(missing_docs)]
 
 mod ack;

@@ -2,7 +2,7 @@
 //! so that a newcomer sees data at once and tests have lifelike input.
 //!
 //! Values are pure functions of (device, time) plus a seeded noise source, so two runs with the
-//! same seed publish the same readings. Shapes follow `shared/FIELD.md`: a mixed, mostly
+//! same seed publish the same readings. Shapes follow the field notes on Can Tho: a mixed, mostly
 //! semi-diurnal tide on the Hau river (two highs a day, about 1.8 m range), traffic and PM2.5
 //! that peak around 07:00 and 17:00 local time (UTC+7), temperature 24 to 35 Cel.
 

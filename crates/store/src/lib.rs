@@ -9,8 +9,8 @@
 //! | `0x01`, series id (u32 BE), first time in ms (i64 BE, sign bit flipped), chunk id (u64 BE) | a chunk of points ([`chunk`]) |
 //! | `0x02`, device id, `0x00`, metric | series metadata ([`codec`]) |
 //! | `0x03`, device id | device metadata |
-//! | `0x04`, series id (u32 BE), window start (i64 BE, sign bit flipped) | the window's rollup ([`rollup`]) |
-//! | `0x05`, device id | the highest sequence number stored with the device's packs (u64 BE) and the 8-byte id of its numbering (absent in stores written before ids) |
+//! | `0x04`, series id (u32 BE), UTC day start (i64 BE, sign bit flipped) | the rollups of the day's folded hours, one entry per day ([`rollup`]) |
+//! | `0x05`, device id | the highest sequence number stored with the device's packs (u64 BE), then the 8-byte id of its numbering |
 //! | `0x00format`, `0x00epoch` | the layout version; the number of openings (high bits of chunk ids) |
 //!
 //! Points are written in chunks: per write group, one chunk per series and hour window. sled

@@ -1,5 +1,6 @@
-//! Tests of the pipeline on a real store: what is stored, what is refused and why, and the
-//! gap counter that detects messages the broker skipped.
+//! Tests of the pipeline on a real store: what is stored, what is refused and why, signed
+//! packs and their sequence numbers. (The gap counter that detects messages the broker
+//! skipped is tested in `worker.rs`.)
 
 use mekong_schema::{encode_pack, Base, Reading};
 use mekong_store::{Point, StoreOptions};
