@@ -120,6 +120,7 @@ pub struct Sensor {
     acks: mpsc::UnboundedReceiver<()>,
     /// Set when the broker closed the connection.
     closed: mpsc::UnboundedReceiver<String>,
+    subacks: mpsc::UnboundedReceiver<()>,
     /// Payloads received on subscribed topics (the device's downlink).
     downlinks: mpsc::UnboundedReceiver<Vec<u8>>,
 }
@@ -132,6 +133,7 @@ impl Sensor {
         let (client, mut events) = AsyncClient::new(options, 100);
         let (ack_tx, acks) = mpsc::unbounded_channel();
         let (closed_tx, closed) = mpsc::unbounded_channel();
+        let (suback_tx, subacks) = mpsc::unbounded_channel();
         let (down_tx, downlinks) = mpsc::unbounded_channel();
         let (connected_tx, connected) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -146,6 +148,9 @@ impl Sensor {
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         let _ = ack_tx.send(());
                     }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = suback_tx.send(());
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let _ = down_tx.send(p.payload.to_vec());
                     }
@@ -159,15 +164,15 @@ impl Sensor {
             }
         });
         tokio::time::timeout(TIMEOUT, connected).await.expect("no CONNACK").unwrap();
-        Sensor { client, acks, closed, downlinks }
+        Sensor { client, acks, closed, subacks, downlinks }
     }
 
-    /// Connects as device `id` and subscribes to its downlink topic.
+    /// Connects as device `id` and subscribes to its downlink topic, waiting for the SUBACK,
+    /// so that every downlink the platform sends `id` from then on reaches this client.
     pub async fn device(addr: SocketAddr, id: &str) -> Sensor {
-        let sensor = Sensor::connect(addr, id).await;
-        // subscribe_and_wait is not offered; a SUBACK precedes any later PUBACK on this
-        // connection, so the first publish's PUBACK proves the subscription is in place.
+        let mut sensor = Sensor::connect(addr, id).await;
         sensor.client.subscribe(format!("mekong/v1/{id}/down"), QoS::AtMostOnce).await.unwrap();
+        tokio::time::timeout(TIMEOUT, sensor.subacks.recv()).await.expect("no SUBACK").expect("connection gone");
         sensor
     }
 
@@ -175,14 +180,13 @@ impl Sensor {
     pub async fn downlink(&mut self) -> Downlink {
         let payload =
             tokio::time::timeout(TIMEOUT, self.downlinks.recv()).await.expect("no downlink").expect("connection gone");
-        match mekong_schema::downlink::decode(&payload).unwrap() {
-            mekong_schema::downlink::Downlink::Ack { up_to_ms, readings, server_ms, seq } => {
-                Downlink::Ack { up_to_ms, readings, server_ms, seq }
-            }
-            mekong_schema::downlink::Downlink::Refused { reason, server_ms, seq } => {
-                Downlink::Refused { reason: reason.to_owned(), server_ms, seq }
-            }
-        }
+        decode_downlink(&payload)
+    }
+
+    /// A downlink message this client has already received and not yet taken, without
+    /// waiting: after a later message has arrived, `None` shows that nothing else came.
+    pub fn received_downlink(&mut self) -> Option<Downlink> {
+        self.downlinks.try_recv().ok().map(|payload| decode_downlink(&payload))
     }
 
     /// Publishes `payload` on `topic` at QoS 1 and waits for the broker's PUBACK.
@@ -236,6 +240,18 @@ pub enum Downlink {
         /// Sequence number of the refused envelope, when it could be read.
         seq: Option<u64>,
     },
+}
+
+/// A downlink payload, decoded and owned.
+fn decode_downlink(payload: &[u8]) -> Downlink {
+    match mekong_schema::downlink::decode(payload).unwrap() {
+        mekong_schema::downlink::Downlink::Ack { up_to_ms, readings, server_ms, seq } => {
+            Downlink::Ack { up_to_ms, readings, server_ms, seq }
+        }
+        mekong_schema::downlink::Downlink::Refused { reason, server_ms, seq } => {
+            Downlink::Refused { reason: reason.to_owned(), server_ms, seq }
+        }
+    }
 }
 
 /// Encodes readings `(name, unit, value, time)` as one SenML-CBOR pack with base time `bt`.
