@@ -2,7 +2,8 @@
 //! a refusal (with the reason kind) when it never will be, and nothing meant for another
 //! device.
 
-use mekong_tests::{config, now_secs, pack, start, Downlink, Sensor};
+use crate::platform::{config, start};
+use mekong_tests::{now_secs, pack, Downlink, Sensor};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packs_are_acknowledged_after_the_flush_and_refusals_say_why() {

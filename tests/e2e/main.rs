@@ -7,6 +7,7 @@ mod acknowledgements;
 mod bad_input;
 mod end_to_end;
 mod overload;
+mod platform;
 mod restart;
 mod retention;
 mod signed;

@@ -1,13 +1,15 @@
-//! Harness for mekong's end-to-end tests: a real platform on ephemeral ports and a temporary
-//! data directory, real MQTT clients over TCP, and an HTTP client for the API.
+//! What mekong's tests need to talk to a running platform, wherever it runs: free ports, real
+//! MQTT device clients over TCP, SenML packs, downlinks decoded, and JSON over HTTP.
+//!
+//! This library does not depend on `mekong`, so that mekong's own process-level tests
+//! (`crates/mekong/tests`, which start the binary) can use it as a dev-dependency without a
+//! dependency cycle. The end-to-end suite's in-process platform is in `e2e/platform.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::time::Duration;
 
-use mekong::{Config, Platform};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -18,82 +20,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 /// pick one).
 pub fn free_port() -> u16 {
     TcpListener::bind("[::]:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The defaults, on ephemeral ports and `data_dir`, with every listener on `[::]`.
-pub fn config(data_dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.broker.listen = SocketAddr::from(([0u16; 8], free_port()));
-    c.broker.listen_v5 = Some(SocketAddr::from(([0u16; 8], free_port())));
-    c.api.listen = SocketAddr::from(([0u16; 8], 0));
-    c.storage.data_dir = data_dir.to_owned();
-    c
-}
-
-/// A running platform and an HTTP client for it.
-#[derive(Debug)]
-pub struct Running {
-    /// The platform.
-    pub platform: Platform,
-    http: reqwest::Client,
-    base: String,
-}
-
-/// Starts the platform.
-pub async fn start(config: &Config) -> Running {
-    let platform = Platform::start(config).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", platform.http_addr.port());
-    Running { platform, http: reqwest::Client::new(), base }
-}
-
-impl Running {
-    /// MQTT 3.1.1 address on IPv4 loopback.
-    pub fn mqtt(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.platform.mqtt_addr.port()))
-    }
-
-    /// MQTT 5 address on IPv4 loopback.
-    pub fn mqtt5(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.platform.mqtt5_addr.unwrap().port()))
-    }
-
-    /// GET `path` (with query) and the JSON body.
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        get_url(&self.http, &format!("{}{path}", self.base)).await
-    }
-
-    /// GET `path`, which must answer 200, and its JSON body.
-    pub async fn json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    /// Waits until `GET /v1/stats` satisfies `done`, and returns it.
-    pub async fn wait_stats(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            let stats = self.json("/v1/stats").await;
-            if done(&stats) {
-                return stats;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; stats: {stats}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until the ingest path has handled (accepted or refused) `n` publishes in all.
-    pub async fn wait_handled(&self, n: u64) -> Value {
-        self.wait_stats(&format!("{n} publishes handled"), |s| {
-            s["accepted"].as_u64().unwrap() + s["rejected"].as_u64().unwrap() >= n
-        })
-        .await
-    }
-
-    /// Stops the platform and flushes its store.
-    pub async fn stop(self) {
-        self.platform.shutdown().await.unwrap();
-    }
 }
 
 /// The `(t_ms, v)` pairs of a points response.
@@ -113,6 +39,10 @@ pub async fn get_url(http: &reqwest::Client, url: &str) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// How many requests a client queues before `publish_nowait` waits and `try_publish`
+/// refuses, unless a test asks for another depth.
+pub const QUEUE: usize = 100;
+
 /// An MQTT 3.1.1 client that publishes at QoS 1 and waits for each PUBACK.
 #[derive(Debug)]
 pub struct Sensor {
@@ -128,9 +58,16 @@ pub struct Sensor {
 impl Sensor {
     /// Connects as `client_id` and waits for the CONNACK.
     pub async fn connect(addr: SocketAddr, client_id: &str) -> Sensor {
+        Sensor::connect_queued(addr, client_id, QUEUE).await
+    }
+
+    /// Connects with a request queue `queue` deep. The connection is driven in its own task
+    /// (rumqttc's `poll` must not be dropped half-way, so it cannot sit in a `select!` beside
+    /// a timer); the client's channels close when the connection ends.
+    async fn connect_queued(addr: SocketAddr, client_id: &str, queue: usize) -> Sensor {
         let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
         options.set_max_packet_size(4 << 20, 4 << 20);
-        let (client, mut events) = AsyncClient::new(options, 100);
+        let (client, mut events) = AsyncClient::new(options, queue);
         let (ack_tx, acks) = mpsc::unbounded_channel();
         let (closed_tx, closed) = mpsc::unbounded_channel();
         let (suback_tx, subacks) = mpsc::unbounded_channel();
@@ -154,6 +91,10 @@ impl Sensor {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let _ = down_tx.send(p.payload.to_vec());
                     }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                        let _ = closed_tx.send("disconnected by the test".to_owned());
+                        return;
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         // Do not reconnect: a test that sees the connection close wants to know.
@@ -170,7 +111,12 @@ impl Sensor {
     /// Connects as device `id` and subscribes to its downlink topic, waiting for the SUBACK,
     /// so that every downlink the platform sends `id` from then on reaches this client.
     pub async fn device(addr: SocketAddr, id: &str) -> Sensor {
-        let mut sensor = Sensor::connect(addr, id).await;
+        Sensor::device_queued(addr, id, QUEUE).await
+    }
+
+    /// `device`, with a request queue `queue` deep (for a load that outruns the socket).
+    pub async fn device_queued(addr: SocketAddr, id: &str, queue: usize) -> Sensor {
+        let mut sensor = Sensor::connect_queued(addr, id, queue).await;
         sensor.client.subscribe(format!("mekong/v1/{id}/down"), QoS::AtMostOnce).await.unwrap();
         tokio::time::timeout(TIMEOUT, sensor.subacks.recv()).await.expect("no SUBACK").expect("connection gone");
         sensor
@@ -181,6 +127,12 @@ impl Sensor {
         let payload =
             tokio::time::timeout(TIMEOUT, self.downlinks.recv()).await.expect("no downlink").expect("connection gone");
         decode_downlink(&payload)
+    }
+
+    /// The next downlink payload as it came, waiting as long as it takes; `None` once the
+    /// connection has ended. Cancel-safe, for a `select!` with the test's own timer.
+    pub async fn downlink_payload(&mut self) -> Option<Vec<u8>> {
+        self.downlinks.recv().await
     }
 
     /// A downlink message this client has already received and not yet taken, without
@@ -204,6 +156,11 @@ impl Sensor {
         self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
     }
 
+    /// Queues a publish at QoS 1 without waiting; `false` if the request queue is full.
+    pub fn try_publish(&self, topic: &str, payload: Vec<u8>) -> bool {
+        self.client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok()
+    }
+
     /// Waits for `n` PUBACKs.
     pub async fn wait_acks(&mut self, n: usize) {
         for _ in 0..n {
@@ -214,6 +171,14 @@ impl Sensor {
     /// Waits until the broker closes the connection; returns the client's error.
     pub async fn closed(&mut self) -> String {
         tokio::time::timeout(TIMEOUT, self.closed.recv()).await.expect("connection stayed open").unwrap_or_default()
+    }
+
+    /// Sends DISCONNECT (if the connection is still up) and waits until the connection's
+    /// task has ended.
+    pub async fn disconnect(mut self) {
+        let _ = self.client.disconnect().await;
+        let ended = async { while self.downlinks.recv().await.is_some() {} };
+        tokio::time::timeout(TIMEOUT, ended).await.expect("the connection outlived its DISCONNECT");
     }
 }
 
