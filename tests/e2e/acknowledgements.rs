@@ -1,13 +1,18 @@
 //! Devices hear back on their downlink topic: an acknowledgement once their pack is on disk,
-//! a refusal (with the reason kind) when it never will be.
+//! a refusal (with the reason kind) when it never will be, and nothing meant for another
+//! device.
 
-use mekong_tests::{config, now_secs, pack, start, Downlink, Sensor};
+use crate::platform::{config, start};
+use mekong_tests::{now_secs, pack, Downlink, Sensor};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packs_are_acknowledged_after_the_flush_and_refusals_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(&config(dir.path())).await;
     let mut node = Sensor::device(running.mqtt(), "hau-03").await;
+    // Subscribed (SUBACK) before hau-03 sends anything: whatever reached hau-04's topic since
+    // would be in its client.
+    let mut other = Sensor::device(running.mqtt(), "hau-04").await;
     let t = now_secs().floor();
 
     let before = (now_secs() * 1000.0) as i64;
@@ -35,11 +40,26 @@ async fn packs_are_acknowledged_after_the_flush_and_refusals_say_why() {
     node.publish("mekong/v1/hau-03/up", pack(t + 3.0 * 86_400.0, &[("water_level", "cm", 1.0, 0.0)])).await;
     assert!(matches!(node.downlink().await, Downlink::Refused { reason, .. } if reason == "bad_time"));
 
-    // Another device's messages do not reach this one.
-    let mut other = Sensor::device(running.mqtt(), "hau-04").await;
-    other.publish("mekong/v1/hau-04/up", pack(t, &[("salinity", "ppt", 0.3, 0.0)])).await;
-    assert!(matches!(other.downlink().await, Downlink::Ack { readings: 1, .. }));
-    let stats = running.wait_stats("four downlinks", |s| s["downlinks"] == 4).await;
-    assert_eq!(stats["durable_packs"], 3, "{stats}");
+    // Another device's messages do not reach this one, either way. Absence is checked where
+    // anything misrouted would have arrived: at each device's acknowledgement of a later
+    // pack, sent after the other's messages by the same platform through the same broker.
+    own_ack_and_nothing_else(&mut other, "hau-04", t - 10.0).await;
+    own_ack_and_nothing_else(&mut node, "hau-03", t + 1.0).await;
+    own_ack_and_nothing_else(&mut other, "hau-04", t - 5.0).await;
+
+    // Six downlinks in all: none went anywhere else either.
+    let stats = running.wait_stats("six downlinks", |s| s["downlinks"] == 6).await;
+    assert_eq!(stats["durable_packs"], 5, "{stats}");
     running.stop().await;
+}
+
+/// Sends one reading at `t` as `device`, and checks that the next downlink its client holds
+/// is that pack's acknowledgement (each pack's `up_to_ms` is its own) and that nothing else
+/// came.
+async fn own_ack_and_nothing_else(sensor: &mut Sensor, device: &str, t: f64) {
+    sensor.publish(&format!("mekong/v1/{device}/up"), pack(t, &[("water_level", "cm", 170.0, 0.0)])).await;
+    let ack = sensor.downlink().await;
+    let expected = (t * 1000.0) as i64;
+    assert!(matches!(ack, Downlink::Ack { up_to_ms, readings: 1, .. } if up_to_ms == expected), "{device}: {ack:?}");
+    assert_eq!(sensor.received_downlink(), None, "{device}: a downlink that is not its own");
 }

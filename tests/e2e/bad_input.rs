@@ -4,8 +4,9 @@
 use std::io::Write;
 use std::net::TcpStream;
 
+use crate::platform::{config, start, Running};
 use mekong::Config;
-use mekong_tests::{config, now_secs, pack, start, Running, Sensor};
+use mekong_tests::{now_secs, pack, Sensor};
 
 /// What a refusal must look like.
 struct Refusal<'a> {

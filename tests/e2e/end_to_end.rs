@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr};
 
+use crate::platform::{config, start};
 use mekong::simulate::Station;
-use mekong_tests::{config, get_url, now_secs, pack, points_of, start, Sensor, TIMEOUT};
+use mekong_tests::{get_url, now_secs, pack, points_of, Sensor, TIMEOUT};
 use rumqttc::v5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::platform::{config, start};
 use mekong_store::{Health, NewPoint, PackWrite, Store, StoreError, StoreOptions, WriteSummary};
-use mekong_tests::{config, now_secs, pack, points_of, start, Downlink, Sensor, SmallFs, TIMEOUT};
+use mekong_tests::{now_secs, pack, points_of, Downlink, Sensor, SmallFs, TIMEOUT};
 
 const DEVICE: &str = "hau-09";
 const TOPIC: &str = "mekong/v1/hau-09/up";

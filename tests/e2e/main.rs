@@ -8,6 +8,7 @@ mod bad_input;
 mod end_to_end;
 mod full_disk;
 mod overload;
+mod platform;
 mod restart;
 mod retention;
 mod signed;

@@ -1,7 +1,8 @@
 //! When the ingest path falls behind the broker's log, the messages the broker skips are
 //! counted as lost: published = handled + lost, nothing disappears silently.
 
-use mekong_tests::{config, now_secs, start, Sensor};
+use crate::platform::{config, start};
+use mekong_tests::{now_secs, Sensor};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_the_broker_skips_are_counted_as_lost() {

@@ -1,6 +1,7 @@
 //! Data survives a restart on the same data directory, and resends after it add nothing.
 
-use mekong_tests::{config, now_secs, pack, points_of, start, Sensor};
+use crate::platform::{config, start};
+use mekong_tests::{now_secs, pack, points_of, Sensor};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_survive_a_restart_and_resends_are_not_duplicated() {

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use crate::platform::{config, start};
 use mekong::config::RetentionConfig;
-use mekong_tests::{config, now_secs, pack, points_of, start, Downlink, Sensor, TIMEOUT};
+use mekong_tests::{now_secs, pack, points_of, Downlink, Sensor, TIMEOUT};
 
 const DAY_SECS: f64 = 86_400.0;
 

@@ -7,10 +7,11 @@
 
 use std::path::Path;
 
+use crate::platform::{config, start, Running};
 use mekong::provision::{provision, ProvisionOptions};
 use mekong::Config;
 use mekong_schema::{cose, provision as blob, DeviceKind};
-use mekong_tests::{config, now_secs, pack, points_of, start, Downlink, Running, Sensor};
+use mekong_tests::{now_secs, pack, points_of, Downlink, Sensor};
 
 const NODE: &str = "hau-signed-01";
 const NODE_UP: &str = "mekong/v1/hau-signed-01/up";

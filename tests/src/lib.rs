@@ -1,13 +1,15 @@
-//! Harness for mekong's end-to-end tests: a real platform on ephemeral ports and a temporary
-//! data directory, real MQTT clients over TCP, and an HTTP client for the API.
+//! What mekong's tests need to talk to a running platform, wherever it runs: free ports, real
+//! MQTT device clients over TCP, SenML packs, downlinks decoded, and JSON over HTTP.
+//!
+//! This library does not depend on `mekong`, so that mekong's own process-level tests
+//! (`crates/mekong/tests`, which start the binary) can use it as a dev-dependency without a
+//! dependency cycle. The end-to-end suite's in-process platform is in `e2e/platform.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::time::Duration;
 
-use mekong::{Config, Platform};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -18,82 +20,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 /// pick one).
 pub fn free_port() -> u16 {
     TcpListener::bind("[::]:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The defaults, on ephemeral ports and `data_dir`, with every listener on `[::]`.
-pub fn config(data_dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.broker.listen = SocketAddr::from(([0u16; 8], free_port()));
-    c.broker.listen_v5 = Some(SocketAddr::from(([0u16; 8], free_port())));
-    c.api.listen = SocketAddr::from(([0u16; 8], 0));
-    c.storage.data_dir = data_dir.to_owned();
-    c
-}
-
-/// A running platform and an HTTP client for it.
-#[derive(Debug)]
-pub struct Running {
-    /// The platform.
-    pub platform: Platform,
-    http: reqwest::Client,
-    base: String,
-}
-
-/// Starts the platform.
-pub async fn start(config: &Config) -> Running {
-    let platform = Platform::start(config).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", platform.http_addr.port());
-    Running { platform, http: reqwest::Client::new(), base }
-}
-
-impl Running {
-    /// MQTT 3.1.1 address on IPv4 loopback.
-    pub fn mqtt(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.platform.mqtt_addr.port()))
-    }
-
-    /// MQTT 5 address on IPv4 loopback.
-    pub fn mqtt5(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.platform.mqtt5_addr.unwrap().port()))
-    }
-
-    /// GET `path` (with query) and the JSON body.
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        get_url(&self.http, &format!("{}{path}", self.base)).await
-    }
-
-    /// GET `path`, which must answer 200, and its JSON body.
-    pub async fn json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    /// Waits until `GET /v1/stats` satisfies `done`, and returns it.
-    pub async fn wait_stats(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            let stats = self.json("/v1/stats").await;
-            if done(&stats) {
-                return stats;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; stats: {stats}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until the ingest path has handled (accepted or refused) `n` publishes in all.
-    pub async fn wait_handled(&self, n: u64) -> Value {
-        self.wait_stats(&format!("{n} publishes handled"), |s| {
-            s["accepted"].as_u64().unwrap() + s["rejected"].as_u64().unwrap() >= n
-        })
-        .await
-    }
-
-    /// Stops the platform and flushes its store.
-    pub async fn stop(self) {
-        self.platform.shutdown().await.unwrap();
-    }
 }
 
 /// The `(t_ms, v)` pairs of a points response.
@@ -113,6 +39,10 @@ pub async fn get_url(http: &reqwest::Client, url: &str) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// How many requests a client queues before `publish_nowait` waits and `try_publish`
+/// refuses, unless a test asks for another depth.
+pub const QUEUE: usize = 100;
+
 /// An MQTT 3.1.1 client that publishes at QoS 1 and waits for each PUBACK.
 #[derive(Debug)]
 pub struct Sensor {
@@ -120,6 +50,7 @@ pub struct Sensor {
     acks: mpsc::UnboundedReceiver<()>,
     /// Set when the broker closed the connection.
     closed: mpsc::UnboundedReceiver<String>,
+    subacks: mpsc::UnboundedReceiver<()>,
     /// Payloads received on subscribed topics (the device's downlink).
     downlinks: mpsc::UnboundedReceiver<Vec<u8>>,
 }
@@ -127,11 +58,19 @@ pub struct Sensor {
 impl Sensor {
     /// Connects as `client_id` and waits for the CONNACK.
     pub async fn connect(addr: SocketAddr, client_id: &str) -> Sensor {
+        Sensor::connect_queued(addr, client_id, QUEUE).await
+    }
+
+    /// Connects with a request queue `queue` deep. The connection is driven in its own task
+    /// (rumqttc's `poll` must not be dropped half-way, so it cannot sit in a `select!` beside
+    /// a timer); the client's channels close when the connection ends.
+    async fn connect_queued(addr: SocketAddr, client_id: &str, queue: usize) -> Sensor {
         let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
         options.set_max_packet_size(4 << 20, 4 << 20);
-        let (client, mut events) = AsyncClient::new(options, 100);
+        let (client, mut events) = AsyncClient::new(options, queue);
         let (ack_tx, acks) = mpsc::unbounded_channel();
         let (closed_tx, closed) = mpsc::unbounded_channel();
+        let (suback_tx, subacks) = mpsc::unbounded_channel();
         let (down_tx, downlinks) = mpsc::unbounded_channel();
         let (connected_tx, connected) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -146,8 +85,15 @@ impl Sensor {
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         let _ = ack_tx.send(());
                     }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = suback_tx.send(());
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let _ = down_tx.send(p.payload.to_vec());
+                    }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                        let _ = closed_tx.send("disconnected by the test".to_owned());
+                        return;
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -159,15 +105,20 @@ impl Sensor {
             }
         });
         tokio::time::timeout(TIMEOUT, connected).await.expect("no CONNACK").unwrap();
-        Sensor { client, acks, closed, downlinks }
+        Sensor { client, acks, closed, subacks, downlinks }
     }
 
-    /// Connects as device `id` and subscribes to its downlink topic.
+    /// Connects as device `id` and subscribes to its downlink topic, waiting for the SUBACK,
+    /// so that every downlink the platform sends `id` from then on reaches this client.
     pub async fn device(addr: SocketAddr, id: &str) -> Sensor {
-        let sensor = Sensor::connect(addr, id).await;
-        // subscribe_and_wait is not offered; a SUBACK precedes any later PUBACK on this
-        // connection, so the first publish's PUBACK proves the subscription is in place.
+        Sensor::device_queued(addr, id, QUEUE).await
+    }
+
+    /// `device`, with a request queue `queue` deep (for a load that outruns the socket).
+    pub async fn device_queued(addr: SocketAddr, id: &str, queue: usize) -> Sensor {
+        let mut sensor = Sensor::connect_queued(addr, id, queue).await;
         sensor.client.subscribe(format!("mekong/v1/{id}/down"), QoS::AtMostOnce).await.unwrap();
+        tokio::time::timeout(TIMEOUT, sensor.subacks.recv()).await.expect("no SUBACK").expect("connection gone");
         sensor
     }
 
@@ -178,18 +129,22 @@ impl Sensor {
 
     /// The next downlink message, if one arrives within `wait` (or is here already).
     pub async fn downlink_within(&mut self, wait: Duration) -> Option<Downlink> {
-        let payload = match tokio::time::timeout(wait, self.downlinks.recv()).await {
-            Ok(payload) => payload.expect("connection gone"),
-            Err(_) => return None,
-        };
-        Some(match mekong_schema::downlink::decode(&payload).unwrap() {
-            mekong_schema::downlink::Downlink::Ack { up_to_ms, readings, server_ms, seq } => {
-                Downlink::Ack { up_to_ms, readings, server_ms, seq }
-            }
-            mekong_schema::downlink::Downlink::Refused { reason, server_ms, seq } => {
-                Downlink::Refused { reason: reason.to_owned(), server_ms, seq }
-            }
-        })
+        match tokio::time::timeout(wait, self.downlinks.recv()).await {
+            Ok(payload) => Some(decode_downlink(&payload.expect("connection gone"))),
+            Err(_) => None,
+        }
+    }
+
+    /// The next downlink payload as it came, waiting as long as it takes; `None` once the
+    /// connection has ended. Cancel-safe, for a `select!` with the test's own timer.
+    pub async fn downlink_payload(&mut self) -> Option<Vec<u8>> {
+        self.downlinks.recv().await
+    }
+
+    /// A downlink message this client has already received and not yet taken, without
+    /// waiting: after a later message has arrived, `None` shows that nothing else came.
+    pub fn received_downlink(&mut self) -> Option<Downlink> {
+        self.downlinks.try_recv().ok().map(|payload| decode_downlink(&payload))
     }
 
     /// Publishes `payload` on `topic` at QoS 1 and waits for the broker's PUBACK.
@@ -207,6 +162,11 @@ impl Sensor {
         self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
     }
 
+    /// Queues a publish at QoS 1 without waiting; `false` if the request queue is full.
+    pub fn try_publish(&self, topic: &str, payload: Vec<u8>) -> bool {
+        self.client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok()
+    }
+
     /// Waits for `n` PUBACKs.
     pub async fn wait_acks(&mut self, n: usize) {
         for _ in 0..n {
@@ -217,6 +177,14 @@ impl Sensor {
     /// Waits until the broker closes the connection; returns the client's error.
     pub async fn closed(&mut self) -> String {
         tokio::time::timeout(TIMEOUT, self.closed.recv()).await.expect("connection stayed open").unwrap_or_default()
+    }
+
+    /// Sends DISCONNECT (if the connection is still up) and waits until the connection's
+    /// task has ended.
+    pub async fn disconnect(mut self) {
+        let _ = self.client.disconnect().await;
+        let ended = async { while self.downlinks.recv().await.is_some() {} };
+        tokio::time::timeout(TIMEOUT, ended).await.expect("the connection outlived its DISCONNECT");
     }
 }
 
@@ -243,6 +211,18 @@ pub enum Downlink {
         /// Sequence number of the refused envelope, when it could be read.
         seq: Option<u64>,
     },
+}
+
+/// A downlink payload, decoded and owned.
+fn decode_downlink(payload: &[u8]) -> Downlink {
+    match mekong_schema::downlink::decode(payload).unwrap() {
+        mekong_schema::downlink::Downlink::Ack { up_to_ms, readings, server_ms, seq } => {
+            Downlink::Ack { up_to_ms, readings, server_ms, seq }
+        }
+        mekong_schema::downlink::Downlink::Refused { reason, server_ms, seq } => {
+            Downlink::Refused { reason: reason.to_owned(), server_ms, seq }
+        }
+    }
 }
 
 /// Encodes readings `(name, unit, value, time)` as one SenML-CBOR pack with base time `bt`.
@@ -299,7 +279,7 @@ impl SmallFs {
     }
 
     /// Its root.
-    pub fn path(&self) -> &Path {
+    pub fn path(&self) -> &std::path::Path {
         self.dir.path()
     }
 

@@ -35,8 +35,8 @@ use std::thread::JoinHandle;
 use mekong_store::Store;
 
 pub use broker::BrokerOptions;
-pub use pipeline::{Accepted, Handled, Outcome, Pipeline, PipelineOptions, Rejection};
 pub use mekong_stats::Stats;
+pub use pipeline::{Accepted, Handled, Outcome, Pipeline, PipelineOptions, Rejection};
 pub use registry::{DeviceKey, Registry};
 
 /// Milliseconds since the Unix epoch.

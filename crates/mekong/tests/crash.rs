@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{drain, load, spawn_server, verify, wait_healthy, Device};
+use common::{connect, drain, load, spawn_server, verify, wait_healthy, Device};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_readings_survive_sigkill_exactly_once() {
@@ -28,7 +28,11 @@ async fn acknowledged_readings_survive_sigkill_exactly_once() {
     for run in 0..runs {
         // Steady load, then SIGKILL at a random moment between 0.3 s and 1.5 s.
         let period = Duration::from_millis(3);
-        let tasks: Vec<_> = devices.drain(..).map(|d| tokio::spawn(load(d, server.mqtt, period, None))).collect();
+        let mut tasks = Vec::new();
+        for device in devices.drain(..) {
+            let sensor = connect(&device, server.mqtt).await;
+            tasks.push(tokio::spawn(load(device, sensor, period, None)));
+        }
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{drain, load, spawn_server, verify, wait_healthy, Device};
+use common::{connect, drain, load, spawn_server, verify, wait_healthy, Device};
 
 /// Peak resident memory the server may reach in this test. The broker's uplink log is held
 /// to 1 MiB here, so what remains is the process itself, sled's cache and the connections:
@@ -25,10 +25,17 @@ async fn under_overload_memory_stays_bounded_and_acknowledged_readings_are_store
 
     // 16 devices, each a 400-reading pack (about 14 KiB) every millisecond for 150 ms: about
     // 220 MiB of uplinks a second, several times what the ingest path stores even in a
-    // release build, into a log of 1 MiB.
+    // release build, into a log of 1 MiB. All connect first, so that all flood at once.
+    let mut connected = Vec::new();
+    for i in 0..16 {
+        let device = Device::new("flood-", i, 400);
+        let sensor = connect(&device, server.mqtt).await;
+        connected.push((device, sensor));
+    }
     let until = Instant::now() + Duration::from_millis(150);
-    let tasks: Vec<_> = (0..16)
-        .map(|i| tokio::spawn(load(Device::new("flood-", i, 400), server.mqtt, Duration::from_millis(1), Some(until))))
+    let tasks: Vec<_> = connected
+        .into_iter()
+        .map(|(device, sensor)| tokio::spawn(load(device, sensor, Duration::from_millis(1), Some(until))))
         .collect();
     let mut devices = Vec::new();
     for task in tasks {

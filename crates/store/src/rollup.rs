@@ -121,6 +121,19 @@ mod tests {
         b
     }
 
+    /// Same buckets, every float to the bit (`==` would take -0.0 for 0.0).
+    fn assert_bit_for_bit(decoded: &[Bucket], written: &[Bucket]) {
+        assert_eq!(decoded.len(), written.len(), "{decoded:?}");
+        for (a, b) in decoded.iter().zip(written) {
+            assert_eq!(
+                (a.start_ms, a.count, a.first.time_ms, a.last.time_ms),
+                (b.start_ms, b.count, b.first.time_ms, b.last.time_ms)
+            );
+            let bits = |b: &Bucket| [b.min, b.max, b.sum, b.first.value, b.last.value].map(f64::to_bits);
+            assert_eq!(bits(a), bits(b), "{a:?} vs {b:?}");
+        }
+    }
+
     #[test]
     fn rollups_round_trip_bit_for_bit_and_refuse_garbage() {
         let buckets = [
@@ -131,23 +144,25 @@ mod tests {
         let bytes = encode(DAY, &buckets);
         let mut out = Vec::new();
         assert_eq!(decode(DAY, &bytes, &mut out), Some(()));
-        assert_eq!(out.len(), 3);
-        for (a, b) in out.iter().zip(&buckets) {
-            assert_eq!(a.start_ms, b.start_ms);
-            assert_eq!(a.count, b.count);
-            for (x, y) in [(a.min, b.min), (a.max, b.max), (a.sum, b.sum), (a.first.value, b.first.value)] {
-                assert_eq!(x.to_bits(), y.to_bits());
-            }
-            assert_eq!((a.first.time_ms, a.last), (b.first.time_ms, b.last));
-        }
-        for cut in 1..bytes.len() {
+        assert_bit_for_bit(&out, &buckets);
+
+        // An entry is the version byte and one record per hour, so a cut right after a
+        // record is a valid entry of the hours before it; a cut anywhere else leaves a record
+        // short of its last byte (a varint's, which ends the record) and must be refused.
+        let ends: Vec<usize> = (0..=buckets.len()).map(|n| encode(DAY, &buckets[..n]).len()).collect();
+        assert_eq!(ends.last(), Some(&bytes.len()));
+        for cut in 0..bytes.len() {
             let mut out = Vec::new();
-            // A cut may fall between two hours, which is a valid shorter entry; it never
-            // panics, and never yields more than was written.
-            if decode(DAY, &bytes[..cut], &mut out).is_some() {
-                assert!(out.len() < 3, "cut at {cut}");
+            let decoded = decode(DAY, &bytes[..cut], &mut out);
+            match ends.iter().position(|&end| end == cut) {
+                Some(hours) => {
+                    assert_eq!(decoded, Some(()), "cut at {cut}, after {hours} hours");
+                    assert_bit_for_bit(&out, &buckets[..hours]);
+                }
+                None => assert_eq!(decoded, None, "cut at {cut}, inside a record: {out:?}"),
             }
         }
+        let mut out = Vec::new();
         assert_eq!(decode(DAY, &[VERSION, 24, 0, 1], &mut out), None, "hour 24");
         assert_eq!(decode(DAY, &[9], &mut out), None, "another version");
         // Decimal hours take about 25 bytes.

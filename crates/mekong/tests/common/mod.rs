@@ -1,24 +1,29 @@
 //! Shared by the process-level tests: a `mekong serve` child process, and simulated devices
 //! that keep every pack until the platform acknowledges it on their downlink, as the
-//! firmware does.
+//! firmware does. The MQTT clients, packs, ports and HTTP reads are mekong-tests' (a
+//! dev-dependency), the same as the end-to-end suite's.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mekong_schema::downlink::{self, Downlink};
-use mekong_schema::{encode_pack, Base, Reading};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
+use mekong_tests::{free_port, get_url, pack, Sensor, TIMEOUT};
 
-/// How long any awaited event may take.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a device may take to have every pack acknowledged once it resends: the overload
+/// test's devices resend a flood's worth, two packs at a time.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(60);
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Request queue of a device under load: deep enough that a publish every millisecond
+/// rarely finds it full (a refused pack stays pending and is resent).
+const LOAD_QUEUE: usize = 1024;
+
+/// The MQTT address of a server on this machine.
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// A `mekong serve` child process.
@@ -44,7 +49,9 @@ impl Server {
 
     /// `GET /v1/stats`.
     pub async fn stats(&self, http: &reqwest::Client) -> serde_json::Value {
-        http.get(format!("http://127.0.0.1:{}/v1/stats", self.http)).send().await.unwrap().json().await.unwrap()
+        let (status, body) = get_url(http, &format!("http://127.0.0.1:{}/v1/stats", self.http)).await;
+        assert_eq!(status, 200, "{body}");
+        body
     }
 }
 
@@ -123,13 +130,8 @@ impl Device {
         let n = self.readings_per_pack as i64;
         let readings: Vec<(i64, f64)> = (0..n).map(|j| (t0 + j, ((t0 + j) % 10_000) as f64 / 10.0)).collect();
         self.next_ms += n;
-        let senml: Vec<Reading<'_>> = readings
-            .iter()
-            .map(|&(t, v)| Reading { name: "water_level", unit: Some("cm"), value: v, time: (t - t0) as f64 / 1000.0 })
-            .collect();
-        let mut buf = vec![0u8; 64 + 64 * readings.len()];
-        let len = encode_pack(&mut buf, &Base { time: Some(t0 as f64 / 1000.0), ..Base::default() }, &senml).unwrap();
-        buf.truncate(len);
+        let senml: Vec<_> = readings.iter().map(|&(t, v)| ("water_level", "cm", v, (t - t0) as f64 / 1000.0)).collect();
+        let buf = pack(t0 as f64 / 1000.0, &senml);
         self.pending.insert(t0 + n - 1, (buf.clone(), readings));
         buf
     }
@@ -143,53 +145,31 @@ impl Device {
     }
 }
 
-/// Connects and drives the connection in its own task (rumqttc's `poll` must not be dropped
-/// half-way, so it cannot sit in a `select!` beside a timer). Downlink payloads come out of
-/// the channel, which closes when the connection fails.
-async fn connect(device: &Device, port: u16) -> (AsyncClient, mpsc::UnboundedReceiver<Vec<u8>>) {
-    let mut options = MqttOptions::new(&device.id, "127.0.0.1", port);
-    options.set_clean_session(true);
-    options.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut events) = AsyncClient::new(options, 1024);
-    client.subscribe(format!("mekong/v1/{}/down", device.id), QoS::AtMostOnce).await.unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send(p.payload.to_vec()).is_err() {
-                        return;
-                    }
-                }
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    });
-    (client, rx)
+/// Connects as `device`, subscribed to its downlink, with a request queue for `load`.
+pub async fn connect(device: &Device, port: u16) -> Sensor {
+    Sensor::device_queued(local(port), &device.id, LOAD_QUEUE).await
 }
 
-/// Publishes a new pack every `period` until the connection dies (the kill) or `until`.
-pub async fn load(mut device: Device, port: u16, period: Duration, until: Option<Instant>) -> Device {
-    let (client, mut downlinks) = connect(&device, port).await;
+/// Publishes a new pack every `period` through `sensor` (connected as `device`) until the
+/// connection dies (the kill) or `until`.
+pub async fn load(mut device: Device, mut sensor: Sensor, period: Duration, until: Option<Instant>) -> Device {
     let topic = format!("mekong/v1/{}/up", device.id);
     let mut ticker = tokio::time::interval(period);
     loop {
         if until.is_some_and(|u| Instant::now() >= u) {
-            client.disconnect().await.ok();
+            sensor.disconnect().await;
             return device;
         }
         tokio::select! {
-            payload = downlinks.recv() => match payload {
+            payload = sensor.downlink_payload() => match payload {
                 Some(payload) => device.on_downlink(&payload),
                 None => return device,
             },
             _ = ticker.tick() => {
                 let pack = device.next_pack();
                 device.published += 1;
-                if client.try_publish(&topic, QoS::AtLeastOnce, false, pack).is_err() {
-                    // Request queue full: the pack stays pending and is resent later.
-                }
+                // A full request queue leaves the pack pending: it is resent later.
+                let _queued = sensor.try_publish(&topic, pack);
             }
         }
     }
@@ -199,22 +179,21 @@ pub async fn load(mut device: Device, port: u16, period: Duration, until: Option
 /// until all are acknowledged. A pack whose acknowledgement does not come within a second is
 /// resent.
 pub async fn drain(mut device: Device, port: u16, window: usize) -> Device {
-    let (client, mut downlinks) = connect(&device, port).await;
+    let mut sensor = connect(&device, port).await;
     let topic = format!("mekong/v1/{}/up", device.id);
-    let deadline = Instant::now() + 2 * TIMEOUT;
+    let deadline = Instant::now() + DRAIN_DEADLINE;
     while !device.pending.is_empty() {
         assert!(Instant::now() < deadline, "{}: {} packs never acknowledged", device.id, device.pending.len());
         let batch: Vec<i64> = device.pending.keys().take(window).copied().collect();
         for key in &batch {
-            let payload = device.pending[key].0.clone();
-            client.publish(&topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+            sensor.publish_nowait(&topic, device.pending[key].0.clone()).await;
             device.published += 1;
         }
         let round = tokio::time::sleep(Duration::from_secs(1));
         tokio::pin!(round);
         loop {
             tokio::select! {
-                payload = downlinks.recv() => {
+                payload = sensor.downlink_payload() => {
                     let payload = payload.unwrap_or_else(|| panic!("{}: connection failed while draining", device.id));
                     device.on_downlink(&payload);
                     if batch.iter().all(|k| !device.pending.contains_key(k)) { break; }
@@ -223,9 +202,7 @@ pub async fn drain(mut device: Device, port: u16, window: usize) -> Device {
             }
         }
     }
-    client.disconnect().await.ok();
-    // The connection task ends with the disconnect; the channel closing says so.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async { while downlinks.recv().await.is_some() {} }).await;
+    sensor.disconnect().await;
     device
 }
 
@@ -237,7 +214,8 @@ pub async fn stored(http: &reqwest::Client, port: u16, device: &str) -> Vec<(i64
         let url = format!(
             "http://127.0.0.1:{port}/v1/devices/{device}/series/water_level?from={from}&to=9999999999999&limit=10000"
         );
-        let body: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        let (status, body) = get_url(http, &url).await;
+        assert_eq!(status, 200, "{body}");
         out.extend(
             body["points"].as_array().unwrap().iter().map(|p| (p["t_ms"].as_i64().unwrap(), p["v"].as_f64().unwrap())),
         );

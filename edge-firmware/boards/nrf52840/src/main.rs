@@ -26,6 +26,7 @@ use core::fmt::Write as _;
 
 use cortex_m_rt::entry;
 use embedded_io::ReadReady;
+use mekong_board_support::{config_page, halt, stack_peak};
 use mekong_node::console;
 use mekong_node::drivers::modbus::LevelTransducer;
 use mekong_node::drivers::traffic::{LoopConfig, LoopPair};
@@ -55,22 +56,6 @@ const LEVEL: LevelTransducer = LevelTransducer { slave: 1, register: 4, cm_per_c
 /// Flash erase page (NVMC).
 const PAGE: u32 = 4096;
 
-/// The config page, through the linker symbols of memory.x.
-fn config_page() -> &'static [u8] {
-    extern "C" {
-        static _config_start: u8;
-        static _config_end: u8;
-    }
-    // SAFETY: memory.x reserves [_config_start, _config_end) in flash for the config page;
-    // nothing in this image writes it (the NVMC below only gets the sequence pages), so a
-    // shared slice over it is sound.
-    unsafe {
-        let start = core::ptr::addr_of!(_config_start);
-        let len = (core::ptr::addr_of!(_config_end) as usize).saturating_sub(start as usize);
-        core::slice::from_raw_parts(start, len)
-    }
-}
-
 /// The two sequence-journal pages, for the NVMC driver (which takes the area it may erase
 /// and write as a slice, and offsets within it).
 fn seq_pages() -> &'static mut [u8] {
@@ -97,45 +82,8 @@ fn pull_up(port: &pac::p0::RegisterBlock, pin: usize) {
     }
 }
 
-extern "C" {
-    /// End of .bss (cortex-m-rt): the stack may grow down to here.
-    static __sheap: u32;
-    /// Top of the stack (cortex-m-rt).
-    static _stack_start: u32;
-}
-
-const PAINT: u32 = 0xDEAD_BEEF;
-
-/// Fills the free stack below the current frame with a pattern, to measure the peak later.
-fn paint_stack() {
-    let sp = cortex_m::register::msp::read() as usize;
-    // SAFETY: [__sheap, sp - 256) is stack that no frame uses yet (256 bytes of margin for
-    // this function's own frame); writing it cannot clobber live data.
-    unsafe {
-        let mut p = core::ptr::addr_of!(__sheap) as usize;
-        while p + 4 <= sp - 256 {
-            core::ptr::write_volatile(p as *mut u32, PAINT);
-            p += 4;
-        }
-    }
-}
-
-/// Peak stack use since `paint_stack`, bytes.
-fn stack_peak() -> usize {
-    // SAFETY: reads of RAM between the end of .bss and the top of the stack.
-    unsafe {
-        let top = core::ptr::addr_of!(_stack_start) as usize;
-        let mut p = core::ptr::addr_of!(__sheap) as usize;
-        while p < top && core::ptr::read_volatile(p as *const u32) == PAINT {
-            p += 4;
-        }
-        top - p
-    }
-}
-
 #[entry]
 fn main() -> ! {
-    paint_stack();
     let channels = rtt_init! {
         up: {
             0: { size: 1024, mode: ChannelMode::NoBlockSkip, name: "console" }
@@ -324,11 +272,5 @@ impl embedded_io::Write for Link<'_> {
     }
     fn flush(&mut self) -> Result<(), uarte::Error> {
         self.tx.flush()
-    }
-}
-
-fn halt() -> ! {
-    loop {
-        cortex_m::asm::wfi();
     }
 }

@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
+use mekong_board_support::{config_page, halt, stack_peak};
 use mekong_node::console;
 use mekong_node::drivers::modbus::LevelTransducer;
 use mekong_node::drivers::traffic::{LoopConfig, LoopPair};
@@ -87,57 +88,6 @@ fn cycles() -> u64 {
     }
 }
 
-/// The config page, through the linker symbols of memory.x.
-fn config_page() -> &'static [u8] {
-    extern "C" {
-        static _config_start: u8;
-        static _config_end: u8;
-    }
-    // SAFETY: memory.x reserves [_config_start, _config_end) in flash for the config page;
-    // nothing in this image writes it, so a shared slice over it is sound.
-    unsafe {
-        let start = core::ptr::addr_of!(_config_start);
-        let len = (core::ptr::addr_of!(_config_end) as usize).saturating_sub(start as usize);
-        core::slice::from_raw_parts(start, len)
-    }
-}
-
-extern "C" {
-    /// End of .bss (cortex-m-rt): the stack may grow down to here.
-    static __sheap: u32;
-    /// Top of the stack (cortex-m-rt).
-    static _stack_start: u32;
-}
-
-const PAINT: u32 = 0xDEAD_BEEF;
-
-/// Fills the free stack below the current frame with a pattern, to measure the peak later.
-fn paint_stack() {
-    let sp = cortex_m::register::msp::read() as usize;
-    // SAFETY: [__sheap, sp - 256) is stack that no frame uses yet (256 bytes of margin for
-    // this function's own frame); writing it cannot clobber live data.
-    unsafe {
-        let mut p = core::ptr::addr_of!(__sheap) as usize;
-        while p + 4 <= sp - 256 {
-            core::ptr::write_volatile(p as *mut u32, PAINT);
-            p += 4;
-        }
-    }
-}
-
-/// Peak stack use since `paint_stack`, bytes.
-fn stack_peak() -> usize {
-    // SAFETY: reads of RAM between the end of .bss and the top of the stack.
-    unsafe {
-        let top = core::ptr::addr_of!(_stack_start) as usize;
-        let mut p = core::ptr::addr_of!(__sheap) as usize;
-        while p < top && core::ptr::read_volatile(p as *const u32) == PAINT {
-            p += 4;
-        }
-        top - p
-    }
-}
-
 /// Delay for the Modbus driver: busy-waits on the uptime clock's cycle counter.
 struct Delay;
 
@@ -185,7 +135,6 @@ fn bench_encode(console: &mut Uart, n: usize) {
 
 #[entry]
 fn main() -> ! {
-    paint_stack();
     let Some(mut cp) = cortex_m::Peripherals::take() else { halt() };
     cp.SYST.set_clock_source(SystClkSource::Core);
     cp.SYST.set_reload(TICKS_PER_MS - 1);
@@ -265,12 +214,6 @@ fn main() -> ! {
         }
         // Sleep to the next tick: under `-icount`, QEMU lets virtual time follow real time
         // while the core sleeps, so keep-alives match the broker's clock.
-        cortex_m::asm::wfi();
-    }
-}
-
-fn halt() -> ! {
-    loop {
         cortex_m::asm::wfi();
     }
 }
