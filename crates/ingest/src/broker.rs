@@ -120,8 +120,11 @@ impl BrokerOptions {
 }
 
 /// Starts the broker on its own thread and returns both halves of the ingest link,
-/// subscribed to the uplink filter.
-pub(crate) fn start(opts: &BrokerOptions) -> Result<(LinkTx, LinkRx), IngestError> {
+/// subscribed to the uplink filter. [`Ingest::start`](crate::Ingest::start) reads the link
+/// with the ingest thread; a benchmark may read it with something simpler (the broker-only
+/// scenario of `mekong-bench` counts what comes through). The broker runs until the process
+/// exits.
+pub fn start(opts: &BrokerOptions) -> Result<(LinkTx, LinkRx), IngestError> {
     let config = opts.to_rumqttd()?;
     // rumqttd binds inside its own threads and only logs a failure; bind once here first so
     // that a taken port is a clear error at start-up.
@@ -146,7 +149,7 @@ pub(crate) fn start(opts: &BrokerOptions) -> Result<(LinkTx, LinkRx), IngestErro
 }
 
 /// Waits until every listener accepts TCP connections.
-pub(crate) fn wait_listening(opts: &BrokerOptions) -> Result<(), IngestError> {
+pub fn wait_listening(opts: &BrokerOptions) -> Result<(), IngestError> {
     let deadline = Instant::now() + opts.ready_timeout;
     for addr in opts.listeners() {
         let target = connectable(addr);
