@@ -48,9 +48,6 @@ pub struct PipelineOptions {
     pub acknowledge: bool,
     /// Most publishes handled in one group (one store write, one flush).
     pub max_group: usize,
-    /// Count publishes and do nothing else: no decoding, no storage, no acknowledgements.
-    /// Only for measuring what the broker alone allows (`mekong bench ingest`).
-    pub count_only: bool,
 }
 
 impl Default for PipelineOptions {
@@ -63,7 +60,6 @@ impl Default for PipelineOptions {
             registry: Registry::new(),
             acknowledge: true,
             max_group: 2048,
-            count_only: false,
         }
     }
 }
@@ -165,15 +161,6 @@ impl Pipeline {
     /// pass in one store write, records every outcome in the stats, and returns them in
     /// order (`None` for topics that carry no readings, such as downlinks).
     pub fn handle_group(&mut self, publishes: &[(&[u8], &[u8])], now_ms: i64) -> Vec<Outcome> {
-        if self.opts.count_only {
-            return publishes
-                .iter()
-                .map(|_| {
-                    self.stats.record_counted();
-                    None
-                })
-                .collect();
-        }
         let mut prepared: Vec<Option<Result<Ready, Rejection>>> = Vec::with_capacity(publishes.len());
         // Sequence numbers of the group's signed packs so far: a replay within one group is
         // refused as well.

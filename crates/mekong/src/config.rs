@@ -301,7 +301,6 @@ impl Config {
             registry,
             acknowledge: i.acknowledge,
             max_group: i.max_group,
-            count_only: false,
         })
     }
 
