@@ -37,7 +37,7 @@ impl Platform {
         let store = Store::open(&data_dir, &config.store_options()).with_context(|| {
             format!("cannot open the store in {} (is another mekong using it?)", data_dir.display())
         })?;
-        let broker = config.broker_options();
+        let broker = config.broker.clone();
         let pipeline = config.pipeline_options()?;
         let ingest = {
             let store = store.clone();
