@@ -54,7 +54,7 @@ fn open_file_limit() -> Option<u64> {
 }
 
 enum Target {
-    Mekong { count_only: bool, rate: Option<f64> },
+    Mekong { broker_only: bool, rate: Option<f64> },
     Peer(SocketAddr),
 }
 
@@ -82,10 +82,10 @@ struct Server {
 }
 
 impl Server {
-    async fn start(mekong: &std::path::Path, count_only: bool) -> anyhow::Result<Server> {
+    async fn start(mekong: &std::path::Path, broker_only: bool) -> anyhow::Result<Server> {
         let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let (mut command, data) = if count_only {
+        let (mut command, data) = if broker_only {
             let mut command = Command::new(std::env::current_exe().context("cannot find the mekong-bench binary")?);
             command.args(["broker-only", "--listen", &mqtt.to_string(), "--stats", &http.to_string()]);
             (command, None)
@@ -101,7 +101,7 @@ impl Server {
             (command, Some(data))
         };
         command.env("RUST_LOG", "error").stdout(Stdio::null());
-        let what = if count_only { "mekong-bench broker-only" } else { "mekong serve" };
+        let what = if broker_only { "mekong-bench broker-only" } else { "mekong serve" };
         let child = command.spawn().with_context(|| format!("cannot start {what}"))?;
         let server = Server { child, mqtt, http, _data: data };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -144,11 +144,11 @@ async fn measure(
     opts: &BenchOptions,
     n: usize,
 ) -> anyhow::Result<Measured> {
-    let (server, addr, rate, count_only) = match target {
-        Target::Mekong { count_only, rate } => {
-            let server = Server::start(&opts.mekong, count_only).await?;
+    let (server, addr, rate, broker_only) = match target {
+        Target::Mekong { broker_only, rate } => {
+            let server = Server::start(&opts.mekong, broker_only).await?;
             let addr = server.mqtt;
-            (Some(server), addr, rate, count_only)
+            (Some(server), addr, rate, broker_only)
         }
         Target::Peer(addr) => (None, addr, None, false),
     };
@@ -158,7 +158,7 @@ async fn measure(
         readings_per_pack: rpp,
         window: opts.window.unwrap_or((1600 / devices.max(1)).max(1)),
         rate,
-        downlinks: server.is_some() && !count_only,
+        downlinks: server.is_some() && !broker_only,
         prefix: format!("bench{n}-"),
     };
     let window = load_opts.window;
@@ -170,7 +170,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
 
     // What counts: publishes seen by the counter, or readings flushed to disk.
-    let key = if count_only { "counted" } else { "durable_readings" };
+    let key = if broker_only { "counted" } else { "durable_readings" };
     let before = match &server {
         Some(s) => counter(&s.stats().await?, key),
         None => 0,
@@ -188,7 +188,7 @@ async fn measure(
         None => (0, 0, None),
     };
 
-    let (packs_per_s, readings_per_s) = match (&subscriber, count_only) {
+    let (packs_per_s, readings_per_s) = match (&subscriber, broker_only) {
         (Some(sub), _) => {
             let packs = sub.received.load(Ordering::Relaxed) as f64 / elapsed;
             (packs, packs * rpp as f64)
@@ -272,9 +272,9 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
     let mut n = 0;
     for &devices in &opts.devices {
         for &rpp in &opts.readings {
-            let ceiling = Target::Mekong { count_only: true, rate: None };
+            let ceiling = Target::Mekong { broker_only: true, rate: None };
             let ceiling = scenario("broker_only_counter", ceiling, devices, rpp, &opts, &mut n, &mut results).await?;
-            let durable = Target::Mekong { count_only: false, rate: None };
+            let durable = Target::Mekong { broker_only: false, rate: None };
             let durable = scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
             let mut ratio = json!({
                 "devices": devices,
@@ -292,7 +292,7 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
         }
     }
     let devices = 100;
-    let moderate = Target::Mekong { count_only: false, rate: Some(opts.moderate_rate / devices as f64) };
+    let moderate = Target::Mekong { broker_only: false, rate: Some(opts.moderate_rate / devices as f64) };
     scenario("mekong_durable_moderate", moderate, devices, 1, &opts, &mut n, &mut results).await?;
     Ok(json!({
         "bench": "ingest",
