@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use mekong_schema::topic::UPLINK_FILTER;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::IngestError;
 
@@ -18,13 +19,18 @@ pub const OTHER_FILTER_SEGMENT_BYTES: usize = 1024;
 /// Segments kept per filter other than the uplink one.
 pub const OTHER_FILTER_SEGMENTS: usize = 2;
 
-/// The broker's options (the `[broker]` section of mekong's configuration).
-#[derive(Debug, Clone)]
+/// The broker's options. They are also the `[broker]` section of mekong's configuration, as
+/// they are (field names are its keys; a missing key takes the default here): one definition
+/// and one check ([`BrokerOptions::validate`]) of each setting, wherever it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BrokerOptions {
     /// Where MQTT 3.1.1 clients connect. `[::]` accepts IPv6 and IPv4 (on Linux, unless
     /// `net.ipv6.bindv6only` is set).
     pub listen: SocketAddr,
     /// Where MQTT 5 clients connect, if anywhere (rumqttd serves each protocol on its own port).
+    /// The empty string in a configuration file means nowhere.
+    #[serde(serialize_with = "ser_opt_addr", deserialize_with = "de_opt_addr")]
     pub listen_v5: Option<SocketAddr>,
     /// Most client connections at once.
     pub max_connections: usize,
@@ -40,7 +46,9 @@ pub struct BrokerOptions {
     /// `segment_bytes * segment_count` bytes of uplinks before the broker skips messages
     /// (which are then counted as lost).
     pub segment_count: usize,
-    /// How long to wait for the listeners to accept connections at start-up.
+    /// How long to wait for the listeners to accept connections at start-up. Not a
+    /// configuration key.
+    #[serde(skip)]
     pub ready_timeout: Duration,
 }
 
@@ -65,19 +73,36 @@ impl BrokerOptions {
         std::iter::once(self.listen).chain(self.listen_v5)
     }
 
-    fn to_rumqttd(&self) -> Result<Config, IngestError> {
+    /// Checks what the types alone cannot; the message names the option. [`start`] checks
+    /// this too; mekong's configuration calls it at load time, to fail before anything starts.
+    pub fn validate(&self) -> Result<(), IngestError> {
+        let invalid = |message: String| Err(IngestError::Config(message));
         if self.segment_bytes < 1024 {
             // rumqttd panics below 1 KiB.
-            return Err(IngestError::Config("segment_bytes must be at least 1024".into()));
+            return invalid(format!("segment_bytes must be at least 1024, got {}", self.segment_bytes));
         }
-        if self.segment_count == 0 || self.max_connections == 0 || self.max_inflight == 0 {
-            return Err(IngestError::Config(
-                "segment_count, max_connections and max_inflight must be at least 1".into(),
-            ));
+        for (name, value) in [
+            ("segment_count", self.segment_count),
+            ("max_connections", self.max_connections),
+            ("max_inflight", self.max_inflight),
+        ] {
+            if value == 0 {
+                return invalid(format!("{name} must be at least 1"));
+            }
+        }
+        if self.listeners().any(|addr| addr.port() == 0) {
+            // rumqttd binds its listeners itself and cannot report a port it picked, and
+            // wait_listening would wait for port 0.
+            return invalid("listen and listen_v5 need a port other than 0".into());
         }
         if self.listen_v5 == Some(self.listen) {
-            return Err(IngestError::Config("listen and listen_v5 must differ".into()));
+            return invalid("listen_v5 must differ from listen".into());
         }
+        Ok(())
+    }
+
+    fn to_rumqttd(&self) -> Result<Config, IngestError> {
+        self.validate()?;
         let server = |name: &str, listen| ServerSettings {
             name: name.to_owned(),
             listen,
@@ -119,9 +144,24 @@ impl BrokerOptions {
     }
 }
 
+fn de_opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|e| serde::de::Error::custom(format!("{e}: {s:?}")))
+}
+
+fn ser_opt_addr<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&addr.map(|a| a.to_string()).unwrap_or_default())
+}
+
 /// Starts the broker on its own thread and returns both halves of the ingest link,
-/// subscribed to the uplink filter.
-pub(crate) fn start(opts: &BrokerOptions) -> Result<(LinkTx, LinkRx), IngestError> {
+/// subscribed to the uplink filter. [`Ingest::start`](crate::Ingest::start) reads the link
+/// with the ingest thread; a benchmark may read it with something simpler (the broker-only
+/// scenario of `mekong-bench` counts what comes through). The broker runs until the process
+/// exits.
+pub fn start(opts: &BrokerOptions) -> Result<(LinkTx, LinkRx), IngestError> {
     let config = opts.to_rumqttd()?;
     // rumqttd binds inside its own threads and only logs a failure; bind once here first so
     // that a taken port is a clear error at start-up.
@@ -146,7 +186,7 @@ pub(crate) fn start(opts: &BrokerOptions) -> Result<(LinkTx, LinkRx), IngestErro
 }
 
 /// Waits until every listener accepts TCP connections.
-pub(crate) fn wait_listening(opts: &BrokerOptions) -> Result<(), IngestError> {
+pub fn wait_listening(opts: &BrokerOptions) -> Result<(), IngestError> {
     let deadline = Instant::now() + opts.ready_timeout;
     for addr in opts.listeners() {
         let target = connectable(addr);

@@ -88,7 +88,7 @@ impl Ingest {
         let stats = Arc::new(Stats::new(pipeline.rejection_log_capacity));
         let (tx, rx) = broker::start(broker)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let acknowledge = pipeline.acknowledge && !pipeline.count_only;
+        let acknowledge = pipeline.acknowledge;
         let (groups_tx, groups_rx) = std::sync::mpsc::sync_channel(PENDING_GROUPS);
         let acker = {
             let (store, stats) = (store.clone(), Arc::clone(&stats));

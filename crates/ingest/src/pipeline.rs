@@ -48,9 +48,6 @@ pub struct PipelineOptions {
     pub acknowledge: bool,
     /// Most publishes handled in one group (one store write, one flush).
     pub max_group: usize,
-    /// Count publishes and do nothing else: no decoding, no storage, no acknowledgements.
-    /// Only for measuring what the broker alone allows (`mekong bench ingest`).
-    pub count_only: bool,
 }
 
 impl Default for PipelineOptions {
@@ -63,7 +60,6 @@ impl Default for PipelineOptions {
             registry: Registry::new(),
             acknowledge: true,
             max_group: 2048,
-            count_only: false,
         }
     }
 }
@@ -190,13 +186,6 @@ impl Pipeline {
     /// pass in one store write, records every outcome in the stats, and returns them in
     /// order.
     pub fn handle_group(&mut self, publishes: &[(&[u8], &[u8])], now_ms: i64) -> Handled {
-        if self.opts.count_only {
-            for _ in publishes {
-                self.stats.record_counted();
-            }
-            let outcomes = publishes.iter().map(|_| Outcome::Deferred { device: String::new() }).collect();
-            return Handled { generation: None, outcomes };
-        }
         // The generation the checks read (a device's last sequence number, its kind).
         let checked = self.store.generation();
         let mut prepared: Vec<Result<Ready, Rejection>> = Vec::with_capacity(publishes.len());

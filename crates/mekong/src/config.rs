@@ -3,10 +3,14 @@
 //!
 //! Every key has a default, so a missing file means the defaults. An unknown key or a bad
 //! value is an error that names the key. `config/mekong.toml` holds every key, commented.
+//!
+//! A section that is a library's options as they are (`[broker]` is
+//! [`mekong_ingest::BrokerOptions`]) is read straight into them and checked by the library;
+//! the others have their own types here, because they name files to read (`ingest.registry`)
+//! or say things differently in a file (0 for "never"), and are checked and converted here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mekong_ingest::{BrokerOptions, DeviceKey, PipelineOptions, Registry};
@@ -14,7 +18,7 @@ use mekong_schema::cose::KEY_LEN;
 use mekong_schema::topic::is_valid_device_id;
 use mekong_schema::DeviceKind;
 use mekong_store::{RetentionPolicy, RetentionRule, StoreOptions};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Prefix of environment variables that override keys: `MEKONG__API__LISTEN=[::]:9090`.
 pub const ENV_PREFIX: &str = "MEKONG__";
@@ -24,7 +28,7 @@ pub const ENV_PREFIX: &str = "MEKONG__";
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The embedded MQTT broker.
-    pub broker: BrokerConfig,
+    pub broker: BrokerOptions,
     /// The ingest path.
     pub ingest: IngestConfig,
     /// The time-series store.
@@ -33,45 +37,6 @@ pub struct Config {
     pub api: ApiConfig,
     /// Logging.
     pub log: LogConfig,
-}
-
-/// `[broker]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BrokerConfig {
-    /// MQTT 3.1.1 listener.
-    pub listen: SocketAddr,
-    /// MQTT 5 listener; the empty string turns it off.
-    #[serde(serialize_with = "ser_opt_addr", deserialize_with = "de_opt_addr")]
-    pub listen_v5: Option<SocketAddr>,
-    /// Most client connections at once.
-    pub max_connections: usize,
-    /// Largest MQTT packet; a client sending a larger one is disconnected.
-    pub max_packet_bytes: usize,
-    /// Unacknowledged QoS 1 publishes per connection.
-    pub max_inflight: usize,
-    /// Time for a client to send CONNECT.
-    pub connection_timeout_ms: u16,
-    /// Size of one in-memory log segment per subscription filter.
-    pub segment_bytes: usize,
-    /// Segments kept per filter.
-    pub segment_count: usize,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        let b = BrokerOptions::default();
-        BrokerConfig {
-            listen: b.listen,
-            listen_v5: b.listen_v5,
-            max_connections: b.max_connections,
-            max_packet_bytes: b.max_packet_bytes,
-            max_inflight: b.max_inflight,
-            connection_timeout_ms: b.connection_timeout_ms,
-            segment_bytes: b.segment_bytes,
-            segment_count: b.segment_count,
-        }
-    }
 }
 
 /// `[ingest]`
@@ -183,18 +148,6 @@ impl Default for LogConfig {
     }
 }
 
-fn de_opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.is_empty() {
-        return Ok(None);
-    }
-    s.parse().map(Some).map_err(|e| serde::de::Error::custom(format!("{e}: {s:?}")))
-}
-
-fn ser_opt_addr<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&addr.map(|a| a.to_string()).unwrap_or_default())
-}
-
 impl Config {
     /// Reads `path` (if `required` is false, a missing file means defaults), applies the
     /// environment overrides in `env`, and checks the result.
@@ -221,13 +174,8 @@ impl Config {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         let b = &self.broker;
-        if b.segment_bytes < 1024 {
-            bail!("broker.segment_bytes must be at least 1024, got {}", b.segment_bytes);
-        }
+        b.validate().context("in [broker]")?;
         for (key, v) in [
-            ("broker.segment_count", b.segment_count),
-            ("broker.max_connections", b.max_connections),
-            ("broker.max_inflight", b.max_inflight),
             ("ingest.max_records_per_pack", self.ingest.max_records_per_pack),
             ("ingest.max_payload_bytes", self.ingest.max_payload_bytes),
             ("ingest.max_group", self.ingest.max_group),
@@ -235,12 +183,6 @@ impl Config {
             if v == 0 {
                 bail!("{key} must be at least 1");
             }
-        }
-        if b.listen.port() == 0 || b.listen_v5.is_some_and(|a| a.port() == 0) {
-            bail!("broker.listen and broker.listen_v5 need a port: rumqttd cannot report one it picked");
-        }
-        if b.listen_v5 == Some(b.listen) {
-            bail!("broker.listen_v5 must differ from broker.listen");
         }
         if self.ingest.max_payload_bytes >= b.max_packet_bytes {
             bail!(
@@ -273,22 +215,6 @@ impl Config {
         Ok(())
     }
 
-    /// The broker's options.
-    pub fn broker_options(&self) -> BrokerOptions {
-        let b = &self.broker;
-        BrokerOptions {
-            listen: b.listen,
-            listen_v5: b.listen_v5,
-            max_connections: b.max_connections,
-            max_packet_bytes: b.max_packet_bytes,
-            max_inflight: b.max_inflight,
-            connection_timeout_ms: b.connection_timeout_ms,
-            segment_bytes: b.segment_bytes,
-            segment_count: b.segment_count,
-            ready_timeout: Duration::from_secs(10),
-        }
-    }
-
     /// The ingest path's options, with the registry file read.
     pub fn pipeline_options(&self) -> anyhow::Result<PipelineOptions> {
         let i = &self.ingest;
@@ -301,7 +227,6 @@ impl Config {
             registry,
             acknowledge: i.acknowledge,
             max_group: i.max_group,
-            count_only: false,
         })
     }
 

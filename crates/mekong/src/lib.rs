@@ -1,12 +1,12 @@
 //! The mekong platform as a library: configuration, the wiring of store, broker, ingest and
-//! HTTP into one [`Platform`], the fleet simulator, the ingest benchmark and node provisioning. The `mekong` binary is a thin command
-//! line over it, and the end-to-end tests start it in-process.
+//! HTTP into one [`Platform`], the fleet simulator and node provisioning. The `mekong` binary
+//! is a thin command line over it, and the end-to-end tests start it in-process. The
+//! benchmarks are a crate of their own (`crates/bench`), which runs the binary.
 //!
 //! This is the only crate that reads files and environment variables; the library crates get
 //! their options as plain values.
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod config;
 pub mod platform;
 pub mod provision;

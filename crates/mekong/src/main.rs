@@ -37,10 +37,6 @@ enum Command {
         /// Also run the fleet simulator against the embedded broker.
         #[arg(long)]
         demo: bool,
-        /// Count publishes and do nothing else (no decoding, storage or acknowledgement):
-        /// the broker-only ceiling of `mekong bench ingest`. Never for real use.
-        #[arg(long, hide = true)]
-        bench_count_only: bool,
     },
     /// Publish readings from a simulated fleet of water, traffic and air stations.
     Simulate {
@@ -68,11 +64,6 @@ enum Command {
         /// Noise seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-    },
-    /// Benchmarks; each prints one JSON line per scenario and a summary line last.
-    Bench {
-        #[command(subcommand)]
-        what: BenchCommand,
     },
     /// Give the store's unused disk space back: copy its live data into a fresh directory and
     /// swap it in. mekong must be stopped (the store is locked while it runs).
@@ -135,62 +126,9 @@ enum DeviceCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Readings per second made durable, end to end over MQTT, against the broker alone.
-    Ingest {
-        /// Device counts (one MQTT connection each), comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "100,10000")]
-        devices: Vec<usize>,
-        /// Readings per pack, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,50")]
-        readings: Vec<usize>,
-        /// Seconds measured per scenario.
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        /// Seconds of load before measuring.
-        #[arg(long, default_value_t = 3.0)]
-        warmup: f64,
-        /// Unacknowledged publishes per connection (default: 1,600 over all connections).
-        #[arg(long)]
-        window: Option<usize>,
-        /// External broker to measure the same load against, as mqtt://host:port.
-        #[arg(long)]
-        peer: Option<String>,
-        /// Total packs per second for the latency at moderate load.
-        #[arg(long, default_value_t = 2000.0)]
-        moderate_rate: f64,
-    },
-    /// Size on disk and query latency over the reference dataset, through the HTTP API.
-    Query(mekong::bench::QueryBenchOptions),
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench { what: BenchCommand::Query(opts) } => {
-            init_logging("warn");
-            println!("{}", mekong::bench::query(opts)?);
-            Ok(())
-        }
-        Command::Bench {
-            what: BenchCommand::Ingest { devices, readings, seconds, warmup, window, peer, moderate_rate },
-        } => {
-            init_logging("warn");
-            let peer = peer
-                .map(|p| {
-                    let addr = p.strip_prefix("mqtt://").unwrap_or(&p);
-                    std::net::ToSocketAddrs::to_socket_addrs(addr)
-                        .ok()
-                        .and_then(|mut a| a.next())
-                        .with_context(|| format!("--peer {p:?} is not mqtt://host:port"))
-                })
-                .transpose()?;
-            let opts = mekong::bench::BenchOptions { devices, readings, seconds, warmup, window, peer, moderate_rate };
-            let summary = runtime()?.block_on(mekong::bench::ingest(opts))?;
-            println!("{summary}");
-            Ok(())
-        }
         Command::Device {
             what:
                 DeviceCommand::Provision {
@@ -256,10 +194,10 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve { config, demo, bench_count_only } => {
+        Command::Serve { config, demo } => {
             let config = load_config(config)?;
             init_logging(&config.log.filter);
-            runtime()?.block_on(serve(config, demo, bench_count_only))
+            runtime()?.block_on(serve(config, demo))
         }
         Command::Simulate { broker, devices, interval, duration, history, batch, prefix, seed } => {
             init_logging("info");
@@ -327,8 +265,8 @@ fn init_logging(filter: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
-async fn serve(config: Config, demo: bool, count_only: bool) -> anyhow::Result<()> {
-    let platform = Platform::start_with(&config, |p| p.count_only = count_only).await?;
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let platform = Platform::start(&config).await?;
     let simulator = demo.then(|| {
         let opts = SimOptions {
             host: mekong_ingest::broker::connectable(platform.mqtt_addr).ip().to_string(),

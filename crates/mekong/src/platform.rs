@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener};
 
 use anyhow::Context;
 use mekong_api::AppState;
-use mekong_ingest::{Ingest, PipelineOptions};
+use mekong_ingest::Ingest;
 use mekong_store::Store;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::oneshot;
@@ -33,19 +33,12 @@ pub struct Platform {
 impl Platform {
     /// Opens the store, starts the broker and the ingest thread, and serves HTTP.
     pub async fn start(config: &Config) -> anyhow::Result<Platform> {
-        Self::start_with(config, |_| {}).await
-    }
-
-    /// [`Platform::start`], with the ingest options adjusted by `tune` after they are read
-    /// from the configuration (the benchmark turns the ingest path into a counter this way).
-    pub async fn start_with(config: &Config, tune: impl FnOnce(&mut PipelineOptions)) -> anyhow::Result<Platform> {
         let data_dir = config.storage.data_dir.clone();
         let store = Store::open(&data_dir, &config.store_options()).with_context(|| {
             format!("cannot open the store in {} (is another mekong using it?)", data_dir.display())
         })?;
-        let broker = config.broker_options();
-        let mut pipeline = config.pipeline_options()?;
-        tune(&mut pipeline);
+        let broker = config.broker.clone();
+        let pipeline = config.pipeline_options()?;
         let ingest = {
             let store = store.clone();
             let broker = broker.clone();

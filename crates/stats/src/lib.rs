@@ -152,13 +152,6 @@ impl Stats {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A publish seen in count-only mode: counted as received and accepted, nothing else.
-    /// A publish counted and nothing else (the broker-only measurement).
-    pub fn record_counted(&self) {
-        self.received.fetch_add(1, Ordering::Relaxed);
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// A flush that made `packs` packs and `readings` new readings durable, in `micros`.
     pub fn record_flush(&self, packs: u64, readings: u64, micros: u64) {
         self.flushes.fetch_add(1, Ordering::Relaxed);

@@ -172,14 +172,6 @@ fn a_group_is_stored_in_one_write_with_outcomes_in_order() {
     assert_eq!(f.store.point_count(), 2);
 }
 
-#[test]
-fn count_only_mode_counts_and_stores_nothing() {
-    let mut f = fixture(PipelineOptions { count_only: true, ..Default::default() });
-    assert!(matches!(f.pipeline.handle(b"mekong/v1/a/up", b"not even cbor", NOW_MS), Outcome::Deferred { .. }));
-    assert_eq!(f.stats.snapshot().accepted, 1);
-    assert_eq!(f.store.point_count(), 0);
-}
-
 const KEY: [u8; 32] = [0x5a; 32];
 
 fn sealed(key: &[u8; 32], seq: u64, kid: &str, pack: &[u8]) -> Vec<u8> {

@@ -1,4 +1,4 @@
-//! The load generator of `mekong bench ingest`: one raw MQTT 3.1.1 connection per simulated
+//! The load generator of `mekong-bench ingest`: one raw MQTT 3.1.1 connection per simulated
 //! device (rumqttc's packet codec without its event loop, so the generator stays light), QoS 1
 //! publishes with a window of unacknowledged ones, and the device's downlink, from which it
 //! times each acknowledgement. Also a counting subscriber, for an external broker.

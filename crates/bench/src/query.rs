@@ -1,4 +1,4 @@
-//! `mekong bench query`: loads the reference dataset into a store, reports its size on disk,
+//! `mekong-bench query`: loads the reference dataset into a store, reports its size on disk,
 //! then starts `mekong serve` on it and measures the queries city apps make through the real
 //! HTTP API on loopback.
 //!
@@ -9,7 +9,7 @@
 //! Points are written as ingest writes them: a few points of every series per write group
 //! (one small chunk each), with the closed hours folded as the upkeep thread folds them, so
 //! that the size on disk is that of a server that ingested the data live. The size is reported
-//! as ingested, and after `mekong store compact`, which gives sled's garbage back.
+//! as ingested, and after `mekong compact`, which gives sled's garbage back.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,12 +22,12 @@ use mekong_schema::{encode_pack, Base, Reading};
 use mekong_store::{compact, NewPoint, PackWrite, Store, StoreOptions};
 use serde_json::{json, Value};
 
-use super::{free_port, percentile_ms, tempfile_dir, TempDir};
+use crate::harness::{free_port, percentile_ms, temp_dir, TempDir};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// What to load and measure (the options of `mekong bench query`).
+/// What to load and measure (the options of `mekong-bench query`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueryBenchOptions {
     /// Series in the reference dataset (besides one water series of a whole year).
@@ -245,10 +245,10 @@ struct Server {
 }
 
 impl Server {
-    fn start(data: &Path, cache_bytes: u64) -> anyhow::Result<Server> {
+    fn start(mekong: &Path, data: &Path, cache_bytes: u64) -> anyhow::Result<Server> {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let child = Command::new(std::env::current_exe().context("cannot find the mekong binary")?)
+        let child = Command::new(mekong)
             .args(["serve", "--config", "/dev/null"])
             .env("MEKONG__STORAGE__DATA_DIR", data)
             .env("MEKONG__STORAGE__CACHE_BYTES", cache_bytes.to_string())
@@ -371,8 +371,9 @@ fn run_wrk(addr: SocketAddr, paths: &[String], seconds: u32, dir: &Path) -> Valu
     })
 }
 
-/// Runs the benchmark; prints a JSON line per step and returns the summary.
-pub fn query(opts: QueryBenchOptions) -> anyhow::Result<Value> {
+/// Runs the benchmark against the `mekong` binary; prints a JSON line per step and returns
+/// the summary.
+pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
     if opts.interval_secs == 0 || 86_400 % opts.interval_secs != 0 {
         bail!("--interval-secs must divide a day, got {}", opts.interval_secs);
     }
@@ -392,7 +393,7 @@ pub fn query(opts: QueryBenchOptions) -> anyhow::Result<Value> {
             dir.clone()
         }
         None => {
-            temp = Some(tempfile_dir()?);
+            temp = Some(temp_dir()?);
             temp.as_ref().map(|t| t.path.join("data")).context("no temporary directory")?
         }
     };
@@ -425,7 +426,7 @@ pub fn query(opts: QueryBenchOptions) -> anyhow::Result<Value> {
     });
     println!("{dataset}");
 
-    let server = Server::start(&data, opts.cache_bytes)?;
+    let server = Server::start(mekong, &data, opts.cache_bytes)?;
     let (rss_after_start, _) = server.memory_mib();
     let mut http = Http::connect(server.http)?;
     let mut pick = picker(42);

@@ -1,18 +1,17 @@
-//! `mekong bench ingest`: how many readings per second mekong makes durable, end to end over
+//! `mekong-bench ingest`: how many readings per second mekong makes durable, end to end over
 //! real MQTT connections, next to what the embedded broker alone allows (the ingest path
 //! reduced to a counter) and, optionally, an external broker with a counting subscriber.
 //!
-//! Every scenario starts its own platform (a `mekong serve` child process) on fresh ports and
-//! a fresh data directory, connects one MQTT connection per simulated device, lets the load
-//! run for a warm-up, then counts for the measured seconds: at the store (readings flushed to
-//! disk, from `/v1/stats`), at the link (publishes counted, with `serve --bench-count-only`),
-//! or at the external subscriber. Each scenario prints a JSON line; the last line
-//! holds them all and the ratios.
+//! Every scenario starts its own server as a child process on fresh ports: `mekong serve` on a
+//! fresh data directory, or, for the broker alone, this binary's hidden `broker-only` command
+//! (`broker_only.rs`). It connects one MQTT connection per simulated device, lets the load run
+//! for a warm-up, then counts for the measured seconds: at the store (readings flushed to
+//! disk, from `/v1/stats`), at the link (publishes counted by `broker-only`), or at the
+//! external subscriber. Each scenario prints a JSON line; the last line holds them all and
+//! the ratios.
 
-mod load;
-pub mod query;
-
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,10 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rumqttc::QoS;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub use load::{Load, LoadOptions};
-pub use query::{query, QueryBenchOptions};
+use crate::harness::{free_port, get_json, percentile_ms, temp_dir, TempDir};
+use crate::load::{self, Load, LoadOptions};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -44,10 +42,8 @@ pub struct BenchOptions {
     pub peer: Option<SocketAddr>,
     /// Total packs per second for the acknowledgement latency at moderate load.
     pub moderate_rate: f64,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    /// The `mekong` binary.
+    pub mekong: PathBuf,
 }
 
 /// Open files this process may have, from /proc (no libc needed).
@@ -58,7 +54,7 @@ fn open_file_limit() -> Option<u64> {
 }
 
 enum Target {
-    Mekong { count_only: bool, rate: Option<f64> },
+    Mekong { broker_only: bool, rate: Option<f64> },
     Peer(SocketAddr),
 }
 
@@ -74,60 +70,53 @@ struct Measured {
     window: usize,
 }
 
-fn percentile_ms(sorted: &[u32], p: f64) -> Option<f64> {
-    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().checked_sub(1)?);
-    Some(f64::from(sorted[i]) / 1000.0)
-}
-
-/// A `mekong serve` child process on fresh ports and a fresh data directory. The platform
-/// runs in its own process so that its memory can be read apart from the load generator's,
-/// and so that the connections' two ends do not share one open-file limit.
+/// The server of a scenario, a child process on fresh ports: `mekong serve` on a fresh data
+/// directory, or the broker alone with a counter (`mekong-bench broker-only`). It runs in its
+/// own process so that its memory can be read apart from the load generator's, and so that
+/// the connections' two ends do not share one open-file limit.
 struct Server {
     child: Child,
     mqtt: SocketAddr,
     http: SocketAddr,
-    _data: TempDir,
+    _data: Option<TempDir>,
 }
 
 impl Server {
-    async fn start(count_only: bool) -> anyhow::Result<Server> {
-        let data = tempfile_dir()?;
+    async fn start(mekong: &std::path::Path, broker_only: bool) -> anyhow::Result<Server> {
         let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut command = Command::new(std::env::current_exe().context("cannot find the mekong binary")?);
-        command
-            .args(["serve", "--config", "/dev/null"])
-            .env("MEKONG__STORAGE__DATA_DIR", &data.path)
-            .env("MEKONG__BROKER__LISTEN", mqtt.to_string())
-            .env("MEKONG__BROKER__LISTEN_V5", "")
-            .env("MEKONG__API__LISTEN", http.to_string())
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null());
-        if count_only {
-            command.arg("--bench-count-only");
-        }
-        let child = command.spawn().context("cannot start mekong serve")?;
+        let (mut command, data) = if broker_only {
+            let mut command = Command::new(std::env::current_exe().context("cannot find the mekong-bench binary")?);
+            command.args(["broker-only", "--listen", &mqtt.to_string(), "--stats", &http.to_string()]);
+            (command, None)
+        } else {
+            let data = temp_dir()?;
+            let mut command = Command::new(mekong);
+            command
+                .args(["serve", "--config", "/dev/null"])
+                .env("MEKONG__STORAGE__DATA_DIR", &data.path)
+                .env("MEKONG__BROKER__LISTEN", mqtt.to_string())
+                .env("MEKONG__BROKER__LISTEN_V5", "")
+                .env("MEKONG__API__LISTEN", http.to_string());
+            (command, Some(data))
+        };
+        command.env("RUST_LOG", "error").stdout(Stdio::null());
+        let what = if broker_only { "mekong-bench broker-only" } else { "mekong serve" };
+        let child = command.spawn().with_context(|| format!("cannot start {what}"))?;
         let server = Server { child, mqtt, http, _data: data };
         let deadline = Instant::now() + Duration::from_secs(30);
         while server.stats().await.is_err() {
             if Instant::now() > deadline {
-                bail!("mekong serve did not come up on {http}");
+                bail!("{what} did not come up on {http}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(server)
     }
 
-    /// `GET /v1/stats`, with a minimal HTTP/1.1 client (one request per connection).
+    /// `GET /v1/stats` (the broker-only server answers any path with its count).
     async fn stats(&self) -> anyhow::Result<Value> {
-        let mut stream = tokio::net::TcpStream::connect(self.http).await?;
-        let request = format!("GET /v1/stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http);
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        let text = String::from_utf8_lossy(&response);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).context("malformed http response")?;
-        Ok(serde_json::from_str(body)?)
+        get_json(self.http, "/v1/stats").await
     }
 
     fn rss_mib(&self) -> Option<f64> {
@@ -155,11 +144,11 @@ async fn measure(
     opts: &BenchOptions,
     n: usize,
 ) -> anyhow::Result<Measured> {
-    let (server, addr, rate, count_only) = match target {
-        Target::Mekong { count_only, rate } => {
-            let server = Server::start(count_only).await?;
+    let (server, addr, rate, broker_only) = match target {
+        Target::Mekong { broker_only, rate } => {
+            let server = Server::start(&opts.mekong, broker_only).await?;
             let addr = server.mqtt;
-            (Some(server), addr, rate, count_only)
+            (Some(server), addr, rate, broker_only)
         }
         Target::Peer(addr) => (None, addr, None, false),
     };
@@ -169,7 +158,7 @@ async fn measure(
         readings_per_pack: rpp,
         window: opts.window.unwrap_or((1600 / devices.max(1)).max(1)),
         rate,
-        downlinks: server.is_some() && !count_only,
+        downlinks: server.is_some() && !broker_only,
         prefix: format!("bench{n}-"),
     };
     let window = load_opts.window;
@@ -181,7 +170,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
 
     // What counts: publishes seen by the counter, or readings flushed to disk.
-    let key = if count_only { "accepted" } else { "durable_readings" };
+    let key = if broker_only { "counted" } else { "durable_readings" };
     let before = match &server {
         Some(s) => counter(&s.stats().await?, key),
         None => 0,
@@ -199,7 +188,7 @@ async fn measure(
         None => (0, 0, None),
     };
 
-    let (packs_per_s, readings_per_s) = match (&subscriber, count_only) {
+    let (packs_per_s, readings_per_s) = match (&subscriber, broker_only) {
         (Some(sub), _) => {
             let packs = sub.received.load(Ordering::Relaxed) as f64 / elapsed;
             (packs, packs * rpp as f64)
@@ -222,23 +211,6 @@ async fn measure(
     }
     drop(server);
     Ok(Measured { packs_per_s, readings_per_s, ack_latency_us, resends, lost, rss_mib, window })
-}
-
-/// A temporary directory removed on drop.
-struct TempDir {
-    path: std::path::PathBuf,
-}
-
-fn tempfile_dir() -> anyhow::Result<TempDir> {
-    let path = std::env::temp_dir().join(format!("mekong-bench-{}-{}", std::process::id(), free_port()?));
-    std::fs::create_dir_all(&path)?;
-    Ok(TempDir { path })
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
@@ -300,9 +272,9 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
     let mut n = 0;
     for &devices in &opts.devices {
         for &rpp in &opts.readings {
-            let ceiling = Target::Mekong { count_only: true, rate: None };
+            let ceiling = Target::Mekong { broker_only: true, rate: None };
             let ceiling = scenario("broker_only_counter", ceiling, devices, rpp, &opts, &mut n, &mut results).await?;
-            let durable = Target::Mekong { count_only: false, rate: None };
+            let durable = Target::Mekong { broker_only: false, rate: None };
             let durable = scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
             let mut ratio = json!({
                 "devices": devices,
@@ -320,7 +292,7 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
         }
     }
     let devices = 100;
-    let moderate = Target::Mekong { count_only: false, rate: Some(opts.moderate_rate / devices as f64) };
+    let moderate = Target::Mekong { broker_only: false, rate: Some(opts.moderate_rate / devices as f64) };
     scenario("mekong_durable_moderate", moderate, devices, 1, &opts, &mut n, &mut results).await?;
     Ok(json!({
         "bench": "ingest",

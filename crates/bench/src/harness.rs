@@ -1,0 +1,72 @@
+//! What both benchmarks need around the processes they start: the `mekong` binary, free
+//! ports, a temporary directory, a small HTTP GET, and percentiles.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The `mekong` binary: the one given, else the one beside this binary (cargo builds both
+/// into the same directory).
+pub fn mekong_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(path) => path,
+        None => {
+            let me = std::env::current_exe().context("cannot find the mekong-bench binary")?;
+            me.with_file_name(format!("mekong{}", std::env::consts::EXE_SUFFIX))
+        }
+    };
+    if !path.is_file() {
+        bail!(
+            "no mekong binary at {}: build it with `cargo build --release -p mekong -p mekong-bench`, or pass --mekong",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A port free at the time of asking, on loopback.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The `p` quantile of sorted microseconds, in milliseconds; `None` for no samples.
+pub fn percentile_ms(sorted: &[u32], p: f64) -> Option<f64> {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().checked_sub(1)?);
+    Some(f64::from(sorted[i]) / 1000.0)
+}
+
+/// A temporary directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    /// Where it is.
+    pub path: PathBuf,
+}
+
+/// A new temporary directory, named after this process and a free port so that concurrent
+/// runs do not collide.
+pub fn temp_dir() -> anyhow::Result<TempDir> {
+    let path = std::env::temp_dir().join(format!("mekong-bench-{}-{}", std::process::id(), free_port()?));
+    std::fs::create_dir_all(&path)?;
+    Ok(TempDir { path })
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// `GET path` as JSON, with a minimal HTTP/1.1 client (one request per connection).
+pub async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<Value> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).context("malformed http response")?;
+    Ok(serde_json::from_str(body)?)
+}
