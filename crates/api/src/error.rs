@@ -1,7 +1,7 @@
 //! The API's one error type: a status, a stable code and a message, as JSON.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -12,6 +12,12 @@ pub enum ApiError {
     /// The request is malformed (400).
     #[error("{0}")]
     BadRequest(String),
+    /// No valid bearer token (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token's scope does not cover the request (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The thing asked for does not exist (404).
     #[error("{0}")]
     NotFound(String),
@@ -35,6 +41,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized(_) => {
+                let body = Json(Body { error: Detail { code: "unauthorized", message: self.to_string() } });
+                let challenge = [(header::WWW_AUTHENTICATE, "Bearer")];
+                return (StatusCode::UNAUTHORIZED, challenge, body).into_response();
+            }
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "request failed");

@@ -7,16 +7,21 @@
 //! Errors are JSON `{"error": {"code", "message"}}` with the matching status ([`error`]).
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod error;
 mod routes;
 pub mod time;
 
 use std::sync::Arc;
 
+use auth::{Access, Scope};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::Router;
 use mekong_stats::Stats;
 use mekong_store::Store;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -25,13 +30,23 @@ pub struct AppState {
     pub store: Store,
     /// Counters and rejection log of the ingest path.
     pub stats: Arc<Stats>,
+    /// Who may call what.
+    pub access: Arc<Access>,
+    /// Origins whose browser pages may call the API; empty, none (no CORS headers at all).
+    pub cors_origins: Vec<HeaderValue>,
 }
 
-/// The query service.
+/// The query service. `/healthz` answers anyone; `/metrics` anyone or a token of any scope,
+/// as [`Access::metrics_open`] says; data needs a `read` token, the rejection log `admin`
+/// (no token at all while [`Access`] has none).
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/metrics", get(routes::health::metrics))
+    let scoped = |scope: Scope| from_fn_with_state((Arc::clone(&state.access), scope), auth::require);
+    let open = Router::new().route("/healthz", get(routes::health::healthz));
+    let mut metrics = Router::new().route("/metrics", get(routes::health::metrics));
+    if !state.access.metrics_open {
+        metrics = metrics.route_layer(scoped(Scope::Read));
+    }
+    let read = Router::new()
         .route("/v1/stats", get(routes::health::stats))
         .route("/v1/devices", get(routes::devices::list))
         .route("/v1/devices/:device", get(routes::devices::one))
@@ -40,9 +55,21 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/devices/:device/series/:metric/aggregate", get(routes::aggregate::series))
         .route("/v1/aggregate", get(routes::aggregate::many))
         .route("/v1/latest", get(routes::latest::latest))
-        .route("/v1/rejections", get(routes::rejections::list))
-        .fallback(routes::not_found)
-        .with_state(state)
+        .route_layer(scoped(Scope::Read));
+    let admin = Router::new().route("/v1/rejections", get(routes::rejections::list)).route_layer(scoped(Scope::Admin));
+    let router = open.merge(metrics).merge(read).merge(admin).fallback(routes::not_found);
+    let router = match state.cors_origins.is_empty() {
+        true => router,
+        // Outside the token check: a preflight carries no token, and the browser sends the
+        // real request (with its token) only when the preflight allowed it.
+        false => router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(state.cors_origins.clone()))
+                .allow_methods([Method::GET])
+                .allow_headers([axum::http::header::AUTHORIZATION]),
+        ),
+    };
+    router.with_state(state)
 }
 
 #[cfg(test)]

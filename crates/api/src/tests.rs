@@ -30,7 +30,8 @@ fn state() -> (tempfile::TempDir, AppState) {
     store
         .write("bridge-3", "traffic", T0, &[NewPoint { metric: "speed", unit: Some("km/h"), time_ms: T0, value: 31.0 }])
         .unwrap();
-    (dir, AppState { store, stats: Arc::new(Stats::new(10)) })
+    let access = Arc::new(Access::anonymous());
+    (dir, AppState { store, stats: Arc::new(Stats::new(10)), access, cors_origins: Vec::new() })
 }
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
@@ -152,4 +153,75 @@ async fn aggregate_errors_say_what_is_wrong() {
     }
     let (status, _) = get(&state, "/v1/devices/hau-01/series/salinity/aggregate?step=1h").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// A state whose API needs tokens: `mkt_read` (read) and `mkt_admin` (admin), with
+/// `/metrics` behind a token and one allowed origin.
+fn guarded() -> (tempfile::TempDir, AppState) {
+    let (dir, state) = state();
+    let token = |name: &str, scope, secret: &str| auth::ApiToken {
+        name: name.into(),
+        scope,
+        digest: auth::TokenDigest::of(secret),
+    };
+    let tokens = vec![token("app", Scope::Read, "mkt_read"), token("ops", Scope::Admin, "mkt_admin")];
+    let access = Arc::new(Access::tokens(tokens, false));
+    let cors_origins = vec![HeaderValue::from_static("https://apps.cantho.example")];
+    (dir, AppState { access, cors_origins, ..state })
+}
+
+async fn status_with(state: &AppState, uri: &str, token: Option<&str>) -> StatusCode {
+    let mut request = Request::get(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    router(state.clone()).oneshot(request.body(Body::empty()).unwrap()).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn each_scope_reaches_what_it_covers() {
+    let (_dir, state) = guarded();
+    let cases = [
+        ("/healthz", [StatusCode::OK, StatusCode::OK, StatusCode::OK, StatusCode::OK]),
+        ("/metrics", [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED, StatusCode::OK, StatusCode::OK]),
+        ("/v1/latest", [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED, StatusCode::OK, StatusCode::OK]),
+        ("/v1/devices/hau-01", [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED, StatusCode::OK, StatusCode::OK]),
+        ("/v1/stats", [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED, StatusCode::OK, StatusCode::OK]),
+        ("/v1/rejections", [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN, StatusCode::OK]),
+    ];
+    for (uri, want) in cases {
+        for (token, want) in [None, Some("mkt_wrong"), Some("mkt_read"), Some("mkt_admin")].into_iter().zip(want) {
+            assert_eq!(status_with(&state, uri, token).await, want, "{uri} with {token:?}");
+        }
+    }
+    let response =
+        router(state.clone()).oneshot(Request::get("/v1/latest").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.headers().get("www-authenticate").unwrap(), "Bearer");
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+}
+
+#[tokio::test]
+async fn a_preflight_is_answered_for_allowed_origins_only() {
+    let (_dir, guarded) = guarded();
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/latest")
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let allowed = router(guarded.clone()).oneshot(preflight("https://apps.cantho.example")).await.unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_eq!(allowed.headers().get("access-control-allow-origin").unwrap(), "https://apps.cantho.example");
+    let refused = router(guarded).oneshot(preflight("https://evil.example")).await.unwrap();
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    // Without configured origins there are no CORS headers at all.
+    let (_dir, open) = state();
+    let response = router(open).oneshot(preflight("https://apps.cantho.example")).await.unwrap();
+    assert!(response.headers().get("access-control-allow-origin").is_none());
 }

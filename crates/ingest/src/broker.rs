@@ -50,6 +50,27 @@ pub struct BrokerOptions {
     /// configuration key.
     #[serde(skip)]
     pub ready_timeout: Duration,
+    /// Serve loopback only ([`loopback_only`]): the platform sets it while clients have no
+    /// credentials to present. Not a configuration key.
+    #[serde(skip)]
+    pub loopback_only: bool,
+}
+
+/// The addresses that serve `addr` on loopback only: an unspecified address (`[::]`,
+/// `0.0.0.0`) becomes both `127.0.0.1` and `[::1]` on its port (so `localhost` reaches it
+/// over either family), a loopback address stays; `None` for any other address, which has
+/// no loopback form and must not be served without credentials.
+pub fn loopback_only(addr: SocketAddr) -> Option<Vec<SocketAddr>> {
+    let ip = addr.ip();
+    if ip.is_loopback() {
+        return Some(vec![addr]);
+    }
+    ip.is_unspecified().then(|| {
+        vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()),
+        ]
+    })
 }
 
 impl Default for BrokerOptions {
@@ -64,6 +85,7 @@ impl Default for BrokerOptions {
             segment_bytes: 4 * 1024 * 1024,
             segment_count: 4,
             ready_timeout: Duration::from_secs(10),
+            loopback_only: false,
         }
     }
 }
@@ -71,6 +93,20 @@ impl Default for BrokerOptions {
 impl BrokerOptions {
     fn listeners(&self) -> impl Iterator<Item = SocketAddr> {
         std::iter::once(self.listen).chain(self.listen_v5)
+    }
+
+    /// The addresses bound for `addr`: itself, or its loopback forms when serving loopback
+    /// only.
+    fn bound(&self, addr: SocketAddr) -> Vec<SocketAddr> {
+        match self.loopback_only {
+            true => loopback_only(addr).unwrap_or_default(),
+            false => vec![addr],
+        }
+    }
+
+    /// Every address a listener is bound to.
+    pub fn bound_addresses(&self) -> Vec<SocketAddr> {
+        self.listeners().flat_map(|addr| self.bound(addr)).collect()
     }
 
     /// Checks what the types alone cannot; the message names the option. [`start`] checks
@@ -94,6 +130,12 @@ impl BrokerOptions {
             // rumqttd binds its listeners itself and cannot report a port it picked, and
             // wait_listening would wait for port 0.
             return invalid("listen and listen_v5 need a port other than 0".into());
+        }
+        if let Some(addr) = self.listeners().find(|&addr| self.loopback_only && loopback_only(addr).is_none()) {
+            return invalid(format!(
+                "{addr} is not a loopback address, and clients have no credentials to present: listen on [::] \
+                 (served on loopback only) or set security.allow_anonymous = true to let anyone in there (insecure)"
+            ));
         }
         if self.listen_v5 == Some(self.listen) {
             return invalid("listen_v5 must differ from listen".into());
@@ -137,10 +179,23 @@ impl BrokerOptions {
         Ok(Config {
             id: 0,
             router,
-            v4: Some(HashMap::from([("mqtt".to_owned(), server("mqtt", self.listen))])),
-            v5: self.listen_v5.map(|addr| HashMap::from([("mqtt5".to_owned(), server("mqtt5", addr))])),
+            v4: Some(self.servers("mqtt", self.listen, server)),
+            v5: self.listen_v5.map(|addr| self.servers("mqtt5", addr, server)),
             ..Config::default()
         })
+    }
+}
+
+impl BrokerOptions {
+    /// rumqttd's servers for one configured listener, named `name`, `name-2`, ...
+    fn servers(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        server: impl Fn(&str, SocketAddr) -> ServerSettings,
+    ) -> HashMap<String, ServerSettings> {
+        let name = |i: usize| if i == 0 { name.to_owned() } else { format!("{name}-{}", i + 1) };
+        self.bound(addr).into_iter().enumerate().map(|(i, addr)| (name(i), server(&name(i), addr))).collect()
     }
 }
 
@@ -165,7 +220,7 @@ pub fn start(opts: &BrokerOptions) -> Result<(LinkTx, LinkRx), IngestError> {
     let config = opts.to_rumqttd()?;
     // rumqttd binds inside its own threads and only logs a failure; bind once here first so
     // that a taken port is a clear error at start-up.
-    for addr in opts.listeners() {
+    for addr in opts.bound_addresses() {
         TcpListener::bind(addr).map_err(|source| IngestError::Bind { addr, source })?;
     }
     let mut broker = Broker::new(config);
@@ -188,7 +243,7 @@ pub fn start(opts: &BrokerOptions) -> Result<(LinkTx, LinkRx), IngestError> {
 /// Waits until every listener accepts TCP connections.
 pub fn wait_listening(opts: &BrokerOptions) -> Result<(), IngestError> {
     let deadline = Instant::now() + opts.ready_timeout;
-    for addr in opts.listeners() {
+    for addr in opts.bound_addresses() {
         let target = connectable(addr);
         while TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err() {
             if Instant::now() >= deadline {

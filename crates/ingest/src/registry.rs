@@ -61,6 +61,11 @@ impl Registry {
         self.devices.len()
     }
 
+    /// Number of registered devices that sign their packs.
+    pub fn keyed(&self) -> usize {
+        self.devices.values().filter(|e| e.key.is_some()).count()
+    }
+
     /// Whether no device is registered.
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()

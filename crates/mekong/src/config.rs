@@ -13,12 +13,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use mekong_api::auth::{ApiToken, Scope, TokenDigest};
 use mekong_ingest::{BrokerOptions, DeviceKey, PipelineOptions, Registry};
 use mekong_schema::cose::KEY_LEN;
 use mekong_schema::topic::is_valid_device_id;
 use mekong_schema::DeviceKind;
 use mekong_store::{RetentionPolicy, RetentionRule, StoreOptions};
 use serde::{Deserialize, Serialize};
+
+/// Where the registry is unless the configuration says otherwise; `mekong device provision`
+/// and `mekong token` write there by default too.
+pub const DEFAULT_REGISTRY: &str = "config/devices.toml";
 
 /// Prefix of environment variables that override keys: `MEKONG__API__LISTEN=[::]:9090`.
 pub const ENV_PREFIX: &str = "MEKONG__";
@@ -35,6 +40,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The HTTP query service.
     pub api: ApiConfig,
+    /// Who may connect, and from where.
+    pub security: SecurityConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -51,7 +58,8 @@ pub struct IngestConfig {
     pub rejection_log_capacity: usize,
     /// Refuse devices that are not in the registry file.
     pub require_registration: bool,
-    /// The device registry file; the empty string means none.
+    /// The registry file: devices, their keys, and API tokens. A missing file at the default
+    /// path means an empty registry; at another path, an error. The empty string means none.
     pub registry: PathBuf,
     /// Acknowledge each pack on the device's downlink topic once it is on disk.
     pub acknowledge: bool,
@@ -67,7 +75,7 @@ impl Default for IngestConfig {
             max_records_per_pack: p.max_records_per_pack,
             rejection_log_capacity: p.rejection_log_capacity,
             require_registration: p.require_registration,
-            registry: PathBuf::new(),
+            registry: PathBuf::from(DEFAULT_REGISTRY),
             acknowledge: p.acknowledge,
             max_group: p.max_group,
         }
@@ -134,6 +142,27 @@ impl Default for ApiConfig {
     }
 }
 
+/// `[security]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Let clients in without credentials on addresses other than loopback. Off, a listener
+    /// that has no credentials to check (MQTT always, for now; HTTP without API tokens) is
+    /// served on loopback only, as Mosquitto 2 does.
+    pub allow_anonymous: bool,
+    /// `/metrics` answers without a token when API tokens exist.
+    pub metrics_open: bool,
+    /// Origins (`https://apps.cantho.example`) whose browser pages may call the API (CORS);
+    /// empty, none.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig { allow_anonymous: false, metrics_open: true, cors_origins: Vec::new() }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -195,6 +224,14 @@ impl Config {
         if self.ingest.require_registration && self.ingest.registry.as_os_str().is_empty() {
             bail!("ingest.require_registration is true but ingest.registry names no file");
         }
+        for (i, origin) in self.security.cors_origins.iter().enumerate() {
+            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && !origin.contains(char::is_whitespace);
+            if !valid {
+                bail!("security.cors_origins[{i}] {origin:?} is not an origin such as https://apps.example.org");
+            }
+        }
         for (i, rule) in self.storage.retention.iter().enumerate() {
             if let Some(kind) = &rule.kind {
                 if DeviceKind::parse(kind).is_none() {
@@ -215,11 +252,20 @@ impl Config {
         Ok(())
     }
 
-    /// The ingest path's options, with the registry file read.
-    pub fn pipeline_options(&self) -> anyhow::Result<PipelineOptions> {
+    /// The identities of the registry file; empty without one, or when the default path
+    /// holds no file.
+    pub fn identities(&self) -> anyhow::Result<Identities> {
+        let path = &self.ingest.registry;
+        if path.as_os_str().is_empty() || (path == Path::new(DEFAULT_REGISTRY) && !path.exists()) {
+            return Ok(Identities::default());
+        }
+        load_identities(path)
+    }
+
+    /// The ingest path's options, with the devices of the registry.
+    pub fn pipeline_options(&self, registry: Registry) -> PipelineOptions {
         let i = &self.ingest;
-        let registry = if i.registry.as_os_str().is_empty() { Registry::new() } else { load_registry(&i.registry)? };
-        Ok(PipelineOptions {
+        PipelineOptions {
             max_payload_bytes: i.max_payload_bytes,
             max_records_per_pack: i.max_records_per_pack,
             rejection_log_capacity: i.rejection_log_capacity,
@@ -227,7 +273,7 @@ impl Config {
             registry,
             acknowledge: i.acknowledge,
             max_group: i.max_group,
-        })
+        }
     }
 
     /// The store's options.
@@ -282,13 +328,57 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
     Ok(())
 }
 
-/// The device registry file: `[[device]]` entries with `id`, `kind` and, for a device that
-/// signs its packs, `key`.
+/// The registry file: `[[device]]` entries with `id`, `kind` and, for a device that signs
+/// its packs, `key`; `[[token]]` entries with `name`, `scope` and `sha256` (the digest of an
+/// API token, never the token).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
     #[serde(default)]
     device: Vec<RegistryEntry>,
+    #[serde(default)]
+    token: Vec<TokenEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    scope: String,
+    sha256: String,
+}
+
+/// Every identity the registry file names: devices (with their keys) and API tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Identities {
+    /// The devices.
+    pub devices: Registry,
+    /// The API tokens, as digests.
+    pub tokens: Vec<ApiToken>,
+}
+
+/// Reads and checks the registry file: every identity in it.
+pub fn load_identities(path: &Path) -> anyhow::Result<Identities> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read registry {}", path.display()))?;
+    parse_identities(&text).with_context(|| format!("invalid registry {}", path.display()))
+}
+
+/// Checks the text of a registry file: devices and tokens.
+pub fn parse_identities(text: &str) -> anyhow::Result<Identities> {
+    let file: RegistryFile = toml::from_str(text)?;
+    let devices = devices(file.device)?;
+    let mut tokens: Vec<ApiToken> = Vec::with_capacity(file.token.len());
+    for (i, entry) in file.token.into_iter().enumerate() {
+        if entry.name.is_empty() || tokens.iter().any(|t| t.name == entry.name) {
+            bail!("token {i}: name {:?} is empty or taken", entry.name);
+        }
+        let scope = Scope::parse(&entry.scope)
+            .with_context(|| format!("token {:?}: scope {:?} is not read or admin", entry.name, entry.scope))?;
+        let digest = parse_key_hex(&entry.sha256)
+            .with_context(|| format!("token {:?}: sha256 must be 64 hex digits", entry.name))?;
+        tokens.push(ApiToken { name: entry.name, scope, digest: TokenDigest(digest) });
+    }
+    Ok(Identities { devices, tokens })
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,17 +390,19 @@ struct RegistryEntry {
     key: Option<String>,
 }
 
-/// Reads and checks a registry file.
+/// Reads and checks a registry file; its devices.
 pub fn load_registry(path: &Path) -> anyhow::Result<Registry> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read registry {}", path.display()))?;
-    parse_registry(&text).with_context(|| format!("invalid registry {}", path.display()))
+    Ok(load_identities(path)?.devices)
 }
 
-/// Checks the text of a registry file.
+/// Checks the text of a registry file; its devices.
 pub fn parse_registry(text: &str) -> anyhow::Result<Registry> {
-    let file: RegistryFile = toml::from_str(text)?;
+    Ok(parse_identities(text)?.devices)
+}
+
+fn devices(entries: Vec<RegistryEntry>) -> anyhow::Result<Registry> {
     let mut registry = Registry::new();
-    for (i, entry) in file.device.into_iter().enumerate() {
+    for (i, entry) in entries.into_iter().enumerate() {
         if !is_valid_device_id(&entry.id) {
             bail!("device {i}: id {:?} is not [a-z0-9-]{{1,64}}", entry.id);
         }
@@ -329,7 +421,8 @@ pub fn parse_registry(text: &str) -> anyhow::Result<Registry> {
     Ok(registry)
 }
 
-/// A device key written as hex digits (either case); `None` unless exactly 64 of them.
+/// A device key (or a token digest) written as hex digits (either case); `None` unless
+/// exactly 64 of them.
 pub fn parse_key_hex(hex: &str) -> Option<[u8; KEY_LEN]> {
     let digits = hex.as_bytes();
     if digits.len() != 2 * KEY_LEN {

@@ -8,9 +8,11 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod exposure;
 pub mod platform;
 pub mod provision;
 pub mod simulate;
+pub mod token;
 pub mod upkeep;
 
 pub use config::Config;

@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 use mekong::config::parse_key_hex;
 use mekong::provision::{provision, ProvisionOptions, SensorPeriods};
 use mekong::simulate::{self, SimOptions};
+use mekong::token;
 use mekong::{Config, Platform};
+use mekong_api::auth::Scope;
 use mekong_ingest::DeviceKey;
 use mekong_schema::DeviceKind;
 
@@ -77,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         what: DeviceCommand,
     },
+    /// Manage the HTTP API's bearer tokens (kept as digests in the registry file).
+    Token {
+        #[command(subcommand)]
+        what: TokenCommand,
+    },
     /// Print the default configuration as TOML.
     PrintConfig,
     /// Load and check a configuration (with environment overrides), then print it.
@@ -118,11 +125,41 @@ enum DeviceCommand {
         #[arg(long)]
         traffic_secs: Option<u16>,
         /// The registry file (created if missing).
-        #[arg(long, default_value = "config/devices.toml")]
+        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
         registry: PathBuf,
         /// Where to write the node's configuration (default: node-<device-id>.bin).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once; only its SHA-256 digest is kept. `mekong serve`
+    /// reads tokens at start.
+    Create {
+        /// Who holds it (shown in logs): 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.'.
+        name: String,
+        /// `read` for data; `admin` also for the rejection log and whatever changes state.
+        #[arg(long, value_parser = ["read", "admin"], default_value = "read")]
+        scope: String,
+        /// The registry file (created if missing).
+        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+    },
+    /// List the tokens: names and scopes.
+    List {
+        /// The registry file.
+        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+    },
+    /// Revoke a token by name (at the next start of `mekong serve`).
+    Revoke {
+        /// Its name.
+        name: String,
+        /// The registry file.
+        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
+        registry: PathBuf,
     },
 }
 
@@ -170,13 +207,15 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Token { what } => token_command(what),
         Command::PrintConfig => {
             print!("{}", toml::to_string(&Config::default())?);
             Ok(())
         }
         Command::CheckConfig { config } => {
             let config = Config::load(&config, true, std::env::vars())?;
-            config.pipeline_options()?;
+            let identities = config.identities()?;
+            mekong::exposure::Exposure::decide(&config, !identities.tokens.is_empty())?;
             print!("{}", toml::to_string(&config)?);
             Ok(())
         }
@@ -283,6 +322,34 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         simulator.abort();
     }
     platform.shutdown().await
+}
+
+fn token_command(what: TokenCommand) -> anyhow::Result<()> {
+    match what {
+        TokenCommand::Create { name, scope, registry } => {
+            let scope = Scope::parse(&scope).with_context(|| format!("unknown scope {scope:?}"))?;
+            let secret = token::create(&registry, &name, scope)?;
+            eprintln!(
+                "token {name:?} ({}) added to {}; it is shown once, here, and kept nowhere; restart mekong serve \
+                 to use it",
+                scope.as_str(),
+                registry.display()
+            );
+            println!("{secret}");
+        }
+        TokenCommand::List { registry } => {
+            for (name, scope) in token::list(&registry)? {
+                println!("{name}\t{}", scope.as_str());
+            }
+        }
+        TokenCommand::Revoke { name, registry } => {
+            if !token::revoke(&registry, &name)? {
+                anyhow::bail!("no token named {name:?} in {}", registry.display());
+            }
+            eprintln!("token {name:?} revoked in {}; restart mekong serve to apply", registry.display());
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

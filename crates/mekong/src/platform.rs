@@ -2,16 +2,20 @@
 //! from a [`Config`] and shut down in order (stop taking requests, drain ingest, flush).
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::Arc;
 
 use anyhow::Context;
+use axum::http::HeaderValue;
+use mekong_api::auth::Access;
 use mekong_api::AppState;
 use mekong_ingest::Ingest;
 use mekong_store::Store;
 use socket2::{Domain, Socket, Type};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::exposure::Exposure;
 use crate::upkeep::{Upkeep, UpkeepOptions};
 
 /// A running platform.
@@ -26,19 +30,33 @@ pub struct Platform {
     store: Store,
     ingest: Ingest,
     upkeep: Option<Upkeep>,
-    http_stop: oneshot::Sender<()>,
-    http: JoinHandle<std::io::Result<()>>,
+    http_stop: watch::Sender<bool>,
+    http: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Platform {
     /// Opens the store, starts the broker and the ingest thread, and serves HTTP.
     pub async fn start(config: &Config) -> anyhow::Result<Platform> {
+        let identities = config.identities()?;
+        let exposure = Exposure::decide(config, !identities.tokens.is_empty())?;
+        tracing::info!(
+            registry = %config.ingest.registry.display(),
+            devices = identities.devices.len(),
+            keyed = identities.devices.keyed(),
+            api_tokens = identities.tokens.len(),
+            "registry loaded"
+        );
         let data_dir = config.storage.data_dir.clone();
         let store = Store::open(&data_dir, &config.store_options()).with_context(|| {
             format!("cannot open the store in {} (is another mekong using it?)", data_dir.display())
         })?;
-        let broker = config.broker.clone();
-        let pipeline = config.pipeline_options()?;
+        let mut broker = config.broker.clone();
+        broker.loopback_only = exposure.mqtt_loopback_only;
+        let access = match identities.tokens.is_empty() {
+            true => Access::anonymous(),
+            false => Access::tokens(identities.tokens, config.security.metrics_open),
+        };
+        let pipeline = config.pipeline_options(identities.devices);
         let ingest = {
             let store = store.clone();
             let broker = broker.clone();
@@ -57,19 +75,44 @@ impl Platform {
             Some(Upkeep::start(store.clone(), options).context("cannot start the upkeep thread")?)
         };
 
-        let listener = bind_dual_stack(config.api.listen)
-            .with_context(|| format!("cannot listen for http on {}", config.api.listen))?;
-        let http_addr = listener.local_addr()?;
-        let app = mekong_api::router(AppState { store: store.clone(), stats: ingest.stats() });
-        let (http_stop, stopped) = oneshot::channel::<()>();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
+        let listen = exposure.http_addresses(config.api.listen)?;
+        let mut listeners = Vec::with_capacity(listen.len());
+        for addr in listen {
+            let listener = match listeners.first().map(|l: &tokio::net::TcpListener| l.local_addr()) {
+                // A port picked by the system for the first address serves the others too.
+                Some(Ok(first)) if addr.port() == 0 => SocketAddr::new(addr.ip(), first.port()),
+                _ => addr,
+            };
+            listeners.push(bind_dual_stack(listener).with_context(|| format!("cannot listen for http on {listener}"))?);
+        }
+        let http_addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>()?;
+        let http_addr = http_addrs.first().copied().context("no http listener")?;
+        let cors_origins = config
+            .security
+            .cors_origins
+            .iter()
+            .map(|o| HeaderValue::from_str(o).with_context(|| format!("security.cors_origins: {o:?}")))
+            .collect::<anyhow::Result<_>>()?;
+        let state = AppState { store: store.clone(), stats: ingest.stats(), access: Arc::new(access), cors_origins };
+        let app = mekong_api::router(state);
+        let (http_stop, stopped) = watch::channel(false);
+        let servers = listeners.into_iter().map(|listener| {
+            let (app, mut stopped) = (app.clone(), stopped.clone());
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            })
         });
-        tracing::info!(mqtt = %broker.listen, mqtt5 = ?broker.listen_v5, http = %http_addr, data = %data_dir.display(), "mekong is up");
+        let http: Vec<JoinHandle<std::io::Result<()>>> = servers.collect();
+        tracing::info!(
+            mqtt = %join(&broker.bound_addresses()),
+            http = %join(&http_addrs),
+            data = %data_dir.display(),
+            "mekong is up"
+        );
         Ok(Platform {
             mqtt_addr: broker.listen,
             mqtt5_addr: broker.listen_v5,
@@ -85,10 +128,12 @@ impl Platform {
     /// Stops serving HTTP, stops the ingest thread after what it holds, and flushes the
     /// store. The broker's listeners live until the process exits (rumqttd cannot stop them).
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.http_stop.send(());
-        match self.http.await {
-            Ok(result) => result.context("http server failed")?,
-            Err(e) => tracing::error!(error = %e, "http server task failed"),
+        let _ = self.http_stop.send(true);
+        for server in self.http {
+            match server.await {
+                Ok(result) => result.context("http server failed")?,
+                Err(e) => tracing::error!(error = %e, "http server task failed"),
+            }
         }
         let ingest = self.ingest;
         tokio::task::spawn_blocking(move || ingest.shutdown()).await?;
@@ -116,4 +161,9 @@ fn bind_dual_stack(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener>
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     tokio::net::TcpListener::from_std(StdTcpListener::from(socket))
+}
+
+/// Addresses as one log field: `127.0.0.1:1883 [::1]:1883`.
+fn join(addrs: &[SocketAddr]) -> String {
+    addrs.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(" ")
 }

@@ -157,7 +157,7 @@ fn upsert(text: &str, id: &str, kind: DeviceKind, key: &[u8; KEY_LEN]) -> anyhow
 }
 
 /// Writes a file that holds a key: readable by its owner only, replaced in one rename.
-fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let name = path.file_name().with_context(|| format!("{} is not a file name", path.display()))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
