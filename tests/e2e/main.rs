@@ -11,4 +11,5 @@ mod overload;
 mod platform;
 mod restart;
 mod retention;
+mod security;
 mod signed;

@@ -251,12 +251,19 @@ pub struct SmallFs {
     dir: tempfile::TempDir,
 }
 
-/// Set to make [`SmallFs::mount`] fail the test where it cannot mount (CI sets it).
-pub const REQUIRE_TMPFS: &str = "MEKONG_REQUIRE_TMPFS";
+/// Set to make the tests that need root ([`SmallFs`], [`TestNet`]) fail where they cannot
+/// run, instead of skipping (CI sets it).
+pub const REQUIRE_ROOT: &str = "MEKONG_REQUIRE_ROOT";
+
+/// Skips (or, with [`REQUIRE_ROOT`] set, fails) a test that needs root for `what`.
+fn skip_without_root(what: &str, why: &str) {
+    assert!(std::env::var_os(REQUIRE_ROOT).is_none(), "cannot {what}: {why}");
+    eprintln!("SKIPPED: cannot {what} ({why}); run as root, as CI does");
+}
 
 impl SmallFs {
     /// Mounts a tmpfs of `bytes`. Mounting needs root (or CAP_SYS_ADMIN); without it this
-    /// says so on stderr and returns `None`, unless [`REQUIRE_TMPFS`] is set.
+    /// says so on stderr and returns `None`, unless [`REQUIRE_ROOT`] is set.
     pub fn mount(bytes: u64) -> Option<SmallFs> {
         let dir = tempfile::tempdir().unwrap();
         let size = format!("size={bytes}");
@@ -271,8 +278,7 @@ impl SmallFs {
                     Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
                     Err(e) => e.to_string(),
                 };
-                assert!(std::env::var_os(REQUIRE_TMPFS).is_none(), "cannot mount a tmpfs: {why}");
-                eprintln!("SKIPPED: cannot mount a tmpfs ({why}); run as root, as CI does");
+                skip_without_root("mount a tmpfs", &why);
                 None
             }
         }
@@ -316,5 +322,79 @@ impl Drop for SmallFs {
     fn drop(&mut self) {
         // Lazily: a store still open on it (a failed test) must not keep it mounted.
         let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// A network namespace of the test's own, joined to this one by a veth pair: a second host
+/// on this machine, with an address that is not loopback, to connect from. Removed when
+/// dropped.
+#[derive(Debug)]
+pub struct TestNet {
+    name: String,
+    link: String,
+    /// This side's address, which the namespace reaches over the pair.
+    pub host: std::net::IpAddr,
+}
+
+impl TestNet {
+    /// Creates the namespace and the pair (10.231.N.1 here, 10.231.N.2 there). Needs root
+    /// (`ip netns`); without it this says so and returns `None`, unless [`REQUIRE_ROOT`] is
+    /// set.
+    pub fn create() -> Option<TestNet> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}-{n}", std::process::id() % 100_000);
+        let net = TestNet {
+            name: format!("mekong-{tag}"),
+            link: format!("mk{tag}"),
+            host: std::net::IpAddr::from([10, 231, (n % 250) as u8, 1]),
+        };
+        let peer = format!("{}p", net.link);
+        let (here, there) = (format!("{}/30", net.host), format!("10.231.{}.2/30", n % 250));
+        let steps: [&[&str]; 8] = [
+            &["netns", "add", &net.name],
+            &["link", "add", &net.link, "type", "veth", "peer", "name", &peer],
+            &["link", "set", &peer, "netns", &net.name],
+            &["addr", "add", &here, "dev", &net.link],
+            &["link", "set", &net.link, "up"],
+            &["-n", &net.name, "addr", "add", &there, "dev", &peer],
+            &["-n", &net.name, "link", "set", &peer, "up"],
+            &["-n", &net.name, "link", "set", "lo", "up"],
+        ];
+        for step in steps {
+            let out = std::process::Command::new("ip").args(step).output();
+            match out {
+                Ok(out) if out.status.success() => {}
+                other => {
+                    let why = match other {
+                        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    skip_without_root("make a network namespace", &format!("ip {}: {why}", step.join(" ")));
+                    return None;
+                }
+            }
+        }
+        Some(net)
+    }
+
+    /// Whether a TCP connection from inside the namespace to `addr` is accepted (within 5 s).
+    pub fn connects(&self, addr: SocketAddr) -> bool {
+        let script = format!("exec 3<>/dev/tcp/{}/{}", addr.ip(), addr.port());
+        let status = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name, "timeout", "5", "bash", "-c", &script])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        status.success()
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        // Deleting one end of the pair deletes both.
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.link]).status();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }

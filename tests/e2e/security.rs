@@ -1,0 +1,131 @@
+//! Who gets in: the loopback-only default without credentials, seen from a second host (a
+//! network namespace of the test's own), and the API's bearer tokens and CORS through the
+//! real HTTP server.
+
+use std::net::SocketAddr;
+
+use mekong::Config;
+use mekong_api::auth::Scope;
+use mekong_tests::{TestNet, TIMEOUT};
+
+use crate::platform::{config, start};
+
+/// The platform's listeners as the namespace would reach them, on this side's address.
+fn seen_from(net: &TestNet, running: &crate::platform::Running) -> [SocketAddr; 3] {
+    let p = &running.platform;
+    [
+        SocketAddr::new(net.host, p.mqtt_addr.port()),
+        SocketAddr::new(net.host, p.mqtt5_addr.unwrap().port()),
+        SocketAddr::new(net.host, p.http_addr.port()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_credentials_only_loopback_is_served() {
+    let Some(net) = TestNet::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+
+    // The defaults: no credentials anywhere, so nothing answers on another address.
+    let running = start(&config(&dir.path().join("a"))).await;
+    for addr in seen_from(&net, &running) {
+        assert!(!net.connects(addr), "{addr} answered a second host without credentials");
+    }
+    // Loopback still is served, over both families.
+    for ip in ["127.0.0.1", "::1"] {
+        let addr = SocketAddr::new(ip.parse().unwrap(), running.platform.mqtt_addr.port());
+        assert!(tokio::net::TcpStream::connect(addr).await.is_ok(), "{addr}");
+    }
+    running.stop().await;
+
+    // With API tokens the API answers everywhere (it checks them); MQTT still does not.
+    let registry = dir.path().join("devices.toml");
+    mekong::token::create(&registry, "city-app", Scope::Read).unwrap();
+    let mut with_tokens = config(&dir.path().join("b"));
+    with_tokens.ingest.registry = registry;
+    let running = start(&with_tokens).await;
+    let [mqtt, mqtt5, http] = seen_from(&net, &running);
+    assert!(!net.connects(mqtt) && !net.connects(mqtt5));
+    assert!(net.connects(http), "the API with tokens is not served beyond loopback");
+    running.stop().await;
+
+    // allow_anonymous opens everything: the control that shows the namespace can connect.
+    let mut open = config(&dir.path().join("c"));
+    open.security.allow_anonymous = true;
+    let running = start(&open).await;
+    for addr in seen_from(&net, &running) {
+        assert!(net.connects(addr), "{addr} refused with allow_anonymous");
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_on_another_address_without_credentials_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: Config = config(dir.path());
+    config.api.listen = "192.0.2.10:8080".parse().unwrap();
+    let e = mekong::Platform::start(&config).await.unwrap_err();
+    assert!(format!("{e:#}").contains("allow_anonymous"), "{e:#}");
+    let mut config = config.clone();
+    config.api.listen = "[::]:0".parse().unwrap();
+    config.broker.listen = "192.0.2.10:1883".parse().unwrap();
+    let e = mekong::Platform::start(&config).await.unwrap_err();
+    assert!(format!("{e:#}").contains("not a loopback address"), "{e:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_and_cors_through_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("devices.toml");
+    let read = mekong::token::create(&registry, "city-app", Scope::Read).unwrap();
+    let admin = mekong::token::create(&registry, "operations", Scope::Admin).unwrap();
+    let mut config = config(&dir.path().join("data"));
+    config.ingest.registry = registry;
+    config.security.metrics_open = false;
+    config.security.cors_origins = vec!["https://apps.cantho.example".into()];
+    let running = start(&config).await;
+    let base = format!("http://127.0.0.1:{}", running.platform.http_addr.port());
+    let http = reqwest::Client::new();
+
+    let status = |path: &'static str, token: Option<String>| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let mut request = http.get(format!("{base}{path}")).timeout(TIMEOUT);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let wrong = Some(format!("{}0", &read[..read.len() - 1]));
+    for (path, want) in [
+        ("/healthz", [200, 200, 200, 200]),
+        ("/metrics", [401, 401, 200, 200]),
+        ("/v1/latest", [401, 401, 200, 200]),
+        ("/v1/devices", [401, 401, 200, 200]),
+        ("/v1/rejections", [401, 401, 403, 200]),
+    ] {
+        for (token, want) in [None, wrong.clone(), Some(read.clone()), Some(admin.clone())].into_iter().zip(want) {
+            let (got, body) = status(path, token.clone()).await;
+            assert_eq!(got, want, "{path} with {}: {body}", if token.is_some() { "a token" } else { "none" });
+            for secret in [&read, &admin] {
+                assert!(!body.contains(secret.as_str()), "{path} answered with a token");
+            }
+        }
+    }
+
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("{base}/v1/latest"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .timeout(TIMEOUT)
+            .send()
+    };
+    let allowed = preflight("https://apps.cantho.example").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://apps.cantho.example");
+    let refused = preflight("https://elsewhere.example").await.unwrap();
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    running.stop().await;
+}
