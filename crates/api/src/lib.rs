@@ -3,20 +3,26 @@
 //! [`router`] builds the whole service from an [`AppState`]; the binary binds and serves it.
 //! Handlers read the store and the ingest counters and answer with this crate's own response
 //! types (`routes::*`), never with store structs, so the JSON shape is a promise made here.
+//! Queries that read points from disk run on blocking threads, a bounded number at a time
+//! (`blocking.rs`); reads of the store's in-memory metadata stay on the async workers.
 //! Times are accepted as RFC 3339 or epoch milliseconds and returned as both ([`time`]).
 //! Errors are JSON `{"error": {"code", "message"}}` with the matching status ([`error`]).
 #![warn(missing_docs)]
 
+mod blocking;
 pub mod error;
 mod routes;
 pub mod time;
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::routing::get;
 use axum::Router;
 use mekong_ingest::Stats;
 use mekong_store::Store;
+
+use crate::blocking::QueryPool;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -27,7 +33,28 @@ pub struct AppState {
     pub stats: Arc<Stats>,
 }
 
-/// The query service.
+/// What the handlers reach: the caller's [`AppState`], and the bound on blocking queries,
+/// which belongs to the service rather than to the caller (each handler extracts the part it
+/// needs through `FromRef`).
+#[derive(Debug, Clone)]
+struct Shared {
+    app: AppState,
+    queries: QueryPool,
+}
+
+impl FromRef<Shared> for AppState {
+    fn from_ref(shared: &Shared) -> Self {
+        shared.app.clone()
+    }
+}
+
+impl FromRef<Shared> for QueryPool {
+    fn from_ref(shared: &Shared) -> Self {
+        shared.queries.clone()
+    }
+}
+
+/// The query service, with one blocking query at a time per core.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(routes::health::healthz))
@@ -42,7 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/latest", get(routes::latest::latest))
         .route("/v1/rejections", get(routes::rejections::list))
         .fallback(routes::not_found)
-        .with_state(state)
+        .with_state(Shared { app: state, queries: QueryPool::per_core() })
 }
 
 #[cfg(test)]

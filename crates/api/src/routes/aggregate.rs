@@ -6,12 +6,14 @@
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mekong_store::Bucket;
 use serde::{Deserialize, Serialize};
 
 use super::kind_filter;
 use super::series::series_range;
+use crate::blocking::QueryPool;
 use crate::error::ApiError;
 use crate::{time, AppState};
 
@@ -100,24 +102,31 @@ fn step_of(q: &AggregateQuery) -> Result<i64, ApiError> {
 /// max, sum, avg, first and last of each bucket. Without `from`/`to`, the whole series.
 pub async fn series(
     State(state): State<AppState>,
+    State(queries): State<QueryPool>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<AggregateQuery>, QueryRejection>,
-) -> Result<Json<SeriesAggregate>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path((device, metric)) = path?;
     let Query(q) = query?;
     let step_ms = step_of(&q)?;
     let (series, from_ms, to_ms) = series_range(&state, &device, &metric, q.from.as_deref(), q.to.as_deref())?;
     checked_range(from_ms, to_ms, step_ms)?;
-    let buckets = state.store.aggregate(&device, &metric, from_ms, to_ms, step_ms)?.unwrap_or_default();
-    Ok(Json(SeriesAggregate {
-        device,
-        metric,
-        unit: series.unit,
-        from_ms,
-        to_ms,
-        step_ms,
-        buckets: buckets.into_iter().map(Into::into).collect(),
-    }))
+    queries
+        .run(move || {
+            let buckets = state.store.aggregate(&device, &metric, from_ms, to_ms, step_ms)?.unwrap_or_default();
+            let body = SeriesAggregate {
+                device,
+                metric,
+                unit: series.unit,
+                from_ms,
+                to_ms,
+                step_ms,
+                buckets: buckets.into_iter().map(Into::into).collect(),
+            };
+            // Up to `MAX_BUCKETS` buckets of JSON: written here too, not on an async worker.
+            Ok(Json(body).into_response())
+        })
+        .await
 }
 
 /// One series in a many-series aggregate.
@@ -144,8 +153,9 @@ pub struct ManyAggregate {
 /// are required.
 pub async fn many(
     State(state): State<AppState>,
+    State(queries): State<QueryPool>,
     query: Result<Query<AggregateQuery>, QueryRejection>,
-) -> Result<Json<ManyAggregate>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query?;
     let step_ms = step_of(&q)?;
     let kind = kind_filter(q.kind.as_deref())?;
@@ -158,10 +168,20 @@ pub async fn many(
     let (from_ms, to_ms) = (required("from", &q.from)?, required("to", &q.to)?);
     checked_range(from_ms, to_ms, step_ms)?;
     let mut series = Vec::new();
+    // One blocking task per device, not one for the whole fleet: a query waiting for a permit
+    // gets its turn between two devices instead of after the last one, and a dropped request
+    // stops at the next device.
     for device in state.store.devices_with(kind, &metric) {
-        let unit = state.store.series(&device, &metric).and_then(|s| s.unit);
-        let Some(buckets) = state.store.aggregate(&device, &metric, from_ms, to_ms, step_ms)? else { continue };
-        series.push(DeviceAggregate { device, unit, buckets: buckets.into_iter().map(Into::into).collect() });
+        let (store, metric) = (state.store.clone(), metric.clone());
+        let one = queries
+            .run(move || {
+                let unit = store.series(&device, &metric).and_then(|s| s.unit);
+                let buckets = store.aggregate(&device, &metric, from_ms, to_ms, step_ms)?;
+                Ok(buckets.map(|b| DeviceAggregate { device, unit, buckets: b.into_iter().map(Into::into).collect() }))
+            })
+            .await?;
+        series.extend(one);
     }
-    Ok(Json(ManyAggregate { kind, metric, from_ms, to_ms, step_ms, series }))
+    let body = ManyAggregate { kind, metric, from_ms, to_ms, step_ms, series };
+    queries.run(move || Ok(Json(body).into_response())).await
 }
