@@ -1,4 +1,4 @@
-//! Store queries that read the disk run off the async workers, a bounded number at a time.
+//! Store queries whose cost grows with the data run off the async workers, a few at a time.
 //!
 //! sled reads are synchronous, and decoding chunks into buckets is CPU work that grows with
 //! the range asked for: run on an async worker, one heavy query holds that worker, and with it
@@ -10,14 +10,17 @@
 //! its decoded chunks and buckets, and starving the ingest threads of CPU. Once the pages are
 //! cached a query is CPU-bound, so more queries at once than cores finish none sooner. The
 //! bound is a semaphore: a query waits for a permit asynchronously (no thread is held), in
-//! arrival order (tokio's semaphore is fair), and a request dropped while it waits (its
-//! client went away) leaves the queue without running. The permit moves into the blocking
+//! arrival order (tokio's semaphore is fair), and a request dropped while it waits leaves the
+//! queue without running. The permit moves into the blocking
 //! task and is released when the work ends, not when the request ends, so an abandoned query
 //! that already started still counts against the bound until it finishes.
 //!
-//! Reads of the store's in-memory mirror (devices, series metadata, latest values) and of the
-//! ingest counters stay on the workers: they take a lock for microseconds, and behind this
-//! bound they would queue after heavy queries, which is exactly what `/healthz` must not do.
+//! What runs here: every store read whose cost grows with the data or the fleet (points,
+//! aggregates, and the fleet-wide listings `/v1/devices` and `/v1/latest`, which copy one
+//! entry per device or series out of the store's in-memory mirror and write it as JSON: ~0.1
+//! ms for 200 devices, but ~10 ms for 10,000, see `docs/api-blocking.md`). What stays on the
+//! workers: lookups of one device or series in that mirror, the ingest counters, and
+//! `/healthz`, which must answer even when every permit is taken.
 
 use std::sync::Arc;
 

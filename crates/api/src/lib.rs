@@ -3,8 +3,9 @@
 //! [`router`] builds the whole service from an [`AppState`]; the binary binds and serves it.
 //! Handlers read the store and the ingest counters and answer with this crate's own response
 //! types (`routes::*`), never with store structs, so the JSON shape is a promise made here.
-//! Queries that read points from disk run on blocking threads, a bounded number at a time
-//! (`blocking.rs`); reads of the store's in-memory metadata stay on the async workers.
+//! Queries whose cost grows with the data or the fleet (points, aggregates, fleet-wide
+//! listings) run on blocking threads, a bounded number at a time (`blocking.rs`); lookups of
+//! one device, the counters and `/healthz` stay on the async workers.
 //! Times are accepted as RFC 3339 or epoch milliseconds and returned as both ([`time`]).
 //! Errors are JSON `{"error": {"code", "message"}}` with the matching status ([`error`]).
 #![warn(missing_docs)]
