@@ -4,6 +4,8 @@
 //! buckets that hold points are returned. The store computes them from the points; rollups
 //! kept on write (issue 4) will make long ranges cheap.
 
+use std::time::{Duration, Instant};
+
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -167,21 +169,48 @@ pub async fn many(
     };
     let (from_ms, to_ms) = (required("from", &q.from)?, required("to", &q.to)?);
     checked_range(from_ms, to_ms, step_ms)?;
-    let mut series = Vec::new();
-    // One blocking task per device, not one for the whole fleet: a query waiting for a permit
-    // gets its turn between two devices instead of after the last one, and a dropped request
-    // stops at the next device.
-    for device in state.store.devices_with(kind, &metric) {
+    // Blocking tasks of a few milliseconds each rather than one for the whole fleet: a query
+    // waiting for a permit gets its turn between two devices instead of after the last one,
+    // and a dropped request stops there. A task per device would cost a hand-over between
+    // threads per device, which a busy machine makes slow.
+    let mut done = Vec::new();
+    let mut left = state.store.devices_with(kind, &metric).into_iter();
+    loop {
         let (store, metric) = (state.store.clone(), metric.clone());
-        let one = queries
+        let slice = queries
             .run(move || {
-                let unit = store.series(&device, &metric).and_then(|s| s.unit);
-                let buckets = store.aggregate(&device, &metric, from_ms, to_ms, step_ms)?;
-                Ok(buckets.map(|b| DeviceAggregate { device, unit, buckets: b.into_iter().map(Into::into).collect() }))
+                let started = Instant::now();
+                for device in left.by_ref() {
+                    let unit = store.series(&device, &metric).and_then(|s| s.unit);
+                    if let Some(buckets) = store.aggregate(&device, &metric, from_ms, to_ms, step_ms)? {
+                        let buckets = buckets.into_iter().map(Into::into).collect();
+                        done.push(DeviceAggregate { device, unit, buckets });
+                    }
+                    if started.elapsed() >= SLICE {
+                        break;
+                    }
+                }
+                if left.len() > 0 {
+                    return Ok(Slice::More(done, left));
+                }
+                let body = ManyAggregate { kind, metric, from_ms, to_ms, step_ms, series: done };
+                Ok(Slice::Last(Json(body).into_response()))
             })
             .await?;
-        series.extend(one);
+        match slice {
+            Slice::More(more_done, more_left) => (done, left) = (more_done, more_left),
+            Slice::Last(response) => return Ok(response),
+        }
     }
-    let body = ManyAggregate { kind, metric, from_ms, to_ms, step_ms, series };
-    queries.run(move || Ok(Json(body).into_response())).await
+}
+
+/// How long one blocking task of [`many`] works before it gives its permit back; it always
+/// finishes the device it is on.
+const SLICE: Duration = Duration::from_millis(2);
+
+/// What one blocking task of [`many`] hands back: the series so far and the devices left,
+/// or the response, written after the last device.
+enum Slice {
+    More(Vec<DeviceAggregate>, std::vec::IntoIter<String>),
+    Last(Response),
 }
