@@ -1,9 +1,9 @@
 //! How long `/healthz` takes while city-wide aggregates keep the query service busy.
 //!
 //! ```text
-//! cargo run --release -p mekong-api --example healthz_under_load -- [--devices 200] [--hours 24]
-//!     [--workers <cores>] [--aggregators 4] [--seconds 10] [--probe-every-ms 10] [--probe /healthz]
-//!     [--load <path>]
+//! cargo run --release -p mekong-api --example healthz_under_load -- [--devices 200]
+//!     [--hours 24] [--workers <cores>] [--aggregators 4] [--seconds 10]
+//!     [--probe-every-ms 10] [--probe /healthz] [--load <path>]
 //! ```
 //!
 //! Writes `devices` water series of `hours` hours at one point per 10 s into a sled store in a
@@ -12,13 +12,12 @@
 //! `aggregators` clients each ask, one request after the other,
 //! `/v1/aggregate?metric=water_level&step=15m` over the whole range, which decodes every point
 //! (a 15-minute step is not whole hours, so no rollup can serve it), while a probe asks
-//! `/healthz` (or the path given as `--probe`), waiting `probe_every_ms` after each answer, and times each request from its
-//! sending. Before that, `/healthz`, `/v1/devices` and `/v1/latest` are timed with nothing
-//! else running. `--load` replaces the aggregate with another request (such as `/v1/latest`,
-//! whose cost grows with the fleet). The last line printed is the JSON of the figures.
-//!
-//! To compare with the handlers of another commit, check out that commit's `crates/api/src`
-//! and run the same command: the example uses only `router` and `AppState`.
+//! `/healthz` (or the path given as `--probe`), `probe_every_ms` after each answer, and times
+//! each request from its sending. Before that, `/healthz`, `/v1/devices` and `/v1/latest` are
+//! timed with nothing else running. `--load` replaces the aggregate with another request
+//! (such as `/v1/latest`, whose cost grows with the fleet). The last line printed is the JSON
+//! of the figures. `docs/api-blocking.md` has the figures and how to run it against older
+//! handlers (the example uses only `router` and `AppState`).
 
 use std::error::Error;
 use std::io::{BufRead, BufReader, Read, Write};

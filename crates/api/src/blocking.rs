@@ -15,11 +15,11 @@
 //! task and is released when the work ends, not when the request ends, so an abandoned query
 //! that already started still counts against the bound until it finishes.
 //!
-//! What runs here: every store read whose cost grows with the data or the fleet (points,
+//! What runs here: every store read whose cost grows with the data or the fleet: points,
 //! aggregates, and the fleet-wide listings `/v1/devices` and `/v1/latest`, which copy one
-//! entry per device or series out of the store's in-memory mirror and write it as JSON: ~0.1
-//! ms for 200 devices, but ~10 ms for 10,000, see `docs/api-blocking.md`). What stays on the
-//! workers: lookups of one device or series in that mirror, the ingest counters, and
+//! entry per device or series out of the store's in-memory mirror and write it as JSON (0.1
+//! to 0.2 ms for 200 devices, 9 to 20 ms for 10,000; see `docs/api-blocking.md`). What stays
+//! on the workers: lookups of one device or series in that mirror, the ingest counters, and
 //! `/healthz`, which must answer even when every permit is taken.
 
 use std::sync::Arc;
