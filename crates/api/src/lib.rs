@@ -3,11 +3,15 @@
 //! [`router`] builds the whole service from an [`AppState`]; the binary binds and serves it.
 //! Handlers read the store and the ingest counters and answer with this crate's own response
 //! types (`routes::*`), never with store structs, so the JSON shape is a promise made here.
+//! Queries whose cost grows with the data or the fleet (points, aggregates, fleet-wide
+//! listings) run on blocking threads, a bounded number at a time (`blocking.rs`); lookups of
+//! one device, the counters and `/healthz` stay on the async workers.
 //! Times are accepted as RFC 3339 or epoch milliseconds and returned as both ([`time`]).
 //! Errors are JSON `{"error": {"code", "message"}}` with the matching status ([`error`]).
 #![warn(missing_docs)]
 
 pub mod auth;
+mod blocking;
 pub mod error;
 mod routes;
 pub mod time;
@@ -15,6 +19,7 @@ pub mod time;
 use std::sync::Arc;
 
 use auth::{Access, Scope};
+use axum::extract::FromRef;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
@@ -22,6 +27,8 @@ use axum::Router;
 use mekong_stats::Stats;
 use mekong_store::Store;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::blocking::QueryPool;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,6 +41,27 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// Origins whose browser pages may call the API; empty, none (no CORS headers at all).
     pub cors_origins: Vec<HeaderValue>,
+}
+
+/// What the handlers reach: the caller's [`AppState`], and the bound on blocking queries,
+/// which belongs to the service rather than to the caller (each handler extracts the part it
+/// needs through `FromRef`).
+#[derive(Debug, Clone)]
+struct Shared {
+    app: AppState,
+    queries: QueryPool,
+}
+
+impl FromRef<Shared> for AppState {
+    fn from_ref(shared: &Shared) -> Self {
+        shared.app.clone()
+    }
+}
+
+impl FromRef<Shared> for QueryPool {
+    fn from_ref(shared: &Shared) -> Self {
+        shared.queries.clone()
+    }
 }
 
 /// The query service. `/healthz` answers anyone; `/metrics` anyone or a token of any scope,
@@ -69,7 +97,7 @@ pub fn router(state: AppState) -> Router {
                 .allow_headers([axum::http::header::AUTHORIZATION]),
         ),
     };
-    router.with_state(state)
+    router.with_state(Shared { app: state, queries: QueryPool::per_core() })
 }
 
 #[cfg(test)]

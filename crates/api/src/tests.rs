@@ -1,10 +1,12 @@
 //! Tests of the router through `tower::ServiceExt::oneshot`, on a real store: status codes,
-//! error bodies, paging and time parameters.
+//! error bodies, paging and time parameters, and heavy queries kept off the async workers.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
 use http_body_util::BodyExt;
 use mekong_stats::Stats;
 use mekong_store::{NewPoint, Store, StoreOptions};
@@ -12,6 +14,8 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::*;
+use crate::blocking::QueryPool;
+use crate::error::ApiError;
 
 const T0: i64 = 1_790_000_000_000;
 
@@ -35,7 +39,11 @@ fn state() -> (tempfile::TempDir, AppState) {
 }
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
-    let response = router(state.clone()).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    call(router(state.clone()), uri.to_owned()).await
+}
+
+async fn call(app: Router, uri: String) -> (StatusCode, Value) {
+    let response = app.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
@@ -224,4 +232,103 @@ async fn a_preflight_is_answered_for_allowed_origins_only() {
     let (_dir, open) = state();
     let response = router(open).oneshot(preflight("https://apps.cantho.example")).await.unwrap();
     assert!(response.headers().get("access-control-allow-origin").is_none());
+}
+
+const HEAVY_DEVICES: usize = 40;
+const HEAVY_POINTS: i64 = 20_000;
+
+/// A store with `HEAVY_DEVICES` water sensors of `HEAVY_POINTS` readings each, one a second,
+/// written an hour at a time: aggregating all of them by minute decodes every point, which
+/// takes orders of magnitude longer than `/healthz`.
+fn heavy_state() -> (tempfile::TempDir, AppState) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions { flush_every_ms: None, ..Default::default() }).unwrap();
+    for d in 0..HEAVY_DEVICES {
+        let device = format!("w-{d:03}");
+        for hour in (0..HEAVY_POINTS).step_by(3600) {
+            let points: Vec<_> = (hour..(hour + 3600).min(HEAVY_POINTS))
+                .map(|i| NewPoint {
+                    metric: "water_level",
+                    unit: Some("cm"),
+                    time_ms: T0 + i * 1000,
+                    value: 100.0 + (i % 97) as f64 / 10.0,
+                })
+                .collect();
+            store.write(&device, "water", T0, &points).unwrap();
+        }
+    }
+    let access = Arc::new(Access::anonymous());
+    (dir, AppState { store, stats: Arc::new(Stats::new(10)), access, cors_origins: Vec::new() })
+}
+
+// One thread serves every request, as a runtime with one worker would: had the aggregate run
+// on it, `/healthz` could only be answered once the aggregate was done.
+#[tokio::test(flavor = "current_thread")]
+async fn health_answers_while_a_heavy_aggregate_runs() {
+    let (_dir, state) = heavy_state();
+    let app = router(state);
+    let to = T0 + HEAVY_POINTS * 1000;
+    let uri = format!("/v1/aggregate?kind=water&metric=water_level&from={T0}&to={to}&step=1m");
+    let aggregate = tokio::spawn(call(app.clone(), uri));
+    // On this one thread the spawned task starts when the test yields; it is then in flight.
+    tokio::task::yield_now().await;
+
+    let (status, health) = call(app.clone(), "/healthz".into()).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["points"], HEAVY_DEVICES as i64 * HEAVY_POINTS);
+    assert!(!aggregate.is_finished(), "/healthz answered only once the aggregate was done");
+
+    let (status, body) = aggregate.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let series = body["series"].as_array().unwrap();
+    // Every device once, in order, however many blocking tasks the aggregate took.
+    let devices: Vec<_> = series.iter().map(|s| s["device"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(devices, (0..HEAVY_DEVICES).map(|d| format!("w-{d:03}")).collect::<Vec<_>>());
+    let counted: u64 =
+        series.iter().flat_map(|s| s["buckets"].as_array().unwrap()).map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, HEAVY_DEVICES as u64 * HEAVY_POINTS as u64);
+}
+
+#[tokio::test]
+async fn a_query_that_panics_is_a_500_that_does_not_leak_why() {
+    let pool = QueryPool::new(1);
+    let error = pool.run(|| -> Result<(), ApiError> { panic!("chunk decoder fell over") }).await.unwrap_err();
+    // The cause is kept for the log...
+    assert!(matches!(&error, ApiError::Internal(detail) if detail.contains("chunk decoder fell over")), "{error:?}");
+    // ...and the client gets the usual internal error.
+    let response = error.into_response();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body, serde_json::json!({"error": {"code": "internal", "message": "internal error"}}));
+    // The panic gave its permit back: the pool of one still runs queries.
+    assert_eq!(pool.run(|| Ok(7)).await.unwrap(), 7);
+}
+
+#[tokio::test]
+async fn the_pool_runs_as_many_queries_at_once_as_its_bound_and_no_more() {
+    let pool = QueryPool::new(2);
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    // Each query waits for a second one to be running beside it, so a bound of two is reached;
+    // a pool that let more run at once would be seen above two.
+    let pair = Arc::new(Barrier::new(2));
+    let queries: Vec<_> = (0..8)
+        .map(|_| {
+            let (pool, running, most, pair) = (pool.clone(), running.clone(), most.clone(), pair.clone());
+            tokio::spawn(async move {
+                pool.run(move || {
+                    most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    pair.wait();
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+            })
+        })
+        .collect();
+    for query in queries {
+        query.await.unwrap().unwrap();
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 2);
 }

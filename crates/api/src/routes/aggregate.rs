@@ -4,14 +4,18 @@
 //! buckets that hold points are returned. The store computes them from the points; rollups
 //! kept on write (issue 4) will make long ranges cheap.
 
+use std::time::{Duration, Instant};
+
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mekong_store::Bucket;
 use serde::{Deserialize, Serialize};
 
 use super::kind_filter;
 use super::series::series_range;
+use crate::blocking::QueryPool;
 use crate::error::ApiError;
 use crate::{time, AppState};
 
@@ -100,24 +104,31 @@ fn step_of(q: &AggregateQuery) -> Result<i64, ApiError> {
 /// max, sum, avg, first and last of each bucket. Without `from`/`to`, the whole series.
 pub async fn series(
     State(state): State<AppState>,
+    State(queries): State<QueryPool>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<AggregateQuery>, QueryRejection>,
-) -> Result<Json<SeriesAggregate>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path((device, metric)) = path?;
     let Query(q) = query?;
     let step_ms = step_of(&q)?;
     let (series, from_ms, to_ms) = series_range(&state, &device, &metric, q.from.as_deref(), q.to.as_deref())?;
     checked_range(from_ms, to_ms, step_ms)?;
-    let buckets = state.store.aggregate(&device, &metric, from_ms, to_ms, step_ms)?.unwrap_or_default();
-    Ok(Json(SeriesAggregate {
-        device,
-        metric,
-        unit: series.unit,
-        from_ms,
-        to_ms,
-        step_ms,
-        buckets: buckets.into_iter().map(Into::into).collect(),
-    }))
+    queries
+        .run(move || {
+            let buckets = state.store.aggregate(&device, &metric, from_ms, to_ms, step_ms)?.unwrap_or_default();
+            let body = SeriesAggregate {
+                device,
+                metric,
+                unit: series.unit,
+                from_ms,
+                to_ms,
+                step_ms,
+                buckets: buckets.into_iter().map(Into::into).collect(),
+            };
+            // Up to `MAX_BUCKETS` buckets of JSON: written here too, not on an async worker.
+            Ok(Json(body).into_response())
+        })
+        .await
 }
 
 /// One series in a many-series aggregate.
@@ -144,8 +155,9 @@ pub struct ManyAggregate {
 /// are required.
 pub async fn many(
     State(state): State<AppState>,
+    State(queries): State<QueryPool>,
     query: Result<Query<AggregateQuery>, QueryRejection>,
-) -> Result<Json<ManyAggregate>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query?;
     let step_ms = step_of(&q)?;
     let kind = kind_filter(q.kind.as_deref())?;
@@ -157,11 +169,48 @@ pub async fn many(
     };
     let (from_ms, to_ms) = (required("from", &q.from)?, required("to", &q.to)?);
     checked_range(from_ms, to_ms, step_ms)?;
-    let mut series = Vec::new();
-    for device in state.store.devices_with(kind, &metric) {
-        let unit = state.store.series(&device, &metric).and_then(|s| s.unit);
-        let Some(buckets) = state.store.aggregate(&device, &metric, from_ms, to_ms, step_ms)? else { continue };
-        series.push(DeviceAggregate { device, unit, buckets: buckets.into_iter().map(Into::into).collect() });
+    // Blocking tasks of a few milliseconds each rather than one for the whole fleet: a query
+    // waiting for a permit gets its turn between two devices instead of after the last one,
+    // and a dropped request stops there. A task per device would cost a hand-over between
+    // threads per device, which a busy machine makes slow.
+    let mut done = Vec::new();
+    let mut left = state.store.devices_with(kind, &metric).into_iter();
+    loop {
+        let (store, metric) = (state.store.clone(), metric.clone());
+        let slice = queries
+            .run(move || {
+                let started = Instant::now();
+                for device in left.by_ref() {
+                    let unit = store.series(&device, &metric).and_then(|s| s.unit);
+                    if let Some(buckets) = store.aggregate(&device, &metric, from_ms, to_ms, step_ms)? {
+                        let buckets = buckets.into_iter().map(Into::into).collect();
+                        done.push(DeviceAggregate { device, unit, buckets });
+                    }
+                    if started.elapsed() >= SLICE {
+                        break;
+                    }
+                }
+                if left.len() > 0 {
+                    return Ok(Slice::More(done, left));
+                }
+                let body = ManyAggregate { kind, metric, from_ms, to_ms, step_ms, series: done };
+                Ok(Slice::Last(Json(body).into_response()))
+            })
+            .await?;
+        match slice {
+            Slice::More(more_done, more_left) => (done, left) = (more_done, more_left),
+            Slice::Last(response) => return Ok(response),
+        }
     }
-    Ok(Json(ManyAggregate { kind, metric, from_ms, to_ms, step_ms, series }))
+}
+
+/// How long one blocking task of [`many`] works before it gives its permit back; it always
+/// finishes the device it is on.
+const SLICE: Duration = Duration::from_millis(2);
+
+/// What one blocking task of [`many`] hands back: the series so far and the devices left,
+/// or the response, written after the last device.
+enum Slice {
+    More(Vec<DeviceAggregate>, std::vec::IntoIter<String>),
+    Last(Response),
 }

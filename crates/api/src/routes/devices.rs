@@ -3,11 +3,13 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mekong_store::DeviceInfo;
 use serde::{Deserialize, Serialize};
 
 use super::kind_filter;
+use crate::blocking::QueryPool;
 use crate::error::ApiError;
 use crate::{time, AppState};
 
@@ -67,12 +69,19 @@ pub struct ListQuery {
 /// `GET /v1/devices?kind=water`: every device that has sent readings, by id.
 pub async fn list(
     State(state): State<AppState>,
+    State(queries): State<QueryPool>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Devices>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let kind = kind_filter(query.kind.as_deref())?;
-    let devices = state.store.devices(kind).into_iter().map(|d| Device::new(d, &state)).collect();
-    Ok(Json(Devices { devices }))
+    // In memory, but its cost (copies under the store's lock, then the JSON) grows with the
+    // fleet: a blocking thread's, as a store scan is.
+    queries
+        .run(move || {
+            let devices = state.store.devices(kind).into_iter().map(|d| Device::new(d, &state)).collect();
+            Ok(Json(Devices { devices }).into_response())
+        })
+        .await
 }
 
 /// `GET /v1/devices/{device}`.

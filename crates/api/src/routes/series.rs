@@ -2,11 +2,13 @@
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mekong_store::SeriesInfo;
 use serde::{Deserialize, Serialize};
 
 use super::limit;
+use crate::blocking::QueryPool;
 use crate::error::ApiError;
 use crate::{time, AppState};
 
@@ -114,17 +116,26 @@ pub struct PointsQuery {
 /// `limit`, `next_from_ms` says where the next page starts.
 pub async fn points(
     State(state): State<AppState>,
+    State(queries): State<QueryPool>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<PointsQuery>, QueryRejection>,
-) -> Result<Json<Points>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path((device, metric)) = path?;
     let Query(query) = query?;
     let limit = limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let (series, from_ms, to_ms) = series_range(&state, &device, &metric, query.from.as_deref(), query.to.as_deref())?;
-    // One more than asked tells whether another page follows, and where it starts.
-    let mut points = state.store.points(&device, &metric, from_ms, to_ms, limit + 1)?.unwrap_or_default();
-    let next_from_ms = if points.len() > limit { points.pop().map(|p| p.time_ms) } else { None };
-    let points =
-        points.into_iter().map(|p| PointOut { t: time::Rfc3339Ms(p.time_ms), t_ms: p.time_ms, v: p.value }).collect();
-    Ok(Json(Points { device, metric, unit: series.unit, from_ms, to_ms, points, next_from_ms }))
+    // The scan and the JSON of up to `MAX_LIMIT` points are the slow part: a blocking thread's.
+    queries
+        .run(move || {
+            // One more than asked tells whether another page follows, and where it starts.
+            let mut points = state.store.points(&device, &metric, from_ms, to_ms, limit + 1)?.unwrap_or_default();
+            let next_from_ms = if points.len() > limit { points.pop().map(|p| p.time_ms) } else { None };
+            let points = points
+                .into_iter()
+                .map(|p| PointOut { t: time::Rfc3339Ms(p.time_ms), t_ms: p.time_ms, v: p.value })
+                .collect();
+            let body = Points { device, metric, unit: series.unit, from_ms, to_ms, points, next_from_ms };
+            Ok(Json(body).into_response())
+        })
+        .await
 }
