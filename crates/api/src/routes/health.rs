@@ -48,7 +48,7 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>
             ("degraded", StatusCode::SERVICE_UNAVAILABLE, Some(failure))
         }
     };
-    let health = Health { status, devices: state.store.devices(None).len(), points: state.store.point_count(), store };
+    let health = Health { status, devices: state.store.device_count(), points: state.store.point_count(), store };
     (code, Json(health))
 }
 

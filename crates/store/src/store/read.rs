@@ -19,6 +19,11 @@ impl Store {
             .collect()
     }
 
+    /// How many devices the store knows, without copying them.
+    pub fn device_count(&self) -> usize {
+        self.state().devices.len()
+    }
+
     /// One device.
     pub fn device(&self, id: &str) -> Option<DeviceInfo> {
         let state = self.state();
