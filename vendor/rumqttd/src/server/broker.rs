@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tracing::{error, field, info, warn, Instrument};
-use uuid::Uuid;
 
 #[cfg(feature = "websocket")]
 use async_tungstenite::tokio::accept_hdr_async;
@@ -350,6 +349,17 @@ impl Broker {
     }
 }
 
+/// `rumqtt-` and a random (version 4) UUID in its simple form, as `uuid::Uuid::new_v4().simple()`
+/// writes it, from the `rand` that shared subscriptions already use rather than the `uuid`
+/// crate and a second `rand`.
+fn assigned_client_id_v4() -> String {
+    const VERSION_MASK: u128 = 0xf << 76;
+    const VARIANT_MASK: u128 = 0x3 << 62;
+    let random = rand::random::<u128>();
+    let uuid = (random & !VERSION_MASK & !VARIANT_MASK) | (0x4 << 76) | (0x2 << 62);
+    format!("rumqtt-{uuid:032x}")
+}
+
 #[derive(Copy, Clone)]
 pub enum LinkType {
     #[cfg(feature = "websocket")]
@@ -542,8 +552,7 @@ async fn remote<P: Protocol>(
 
     let mut assigned_client_id = None;
     if client_id.is_empty() {
-        let uuid = Uuid::new_v4().simple();
-        client_id = format!("rumqtt-{uuid}");
+        client_id = assigned_client_id_v4();
         assigned_client_id = Some(client_id.clone());
     }
 
@@ -644,5 +653,21 @@ async fn remote<P: Protocol>(
         // It won't matter in this case as we don't use it
         // but might affect logs?
         router_tx.send((connection_id, message)).ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assigned_client_id_v4;
+
+    #[test]
+    fn assigned_client_id_is_a_random_v4_uuid() {
+        let id = assigned_client_id_v4();
+        let uuid = id.strip_prefix("rumqtt-").unwrap();
+        assert_eq!(uuid.len(), 32);
+        assert!(uuid.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_eq!(&uuid[12..13], "4");
+        assert!("89ab".contains(&uuid[16..17]));
+        assert_ne!(id, assigned_client_id_v4());
     }
 }
