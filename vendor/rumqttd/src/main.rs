@@ -60,6 +60,7 @@ fn main() {
         .with_env_filter(level)
         .with_filter_reloading();
 
+    #[cfg(feature = "console")]
     let reload_handle = builder.reload_handle();
 
     builder
@@ -76,8 +77,11 @@ fn main() {
         )),
     };
 
+    // Only the console's filter handle is set afterwards.
+    #[cfg_attr(not(feature = "console"), allow(unused_mut))]
     let mut configs: rumqttd::Config = config_builder.build().unwrap().try_deserialize().unwrap();
 
+    #[cfg(feature = "console")]
     if let Some(console_config) = configs.console.as_mut() {
         console_config.set_filter_reload_handle(reload_handle)
     }

@@ -1,4 +1,5 @@
 use crate::link::alerts::{self};
+#[cfg(feature = "console")]
 use crate::link::console::ConsoleLink;
 use crate::link::network::{self, Network, N};
 use crate::link::remote::{self, mqtt_connect, RemoteLink};
@@ -9,13 +10,15 @@ use crate::protocol::v5::V5;
 use crate::protocol::{Packet, Protocol};
 #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
 use crate::server::tls::{self, TLSAcceptor};
-use crate::{meters, ConnectionSettings, Meter};
+use crate::{meters, ConnectionSettings};
+#[cfg(feature = "prometheus")]
+use crate::Meter;
 use flume::{RecvError, SendError, Sender};
 use std::collections::HashMap;
+#[cfg(feature = "prometheus")]
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tracing::{error, field, info, warn, Instrument};
-use uuid::Uuid;
 
 #[cfg(feature = "websocket")]
 use async_tungstenite::tokio::accept_hdr_async;
@@ -28,11 +31,14 @@ use async_tungstenite::tungstenite::http::HeaderValue;
 #[cfg(feature = "websocket")]
 use ws_stream_tungstenite::WsStream;
 
+#[cfg(feature = "prometheus")]
 use metrics::gauge;
+#[cfg(feature = "prometheus")]
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::time::Duration;
 use std::{io, thread};
 
+#[cfg(feature = "console")]
 use crate::link::console;
 use crate::link::local::{self, LinkRx, LinkTx};
 use crate::router::{Event, Router};
@@ -263,6 +269,12 @@ impl Broker {
             }
         }
 
+        #[cfg(not(feature = "prometheus"))]
+        if self.config.prometheus.is_some() {
+            warn!("prometheus feature is disabled, [prometheus] config will be ignored.");
+        }
+
+        #[cfg(feature = "prometheus")]
         if let Some(prometheus_setting) = &self.config.prometheus {
             let timeout = prometheus_setting.interval;
             // If port is specified use it instead of listen.
@@ -306,6 +318,12 @@ impl Broker {
             })?;
         }
 
+        #[cfg(not(feature = "console"))]
+        if self.config.console.is_some() {
+            warn!("console feature is disabled, [console] config will be ignored.");
+        }
+
+        #[cfg(feature = "console")]
         if let Some(console) = self.config.console.clone() {
             let console_link = ConsoleLink::new(console, self.router_tx.clone());
 
@@ -329,6 +347,17 @@ impl Broker {
 
         Ok(())
     }
+}
+
+/// `rumqtt-` and a random (version 4) UUID in its simple form, as `uuid::Uuid::new_v4().simple()`
+/// writes it, from the `rand` that shared subscriptions already use rather than the `uuid`
+/// crate and a second `rand`.
+fn assigned_client_id_v4() -> String {
+    const VERSION_MASK: u128 = 0xf << 76;
+    const VARIANT_MASK: u128 = 0x3 << 62;
+    let random = rand::random::<u128>();
+    let uuid = (random & !VERSION_MASK & !VARIANT_MASK) | (0x4 << 76) | (0x2 << 62);
+    format!("rumqtt-{uuid:032x}")
 }
 
 #[derive(Copy, Clone)]
@@ -523,8 +552,7 @@ async fn remote<P: Protocol>(
 
     let mut assigned_client_id = None;
     if client_id.is_empty() {
-        let uuid = Uuid::new_v4().simple();
-        client_id = format!("rumqtt-{uuid}");
+        client_id = assigned_client_id_v4();
         assigned_client_id = Some(client_id.clone());
     }
 
@@ -625,5 +653,21 @@ async fn remote<P: Protocol>(
         // It won't matter in this case as we don't use it
         // but might affect logs?
         router_tx.send((connection_id, message)).ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assigned_client_id_v4;
+
+    #[test]
+    fn assigned_client_id_is_a_random_v4_uuid() {
+        let id = assigned_client_id_v4();
+        let uuid = id.strip_prefix("rumqtt-").unwrap();
+        assert_eq!(uuid.len(), 32);
+        assert!(uuid.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_eq!(&uuid[12..13], "4");
+        assert!("89ab".contains(&uuid[16..17]));
+        assert_ne!(id, assigned_client_id_v4());
     }
 }
