@@ -176,6 +176,14 @@ fn the_store_opens_afresh_and_forgets_what_never_reached_the_disk() {
     assert!(matches!(failed, StoreError::Unavailable { .. }), "{failed}");
     assert!(matches!(store.health(), Health::Failing { .. }));
     assert!(matches!(write(seq as i64, seq), Err(StoreError::Unavailable { .. })));
+    // While no new opening can be had, the failed one still answers reads.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        assert!(matches!(write(seq as i64, seq), Err(StoreError::Unavailable { .. })));
+        let read = store.points(DEVICE, "salinity", 1_000_000, 1_000_200, 1_000).unwrap().unwrap();
+        assert_eq!(read.len(), 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     fs.free();
     // The next write after the back-off opens the database afresh.

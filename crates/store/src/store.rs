@@ -149,6 +149,14 @@ impl Store {
         f.reopens += 1;
         f.next_reopen = now + f.backoff;
         f.backoff = (f.backoff * 2).min(REOPEN_BACKOFF_MAX);
+        // Dropping the failed opening ends reads of points too, until a new one is had: only
+        // when the disk takes a write again.
+        if current.is_some() {
+            if let Err(e) = probe_space(&self.inner.path) {
+                tracing::debug!(error = %e, "no room on the store's disk yet");
+                return Err(StoreError::Unavailable { since: f.since, cause: f.cause.clone() });
+            }
+        }
         drop(failure);
         // sled holds its directory lock until every handle of the old opening is gone.
         *self.inner.opened.write().unwrap_or_else(|e| e.into_inner()) = None;
@@ -237,6 +245,23 @@ impl Store {
         }
         Ok(Flushed { generation: opened.generation, bytes })
     }
+}
+
+/// Bytes [`probe_space`] writes: two of sled's 512 KiB log segments, what a new opening may
+/// need before its first flush.
+const PROBE_BYTES: usize = 1 << 20;
+
+/// Whether the disk of `dir` takes a write of [`PROBE_BYTES`] again, synced; the probe file is
+/// removed either way.
+fn probe_space(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".mekong-space-probe");
+    let written = std::fs::File::create(&path).and_then(|mut file| {
+        file.write_all(&vec![0u8; PROBE_BYTES])?;
+        file.sync_all()
+    });
+    let removed = std::fs::remove_file(&path);
+    written.and(removed)
 }
 
 /// How long opening waits for sled's lock on the directory.
