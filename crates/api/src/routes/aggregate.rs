@@ -1,8 +1,9 @@
 //! Aggregates in time buckets: of one series, or of one metric across the devices of a kind.
 //!
 //! Buckets are aligned to the Unix epoch (UTC): with `step=1d` a bucket is a UTC day. Only
-//! buckets that hold points are returned. The store computes them from the points; rollups
-//! kept on write (issue 4) will make long ranges cheap.
+//! buckets that hold points are returned. With a step of whole hours the store reads the
+//! hourly rollups of folded hours and the points elsewhere, so long ranges are cheap
+//! (`Store::aggregate`).
 
 use std::time::{Duration, Instant};
 
