@@ -266,7 +266,7 @@ async def main(work):
         "MEKONG__BROKER__LISTEN_V5": f"127.0.0.1:{mqtt5}",
         "MEKONG__API__LISTEN": f"127.0.0.1:{http}",
         "MEKONG__STORAGE__DATA_DIR": os.path.join(work, "data"),
-        "MEKONG__INGEST__REGISTRY": registry,
+        "MEKONG__REGISTRY__PATH": registry,
         "MEKONG__INGEST__REQUIRE_REGISTRATION": "true",
     })
     server_log = open(os.path.join(work, "mekong.log"), "w")

@@ -169,7 +169,7 @@ async fn unknown_devices_when_registration_is_required() {
     let payload = pack(now_secs(), &[("pm10", "ug/m3", 35.0, 0.0)]);
     let refusal = Refusal { kind: "unknown_device", reason: "device is not registered", device: Some("stranger") };
     let tune = |c: &mut Config| {
-        c.ingest.registry = registry.path().to_owned();
+        c.registry.path = registry.path().to_owned();
         c.ingest.require_registration = true;
     };
     check_with(tune, "mekong/v1/stranger/up", payload, refusal).await;

@@ -41,7 +41,7 @@ async fn without_credentials_only_loopback_is_served() {
     let registry = dir.path().join("devices.toml");
     mekong::token::create(&registry, "city-app", Scope::Read).unwrap();
     let mut with_tokens = config(&dir.path().join("b"));
-    with_tokens.ingest.registry = registry;
+    with_tokens.registry.path = registry;
     let running = start(&with_tokens).await;
     let [mqtt, mqtt5, http] = seen_from(&net, &running);
     assert!(!net.connects(mqtt) && !net.connects(mqtt5));
@@ -79,7 +79,7 @@ async fn api_tokens_and_cors_through_the_server() {
     let read = mekong::token::create(&registry, "city-app", Scope::Read).unwrap();
     let admin = mekong::token::create(&registry, "operations", Scope::Admin).unwrap();
     let mut config = config(&dir.path().join("data"));
-    config.ingest.registry = registry;
+    config.registry.path = registry;
     config.security.metrics_open = false;
     config.security.cors_origins = vec!["https://apps.cantho.example".into()];
     let running = start(&config).await;

@@ -41,7 +41,7 @@ fn registry(dir: &Path) -> [u8; 32] {
 
 fn platform_config(data: &Path, registry_dir: &Path) -> Config {
     let mut c = config(data);
-    c.ingest.registry = registry_dir.join("devices.toml");
+    c.registry.path = registry_dir.join("devices.toml");
     c
 }
 

@@ -51,8 +51,8 @@ const PENDING_GROUPS: usize = 64;
 /// Why the ingest side could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// A broker option is out of range.
-    #[error("invalid broker option: {0}")]
+    /// A broker or ingest option is out of range.
+    #[error("invalid option: {0}")]
     Config(String),
     /// A listener address cannot be bound.
     #[error("cannot listen for mqtt on {addr}: {source}")]

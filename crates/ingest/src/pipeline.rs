@@ -26,11 +26,17 @@ use mekong_schema::senml::{self, DecodeOptions};
 use mekong_schema::{topic, DeviceKind, Reason, Record, RecordError, Value};
 use mekong_store::{Generation, NewPoint, PackRefused, PackWrite, Store, WriteSummary};
 
+use serde::{Deserialize, Serialize};
+
 use crate::registry::Registry;
+use crate::IngestError;
 use mekong_stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
 
-/// Options of the ingest path.
-#[derive(Debug, Clone)]
+/// Options of the ingest path. They are also the `[ingest]` section of mekong's configuration,
+/// as they are (field names are its keys), but for the registry, which the binary reads from
+/// its file; [`PipelineOptions::validate`] is the one check of those settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PipelineOptions {
     /// Payloads larger than this are refused (the broker's own packet limit is higher, so that
     /// such a payload reaches the pipeline and is recorded with its reason).
@@ -41,7 +47,8 @@ pub struct PipelineOptions {
     pub rejection_log_capacity: usize,
     /// Refuse devices that are not in the registry.
     pub require_registration: bool,
-    /// Known devices and their kinds.
+    /// Known devices and their kinds. Not a configuration key.
+    #[serde(skip)]
     pub registry: Registry,
     /// Publish an acknowledgement (or refusal) on the device's downlink topic once its pack
     /// is durably stored (or refused).
@@ -61,6 +68,22 @@ impl Default for PipelineOptions {
             acknowledge: true,
             max_group: 2048,
         }
+    }
+}
+
+impl PipelineOptions {
+    /// Checks what the types alone cannot; the message names the option.
+    pub fn validate(&self) -> Result<(), IngestError> {
+        for (name, value) in [
+            ("max_records_per_pack", self.max_records_per_pack),
+            ("max_payload_bytes", self.max_payload_bytes),
+            ("max_group", self.max_group),
+        ] {
+            if value == 0 {
+                return Err(IngestError::Config(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
     }
 }
 

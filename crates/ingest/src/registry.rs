@@ -18,14 +18,14 @@ impl fmt::Debug for DeviceKey {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Entry {
     kind: DeviceKind,
     key: Option<DeviceKey>,
 }
 
 /// Known devices. Loaded by the binary from the registry file; read-only here.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Registry {
     devices: HashMap<String, Entry>,
 }

@@ -5,9 +5,10 @@
 //! value is an error that names the key. `config/mekong.toml` holds every key, commented.
 //!
 //! A section that is a library's options as they are (`[broker]` is
-//! [`mekong_ingest::BrokerOptions`]) is read straight into them and checked by the library;
-//! the others have their own types here, because they name files to read (`ingest.registry`)
-//! or say things differently in a file (0 for "never"), and are checked and converted here.
+//! [`mekong_ingest::BrokerOptions`], `[ingest]` is [`mekong_ingest::PipelineOptions`] but for
+//! the registry) is read straight into them and checked by the library; the others have their
+//! own types here, because they name files to read (`[registry]`) or say things differently in
+//! a file (0 for "never"), and are checked and converted here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,9 @@ pub struct Config {
     /// The embedded MQTT broker.
     pub broker: BrokerOptions,
     /// The ingest path.
-    pub ingest: IngestConfig,
+    pub ingest: PipelineOptions,
+    /// The file of identities.
+    pub registry: RegistryConfig,
     /// The time-series store.
     pub storage: StorageConfig,
     /// The HTTP query service.
@@ -46,39 +49,18 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// `[ingest]`
+/// `[registry]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct IngestConfig {
-    /// Payloads larger than this are refused and logged.
-    pub max_payload_bytes: usize,
-    /// Packs with more records are refused.
-    pub max_records_per_pack: usize,
-    /// Recent rejections kept for `GET /v1/rejections`.
-    pub rejection_log_capacity: usize,
-    /// Refuse devices that are not in the registry file.
-    pub require_registration: bool,
+pub struct RegistryConfig {
     /// The registry file: devices, their keys, and API tokens. A missing file at the default
     /// path means an empty registry; at another path, an error. The empty string means none.
-    pub registry: PathBuf,
-    /// Acknowledge each pack on the device's downlink topic once it is on disk.
-    pub acknowledge: bool,
-    /// Most publishes stored (and flushed) together.
-    pub max_group: usize,
+    pub path: PathBuf,
 }
 
-impl Default for IngestConfig {
+impl Default for RegistryConfig {
     fn default() -> Self {
-        let p = PipelineOptions::default();
-        IngestConfig {
-            max_payload_bytes: p.max_payload_bytes,
-            max_records_per_pack: p.max_records_per_pack,
-            rejection_log_capacity: p.rejection_log_capacity,
-            require_registration: p.require_registration,
-            registry: PathBuf::from(DEFAULT_REGISTRY),
-            acknowledge: p.acknowledge,
-            max_group: p.max_group,
-        }
+        RegistryConfig { path: PathBuf::from(DEFAULT_REGISTRY) }
     }
 }
 
@@ -204,15 +186,7 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let b = &self.broker;
         b.validate().context("in [broker]")?;
-        for (key, v) in [
-            ("ingest.max_records_per_pack", self.ingest.max_records_per_pack),
-            ("ingest.max_payload_bytes", self.ingest.max_payload_bytes),
-            ("ingest.max_group", self.ingest.max_group),
-        ] {
-            if v == 0 {
-                bail!("{key} must be at least 1");
-            }
-        }
+        self.ingest.validate().context("in [ingest]")?;
         if self.ingest.max_payload_bytes >= b.max_packet_bytes {
             bail!(
                 "ingest.max_payload_bytes ({}) must be below broker.max_packet_bytes ({}), so that an oversized payload \
@@ -221,8 +195,8 @@ impl Config {
                 b.max_packet_bytes
             );
         }
-        if self.ingest.require_registration && self.ingest.registry.as_os_str().is_empty() {
-            bail!("ingest.require_registration is true but ingest.registry names no file");
+        if self.ingest.require_registration && self.registry.path.as_os_str().is_empty() {
+            bail!("ingest.require_registration is true but registry.path names no file");
         }
         for (i, origin) in self.security.cors_origins.iter().enumerate() {
             let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
@@ -255,7 +229,7 @@ impl Config {
     /// The identities of the registry file; empty without one, or when the default path
     /// holds no file.
     pub fn identities(&self) -> anyhow::Result<Identities> {
-        let path = &self.ingest.registry;
+        let path = &self.registry.path;
         if path.as_os_str().is_empty() || (path == Path::new(DEFAULT_REGISTRY) && !path.exists()) {
             return Ok(Identities::default());
         }
@@ -264,16 +238,7 @@ impl Config {
 
     /// The ingest path's options, with the devices of the registry.
     pub fn pipeline_options(&self, registry: Registry) -> PipelineOptions {
-        let i = &self.ingest;
-        PipelineOptions {
-            max_payload_bytes: i.max_payload_bytes,
-            max_records_per_pack: i.max_records_per_pack,
-            rejection_log_capacity: i.rejection_log_capacity,
-            require_registration: i.require_registration,
-            registry,
-            acknowledge: i.acknowledge,
-            max_group: i.max_group,
-        }
+        PipelineOptions { registry, ..self.ingest.clone() }
     }
 
     /// The store's options.

@@ -40,7 +40,7 @@ impl Platform {
         let identities = config.identities()?;
         let exposure = Exposure::decide(config, !identities.tokens.is_empty())?;
         tracing::info!(
-            registry = %config.ingest.registry.display(),
+            registry = %config.registry.path.display(),
             devices = identities.devices.len(),
             keyed = identities.devices.keyed(),
             api_tokens = identities.tokens.len(),
