@@ -18,7 +18,6 @@ pub mod time;
 
 use std::sync::Arc;
 
-use auth::{Access, Scope};
 use axum::extract::FromRef;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::from_fn_with_state;
@@ -28,6 +27,7 @@ use mekong_stats::Stats;
 use mekong_store::Store;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::auth::{Access, Scope};
 use crate::blocking::QueryPool;
 
 /// What every handler can reach. Cheap to clone.

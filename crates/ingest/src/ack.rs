@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mekong_schema::downlink::{self, Downlink};
+use mekong_stats::Stats;
 use mekong_store::{Generation, Store};
 use rumqttd::local::LinkTx;
 
 use crate::pipeline::{Handled, Outcome};
-use mekong_stats::Stats;
 
 /// Runs until the ingest thread hangs up, then flushes and acknowledges what is left.
 pub(crate) fn run(groups: Receiver<Handled>, mut tx: LinkTx, store: Store, stats: Arc<Stats>, acknowledge: bool) {

@@ -24,13 +24,12 @@ use mekong_schema::cose::{self, FINGERPRINT_LEN};
 use mekong_schema::limits::MAX_NAME_LEN;
 use mekong_schema::senml::{self, DecodeOptions};
 use mekong_schema::{topic, DeviceKind, Reason, Record, RecordError, Value};
+use mekong_stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
 use mekong_store::{Generation, NewPoint, PackRefused, PackWrite, Store, WriteSummary};
-
 use serde::{Deserialize, Serialize};
 
 use crate::registry::Registry;
 use crate::IngestError;
-use mekong_stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
 
 /// Options of the ingest path. They are also the `[ingest]` section of mekong's configuration,
 /// as they are (field names are its keys), but for the registry, which the binary reads from
