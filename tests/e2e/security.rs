@@ -98,7 +98,10 @@ async fn api_tokens_and_cors_through_the_server() {
             (status, response.text().await.unwrap())
         }
     };
-    let wrong = Some(format!("{}0", &read[..read.len() - 1]));
+    // The read token with its last digit changed (to one it does not have).
+    let last = if read.ends_with('0') { '1' } else { '0' };
+    let wrong = Some(format!("{}{last}", &read[..read.len() - 1]));
+    assert_ne!(wrong.as_deref(), Some(read.as_str()));
     for (path, want) in [
         ("/healthz", [200, 200, 200, 200]),
         ("/metrics", [401, 401, 200, 200]),
