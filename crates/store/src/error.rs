@@ -41,6 +41,9 @@ pub enum StoreError {
         /// The compacted copy.
         compacted: std::path::PathBuf,
     },
+    /// Another process (or another `Store` of this one) has the data directory open.
+    #[error("the data directory {0:?} is in use by another process: stop the mekong that serves it first")]
+    Locked(std::path::PathBuf),
     /// The data directory holds another store format.
     #[error("the data directory holds store format {0:?}, this mekong reads format {FORMAT_VERSION}")]
     Format(Option<Vec<u8>>),

@@ -278,9 +278,10 @@ pub(crate) fn open_db(config: &sled::Config) -> Result<sled::Db, StoreError> {
     loop {
         match config.open() {
             // sled 0.34 reports a held lock only through this message (config.rs).
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
-            {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked(config.path.clone()));
+                }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             other => return Ok(other?),
