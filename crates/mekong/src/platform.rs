@@ -48,7 +48,7 @@ impl Platform {
         );
         let data_dir = config.storage.data_dir.clone();
         let store = Store::open(&data_dir, &config.store_options()).with_context(|| {
-            format!("cannot open the store in {} (is another mekong using it?)", data_dir.display())
+            format!("cannot open the store in {}", data_dir.display())
         })?;
         let mut broker = config.broker.clone();
         broker.loopback_only = exposure.mqtt_loopback_only;
