@@ -47,9 +47,8 @@ impl Platform {
             "registry loaded"
         );
         let data_dir = config.storage.data_dir.clone();
-        let store = Store::open(&data_dir, &config.store_options()).with_context(|| {
-            format!("cannot open the store in {}", data_dir.display())
-        })?;
+        let store = Store::open(&data_dir, &config.store_options())
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
         let mut broker = config.broker.clone();
         broker.loopback_only = exposure.mqtt_loopback_only;
         let access = match identities.tokens.is_empty() {
