@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mekong::{Config, Platform};
@@ -28,8 +29,46 @@ pub struct Running {
     base: String,
 }
 
-/// Starts the platform.
+/// Everything the platforms of this test process logged (mekong's crates at debug level),
+/// so that a test can check that no secret it used appears in any log line.
+pub fn logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = Arc::clone(&buffer);
+        let filter = "info,rumqttd=off,mekong=debug,mekong_api=debug,mekong_ingest=debug,mekong_store=debug";
+        // Another subscriber may be set already (a test binary has one process): then
+        // nothing is captured, and tests that read the logs see that they are empty.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(move || Capture(Arc::clone(&writer)))
+            .try_init();
+        buffer
+    })
+}
+
+/// A log writer into the shared buffer.
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts the platform, its logs captured ([`logs`]).
 pub async fn start(config: &Config) -> Running {
+    log_buffer();
     let platform = Platform::start(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", platform.http_addr.port());
     Running { platform, http: reqwest::Client::new(), base }

@@ -131,4 +131,11 @@ async fn api_tokens_and_cors_through_the_server() {
     let refused = preflight("https://elsewhere.example").await.unwrap();
     assert!(refused.headers().get("access-control-allow-origin").is_none());
     running.stop().await;
+
+    // The refusals were logged (so the logs were captured), and no log line holds a token.
+    let logs = crate::platform::logs();
+    assert!(logs.contains("api request refused"), "no refusal in the captured logs");
+    for secret in [&read, &admin, wrong.as_ref().unwrap()] {
+        assert!(!logs.contains(&secret[4..]), "a token is in the logs");
+    }
 }

@@ -125,6 +125,16 @@ async fn signed_packs_are_stored_and_acknowledged_and_forgeries_refused() {
     let kinds: Vec<_> = log["rejections"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["unsigned", "replayed", "bad_signature"], "newest first");
     running.stop().await;
+
+    // The refusals were logged, and no log line holds a key, or the registry's text of it.
+    let logs = crate::platform::logs();
+    assert!(logs.contains("publish refused"), "no refusal in the captured logs");
+    let registry = std::fs::read_to_string(reg.path().join("devices.toml")).unwrap();
+    for secret in [key, wrong] {
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(registry.contains(&hex) || secret == wrong, "the registry holds the node's key");
+        assert!(!logs.contains(&hex), "a key is in the logs");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
