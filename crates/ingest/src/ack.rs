@@ -113,7 +113,7 @@ fn answers(pending: &[Handled], durable: Option<Generation>, server_ms: i64) -> 
                     }
                 }
                 Outcome::Accepted(_) | Outcome::Refused(_) => out.withheld += 1,
-                Outcome::Deferred { .. } => {}
+                Outcome::Deferred => {}
             }
         }
     }

@@ -135,10 +135,7 @@ pub enum Outcome {
     Refused(Rejection),
     /// Passed every check, but the store could not write it (a reason of the platform's,
     /// such as a full disk): nothing is stored, and the device gets no answer, so it resends.
-    Deferred {
-        /// The device that sent it.
-        device: String,
-    },
+    Deferred,
 }
 
 /// What became of a group of publishes.
@@ -201,7 +198,7 @@ impl Pipeline {
     /// Handles one publish received at `now_ms`; see [`Pipeline::handle_group`].
     pub fn handle(&mut self, topic: &[u8], payload: &[u8], now_ms: i64) -> Outcome {
         let mut handled = self.handle_group(&[(topic, payload)], now_ms);
-        handled.outcomes.pop().unwrap_or(Outcome::Deferred { device: String::new() })
+        handled.outcomes.pop().unwrap_or(Outcome::Deferred)
     }
 
     /// Handles a group of publishes received at `now_ms`: checks each one, writes all that
@@ -229,7 +226,7 @@ impl Pipeline {
                     }
                 }
                 Outcome::Refused(r) => self.record_rejection(r, topic, payload, now_ms),
-                Outcome::Deferred { .. } => self.stats.record_deferred(),
+                Outcome::Deferred => self.stats.record_deferred(),
             }
         }
         let generation = written.filter(|&g| checked == Some(g));
@@ -278,7 +275,7 @@ impl Pipeline {
                     .iter()
                     .map(|p| match p {
                         Err(r) => Outcome::Refused(r.clone()),
-                        Ok(ready) => Outcome::Deferred { device: ready.device.clone() },
+                        Ok(_) => Outcome::Deferred,
                     })
                     .collect();
                 return (None, outcomes);
@@ -304,7 +301,7 @@ impl Pipeline {
                     ),
                     // The store answers every pack it was given; should it not, the pack is
                     // not refused for the platform's mistake.
-                    None => Outcome::Deferred { device: ready.device.clone() },
+                    None => Outcome::Deferred,
                 },
             })
             .collect();

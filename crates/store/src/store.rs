@@ -68,6 +68,19 @@ struct Failure {
     reopens: u32,
 }
 
+impl Failure {
+    /// What a write gets while this failure lasts.
+    fn error(&self) -> StoreError {
+        StoreError::Unavailable { since: self.since, cause: self.cause.clone() }
+    }
+}
+
+/// The error of `failure`, or one beginning now with `cause` if there is none.
+fn unavailable(failure: Option<&Failure>, cause: &str) -> StoreError {
+    failure
+        .map_or_else(|| StoreError::Unavailable { since: SystemTime::now(), cause: cause.to_owned() }, Failure::error)
+}
+
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
@@ -120,10 +133,7 @@ impl Store {
     }
 
     fn unavailable(&self) -> StoreError {
-        match &*self.failure() {
-            Some(f) => StoreError::Unavailable { since: f.since, cause: f.cause.clone() },
-            None => StoreError::Unavailable { since: SystemTime::now(), cause: "reopening".into() },
-        }
+        unavailable(self.failure().as_ref(), "reopening")
     }
 
     /// The opening to write to, with the state lock held by the caller: the current one,
@@ -138,13 +148,11 @@ impl Store {
             (Some(opened), Some(f)) if f.generation < opened.generation => return Ok(Arc::clone(opened)),
             (_, Some(f)) => f,
             // No opening and no failure cannot happen: an opening is removed only for a failure.
-            (None, None) => {
-                return Err(StoreError::Unavailable { since: SystemTime::now(), cause: "no opening".into() })
-            }
+            (None, None) => return Err(unavailable(None, "no opening")),
         };
         let now = std::time::Instant::now();
         if now < f.next_reopen {
-            return Err(StoreError::Unavailable { since: f.since, cause: f.cause.clone() });
+            return Err(f.error());
         }
         f.reopens += 1;
         f.next_reopen = now + f.backoff;
@@ -154,7 +162,7 @@ impl Store {
         if current.is_some() {
             if let Err(e) = probe_space(&self.inner.path) {
                 tracing::debug!(error = %e, "no room on the store's disk yet");
-                return Err(StoreError::Unavailable { since: f.since, cause: f.cause.clone() });
+                return Err(f.error());
             }
         }
         drop(failure);
@@ -176,10 +184,7 @@ impl Store {
                 if let Some(f) = &mut *failure {
                     f.cause = e.to_string();
                 }
-                Err(StoreError::Unavailable {
-                    since: failure.as_ref().map_or_else(SystemTime::now, |f| f.since),
-                    cause: e.to_string(),
-                })
+                Err(unavailable(failure.as_ref(), &e.to_string()))
             }
         }
     }
@@ -206,9 +211,7 @@ impl Store {
                 f.cause = error.to_string();
             }
         }
-        let f = failure.as_ref().map(|f| (f.since, f.cause.clone()));
-        let (since, cause) = f.unwrap_or_else(|| (SystemTime::now(), error.to_string()));
-        StoreError::Unavailable { since, cause }
+        unavailable(failure.as_ref(), &error.to_string())
     }
 
     /// Applies `batch` to `opened`; a failure marks the opening as failed.

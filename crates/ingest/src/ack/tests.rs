@@ -25,7 +25,7 @@ fn group(generation: Option<u64>) -> Handled {
             accepted("a"),
             refused("b", Reason::BadTime),
             refused("c", Reason::Replayed),
-            Outcome::Deferred { device: "d".into() },
+            Outcome::Deferred,
             Outcome::Refused(Rejection { device: None, kind: Reason::BadTopic, reason: "why".into(), seq: None }),
         ],
     }
