@@ -355,14 +355,20 @@ struct RegistryEntry {
     key: Option<String>,
 }
 
-/// Reads and checks a registry file; its devices.
-pub fn load_registry(path: &Path) -> anyhow::Result<Registry> {
-    Ok(load_identities(path)?.devices)
+/// The text of the registry file at `path`, for an edit; a missing file is an empty
+/// registry (the edit creates it).
+pub fn registry_text(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read registry {}", path.display())),
+    }
 }
 
-/// Checks the text of a registry file; its devices.
-pub fn parse_registry(text: &str) -> anyhow::Result<Registry> {
-    Ok(parse_identities(text)?.devices)
+/// Bytes as lowercase hex digits, as the registry holds keys and digests ([`parse_key_hex`]
+/// reads them back).
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn devices(entries: Vec<RegistryEntry>) -> anyhow::Result<Registry> {

@@ -21,7 +21,7 @@ use mekong_schema::provision::{self, Periods, Provision, BLOB_LEN};
 use mekong_schema::topic::is_valid_device_id;
 use mekong_schema::DeviceKind;
 
-use crate::config::parse_registry;
+use crate::config::{parse_identities, registry_text, to_hex};
 
 /// What to provision.
 #[derive(Debug, Clone)]
@@ -113,15 +113,11 @@ pub fn provision(opts: &ProvisionOptions) -> anyhow::Result<Provisioned> {
     let mut blob = [0u8; BLOB_LEN];
     let blob_bytes = provision::encode(&node, &mut blob)?;
 
-    let text = match fs::read_to_string(&opts.registry) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read registry {}", opts.registry.display())),
-    };
+    let text = registry_text(&opts.registry)?;
     let (updated, added) = upsert(&text, &opts.device_id, opts.kind, &key)
         .with_context(|| format!("cannot update registry {}", opts.registry.display()))?;
     // What the platform will read must load, or nothing is written.
-    parse_registry(&updated).context("the updated registry does not load")?;
+    parse_identities(&updated).context("the updated registry does not load")?;
 
     write_secret(&opts.out, &blob[..blob_bytes])?;
     write_secret(&opts.registry, updated.as_bytes())?;
@@ -139,7 +135,7 @@ fn upsert(text: &str, id: &str, kind: DeviceKind, key: &[u8; KEY_LEN]) -> anyhow
     let Some(devices) = devices.as_array_of_tables_mut() else {
         bail!("`device` is not a list of [[device]] tables");
     };
-    let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let key = to_hex(key);
     let mut added = true;
     for entry in devices.iter_mut().filter(|t| t.get("id").and_then(|v| v.as_str()) == Some(id)) {
         entry["kind"] = toml_edit::value(kind.as_str());
@@ -182,7 +178,7 @@ pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::load_registry;
+    use crate::config::load_identities;
 
     fn options(dir: &Path, id: &str, kind: DeviceKind, key: Option<DeviceKey>) -> ProvisionOptions {
         ProvisionOptions {
@@ -203,7 +199,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devices.toml");
         fs::copy(&example, dir.path().join("devices.toml")).unwrap();
-        let before = load_registry(&dir.path().join("devices.toml")).unwrap().len();
+        let before = load_identities(&dir.path().join("devices.toml")).unwrap().devices.len();
 
         let opts = options(dir.path(), "xom-chai-03", DeviceKind::Air, None);
         assert_eq!(provision(&opts).unwrap(), Provisioned { added: true, blob_bytes: BLOB_LEN });
@@ -216,7 +212,7 @@ mod tests {
         );
         assert_eq!(node.period_secs, Periods { air: 30, water: 0, traffic: 0 });
         assert_ne!(node.key, [0u8; KEY_LEN], "a random key");
-        let registry = load_registry(&opts.registry).unwrap();
+        let registry = load_identities(&opts.registry).unwrap().devices;
         assert_eq!(registry.len(), before + 1);
         assert_eq!(registry.key("xom-chai-03"), Some(&DeviceKey(node.key)));
         assert_eq!(registry.kind("xom-chai-03"), Some(DeviceKind::Air));
@@ -241,7 +237,7 @@ mod tests {
             ..options(dir.path(), "hau-09", DeviceKind::Water, Some(key))
         };
         assert!(!provision(&again).unwrap().added);
-        let registry = load_registry(&again.registry).unwrap();
+        let registry = load_identities(&again.registry).unwrap().devices;
         assert_eq!(
             (registry.len(), registry.kind("hau-09"), registry.key("hau-09")),
             (1, Some(DeviceKind::Traffic), Some(&key))

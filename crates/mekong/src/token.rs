@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use mekong_api::auth::{Scope, TokenDigest};
 
-use crate::config::parse_identities;
+use crate::config::{parse_identities, registry_text, to_hex};
 use crate::provision::write_secret;
 
 /// Names a token may have: what a log line can show plainly.
@@ -18,17 +18,8 @@ fn is_valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn read(registry: &Path) -> anyhow::Result<toml_edit::DocumentMut> {
-    let text = match std::fs::read_to_string(registry) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read registry {}", registry.display())),
-    };
-    text.parse().with_context(|| format!("invalid registry {}", registry.display()))
+    registry_text(registry)?.parse().with_context(|| format!("invalid registry {}", registry.display()))
 }
 
 fn write(registry: &Path, doc: &toml_edit::DocumentMut) -> anyhow::Result<()> {
@@ -57,11 +48,11 @@ pub fn create(registry: &Path, name: &str, scope: Scope) -> anyhow::Result<Strin
     }
     let mut random = [0u8; 32];
     getrandom::getrandom(&mut random).context("cannot draw a random token")?;
-    let secret = format!("mkt_{}", hex(&random));
+    let secret = format!("mkt_{}", to_hex(&random));
     let mut entry = toml_edit::Table::new();
     entry["name"] = toml_edit::value(name);
     entry["scope"] = toml_edit::value(scope.as_str());
-    entry["sha256"] = toml_edit::value(hex(&TokenDigest::of(&secret).0));
+    entry["sha256"] = toml_edit::value(to_hex(&TokenDigest::of(&secret).0));
     tokens.push(entry);
     write(registry, &doc)?;
     Ok(secret)
@@ -84,8 +75,8 @@ pub fn revoke(registry: &Path, name: &str) -> anyhow::Result<bool> {
 
 /// The tokens of `registry`: names and scopes.
 pub fn list(registry: &Path) -> anyhow::Result<Vec<(String, Scope)>> {
-    let doc = read(registry)?;
-    let identities = parse_identities(&doc.to_string())?;
+    let text = registry_text(registry)?;
+    let identities = parse_identities(&text).with_context(|| format!("invalid registry {}", registry.display()))?;
     Ok(identities.tokens.into_iter().map(|t| (t.name, t.scope)).collect())
 }
 

@@ -102,14 +102,14 @@ fn environment_variables_override_the_file() {
 #[test]
 fn the_example_registry_loads_and_bad_entries_are_refused() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devices.toml");
-    let registry = load_registry(&path).unwrap();
+    let registry = load_identities(&path).unwrap().devices;
     assert!(!registry.is_empty());
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("devices.toml");
     std::fs::write(&bad, "[[device]]\nid = \"Hau_01\"\nkind = \"water\"\n").unwrap();
-    assert!(format!("{:#}", load_registry(&bad).unwrap_err()).contains("Hau_01"));
+    assert!(format!("{:#}", load_identities(&bad).unwrap_err()).contains("Hau_01"));
     std::fs::write(&bad, "[[device]]\nid = \"hau-01\"\nkind = \"boat\"\n").unwrap();
-    assert!(format!("{:#}", load_registry(&bad).unwrap_err()).contains("boat"));
+    assert!(format!("{:#}", load_identities(&bad).unwrap_err()).contains("boat"));
 }
 
 #[test]
@@ -136,15 +136,15 @@ fn retention_rules_are_read_and_checked() {
 fn registry_keys_are_read_and_bad_ones_refused_without_echoing_them() {
     let key = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
     let registry =
-        parse_registry(&format!("[[device]]\nid = \"hau-01\"\nkind = \"water\"\nkey = \"{key}\"\n")).unwrap();
+        parse_identities(&format!("[[device]]\nid = \"hau-01\"\nkind = \"water\"\nkey = \"{key}\"\n")).unwrap().devices;
     let expected: [u8; 32] = std::array::from_fn(|i| (i as u8 % 16) * 0x11);
     assert_eq!(registry.key("hau-01"), Some(&DeviceKey(expected)));
     assert_eq!(registry.kind("hau-01"), Some(DeviceKind::Water));
-    let plain = parse_registry("[[device]]\nid = \"hau-02\"\nkind = \"water\"\n").unwrap();
+    let plain = parse_identities("[[device]]\nid = \"hau-02\"\nkind = \"water\"\n").unwrap().devices;
     assert_eq!(plain.key("hau-02"), None);
     for bad in [&key[..62], "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", "+1"] {
         let text = format!("[[device]]\nid = \"hau-01\"\nkind = \"water\"\nkey = \"{bad}\"\n");
-        let e = format!("{:#}", parse_registry(&text).unwrap_err());
+        let e = format!("{:#}", parse_identities(&text).unwrap_err());
         assert!(e.contains("hau-01") && e.contains("64 hex digits") && !e.contains(bad), "{e}");
     }
 }
