@@ -109,6 +109,17 @@ impl BrokerOptions {
         self.listeners().flat_map(|addr| self.bound(addr)).collect()
     }
 
+    /// rumqttd's servers for one configured listener, named `name`, `name-2`, ...
+    fn servers(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        server: impl Fn(&str, SocketAddr) -> ServerSettings,
+    ) -> HashMap<String, ServerSettings> {
+        let name = |i: usize| if i == 0 { name.to_owned() } else { format!("{name}-{}", i + 1) };
+        self.bound(addr).into_iter().enumerate().map(|(i, addr)| (name(i), server(&name(i), addr))).collect()
+    }
+
     /// Checks what the types alone cannot; the message names the option. [`start`] checks
     /// this too; mekong's configuration calls it at load time, to fail before anything starts.
     pub fn validate(&self) -> Result<(), IngestError> {
@@ -183,19 +194,6 @@ impl BrokerOptions {
             v5: self.listen_v5.map(|addr| self.servers("mqtt5", addr, server)),
             ..Config::default()
         })
-    }
-}
-
-impl BrokerOptions {
-    /// rumqttd's servers for one configured listener, named `name`, `name-2`, ...
-    fn servers(
-        &self,
-        name: &str,
-        addr: SocketAddr,
-        server: impl Fn(&str, SocketAddr) -> ServerSettings,
-    ) -> HashMap<String, ServerSettings> {
-        let name = |i: usize| if i == 0 { name.to_owned() } else { format!("{name}-{}", i + 1) };
-        self.bound(addr).into_iter().enumerate().map(|(i, addr)| (name(i), server(&name(i), addr))).collect()
     }
 }
 

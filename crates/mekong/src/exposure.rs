@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context};
+use mekong_ingest::BrokerOptions;
 
 use crate::config::Config;
 
@@ -43,10 +44,13 @@ impl Exposure {
         if exposure.http_loopback_only {
             exposure.http_addresses(config.api.listen)?;
         }
-        let mut broker = config.broker.clone();
-        broker.loopback_only = exposure.mqtt_loopback_only;
-        broker.validate().context("in [broker]")?;
+        exposure.broker(config).validate().context("in [broker]")?;
         Ok(exposure)
+    }
+
+    /// The broker's options as this exposure allows them.
+    pub fn broker(&self, config: &Config) -> BrokerOptions {
+        BrokerOptions { loopback_only: self.mqtt_loopback_only, ..config.broker.clone() }
     }
 
     /// The addresses the HTTP API binds for the configured `addr`.

@@ -49,8 +49,7 @@ impl Platform {
         let data_dir = config.storage.data_dir.clone();
         let store = Store::open(&data_dir, &config.store_options())
             .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-        let mut broker = config.broker.clone();
-        broker.loopback_only = exposure.mqtt_loopback_only;
+        let broker = exposure.broker(config);
         let access = match identities.tokens.is_empty() {
             true => Access::anonymous(),
             false => Access::tokens(identities.tokens, config.security.metrics_open),
