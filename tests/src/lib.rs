@@ -255,6 +255,15 @@ pub struct SmallFs {
 /// run, instead of skipping (CI sets it).
 pub const REQUIRE_ROOT: &str = "MEKONG_REQUIRE_ROOT";
 
+/// Whether a command that needs root ran and succeeded; if not, why (its error output).
+fn succeeded(output: std::io::Result<std::process::Output>) -> Result<(), String> {
+    match output {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Skips (or, with [`REQUIRE_ROOT`] set, fails) a test that needs root for `what`.
 fn skip_without_root(what: &str, why: &str) {
     assert!(std::env::var_os(REQUIRE_ROOT).is_none(), "cannot {what}: {why}");
@@ -267,17 +276,13 @@ impl SmallFs {
     pub fn mount(bytes: u64) -> Option<SmallFs> {
         let dir = tempfile::tempdir().unwrap();
         let size = format!("size={bytes}");
-        let out = std::process::Command::new("mount")
+        let mount = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &size, "mekong-test"])
             .arg(dir.path())
             .output();
-        match out {
-            Ok(out) if out.status.success() => Some(SmallFs { dir }),
-            other => {
-                let why = match other {
-                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-                    Err(e) => e.to_string(),
-                };
+        match succeeded(mount) {
+            Ok(()) => Some(SmallFs { dir }),
+            Err(why) => {
                 skip_without_root("mount a tmpfs", &why);
                 None
             }
@@ -363,17 +368,9 @@ impl TestNet {
             &["-n", &net.name, "link", "set", "lo", "up"],
         ];
         for step in steps {
-            let out = std::process::Command::new("ip").args(step).output();
-            match out {
-                Ok(out) if out.status.success() => {}
-                other => {
-                    let why = match other {
-                        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-                        Err(e) => e.to_string(),
-                    };
-                    skip_without_root("make a network namespace", &format!("ip {}: {why}", step.join(" ")));
-                    return None;
-                }
+            if let Err(why) = succeeded(std::process::Command::new("ip").args(step).output()) {
+                skip_without_root("make a network namespace", &format!("ip {}: {why}", step.join(" ")));
+                return None;
             }
         }
         Some(net)
