@@ -7,14 +7,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mekong::{Config, Platform};
-use mekong_tests::{free_port, get_url, TIMEOUT};
+use mekong_tests::{free_ports, get_url, TIMEOUT};
 use serde_json::Value;
 
 /// The defaults, on ephemeral ports and `data_dir`, with every listener on `[::]`.
 pub fn config(data_dir: &Path) -> Config {
     let mut c = Config::default();
-    c.broker.listen = SocketAddr::from(([0u16; 8], free_port()));
-    c.broker.listen_v5 = Some(SocketAddr::from(([0u16; 8], free_port())));
+    let [mqtt, mqtt5] = free_ports();
+    c.broker.listen = SocketAddr::from(([0u16; 8], mqtt));
+    c.broker.listen_v5 = Some(SocketAddr::from(([0u16; 8], mqtt5)));
     c.api.listen = SocketAddr::from(([0u16; 8], 0));
     c.storage.data_dir = data_dir.to_owned();
     c

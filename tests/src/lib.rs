@@ -16,10 +16,12 @@ use tokio::sync::mpsc;
 /// How long any awaited event may take before a test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A port that was free a moment ago (rumqttd cannot report the port it binds, so the tests
-/// pick one).
-pub fn free_port() -> u16 {
-    TcpListener::bind("[::]:0").unwrap().local_addr().unwrap().port()
+/// `N` distinct ports that were free a moment ago (rumqttd cannot report the port it binds,
+/// so the tests pick them). Every listener is held until all are picked: a port taken and
+/// dropped one at a time can come back from the kernel at the next ask.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("[::]:0").unwrap());
+    listeners.map(|l| l.local_addr().unwrap().port())
 }
 
 /// The `(t_ms, v)` pairs of a points response.

@@ -76,7 +76,7 @@ mod tests {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
     use super::*;
-    use crate::harness::{free_port, get_json};
+    use crate::harness::{free_ports, get_json};
 
     async fn counted(stats: SocketAddr) -> Option<u64> {
         get_json(stats, "/").await.ok()?["counted"].as_u64()
@@ -84,8 +84,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn counts_every_uplink_and_nothing_else() {
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
-        let stats = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+        let [listen, stats] = free_ports().unwrap().map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
         // The broker's thread never ends; neither does this one, until the test process does.
         std::thread::spawn(move || run(listen, stats));
         let deadline = Instant::now() + Duration::from_secs(30);

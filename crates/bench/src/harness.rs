@@ -27,9 +27,17 @@ pub fn mekong_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A port free at the time of asking, on loopback.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `N` distinct ports free at the time of asking, on loopback; every listener is held until
+/// all are picked, so that the kernel cannot hand the same port out twice.
+pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let mut ports = [0; N];
+    let mut held = Vec::with_capacity(N);
+    for port in &mut ports {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        *port = listener.local_addr()?.port();
+        held.push(listener);
+    }
+    Ok(ports)
 }
 
 /// The `p` quantile of sorted microseconds, in milliseconds; `None` for no samples.
@@ -48,7 +56,7 @@ pub struct TempDir {
 /// A new temporary directory, named after this process and a free port so that concurrent
 /// runs do not collide.
 pub fn temp_dir() -> anyhow::Result<TempDir> {
-    let path = std::env::temp_dir().join(format!("mekong-bench-{}-{}", std::process::id(), free_port()?));
+    let path = std::env::temp_dir().join(format!("mekong-bench-{}-{}", std::process::id(), free_ports::<1>()?[0]));
     std::fs::create_dir_all(&path)?;
     Ok(TempDir { path })
 }

@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 use rumqttc::QoS;
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, get_json, percentile_ms, temp_dir, TempDir};
+use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, TempDir};
 use crate::load::{self, Load, LoadOptions};
 
 /// What to measure.
@@ -83,8 +83,7 @@ struct Server {
 
 impl Server {
     async fn start(mekong: &std::path::Path, broker_only: bool) -> anyhow::Result<Server> {
-        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let [mqtt, http] = free_ports()?.map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
         let (mut command, data) = if broker_only {
             let mut command = Command::new(std::env::current_exe().context("cannot find the mekong-bench binary")?);
             command.args(["broker-only", "--listen", &mqtt.to_string(), "--stats", &http.to_string()]);

@@ -22,7 +22,7 @@ use mekong_schema::{encode_pack, Base, Reading};
 use mekong_store::{compact, NewPoint, PackWrite, Store, StoreOptions};
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, percentile_ms, temp_dir, TempDir};
+use crate::harness::{free_ports, percentile_ms, temp_dir, TempDir};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -246,8 +246,7 @@ struct Server {
 
 impl Server {
     fn start(mekong: &Path, data: &Path, cache_bytes: u64) -> anyhow::Result<Server> {
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let [http, mqtt] = free_ports()?.map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
         let child = Command::new(mekong)
             .args(["serve", "--config", "/dev/null"])
             .env("MEKONG__STORAGE__DATA_DIR", data)

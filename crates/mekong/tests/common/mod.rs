@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mekong_schema::downlink::{self, Downlink};
-use mekong_tests::{free_port, get_url, pack, Sensor, TIMEOUT};
+use mekong_tests::{free_ports, get_url, pack, Sensor, TIMEOUT};
 
 /// How long a device may take to have every pack acknowledged once it resends: the overload
 /// test's devices resend a flood's worth, two packs at a time.
@@ -64,7 +64,7 @@ impl Drop for Server {
 
 /// Starts `mekong serve` on `data` with fresh ports, and `env` as extra configuration.
 pub fn spawn_server(data: &Path, env: &[(&str, &str)]) -> Server {
-    let (mqtt, http) = (free_port(), free_port());
+    let [mqtt, http] = free_ports();
     let child = Command::new(env!("CARGO_BIN_EXE_mekong"))
         .envs(env.iter().copied())
         .arg("serve")
