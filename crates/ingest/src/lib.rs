@@ -22,6 +22,7 @@
 //! in [`Stats`]), so that nothing is lost silently.
 #![warn(missing_docs)]
 
+pub mod access;
 mod ack;
 pub mod broker;
 mod pipeline;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use mekong_api::auth::{ApiToken, Scope, TokenDigest};
+use mekong_ingest::access::{Anonymous, Identity, PasswordDigest, Policy, Role};
 use mekong_ingest::{BrokerOptions, DeviceKey, PipelineOptions, Registry};
 use mekong_schema::cose::KEY_LEN;
 use mekong_schema::topic::is_valid_device_id;
@@ -293,16 +294,40 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
     Ok(())
 }
 
-/// The registry file: `[[device]]` entries with `id`, `kind` and, for a device that signs
-/// its packs, `key`; `[[token]]` entries with `name`, `scope` and `sha256` (the digest of an
-/// API token, never the token).
+/// The registry file: `[[device]]` entries with `id`, `kind`, for a device that signs its
+/// packs `key`, and for one that logs in to the broker `password_sha256`; `[[gateway]]`
+/// entries with `name`, `password_sha256` and the `devices` they speak for; `[[app]]`
+/// entries with `name`, `password_sha256` and the filters they may `subscribe` to;
+/// `[[token]]` entries with `name`, `scope` and `sha256` (the digest of an API token, never
+/// the token). Every secret is kept as its SHA-256 digest, except device keys, which the
+/// platform needs to check MACs.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
     #[serde(default)]
     device: Vec<RegistryEntry>,
     #[serde(default)]
+    gateway: Vec<GatewayEntry>,
+    #[serde(default)]
+    app: Vec<AppEntry>,
+    #[serde(default)]
     token: Vec<TokenEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayEntry {
+    name: String,
+    password_sha256: String,
+    devices: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppEntry {
+    name: String,
+    password_sha256: String,
+    subscribe: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,11 +338,14 @@ struct TokenEntry {
     sha256: String,
 }
 
-/// Every identity the registry file names: devices (with their keys) and API tokens.
+/// Every identity the registry file names: devices (with their keys), the broker's
+/// identities (devices, gateways and apps with a password) and API tokens.
 #[derive(Debug, Clone, Default)]
 pub struct Identities {
     /// The devices.
     pub devices: Registry,
+    /// Who may log in to the broker, and as what.
+    pub mqtt: Vec<Identity>,
     /// The API tokens, as digests.
     pub tokens: Vec<ApiToken>,
 }
@@ -331,6 +359,32 @@ pub fn load_identities(path: &Path) -> anyhow::Result<Identities> {
 /// Checks the text of a registry file: devices and tokens.
 pub fn parse_identities(text: &str) -> anyhow::Result<Identities> {
     let file: RegistryFile = toml::from_str(text)?;
+    let digest = |what: &str, name: &str, hex: &str| {
+        parse_key_hex(hex)
+            .map(PasswordDigest)
+            .with_context(|| format!("{what} {name:?}: password_sha256 must be 64 hex digits"))
+    };
+    let mut mqtt = Vec::new();
+    for entry in &file.device {
+        if let Some(hex) = &entry.password_sha256 {
+            mqtt.push(Identity {
+                name: entry.id.clone(),
+                role: Role::Device,
+                password: digest("device", &entry.id, hex)?,
+            });
+        }
+    }
+    for entry in file.gateway {
+        let password = digest("gateway", &entry.name, &entry.password_sha256)?;
+        mqtt.push(Identity { name: entry.name, role: Role::Gateway { devices: entry.devices }, password });
+    }
+    for entry in file.app {
+        let password = digest("app", &entry.name, &entry.password_sha256)?;
+        mqtt.push(Identity { name: entry.name, role: Role::App { filters: entry.subscribe }, password });
+    }
+    // The same checks as at start-up (names unique and valid, filters valid), so that an
+    // edit by a command is refused before it is written.
+    Policy::new(mqtt.clone(), Anonymous::Refused)?;
     let devices = devices(file.device)?;
     let mut tokens: Vec<ApiToken> = Vec::with_capacity(file.token.len());
     for (i, entry) in file.token.into_iter().enumerate() {
@@ -343,7 +397,7 @@ pub fn parse_identities(text: &str) -> anyhow::Result<Identities> {
             .with_context(|| format!("token {:?}: sha256 must be 64 hex digits", entry.name))?;
         tokens.push(ApiToken { name: entry.name, scope, digest: TokenDigest(digest) });
     }
-    Ok(Identities { devices, tokens })
+    Ok(Identities { devices, mqtt, tokens })
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,6 +407,8 @@ struct RegistryEntry {
     kind: String,
     #[serde(default)]
     key: Option<String>,
+    #[serde(default)]
+    password_sha256: Option<String>,
 }
 
 /// The text of the registry file at `path`, for an edit; a missing file is an empty

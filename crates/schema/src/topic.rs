@@ -53,6 +53,13 @@ pub fn is_downlink(topic: &str) -> bool {
     topic.starts_with(PREFIX) && topic.ends_with("/down")
 }
 
+/// Returns the device id of a downlink topic (`mekong/v1/{device_id}/down`), if it holds a
+/// valid one.
+pub fn parse_downlink(topic: &str) -> Option<&str> {
+    let id = topic.strip_prefix(PREFIX)?.strip_suffix("/down")?;
+    is_valid_device_id(id).then_some(id)
+}
+
 /// Formats the uplink topic of a device without allocating.
 #[derive(Debug, Clone, Copy)]
 pub struct Uplink<'a>(pub &'a str);
@@ -80,6 +87,11 @@ mod tests {
         check("mekong/v1//up", Err(TopicError::BadDeviceId));
         check("mekong/v1/a/b/up", Err(TopicError::NotUplink));
         check("mekong/v1/a/down", Err(TopicError::NotUplink));
+        assert_eq!(parse_downlink("mekong/v1/a-1/down"), Some("a-1"));
+        for topic in ["mekong/v1/A/down", "mekong/v1/a/b/down", "mekong/v1/+/down", "mekong/v1//down", "mekong/v1/a/up"]
+        {
+            assert_eq!(parse_downlink(topic), None, "{topic}");
+        }
         check("mekong/v2/a/up", Err(TopicError::NotUplink));
         check("other/a/up", Err(TopicError::NotUplink));
     }

@@ -148,3 +148,27 @@ fn registry_keys_are_read_and_bad_ones_refused_without_echoing_them() {
         assert!(e.contains("hau-01") && e.contains("64 hex digits") && !e.contains(bad), "{e}");
     }
 }
+
+#[test]
+fn mqtt_identities_are_read_from_devices_gateways_and_apps() {
+    let digest = "ab".repeat(32);
+    let text = format!(
+        "[[device]]\nid = \"hau-01\"\nkind = \"water\"\npassword_sha256 = \"{digest}\"\n\n\
+         [[device]]\nid = \"hau-02\"\nkind = \"water\"\n\n\
+         [[gateway]]\nname = \"gw-1\"\npassword_sha256 = \"{digest}\"\ndevices = [\"hau-02\"]\n\n\
+         [[app]]\nname = \"board\"\npassword_sha256 = \"{digest}\"\nsubscribe = [\"mekong/v1/+/up\"]\n"
+    );
+    let identities = parse_identities(&text).unwrap();
+    let roles: Vec<(&str, &str)> = identities.mqtt.iter().map(|i| (i.name.as_str(), i.role.as_str())).collect();
+    assert_eq!(roles, [("hau-01", "device"), ("gw-1", "gateway"), ("board", "app")]);
+    assert_eq!(identities.mqtt[0].password, mekong_ingest::access::PasswordDigest([0xab; 32]));
+    assert_eq!(identities.devices.len(), 2);
+
+    let refused = |text: String| format!("{:#}", parse_identities(&text).unwrap_err());
+    let e = refused(format!("[[app]]\nname = \"hau-01\"\npassword_sha256 = \"{digest}\"\nsubscribe = [\"#\"]\n\n[[gateway]]\nname = \"hau-01\"\npassword_sha256 = \"{digest}\"\ndevices = []\n"));
+    assert!(e.contains("appears twice"), "{e}");
+    let e = refused(format!("[[app]]\nname = \"board\"\npassword_sha256 = \"{digest}\"\nsubscribe = [\"a/#/b\"]\n"));
+    assert!(e.contains("not a valid topic filter"), "{e}");
+    let e = refused("[[gateway]]\nname = \"gw\"\npassword_sha256 = \"secret\"\ndevices = []\n".into());
+    assert!(e.contains("gw") && e.contains("64 hex digits") && !e.contains("secret"), "{e}");
+}
