@@ -7,6 +7,7 @@ mod acknowledgements;
 mod bad_input;
 mod end_to_end;
 mod full_disk;
+mod mqtt_access;
 mod overload;
 mod platform;
 mod restart;

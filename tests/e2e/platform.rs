@@ -91,6 +91,13 @@ impl Running {
         get_url(&self.http, &format!("{}{path}", self.base)).await
     }
 
+    /// GET `path`, which must answer 200, and its body as text.
+    pub async fn text(&self, path: &str) -> String {
+        let response = self.http.get(format!("{}{path}", self.base)).timeout(TIMEOUT).send().await.unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.text().await.unwrap()
+    }
+
     /// GET `path`, which must answer 200, and its JSON body.
     pub async fn json(&self, path: &str) -> Value {
         let (status, body) = self.get(path).await;

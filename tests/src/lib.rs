@@ -9,7 +9,9 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeReasonCode,
+};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -52,7 +54,7 @@ pub struct Sensor {
     acks: mpsc::UnboundedReceiver<()>,
     /// Set when the broker closed the connection.
     closed: mpsc::UnboundedReceiver<String>,
-    subacks: mpsc::UnboundedReceiver<()>,
+    subacks: mpsc::UnboundedReceiver<Vec<SubscribeReasonCode>>,
     /// Payloads received on subscribed topics (the device's downlink).
     downlinks: mpsc::UnboundedReceiver<Vec<u8>>,
 }
@@ -63,12 +65,39 @@ impl Sensor {
         Sensor::connect_queued(addr, client_id, QUEUE).await
     }
 
-    /// Connects with a request queue `queue` deep. The connection is driven in its own task
-    /// (rumqttc's `poll` must not be dropped half-way, so it cannot sit in a `select!` beside
-    /// a timer); the client's channels close when the connection ends.
+    /// Connects as `client_id` with a username and password; the CONNACK's refusal code if
+    /// the broker refuses.
+    pub async fn login(
+        addr: SocketAddr,
+        client_id: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<Sensor, ConnectReturnCode> {
+        Sensor::try_connect(addr, client_id, Some((username, password)), QUEUE).await
+    }
+
+    /// Connects with a request queue `queue` deep.
     async fn connect_queued(addr: SocketAddr, client_id: &str, queue: usize) -> Sensor {
+        match Sensor::try_connect(addr, client_id, None, queue).await {
+            Ok(sensor) => sensor,
+            Err(code) => panic!("CONNACK refused the connection: {code:?}"),
+        }
+    }
+
+    /// Connects, with `login` if given. The connection is driven in its own task (rumqttc's
+    /// `poll` must not be dropped half-way, so it cannot sit in a `select!` beside a timer);
+    /// the client's channels close when the connection ends.
+    async fn try_connect(
+        addr: SocketAddr,
+        client_id: &str,
+        login: Option<(&str, &str)>,
+        queue: usize,
+    ) -> Result<Sensor, ConnectReturnCode> {
         let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
         options.set_max_packet_size(4 << 20, 4 << 20);
+        if let Some((username, password)) = login {
+            options.set_credentials(username, password);
+        }
         let (client, mut events) = AsyncClient::new(options, queue);
         let (ack_tx, acks) = mpsc::unbounded_channel();
         let (closed_tx, closed) = mpsc::unbounded_channel();
@@ -81,14 +110,14 @@ impl Sensor {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         if let Some(tx) = connected_tx.take() {
-                            let _ = tx.send(());
+                            let _ = tx.send(Ok(()));
                         }
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         let _ = ack_tx.send(());
                     }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = suback_tx.send(());
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        let _ = suback_tx.send(ack.return_codes);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let _ = down_tx.send(p.payload.to_vec());
@@ -98,6 +127,12 @@ impl Sensor {
                         return;
                     }
                     Ok(_) => {}
+                    Err(ConnectionError::ConnectionRefused(code)) => {
+                        if let Some(tx) = connected_tx.take() {
+                            let _ = tx.send(Err(code));
+                        }
+                        return;
+                    }
                     Err(e) => {
                         // Do not reconnect: a test that sees the connection close wants to know.
                         let _ = closed_tx.send(e.to_string());
@@ -106,8 +141,17 @@ impl Sensor {
                 }
             }
         });
-        tokio::time::timeout(TIMEOUT, connected).await.expect("no CONNACK").unwrap();
-        Sensor { client, acks, closed, subacks, downlinks }
+        tokio::time::timeout(TIMEOUT, connected).await.expect("no CONNACK").expect("connection gone before CONNACK")?;
+        Ok(Sensor { client, acks, closed, subacks, downlinks })
+    }
+
+    /// Subscribes to `filter` at QoS 0 and returns the SUBACK's code.
+    pub async fn subscribe(&mut self, filter: &str) -> SubscribeReasonCode {
+        self.client.subscribe(filter, QoS::AtMostOnce).await.unwrap();
+        let codes =
+            tokio::time::timeout(TIMEOUT, self.subacks.recv()).await.expect("no SUBACK").expect("connection gone");
+        assert_eq!(codes.len(), 1, "one filter, one code");
+        codes[0]
     }
 
     /// Connects as device `id` and subscribes to its downlink topic, waiting for the SUBACK,
@@ -119,8 +163,16 @@ impl Sensor {
     /// `device`, with a request queue `queue` deep (for a load that outruns the socket).
     pub async fn device_queued(addr: SocketAddr, id: &str, queue: usize) -> Sensor {
         let mut sensor = Sensor::connect_queued(addr, id, queue).await;
-        sensor.client.subscribe(format!("mekong/v1/{id}/down"), QoS::AtMostOnce).await.unwrap();
-        tokio::time::timeout(TIMEOUT, sensor.subacks.recv()).await.expect("no SUBACK").expect("connection gone");
+        let code = sensor.subscribe(&format!("mekong/v1/{id}/down")).await;
+        assert!(matches!(code, SubscribeReasonCode::Success(_)), "downlink subscription refused: {code:?}");
+        sensor
+    }
+
+    /// [`Sensor::device`] for a device that logs in with its password.
+    pub async fn device_login(addr: SocketAddr, id: &str, password: &str) -> Sensor {
+        let mut sensor = Sensor::login(addr, id, id, password).await.expect("login refused");
+        let code = sensor.subscribe(&format!("mekong/v1/{id}/down")).await;
+        assert!(matches!(code, SubscribeReasonCode::Success(_)), "downlink subscription refused: {code:?}");
         sensor
     }
 

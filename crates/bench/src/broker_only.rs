@@ -22,7 +22,7 @@ use rumqttd::Notification;
 pub fn run(listen: SocketAddr, stats: SocketAddr) -> anyhow::Result<()> {
     let opts = BrokerOptions { listen, listen_v5: None, ..BrokerOptions::default() };
     // The sending half stays alive with the link, though nothing is sent on it.
-    let (_tx, mut rx) = broker::start(&opts).context("cannot start the broker")?;
+    let (_tx, mut rx) = broker::start(&opts, None).context("cannot start the broker")?;
     broker::wait_listening(&opts).context("the broker did not come up")?;
     let counted = Arc::new(AtomicU64::new(0));
     let listener = TcpListener::bind(stats).with_context(|| format!("cannot listen on {stats}"))?;

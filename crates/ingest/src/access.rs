@@ -112,6 +112,19 @@ pub enum Refusal {
     OutOfLane,
 }
 
+impl Refusal {
+    /// A fixed label, for counters.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Refusal::NoCredentials => "no_credentials",
+            Refusal::BadCredentials => "bad_credentials",
+            Refusal::ClientIdMismatch => "client_id_mismatch",
+            Refusal::AnonymousClientId => "anonymous_client_id",
+            Refusal::OutOfLane => "out_of_lane",
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -11,6 +11,7 @@ use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::guard::Guard;
 use crate::IngestError;
 
 /// Log bound of every subscription filter but the uplink one: segments of rumqttd's minimum
@@ -154,21 +155,24 @@ impl BrokerOptions {
         Ok(())
     }
 
-    fn to_rumqttd(&self) -> Result<Config, IngestError> {
+    /// rumqttd's configuration; with a `guard`, every listener authenticates and authorizes
+    /// its clients through it.
+    fn to_rumqttd(&self, guard: Option<&Guard>) -> Result<Config, IngestError> {
         self.validate()?;
-        let server = |name: &str, listen| ServerSettings {
-            name: name.to_owned(),
-            listen,
-            tls: None,
-            next_connection_delay_ms: 0,
-            connections: ConnectionSettings {
+        let server = |name: &str, listen| {
+            let mut connections = ConnectionSettings {
                 connection_timeout_ms: self.connection_timeout_ms,
                 max_payload_size: self.max_packet_bytes,
                 max_inflight_count: self.max_inflight,
                 auth: None,
                 external_auth: None,
                 dynamic_filters: false,
-            },
+                authorizer: None,
+            };
+            if let Some(guard) = guard {
+                guard.install(&mut connections);
+            }
+            ServerSettings { name: name.to_owned(), listen, tls: None, next_connection_delay_ms: 0, connections }
         };
         // rumqttd keeps a log per subscription filter and holds it at its size bound whether
         // or not it was read. The uplink filter gets the configured bound; every other filter,
@@ -210,12 +214,13 @@ fn ser_opt_addr<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok,
 }
 
 /// Starts the broker on its own thread and returns both halves of the ingest link,
-/// subscribed to the uplink filter. [`Ingest::start`](crate::Ingest::start) reads the link
-/// with the ingest thread; a benchmark may read it with something simpler (the broker-only
-/// scenario of `mekong-bench` counts what comes through). The broker runs until the process
-/// exits.
-pub fn start(opts: &BrokerOptions) -> Result<(LinkTx, LinkRx), IngestError> {
-    let config = opts.to_rumqttd()?;
+/// subscribed to the uplink filter. With a `guard`, every client must pass it (else anyone
+/// that reaches a listener may do anything: the platform allows that on loopback only).
+/// [`Ingest::start`](crate::Ingest::start) reads the link with the ingest thread; a
+/// benchmark may read it with something simpler (the broker-only scenario of `mekong-bench`
+/// counts what comes through). The broker runs until the process exits.
+pub fn start(opts: &BrokerOptions, guard: Option<&Guard>) -> Result<(LinkTx, LinkRx), IngestError> {
+    let config = opts.to_rumqttd(guard)?;
     // rumqttd binds inside its own threads and only logs a failure; bind once here first so
     // that a taken port is a clear error at start-up.
     for addr in opts.bound_addresses() {

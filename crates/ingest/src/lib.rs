@@ -25,6 +25,7 @@
 pub mod access;
 mod ack;
 pub mod broker;
+pub mod guard;
 mod pipeline;
 pub mod registry;
 mod worker;
@@ -35,7 +36,9 @@ use std::thread::JoinHandle;
 
 use mekong_store::Store;
 
+pub use access::Policy;
 pub use broker::BrokerOptions;
+use guard::Guard;
 pub use mekong_stats::Stats;
 pub use pipeline::{Accepted, Handled, Outcome, Pipeline, PipelineOptions, Rejection};
 pub use registry::{DeviceKey, Registry};
@@ -83,11 +86,18 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Starts the broker with `broker` options, the ingest thread writing to `store` and the
-    /// acknowledgement thread; returns once the broker accepts MQTT connections.
-    pub fn start(broker: &BrokerOptions, pipeline: PipelineOptions, store: Store) -> Result<Ingest, IngestError> {
+    /// Starts the broker with `broker` options (every client checked against `policy`, if
+    /// there is one), the ingest thread writing to `store` and the acknowledgement thread;
+    /// returns once the broker accepts MQTT connections.
+    pub fn start(
+        broker: &BrokerOptions,
+        policy: Option<Policy>,
+        pipeline: PipelineOptions,
+        store: Store,
+    ) -> Result<Ingest, IngestError> {
         let stats = Arc::new(Stats::new(pipeline.rejection_log_capacity));
-        let (tx, rx) = broker::start(broker)?;
+        let guard = policy.map(|policy| Guard::new(policy, Arc::clone(&stats)));
+        let (tx, rx) = broker::start(broker, guard.as_ref())?;
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledge = pipeline.acknowledge;
         let (groups_tx, groups_rx) = std::sync::mpsc::sync_channel(PENDING_GROUPS);

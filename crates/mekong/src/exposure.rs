@@ -1,51 +1,84 @@
-//! Where each listener may listen, given the credentials its clients can present.
+//! Where each listener may listen, and who may use it, given the credentials its clients
+//! can present.
 //!
 //! As Mosquitto 2 does: a listener whose clients cannot authenticate is served on loopback
 //! only (`[::]` becomes `127.0.0.1` and `[::1]`; any other non-loopback address is refused
-//! at start), unless `security.allow_anonymous` says otherwise, which is logged as insecure.
-//! MQTT clients cannot authenticate yet (the broker checks no credentials), so the broker is
-//! loopback-only by default; the HTTP API is too until API tokens exist in the registry.
+//! at start), and anyone there may do anything, unless `security.allow_anonymous` says
+//! otherwise, which is logged as insecure. The broker's clients can authenticate once an
+//! MQTT identity (a device, gateway or app with a password) is in the registry: then it
+//! serves every configured address and checks every client. The HTTP API is loopback-only
+//! until API tokens exist in the registry.
 
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context};
-use mekong_ingest::BrokerOptions;
+use mekong_ingest::access::Anonymous;
+use mekong_ingest::{BrokerOptions, Policy};
 
-use crate::config::Config;
+use crate::config::{Config, Identities};
 
 /// What each listener is exposed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exposure {
-    /// The broker serves loopback only.
+    /// The broker serves loopback only, and checks nobody there.
     pub mqtt_loopback_only: bool,
+    /// What the broker lets clients without credentials do, when it checks its clients.
+    pub mqtt_anonymous: Option<Anonymous>,
     /// The HTTP API serves loopback only.
     pub http_loopback_only: bool,
 }
 
 impl Exposure {
-    /// Decides, and says so in the log: `api_tokens` is whether the registry holds any.
-    pub fn decide(config: &Config, api_tokens: bool) -> anyhow::Result<Exposure> {
+    /// Decides from the configuration and the registry's identities, and says so in the log.
+    pub fn decide(config: &Config, identities: &Identities) -> anyhow::Result<Exposure> {
         let allow = config.security.allow_anonymous;
-        let exposure = Exposure { mqtt_loopback_only: !allow, http_loopback_only: !allow && !api_tokens };
-        if allow {
-            tracing::warn!(
-                "INSECURE: security.allow_anonymous = true: anyone who reaches {} can publish and subscribe to every \
-                 topic over MQTT{}",
+        let api_tokens = !identities.tokens.is_empty();
+        let mqtt_credentials = !identities.mqtt.is_empty();
+        let mqtt_anonymous = match (mqtt_credentials, allow) {
+            (_, true) => Some(Anonymous::AsDevice),
+            (true, false) => Some(Anonymous::Refused),
+            (false, false) => None,
+        };
+        let exposure = Exposure {
+            mqtt_loopback_only: mqtt_anonymous.is_none(),
+            mqtt_anonymous,
+            http_loopback_only: !allow && !api_tokens,
+        };
+        let api = if api_tokens { "bearer tokens, on every address" } else { "anonymous, loopback only" };
+        match mqtt_anonymous {
+            Some(Anonymous::AsDevice) => tracing::warn!(
+                identities = identities.mqtt.len(),
+                "INSECURE: security.allow_anonymous = true: MQTT clients without credentials are let in on {}, each \
+                 confined to the topics of the device its client id names{}",
                 config.broker.listen,
-                if api_tokens { "" } else { ", and read everything over HTTP" }
-            );
-        } else {
-            tracing::info!(
-                api = if api_tokens { "bearer tokens, on every address" } else { "anonymous, loopback only" },
-                "MQTT clients cannot authenticate yet: the broker serves loopback only; set \
-                 security.allow_anonymous = true to serve other addresses (insecure)"
-            );
+                if api_tokens { "" } else { "; and anyone can read everything over HTTP" }
+            ),
+            Some(Anonymous::Refused) => tracing::info!(
+                identities = identities.mqtt.len(),
+                api,
+                "MQTT clients log in with their passwords on every address, each confined to its own topics; \
+                 clients without credentials are refused"
+            ),
+            None => tracing::info!(
+                api,
+                "no MQTT identity has a password yet: the broker serves loopback only, where anyone may publish and \
+                 subscribe; provision devices (mekong device provision) to serve other addresses, or set \
+                 security.allow_anonymous = true (insecure)"
+            ),
         }
         if exposure.http_loopback_only {
             exposure.http_addresses(config.api.listen)?;
         }
         exposure.broker(config).validate().context("in [broker]")?;
+        exposure.policy(identities)?;
         Ok(exposure)
+    }
+
+    /// The broker's access policy over the registry's MQTT identities; `None` when the
+    /// broker checks nobody (loopback only).
+    pub fn policy(&self, identities: &Identities) -> anyhow::Result<Option<Policy>> {
+        let policy = self.mqtt_anonymous.map(|anonymous| Policy::new(identities.mqtt.clone(), anonymous));
+        policy.transpose().context("in the registry's MQTT identities")
     }
 
     /// The broker's options as this exposure allows them.

@@ -215,7 +215,7 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let config = Config::load(&config, true, std::env::vars())?;
             let identities = config.identities()?;
-            mekong::exposure::Exposure::decide(&config, !identities.tokens.is_empty())?;
+            mekong::exposure::Exposure::decide(&config, &identities)?;
             print!("{}", toml::to_string(&config)?);
             Ok(())
         }

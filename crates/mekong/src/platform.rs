@@ -38,14 +38,16 @@ impl Platform {
     /// Opens the store, starts the broker and the ingest thread, and serves HTTP.
     pub async fn start(config: &Config) -> anyhow::Result<Platform> {
         let identities = config.identities()?;
-        let exposure = Exposure::decide(config, !identities.tokens.is_empty())?;
+        let exposure = Exposure::decide(config, &identities)?;
         tracing::info!(
             registry = %config.registry.path.display(),
             devices = identities.devices.len(),
             keyed = identities.devices.keyed(),
+            mqtt_identities = identities.mqtt.len(),
             api_tokens = identities.tokens.len(),
             "registry loaded"
         );
+        let policy = exposure.policy(&identities)?;
         let data_dir = config.storage.data_dir.clone();
         let store = Store::open(&data_dir, &config.store_options())
             .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
@@ -58,7 +60,7 @@ impl Platform {
         let ingest = {
             let store = store.clone();
             let broker = broker.clone();
-            tokio::task::spawn_blocking(move || Ingest::start(&broker, pipeline, store)).await??
+            tokio::task::spawn_blocking(move || Ingest::start(&broker, policy, pipeline, store)).await??
         };
 
         let s = &config.storage;

@@ -59,6 +59,15 @@ pub struct DeviceCounters {
     pub seq_gaps: u64,
 }
 
+/// What the broker refused one MQTT identity after it logged in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccessRefusals {
+    /// Publishes on a topic outside its lane (dropped, never stored).
+    pub publishes: u64,
+    /// Subscriptions to a filter outside its lane (answered with a failure code).
+    pub subscriptions: u64,
+}
+
 /// A consistent copy of the global counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -92,6 +101,11 @@ pub struct Snapshot {
     pub flush_micros: u64,
     /// Acknowledgements and refusals published on downlink topics.
     pub downlinks: u64,
+    /// MQTT connections refused at CONNECT, by reason.
+    pub connects_refused: BTreeMap<&'static str, u64>,
+    /// Publishes and subscriptions the broker refused, by identity (`anonymous` for
+    /// clients without credentials).
+    pub access_refused: BTreeMap<String, AccessRefusals>,
 }
 
 #[derive(Debug)]
@@ -100,6 +114,9 @@ struct Inner {
     capacity: usize,
     by_kind: BTreeMap<Reason, u64>,
     devices: HashMap<String, DeviceCounters>,
+    connects_refused: BTreeMap<&'static str, u64>,
+    // Keyed by registry identities and `anonymous` only, so bounded by the registry.
+    access_refused: BTreeMap<String, AccessRefusals>,
 }
 
 /// Shared between the ingest thread and the query API.
@@ -143,6 +160,8 @@ impl Stats {
                 capacity,
                 by_kind: BTreeMap::new(),
                 devices: HashMap::new(),
+                connects_refused: BTreeMap::new(),
+                access_refused: BTreeMap::new(),
             }),
         }
     }
@@ -217,6 +236,24 @@ impl Stats {
         self.lost.fetch_add(messages, Ordering::Relaxed);
     }
 
+    /// An MQTT connection refused at CONNECT, for `reason` (a fixed label).
+    pub fn record_connect_refused(&self, reason: &'static str) {
+        *self.inner().connects_refused.entry(reason).or_default() += 1;
+    }
+
+    /// A publish (`subscription` false) or a subscription refused to `identity`.
+    pub fn record_access_refused(&self, identity: &str, subscription: bool) {
+        let mut inner = self.inner();
+        let entry = match inner.access_refused.get_mut(identity) {
+            Some(entry) => entry,
+            None => inner.access_refused.entry(identity.to_owned()).or_default(),
+        };
+        match subscription {
+            true => entry.subscriptions += 1,
+            false => entry.publishes += 1,
+        }
+    }
+
     /// The global counters.
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.inner();
@@ -235,6 +272,8 @@ impl Stats {
             flushes: self.flushes.load(Ordering::Relaxed),
             flush_micros: self.flush_micros.load(Ordering::Relaxed),
             downlinks: self.downlinks.load(Ordering::Relaxed),
+            connects_refused: inner.connects_refused.clone(),
+            access_refused: inner.access_refused.clone(),
         }
     }
 
@@ -306,6 +345,19 @@ mod tests {
         assert_eq!(stats.rejections(Some("a"), 10).len(), 1);
         assert_eq!(stats.rejections(None, 2).len(), 2);
         assert_eq!(stats.device(INVALID_DEVICE).rejected, 1);
+    }
+
+    #[test]
+    fn broker_refusals_are_counted_by_reason_and_identity() {
+        let stats = Stats::new(0);
+        stats.record_connect_refused("bad_credentials");
+        stats.record_connect_refused("bad_credentials");
+        stats.record_access_refused("gw-1", false);
+        stats.record_access_refused("gw-1", true);
+        stats.record_access_refused("gw-1", true);
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.connects_refused.get("bad_credentials"), Some(&2));
+        assert_eq!(snapshot.access_refused.get("gw-1"), Some(&AccessRefusals { publishes: 1, subscriptions: 2 }));
     }
 
     #[test]

@@ -69,6 +69,23 @@ pub struct Stats {
     flushes: u64,
     flush_micros: u64,
     downlinks: u64,
+    mqtt: MqttRefusals,
+}
+
+/// What the broker refused, in `GET /v1/stats`.
+#[derive(Serialize)]
+pub struct MqttRefusals {
+    /// Connections refused at CONNECT, by reason.
+    connects_refused: BTreeMap<&'static str, u64>,
+    /// Publishes and subscriptions outside an identity's topics, by identity.
+    access_refused: BTreeMap<String, AccessRefused>,
+}
+
+/// One identity's refused publishes and subscriptions.
+#[derive(Serialize)]
+pub struct AccessRefused {
+    publishes: u64,
+    subscriptions: u64,
 }
 
 /// `GET /v1/stats`: what the ingest path has done since start.
@@ -89,6 +106,16 @@ pub async fn stats(State(state): State<AppState>) -> Json<Stats> {
         flushes: s.flushes,
         flush_micros: s.flush_micros,
         downlinks: s.downlinks,
+        mqtt: MqttRefusals {
+            connects_refused: s.connects_refused,
+            access_refused: s
+                .access_refused
+                .into_iter()
+                .map(|(identity, r)| {
+                    (identity, AccessRefused { publishes: r.publishes, subscriptions: r.subscriptions })
+                })
+                .collect(),
+        },
     })
 }
 
@@ -125,6 +152,26 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     );
     for (kind, n) in &s.rejected_by_kind {
         let _ = writeln!(out, "mekong_ingest_rejected_total{{reason=\"{kind}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mekong_mqtt_connects_refused_total MQTT connections refused at CONNECT, by reason.\n# TYPE \
+         mekong_mqtt_connects_refused_total counter"
+    );
+    for (reason, n) in &s.connects_refused {
+        let _ = writeln!(out, "mekong_mqtt_connects_refused_total{{reason=\"{reason}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mekong_mqtt_access_refused_total Publishes and subscriptions refused, by identity.\n# TYPE \
+         mekong_mqtt_access_refused_total counter"
+    );
+    // Identity names are [a-z0-9-] (or `anonymous`): nothing to escape in a label.
+    for (identity, r) in &s.access_refused {
+        for (action, n) in [("publish", r.publishes), ("subscribe", r.subscriptions)] {
+            let _ =
+                writeln!(out, "mekong_mqtt_access_refused_total{{identity=\"{identity}\",action=\"{action}\"}} {n}");
+        }
     }
     let writable = u8::from(matches!(state.store.health(), StoreHealth::Writable));
     let _ = writeln!(

@@ -4,7 +4,7 @@ use crate::link::network::Network;
 use crate::local::LinkBuilder;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
 use crate::router::{Event, Notification};
-use crate::{ConnectionId, ConnectionSettings};
+use crate::{Action, Authorizer, ConnectionId, ConnectionSettings};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
 use std::cmp::min;
@@ -68,6 +68,7 @@ impl<P: Protocol> RemoteLink<P> {
         connect_packet: Packet,
         dynamic_filters: bool,
         assigned_client_id: Option<String>,
+        authorizer: Option<Authorizer>,
     ) -> Result<RemoteLink<P>, Error> {
         let Packet::Connect(connect, props, lastwill, lastwill_props, _) = connect_packet else {
             return Err(Error::NotConnectPacket(connect_packet));
@@ -100,6 +101,7 @@ impl<P: Protocol> RemoteLink<P> {
             .last_will_properties(lastwill_props)
             .dynamic_filters(dynamic_filters)
             .topic_alias_max(topic_alias_max.unwrap_or(0))
+            .authorizer(authorizer)
             .build()?;
 
         let id = link_rx.id();
@@ -188,14 +190,32 @@ where
     })
     .await??;
 
-    let (connect, _props, login) = match packet {
-        Packet::Connect(ref connect, ref props, _, _, ref login) => (connect, props, login),
+    let (connect, _props, will, login) = match packet {
+        Packet::Connect(ref connect, ref props, ref will, _, ref login) => {
+            (connect, props, will, login)
+        }
         packet => return Err(Error::NotConnectPacket(packet)),
     };
 
     Span::current().record("client_id", &connect.client_id);
 
-    handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+    // A refused client learns why from the CONNACK's code (MQTT 3.1.1, 3.2.2.3; MQTT 5,
+    // 3.2.2.2) instead of a bare close. The same code whatever failed, so that the answer
+    // does not tell which usernames exist.
+    let auth = handle_auth(config.clone(), login.as_ref(), &connect.client_id).await;
+    let will_allowed = match (&config.authorizer, will) {
+        (Some(authorizer), Some(will)) => std::str::from_utf8(&will.topic)
+            .is_ok_and(|topic| authorizer.allows(&connect.client_id, Action::Publish(topic))),
+        _ => true,
+    };
+    if auth.is_err() || !will_allowed {
+        let ack = ConnAck {
+            session_present: false,
+            code: ConnectReturnCode::NotAuthorized,
+        };
+        network.write(Packet::ConnAck(ack, None)).await?;
+        return Err(Error::InvalidAuth);
+    }
 
     // When keep_alive feature is disabled client can live forever, which is not good in
     // distributed broker context so currenlty we don't allow it.
@@ -228,6 +248,16 @@ async fn handle_auth(
     client_id: &str,
 ) -> Result<(), Error> {
     if config.auth.is_none() && config.external_auth.is_none() {
+        return Ok(());
+    }
+
+    // An external handler decides about a client without login details too (it gets an
+    // empty username and password), so that it can let anonymous clients in on its own
+    // terms; static `auth` pairs refuse them.
+    if let (Some(auth), None) = (&config.external_auth, login) {
+        if !auth(client_id.to_owned(), String::new(), String::new()).await {
+            return Err(Error::InvalidAuth);
+        }
         return Ok(());
     }
 
@@ -283,6 +313,7 @@ mod tests {
             auth: None,
             external_auth: None,
             dynamic_filters: false,
+            authorizer: None,
         }
     }
 
@@ -366,6 +397,18 @@ mod tests {
 
         let r = handle_auth(Arc::new(cfg), Some(&login), "").await;
         assert!(r.is_err());
+    }
+
+    #[tokio::test]
+    async fn no_login_is_put_to_the_external_handler_as_empty_credentials() {
+        for (verdict, ok) in [(true, true), (false, false)] {
+            let mut cfg = config();
+            cfg.set_auth_handler(move |client_id: String, user: String, pass: String| async move {
+                assert_eq!((client_id.as_str(), user.as_str(), pass.as_str()), ("c", "", ""));
+                verdict
+            });
+            assert_eq!(handle_auth(Arc::new(cfg), None, "c").await.is_ok(), ok);
+        }
     }
 
     #[tokio::test]

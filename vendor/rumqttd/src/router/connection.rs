@@ -1,7 +1,7 @@
 use slab::Slab;
 
 use crate::protocol::LastWillProperties;
-use crate::Filter;
+use crate::{Authorizer, Filter};
 use crate::{protocol::LastWill, Topic};
 use std::collections::{HashMap, HashSet};
 
@@ -33,6 +33,8 @@ pub struct Connection {
     pub(crate) broker_topic_aliases: Option<BrokerAliases>,
     /// subscription IDs for a connection
     pub(crate) subscription_ids: HashMap<Filter, usize>,
+    /// Asked before every publish and subscription; `None` allows everything
+    pub authorizer: Option<Authorizer>,
 }
 
 impl Connection {
@@ -66,6 +68,7 @@ impl Connection {
             topic_aliases: HashMap::new(),
             broker_topic_aliases: None,
             subscription_ids: HashMap::new(),
+            authorizer: None,
         }
     }
 

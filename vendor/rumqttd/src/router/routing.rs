@@ -531,6 +531,31 @@ impl Router {
     }
 
     /// Handles new incoming data on a topic
+    /// Whether the connection's authorizer, if it has one, lets it publish `publish`. The
+    /// topic is the one a topic alias stands for; a topic that cannot be resolved is left to
+    /// `append_to_commitlog`, which refuses it.
+    fn publish_allowed(
+        &self,
+        id: ConnectionId,
+        client_id: &str,
+        publish: &Publish,
+        properties: Option<&PublishProperties>,
+    ) -> bool {
+        let Some(connection) = self.connections.get(id) else {
+            return false;
+        };
+        let Some(authorizer) = &connection.authorizer else {
+            return true;
+        };
+        let topic = match properties.and_then(|p| p.topic_alias) {
+            Some(alias) if publish.topic.is_empty() => {
+                connection.topic_aliases.get(&alias).map(String::as_str)
+            }
+            _ => std::str::from_utf8(&publish.topic).ok(),
+        };
+        topic.map_or(true, |topic| authorizer.allows(client_id, Action::Publish(topic)))
+    }
+
     fn handle_device_payload(&mut self, id: ConnectionId) {
         // TODO: Retun errors and move error handling to the caller
         let incoming = match self.ibufs.get_mut(id) {
@@ -563,6 +588,32 @@ impl Router {
 
                     let qos = publish.qos;
                     let pkid = publish.pkid;
+
+                    if !self.publish_allowed(id, &client_id, &publish, properties.as_ref()) {
+                        self.router_meters.failed_publishes += 1;
+                        match qos {
+                            QoS::AtMostOnce => {}
+                            // MQTT 3.1.1 has no failure code in a PUBACK (the encoder
+                            // leaves the reason out): the publish is acknowledged and dropped.
+                            QoS::AtLeastOnce => {
+                                let puback = PubAck {
+                                    pkid,
+                                    reason: PubAckReason::NotAuthorized,
+                                };
+                                let ackslog = self.ackslog.get_mut(id).unwrap();
+                                ackslog.puback(puback);
+                                force_ack = true;
+                            }
+                            // A refused PUBREC would leave a 3.1.1 client's PUBREL without
+                            // a stored publish; both versions allow closing instead.
+                            QoS::ExactlyOnce => {
+                                disconnect = true;
+                                disconnect_reason = Some(DisconnectReasonCode::NotAuthorized);
+                                break;
+                            }
+                        }
+                        continue;
+                    }
 
                     // Prepare acks for the above publish
                     // If any of the publish in the batch results in force flush,
@@ -672,6 +723,13 @@ impl Router {
                             group = Some(grp);
                             filter = filter_path;
                         };
+
+                        if let Some(authorizer) = &connection.authorizer {
+                            if !authorizer.allows(&client_id, Action::Subscribe(&filter)) {
+                                return_codes.push(SubscribeReasonCode::NotAuthorized);
+                                continue;
+                            }
+                        }
 
                         let subscription_id = props.as_ref().and_then(|p| p.id);
 
