@@ -41,11 +41,25 @@ async fn without_credentials_only_loopback_is_served() {
     let registry = dir.path().join("devices.toml");
     mekong::token::create(&registry, "city-app", Scope::Read).unwrap();
     let mut with_tokens = config(&dir.path().join("b"));
-    with_tokens.registry.path = registry;
+    with_tokens.registry.path = registry.clone();
     let running = start(&with_tokens).await;
     let [mqtt, mqtt5, http] = seen_from(&net, &running);
     assert!(!net.connects(mqtt) && !net.connects(mqtt5));
     assert!(net.connects(http), "the API with tokens is not served beyond loopback");
+    running.stop().await;
+
+    // With an MQTT identity in the registry the broker checks logins, so it answers
+    // everywhere too.
+    let digest = mekong::config::to_hex(&mekong_ingest::access::PasswordDigest::of(b"app password").0);
+    let text = std::fs::read_to_string(&registry).unwrap()
+        + &format!("\n[[app]]\nname = \"board\"\npassword_sha256 = \"{digest}\"\nsubscribe = [\"mekong/v1/+/up\"]\n");
+    std::fs::write(&registry, text).unwrap();
+    let mut with_logins = config(&dir.path().join("d"));
+    with_logins.registry.path = registry;
+    let running = start(&with_logins).await;
+    for addr in seen_from(&net, &running) {
+        assert!(net.connects(addr), "{addr} is not served beyond loopback with MQTT identities and API tokens");
+    }
     running.stop().await;
 
     // allow_anonymous opens everything: the control that shows the namespace can connect.

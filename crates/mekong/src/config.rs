@@ -421,6 +421,51 @@ pub fn registry_text(path: &Path) -> anyhow::Result<String> {
     }
 }
 
+/// The registry file at `path` as a document to edit, its comments and order kept; a
+/// missing file is an empty one.
+pub fn registry_document(path: &Path) -> anyhow::Result<toml_edit::DocumentMut> {
+    registry_text(path)?.parse().with_context(|| format!("invalid registry {}", path.display()))
+}
+
+/// The `[[table]]` entries of a registry document, created if missing.
+pub fn entries_mut<'a>(
+    doc: &'a mut toml_edit::DocumentMut,
+    table: &str,
+    path: &Path,
+) -> anyhow::Result<&'a mut toml_edit::ArrayOfTables> {
+    let entries = doc
+        .as_table_mut()
+        .entry(table)
+        .or_insert_with(|| toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()));
+    entries
+        .as_array_of_tables_mut()
+        .with_context(|| format!("`{table}` in {} is not a list of [[{table}]] tables", path.display()))
+}
+
+/// Removes the `[[table]]` entry named `name` from the registry at `path`; whether there was
+/// one.
+pub fn remove_entry(path: &Path, table: &str, name: &str) -> anyhow::Result<bool> {
+    let mut doc = registry_document(path)?;
+    let Some(entries) = doc.get_mut(table).and_then(toml_edit::Item::as_array_of_tables_mut) else {
+        return Ok(false);
+    };
+    let before = entries.len();
+    entries.retain(|t| t.get("name").and_then(|v| v.as_str()) != Some(name));
+    if entries.len() == before {
+        return Ok(false);
+    }
+    write_registry(path, &doc)?;
+    Ok(true)
+}
+
+/// Writes an edited registry document to `path`, if it loads as the platform would load
+/// it (else nothing is written): mode 0600, through one rename.
+pub fn write_registry(path: &Path, doc: &toml_edit::DocumentMut) -> anyhow::Result<()> {
+    let text = doc.to_string();
+    parse_identities(&text).context("the updated registry does not load")?;
+    crate::provision::write_secret(path, text.as_bytes())
+}
+
 /// Bytes as lowercase hex digits, as the registry holds keys and digests ([`parse_key_hex`]
 /// reads them back).
 pub fn to_hex(bytes: &[u8]) -> String {

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod exposure;
+pub mod identity;
 pub mod platform;
 pub mod provision;
 pub mod simulate;

@@ -10,9 +10,10 @@ use clap::{Parser, Subcommand};
 use mekong::config::parse_key_hex;
 use mekong::provision::{provision, ProvisionOptions, SensorPeriods};
 use mekong::simulate::{self, SimOptions};
-use mekong::token;
+use mekong::{identity, token};
 use mekong::{Config, Platform};
 use mekong_api::auth::Scope;
+use mekong_ingest::access::Role;
 use mekong_ingest::DeviceKey;
 use mekong_schema::DeviceKind;
 
@@ -83,6 +84,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         what: TokenCommand,
+    },
+    /// The broker's gateway and app identities (devices get theirs from `device provision`).
+    Identity {
+        #[command(subcommand)]
+        what: IdentityCommand,
     },
     /// Print the default configuration as TOML.
     PrintConfig,
@@ -163,6 +169,52 @@ enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// Add a gateway, which publishes for the devices it lists, and print its MQTT password
+    /// once; only its SHA-256 digest is kept. `mekong serve` reads identities at start.
+    Gateway {
+        /// Its name, which is also its MQTT username and client id: [a-z0-9-]{1,64}, unique
+        /// among devices, gateways and apps.
+        name: String,
+        /// A device it publishes for (and reads the downlink of); repeat for each.
+        #[arg(long = "device", required = true)]
+        devices: Vec<String>,
+        /// The registry file (created if missing).
+        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+    },
+    /// Add an app, which may only subscribe, within the filters it is granted, and print its
+    /// MQTT password once. It connects with its name as username, and as client id its name
+    /// or its name, ':' and anything (one session per client id).
+    App {
+        /// Its name: [a-z0-9-]{1,64}, unique among devices, gateways and apps.
+        name: String,
+        /// A topic filter it may subscribe to (or to any narrower one), such as
+        /// mekong/v1/+/up; repeat for each.
+        #[arg(long = "subscribe", required = true)]
+        filters: Vec<String>,
+        /// The registry file (created if missing).
+        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+    },
+    /// List every MQTT identity: name, role, and the devices or filters it may use.
+    List {
+        /// The registry file.
+        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+    },
+    /// Remove a gateway or app (at the next start of `mekong serve`). To give one a new
+    /// password, revoke it and add it again.
+    Revoke {
+        /// Its name.
+        name: String,
+        /// The registry file.
+        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
+        registry: PathBuf,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -208,6 +260,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token { what } => token_command(what),
+        Command::Identity { what } => identity_command(what),
         Command::PrintConfig => {
             print!("{}", toml::to_string(&Config::default())?);
             Ok(())
@@ -351,6 +404,35 @@ fn token_command(what: TokenCommand) -> anyhow::Result<()> {
             eprintln!("token {name:?} revoked in {}; restart mekong serve to apply", registry.display());
         }
     }
+    Ok(())
+}
+
+fn identity_command(what: IdentityCommand) -> anyhow::Result<()> {
+    let (name, role, registry) = match what {
+        IdentityCommand::Gateway { name, devices, registry } => (name, Role::Gateway { devices }, registry),
+        IdentityCommand::App { name, filters, registry } => (name, Role::App { filters }, registry),
+        IdentityCommand::List { registry } => {
+            for (name, role, lane) in identity::list(&registry)? {
+                println!("{name}\t{role}\t{}", lane.join(" "));
+            }
+            return Ok(());
+        }
+        IdentityCommand::Revoke { name, registry } => {
+            if !identity::revoke(&registry, &name)? {
+                anyhow::bail!("no gateway or app named {name:?} in {}", registry.display());
+            }
+            eprintln!("{name:?} revoked in {}; restart mekong serve to apply", registry.display());
+            return Ok(());
+        }
+    };
+    let password = identity::create(&registry, &name, &role)?;
+    eprintln!(
+        "{} {name:?} added to {}; its MQTT password (username {name:?}) is shown once, here, and kept nowhere; \
+         restart mekong serve to use it",
+        role.as_str(),
+        registry.display()
+    );
+    println!("{password}");
     Ok(())
 }
 

@@ -10,23 +10,13 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use mekong_api::auth::{Scope, TokenDigest};
 
-use crate::config::{parse_identities, registry_text, to_hex};
-use crate::provision::write_secret;
+use crate::config::{
+    entries_mut, parse_identities, registry_document, registry_text, remove_entry, to_hex, write_registry,
+};
 
 /// Names a token may have: what a log line can show plainly.
 fn is_valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-fn read(registry: &Path) -> anyhow::Result<toml_edit::DocumentMut> {
-    registry_text(registry)?.parse().with_context(|| format!("invalid registry {}", registry.display()))
-}
-
-fn write(registry: &Path, doc: &toml_edit::DocumentMut) -> anyhow::Result<()> {
-    let text = doc.to_string();
-    // What the platform will read must load, or nothing is written.
-    parse_identities(&text).context("the updated registry does not load")?;
-    write_secret(registry, text.as_bytes())
 }
 
 /// Adds a token named `name` with `scope` to `registry` (created if missing) and returns
@@ -35,14 +25,8 @@ pub fn create(registry: &Path, name: &str, scope: Scope) -> anyhow::Result<Strin
     if !is_valid_name(name) {
         bail!("token name {name:?} is not 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.'");
     }
-    let mut doc = read(registry)?;
-    let tokens = doc
-        .as_table_mut()
-        .entry("token")
-        .or_insert_with(|| toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()));
-    let Some(tokens) = tokens.as_array_of_tables_mut() else {
-        bail!("`token` in {} is not a list of [[token]] tables", registry.display());
-    };
+    let mut doc = registry_document(registry)?;
+    let tokens = entries_mut(&mut doc, "token", registry)?;
     if tokens.iter().any(|t| t.get("name").and_then(|v| v.as_str()) == Some(name)) {
         bail!("a token named {name:?} exists; revoke it first (mekong token revoke {name})");
     }
@@ -54,23 +38,13 @@ pub fn create(registry: &Path, name: &str, scope: Scope) -> anyhow::Result<Strin
     entry["scope"] = toml_edit::value(scope.as_str());
     entry["sha256"] = toml_edit::value(to_hex(&TokenDigest::of(&secret).0));
     tokens.push(entry);
-    write(registry, &doc)?;
+    write_registry(registry, &doc)?;
     Ok(secret)
 }
 
 /// Removes the token named `name`; whether there was one.
 pub fn revoke(registry: &Path, name: &str) -> anyhow::Result<bool> {
-    let mut doc = read(registry)?;
-    let Some(tokens) = doc.get_mut("token").and_then(toml_edit::Item::as_array_of_tables_mut) else {
-        return Ok(false);
-    };
-    let before = tokens.len();
-    tokens.retain(|t| t.get("name").and_then(|v| v.as_str()) != Some(name));
-    if tokens.len() == before {
-        return Ok(false);
-    }
-    write(registry, &doc)?;
-    Ok(true)
+    remove_entry(registry, "token", name)
 }
 
 /// The tokens of `registry`: names and scopes.
