@@ -25,7 +25,7 @@ use mekong_schema::limits::MAX_NAME_LEN;
 use mekong_schema::senml::{self, DecodeOptions};
 use mekong_schema::{topic, DeviceKind, Reason, Record, RecordError, Value};
 use mekong_stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
-use mekong_store::{Generation, NewPoint, PackRefused, PackWrite, Store, WriteSummary};
+use mekong_store::{Generation, NewPoint, PackRefused, PackWrite, RefusalWrite, Store, WriteSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::registry::Registry;
@@ -166,8 +166,6 @@ struct Ready {
     readings: Vec<Reading>,
     up_to_ms: i64,
     seq: Option<KeyedSeq>,
-    /// The sequence number skips at least one after the last stored.
-    seq_gap: bool,
 }
 
 impl Ready {
@@ -217,14 +215,9 @@ impl Pipeline {
         }
 
         let (written, outcomes) = self.store_group(&prepared, now_ms);
-        for ((outcome, prep), (topic, payload)) in outcomes.iter().zip(&prepared).zip(publishes) {
+        for (outcome, (topic, payload)) in outcomes.iter().zip(publishes) {
             match outcome {
-                Outcome::Accepted(a) => {
-                    self.stats.record_accepted(&a.device, a.summary.stored, a.summary.duplicates);
-                    if matches!(prep, Ok(Ready { seq_gap: true, .. })) {
-                        self.stats.record_seq_gap(&a.device);
-                    }
-                }
+                Outcome::Accepted(a) => self.stats.record_accepted(a.summary.stored, a.summary.duplicates),
                 Outcome::Refused(r) => self.record_rejection(r, topic, payload, now_ms),
                 Outcome::Deferred => self.stats.record_deferred(),
             }
@@ -266,7 +259,18 @@ impl Pipeline {
                 Err(_) => None,
             })
             .collect();
-        let written = match self.store.write_packs(&writes) {
+        // Refusals are counted in their devices' tallies in the same batch (unit mismatches
+        // by the store itself), so that the counts survive a restart at no extra write.
+        let refusals: Vec<RefusalWrite<'_>> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Err(Rejection { device: Some(device), kind, .. }) => {
+                    Some(RefusalWrite { device, reason: kind.as_str(), time_ms: now_ms })
+                }
+                _ => None,
+            })
+            .collect();
+        let written = match self.store.write_group(&writes, &refusals) {
             Ok(written) => written,
             Err(e) => {
                 // The store logs the failure once; this is per group.
@@ -387,15 +391,10 @@ impl Pipeline {
             .filter(|k| *k != DeviceKind::Unknown)
             .or_else(|| readings.iter().find_map(|r| DeviceKind::of_metric(&r.metric)))
             .unwrap_or(DeviceKind::Unknown);
-        let seq_gap = match seq {
-            Some((number, fingerprint)) => {
-                let last = self.last_seq(device, fingerprint, seqs);
-                seqs.insert(device.to_owned(), (number, fingerprint));
-                last.is_some_and(|last| number - last > 1)
-            }
-            None => false,
-        };
-        Ok(Ready { device: device.to_owned(), kind, readings, up_to_ms, seq, seq_gap })
+        if let Some(keyed) = seq {
+            seqs.insert(device.to_owned(), keyed);
+        }
+        Ok(Ready { device: device.to_owned(), kind, readings, up_to_ms, seq })
     }
 
     /// The pack inside a signed payload, once its envelope checks, with its sequence number;

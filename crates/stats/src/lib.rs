@@ -1,5 +1,6 @@
-//! What the ingest path has done: counters for the API and metrics, per-device counts, and the
-//! bounded log of recent rejections.
+//! What the ingest path has done since start: counters for the API and metrics, refusals per
+//! device, and the bounded log of recent rejections. (A device's lasting counts, which
+//! survive restarts, are kept by the store with its metadata.)
 //!
 //! A crate of its own so that the query service reads them without depending on the broker:
 //! the ingest path writes (`record_*`), the API and metrics read (`snapshot`, `device`,
@@ -41,22 +42,6 @@ pub struct RejectionEntry {
     pub payload_len: usize,
     /// The first [`HEAD_BYTES`] bytes of the payload.
     pub head: Vec<u8>,
-}
-
-/// What one device has sent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeviceCounters {
-    /// Packs accepted.
-    pub packs: u64,
-    /// Readings stored (new points).
-    pub readings: u64,
-    /// Readings that were already stored (resends).
-    pub duplicates: u64,
-    /// Publishes refused.
-    pub rejected: u64,
-    /// Signed packs accepted whose sequence number skipped at least one after the last
-    /// accepted: transmissions that never arrived (or were refused).
-    pub seq_gaps: u64,
 }
 
 /// What the broker refused one MQTT identity after it logged in.
@@ -113,7 +98,8 @@ struct Inner {
     log: VecDeque<RejectionEntry>,
     capacity: usize,
     by_kind: BTreeMap<Reason, u64>,
-    devices: HashMap<String, DeviceCounters>,
+    /// Refusals per device id, including ids the store does not know.
+    devices: HashMap<String, u64>,
     connects_refused: BTreeMap<&'static str, u64>,
     // Keyed by registry identities and `anonymous` only, so bounded by the registry.
     access_refused: BTreeMap<String, AccessRefusals>,
@@ -189,21 +175,11 @@ impl Stats {
         self.received.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A pack of `device` accepted: new readings and duplicates.
-    pub fn record_accepted(&self, device: &str, readings: usize, duplicates: usize) {
+    /// A pack accepted: new readings and duplicates.
+    pub fn record_accepted(&self, readings: usize, duplicates: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.readings.fetch_add(readings as u64, Ordering::Relaxed);
         self.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
-        let mut inner = self.inner();
-        let c = inner.device_entry(device);
-        c.packs += 1;
-        c.readings += readings as u64;
-        c.duplicates += duplicates as u64;
-    }
-
-    /// A signed pack of `device` whose sequence number skipped ahead.
-    pub fn record_seq_gap(&self, device: &str) {
-        self.inner().device_entry(device).seq_gaps += 1;
     }
 
     /// A refused publish, counted and kept in the log.
@@ -211,7 +187,7 @@ impl Stats {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.inner();
         *inner.by_kind.entry(entry.kind).or_default() += 1;
-        inner.device_entry(entry.device.as_deref().unwrap_or(INVALID_DEVICE)).rejected += 1;
+        *inner.device_entry(entry.device.as_deref().unwrap_or(INVALID_DEVICE)) += 1;
         if inner.capacity == 0 {
             return;
         }
@@ -277,8 +253,8 @@ impl Stats {
         }
     }
 
-    /// The counters of one device (zero if it never sent anything).
-    pub fn device(&self, id: &str) -> DeviceCounters {
+    /// Publishes of one device refused since start (zero if none).
+    pub fn device_rejected(&self, id: &str) -> u64 {
         self.inner().devices.get(id).copied().unwrap_or_default()
     }
 
@@ -297,7 +273,7 @@ impl Stats {
 }
 
 impl Inner {
-    fn device_entry(&mut self, device: &str) -> &mut DeviceCounters {
+    fn device_entry(&mut self, device: &str) -> &mut u64 {
         let key = if self.devices.contains_key(device) || self.devices.len() < MAX_TRACKED_DEVICES {
             device
         } else {
@@ -332,7 +308,7 @@ mod tests {
         let times: Vec<_> = stats.rejections(None, 10).iter().map(|e| e.time_ms).collect();
         assert_eq!(times, [4, 3, 2]);
         assert_eq!(stats.snapshot().rejected, 5);
-        assert_eq!(stats.device("a").rejected, 5);
+        assert_eq!(stats.device_rejected("a"), 5);
         assert_eq!(stats.snapshot().rejected_by_kind.get("truncated"), Some(&5));
     }
 
@@ -344,7 +320,7 @@ mod tests {
         stats.record_rejection(entry(Some("b"), 3));
         assert_eq!(stats.rejections(Some("a"), 10).len(), 1);
         assert_eq!(stats.rejections(None, 2).len(), 2);
-        assert_eq!(stats.device(INVALID_DEVICE).rejected, 1);
+        assert_eq!(stats.device_rejected(INVALID_DEVICE), 1);
     }
 
     #[test]
@@ -364,10 +340,10 @@ mod tests {
     fn per_device_counters_are_bounded() {
         let stats = Stats::new(0);
         for i in 0..MAX_TRACKED_DEVICES + 10 {
-            stats.record_accepted(&format!("d{i}"), 1, 0);
+            stats.record_rejection(entry(Some(&format!("d{i}")), 0));
         }
-        assert_eq!(stats.device(OTHER_DEVICES).packs, 10);
+        assert_eq!(stats.device_rejected(OTHER_DEVICES), 10);
         assert_eq!(stats.inner().devices.len(), MAX_TRACKED_DEVICES + 1);
-        assert_eq!(stats.snapshot().readings, (MAX_TRACKED_DEVICES + 10) as u64);
+        assert_eq!(stats.snapshot().rejected, (MAX_TRACKED_DEVICES + 10) as u64);
     }
 }

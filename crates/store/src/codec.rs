@@ -92,6 +92,11 @@ impl<'a> Reader<'a> {
     pub fn f64(&mut self) -> Option<f64> {
         Some(f64::from_bits(u64::from_be_bytes(self.take()?)))
     }
+    /// Whether every byte was read: fields appended to a layout later are read only when
+    /// present, so that values written before them still decode.
+    pub fn at_end(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,16 @@ pub enum PackRefused {
     },
 }
 
+impl PackRefused {
+    /// The label it is counted under in its device's tally ([`crate::DeviceTally`]); the
+    /// same as the wire contract's reason kind (ingest's tests check that they agree).
+    pub fn label(&self) -> &'static str {
+        match self {
+            PackRefused::UnitMismatch { .. } => "unit_mismatch",
+        }
+    }
+}
+
 /// Why [`Store::write`] stored nothing: the one pack was refused, or the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {

@@ -57,6 +57,6 @@ pub use store::{
     compact, CompactReport, ExpireReport, FoldReport, RetentionPolicy, RetentionRule, Store, StoreOptions,
 };
 pub use types::{
-    Bucket, DeviceInfo, Flushed, Generation, Health, LatestValue, NewPoint, PackWrite, Point, SeriesInfo, WriteSummary,
-    Written,
+    Bucket, DeviceInfo, DeviceTally, Flushed, Generation, Health, LatestValue, NewPoint, PackWrite, Point,
+    RefusalWrite, SeriesInfo, WriteSummary, Written,
 };

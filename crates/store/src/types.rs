@@ -1,6 +1,7 @@
 //! The values the store takes and gives: points, packs to write, buckets, what a write or
 //! flush did, and the store's health.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use crate::PackRefused;
@@ -116,6 +117,42 @@ pub struct WriteSummary {
     pub duplicates: usize,
 }
 
+/// What one device has sent, kept with its metadata and written with its packs' batches, so
+/// that it survives a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceTally {
+    /// Packs stored.
+    pub packs: u64,
+    /// Readings that were already stored (resends), left as they were.
+    pub duplicates: u64,
+    /// Packs whose sequence number skipped at least one after the last one stored in the
+    /// same numbering: transmissions that never arrived (or were refused).
+    pub seq_gaps: u64,
+    /// Publishes refused, by reason kind (the caller's labels).
+    pub rejected: BTreeMap<String, u64>,
+    /// The last refusal: time of receipt (ms since the epoch) and reason kind.
+    pub last_rejection: Option<(i64, String)>,
+}
+
+impl DeviceTally {
+    /// Publishes refused, all reasons.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+/// A refused publish of a device, for [`Store::write_group`]: counted in the device's
+/// [`DeviceTally`] if the store knows the device.
+#[derive(Debug, Clone, Copy)]
+pub struct RefusalWrite<'a> {
+    /// The device.
+    pub device: &'a str,
+    /// The reason kind (a short label).
+    pub reason: &'a str,
+    /// Time of receipt, ms since the epoch.
+    pub time_ms: i64,
+}
+
 /// A device as the store knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceInfo {
@@ -131,6 +168,8 @@ pub struct DeviceInfo {
     pub points: u64,
     /// Number of its series.
     pub series: usize,
+    /// What it has sent.
+    pub tally: DeviceTally,
 }
 
 /// A series as the store knows it.

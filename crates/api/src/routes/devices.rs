@@ -1,6 +1,8 @@
 //! Devices: the list (optionally of one kind) and one device with its ingest counters and, for
 //! a device that signs its packs, its last sequence number and the gaps in them.
 
+use std::collections::BTreeMap;
+
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +15,7 @@ use crate::blocking::QueryPool;
 use crate::error::ApiError;
 use crate::{time, AppState};
 
-/// One device.
+/// One device. Its counts are kept by the store with its metadata, so they survive restarts.
 #[derive(Serialize)]
 pub struct Device {
     id: String,
@@ -27,15 +29,25 @@ pub struct Device {
     packs: u64,
     duplicates: u64,
     rejected: u64,
+    rejected_by_reason: BTreeMap<String, u64>,
+    last_rejection: Option<LastRejection>,
     /// The last sequence number accepted from a device that signs its packs.
     seq: Option<u64>,
-    /// How often that number skipped ahead since mekong started: missing transmissions.
+    /// How often that number skipped ahead: missing transmissions.
     seq_gaps: u64,
+}
+
+/// When a device's last refused publish came, and why.
+#[derive(Serialize)]
+pub struct LastRejection {
+    t: String,
+    t_ms: i64,
+    reason: String,
 }
 
 impl Device {
     fn new(d: DeviceInfo, state: &AppState) -> Self {
-        let c = state.stats.device(&d.id);
+        let tally = d.tally;
         Device {
             first_seen: time::format(d.first_seen_ms),
             last_seen: time::format(d.last_seen_ms),
@@ -43,11 +55,17 @@ impl Device {
             last_seen_ms: d.last_seen_ms,
             series: d.series,
             points: d.points,
-            packs: c.packs,
-            duplicates: c.duplicates,
-            rejected: c.rejected,
+            packs: tally.packs,
+            duplicates: tally.duplicates,
+            rejected: tally.rejected_total(),
+            last_rejection: tally.last_rejection.map(|(t_ms, reason)| LastRejection {
+                t: time::format(t_ms),
+                t_ms,
+                reason,
+            }),
+            rejected_by_reason: tally.rejected,
             seq: state.store.device_seq(&d.id),
-            seq_gaps: c.seq_gaps,
+            seq_gaps: tally.seq_gaps,
             id: d.id,
             kind: d.kind,
         }

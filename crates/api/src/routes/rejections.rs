@@ -45,7 +45,7 @@ pub async fn list(
     let Query(query) = query?;
     let limit = limit(query.limit.as_deref(), 100, 10_000)?;
     let total = match &query.device {
-        Some(d) => state.stats.device(d).rejected,
+        Some(d) => state.stats.device_rejected(d),
         None => state.stats.snapshot().rejected,
     };
     let rejections = state

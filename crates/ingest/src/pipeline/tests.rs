@@ -74,7 +74,7 @@ fn a_pack_is_stored_with_its_times_and_the_kind_inferred() {
     );
     let device = f.store.device("hau-01").unwrap();
     assert_eq!((device.kind.as_str(), device.last_seen_ms), ("water", NOW_MS));
-    assert_eq!(f.stats.device("hau-01").readings, 3);
+    assert_eq!((device.tally.packs, f.stats.snapshot().readings), (1, 3));
 }
 
 #[test]
@@ -92,6 +92,27 @@ fn the_registry_decides_the_kind_and_can_refuse_unknown_devices() {
 }
 
 #[test]
+fn a_known_devices_refusals_are_tallied_in_the_store_with_its_packs() {
+    let mut f = fixture(PipelineOptions::default());
+    let good = pack(&[Reading { unit: Some("cm"), ..reading("water_level", 180.0, 0.0) }], 1_789_999_000.0);
+    f.pipeline.handle(b"mekong/v1/hau-01/up", &good, NOW_MS).accepted();
+    f.pipeline.handle(b"mekong/v1/hau-01/up", &good, NOW_MS + 1).accepted();
+    let garbage = refused(&mut f, "mekong/v1/hau-01/up", b"\xff").kind;
+    // The store refuses this one itself, and tallies it under the wire contract's label.
+    let other_unit = pack(&[Reading { unit: Some("m"), ..reading("water_level", 1.8, 1.0) }], 1_789_999_000.0);
+    assert_eq!(refused(&mut f, "mekong/v1/hau-01/up", &other_unit).kind, Reason::UnitMismatch);
+    // A device the store does not know is not added for its refusals.
+    refused(&mut f, "mekong/v1/stranger/up", b"\xff");
+    assert!(f.store.device("stranger").is_none());
+
+    let tally = f.store.device("hau-01").unwrap().tally;
+    assert_eq!((tally.packs, tally.duplicates, tally.rejected_total()), (2, 1, 2));
+    assert_eq!(tally.rejected.get(garbage.as_str()), Some(&1));
+    assert_eq!(tally.rejected.get(Reason::UnitMismatch.as_str()), Some(&1));
+    assert_eq!(tally.last_rejection.map(|(_, reason)| reason), Some(Reason::UnitMismatch.as_str().to_owned()));
+}
+
+#[test]
 fn bad_topics_are_refused_and_downlinks_ignored() {
     let mut f = fixture(PipelineOptions::default());
     let payload = pack(&[reading("pm10", 30.0, 0.0)], 1_789_999_000.0);
@@ -102,7 +123,7 @@ fn bad_topics_are_refused_and_downlinks_ignored() {
         assert_eq!((r.kind, r.device), (Reason::BadTopic, None), "{topic}");
     }
     assert_eq!(f.stats.snapshot().received, 5);
-    assert_eq!(f.stats.device(mekong_stats::INVALID_DEVICE).rejected, 5);
+    assert_eq!(f.stats.device_rejected(mekong_stats::INVALID_DEVICE), 5);
 }
 
 #[test]
@@ -220,10 +241,10 @@ fn a_keyed_device_must_sign_and_may_not_replay() {
     let outcomes = f.pipeline.handle_group(&[(UP, &first), (UP, &again)], NOW_MS).outcomes;
     assert!(matches!(&outcomes[0], Outcome::Accepted(a) if a.seq == Some(6)));
     assert!(matches!(&outcomes[1], Outcome::Refused(r) if r.kind == Reason::Replayed));
-    assert_eq!(f.stats.device("hau-07").seq_gaps, 0);
+    assert_eq!(f.store.device("hau-07").unwrap().tally.seq_gaps, 0);
     let later = pack(&[reading("water_level", 182.0, 20.0)], 1_789_999_000.0);
     f.pipeline.handle(UP, &sealed(&KEY, 10, "hau-07", &later), NOW_MS).accepted();
-    assert_eq!((f.stats.device("hau-07").seq_gaps, f.store.device_seq("hau-07")), (1, Some(10)));
+    assert_eq!((f.store.device("hau-07").unwrap().tally.seq_gaps, f.store.device_seq("hau-07")), (1, Some(10)));
 }
 
 #[test]
@@ -268,7 +289,7 @@ fn sequence_numbers_are_per_key() {
     assert_eq!(f.store.device_seq_with_id("hau-07"), Some((1, cose::key_fingerprint(&new_key))));
     assert_eq!(refused_by(&mut p, &sealed(&new_key, 1, "hau-07", &at(3))), Reason::Replayed);
     p.handle(UP, &sealed(&new_key, 2, "hau-07", &at(4)), NOW_MS).accepted();
-    assert_eq!(f.stats.device("hau-07").seq_gaps, 0, "a new numbering is not a gap");
+    assert_eq!(f.store.device("hau-07").unwrap().tally.seq_gaps, 0, "a new numbering is not a gap");
 
     // Within one group as well: the first pack under the new key starts its numbering.
     let mut back = Registry::new();

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::codec::{Reader, Writer};
 use crate::keys;
-use crate::{DeviceInfo, SeriesInfo, StoreError};
+use crate::{DeviceInfo, DeviceTally, SeriesInfo, StoreError};
 
 #[derive(Debug, Clone)]
 pub(super) struct SeriesMeta {
@@ -53,16 +53,55 @@ pub(super) struct DeviceMeta {
     pub(super) first_seen_ms: i64,
     pub(super) last_seen_ms: i64,
     pub(super) points: u64,
+    pub(super) tally: DeviceTally,
 }
 
 impl DeviceMeta {
     pub(super) fn encode(&self) -> Vec<u8> {
-        Writer::new().str(&self.kind).i64(self.first_seen_ms).i64(self.last_seen_ms).u64(self.points).finish()
+        let t = &self.tally;
+        let mut w = Writer::new()
+            .str(&self.kind)
+            .i64(self.first_seen_ms)
+            .i64(self.last_seen_ms)
+            .u64(self.points)
+            .u64(t.packs)
+            .u64(t.duplicates)
+            .u64(t.seq_gaps)
+            .u32(u32::try_from(t.rejected.len()).unwrap_or(u32::MAX));
+        for (reason, n) in &t.rejected {
+            w = w.str(reason).u64(*n);
+        }
+        match &t.last_rejection {
+            Some((time_ms, reason)) => w.u8(1).i64(*time_ms).str(reason).finish(),
+            None => w.u8(0).finish(),
+        }
     }
 
     pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader::new(bytes)?;
-        Some(DeviceMeta { kind: r.str()?, first_seen_ms: r.i64()?, last_seen_ms: r.i64()?, points: r.u64()? })
+        let mut meta = DeviceMeta {
+            kind: r.str()?,
+            first_seen_ms: r.i64()?,
+            last_seen_ms: r.i64()?,
+            points: r.u64()?,
+            tally: DeviceTally::default(),
+        };
+        // Stores written before the tally existed end here.
+        if r.at_end() {
+            return Some(meta);
+        }
+        let t = &mut meta.tally;
+        (t.packs, t.duplicates, t.seq_gaps) = (r.u64()?, r.u64()?, r.u64()?);
+        for _ in 0..r.u32()? {
+            let reason = r.str()?;
+            t.rejected.insert(reason, r.u64()?);
+        }
+        t.last_rejection = match r.u8()? {
+            0 => None,
+            1 => Some((r.i64()?, r.str()?)),
+            _ => return None,
+        };
+        Some(meta)
     }
 }
 
@@ -91,6 +130,7 @@ pub(super) fn device_info(state: &State, id: &str, d: &DeviceMeta) -> DeviceInfo
         last_seen_ms: d.last_seen_ms,
         points: d.points,
         series: state.series.get(id).map_or(0, BTreeMap::len),
+        tally: d.tally.clone(),
     }
 }
 
@@ -134,4 +174,31 @@ pub(super) fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         state.seqs.insert(device.to_owned(), (seq, id));
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_metadata_round_trips_and_reads_the_layout_before_the_tally() {
+        let mut tally = DeviceTally { packs: 7, duplicates: 2, seq_gaps: 1, ..DeviceTally::default() };
+        tally.rejected.insert("unsigned".into(), 3);
+        tally.rejected.insert("too_large".into(), 1);
+        tally.last_rejection = Some((1_700_000_000_000, "unsigned".into()));
+        let meta = DeviceMeta { kind: "water".into(), first_seen_ms: 1, last_seen_ms: 2, points: 40, tally };
+        let back = DeviceMeta::decode(&meta.encode()).unwrap();
+        assert_eq!((back.kind.as_str(), back.points, &back.tally), ("water", 40, &meta.tally));
+
+        // As the store wrote a device before the tally: its counts start at zero.
+        let old = Writer::new().str("air").i64(5).i64(6).u64(9).finish();
+        let back = DeviceMeta::decode(&old).unwrap();
+        assert_eq!(
+            (back.kind.as_str(), back.first_seen_ms, back.points, back.tally),
+            ("air", 5, 9, DeviceTally::default())
+        );
+        // A tally cut short is corrupt, not zero.
+        let cut = &meta.encode()[..old.len() + 4];
+        assert!(DeviceMeta::decode(cut).is_none());
+    }
 }

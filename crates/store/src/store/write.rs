@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::meta::{DeviceMeta, SeriesMeta, State};
 use super::read::scan_chunks;
 use super::{Opened, Store};
-use crate::{chunk, keys, NewPoint, PackRefused, PackWrite, StoreError, WriteError, WriteSummary, Written};
+use crate::{
+    chunk, keys, DeviceTally, NewPoint, PackRefused, PackWrite, RefusalWrite, StoreError, WriteError, WriteSummary,
+    Written,
+};
 
 /// Changes of a group of packs not yet applied.
 #[derive(Debug, Default)]
@@ -44,12 +47,32 @@ impl Store {
     /// whole group with a [`StoreError`]: nothing of it is stored, and no pack is refused.
     /// The packs are durable once a flush of the returned [`Generation`] returns.
     pub fn write_packs(&self, packs: &[PackWrite<'_>]) -> Result<Written, StoreError> {
+        self.write_group(packs, &[])
+    }
+
+    /// [`Store::write_packs`], and in the same batch the refusals of the group counted in
+    /// their devices' tallies ([`crate::DeviceTally`]); a refusal of a device the store does
+    /// not know (nor learns in this group) is left out, so that made-up ids cannot grow the
+    /// store.
+    pub fn write_group<'a>(
+        &self,
+        packs: &[PackWrite<'a>],
+        refusals: &[RefusalWrite<'a>],
+    ) -> Result<Written, StoreError> {
         let mut state = self.state();
         let opened = self.writable(&mut state)?;
         let mut group = Staged::default();
         let mut results = Vec::with_capacity(packs.len());
         for pack in packs {
-            results.push(self.stage(&opened, &state, &mut group, pack)?);
+            let result = self.stage(&opened, &state, &mut group, pack)?;
+            if let Err(refused) = &result {
+                let refusal = RefusalWrite { device: pack.device, reason: refused.label(), time_ms: pack.seen_ms };
+                tally_refusal(&state, &mut group, &refusal);
+            }
+            results.push(result);
+        }
+        for refusal in refusals {
+            tally_refusal(&state, &mut group, refusal);
         }
         let mut batch = sled::Batch::default();
         for (series, points) in &mut group.points {
@@ -166,29 +189,39 @@ impl Store {
             meta.count += 1;
         }
 
-        let device = match group.devices.get(pack.device).or_else(|| state.devices.get(pack.device)) {
+        let mut device = match group.devices.get(pack.device).or_else(|| state.devices.get(pack.device)) {
             Some(d) => DeviceMeta {
                 kind: pack.kind.to_owned(),
                 first_seen_ms: d.first_seen_ms,
                 last_seen_ms: d.last_seen_ms.max(pack.seen_ms),
                 points: d.points + summary.stored as u64,
+                tally: d.tally.clone(),
             },
             None => DeviceMeta {
                 kind: pack.kind.to_owned(),
                 first_seen_ms: pack.seen_ms,
                 last_seen_ms: pack.seen_ms,
                 points: summary.stored as u64,
+                tally: DeviceTally::default(),
             },
         };
-        group.devices.insert(pack.device, device);
+        device.tally.packs += 1;
+        device.tally.duplicates += summary.duplicates as u64;
         if let Some((seq, id)) = pack.seq {
             let stored = group.seqs.get(pack.device).or_else(|| state.seqs.get(pack.device));
             let kept = match stored {
-                Some(&(s, stored_id)) if stored_id == id => s.max(seq),
+                Some(&(s, stored_id)) if stored_id == id => {
+                    // Numbers skipped since the last one stored: packs that never came.
+                    if seq > s.saturating_add(1) {
+                        device.tally.seq_gaps += 1;
+                    }
+                    s.max(seq)
+                }
                 _ => seq,
             };
             group.seqs.insert(pack.device, (kept, id));
         }
+        group.devices.insert(pack.device, device);
         for (metric, meta) in series {
             group.series.insert((pack.device, metric), meta);
         }
@@ -199,6 +232,20 @@ impl Store {
         group.next_series_id = Some(next_id);
         Ok(Ok(summary))
     }
+}
+
+/// Counts `refusal` in its device's tally, if the store knows the device.
+fn tally_refusal<'a>(state: &State, group: &mut Staged<'a>, refusal: &RefusalWrite<'a>) {
+    let Some(known) = group.devices.get(refusal.device).or_else(|| state.devices.get(refusal.device)) else {
+        return;
+    };
+    let mut meta = known.clone();
+    let tally = &mut meta.tally;
+    *tally.rejected.entry(refusal.reason.to_owned()).or_default() += 1;
+    if tally.last_rejection.as_ref().is_none_or(|(t, _)| *t <= refusal.time_ms) {
+        tally.last_rejection = Some((refusal.time_ms, refusal.reason.to_owned()));
+    }
+    group.devices.insert(refusal.device, meta);
 }
 
 /// The times stored for series `id` in the window holding `t_ms`, read once per group.
