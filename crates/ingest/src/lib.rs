@@ -27,6 +27,7 @@ mod ack;
 pub mod broker;
 pub mod guard;
 mod pipeline;
+mod refusal_log;
 pub mod registry;
 mod worker;
 

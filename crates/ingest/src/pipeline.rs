@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mekong_schema::cose::{self, FINGERPRINT_LEN};
 use mekong_schema::limits::MAX_NAME_LEN;
@@ -28,6 +29,7 @@ use mekong_stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
 use mekong_store::{Generation, NewPoint, PackRefused, PackWrite, RefusalWrite, Store, WriteSummary};
 use serde::{Deserialize, Serialize};
 
+use crate::refusal_log::{self, RefusalLog};
 use crate::registry::Registry;
 use crate::IngestError;
 
@@ -44,6 +46,9 @@ pub struct PipelineOptions {
     pub max_records_per_pack: usize,
     /// How many recent rejections the log keeps.
     pub rejection_log_capacity: usize,
+    /// The operator's log shows the first refusal of each device and reason at once, and
+    /// the rest in one summary line per device and reason every this many seconds.
+    pub refusal_summary_secs: u64,
     /// Refuse devices that are not in the registry.
     pub require_registration: bool,
     /// Known devices and their kinds. Not a configuration key.
@@ -62,6 +67,7 @@ impl Default for PipelineOptions {
             max_payload_bytes: 64 * 1024,
             max_records_per_pack: 4096,
             rejection_log_capacity: 1000,
+            refusal_summary_secs: 60,
             require_registration: false,
             registry: Registry::new(),
             acknowledge: true,
@@ -77,6 +83,7 @@ impl PipelineOptions {
             ("max_records_per_pack", self.max_records_per_pack),
             ("max_payload_bytes", self.max_payload_bytes),
             ("max_group", self.max_group),
+            ("refusal_summary_secs", usize::try_from(self.refusal_summary_secs).unwrap_or(usize::MAX)),
         ] {
             if value == 0 {
                 return Err(IngestError::Config(format!("{name} must be at least 1")));
@@ -180,12 +187,22 @@ pub struct Pipeline {
     opts: PipelineOptions,
     store: Store,
     pub(crate) stats: Arc<Stats>,
+    refusals: RefusalLog,
 }
 
 impl Pipeline {
     /// A pipeline writing to `store` and counting into `stats`.
     pub fn new(opts: PipelineOptions, store: Store, stats: Arc<Stats>) -> Self {
-        Pipeline { opts, store, stats }
+        let refusals = RefusalLog::new(Instant::now(), Duration::from_secs(opts.refusal_summary_secs));
+        Pipeline { opts, store, stats, refusals }
+    }
+
+    /// Logs the summary of the refusals held back, once their interval is over; the ingest
+    /// thread calls it every round, busy or not.
+    pub(crate) fn log_refusals(&mut self) {
+        for line in self.refusals.tick(Instant::now()) {
+            refusal_log::emit(&line);
+        }
     }
 
     /// The options it runs with.
@@ -312,8 +329,10 @@ impl Pipeline {
         (Some(written.generation), outcomes)
     }
 
-    fn record_rejection(&self, r: &Rejection, topic: &[u8], payload: &[u8], now_ms: i64) {
-        tracing::debug!(device = ?r.device, kind = %r.kind, reason = %r.reason, "publish refused");
+    fn record_rejection(&mut self, r: &Rejection, topic: &[u8], payload: &[u8], now_ms: i64) {
+        if let Some(line) = self.refusals.record(r.device.as_deref(), r.kind, &r.reason) {
+            refusal_log::emit(&line);
+        }
         self.stats.record_rejection(RejectionEntry {
             time_ms: now_ms,
             topic: String::from_utf8_lossy(topic).chars().take(TOPIC_CHARS).collect(),

@@ -75,6 +75,7 @@ pub(crate) fn run(mut rx: LinkRx, pipeline: &mut Pipeline, stop: &AtomicBool, ac
                 Err(_) => break,
             }
         }
+        pipeline.log_refusals();
         if !group.is_empty() {
             let now = crate::now_ms();
             let refs: Vec<(&[u8], &[u8])> = group.iter().map(|(t, p)| (t.as_ref(), p.as_ref())).collect();

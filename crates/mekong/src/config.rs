@@ -152,11 +152,23 @@ impl Default for SecurityConfig {
 pub struct LogConfig {
     /// A tracing filter such as `info` or `info,mekong_ingest=debug`; `RUST_LOG` wins.
     pub filter: String,
+    /// How lines are written: `text` for people, `json` (one object a line) for collectors.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Plain text (colours on a terminal only).
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { filter: "info,rumqttd=off".into() }
+        LogConfig { filter: "info,rumqttd=warn".into(), format: LogFormat::Text }
     }
 }
 

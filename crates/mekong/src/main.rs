@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mekong::config::parse_key_hex;
+use mekong::config::{parse_key_hex, LogFormat};
 use mekong::provision::{provision, ProvisionOptions, SensorPeriods};
 use mekong::simulate::{self, SimOptions};
 use mekong::{identity, token};
@@ -40,6 +40,9 @@ enum Command {
         /// Also run the fleet simulator against the embedded broker.
         #[arg(long)]
         demo: bool,
+        /// How log lines are written (default: log.format in the configuration, `text`).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Publish readings from a simulated fleet of water, traffic and air stations.
     Simulate {
@@ -286,13 +289,13 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve { config, demo } => {
+        Command::Serve { config, demo, log_format } => {
             let config = load_config(config)?;
-            init_logging(&config.log.filter);
+            init_logging(&config.log.filter, log_format.unwrap_or(config.log.format));
             runtime()?.block_on(serve(config, demo))
         }
         Command::Simulate { broker, devices, interval, duration, history, batch, prefix, seed } => {
-            init_logging("info");
+            init_logging("info", LogFormat::Text);
             let (host, port) = split_host_port(&broker).context("--broker must be host:port")?;
             let opts = SimOptions {
                 host,
@@ -350,13 +353,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours for a terminal only: a log file or journal gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => {
+            // Colours for a terminal only: a log file or journal gets plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            builder.with_ansi(ansi).init();
+        }
+    }
 }
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {

@@ -51,6 +51,13 @@ impl Platform {
         let data_dir = config.storage.data_dir.clone();
         let store = Store::open(&data_dir, &config.store_options())
             .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        tracing::info!(
+            data = %data_dir.display(),
+            devices = store.device_count(),
+            series = store.series_count(),
+            points = store.point_count(),
+            "store opened"
+        );
         let broker = exposure.broker(config);
         let access = match identities.tokens.is_empty() {
             true => Access::anonymous(),

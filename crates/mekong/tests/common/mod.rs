@@ -62,11 +62,11 @@ impl Drop for Server {
     }
 }
 
-/// Starts `mekong serve` on `data` with fresh ports, and `env` as extra configuration.
-pub fn spawn_server(data: &Path, env: &[(&str, &str)]) -> Server {
+/// `mekong serve` on `data` with fresh ports and `env` as extra configuration, not started.
+fn serve_command(data: &Path, env: &[(&str, &str)]) -> (Command, u16, u16) {
     let [mqtt, http] = free_ports();
-    let child = Command::new(env!("CARGO_BIN_EXE_mekong"))
-        .envs(env.iter().copied())
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mekong"));
+    command
         .arg("serve")
         .arg("--config")
         .arg("/dev/null")
@@ -75,11 +75,38 @@ pub fn spawn_server(data: &Path, env: &[(&str, &str)]) -> Server {
         .env("MEKONG__BROKER__LISTEN_V5", "")
         .env("MEKONG__API__LISTEN", format!("127.0.0.1:{http}"))
         .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start mekong serve");
+        .envs(env.iter().copied())
+        .stderr(Stdio::inherit());
+    (command, mqtt, http)
+}
+
+/// Starts `mekong serve` on `data` with fresh ports, and `env` as extra configuration.
+pub fn spawn_server(data: &Path, env: &[(&str, &str)]) -> Server {
+    let (mut command, mqtt, http) = serve_command(data, env);
+    let child = command.stdout(Stdio::null()).spawn().expect("start mekong serve");
     Server { child, mqtt, http }
+}
+
+/// Starts `mekong serve` as [`spawn_server`] does, with `args` after `serve` and its log
+/// filter from the configuration (`RUST_LOG` unset), and hands over its log lines (stdout)
+/// as they come.
+pub fn spawn_logging_server(
+    data: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Server, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (mut command, mqtt, http) = serve_command(data, env);
+    let mut child =
+        command.args(args).env_remove("RUST_LOG").stdout(Stdio::piped()).spawn().expect("start mekong serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Server { child, mqtt, http }, lines)
 }
 
 /// Waits until the server answers HTTP.

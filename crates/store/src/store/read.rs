@@ -24,6 +24,11 @@ impl Store {
         self.state().devices.len()
     }
 
+    /// How many series the store holds.
+    pub fn series_count(&self) -> usize {
+        self.state().series.values().map(BTreeMap::len).sum()
+    }
+
     /// One device.
     pub fn device(&self, id: &str) -> Option<DeviceInfo> {
         let state = self.state();

@@ -49,6 +49,33 @@ pub enum Error {
     Link(#[from] LinkError),
 }
 
+impl Error {
+    /// Whether the error is part of a client's normal life (it closed its connection, went
+    /// silent past its keep-alive or connect timeout, was refused at login, or the router
+    /// ended its session: a DISCONNECT, or a newer session with its client id) rather than
+    /// something an operator should look at.
+    pub fn is_routine(&self) -> bool {
+        let closed = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::BrokenPipe
+            )
+        };
+        match self {
+            Error::Io(e) | Error::Network(network::Error::Io(e)) => closed(e),
+            Error::Network(network::Error::KeepAlive(_))
+            | Error::Timeout(_)
+            | Error::InvalidAuth
+            | Error::SessionEnd
+            | Error::Link(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Orchestrates between Router and Network.
 pub struct RemoteLink<P> {
     connect: Connect,

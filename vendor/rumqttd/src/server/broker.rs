@@ -18,7 +18,7 @@ use std::collections::HashMap;
 #[cfg(feature = "prometheus")]
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use tracing::{error, field, info, warn, Instrument};
+use tracing::{debug, error, field, info, warn, Instrument};
 
 #[cfg(feature = "websocket")]
 use async_tungstenite::tokio::accept_hdr_async;
@@ -538,8 +538,13 @@ async fn remote<P: Protocol>(
 
     let connect_packet = match mqtt_connect(config, &mut network).await {
         Ok(p) => p,
+        // A probe that only opens a port, or a refused login: no fault of the broker's.
+        Err(e) if e.is_routine() => {
+            debug!(error=?e, "no MQTT connection");
+            return;
+        }
         Err(e) => {
-            error!(error=?e, "Error while handling MQTT connect packet");
+            warn!(error=?e, "Error while handling MQTT connect packet");
             return;
         }
     };
@@ -602,24 +607,23 @@ async fn remote<P: Protocol>(
     let will_delay_interval = link.will_delay_interval;
     let mut send_disconnect = true;
 
+    // A client that disconnects, or goes away, is routine: logged at `info`, never as an
+    // error, so that an operator who turns rumqttd's warnings on sees only what is not.
     match link.start().await {
         // Connection got closed. This shouldn't usually happen.
-        Ok(_) => error!("connection-stop"),
+        Ok(_) => info!("connection-stop"),
         // No need to send a disconnect message when disconnection
-        // originated internally in the router.
+        // originated internally in the router (a DISCONNECT, or a newer session).
         Err(remote::Error::Link(e)) => {
-            error!(error=?e, "router-drop");
+            info!(error=?e, "disconnected by the router");
             send_disconnect = false;
         }
-        // Connection was closed by peer
-        Err(remote::Error::Network(network::Error::Io(err)) | remote::Error::Io(err))
-            if err.kind() == io::ErrorKind::ConnectionAborted =>
-        {
-            info!(error=?err, "disconnected");
+        Err(e) if e.is_routine() => {
+            info!(error=?e, "disconnected");
         }
         // Any other error
         Err(e) => {
-            error!(error=?e, "disconnected");
+            warn!(error=?e, "disconnected");
         }
     };
 
