@@ -39,13 +39,41 @@ async fn drain(node: &mut Sensor, wait: Duration, acked: &mut BTreeMap<i64, u32>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nearly_full_disk_is_reported_before_it_stops_the_store() {
+    let Some(fs) = SmallFs::mount(24 << 20) else { return };
+    let mut config = config(&fs.path().join("data"));
+    config.storage.min_free_bytes = 8 << 20;
+    let running = start(&config).await;
+    let (status, ok) = running.get("/healthz").await;
+    assert_eq!((status, &ok["status"]), (200, &serde_json::json!("ok")), "{ok}");
+    assert!(ok["disk"]["free_bytes"].as_u64().unwrap() > 8 << 20, "{ok}");
+
+    fs.fill_leaving(2 << 20);
+    let (status, low) = running.get("/healthz").await;
+    // Still storing: 200, with the reason.
+    assert_eq!((status, &low["status"]), (200, &serde_json::json!("degraded")), "{low}");
+    assert_eq!(low["reasons"][0]["check"], "disk", "{low}");
+    assert!(low["reasons"][0]["detail"].as_str().unwrap().contains("storage.min_free_bytes"), "{low}");
+    assert!(running.text("/metrics").await.contains("\nmekong_health 1\n"));
+
+    fs.free();
+    let (status, again) = running.get("/healthz").await;
+    assert_eq!((status, &again["status"]), (200, &serde_json::json!("ok")), "{again}");
+    assert!(running.text("/metrics").await.contains("\nmekong_health 0\n"));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_defers_packs_and_writes_again_once_space_returns() {
     let Some(fs) = SmallFs::mount(24 << 20) else { return };
     let mut config = config(&fs.path().join("data"));
     // Flushes only for acknowledgements, so that each group's flush is what meets the disk.
     config.storage.flush_every_ms = 0;
     config.storage.maintenance_every_secs = 0;
+    config.storage.min_free_bytes = 4 << 20;
     let running = start(&config).await;
+    let (status, health) = running.get("/healthz").await;
+    assert_eq!((status, &health["status"]), (200, &serde_json::json!("ok")), "{health}");
     let mut node = Sensor::device(running.mqtt(), DEVICE).await;
     // An hour ago onwards: every reading is within the accepted time window.
     let t0 = (now_secs() - 3_600.0).floor();
@@ -58,7 +86,7 @@ async fn a_full_disk_defers_packs_and_writes_again_once_space_returns() {
 
     let filled = fs.fill();
     assert!(filled > 0);
-    // Publish until the store fails: /healthz turns 503 "degraded".
+    // Publish until the store fails: /healthz turns 503 "failing".
     let mut sent = 1;
     let failing = loop {
         assert!(sent < MAX_PACKS, "{sent} packs on a full disk and the store never failed");
@@ -72,8 +100,11 @@ async fn a_full_disk_defers_packs_and_writes_again_once_space_returns() {
         assert_eq!(status, 200, "{health}");
         drain(&mut node, Duration::ZERO, &mut acked, &mut refusals).await;
     };
-    assert_eq!(failing["status"], "degraded", "{failing}");
+    assert_eq!(failing["status"], "failing", "{failing}");
     assert!(failing["store"]["error"].as_str().unwrap().contains("No space left"), "{failing}");
+    let checks: Vec<&str> =
+        failing["reasons"].as_array().unwrap().iter().map(|r| r["check"].as_str().unwrap()).collect();
+    assert_eq!(checks, ["store", "disk"], "{failing}");
 
     // While it fails, packs are deferred, not refused; a refusal about the pack itself still
     // goes out, and it comes after any answer to the packs sent before it.

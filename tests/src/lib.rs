@@ -371,6 +371,26 @@ impl SmallFs {
         written
     }
 
+    /// Writes a file that leaves about `keep` bytes free (as `df` counts them); returns its
+    /// size. [`SmallFs::free`] removes it.
+    pub fn fill_leaving(&self, keep: u64) -> u64 {
+        use std::io::Write;
+        let df =
+            std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(self.dir.path()).output().unwrap();
+        let avail: u64 = String::from_utf8_lossy(&df.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+        let size = avail.saturating_sub(keep);
+        let mut file = std::fs::File::create(self.filler()).unwrap();
+        let block = vec![0u8; 1 << 20];
+        let mut written = 0;
+        while written < size {
+            let n = (size - written).min(block.len() as u64) as usize;
+            file.write_all(&block[..n]).unwrap();
+            written += n as u64;
+        }
+        file.sync_all().unwrap();
+        written
+    }
+
     /// Removes what [`SmallFs::fill`] wrote.
     pub fn free(&self) {
         std::fs::remove_file(self.filler()).unwrap();

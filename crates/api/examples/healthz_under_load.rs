@@ -206,7 +206,13 @@ fn main() -> Result<()> {
     let listener = runtime.block_on(tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))))?;
     let addr = listener.local_addr()?;
     let access = Arc::new(Access::anonymous());
-    let app = router(AppState { store, stats: Arc::new(Stats::new(100)), access, cors_origins: Vec::new() });
+    let app = router(AppState {
+        store,
+        stats: Arc::new(Stats::new(100)),
+        access,
+        cors_origins: Vec::new(),
+        health: Default::default(),
+    });
     let server = runtime.spawn(async move { axum::serve(listener, app).await });
 
     let unloaded = json!({

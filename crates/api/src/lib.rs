@@ -13,6 +13,7 @@
 pub mod auth;
 mod blocking;
 pub mod error;
+pub mod health;
 mod routes;
 pub mod time;
 
@@ -29,6 +30,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Access, Scope};
 use crate::blocking::QueryPool;
+use crate::health::HealthOptions;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -41,6 +43,8 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// Origins whose browser pages may call the API; empty, none (no CORS headers at all).
     pub cors_origins: Vec<HeaderValue>,
+    /// What `/healthz` judges by.
+    pub health: HealthOptions,
 }
 
 /// What the handlers reach: the caller's [`AppState`], and the bound on blocking queries,

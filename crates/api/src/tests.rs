@@ -35,7 +35,16 @@ fn state() -> (tempfile::TempDir, AppState) {
         .write("bridge-3", "traffic", T0, &[NewPoint { metric: "speed", unit: Some("km/h"), time_ms: T0, value: 31.0 }])
         .unwrap();
     let access = Arc::new(Access::anonymous());
-    (dir, AppState { store, stats: Arc::new(Stats::new(10)), access, cors_origins: Vec::new() })
+    (
+        dir,
+        AppState {
+            store,
+            stats: Arc::new(Stats::new(10)),
+            access,
+            cors_origins: Vec::new(),
+            health: Default::default(),
+        },
+    )
 }
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
@@ -258,7 +267,16 @@ fn heavy_state() -> (tempfile::TempDir, AppState) {
         }
     }
     let access = Arc::new(Access::anonymous());
-    (dir, AppState { store, stats: Arc::new(Stats::new(10)), access, cors_origins: Vec::new() })
+    (
+        dir,
+        AppState {
+            store,
+            stats: Arc::new(Stats::new(10)),
+            access,
+            cors_origins: Vec::new(),
+            health: Default::default(),
+        },
+    )
 }
 
 // One thread serves every request, as a runtime with one worker would: had the aggregate run

@@ -79,6 +79,8 @@ pub struct StorageConfig {
     pub maintenance_every_secs: u64,
     /// A window is folded once it ended this long ago.
     pub fold_after_secs: u64,
+    /// `/healthz` says `degraded` while the data directory's filesystem has fewer free bytes.
+    pub min_free_bytes: u64,
     /// How long to keep what, per device kind and metric: `[[storage.retention]]`.
     pub retention: Vec<RetentionConfig>,
 }
@@ -92,6 +94,7 @@ impl Default for StorageConfig {
             flush_every_ms: s.flush_every_ms.unwrap_or(0),
             maintenance_every_secs: 60,
             fold_after_secs: 300,
+            min_free_bytes: 1 << 30,
             retention: Vec::new(),
         }
     }

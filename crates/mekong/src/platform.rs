@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::http::HeaderValue;
 use mekong_api::auth::Access;
+use mekong_api::health::HealthOptions;
 use mekong_api::AppState;
 use mekong_ingest::Ingest;
 use mekong_store::Store;
@@ -79,7 +80,7 @@ impl Platform {
                 fold_after: std::time::Duration::from_secs(s.fold_after_secs),
                 retention: config.retention_policy(),
             };
-            Some(Upkeep::start(store.clone(), options).context("cannot start the upkeep thread")?)
+            Some(Upkeep::start(store.clone(), options, ingest.stats()).context("cannot start the upkeep thread")?)
         };
 
         let listen = exposure.http_addresses(config.api.listen)?;
@@ -100,7 +101,13 @@ impl Platform {
             .iter()
             .map(|o| HeaderValue::from_str(o).with_context(|| format!("security.cors_origins: {o:?}")))
             .collect::<anyhow::Result<_>>()?;
-        let state = AppState { store: store.clone(), stats: ingest.stats(), access: Arc::new(access), cors_origins };
+        let health = HealthOptions {
+            min_free_bytes: config.storage.min_free_bytes,
+            upkeep_every: upkeep.is_some().then(|| std::time::Duration::from_secs(s.maintenance_every_secs)),
+            ..HealthOptions::default()
+        };
+        let state =
+            AppState { store: store.clone(), stats: ingest.stats(), access: Arc::new(access), cors_origins, health };
         let app = mekong_api::router(state);
         let (http_stop, stopped) = watch::channel(false);
         let servers = listeners.into_iter().map(|listener| {

@@ -2,9 +2,11 @@
 //! blocks with their rollups, then apply the retention rules.
 
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mekong_ingest::Stats;
 use mekong_store::{RetentionPolicy, Store};
 
 /// A running upkeep thread; [`Upkeep::stop`] ends it.
@@ -26,11 +28,13 @@ pub struct UpkeepOptions {
 }
 
 impl Upkeep {
-    /// Starts the thread.
-    pub fn start(store: Store, options: UpkeepOptions) -> std::io::Result<Upkeep> {
+    /// Starts the thread; each pass it finishes is noted in `stats` (for `/healthz`).
+    pub fn start(store: Store, options: UpkeepOptions, stats: Arc<Stats>) -> std::io::Result<Upkeep> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("mekong-upkeep".into()).spawn(move || loop {
-            pass(&store, &options, &stopped);
+            if pass(&store, &options, &stopped) {
+                stats.record_upkeep_pass();
+            }
             match stopped.recv_timeout(options.every) {
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
@@ -48,26 +52,40 @@ impl Upkeep {
     }
 }
 
-fn pass(store: &Store, options: &UpkeepOptions, stopped: &mpsc::Receiver<()>) {
+/// One pass: fold, then expire; whether it finished (neither step failed nor was stopped).
+fn pass(store: &Store, options: &UpkeepOptions, stopped: &mpsc::Receiver<()>) -> bool {
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let before_ms = now_ms.saturating_sub(options.fold_after.as_millis() as i64);
     let keep_going = || matches!(stopped.try_recv(), Err(TryRecvError::Empty));
-    match store.fold(before_ms, keep_going) {
-        Ok(r) if r.hours + r.days > 0 => {
-            tracing::info!(hours = r.hours, days = r.days, chunks = r.chunks_in, points = r.points, "folded")
+    let folded = match store.fold(before_ms, keep_going) {
+        Ok(r) => {
+            if r.hours + r.days > 0 {
+                tracing::info!(hours = r.hours, days = r.days, chunks = r.chunks_in, points = r.points, "folded");
+            }
+            true
         }
-        Ok(_) => {}
         // The store is left as it was by the failing batch; the next pass tries again.
-        Err(e) => tracing::error!(error = %e, "folding failed"),
+        Err(e) => {
+            tracing::error!(error = %e, "folding failed");
+            false
+        }
+    };
+    if !keep_going() {
+        return false;
     }
-    if options.retention.rules.is_empty() || !keep_going() {
-        return;
+    if options.retention.rules.is_empty() {
+        return folded;
     }
     match store.expire(now_ms, &options.retention) {
-        Ok(r) if r.blocks + r.rollups > 0 => {
-            tracing::info!(blocks = r.blocks, points = r.points, rollups = r.rollups, "expired old data")
+        Ok(r) => {
+            if r.blocks + r.rollups > 0 {
+                tracing::info!(blocks = r.blocks, points = r.points, rollups = r.rollups, "expired old data");
+            }
+            folded
         }
-        Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "retention failed"),
+        Err(e) => {
+            tracing::error!(error = %e, "retention failed");
+            false
+        }
     }
 }

@@ -8,8 +8,9 @@
 #![warn(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use mekong_schema::Reason;
 
@@ -86,6 +87,12 @@ pub struct Snapshot {
     pub flush_micros: u64,
     /// Acknowledgements and refusals published on downlink topics.
     pub downlinks: u64,
+    /// When these counters started (the process's start), ms since the epoch.
+    pub started_ms: i64,
+    /// When messages were last lost, ms since the epoch.
+    pub last_lost_ms: Option<i64>,
+    /// When the store's upkeep last finished a pass, ms since the epoch.
+    pub last_upkeep_ms: Option<i64>,
     /// MQTT connections refused at CONNECT, by reason.
     pub connects_refused: BTreeMap<&'static str, u64>,
     /// Publishes and subscriptions the broker refused, by identity (`anonymous` for
@@ -121,7 +128,17 @@ pub struct Stats {
     flushes: AtomicU64,
     flush_micros: AtomicU64,
     downlinks: AtomicU64,
+    started_ms: i64,
+    /// When messages were last lost, ms since the epoch; 0: never.
+    last_lost_ms: AtomicI64,
+    /// When the store's upkeep last finished a pass, ms since the epoch; 0: never.
+    last_upkeep_ms: AtomicI64,
     inner: Mutex<Inner>,
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Stats {
@@ -141,6 +158,9 @@ impl Stats {
             flushes: AtomicU64::new(0),
             flush_micros: AtomicU64::new(0),
             downlinks: AtomicU64::new(0),
+            started_ms: now_ms(),
+            last_lost_ms: AtomicI64::new(0),
+            last_upkeep_ms: AtomicI64::new(0),
             inner: Mutex::new(Inner {
                 log: VecDeque::with_capacity(capacity.min(4096)),
                 capacity,
@@ -210,6 +230,12 @@ impl Stats {
     /// Messages the broker skipped.
     pub fn record_lost(&self, messages: u64) {
         self.lost.fetch_add(messages, Ordering::Relaxed);
+        self.last_lost_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A pass of the store's upkeep (folding, retention) finished.
+    pub fn record_upkeep_pass(&self) {
+        self.last_upkeep_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     /// An MQTT connection refused at CONNECT, for `reason` (a fixed label).
@@ -248,6 +274,9 @@ impl Stats {
             flushes: self.flushes.load(Ordering::Relaxed),
             flush_micros: self.flush_micros.load(Ordering::Relaxed),
             downlinks: self.downlinks.load(Ordering::Relaxed),
+            started_ms: self.started_ms,
+            last_lost_ms: Some(self.last_lost_ms.load(Ordering::Relaxed)).filter(|&t| t > 0),
+            last_upkeep_ms: Some(self.last_upkeep_ms.load(Ordering::Relaxed)).filter(|&t| t > 0),
             connects_refused: inner.connects_refused.clone(),
             access_refused: inner.access_refused.clone(),
         }

@@ -57,6 +57,6 @@ pub use store::{
     compact, CompactReport, ExpireReport, FoldReport, RetentionPolicy, RetentionRule, Store, StoreOptions,
 };
 pub use types::{
-    Bucket, DeviceInfo, DeviceTally, Flushed, Generation, Health, LatestValue, NewPoint, PackWrite, Point,
+    Bucket, DeviceInfo, DeviceTally, DiskSpace, Flushed, Generation, Health, LatestValue, NewPoint, PackWrite, Point,
     RefusalWrite, SeriesInfo, WriteSummary, Written,
 };

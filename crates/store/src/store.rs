@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
 use self::meta::{load_state, State};
-use crate::{keys, Flushed, Generation, Health, StoreError};
+use crate::{keys, DiskSpace, Flushed, Generation, Health, StoreError};
 
 /// The layout written by this version (1: one entry per point; 2: chunks of varint deltas and
 /// raw values; 3: Gorilla-compressed chunks; 4: decimal values, folded blocks and rollups; 5: day
@@ -224,6 +224,14 @@ impl Store {
     pub fn generation(&self) -> Option<Generation> {
         let opened = self.inner.opened.read().unwrap_or_else(|e| e.into_inner());
         opened.as_ref().map(|o| o.generation)
+    }
+
+    /// The space left on the filesystem of the store's directory; `None` if the system
+    /// cannot tell.
+    pub fn disk_space(&self) -> Option<DiskSpace> {
+        let free = fs2::available_space(&self.inner.path).ok()?;
+        let total = fs2::total_space(&self.inner.path).ok()?;
+        Some(DiskSpace { free, total })
     }
 
     /// Whether the store can write; see [`Health`].

@@ -249,3 +249,12 @@ pub enum Health {
         reopens: u32,
     },
 }
+
+/// The space of the filesystem that holds the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    /// Bytes the store may still write (available to an unprivileged process).
+    pub free: u64,
+    /// Bytes the filesystem holds in all.
+    pub total: u64,
+}

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -11,20 +11,40 @@ use axum::Json;
 use mekong_store::Health as StoreHealth;
 use serde::Serialize;
 
+use crate::health::{self, Figures, Status};
 use crate::AppState;
 
 /// `GET /healthz` body.
 #[derive(Serialize)]
 pub struct Health {
-    /// `ok`, or `degraded` while the store cannot write.
+    /// `ok`, `degraded` (storing, but something needs an operator) or `failing` (not
+    /// storing).
     status: &'static str,
+    /// Why it is not `ok`.
+    reasons: Vec<HealthReason>,
     devices: usize,
     points: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk: Option<Disk>,
     #[serde(skip_serializing_if = "Option::is_none")]
     store: Option<StoreFailure>,
 }
 
-/// Why the store cannot write, in a degraded answer.
+/// One reason for a state other than `ok`.
+#[derive(Serialize)]
+pub struct HealthReason {
+    check: &'static str,
+    detail: String,
+}
+
+/// The data directory's filesystem.
+#[derive(Serialize)]
+pub struct Disk {
+    free_bytes: u64,
+    total_bytes: u64,
+}
+
+/// Why the store cannot write, in a failing answer.
 #[derive(Serialize)]
 pub struct StoreFailure {
     /// The failure began at, RFC 3339 and epoch ms.
@@ -36,19 +56,44 @@ pub struct StoreFailure {
     reopens: u32,
 }
 
-/// `GET /healthz`: the service answers and the store is readable; 503 `degraded` while the
-/// store cannot write (a full disk): readings are then neither stored nor acknowledged, and
-/// devices keep them until it can.
-pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let (status, code, store) = match state.store.health() {
-        StoreHealth::Writable => ("ok", StatusCode::OK, None),
+/// The figures `/healthz` and the metrics judge, read now.
+fn figures(state: &AppState) -> (Figures, Option<StoreFailure>) {
+    let snapshot = state.stats.snapshot();
+    let failure = match state.store.health() {
+        StoreHealth::Writable => None,
         StoreHealth::Failing { since, cause, reopens } => {
             let since_ms = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-            let failure = StoreFailure { since: crate::time::format(since_ms), since_ms, error: cause, reopens };
-            ("degraded", StatusCode::SERVICE_UNAVAILABLE, Some(failure))
+            Some(StoreFailure { since: crate::time::format(since_ms), since_ms, error: cause, reopens })
         }
     };
-    let health = Health { status, devices: state.store.device_count(), points: state.store.point_count(), store };
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let figures = Figures {
+        now_ms,
+        started_ms: snapshot.started_ms,
+        store_failure: failure.as_ref().map(|f| f.error.clone()),
+        disk: state.store.disk_space(),
+        last_lost_ms: snapshot.last_lost_ms,
+        last_upkeep_ms: snapshot.last_upkeep_ms,
+    };
+    (figures, failure)
+}
+
+/// `GET /healthz`: 200 `ok` or `degraded` (with reasons: disk space under
+/// `storage.min_free_bytes`, messages lost at the broker in the last minutes, the upkeep
+/// behind), 503 `failing` while the store cannot write (a full disk): readings are then
+/// neither stored nor acknowledged, and devices keep them until it can.
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let (figures, store) = figures(&state);
+    let (status, reasons) = health::assess(&figures, &state.health);
+    let code = if status == Status::Failing { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let health = Health {
+        status: status.as_str(),
+        reasons: reasons.into_iter().map(|r| HealthReason { check: r.check, detail: r.detail }).collect(),
+        devices: state.store.device_count(),
+        points: state.store.point_count(),
+        disk: figures.disk.map(|d| Disk { free_bytes: d.free, total_bytes: d.total }),
+        store,
+    };
     (code, Json(health))
 }
 
@@ -172,6 +217,31 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             let _ =
                 writeln!(out, "mekong_mqtt_access_refused_total{{identity=\"{identity}\",action=\"{action}\"}} {n}");
         }
+    }
+    let (figures, _) = figures(&state);
+    let (status, _) = health::assess(&figures, &state.health);
+    let _ = writeln!(
+        out,
+        "# HELP mekong_health 0 ok, 1 degraded (storing, but something needs an operator), 2 failing (not \
+         storing).\n# TYPE mekong_health gauge\nmekong_health {}",
+        status as u8
+    );
+    if let Some(disk) = figures.disk {
+        let _ = writeln!(
+            out,
+            "# HELP mekong_disk_free_bytes Free bytes on the data directory's filesystem.\n# TYPE \
+             mekong_disk_free_bytes gauge\nmekong_disk_free_bytes {}\n# HELP mekong_disk_total_bytes Size of \
+             the data directory's filesystem.\n# TYPE mekong_disk_total_bytes gauge\nmekong_disk_total_bytes {}",
+            disk.free, disk.total
+        );
+    }
+    if let Some(t) = figures.last_upkeep_ms {
+        let _ = writeln!(
+            out,
+            "# HELP mekong_upkeep_last_pass_timestamp_seconds When the store's upkeep last finished a pass.\n# \
+             TYPE mekong_upkeep_last_pass_timestamp_seconds gauge\nmekong_upkeep_last_pass_timestamp_seconds {}",
+            t / 1000
+        );
     }
     let writable = u8::from(matches!(state.store.health(), StoreHealth::Writable));
     let _ = writeln!(
