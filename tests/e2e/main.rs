@@ -14,3 +14,4 @@ mod restart;
 mod retention;
 mod security;
 mod signed;
+mod simulate;

@@ -70,6 +70,10 @@ enum Command {
         /// Noise seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Seconds to wait at the end for the platform's answers (acknowledgements of stored
+        /// packs, or refusals) to the last packs.
+        #[arg(long, default_value_t = 30.0)]
+        answer_timeout: f64,
     },
     /// Give the store's unused disk space back: copy its live data into a fresh directory and
     /// swap it in. mekong must be stopped (the store is locked while it runs).
@@ -294,7 +298,7 @@ fn main() -> anyhow::Result<()> {
             init_logging(&config.log.filter, log_format.unwrap_or(config.log.format));
             runtime()?.block_on(serve(config, demo))
         }
-        Command::Simulate { broker, devices, interval, duration, history, batch, prefix, seed } => {
+        Command::Simulate { broker, devices, interval, duration, history, batch, prefix, seed, answer_timeout } => {
             init_logging("info", LogFormat::Text);
             let (host, port) = split_host_port(&broker).context("--broker must be host:port")?;
             let opts = SimOptions {
@@ -307,19 +311,35 @@ fn main() -> anyhow::Result<()> {
                 batch,
                 prefix,
                 seed,
+                answer_timeout: secs(answer_timeout, "--answer-timeout")?,
+                progress: true,
             };
             runtime()?.block_on(async {
-                tokio::select! {
-                    report = simulate::run(opts) => {
-                        let report = report?;
-                        println!(
-                            "{{\"packs\":{},\"readings\":{},\"bytes\":{}}}",
-                            report.packs, report.readings, report.bytes
-                        );
-                        Ok(())
-                    }
-                    _ = shutdown_signal() => Ok(()),
+                let (stop_tx, stop) = tokio::sync::watch::channel(false);
+                // Ctrl-C or SIGTERM ends the live readings; the answers are still awaited.
+                let signal = tokio::spawn(async move {
+                    shutdown_signal().await;
+                    let _ = stop_tx.send(true);
+                });
+                let report = simulate::run(opts, stop).await;
+                signal.abort();
+                let report = report?;
+                println!(
+                    "{{\"packs\":{},\"stored\":{},\"refused\":{},\"unanswered\":{},\"readings\":{},\"bytes\":{}}}",
+                    report.packs,
+                    report.stored,
+                    report.refused,
+                    report.unanswered(),
+                    report.readings,
+                    report.bytes
+                );
+                if report.unanswered() > 0 {
+                    anyhow::bail!(
+                        "{} packs had no answer from the platform within {answer_timeout} s (--answer-timeout)",
+                        report.unanswered()
+                    );
                 }
+                Ok(())
             })
         }
     }
@@ -371,14 +391,22 @@ fn init_logging(filter: &str, format: LogFormat) {
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let platform = Platform::start(&config).await?;
     let simulator = demo.then(|| {
-        let opts = SimOptions {
+        let mut opts = SimOptions {
             host: mekong_ingest::broker::connectable(platform.mqtt_addr).ip().to_string(),
             port: platform.mqtt_addr.port(),
             history: Duration::from_secs(3600),
             ..SimOptions::default()
         };
-        tracing::info!(devices = opts.devices, "demo: simulating a fleet with an hour of backlog");
-        tokio::spawn(simulate::run(opts))
+        // A demo run on a directory that holds an earlier one goes on from its newest reading
+        // rather than sending the last hour again, which would interleave a second stream of
+        // values into every series.
+        opts.history = simulate::backlog_after(platform.store(), &opts);
+        tracing::info!(
+            devices = opts.devices,
+            backlog_secs = opts.history.as_secs(),
+            "demo: simulating a fleet, the backlog first"
+        );
+        tokio::spawn(simulate::run(opts, tokio::sync::watch::channel(false).1))
     });
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -139,6 +139,11 @@ impl Platform {
         })
     }
 
+    /// The store it serves (a handle: cheap to clone).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Stops serving HTTP, stops the ingest thread after what it holds, and flushes the
     /// store. The broker's listeners live until the process exits (rumqttd cannot stop them).
     pub async fn shutdown(self) -> anyhow::Result<()> {

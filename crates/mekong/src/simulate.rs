@@ -9,10 +9,15 @@
 use std::f64::consts::TAU;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use anyhow::Context;
+use mekong_schema::downlink::{self, Downlink, Topic};
 use mekong_schema::topic::Uplink;
 use mekong_schema::{encode_pack, Base, DeviceKind, Reading};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS};
+use tokio::sync::watch;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -35,6 +40,11 @@ pub struct SimOptions {
     pub prefix: String,
     /// Noise seed.
     pub seed: u64,
+    /// How long to wait at the end for the platform's answers to the last packs.
+    pub answer_timeout: Duration,
+    /// Show progress on standard error: a line rewritten in place on a terminal, a plain
+    /// line every few seconds otherwise.
+    pub progress: bool,
 }
 
 impl Default for SimOptions {
@@ -49,19 +59,57 @@ impl Default for SimOptions {
             batch: 50,
             prefix: "sim-".into(),
             seed: 1,
+            answer_timeout: Duration::from_secs(30),
+            progress: false,
         }
     }
 }
 
-/// What was published.
+/// What was published, and what became of it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SimReport {
-    /// Packs published and acknowledged (PUBACK) by the broker.
+    /// Packs published.
     pub packs: u64,
-    /// Readings in those packs.
+    /// Packs the platform acknowledged on the downlink: stored durably.
+    pub stored: u64,
+    /// Packs the platform refused.
+    pub refused: u64,
+    /// Readings the platform stored as new points.
     pub readings: u64,
-    /// Payload bytes of those packs.
+    /// Payload bytes published.
     pub bytes: u64,
+}
+
+impl SimReport {
+    /// Packs with no answer from the platform (yet).
+    pub fn unanswered(&self) -> u64 {
+        self.packs.saturating_sub(self.stored + self.refused)
+    }
+}
+
+/// Backlog packs a station keeps waiting for their answers at most.
+const WINDOW: u64 = 16;
+
+/// Counts shared by the stations, for the progress line.
+#[derive(Debug, Default)]
+struct Progress {
+    packs: AtomicU64,
+    stored: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Progress {
+    fn line(&self) -> String {
+        let (packs, stored, refused) = (
+            self.packs.load(Ordering::Relaxed),
+            self.stored.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        );
+        format!(
+            "{packs} packs sent, {stored} stored, {refused} refused, {} waiting",
+            packs.saturating_sub(stored + refused)
+        )
+    }
 }
 
 /// One simulated station.
@@ -182,61 +230,206 @@ fn now_secs() -> f64 {
 }
 
 /// Runs the fleet: every station on its own MQTT connection, the backlog first, then live
-/// readings every interval until the duration is over. Returns what the broker acknowledged.
-pub async fn run(opts: SimOptions) -> anyhow::Result<SimReport> {
+/// readings every interval until the duration is over, then waits (up to
+/// `answer_timeout`) for the platform's answers on the downlinks. Returns what was sent and
+/// what the platform made of it: a pack counts as stored once the platform acknowledged it
+/// durably on the downlink, not when the broker PUBACKed it.
+///
+/// `stop` ends the live readings early (Ctrl-C): the stations then wait for the answers to
+/// what they sent, and the report counts it all.
+pub async fn run(opts: SimOptions, stop: watch::Receiver<bool>) -> anyhow::Result<SimReport> {
+    let progress = Arc::new(Progress::default());
+    let reporter = opts.progress.then(|| tokio::spawn(report_progress(Arc::clone(&progress))));
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..opts.devices {
-        let opts = opts.clone();
-        tasks.spawn(async move { run_station(Station::new(&opts.prefix, index, opts.seed), &opts).await });
+        let (opts, progress, stop) = (opts.clone(), Arc::clone(&progress), stop.clone());
+        tasks.spawn(
+            async move { run_station(Station::new(&opts.prefix, index, opts.seed), &opts, &progress, stop).await },
+        );
     }
     let mut report = SimReport::default();
+    let mut failure = None;
     while let Some(result) = tasks.join_next().await {
-        let r = result.context("station task failed")??;
-        report.packs += r.packs;
-        report.readings += r.readings;
-        report.bytes += r.bytes;
+        match result.context("station task failed")? {
+            Ok(r) => {
+                report.packs += r.packs;
+                report.stored += r.stored;
+                report.refused += r.refused;
+                report.readings += r.readings;
+                report.bytes += r.bytes;
+            }
+            // The first failure says why; the others are most likely the same.
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
     }
-    Ok(report)
+    if let Some(reporter) = reporter {
+        reporter.abort();
+        eprintln!("\r{}", progress.line());
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
 }
 
-async fn run_station(mut station: Station, opts: &SimOptions) -> anyhow::Result<SimReport> {
+/// The backlog to send for a fleet of `opts`: `opts.history`, cut to what comes after the
+/// newest reading `store` already holds from any of its stations.
+pub fn backlog_after(store: &mekong_store::Store, opts: &SimOptions) -> Duration {
+    let newest_ms = (0..opts.devices)
+        .filter_map(|i| store.series_of(&Station::new(&opts.prefix, i, opts.seed).id))
+        .flatten()
+        .map(|s| s.last_ms)
+        .max();
+    let Some(newest_ms) = newest_ms else {
+        return opts.history;
+    };
+    // One interval less, so that the first reading sent comes one interval after it.
+    let since = Duration::from_secs_f64((now_secs() - newest_ms as f64 / 1000.0).max(0.0));
+    opts.history.min(since.saturating_sub(opts.interval))
+}
+
+/// Prints the progress line until aborted.
+async fn report_progress(progress: Arc<Progress>) {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let every = if terminal { Duration::from_millis(250) } else { Duration::from_secs(5) };
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if terminal {
+            eprint!("\r{}  ", progress.line());
+        } else {
+            eprintln!("{}", progress.line());
+        }
+    }
+}
+
+/// What a station's connection reports to it.
+enum Heard {
+    Connected,
+    Answer(Downlink<'static>),
+    Failed(anyhow::Error),
+}
+
+/// The cause of a connection failure in words an operator acts on.
+fn explain(e: &ConnectionError, host: &str, port: u16) -> anyhow::Error {
+    let cause = match e {
+        ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("connection refused by {host}:{port}: is mekong serve running there?")
+        }
+        ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            format!("no answer from {host}:{port}: check the address and the network")
+        }
+        ConnectionError::Io(io) if matches!(io.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::Other) => {
+            format!("cannot reach {host}:{port} ({io}): is the host name right?")
+        }
+        ConnectionError::ConnectionRefused(code) => format!(
+            "the broker at {host}:{port} refused the connection ({code:?}): it checks logins once MQTT identities \
+             exist, and the simulator has none"
+        ),
+        ConnectionError::NetworkTimeout => format!("no answer from {host}:{port} in time"),
+        other => format!("{host}:{port}: {other}"),
+    };
+    anyhow::anyhow!(cause)
+}
+
+async fn run_station(
+    mut station: Station,
+    opts: &SimOptions,
+    progress: &Progress,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<SimReport> {
     let mut mqtt = MqttOptions::new(station.id.clone(), opts.host.clone(), opts.port);
     mqtt.set_keep_alive(Duration::from_secs(30));
     mqtt.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = AsyncClient::new(mqtt, 64);
     let topic = Uplink(&station.id).to_string();
-    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
-    let id = station.id.clone();
+    let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let (host, port) = (opts.host.clone(), opts.port);
     let driver = tokio::spawn(async move {
         loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    if acked_tx.send(()).is_err() {
-                        return Ok(());
+            let event = match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => Heard::Connected,
+                Ok(Event::Incoming(Packet::Publish(p))) => match downlink::decode(&p.payload) {
+                    Ok(Downlink::Ack { up_to_ms, readings, server_ms, seq }) => {
+                        Heard::Answer(Downlink::Ack { up_to_ms, readings, server_ms, seq })
                     }
-                }
-                Ok(Event::Incoming(Packet::Disconnect)) => return Ok(()),
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(anyhow::anyhow!("station {id}: mqtt: {e}")),
+                    Ok(Downlink::Refused { server_ms, seq, .. }) => {
+                        Heard::Answer(Downlink::Refused { reason: "", server_ms, seq })
+                    }
+                    Err(_) => continue,
+                },
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                Ok(_) => continue,
+                Err(e) => Heard::Failed(explain(&e, &host, port)),
+            };
+            let failed = matches!(event, Heard::Failed(_));
+            if heard_tx.send(event).is_err() || failed {
+                return;
             }
         }
     });
+    // Nothing is sent before the broker has let the station in, so that a refused or failed
+    // connection is reported with its cause.
+    match tokio::time::timeout(Duration::from_secs(10), heard.recv()).await {
+        Ok(Some(Heard::Connected)) => {}
+        Ok(Some(Heard::Failed(e))) => return Err(e),
+        Ok(Some(Heard::Answer(_)) | None) | Err(_) => anyhow::bail!("{}:{}: no CONNACK in 10 s", opts.host, opts.port),
+    }
+    client.subscribe(Topic(&station.id).to_string(), QoS::AtLeastOnce).await?;
+
+    let mut report = SimReport::default();
+    let count = |heard: Heard, report: &mut SimReport| -> anyhow::Result<()> {
+        match heard {
+            Heard::Answer(Downlink::Ack { readings, .. }) => {
+                report.stored += 1;
+                report.readings += u64::from(readings);
+                progress.stored.fetch_add(1, Ordering::Relaxed);
+            }
+            Heard::Answer(Downlink::Refused { .. }) => {
+                report.refused += 1;
+                progress.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Heard::Connected => {}
+            Heard::Failed(e) => return Err(e),
+        }
+        Ok(())
+    };
+    let publish = |pack: Vec<u8>, report: &mut SimReport| {
+        report.packs += 1;
+        report.bytes += pack.len() as u64;
+        progress.packs.fetch_add(1, Ordering::Relaxed);
+        client.publish(&topic, QoS::AtLeastOnce, false, pack)
+    };
 
     let step = opts.interval.as_secs_f64().max(0.001);
-    // (readings, bytes) per pack in publish order; the broker acknowledges a connection's
-    // QoS 1 publishes in order, so the first `acked` entries are the acknowledged ones.
-    let mut sent: Vec<(u64, u64)> = Vec::new();
-    let mut acked = 0usize;
     let now = now_secs();
     let backlog: Vec<f64> = {
         let count = (opts.history.as_secs_f64() / step) as usize;
         (0..count).map(|i| ((now - opts.history.as_secs_f64() + i as f64 * step) * 1000.0).round() / 1000.0).collect()
     };
     for chunk in backlog.chunks(opts.batch.max(1)) {
-        let (pack, readings) = station.pack(chunk)?;
-        sent.push((readings, pack.len() as u64));
-        client.publish(&topic, QoS::AtLeastOnce, false, pack).await?;
+        // As a node does: a bounded window of packs waiting for their answers, which also
+        // keeps the answers within the broker's bound on each downlink's backlog.
+        while report.unanswered() >= WINDOW {
+            match tokio::time::timeout(opts.answer_timeout, heard.recv()).await {
+                Ok(Some(h)) => count(h, &mut report)?,
+                Ok(None) => anyhow::bail!("{}: the connection ended", station.id),
+                Err(_) => anyhow::bail!(
+                    "{}: no answer from the platform for {} s to {} packs in flight",
+                    station.id,
+                    opts.answer_timeout.as_secs(),
+                    report.unanswered()
+                ),
+            }
+        }
+        let (pack, _) = station.pack(chunk)?;
+        publish(pack, &mut report).await?;
+        while let Ok(h) = heard.try_recv() {
+            count(h, &mut report)?;
+        }
     }
     let started = tokio::time::Instant::now();
     // Readings of one station never share a millisecond, even at a 1 ms interval.
@@ -244,31 +437,32 @@ async fn run_station(mut station: Station, opts: &SimOptions) -> anyhow::Result<
     let mut ticker = tokio::time::interval(opts.interval.max(Duration::from_millis(1)));
     // When the machine cannot keep up, publish late rather than in a burst of equal times.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            Ok(()) = stop.changed() => break,
+        }
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
         let t = ((now_secs() * 1000.0).round() / 1000.0).max(last_t + 0.001);
         last_t = t;
-        let (pack, readings) = station.pack(&[t])?;
-        sent.push((readings, pack.len() as u64));
-        client.publish(&topic, QoS::AtLeastOnce, false, pack).await?;
-        while acked_rx.try_recv().is_ok() {
-            acked += 1;
+        let (pack, _) = station.pack(&[t])?;
+        publish(pack, &mut report).await?;
+        while let Ok(h) = heard.try_recv() {
+            count(h, &mut report)?;
         }
     }
-    while acked < sent.len() && acked_rx.recv().await.is_some() {
-        acked += 1;
+    // The answers to the last packs come once they are on disk.
+    let deadline = tokio::time::Instant::now() + opts.answer_timeout;
+    while report.unanswered() > 0 {
+        match tokio::time::timeout_at(deadline, heard.recv()).await {
+            Ok(Some(h)) => count(h, &mut report)?,
+            Ok(None) | Err(_) => break,
+        }
     }
-    let acked_packs = &sent[..acked.min(sent.len())];
-    let report = SimReport {
-        packs: acked_packs.len() as u64,
-        readings: acked_packs.iter().map(|s| s.0).sum(),
-        bytes: acked_packs.iter().map(|s| s.1).sum(),
-    };
     client.disconnect().await?;
-    driver.await.context("mqtt driver task failed")??;
+    driver.await.context("mqtt driver task failed")?;
     Ok(report)
 }
 
