@@ -24,6 +24,8 @@ use serde_json::{json, Value};
 
 use crate::harness::{free_ports, percentile_ms, temp_dir, TempDir};
 
+/// How often loading prints a progress line.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
@@ -137,6 +139,7 @@ fn load(store: &Store, series: &[Series], year: &Series, opts: &QueryBenchOption
     let step = i64::from(opts.interval_secs) * 1000;
     let per_write = opts.points_per_write.max(1) as i64;
     let started = Instant::now();
+    let mut last_line = started;
     let (mut points, mut cbor_bytes) = (0u64, 0u64);
     let mut buffers: Vec<Vec<NewPoint<'_>>> = Vec::new();
     let mut cbor = [0u8; 2048];
@@ -181,7 +184,9 @@ fn load(store: &Store, series: &[Series], year: &Series, opts: &QueryBenchOption
         if t >= next_fold {
             store.fold(t, || true)?;
             next_fold = t - t.rem_euclid(HOUR_MS) + HOUR_MS;
-            if t.rem_euclid(DAY_MS) < HOUR_MS {
+            // One line every few seconds, however many days the dataset has.
+            if last_line.elapsed() >= PROGRESS_EVERY {
+                last_line = Instant::now();
                 let days_left = (end_ms - t) / DAY_MS;
                 eprintln!("loading: {points} points, {days_left} days left, {:.0} s", started.elapsed().as_secs_f64());
             }
@@ -402,6 +407,7 @@ pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
     let store = Store::open(&data, &store_options)?;
     let loaded = load(&store, &series, &year, &opts)?;
     drop(store);
+    eprintln!("compacting the dataset ({} points), to measure its size on disk", loaded.points);
     let compacted = compact(&data, &store_options)?;
     let per_point = |bytes: u64| (bytes as f64 / loaded.points as f64 * 1000.0).round() / 1000.0;
     let dataset = json!({
@@ -425,6 +431,7 @@ pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
     });
     println!("{dataset}");
 
+    eprintln!("starting mekong on the dataset, then {} requests per query", opts.requests);
     let server = Server::start(mekong, &data, opts.cache_bytes)?;
     let (rss_after_start, _) = server.memory_mib();
     let mut http = Http::connect(server.http)?;
