@@ -270,7 +270,8 @@ def check_registry_digest(registry, blob):
     password = password_of(blob)
     digest = hashlib.sha256(password).hexdigest()
     if f'password_sha256 = "{digest}"' not in text:
-        fail(f"{registry} has no password_sha256 matching the blob's password:\n{text}")
+        # The registry's text is not shown: it holds the node's key.
+        fail(f"{registry} has no password_sha256 matching the blob's password")
     if password.decode() in text:
         fail(f"{registry} holds the password itself")
 
