@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 # End-to-end test of the node image under QEMU (mps2-an386) against a real `mekong serve`.
 #
-# 1. Boots without a config page (must print "unprovisioned" and halt), and with a damaged
-#    one (must print "config page corrupt" and halt).
-# 2. Provisions the node with `mekong device provision` (registry entry with its key, and the
-#    config blob) as a mixed station: all three simulated sensors through the real drivers
+# 1. Boots without a config page (must print "unprovisioned" and halt), with a damaged one
+#    (must print "config page corrupt" and halt), and with a page of format 1, written before
+#    MQTT passwords (must say to provision the node again, and halt).
+# 2. Provisions the node with `mekong device provision` (registry entry with its key and the
+#    SHA-256 of its MQTT password, and the config blob with the password, checked against
+#    each other here) as a mixed station: all three simulated sensors through the real drivers
 #    (PMS5003 frames -> pm2_5 and pm10, a Modbus level transducer -> water_level, a loop pair
 #    -> vehicle_count and speed), starts `mekong serve` with that registry and
 #    require_registration = true,
 #    and boots the image with the blob loaded into its config page. The node's MQTT UART goes
-#    to a TCP bridge of this script, which forwards it to mekong's MQTT port. The node prints
-#    every sample it takes and every reading it packs (with the time it will be stored at) on
-#    its console.
+#    to a TCP bridge of this script, which forwards it to mekong's MQTT port; the node logs in
+#    with its device id and the blob's password. The node prints every sample it takes and
+#    every reading it packs (with the time it will be stored at) on its console. Before the
+#    node boots, a CONNECT of this script with the blob's password must be accepted, and one
+#    with a wrong password tells whether the broker checks passwords.
 # 3. Cuts the bridge (closes both sides and refuses connections) for OUTAGE_S seconds while
 #    the node keeps sampling, then restores it; the node must notice the dead link, reconnect
 #    and send what it queued.
@@ -20,6 +24,12 @@
 #    sensors is there and was sampled during the outage too, readings sampled during the
 #    outage arrived, the device has a sequence number, nothing was refused, and the node
 #    printed an acknowledgement after the outage.
+# 5. If the broker checks passwords: boots a second node with the same id, provisioned into
+#    another registry (so another password), straight to mekong's MQTT port. It must print
+#    "broker refused the login" twice, the second time after a longer pause (its back-off),
+#    while the first node stays online. A broker that does not check passwords yet (mekong
+#    before MQTT authentication) skips this step, and says so; MEKONG_REQUIRE_MQTT_AUTH=1
+#    makes that skip a failure.
 #
 # Python 3 standard library only. Needs qemu-system-arm, the image
 # (cargo build --release -p mekong-node-qemu --target thumbv7em-none-eabihf) and a mekong
@@ -27,6 +37,7 @@
 # Usage: scripts/qemu_e2e.py [--keep] (--keep leaves the work directory for a look).
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -38,10 +49,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zlib
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(HERE, "target/thumbv7em-none-eabihf/release/mekong-node-qemu")
 CONFIG_ADDR = 0x3FC00  # the CONFIG region of boards/qemu-mps2/memory.x
+# The config blob's layout (crates/schema/src/provision.rs): format 2 adds the password at 178
+# and moves the CRC to 210; format 1 ended at the CRC at 178.
+PASSWORD_AT, CRC_AT, V1_CRC_AT = 178, 210, 178
 DEVICE = "qemu-01"
 # A mixed station: a water node whose air sensor samples every 2 s too and whose traffic loop
 # counts in windows of 4 s (about 2 readings a second in all: an outage fits the node's queue).
@@ -229,9 +244,9 @@ async def boot_refused(work, name, extra, expect):
         pump.cancel()
 
 
-def provision(mekong, work, broker_port):
-    registry = os.path.join(work, "devices.toml")
-    blob = os.path.join(work, "node.bin")
+def provision(mekong, work, broker_port, name="devices"):
+    registry = os.path.join(work, f"{name}.toml")
+    blob = os.path.join(work, f"{name}-node.bin")
     subprocess.run(
         [mekong, "device", "provision", DEVICE, "--kind", "water", "--broker", f"127.0.0.1:{broker_port}",
          "--period-secs", str(PERIOD_S), "--air-secs", str(AIR_S), "--traffic-secs", str(TRAFFIC_S),
@@ -239,6 +254,90 @@ def provision(mekong, work, broker_port):
         check=True, stdout=subprocess.DEVNULL,
     )
     return registry, blob
+
+
+def password_of(blob):
+    """The node's MQTT password as it presents it: the blob's 32 bytes as lowercase hex."""
+    data = open(blob, "rb").read()
+    if len(data) != CRC_AT + 4 or data[6] != 2:
+        fail(f"{blob}: not a format-2 config blob ({len(data)} bytes, format {data[6]})")
+    return data[PASSWORD_AT:CRC_AT].hex().encode()
+
+
+def check_registry_digest(registry, blob):
+    """The registry entry holds the SHA-256 of the blob's password text, never the password."""
+    text = open(registry).read()
+    password = password_of(blob)
+    digest = hashlib.sha256(password).hexdigest()
+    if f'password_sha256 = "{digest}"' not in text:
+        # The registry's text is not shown: it holds the node's key.
+        fail(f"{registry} has no password_sha256 matching the blob's password")
+    if password.decode() in text:
+        fail(f"{registry} holds the password itself")
+
+
+def format_1_blob(blob):
+    """The blob as format 1 wrote it: no password, the CRC at 178."""
+    data = bytearray(open(blob, "rb").read()[:V1_CRC_AT])
+    data[4:7] = struct.pack("<HB", V1_CRC_AT, 1)
+    return bytes(data) + struct.pack("<I", zlib.crc32(data))
+
+
+def mqtt_connack(port, client_id, username, password):
+    """The CONNACK return code for an MQTT 3.1.1 CONNECT with these credentials (the
+    connection is closed after), or None if the broker closed it without a CONNACK."""
+    def field(b):
+        return struct.pack(">H", len(b)) + b
+    body = (field(b"MQTT") + bytes([4, 0xC2]) + struct.pack(">H", 10)
+            + field(client_id.encode()) + field(username.encode()) + field(password))
+    assert len(body) < 128  # a one-byte remaining length
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(bytes([0x10, len(body)]) + body)
+        data = b""
+        while len(data) < 4:
+            chunk = s.recv(4 - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        if data[:3] != b"\x20\x02\x00":
+            fail(f"not a CONNACK: {data.hex()}")
+        if data[3] == 0:
+            s.sendall(b"\xe0\x00")  # DISCONNECT
+        return data[3]
+
+
+async def wrong_password(work, mekong, mqtt, first_console):
+    """Boots a node with the same id but the password of another provisioning run, straight to
+    mekong's MQTT port: it must be refused twice, backing off in between, while the first node
+    (whose console is `first_console`) stays online."""
+    _, blob = provision(mekong, work, mqtt, name="other")
+    watch_from = len(first_console.lines)
+    uart1 = ["-chardev", f"socket,id=mqtt,host=127.0.0.1,port={mqtt},{reconnect_option()}",
+             "-serial", "chardev:mqtt"]
+    proc = await asyncio.create_subprocess_exec(
+        *qemu_command(["-serial", "stdio"], ["-device", f"loader,file={blob},addr={CONFIG_ADDR:#x}", *uart1]),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    console = Console(os.path.join(work, "console-other.log"))
+    pump = asyncio.create_task(console.pump(proc.stdout))
+    try:
+        refused = r"\[(\d+)\] offline: broker refused the login: bad credentials, re-provision the node " \
+                  r"\(CONNACK [45]; next try in (\d+) s\)"
+        first = await console.wait_for(refused, what="the refused login")
+        second = await console.wait_for(refused, since=first + 1, what="a second refused login")
+        (t1, pause1), (t2, pause2) = (map(int, re.search(refused, console.lines[i]).groups()) for i in (first, second))
+        if not (pause2 > pause1 and t2 - t1 >= pause1 * 1000):
+            fail(f"no back-off between refused logins: {console.lines[first]!r}, {console.lines[second]!r}")
+        if any("online:" in line for line in console.lines):
+            fail("the node with the wrong password got online")
+        dropped = [line for line in first_console.lines[watch_from:] if "offline:" in line]
+        if dropped:
+            fail(f"the node with the right password was pushed off: {dropped}")
+        log(f"ok: refused, then again after {pause1} s: {console.lines[second]!r}; the first node stayed online")
+    finally:
+        proc.kill()
+        await proc.wait()
+        pump.cancel()
 
 
 async def main(work):
@@ -252,12 +351,17 @@ async def main(work):
     mqtt, mqtt5, http = free_port(), free_port(), free_port()
     bridge = Bridge(mqtt)
     registry, blob = provision(mekong, work, bridge.port)
+    check_registry_digest(registry, blob)
     damaged = os.path.join(work, "damaged.bin")
     data = bytearray(open(blob, "rb").read())
     data[20] ^= 0x01
     open(damaged, "wb").write(data)
     await boot_refused(work, "damaged", ["-device", f"loader,file={damaged},addr={CONFIG_ADDR:#x}"],
                        "config page corrupt")
+    old = os.path.join(work, "format-1.bin")
+    open(old, "wb").write(format_1_blob(blob))
+    await boot_refused(work, "format-1", ["-device", f"loader,file={old},addr={CONFIG_ADDR:#x}"],
+                       "predates MQTT passwords: provision the node again")
 
     log(f"2. mekong ({mekong}) and the node, through the bridge")
     env = dict(os.environ)
@@ -283,6 +387,16 @@ async def main(work):
             except OSError:
                 return None
         await until(healthy, 30, "mekong did not answer /healthz")
+        # The blob's password logs in; a wrong one tells whether the broker checks passwords.
+        good = await asyncio.to_thread(mqtt_connack, mqtt, DEVICE, DEVICE, password_of(blob))
+        if good != 0:
+            fail(f"the blob's password was refused: CONNACK {good}")
+        wrong = await asyncio.to_thread(mqtt_connack, mqtt, DEVICE, DEVICE, b"0" * 64)
+        checks_passwords = wrong != 0
+        if checks_passwords and wrong not in (4, 5):
+            fail(f"a wrong password got CONNACK {wrong} (MQTT 3.1.1: 4 or 5)")
+        log(f"ok: the blob's password logs in; a wrong one: "
+            + (f"CONNACK {wrong}" if checks_passwords else "accepted (the broker does not check passwords)"))
         await bridge.start()
 
         uart1 = ["-chardev", f"socket,id=mqtt,host=127.0.0.1,port={bridge.port},{reconnect_option()}",
@@ -392,6 +506,14 @@ async def main(work):
         log(f"ok: device seq {device['seq']}, seq_gaps {device.get('seq_gaps')}, packs {device.get('packs')}, "
             f"duplicates {device.get('duplicates')}, rejected 0; hello stored {len(uptime['points'])}x; "
             f"bridge connections {bridge.connections}")
+
+        log("5. a node with another password")
+        if checks_passwords:
+            await wrong_password(work, mekong, mqtt, console)
+        elif os.environ.get("MEKONG_REQUIRE_MQTT_AUTH") == "1":
+            fail("the broker accepted a wrong password, and MEKONG_REQUIRE_MQTT_AUTH=1")
+        else:
+            log("skipped: the broker does not check MQTT passwords (set MEKONG_REQUIRE_MQTT_AUTH=1 to require it)")
         log(f"passed in {time.monotonic() - started:.0f} s")
     finally:
         if qemu is not None and qemu.returncode is None:

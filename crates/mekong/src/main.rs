@@ -109,8 +109,10 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DeviceCommand {
-    /// Add a node (or give it a new key) in the registry file, and write the configuration
-    /// blob to flash into its configuration page.
+    /// Add a node (or give it a new key and MQTT password) in the registry file, and write the
+    /// configuration blob to flash into its configuration page. Every run draws a new password
+    /// (kept in the blob; the registry keeps its SHA-256): a node provisioned again must get the
+    /// new blob, its old one no longer logs in.
     Provision {
         /// The device id, [a-z0-9-]{1,64}.
         device_id: String,
@@ -264,6 +266,16 @@ fn main() -> anyhow::Result<()> {
                 done.blob_bytes,
                 opts.out.display(),
             );
+            // The password itself is in the blob only; say what the new one means.
+            if done.added {
+                println!("the node's MQTT password is in the configuration only (the registry keeps its SHA-256)");
+            } else {
+                println!(
+                    "new key and MQTT password: once `mekong serve` runs with this registry, the node's previous \
+                     configuration no longer logs in to the broker; write this one to the node"
+                );
+            }
+            println!("restart `mekong serve` with this registry (registry.path) so that it knows the node");
             Ok(())
         }
         Command::Token { what } => token_command(what),

@@ -1,10 +1,15 @@
-//! `mekong device provision`: registers a node and its key in the registry file, and writes
-//! the configuration blob (`mekong_schema::provision`) that its firmware reads from flash.
+//! `mekong device provision`: registers a node, its key and its MQTT password in the registry
+//! file, and writes the configuration blob (`mekong_schema::provision`) that its firmware reads
+//! from flash.
 //!
 //! The registry is edited in place (its comments and order stay); an entry with the same id is
-//! updated, so provisioning a node again gives it a new key. Both files hold the key and are
-//! written with mode 0600, each through a temporary file renamed over the old one, so a crash
-//! leaves either the old file or the new one.
+//! updated, so provisioning a node again gives it a new key. Every run draws a new MQTT
+//! password (32 bytes from the operating system): the blob carries it, the registry only its
+//! SHA-256 (`password_sha256`, of the 64 hex digits the node presents, as the broker checks
+//! it), and it is never printed. So provisioning a node again rotates its password too: once
+//! `mekong serve` runs with the new registry, the node's old blob no longer logs in. Both
+//! files hold the key and are written with mode 0600, each through a temporary file renamed
+//! over the old one, so a crash leaves either the old file or the new one.
 //!
 //! A node samples the sensor its kind names every `period_secs`; any sensor (that one
 //! included) can be given its own period, so one node can be a mixed station (air quality,
@@ -15,9 +20,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use mekong_ingest::access::PasswordDigest;
 use mekong_ingest::DeviceKey;
 use mekong_schema::cose::KEY_LEN;
-use mekong_schema::provision::{self, Periods, Provision, BLOB_LEN};
+use mekong_schema::provision::{self, MqttPassword, Periods, Provision, BLOB_LEN, PASSWORD_LEN};
 use mekong_schema::topic::is_valid_device_id;
 use mekong_schema::DeviceKind;
 
@@ -82,7 +88,8 @@ impl SensorPeriods {
 /// What [`provision`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Provisioned {
-    /// Whether the device was new to the registry (else its entry was updated).
+    /// Whether the device was new to the registry (else its entry was updated, with a new
+    /// password: the node's previous blob no longer logs in).
     pub added: bool,
     /// Size of the blob written.
     pub blob_bytes: usize,
@@ -102,6 +109,11 @@ pub fn provision(opts: &ProvisionOptions) -> anyhow::Result<Provisioned> {
             key
         }
     };
+    // A new password on every run, never one given: a password that was on a command line
+    // or in an old blob could be known elsewhere.
+    let mut password = [0u8; PASSWORD_LEN];
+    getrandom::getrandom(&mut password).context("cannot draw a random password")?;
+    let password = MqttPassword(password);
     let node = Provision {
         device_id: &opts.device_id,
         kind: opts.kind,
@@ -109,12 +121,14 @@ pub fn provision(opts: &ProvisionOptions) -> anyhow::Result<Provisioned> {
         broker_host: &opts.broker_host,
         broker_port: opts.broker_port,
         period_secs,
+        password,
     };
     let mut blob = [0u8; BLOB_LEN];
     let blob_bytes = provision::encode(&node, &mut blob)?;
 
+    let entry = Entry { kind: opts.kind, key: &key, password: PasswordDigest::of(&password.to_hex()) };
     let text = registry_text(&opts.registry)?;
-    let (updated, added) = upsert(&text, &opts.device_id, opts.kind, &key)
+    let (updated, added) = upsert(&text, &opts.device_id, &entry)
         .with_context(|| format!("cannot update registry {}", opts.registry.display()))?;
     // What the platform will read must load, or nothing is written.
     parse_identities(&updated).context("the updated registry does not load")?;
@@ -124,9 +138,17 @@ pub fn provision(opts: &ProvisionOptions) -> anyhow::Result<Provisioned> {
     Ok(Provisioned { added, blob_bytes })
 }
 
+/// What a device's registry entry holds besides its id.
+struct Entry<'a> {
+    kind: DeviceKind,
+    key: &'a [u8; KEY_LEN],
+    /// The digest of the password's text, as the broker compares it.
+    password: PasswordDigest,
+}
+
 /// The registry text with the device's entry set (every entry with its id, should there be
 /// several); whether it was added.
-fn upsert(text: &str, id: &str, kind: DeviceKind, key: &[u8; KEY_LEN]) -> anyhow::Result<(String, bool)> {
+fn upsert(text: &str, id: &str, new: &Entry<'_>) -> anyhow::Result<(String, bool)> {
     let mut doc: toml_edit::DocumentMut = text.parse()?;
     let devices = doc
         .as_table_mut()
@@ -135,18 +157,21 @@ fn upsert(text: &str, id: &str, kind: DeviceKind, key: &[u8; KEY_LEN]) -> anyhow
     let Some(devices) = devices.as_array_of_tables_mut() else {
         bail!("`device` is not a list of [[device]] tables");
     };
-    let key = to_hex(key);
+    let (kind, key, password) = (new.kind.as_str(), to_hex(new.key), to_hex(&new.password.0));
+    let set = |entry: &mut toml_edit::Table| {
+        entry["kind"] = toml_edit::value(kind);
+        entry["key"] = toml_edit::value(key.as_str());
+        entry["password_sha256"] = toml_edit::value(password.as_str());
+    };
     let mut added = true;
     for entry in devices.iter_mut().filter(|t| t.get("id").and_then(|v| v.as_str()) == Some(id)) {
-        entry["kind"] = toml_edit::value(kind.as_str());
-        entry["key"] = toml_edit::value(key.as_str());
+        set(entry);
         added = false;
     }
     if added {
         let mut entry = toml_edit::Table::new();
         entry["id"] = toml_edit::value(id);
-        entry["kind"] = toml_edit::value(kind.as_str());
-        entry["key"] = toml_edit::value(key.as_str());
+        set(&mut entry);
         devices.push(entry);
     }
     Ok((doc.to_string(), added))
@@ -179,6 +204,15 @@ pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::config::load_identities;
+    use mekong_ingest::access::{Anonymous, Policy, Refusal};
+
+    /// Whether the broker's policy over the registry at `path` lets `node` log in as it does
+    /// (username and client id its device id, password the hex text of the blob's).
+    fn logs_in(path: &Path, node: &Provision<'_>) -> Result<(), Refusal> {
+        let policy = Policy::new(load_identities(path).unwrap().mqtt, Anonymous::Refused).unwrap();
+        let password = node.password.to_hex();
+        policy.authenticate(node.device_id, Some((node.device_id, &password))).map(|_| ())
+    }
 
     fn options(dir: &Path, id: &str, kind: DeviceKind, key: Option<DeviceKey>) -> ProvisionOptions {
         ProvisionOptions {
@@ -212,6 +246,17 @@ mod tests {
         );
         assert_eq!(node.period_secs, Periods { air: 30, water: 0, traffic: 0 });
         assert_ne!(node.key, [0u8; KEY_LEN], "a random key");
+        assert_ne!(node.password.0, [0u8; PASSWORD_LEN], "a random password");
+        assert_ne!(node.password.0, node.key, "not the key");
+        // The registry holds the digest of the blob's password, and nothing of it in clear.
+        let identities = load_identities(&opts.registry).unwrap();
+        let digest = PasswordDigest::of(&node.password.to_hex());
+        assert!(identities.mqtt.iter().any(|i| i.name == "xom-chai-03" && i.password == digest));
+        assert_eq!(logs_in(&opts.registry, &node), Ok(()));
+        let text = fs::read_to_string(&opts.registry).unwrap();
+        assert!(text.contains(&format!("password_sha256 = \"{}\"", to_hex(&digest.0))), "{text}");
+        assert!(!text.contains(std::str::from_utf8(&node.password.to_hex()).unwrap()), "{text}");
+        assert!(!text.contains(&to_hex(&node.password.0[..8])), "{text}");
         let registry = load_identities(&opts.registry).unwrap().devices;
         assert_eq!(registry.len(), before + 1);
         assert_eq!(registry.key("xom-chai-03"), Some(&DeviceKey(node.key)));
@@ -231,6 +276,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = options(dir.path(), "hau-09", DeviceKind::Water, None);
         provision(&first).unwrap();
+        let first_blob = fs::read(&first.out).unwrap();
+        let first_node = provision::decode(&first_blob).unwrap();
+        assert_eq!(logs_in(&first.registry, &first_node), Ok(()));
         let key = DeviceKey([7; KEY_LEN]);
         let again = ProvisionOptions {
             kind: DeviceKind::Traffic,
@@ -242,7 +290,15 @@ mod tests {
             (registry.len(), registry.kind("hau-09"), registry.key("hau-09")),
             (1, Some(DeviceKind::Traffic), Some(&key))
         );
-        assert_eq!(provision::decode(&fs::read(&again.out).unwrap()).unwrap().key, key.0);
+        let blob = fs::read(&again.out).unwrap();
+        let node = provision::decode(&blob).unwrap();
+        assert_eq!(node.key, key.0);
+        // A new password, which logs in; the first blob's no longer does.
+        assert_ne!(node.password, first_node.password);
+        assert_eq!(logs_in(&again.registry, &node), Ok(()));
+        assert_eq!(logs_in(&again.registry, &first_node), Err(Refusal::BadCredentials));
+        let text = fs::read_to_string(&again.registry).unwrap();
+        assert_eq!(text.matches("password_sha256").count(), 1, "{text}");
     }
 
     /// Per-sensor periods make a mixed station; the kind's sensor keeps `period_secs`

@@ -4,7 +4,13 @@
 
 use std::process::Command;
 
+use mekong_ingest::access::PasswordDigest;
 use mekong_schema::provision;
+
+/// Lowercase hex, as the registry writes digests.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 #[test]
 fn the_command_registers_the_node_and_writes_its_configuration() {
@@ -31,11 +37,29 @@ fn the_command_registers_the_node_and_writes_its_configuration() {
     assert_eq!((node.key, node.period_secs.water), ([0xaa; 32], 120));
     let text = std::fs::read_to_string(&registry).unwrap();
     assert!(text.contains(&format!("key = \"{key}\"")), "{text}");
+    // The password: in the blob, its digest in the registry, never on the terminal.
+    let password = node.password.to_hex();
+    let password = std::str::from_utf8(&password).unwrap();
+    let digest = hex(&PasswordDigest::of(password.as_bytes()).0);
+    assert!(text.contains(&format!("password_sha256 = \"{digest}\"")), "{text}");
+    assert!(!text.contains(password), "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for shown in [&said, &stderr] {
+        assert!(!shown.contains(password) && !shown.contains(&digest), "{shown}");
+    }
 
     let out = run(&["--key-hex", "abc"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--key-hex must be 64 hex digits"));
     let out = run(&["--out", "other.bin"]);
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("updated"));
-    assert_ne!(provision::decode(&std::fs::read(dir.path().join("other.bin")).unwrap()).unwrap().key, [0xaa; 32]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("updated") && said.contains("no longer logs in"), "{said}");
+    let blob = std::fs::read(dir.path().join("other.bin")).unwrap();
+    let again = provision::decode(&blob).unwrap();
+    assert_ne!(again.key, [0xaa; 32]);
+    // Provisioning again rotates the password: the registry now holds the new one's digest.
+    assert_ne!(again.password, node.password);
+    let text = std::fs::read_to_string(&registry).unwrap();
+    let new_digest = hex(&PasswordDigest::of(&again.password.to_hex()).0);
+    assert!(text.contains(&new_digest) && !text.contains(&digest), "{text}");
 }

@@ -12,8 +12,8 @@
 //!   reports them;
 //! - [`cose`]: signed packs, a SenML pack in a COSE_Mac0 envelope (RFC 9052) with the
 //!   device's key and a sequence number against replays;
-//! - [`provision`]: the node's configuration blob (id, kind, key, broker, sampling periods) as
-//!   `mekong device provision` writes it to flash;
+//! - [`provision`]: the node's configuration blob (id, kind, key, broker, sampling periods, MQTT
+//!   password) as `mekong device provision` writes it to flash;
 //! - [`downlink`]: what the platform sends back on `mekong/v1/{device_id}/down`: an
 //!   acknowledgement once a pack is durably stored, or a refusal;
 //! - [`reason`]: the reason kinds a refusal names (a refusal is about the pack, never about

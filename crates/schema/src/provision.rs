@@ -1,5 +1,6 @@
 //! The node's configuration blob: what `mekong device provision` writes and a node reads from
-//! its configuration flash page at boot (device id, kind, key, broker, sampling periods).
+//! its configuration flash page at boot (device id, kind, key, broker, sampling periods, MQTT
+//! password).
 //!
 //! A fixed little-endian layout of [`BLOB_LEN`] bytes, so that it fits any flash page and a
 //! node can read it without a parser:
@@ -7,8 +8,8 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `MKNC` |
-//! | 4 | 2 | bytes covered by the CRC (u16), which is also the CRC's offset: 178 |
-//! | 6 | 1 | format version: 1 |
+//! | 4 | 2 | bytes covered by the CRC (u16), which is also the CRC's offset: 210 |
+//! | 6 | 1 | format version: 2 |
 //! | 7 | 1 | kind: 1 traffic, 2 water, 3 air |
 //! | 8 | 1 | device id length (1 to 64) |
 //! | 9 | 64 | device id, zero-padded |
@@ -19,12 +20,18 @@
 //! | 172 | 2 | air sampling period, seconds (u16); 0: no such sensor |
 //! | 174 | 2 | water sampling period, seconds (u16); 0: no such sensor |
 //! | 176 | 2 | traffic sampling period, seconds (u16); 0: no such sensor |
-//! | 178 | 4 | CRC-32 (IEEE, as zlib's `crc32`) of bytes 0 to 177 (u32) |
+//! | 178 | 32 | the node's MQTT password ([`MqttPassword`]) |
+//! | 210 | 4 | CRC-32 (IEEE, as zlib's `crc32`) of bytes 0 to 209 (u32) |
+//!
+//! Version 1 was the same layout without the password (CRC at 178). Its blobs are refused
+//! ([`ProvisionError::NoPassword`]): a node without a password cannot log in to a broker that
+//! checks them, and only a new provisioning run can give it one (the registry keeps the
+//! password's digest, never the password).
 //!
 //! [`decode`] tells an erased page (all `0xff`: never provisioned) from a damaged one (bad
 //! CRC: [`ProvisionError::Corrupt`]). The CRC is checked before the version is looked at, at
-//! the offset the blob itself states, so that a later version with another length is reported
-//! as such rather than as corrupt.
+//! the offset the blob itself states, so that an older or later version with another length
+//! is reported as such rather than as corrupt.
 
 use core::fmt;
 
@@ -36,18 +43,52 @@ use crate::DeviceKind;
 /// The first four bytes of a blob.
 pub const MAGIC: [u8; 4] = *b"MKNC";
 /// The layout this module writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// Longest broker host name.
 pub const MAX_HOST_LEN: usize = 64;
 /// Length of a blob of this version, CRC included.
 pub const BLOB_LEN: usize = CRC_AT + 4;
 
-const CRC_AT: usize = 178;
+/// Bytes of a node's MQTT password.
+pub const PASSWORD_LEN: usize = 32;
+
+const CRC_AT: usize = 210;
+/// Magic, CRC offset, version, kind: what is read before the CRC is checked.
+const HEADER_LEN: usize = 8;
 const ID_AT: usize = 8;
 const KEY_AT: usize = 73;
 const HOST_AT: usize = 105;
 const PORT_AT: usize = 170;
 const PERIODS_AT: usize = 172;
+const PASSWORD_AT: usize = 178;
+
+/// A node's MQTT password: 32 random bytes drawn by `mekong device provision`. On the wire it
+/// is their 64 lowercase hex digits ([`MqttPassword::to_hex`]): what the node sends in
+/// CONNECT, and what the registry's `password_sha256` is the SHA-256 of. Text rather than
+/// raw bytes because MQTT brokers (rumqttd among them) and most clients take a password as a
+/// UTF-8 string. Its `Debug` output shows nothing of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MqttPassword(pub [u8; PASSWORD_LEN]);
+
+impl MqttPassword {
+    /// The password as a client presents it: 64 lowercase hex digits (ASCII).
+    pub fn to_hex(&self) -> [u8; 2 * PASSWORD_LEN] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 2 * PASSWORD_LEN];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        text
+    }
+}
+
+impl fmt::Debug for MqttPassword {
+    // The password stays out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MqttPassword(secret)")
+    }
+}
 
 /// Sampling period of each sensor a node may carry, in seconds; 0 means the node has no such
 /// sensor.
@@ -76,10 +117,12 @@ pub struct Provision<'a> {
     pub broker_port: u16,
     /// Sampling periods.
     pub period_secs: Periods,
+    /// The password it logs in to the broker with (username and client id: the device id).
+    pub password: MqttPassword,
 }
 
 impl fmt::Debug for Provision<'_> {
-    // The key stays out of logs.
+    // The key and the password stay out of logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Provision")
             .field("device_id", &self.device_id)
@@ -88,6 +131,7 @@ impl fmt::Debug for Provision<'_> {
             .field("broker_host", &self.broker_host)
             .field("broker_port", &self.broker_port)
             .field("period_secs", &self.period_secs)
+            .field("password", &self.password)
             .finish()
     }
 }
@@ -104,7 +148,7 @@ pub enum ProvisionError {
     /// The page is all `0xff`: erased flash, the node was never provisioned.
     #[error("node is not provisioned (erased flash)")]
     Unprovisioned,
-    /// The page is shorter than [`BLOB_LEN`].
+    /// The page is shorter than the blob it starts (and than [`BLOB_LEN`]).
     #[error("node configuration is truncated")]
     Truncated,
     /// The page does not start with `MKNC`.
@@ -113,6 +157,11 @@ pub enum ProvisionError {
     /// The CRC does not match, or the stated length is impossible: the page is damaged.
     #[error("node configuration is corrupt (crc mismatch)")]
     Corrupt,
+    /// A version-1 blob: written before nodes had MQTT passwords, so this node cannot log in.
+    #[error(
+        "node configuration format 1 predates MQTT passwords: provision the node again with `mekong device provision`"
+    )]
+    NoPassword,
     /// A layout this version does not know.
     #[error("node configuration format {0} is not supported")]
     UnsupportedVersion(u8),
@@ -162,6 +211,7 @@ pub fn encode(p: &Provision<'_>, out: &mut [u8]) -> Result<usize, ProvisionError
     for (i, period) in periods.iter().enumerate() {
         out[PERIODS_AT + 2 * i..PERIODS_AT + 2 * i + 2].copy_from_slice(&period.to_le_bytes());
     }
+    out[PASSWORD_AT..PASSWORD_AT + PASSWORD_LEN].copy_from_slice(&p.password.0);
     let crc = crc32(&out[..CRC_AT]);
     out[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     Ok(BLOB_LEN)
@@ -169,25 +219,31 @@ pub fn encode(p: &Provision<'_>, out: &mut [u8]) -> Result<usize, ProvisionError
 
 /// Reads a blob from the start of `page` (a flash page may be longer; the rest is ignored).
 pub fn decode(page: &[u8]) -> Result<Provision<'_>, ProvisionError> {
-    let blob = page.get(..BLOB_LEN).ok_or(ProvisionError::Truncated)?;
-    if blob.iter().all(|&b| b == 0xff) {
-        return Err(ProvisionError::Unprovisioned);
-    }
-    let header = &blob[..8];
+    let header = page.get(..HEADER_LEN).ok_or(ProvisionError::Truncated)?;
     if header[..4] != MAGIC {
-        return Err(ProvisionError::BadMagic);
+        let erased = page.iter().take(BLOB_LEN).all(|&b| b == 0xff);
+        return Err(if erased { ProvisionError::Unprovisioned } else { ProvisionError::BadMagic });
     }
     let crc_at = usize::from(u16::from_le_bytes([header[4], header[5]]));
-    let stored = page.get(crc_at..crc_at + 4).filter(|_| crc_at >= 8).ok_or(ProvisionError::Corrupt)?;
+    if crc_at < HEADER_LEN {
+        return Err(ProvisionError::Corrupt);
+    }
+    let Some(stored) = page.get(crc_at..crc_at + 4) else {
+        // A page that could hold this version's blob but not the one it states: the stated
+        // length is damaged. A shorter input (a file, not a flash page) was cut short.
+        return Err(if page.len() < BLOB_LEN { ProvisionError::Truncated } else { ProvisionError::Corrupt });
+    };
     if crc32(&page[..crc_at]).to_le_bytes() != stored {
         return Err(ProvisionError::Corrupt);
     }
-    if header[6] != FORMAT_VERSION {
-        return Err(ProvisionError::UnsupportedVersion(header[6]));
+    match header[6] {
+        FORMAT_VERSION => {}
+        1 => return Err(ProvisionError::NoPassword),
+        other => return Err(ProvisionError::UnsupportedVersion(other)),
     }
     if crc_at != CRC_AT {
-        // The CRC matched, so the writer meant this length: not a version-1 layout.
-        return Err(ProvisionError::Invalid("length does not match format version 1"));
+        // The CRC matched, so the writer meant this length: not a version-2 layout.
+        return Err(ProvisionError::Invalid("length does not match format version 2"));
     }
     let kind = kind_of(header[7]).ok_or(ProvisionError::Invalid("unknown kind"))?;
     let device_id = text(page, ID_AT, MAX_DEVICE_ID_LEN)
@@ -197,6 +253,8 @@ pub fn decode(page: &[u8]) -> Result<Provision<'_>, ProvisionError> {
         .ok_or(ProvisionError::Invalid("broker host must be 1 to 64 bytes of utf-8"))?;
     let mut key = [0u8; KEY_LEN];
     key.copy_from_slice(&page[KEY_AT..KEY_AT + KEY_LEN]);
+    let mut password = [0u8; PASSWORD_LEN];
+    password.copy_from_slice(&page[PASSWORD_AT..PASSWORD_AT + PASSWORD_LEN]);
     let u16_at = |at: usize| u16::from_le_bytes([page[at], page[at + 1]]);
     Ok(Provision {
         device_id,
@@ -209,6 +267,7 @@ pub fn decode(page: &[u8]) -> Result<Provision<'_>, ProvisionError> {
             water: u16_at(PERIODS_AT + 2),
             traffic: u16_at(PERIODS_AT + 4),
         },
+        password: MqttPassword(password),
     })
 }
 
@@ -223,7 +282,7 @@ fn text(page: &[u8], at: usize, max: usize) -> Option<&str> {
 
 /// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`), bit by bit. Written here rather than
 /// taken from `crc32fast` (already in the server's tree through sled): a node checks one
-/// 182-byte blob at boot, where speed does not matter, and crc32fast's slice-by-16 tables
+/// 214-byte blob at boot, where speed does not matter, and crc32fast's slice-by-16 tables
 /// would cost 16 KiB of flash.
 pub fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;

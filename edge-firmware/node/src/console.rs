@@ -71,6 +71,12 @@ pub fn report(w: &mut impl Write, now: u64, report: &Report) -> fmt::Result {
     match report {
         Report::Online => writeln!(w, "[{now}] online: connected and subscribed"),
         Report::Offline(why) => writeln!(w, "[{now}] offline: {why}"),
+        Report::LoginRefused { code, retry_in_ms } => writeln!(
+            w,
+            "[{now}] offline: broker refused the login: bad credentials, re-provision the node \
+             (CONNACK {code}; next try in {} s)",
+            retry_in_ms / 1000
+        ),
         Report::Published { id, seq, records, bytes, attempt } => {
             writeln!(w, "[{now}] published pack {id} seq {seq}: {records} readings, {bytes} bytes, attempt {attempt}")
         }
@@ -147,15 +153,18 @@ mod tests {
 
     #[test]
     fn report_lines_are_the_ones_the_e2e_test_parses() {
-        let mut out: String<256> = String::new();
+        let mut out: String<512> = String::new();
         report(&mut out, 7, &Report::Offline("no PINGRESP")).unwrap();
         report(&mut out, 8, &Report::Acked { id: 2, seq: None, hello: false, readings: 5, up_to_ms: 9 }).unwrap();
         report(&mut out, 9, &Report::Acked { id: 1, seq: Some(3), hello: true, readings: 0, up_to_ms: 0 }).unwrap();
+        report(&mut out, 10, &Report::LoginRefused { code: 5, retry_in_ms: 40_000 }).unwrap();
         assert_eq!(
             out.as_str(),
             "[7] offline: no PINGRESP\n\
              [8] acked pack 2 seq -: 5 readings stored, up to 9 ms\n\
-             [9] acked pack 1 seq 3: hello; clock set\n"
+             [9] acked pack 1 seq 3: hello; clock set\n\
+             [10] offline: broker refused the login: bad credentials, re-provision the node \
+             (CONNACK 5; next try in 40 s)\n"
         );
     }
 }

@@ -4,6 +4,10 @@
 //! The board calls [`Node::record`] with each sample and [`Node::poll`] from its main loop
 //! (every millisecond or so), and prints the [`Report`]s on its console. Until the first
 //! downlink sets the clock, the node sends a hello rather than readings ([`crate::pack`]).
+//!
+//! The node logs in to the broker with its device id as client id and user name and the
+//! password of its config page, as 64 hex digits (`MqttPassword::to_hex`, what the registry's
+//! digest is taken of).
 
 use core::fmt::Write as _;
 
@@ -11,9 +15,11 @@ use embedded_io::{Read, ReadReady, Write};
 use heapless::String;
 use mekong_schema::cose::MAX_OVERHEAD;
 use mekong_schema::downlink::{self, Downlink, MAX_REASON_LEN};
+use mekong_schema::provision::PASSWORD_LEN;
 use mekong_schema::topic::Uplink;
 
 use crate::clock::Clock;
+use crate::mqtt::codec::Login;
 use crate::mqtt::{Event, Session, SessionConfig};
 use crate::outbox::{Ack, Outbox, OutboxStats, PACK_BYTES};
 use crate::provision::Provision;
@@ -48,6 +54,10 @@ pub struct Settings {
     pub answer_timeout_ms: u64,
     /// Pause before connecting again after a lost session, ms.
     pub retry_ms: u64,
+    /// Longest pause after the broker refused the node's password, ms (the pause doubles
+    /// from twice `retry_ms` with each refusal in a row): a refused login does not mend
+    /// itself, so the node does not hammer the broker with it.
+    pub refused_max_ms: u64,
 }
 
 impl Default for Settings {
@@ -60,6 +70,7 @@ impl Default for Settings {
             keepalive_s: 60,
             answer_timeout_ms: 10_000,
             retry_ms: 5_000,
+            refused_max_ms: 300_000,
         }
     }
 }
@@ -71,6 +82,14 @@ pub enum Report {
     Online,
     /// The MQTT session ended.
     Offline(&'static str),
+    /// The broker refused the node's credentials (CONNACK 4 or 5); the next try is in
+    /// `retry_in_ms`.
+    LoginRefused {
+        /// The CONNACK's return code.
+        code: u8,
+        /// Pause before the next try, ms.
+        retry_in_ms: u64,
+    },
     /// A pack went out (attempt 1 is the first send).
     Published {
         /// The pack's number since boot.
@@ -117,10 +136,20 @@ pub enum Report {
     SendFailed,
 }
 
+/// The MQTT password as CONNECT carries it (64 hex digits), kept out of `Debug`.
+struct PasswordText([u8; 2 * PASSWORD_LEN]);
+
+impl core::fmt::Debug for PasswordText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("(secret)")
+    }
+}
+
 /// One node.
 #[derive(Debug)]
 pub struct Node<S, Q> {
     client_id: String<64>,
+    password: PasswordText,
     up: String<TOPIC_CAP>,
     down: String<TOPIC_CAP>,
     settings: Settings,
@@ -144,6 +173,7 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
         write!(down, "{}", downlink::Topic(p.device_id)).ok()?;
         Some(Self {
             client_id,
+            password: PasswordText(p.password.to_hex()),
             up,
             down,
             settings,
@@ -196,10 +226,13 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
     {
         let cfg = SessionConfig {
             client_id: &self.client_id,
+            // The broker ties the client id to the user name: both are the device id.
+            login: Some(Login { username: &self.client_id, password: &self.password.0 }),
             downlink: &self.down,
             keepalive_s: self.settings.keepalive_s,
             answer_timeout_ms: self.settings.answer_timeout_ms,
             retry_ms: self.settings.retry_ms,
+            refused_max_ms: self.settings.refused_max_ms,
         };
         let report = match self.session.poll(link, now_ms, &cfg)? {
             Some(Event::Ready) => {
@@ -207,6 +240,7 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
                 Some(Report::Online)
             }
             Some(Event::Lost(why)) => Some(Report::Offline(why)),
+            Some(Event::LoginRefused { code, retry_in_ms }) => Some(Report::LoginRefused { code, retry_in_ms }),
             Some(Event::Message { topic, payload }) if topic == self.down.as_str() => {
                 Some(apply_downlink(&mut self.clock, &mut self.outbox, payload, now_ms))
             }
@@ -291,7 +325,7 @@ mod tests {
     use super::*;
     use crate::mqtt::codec;
     use crate::mqtt::session::tests::{downlink, Pipe};
-    use crate::provision::Periods;
+    use crate::provision::{MqttPassword, Periods};
     use crate::seal::Mac0;
     use crate::seq::RamStore;
     use mekong_schema::cose;
@@ -300,6 +334,7 @@ mod tests {
     use std::vec::Vec;
 
     const KEY: [u8; 32] = [1; 32];
+    const PASSWORD: [u8; 32] = [0xc3; 32];
     const T0: i64 = 1_790_000_000_000;
 
     type TestNode = Node<Mac0<'static>, RamStore>;
@@ -312,6 +347,7 @@ mod tests {
             broker_host: "localhost",
             broker_port: 1883,
             period_secs: Periods { air: 0, water: 60, traffic: 0 },
+            password: MqttPassword(PASSWORD),
         };
         let settings = Settings { max_records: 4, ..Settings::default() };
         Node::new(&p, settings, Mac0::new(KEY, "hau-01"), RamStore::default(), 0).unwrap()
@@ -471,5 +507,42 @@ mod tests {
         io.give(&ack(T0 + 4_000, 4, T0 + 70_000, 1));
         assert!(matches!(run(&mut n, &mut io, 60_400).0[..], [Report::Acked { id: 1, seq: Some(1), .. }]));
         assert_eq!((n.outbox_stats().refused_packs, n.backlog().1), (1, 0));
+    }
+
+    /// The CONNECT carries the device id as client id and user name and the config page's
+    /// password as its 64 hex digits; a refused login is reported, nothing is sent during the
+    /// back-off, and the password never shows in the node's `Debug` output.
+    #[test]
+    fn the_node_logs_in_with_its_password_and_backs_off_when_refused() {
+        let (mut n, mut io) = (node(), Pipe::default());
+        n.record(Metric::WaterLevel, 182.5, 0);
+        assert_eq!(n.poll(&mut io, 0, |_, _| {}).unwrap(), None);
+        // 10 5c | 00 04 MQTT 04 | c2 (user name, password, clean session) | 00 3c
+        // | 00 06 hau-01 | 00 06 hau-01 | 00 40 c3c3... (the password's hex digits)
+        let mut want = std::vec![0x10, 10 + 8 + 8 + 66, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xc2, 0, 60];
+        for field in [&b"hau-01"[..], b"hau-01", &b"c3".repeat(32)] {
+            want.extend_from_slice(&[0, field.len() as u8]);
+            want.extend_from_slice(field);
+        }
+        assert_eq!(io.sent(), [(codec::kind::CONNECT, want)]);
+
+        io.give(&[0x20, 0x02, 0x00, 0x05]);
+        let refused = n.poll(&mut io, 100, |_, _| {}).unwrap();
+        assert_eq!(refused, Some(Report::LoginRefused { code: 5, retry_in_ms: 10_000 }));
+        n.record(Metric::WaterLevel, 182.6, 1_000);
+        for t in [101, 5_000, 10_099] {
+            assert_eq!(n.poll(&mut io, t, |_, _| {}).unwrap(), None);
+            assert!(io.sent().is_empty(), "nothing sent at {t}");
+        }
+        assert_eq!(n.poll(&mut io, 10_100, |_, _| {}).unwrap(), None);
+        assert_eq!(io.sent()[0].0, codec::kind::CONNECT, "tries again after the pause");
+        io.give(&[0x20, 0x02, 0x00, 0x04]);
+        let refused = n.poll(&mut io, 10_200, |_, _| {}).unwrap();
+        assert_eq!(refused, Some(Report::LoginRefused { code: 4, retry_in_ms: 20_000 }));
+        assert_eq!(n.backlog(), (2, 0), "the samples wait");
+
+        let shown = std::format!("{n:?}");
+        assert!(shown.contains("password: (secret)"), "{shown}");
+        assert!(!shown.contains("c3c3") && !shown.contains("99, 51, 99, 51"), "{shown}");
     }
 }

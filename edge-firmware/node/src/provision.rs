@@ -8,7 +8,7 @@
 
 use mekong_schema::provision::{decode, ProvisionError, BLOB_LEN};
 
-pub use mekong_schema::provision::{Periods, Provision};
+pub use mekong_schema::provision::{MqttPassword, Periods, Provision};
 
 /// Why the config page cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,10 @@ impl ConfigError {
             Self::Bad(ProvisionError::Truncated) => "config page corrupt: shorter than a blob",
             Self::Bad(ProvisionError::BadMagic) => {
                 "config page: not a mekong blob (no MKNC magic); write the blob of `mekong device provision`"
+            }
+            Self::Bad(ProvisionError::NoPassword) => {
+                "config page format 1 predates MQTT passwords: provision the node again with `mekong device provision` \
+                 and write the new page"
             }
             Self::Bad(ProvisionError::UnsupportedVersion(_)) => {
                 "config page written for another firmware version; provision again with this platform's mekong"
@@ -69,7 +73,13 @@ mod tests {
             broker_host: "mqtt.cantho.example",
             broker_port: 1883,
             period_secs: Periods { air: 0, water: 60, traffic: 0 },
+            password: MqttPassword([0x5a; 32]),
         }
+    }
+
+    fn unhex(hex: &str) -> std::vec::Vec<u8> {
+        let hex: std::string::String = hex.split_whitespace().collect();
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
     }
 
     #[test]
@@ -85,12 +95,22 @@ mod tests {
     /// The fixture the platform's tests pin: the firmware reads the very bytes they check.
     #[test]
     fn the_schema_fixture_is_read() {
-        let hex = include_str!("../../../crates/schema/fixtures/node-config.hex");
-        let hex: std::string::String = hex.split_whitespace().collect();
-        let bytes: std::vec::Vec<u8> =
-            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let bytes = unhex(include_str!("../../../crates/schema/fixtures/node-config.hex"));
         let p = read(&bytes).unwrap();
-        assert!(!p.device_id.is_empty());
+        assert_eq!(p.device_id, "hau-ninh-kieu-01");
+        assert_eq!(p.password.to_hex()[..4], *b"c0c1", "the password");
+    }
+
+    /// A page written before passwords (the schema's format-1 fixture) stops the node with
+    /// what to do.
+    #[test]
+    fn a_page_without_a_password_says_to_provision_again() {
+        let mut page = [0xFFu8; 1024];
+        let v1 = unhex(include_str!("../../../crates/schema/fixtures/node-config-v1.hex"));
+        page[..v1.len()].copy_from_slice(&v1);
+        let e = read(&page).unwrap_err();
+        assert_eq!(e, ConfigError::Bad(ProvisionError::NoPassword));
+        assert!(e.message().contains("predates MQTT passwords: provision the node again"), "{}", e.message());
     }
 
     #[test]

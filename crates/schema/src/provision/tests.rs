@@ -12,7 +12,14 @@ fn node() -> Provision<'static> {
         broker_host: "mekong.cantho.example",
         broker_port: 1883,
         period_secs: Periods { air: 0, water: 60, traffic: 0 },
+        password: MqttPassword(core::array::from_fn(|i| 0xc0 + i as u8)),
     }
+}
+
+/// Hex text (fixtures) to bytes.
+fn unhex(hex: &str) -> Vec<u8> {
+    let hex: std::string::String = hex.split_whitespace().collect();
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
 }
 
 fn blob(p: &Provision<'_>) -> [u8; BLOB_LEN] {
@@ -40,8 +47,15 @@ fn blobs_round_trip() {
             broker_host: &long_host,
             broker_port: u16::MAX,
             period_secs: Periods { air: u16::MAX, water: 1, traffic: 300 },
+            password: MqttPassword([0xff; PASSWORD_LEN]),
         },
-        Provision { device_id: "x", kind: DeviceKind::Traffic, broker_host: "[::1]", ..node() },
+        Provision {
+            device_id: "x",
+            kind: DeviceKind::Traffic,
+            broker_host: "[::1]",
+            password: MqttPassword([0; PASSWORD_LEN]),
+            ..node()
+        },
     ];
     for p in cases {
         assert_eq!(decode(&blob(&p)), Ok(p));
@@ -108,7 +122,8 @@ fn fields_out_of_bounds_are_not_read_even_with_a_good_crc() {
         reseal(&mut b);
         decode(&b).err()
     };
-    assert_eq!(patched(6, 2), Some(ProvisionError::UnsupportedVersion(2)));
+    assert_eq!(patched(6, 1), Some(ProvisionError::NoPassword));
+    assert_eq!(patched(6, 3), Some(ProvisionError::UnsupportedVersion(3)));
     assert!(matches!(patched(7, 0), Some(ProvisionError::Invalid(_))), "kind 0");
     assert!(matches!(patched(7, 9), Some(ProvisionError::Invalid(_))), "kind 9");
     assert!(matches!(patched(ID_AT, 0), Some(ProvisionError::Invalid(_))), "empty id");
@@ -133,10 +148,25 @@ fn the_crc_is_zlibs() {
 }
 
 #[test]
-fn debug_output_keeps_the_key_secret() {
+fn debug_output_keeps_the_key_and_the_password_secret() {
     let shown = std::format!("{:?}", node());
     assert!(shown.contains("hau-ninh-kieu-01") && shown.contains("(secret)"), "{shown}");
-    assert!(!shown.contains("31"), "{shown}");
+    assert!(shown.contains("MqttPassword(secret)"), "{shown}");
+    // Neither the key's bytes (0 to 31) nor the password's (0xc0 to 0xdf), in decimal or hex.
+    assert!(!shown.contains("31") && !shown.contains("192") && !shown.contains("c0"), "{shown}");
+    let text = node().password.to_hex();
+    assert!(!shown.contains(core::str::from_utf8(&text).unwrap()), "{shown}");
+}
+
+/// The password's text is its bytes as lowercase hex, what CONNECT carries and the registry
+/// digests.
+#[test]
+fn the_password_is_presented_as_lowercase_hex() {
+    let password = MqttPassword(core::array::from_fn(|i| (i as u8).wrapping_mul(0x1d).wrapping_add(0x0f)));
+    let expected: std::string::String = password.0.iter().map(|b| std::format!("{b:02x}")).collect();
+    assert_eq!(core::str::from_utf8(&password.to_hex()), Ok(expected.as_str()));
+    assert_eq!(&MqttPassword([0xab; PASSWORD_LEN]).to_hex()[..4], b"abab");
+    assert_eq!(MqttPassword([0; PASSWORD_LEN]).to_hex(), [b'0'; 2 * PASSWORD_LEN]);
 }
 
 /// The layout in the module documentation, byte for byte; firmware tests can use the fixture.
@@ -144,6 +174,42 @@ fn debug_output_keeps_the_key_secret() {
 fn golden_blob_matches_the_fixture() {
     let hex: std::string::String = blob(&node()).iter().map(|b| std::format!("{b:02x}")).collect();
     assert_eq!(hex, include_str!("../../fixtures/node-config.hex").trim());
-    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
-    assert_eq!(&bytes[..8], b"MKNC\xb2\x00\x01\x02");
+    let bytes = unhex(&hex);
+    assert_eq!(&bytes[..8], b"MKNC\xd2\x00\x02\x02");
+    assert_eq!(bytes[PASSWORD_AT..PASSWORD_AT + 2], [0xc0, 0xc1]);
+}
+
+/// A blob of format 1 (what `mekong device provision` wrote before passwords, kept as a
+/// fixture) is refused whole, with what to do, in a flash page as in a file of its own size.
+#[test]
+fn a_version_1_blob_is_refused_with_what_to_do() {
+    let v1 = unhex(include_str!("../../fixtures/node-config-v1.hex"));
+    assert_eq!((v1.len(), &v1[4..7]), (182, &[178, 0, 1][..]));
+    assert_eq!(decode(&v1), Err(ProvisionError::NoPassword));
+    let mut page = [0xffu8; 1024];
+    page[..v1.len()].copy_from_slice(&v1);
+    let e = decode(&page).unwrap_err();
+    assert_eq!(e, ProvisionError::NoPassword);
+    assert_eq!(
+        std::format!("{e}"),
+        "node configuration format 1 predates MQTT passwords: provision the node again with `mekong device provision`"
+    );
+    // Damaged, it is corrupt like any other blob.
+    page[20] ^= 1;
+    assert_eq!(decode(&page), Err(ProvisionError::Corrupt));
+}
+
+/// A later version with a longer layout is reported as that version, not as corrupt.
+#[test]
+fn a_later_longer_version_is_reported_as_such() {
+    let mut page = [0u8; 1024];
+    page[..BLOB_LEN].copy_from_slice(&blob(&node()));
+    let crc_at = 300usize;
+    page[4..6].copy_from_slice(&(crc_at as u16).to_le_bytes());
+    page[6] = 3;
+    let crc = crc32(&page[..crc_at]);
+    page[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(decode(&page), Err(ProvisionError::UnsupportedVersion(3)));
+    // The same blob cut at this version's length: it says more than it holds.
+    assert_eq!(decode(&page[..BLOB_LEN - 1]), Err(ProvisionError::Truncated));
 }

@@ -41,8 +41,8 @@ const TICKS_PER_MS: u32 = SYSCLK_HZ / 1000;
 
 /// A simulated node runs faster than a field node, so the end-to-end test sees
 /// acknowledgements, an outage and the recovery within a minute: it publishes every 5 s rather
-/// than every minute, resends after 10 s, and notices a dead link after 3 s of silence plus
-/// 3 s without a PINGRESP (keep-alive 6 s).
+/// than every minute, resends after 10 s, notices a dead link after 3 s of silence plus
+/// 3 s without a PINGRESP (keep-alive 6 s), and waits at most 30 s between refused logins.
 const SETTINGS: Settings = Settings {
     publish_every_ms: 5_000,
     ack_timeout_ms: 10_000,
@@ -51,6 +51,7 @@ const SETTINGS: Settings = Settings {
     keepalive_s: 6,
     answer_timeout_ms: 3_000,
     retry_ms: 2_000,
+    refused_max_ms: 30_000,
 };
 
 static MILLIS: AtomicU32 = AtomicU32::new(0);

@@ -203,14 +203,49 @@ impl Out<'_> {
     }
 }
 
-/// CONNECT with a clean session and no credentials.
-pub fn connect(out: &mut [u8], client_id: &str, keepalive_s: u16) -> Result<usize, CodecError> {
+/// CONNECT return codes (MQTT 3.1.1, 3.2.2.3) that refuse the client's credentials: bad
+/// user name or password, not authorised.
+pub const REFUSED_LOGIN: [u8; 2] = [4, 5];
+
+/// A CONNECT's user name and password. Its `Debug` output leaves the password out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Login<'a> {
+    /// User name (a UTF-8 string on the wire).
+    pub username: &'a str,
+    /// Password (binary data on the wire: a two-byte length, then the bytes).
+    pub password: &'a [u8],
+}
+
+impl core::fmt::Debug for Login<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Login").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+/// CONNECT with a clean session, and the user name and password flags and fields if `login`
+/// is given (3.1.2.8, 3.1.2.9: the password flag only with the user name flag; the payload is
+/// client id, user name, password, in that order).
+pub fn connect(
+    out: &mut [u8],
+    client_id: &str,
+    login: Option<Login<'_>>,
+    keepalive_s: u16,
+) -> Result<usize, CodecError> {
     let mut o = Out { buf: out, at: 0 };
-    o.header(kind::CONNECT << 4, 10 + 2 + client_id.len())?;
+    let (flags, login_len) = match login {
+        Some(l) => (0x80 | 0x40, 2 + l.username.len() + 2 + l.password.len()),
+        None => (0, 0),
+    };
+    o.header(kind::CONNECT << 4, 10 + 2 + client_id.len() + login_len)?;
     o.str("MQTT")?;
-    o.bytes(&[4, 0x02])?; // protocol level 4 (3.1.1), clean session
+    o.bytes(&[4, flags | 0x02])?; // protocol level 4 (3.1.1), clean session
     o.u16(keepalive_s)?;
     o.str(client_id)?;
+    if let Some(l) = login {
+        o.str(l.username)?;
+        o.u16(u16::try_from(l.password.len()).map_err(|_| CodecError::TooLong)?)?;
+        o.bytes(l.password)?;
+    }
     Ok(o.at)
 }
 
@@ -262,8 +297,13 @@ mod tests {
     fn packets_as_the_spec_lays_them_out() {
         let mut b = [0u8; 64];
         // 10 0e | 00 04 MQTT | 04 | 02 | 00 3c | 00 02 "n1"
-        let n = connect(&mut b, "n1", 60).unwrap();
+        let n = connect(&mut b, "n1", None, 60).unwrap();
         assert_eq!(hex(&b[..n]), "100e00044d5154540402003c00026e31");
+        // 10 17 | 00 04 MQTT | 04 | c2: user name, password, clean session | 00 3c | 00 02 "n1"
+        // | 00 02 "n1" | 00 03 "p\0w" (binary data: any byte)
+        let login = Login { username: "n1", password: b"p\0w" };
+        let n = connect(&mut b, "n1", Some(login), 60).unwrap();
+        assert_eq!(hex(&b[..n]), "101700044d51545404c2003c00026e3100026e310003700077");
         // 82 0a | 00 01 | 00 05 "a/b/c" | 01
         let n = subscribe(&mut b, 1, "a/b/c", 1).unwrap();
         assert_eq!(hex(&b[..n]), "820a00010005612f622f6301");
@@ -271,7 +311,9 @@ mod tests {
         let n = publish_header(&mut b, "t/u", Some(7), 200).unwrap();
         assert_eq!(hex(&b[..n]), "32cf010003742f750007");
         assert_eq!(puback(0x1234), [0x40, 0x02, 0x12, 0x34]);
-        assert!(connect(&mut b[..10], "n1", 60).is_err(), "buffer too small");
+        assert!(connect(&mut b[..10], "n1", None, 60).is_err(), "buffer too small");
+        assert_eq!(connect(&mut b[..24], "n1", Some(login), 60), Err(CodecError::BufferFull));
+        assert_eq!(std::format!("{login:?}"), "Login { username: \"n1\", .. }");
     }
 
     #[test]

@@ -11,21 +11,32 @@
 //! publishes vanish and no PUBACK comes back. After half the keep-alive without a byte from
 //! the broker it pings, and without an answer it ends the session and connects again.
 //!
+//! A broker that refuses the node's credentials (CONNACK 4 or 5) will refuse them again until
+//! someone provisions the node afresh or fixes the platform's registry, so the session does not
+//! retry at its usual pace: each refusal in a row doubles the pause, up to
+//! [`SessionConfig::refused_max_ms`], and a connection accepted resets it.
+//!
 //! It never blocks on reading: it takes what `ReadReady` says is there. Writes block until
 //! the UART has taken the bytes, which at 115200 baud is 60 ms for a 700-byte pack.
 
 use embedded_io::{Read, ReadReady, Write};
 
-use super::codec::{self, CodecError, Packet};
+use super::codec::{self, CodecError, Login, Packet};
 
 /// Bytes kept for incoming packets: a downlink is about 30 bytes plus its topic.
 pub const RX_BYTES: usize = 256;
+
+/// The longest CONNECT a node sends: fixed header (3 bytes for this length), variable header
+/// (10), then client id, user name and password of up to 64 bytes each, with their lengths.
+const CONNECT_BYTES: usize = 3 + 10 + 3 * (2 + 64);
 
 /// The session's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionConfig<'a> {
     /// MQTT client id: the device id.
     pub client_id: &'a str,
+    /// User name and password for CONNECT (the broker ties the client id to the user name).
+    pub login: Option<Login<'a>>,
     /// Topic to subscribe to: `mekong/v1/{id}/down`.
     pub downlink: &'a str,
     /// Keep-alive, seconds.
@@ -34,6 +45,9 @@ pub struct SessionConfig<'a> {
     pub answer_timeout_ms: u64,
     /// Pause before connecting again after a failure, ms.
     pub retry_ms: u64,
+    /// Longest pause after refused credentials, ms: the pause doubles from `retry_ms` with
+    /// each refusal in a row, up to this.
+    pub refused_max_ms: u64,
 }
 
 /// What happened during a poll.
@@ -52,6 +66,13 @@ pub enum Event<'a> {
     PubAck(u16),
     /// The session ended; a new one starts after a pause.
     Lost(&'static str),
+    /// The broker refused the node's credentials; the next try is in `retry_in_ms`.
+    LoginRefused {
+        /// The CONNACK's return code (4 or 5).
+        code: u8,
+        /// Pause before the next CONNECT, ms.
+        retry_in_ms: u64,
+    },
 }
 
 /// Why a publish was not sent.
@@ -72,6 +93,7 @@ enum Step {
     Message(usize),
     PubAck(u16),
     Lost(&'static str),
+    LoginRefused { code: u8, retry_in_ms: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +119,8 @@ pub struct SessionStats {
     pub lost: u32,
     /// Incoming packets too large for the buffer, skipped.
     pub oversized: u32,
+    /// CONNECTs whose credentials the broker refused.
+    pub refused_logins: u32,
 }
 
 /// The session.
@@ -113,6 +137,8 @@ pub struct Session {
     last_tx_ms: u64,
     last_rx_ms: u64,
     ping_sent_ms: Option<u64>,
+    /// Refused logins since the last accepted connection: the back-off's exponent.
+    refused_in_a_row: u32,
     stats: SessionStats,
 }
 
@@ -135,7 +161,8 @@ impl Session {
             last_tx_ms: 0,
             last_rx_ms: 0,
             ping_sent_ms: None,
-            stats: SessionStats { connects: 0, ready: 0, lost: 0, oversized: 0 },
+            refused_in_a_row: 0,
+            stats: SessionStats { connects: 0, ready: 0, lost: 0, oversized: 0, refused_logins: 0 },
         }
     }
 
@@ -158,6 +185,18 @@ impl Session {
         self.state = State::Idle { until_ms: now_ms + cfg.retry_ms };
         self.stats.lost += 1;
         Some(Step::Lost(why))
+    }
+
+    /// A refused login: the session ends, and the pause before the next CONNECT doubles with
+    /// each refusal in a row.
+    fn refused(&mut self, now_ms: u64, cfg: &SessionConfig<'_>, code: u8) -> Option<Step> {
+        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
+        self.stats.refused_logins += 1;
+        self.stats.lost += 1;
+        let doubled = cfg.retry_ms.saturating_mul(1 << self.refused_in_a_row.min(32));
+        let retry_in_ms = doubled.min(cfg.refused_max_ms.max(cfg.retry_ms));
+        self.state = State::Idle { until_ms: now_ms + retry_in_ms };
+        Some(Step::LoginRefused { code, retry_in_ms })
     }
 
     fn send<T: Write>(&mut self, io: &mut T, bytes: &[u8], now_ms: u64) -> Result<(), T::Error> {
@@ -184,6 +223,7 @@ impl Session {
             Ok(Some(Step::Ready)) => Ok(Some(Event::Ready)),
             Ok(Some(Step::PubAck(pid))) => Ok(Some(Event::PubAck(pid))),
             Ok(Some(Step::Lost(why))) => Ok(Some(Event::Lost(why))),
+            Ok(Some(Step::LoginRefused { code, retry_in_ms })) => Ok(Some(Event::LoginRefused { code, retry_in_ms })),
             // Parse again to hand out the topic and payload borrowed from the buffer.
             Ok(Some(Step::Message(len))) => match codec::parse(&self.rx[..len]) {
                 Ok(Some((Packet::Publish { topic, payload, .. }, _))) => Ok(Some(Event::Message { topic, payload })),
@@ -206,10 +246,10 @@ impl Session {
                 self.rx_len = 0;
                 self.skip = 0;
                 self.ping_sent_ms = None;
-                let mut b = [0u8; 96];
-                match codec::connect(&mut b, cfg.client_id, cfg.keepalive_s) {
+                let mut b = [0u8; CONNECT_BYTES];
+                match codec::connect(&mut b, cfg.client_id, cfg.login, cfg.keepalive_s) {
                     Ok(n) => self.send(io, &b[..n], now_ms)?,
-                    Err(_) => return Ok(self.lose(now_ms, cfg, "client id too long")),
+                    Err(_) => return Ok(self.lose(now_ms, cfg, "client id or credentials too long")),
                 }
                 self.stats.connects += 1;
                 self.last_rx_ms = now_ms;
@@ -281,6 +321,7 @@ impl Session {
         self.consumed = len;
         match (packet, self.state) {
             (Packet::ConnAck { code: 0, .. }, State::Connecting { .. }) => {
+                self.refused_in_a_row = 0;
                 let pid = self.pid();
                 let mut b = [0u8; 96];
                 match codec::subscribe(&mut b, pid, cfg.downlink, 1) {
@@ -289,6 +330,9 @@ impl Session {
                 }
                 self.state = State::Subscribing { since_ms: now_ms, pid };
                 Ok(None)
+            }
+            (Packet::ConnAck { code, .. }, State::Connecting { .. }) if codec::REFUSED_LOGIN.contains(&code) => {
+                Ok(self.refused(now_ms, cfg, code))
             }
             (Packet::ConnAck { .. }, _) => Ok(self.lose(now_ms, cfg, "broker refused the connection")),
             (Packet::SubAck { pid, code }, State::Subscribing { pid: want, .. }) if pid == want => {
@@ -399,10 +443,12 @@ pub(crate) mod tests {
 
     pub(crate) const CFG: SessionConfig<'static> = SessionConfig {
         client_id: "hau-01",
+        login: Some(Login { username: "hau-01", password: b"0f1e2d3c" }),
         downlink: "mekong/v1/hau-01/down",
         keepalive_s: 60,
         answer_timeout_ms: 10_000,
         retry_ms: 5_000,
+        refused_max_ms: 60_000,
     };
 
     /// A downlink PUBLISH as the broker forwards it.
@@ -416,9 +462,13 @@ pub(crate) mod tests {
 
     /// Polls until nothing more happens; returns the events (owned).
     fn run(s: &mut Session, io: &mut Pipe, now: u64) -> Vec<std::string::String> {
+        run_with(s, io, now, &CFG)
+    }
+
+    fn run_with(s: &mut Session, io: &mut Pipe, now: u64, cfg: &SessionConfig<'_>) -> Vec<std::string::String> {
         let mut out = Vec::new();
         for _ in 0..10 {
-            match s.poll(io, now, &CFG).unwrap() {
+            match s.poll(io, now, cfg).unwrap() {
                 Some(e) => out.push(std::format!("{e:?}")),
                 None if io.to_node.is_empty() => break,
                 None => {}
@@ -514,8 +564,10 @@ pub(crate) mod tests {
     fn refusals_garbage_and_oversized_packets() {
         let (mut s, mut io) = (Session::new(), Pipe::default());
         s.poll(&mut io, 0, &CFG).unwrap();
-        io.give(&[0x20, 0x02, 0x00, 0x05]); // not authorised
+        io.give(&[0x20, 0x02, 0x00, 0x03]); // server unavailable
         assert_eq!(run(&mut s, &mut io, 1), ["Lost(\"broker refused the connection\")"]);
+        s.poll(&mut io, 5_000, &CFG).unwrap();
+        assert!(io.sent().iter().any(|(kind, _)| *kind == codec::kind::CONNECT), "the usual pause");
 
         let (mut s, mut io) = (Session::new(), Pipe::default());
         connect(&mut s, &mut io, 0);
@@ -529,5 +581,68 @@ pub(crate) mod tests {
         // Garbage: a remaining length of five bytes.
         io.give(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]);
         assert_eq!(run(&mut s, &mut io, 2), ["Lost(\"malformed packet from the broker\")"]);
+    }
+
+    /// The CONNECT a node sends, byte for byte as MQTT 3.1.1 lays it out (3.1): a 64-character
+    /// device id as client id and user name, and its 64-digit password.
+    #[test]
+    fn connect_carries_the_user_name_and_password() {
+        let id = "a".repeat(64);
+        let password = [b'7'; 64];
+        let cfg = SessionConfig {
+            client_id: &id,
+            login: Some(Login { username: &id, password: &password }),
+            downlink: "mekong/v1/x/down",
+            ..CFG
+        };
+        let (mut s, mut io) = (Session::new(), Pipe::default());
+        s.poll(&mut io, 0, &cfg).unwrap();
+        let sent = io.sent();
+        let mut want = std::vec![0x10, 0xd0, 0x01]; // CONNECT; remaining length 10 + 3 × 66 = 208
+        want.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04]); // protocol name and level
+        want.push(0xc2); // flags: user name (0x80), password (0x40), clean session (0x02)
+        want.extend_from_slice(&[0x00, 60]); // keep-alive
+        for field in [id.as_bytes(), id.as_bytes(), &password[..]] {
+            want.extend_from_slice(&[0x00, 64]);
+            want.extend_from_slice(field);
+        }
+        assert_eq!(want.len(), CONNECT_BYTES, "the longest CONNECT fits its buffer exactly");
+        assert_eq!(sent, [(codec::kind::CONNECT, want)]);
+
+        // Without a login: no flags but clean session, no fields after the client id.
+        let (mut s, mut io) = (Session::new(), Pipe::default());
+        s.poll(&mut io, 0, &SessionConfig { login: None, ..CFG }).unwrap();
+        assert_eq!(io.sent()[0].1, b"\x10\x12\x00\x04MQTT\x04\x02\x00\x3c\x00\x06hau-01");
+    }
+
+    /// CONNACK 4 or 5: the session says so and waits twice as long after each refusal in a
+    /// row, up to the cap; an accepted connection starts the count again.
+    #[test]
+    fn a_refused_login_backs_off() {
+        let (mut s, mut io) = (Session::new(), Pipe::default());
+        let mut now = 0;
+        for (code, pause) in [(5u8, 10_000u64), (4, 20_000), (5, 40_000), (5, 60_000), (5, 60_000)] {
+            s.poll(&mut io, now, &CFG).unwrap();
+            assert_eq!(io.sent()[0].0, codec::kind::CONNECT, "a CONNECT at {now}");
+            io.give(&[0x20, 0x02, 0x00, code]);
+            let events = run(&mut s, &mut io, now + 1);
+            assert_eq!(events, [std::format!("LoginRefused {{ code: {code}, retry_in_ms: {pause} }}")]);
+            now += 1;
+            // Nothing until the pause is over, however often it is polled.
+            for t in [now, now + pause / 2, now + pause - 1] {
+                s.poll(&mut io, t, &CFG).unwrap();
+                assert!(io.sent().is_empty(), "nothing sent at {t}, {pause} ms after refusal");
+            }
+            now += pause;
+        }
+        assert_eq!(s.stats().refused_logins, 5);
+        connect(&mut s, &mut io, now);
+        // Accepted: the next refusal waits twice the retry again.
+        io.give(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(run(&mut s, &mut io, now), ["Lost(\"malformed packet from the broker\")"]);
+        s.poll(&mut io, now + 5_000, &CFG).unwrap();
+        assert_eq!(io.sent()[0].0, codec::kind::CONNECT);
+        io.give(&[0x20, 0x02, 0x00, 0x05]);
+        assert_eq!(run(&mut s, &mut io, now + 5_001), ["LoginRefused { code: 5, retry_in_ms: 10000 }"]);
     }
 }
