@@ -18,8 +18,9 @@ const NODE_UP: &str = "mekong/v1/hau-signed-01/up";
 const PLAIN: &str = "good-air";
 const PLAIN_UP: &str = "mekong/v1/good-air/up";
 
-/// A registry with a plain sensor, and `NODE` added by the provisioning command; the node's key.
-fn registry(dir: &Path) -> [u8; 32] {
+/// A registry with a plain sensor, and `NODE` added by the provisioning command; the node's
+/// key and MQTT password, as its firmware reads them from the blob.
+fn registry(dir: &Path) -> ([u8; 32], String) {
     let registry = dir.join("devices.toml");
     std::fs::write(&registry, format!("[[device]]\nid = \"{PLAIN}\"\nkind = \"air\"\n")).unwrap();
     let out = dir.join("node.bin");
@@ -35,13 +36,16 @@ fn registry(dir: &Path) -> [u8; 32] {
         out: out.clone(),
     })
     .unwrap();
-    // The node's key is what its firmware will read from the blob.
-    blob::decode(&std::fs::read(out).unwrap()).unwrap().key
+    let bytes = std::fs::read(out).unwrap();
+    let node = blob::decode(&bytes).unwrap();
+    (node.key, String::from_utf8(node.password.to_hex().to_vec()).unwrap())
 }
 
 fn platform_config(data: &Path, registry_dir: &Path) -> Config {
     let mut c = config(data);
     c.registry.path = registry_dir.join("devices.toml");
+    // The plain sensor has no password: it connects anonymously, confined to its own topics.
+    c.security.allow_anonymous = true;
     c
 }
 
@@ -78,9 +82,9 @@ async fn plain_reading(running: &Running, sensor: &mut Sensor, t: f64, k: usize)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_packs_are_stored_and_acknowledged_and_forgeries_refused() {
     let (data, reg) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let key = registry(reg.path());
+    let (key, password) = registry(reg.path());
     let running = start(&platform_config(data.path(), reg.path())).await;
-    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    let mut node = Sensor::device_login(running.mqtt(), NODE, &password).await;
     let mut plain = Sensor::device(running.mqtt(), PLAIN).await;
     let t = now_secs().floor();
     let reading = |k: f64| pack(t, &[("water_level", "cm", 170.0 + k, k)]);
@@ -140,18 +144,18 @@ async fn signed_packs_are_stored_and_acknowledged_and_forgeries_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_after_a_restart_is_refused() {
     let (data, reg) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let key = registry(reg.path());
+    let (key, password) = registry(reg.path());
     let t = now_secs().floor();
     let captured = sealed(&key, 3, NODE, &pack(t, &[("water_level", "cm", 171.0, 0.0)]));
 
     let running = start(&platform_config(data.path(), reg.path())).await;
-    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    let mut node = Sensor::device_login(running.mqtt(), NODE, &password).await;
     node.publish(NODE_UP, captured.clone()).await;
     expect_ack(&mut node, Some(3)).await;
     running.stop().await;
 
     let running = start(&platform_config(data.path(), reg.path())).await;
-    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    let mut node = Sensor::device_login(running.mqtt(), NODE, &password).await;
     let mut plain = Sensor::device(running.mqtt(), PLAIN).await;
     node.publish(NODE_UP, captured).await;
     expect_refusal(&mut node, "replayed", Some(3)).await;
@@ -169,21 +173,21 @@ async fn a_replay_after_a_restart_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_key_starts_a_new_numbering() {
     let (data, reg) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let key_a = registry(reg.path());
+    let (key_a, password) = registry(reg.path());
     let t = now_secs().floor();
     let reading = |k: f64| pack(t, &[("water_level", "cm", 170.0 + k, k)]);
 
     let running = start(&platform_config(data.path(), reg.path())).await;
-    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    let mut node = Sensor::device_login(running.mqtt(), NODE, &password).await;
     node.publish(NODE_UP, sealed(&key_a, 100, NODE, &reading(0.0))).await;
     expect_ack(&mut node, Some(100)).await;
     running.stop().await;
 
     // Provisioned again: the registry now holds key B, and the platform restarts with it.
-    let key_b = registry(reg.path());
+    let (key_b, password) = registry(reg.path());
     assert_ne!(key_a, key_b);
     let running = start(&platform_config(data.path(), reg.path())).await;
-    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    let mut node = Sensor::device_login(running.mqtt(), NODE, &password).await;
     node.publish(NODE_UP, sealed(&key_b, 1, NODE, &reading(1.0))).await;
     expect_ack(&mut node, Some(1)).await;
     node.publish(NODE_UP, sealed(&key_b, 2, NODE, &reading(2.0))).await;
@@ -196,7 +200,7 @@ async fn a_new_key_starts_a_new_numbering() {
 
     // And after another restart under B, B's numbers are still protected.
     let running = start(&platform_config(data.path(), reg.path())).await;
-    let mut node = Sensor::device(running.mqtt(), NODE).await;
+    let mut node = Sensor::device_login(running.mqtt(), NODE, &password).await;
     node.publish(NODE_UP, sealed(&key_b, 2, NODE, &reading(2.0))).await;
     expect_refusal(&mut node, "replayed", Some(2)).await;
     node.publish(NODE_UP, sealed(&key_b, 3, NODE, &reading(4.0))).await;
