@@ -4,11 +4,15 @@
 //! user (`systemd-sysusers` into a throwaway root); then the package extracted into a
 //! throwaway root and started the way its unit starts it, with the packaged configuration
 //! and systemd's directory variables: it answers, stores a pack under the state directory
-//! and nowhere else, and stops cleanly on SIGTERM within the unit's stop timeout.
+//! and nowhere else, and stops cleanly on SIGTERM within the unit's stop timeout. Last, as
+//! root, the package installed for real by dpkg, maintainer scripts and all, in a throwaway
+//! root (an overlay on this machine's root, `package_install.sh`): the user and the owners
+//! postinst makes, the service run as that user, and what a purge leaves.
 //!
 //! Needs dpkg-deb, dpkg-shlibdeps (dpkg-dev), systemd-analyze and systemd-sysusers
 //! (systemd). Without them the tests print SKIPPED, unless `MEKONG_REQUIRE_DEB` is set (CI
-//! sets it), which turns a missing tool into a failure.
+//! sets it), which turns a missing tool into a failure; so does the install without root,
+//! unless `MEKONG_REQUIRE_ROOT` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -357,3 +361,115 @@ async fn the_packaged_binary_serves_with_the_packaged_configuration_and_stops_on
     let stray: Vec<_> = std::fs::read_dir(&cwd).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(stray.is_empty(), "written to the working directory: {stray:?}");
 }
+
+/// Whether this runs as root; if not, says so (or fails, with `MEKONG_REQUIRE_ROOT` set, as
+/// for the other tests that need root).
+fn is_root() -> bool {
+    let uid = stdout(Command::new("id").arg("-u"));
+    if uid.trim() == "0" {
+        return true;
+    }
+    assert!(std::env::var_os(mekong_tests::REQUIRE_ROOT).is_none(), "installing the package needs root");
+    eprintln!("SKIPPED: installing the package in a throwaway root needs root, as CI has");
+    false
+}
+
+/// The throwaway root's script; SIGKILLed, with everything it started, if the test ends first.
+struct Install(Child);
+
+impl Drop for Install {
+    fn drop(&mut self) {
+        // unshare --kill-child takes the namespace's processes with it.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_package_installs_serves_as_its_own_user_and_purges_in_a_throwaway_root() {
+    if !tools_present() || !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let deb = build_package(dir.path());
+    let [mqtt, http] = free_ports();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/package_install.sh");
+    // dpkg's and the service's output, shown when a check fails.
+    let log_path = dir.path().join("install.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut install = Install(
+        Command::new("unshare")
+            .args(["--pid", "--mount-proc", "--propagation", "private", "--kill-child", "bash"])
+            .arg(script)
+            .arg(&deb)
+            .args([mqtt.to_string(), http.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // The script's `key: value` lines, as they come.
+    let (tx, lines) = mpsc::channel();
+    let out = install.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            let Ok(line) = line else { break };
+            if let Some((key, value)) = line.split_once(": ") {
+                let _ = tx.send((key.to_owned(), value.to_owned()));
+            }
+        }
+    });
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut read_until = |last: &str| loop {
+        let (key, value) = lines
+            .recv_timeout(INSTALL_TIMEOUT)
+            .unwrap_or_else(|_| panic!("no {last:?} from the script; so far {seen:?}\n{}", log()));
+        seen.push((key.clone(), value));
+        if key == last {
+            return seen.clone();
+        }
+    };
+
+    // dpkg ran postinst: the user, the owners of /etc/mekong, the unit enabled.
+    let installed = read_until("started");
+    let values =
+        |key: &str| -> Vec<&str> { installed.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect() };
+    let user: Vec<&str> = values("user")[0].split(':').collect();
+    assert_eq!((user[0], user[5], user[6]), ("mekong", "/var/lib/mekong", "/usr/sbin/nologin"), "{user:?}");
+    assert_eq!(
+        values("owner"),
+        [
+            "mekong:mekong 750 /etc/mekong",
+            "mekong:mekong 600 /etc/mekong/devices.toml",
+            "root:root 644 /etc/mekong/mekong.toml"
+        ]
+    );
+    assert!(values("enabled")[0].ends_with("/systemd/system/mekong.service"), "{installed:?}");
+
+    // The service, as its own user, reads its configuration and registry and takes a pack.
+    let http_client = reqwest::Client::new();
+    common::wait_healthy(&http_client, http).await;
+    let mut sensor = Sensor::device(([127, 0, 0, 1], mqtt).into(), "hau-01").await;
+    sensor.publish("mekong/v1/hau-01/up", pack(now_secs(), &[("water_level", "cm", 182.5, 0.0)])).await;
+    let ack = sensor.downlink().await;
+    assert!(matches!(ack, Downlink::Ack { readings: 1, .. }), "{ack:?}");
+    sensor.disconnect().await;
+
+    // SIGTERM, then dpkg --purge: the configuration goes, the data stays.
+    let stdin = install.0.stdin.as_mut().unwrap();
+    std::io::Write::write_all(stdin, b"stop\n").unwrap();
+    let after = read_until("done");
+    let value = |key: &str| after.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap();
+    assert_eq!(value("exit"), "0", "{after:?}\n{}", log());
+    assert!(value("data").starts_with("mekong:mekong "), "{after:?}");
+    assert!(["gone", "not-installed"].contains(&value("purged")), "{after:?}");
+    assert_eq!(value("config left"), "none");
+    assert_eq!(value("data left"), "data");
+    assert_eq!(value("overrides left"), "none");
+    let status = install.0.wait().unwrap();
+    assert!(status.success(), "the install script failed: {status}\n{}", log());
+}
+
+/// How long the throwaway root's script may take for a step (dpkg, or the service's stop).
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
