@@ -27,8 +27,70 @@ use serde::{Deserialize, Serialize};
 /// and `mekong token` write there by default too.
 pub const DEFAULT_REGISTRY: &str = "config/devices.toml";
 
+/// Where `serve` and `compact` read the configuration when no `--config` is given, unless
+/// systemd names a configuration directory ([`ServiceDirs`]); a missing file means defaults.
+pub const DEFAULT_CONFIG: &str = "config/mekong.toml";
+
 /// Prefix of environment variables that override keys: `MEKONG__API__LISTEN=[::]:9090`.
 pub const ENV_PREFIX: &str = "MEKONG__";
+
+/// The directories systemd made for the service, as it passes them to the process:
+/// `$CONFIGURATION_DIRECTORY` (`ConfigurationDirectory=` in the unit, `/etc/mekong`) and
+/// `$STATE_DIRECTORY` (`StateDirectory=`, `/var/lib/mekong`). Where they are set, they take
+/// the place of the defaults that name paths under the working directory (a service's is
+/// `/`): the configuration file is `mekong.toml` and the registry `devices.toml` in the first,
+/// the store is `data` in the second. A key in the file or a `MEKONG__` variable still wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceDirs {
+    /// `$CONFIGURATION_DIRECTORY`, the first if it lists several.
+    pub configuration: Option<PathBuf>,
+    /// `$STATE_DIRECTORY`, the first if it lists several.
+    pub state: Option<PathBuf>,
+}
+
+impl ServiceDirs {
+    /// The directories named in `env`; an empty variable is no directory.
+    pub fn from_env(env: &[(String, String)]) -> ServiceDirs {
+        // systemd joins the directories of a setting that lists several with ':'; mekong's
+        // unit lists one.
+        let dir = |name: &str| {
+            env.iter()
+                .find(|(key, _)| key == name)
+                .and_then(|(_, value)| value.split(':').next().filter(|dir| !dir.is_empty()))
+                .map(PathBuf::from)
+        };
+        ServiceDirs { configuration: dir("CONFIGURATION_DIRECTORY"), state: dir("STATE_DIRECTORY") }
+    }
+
+    /// The configuration file to read when none is named.
+    pub fn config_file(&self) -> PathBuf {
+        match &self.configuration {
+            Some(dir) => dir.join("mekong.toml"),
+            None => PathBuf::from(DEFAULT_CONFIG),
+        }
+    }
+
+    /// Sets `storage.data_dir` and `registry.path` in `table` from these directories, where
+    /// the table has no such key. The store is a directory below the state directory, never
+    /// the state directory itself: `mekong compact` swaps the store's directory by renaming
+    /// it, and the parent of `/var/lib/mekong` is not the service's to write.
+    fn fill_defaults(&self, table: &mut toml::Table) {
+        let mut fill = |section: &str, key: &str, path: PathBuf| {
+            let section = table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            // A section that is not a table is left for deserialisation to report.
+            if let Some(section) = section.as_table_mut() {
+                // The path came from a `String`, so the lossy conversion loses nothing.
+                section.entry(key).or_insert_with(|| toml::Value::String(path.to_string_lossy().into_owned()));
+            }
+        };
+        if let Some(dir) = &self.state {
+            fill("storage", "data_dir", dir.join("data"));
+        }
+        if let Some(dir) = &self.configuration {
+            fill("registry", "path", dir.join("devices.toml"));
+        }
+    }
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -177,12 +239,15 @@ impl Default for LogConfig {
 
 impl Config {
     /// Reads `path` (if `required` is false, a missing file means defaults), applies the
-    /// environment overrides in `env`, and checks the result.
+    /// environment overrides in `env`, then the defaults of systemd's directories in `env`
+    /// ([`ServiceDirs`]) where neither set the key, and checks the result.
     pub fn load(
         path: &Path,
         required: bool,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Config> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let dirs = ServiceDirs::from_env(&env);
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
@@ -191,6 +256,7 @@ impl Config {
         let mut table: toml::Table =
             toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
         apply_env(&mut table, env)?;
+        dirs.fill_defaults(&mut table);
         let config = Config::deserialize(toml::Value::Table(table)).with_context(|| {
             format!("invalid configuration (file {}, then {ENV_PREFIX}* variables)", path.display())
         })?;

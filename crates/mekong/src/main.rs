@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mekong::config::{parse_key_hex, LogFormat};
+use mekong::config::{parse_key_hex, LogFormat, ServiceDirs, DEFAULT_CONFIG};
 use mekong::provision::{provision, ProvisionOptions, SensorPeriods};
 use mekong::simulate::{self, SimOptions};
 use mekong::{identity, token};
@@ -26,15 +26,12 @@ struct Cli {
     command: Command,
 }
 
-/// Where the configuration is read from when --config is not given; a missing default file
-/// means the built-in defaults.
-const DEFAULT_CONFIG: &str = "config/mekong.toml";
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the platform: MQTT broker, ingest, store and HTTP API.
     Serve {
-        /// Configuration file (default: config/mekong.toml if it exists, else built-in defaults).
+        /// Configuration file (default: config/mekong.toml, or mekong.toml in
+        /// $CONFIGURATION_DIRECTORY when systemd sets it, if it exists, else built-in defaults).
         #[arg(long)]
         config: Option<PathBuf>,
         /// Also run the fleet simulator against the embedded broker.
@@ -371,14 +368,16 @@ fn secs(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be a non-negative number of seconds"))
 }
 
-/// The configuration from `--config`, else from the default file if it exists, else the
-/// built-in defaults; environment overrides apply in every case.
+/// The configuration from `--config`, else from the default file (in systemd's configuration
+/// directory under the service) if it exists, else the built-in defaults; environment
+/// overrides apply in every case.
 fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
     let (path, required) = match path {
         Some(path) => (path, true),
-        None => (PathBuf::from(DEFAULT_CONFIG), false),
+        None => (ServiceDirs::from_env(&env).config_file(), false),
     };
-    Config::load(&path, required, std::env::vars())
+    Config::load(&path, required, env)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

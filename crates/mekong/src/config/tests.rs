@@ -99,6 +99,88 @@ fn environment_variables_override_the_file() {
     assert!(e.contains("MEKONG__API"), "{e}");
 }
 
+/// What systemd passes the Debian package's service (`StateDirectory=mekong`,
+/// `ConfigurationDirectory=mekong`).
+const SERVICE_ENV: [(&str, &str); 2] =
+    [("STATE_DIRECTORY", "/var/lib/mekong"), ("CONFIGURATION_DIRECTORY", "/etc/mekong")];
+
+fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn systemds_directories_supply_the_data_directory_and_the_registry() {
+    let config = load_str("", &SERVICE_ENV).unwrap();
+    assert_eq!(config.storage.data_dir, Path::new("/var/lib/mekong/data"));
+    assert_eq!(config.registry.path, Path::new("/etc/mekong/devices.toml"));
+    // Nothing else changes.
+    let defaults = Config::default();
+    assert_eq!(
+        config,
+        Config {
+            storage: StorageConfig { data_dir: config.storage.data_dir.clone(), ..defaults.storage.clone() },
+            registry: RegistryConfig { path: config.registry.path.clone() },
+            ..defaults
+        }
+    );
+    // Without them, the defaults stay relative to the working directory.
+    let plain = load_str("", &[]).unwrap();
+    assert_eq!(
+        (plain.storage.data_dir, plain.registry.path),
+        (PathBuf::from("./data"), PathBuf::from(DEFAULT_REGISTRY))
+    );
+}
+
+#[test]
+fn a_key_in_the_file_or_the_environment_wins_over_systemds_directories() {
+    let mut env = SERVICE_ENV.to_vec();
+    env.push(("MEKONG__REGISTRY__PATH", "/srv/registry.toml"));
+    let config = load_str("[storage]\ndata_dir = \"/srv/mekong\"\n", &env).unwrap();
+    assert_eq!(config.storage.data_dir, Path::new("/srv/mekong"));
+    assert_eq!(config.registry.path, Path::new("/srv/registry.toml"));
+    // "" (no registry) is a value too.
+    env.pop();
+    let config = load_str("[registry]\npath = \"\"\n", &env).unwrap();
+    assert_eq!(config.registry.path, Path::new(""));
+    // A section that is not a table is still reported as such.
+    let e = error_of("storage = 5\n", &env);
+    assert!(e.contains("storage"), "{e}");
+}
+
+#[test]
+fn the_configuration_file_is_in_systemds_configuration_directory_when_it_names_one() {
+    let check = |env: &[(&str, &str)], file: &str, state: Option<&str>| {
+        let dirs = ServiceDirs::from_env(&vars(env));
+        assert_eq!(dirs.config_file(), Path::new(file), "{env:?}");
+        assert_eq!(dirs.state.as_deref(), state.map(Path::new), "{env:?}");
+    };
+    check(&[], DEFAULT_CONFIG, None);
+    check(&SERVICE_ENV, "/etc/mekong/mekong.toml", Some("/var/lib/mekong"));
+    // systemd joins several directories with ':'; mekong takes the first.
+    check(
+        &[("CONFIGURATION_DIRECTORY", "/etc/a:/etc/b"), ("STATE_DIRECTORY", "/var/lib/a:/var/lib/b")],
+        "/etc/a/mekong.toml",
+        Some("/var/lib/a"),
+    );
+    // Empty means unset.
+    check(&[("CONFIGURATION_DIRECTORY", ""), ("STATE_DIRECTORY", "")], DEFAULT_CONFIG, None);
+    check(&[("MEKONG__STORAGE__DATA_DIR", "/srv")], DEFAULT_CONFIG, None);
+}
+
+#[test]
+fn the_packaged_file_loads_and_leaves_the_paths_to_systemd() {
+    // /etc/mekong/mekong.toml of the Debian package: under the service, the store and the
+    // registry must come out in /var/lib/mekong and /etc/mekong, which only the environment
+    // can say if the file names neither.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/deb/mekong.toml");
+    let config = Config::load(&path, true, vars(&SERVICE_ENV)).unwrap();
+    assert_eq!(config.storage.data_dir, Path::new("/var/lib/mekong/data"));
+    assert_eq!(config.registry.path, Path::new("/etc/mekong/devices.toml"));
+    let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/deb/devices.toml");
+    let identities = load_identities(&packaged).unwrap();
+    assert!(identities.devices.is_empty() && identities.mqtt.is_empty() && identities.tokens.is_empty());
+}
+
 #[test]
 fn the_example_registry_loads_and_bad_entries_are_refused() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devices.toml");
