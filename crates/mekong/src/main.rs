@@ -291,7 +291,20 @@ fn main() -> anyhow::Result<()> {
         Command::Compact { config } => {
             let config = load_config(config)?;
             let dir = &config.storage.data_dir;
-            let report = mekong_store::compact(dir, &config.store_options())
+            // A line every few seconds on a large store, so that a long copy is seen to move.
+            let mut last_line = std::time::Instant::now();
+            let progress = |so_far: &mekong_store::CompactReport| {
+                if last_line.elapsed() >= Duration::from_secs(5) {
+                    last_line = std::time::Instant::now();
+                    eprintln!(
+                        "compacting: {} entries ({} MiB of live data) copied; the store takes {} MiB on disk now",
+                        so_far.entries,
+                        so_far.entry_bytes >> 20,
+                        so_far.bytes_before >> 20
+                    );
+                }
+            };
+            let report = mekong_store::compact_with_progress(dir, &config.store_options(), progress)
                 .with_context(|| format!("cannot compact the store in {}", dir.display()))?;
             println!(
                 "{}: {} entries, {} bytes before, {} after",

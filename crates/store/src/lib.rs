@@ -54,7 +54,8 @@ mod varint;
 
 pub use error::{PackRefused, StoreError, WriteError};
 pub use store::{
-    compact, CompactReport, ExpireReport, FoldReport, RetentionPolicy, RetentionRule, Store, StoreOptions,
+    compact, compact_with_progress, CompactReport, ExpireReport, FoldReport, RetentionPolicy, RetentionRule, Store,
+    StoreOptions,
 };
 pub use types::{
     Bucket, DeviceInfo, DeviceTally, DiskSpace, Flushed, Generation, Health, LatestValue, NewPoint, PackWrite, Point,

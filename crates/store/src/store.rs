@@ -336,7 +336,7 @@ mod maintenance;
 mod meta;
 mod read;
 mod write;
-pub use compact::{compact, CompactReport};
+pub use compact::{compact, compact_with_progress, CompactReport};
 pub use maintenance::{ExpireReport, FoldReport, RetentionPolicy, RetentionRule};
 
 #[cfg(test)]

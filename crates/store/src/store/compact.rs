@@ -51,6 +51,17 @@ pub(crate) fn check_not_interrupted(path: &Path) -> Result<(), StoreError> {
 /// Compacts the store in `path`, which must not be open. Needs as much free space as the
 /// live data.
 pub fn compact(path: &Path, options: &StoreOptions) -> Result<CompactReport, StoreError> {
+    compact_with_progress(path, options, |_| {})
+}
+
+/// [`compact`], calling `progress` after every batch of entries copied with what was copied
+/// so far (`entries`, `entry_bytes`; `bytes_before` is the directory's size before), so that
+/// a command can show how far a long compaction has come.
+pub fn compact_with_progress(
+    path: &Path,
+    options: &StoreOptions,
+    mut progress: impl FnMut(&CompactReport),
+) -> Result<CompactReport, StoreError> {
     let (old, fresh) = (sibling(path, ".old"), sibling(path, ".compacting"));
     if !path.exists() && old.exists() && fresh.exists() {
         // The last compaction copied everything and stopped between the renames.
@@ -78,6 +89,7 @@ pub fn compact(path: &Path, options: &StoreOptions) -> Result<CompactReport, Sto
             if in_batch == BATCH {
                 tree.apply_batch(std::mem::take(&mut batch))?;
                 in_batch = 0;
+                progress(&CompactReport { bytes_before, bytes_after: 0, entries, entry_bytes });
             }
         }
         tree.apply_batch(batch)?;

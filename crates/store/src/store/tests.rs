@@ -435,6 +435,26 @@ fn compaction_keeps_every_entry_gives_space_back_and_new_chunks_stay_unique() {
 }
 
 #[test]
+fn compaction_reports_its_progress_batch_by_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    {
+        let store = open(&path);
+        // One chunk entry per write: more than two batches of entries.
+        let points: Vec<_> = (0..25_000).map(|i| p("water_level", T0 + i, 1.0)).collect();
+        for chunk in points.chunks(1) {
+            store.write("w", "water", T0, chunk).unwrap();
+        }
+        store.flush().unwrap();
+    }
+    let options = StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None };
+    let mut seen = Vec::new();
+    let report = compact_with_progress(&path, &options, |so_far| seen.push(so_far.entries)).unwrap();
+    assert_eq!(seen, [10_000, 20_000], "{report:?}");
+    assert!(report.entries > 25_000, "{report:?}");
+}
+
+#[test]
 fn an_interrupted_compaction_is_refused_at_open_and_finished_by_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data");
