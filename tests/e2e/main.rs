@@ -5,6 +5,7 @@
 
 mod acknowledgements;
 mod bad_input;
+mod conformance;
 mod end_to_end;
 mod full_disk;
 mod mqtt_access;

@@ -12,8 +12,8 @@ pub const PREFIX: &str = "mekong/v1/";
 
 /// The filter of every uplink topic. The platform subscribes to it, so a publish with a
 /// malformed device id is seen and refused with a reason. A publish on a topic that matches
-/// no subscription (such as `mekong/v1/a/b/up`) is acknowledged and dropped by the broker
-/// (rumqttd's behaviour); the device never gets a downlink acknowledgement for it.
+/// no subscription (such as `mekong/v1/a/b/up`) is acknowledged and dropped by the broker,
+/// and the client stays connected; the device never gets a downlink acknowledgement for it.
 pub const UPLINK_FILTER: &str = "mekong/v1/+/up";
 
 /// Why a topic is not a valid uplink topic.

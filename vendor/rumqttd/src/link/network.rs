@@ -63,7 +63,14 @@ impl<P: Protocol> Network<P> {
         }
     }
 
+    /// The client's keep-alive, enforced at one and a half times its value (MQTT 3.1.1
+    /// section 3.1.2.10); 0 turns the mechanism off, so the read waits as long as the
+    /// connection lives.
     pub fn set_keepalive(&mut self, keepalive: u16) {
+        if keepalive == 0 {
+            self.keepalive = Duration::MAX;
+            return;
+        }
         let keepalive = Duration::from_secs(keepalive as u64);
         self.keepalive = keepalive + keepalive.mul_f32(0.5);
     }

@@ -244,12 +244,6 @@ where
         return Err(Error::InvalidAuth);
     }
 
-    // When keep_alive feature is disabled client can live forever, which is not good in
-    // distributed broker context so currenlty we don't allow it.
-    if connect.keep_alive == 0 {
-        return Err(Error::ZeroKeepAlive);
-    }
-
     let empty_client_id = connect.client_id.is_empty();
     let clean_session = connect.clean_session;
 

@@ -673,9 +673,15 @@ impl Router {
                             // Don't overwrite this flag to false if it is already true.
                             new_data = true;
                         }
+                        // Nobody subscribes to the topic: the publish is delivered to
+                        // nobody, which is no fault of the client's (MQTT has no such
+                        // error), so the connection stays.
+                        Err(RouterError::NoMatchingFilters(topic)) => {
+                            debug!(topic, "no subscription matches; publish dropped");
+                        }
                         Err(e) => {
                             // Disconnect on bad publishes
-                            error!(
+                            warn!(
                                 reason = ?e, "Failed to append to commitlog"
                             );
                             self.router_meters.failed_publishes += 1;
@@ -709,11 +715,12 @@ impl Router {
                         info!("Adding subscription on topic {}", f.path);
                         let connection = self.connections.get_mut(id).unwrap();
 
+                        // A refused filter gets its failure code; the connection stays
+                        // (MQTT 3.1.1 3.9.3, MQTT 5 3.9.3).
                         if let Err(e) = validate_subscription(connection, f) {
-                            warn!(reason = ?e,"Subscription cannot be validated: {}", e);
-
-                            disconnect = true;
-                            break;
+                            debug!(reason = ?e, "Subscription refused: {}", e);
+                            return_codes.push(SubscribeReasonCode::TopicFilterInvalid);
+                            continue;
                         }
 
                         let mut filter = f.path.clone();
@@ -891,9 +898,12 @@ impl Router {
                             // Don't overwrite this flag to false if it is already true.
                             new_data = true;
                         }
+                        Err(RouterError::NoMatchingFilters(topic)) => {
+                            debug!(topic, "no subscription matches; publish dropped");
+                        }
                         Err(e) => {
                             // Disconnect on bad publishes
-                            error!(
+                            warn!(
                                 reason = ?e, "Failed to append to commitlog"
                             );
                             self.router_meters.failed_publishes += 1;
