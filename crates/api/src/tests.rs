@@ -19,6 +19,17 @@ use crate::error::ApiError;
 
 const T0: i64 = 1_790_000_000_000;
 
+/// The service over `store` with no tokens, no CORS and the default health thresholds.
+fn anonymous(store: Store) -> AppState {
+    AppState {
+        store,
+        stats: Arc::new(Stats::new(10)),
+        access: Arc::new(Access::anonymous()),
+        cors_origins: Vec::new(),
+        health: Default::default(),
+    }
+}
+
 fn state() -> (tempfile::TempDir, AppState) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &StoreOptions { flush_every_ms: None, ..Default::default() }).unwrap();
@@ -34,17 +45,7 @@ fn state() -> (tempfile::TempDir, AppState) {
     store
         .write("bridge-3", "traffic", T0, &[NewPoint { metric: "speed", unit: Some("km/h"), time_ms: T0, value: 31.0 }])
         .unwrap();
-    let access = Arc::new(Access::anonymous());
-    (
-        dir,
-        AppState {
-            store,
-            stats: Arc::new(Stats::new(10)),
-            access,
-            cors_origins: Vec::new(),
-            health: Default::default(),
-        },
-    )
+    (dir, anonymous(store))
 }
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
@@ -266,17 +267,7 @@ fn heavy_state() -> (tempfile::TempDir, AppState) {
             store.write(&device, "water", T0, &points).unwrap();
         }
     }
-    let access = Arc::new(Access::anonymous());
-    (
-        dir,
-        AppState {
-            store,
-            stats: Arc::new(Stats::new(10)),
-            access,
-            cors_origins: Vec::new(),
-            health: Default::default(),
-        },
-    )
+    (dir, anonymous(store))
 }
 
 // One thread serves every request, as a runtime with one worker would: had the aggregate run

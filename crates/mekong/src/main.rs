@@ -136,9 +136,8 @@ enum DeviceCommand {
         /// Seconds between two readings of the traffic loop, as --air-secs.
         #[arg(long)]
         traffic_secs: Option<u16>,
-        /// The registry file (created if missing).
-        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
-        registry: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArg,
         /// Where to write the node's configuration (default: node-<device-id>.bin).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -155,24 +154,29 @@ enum TokenCommand {
         /// `read` for data; `admin` also for the rejection log and whatever changes state.
         #[arg(long, value_parser = ["read", "admin"], default_value = "read")]
         scope: String,
-        /// The registry file (created if missing).
-        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
-        registry: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArg,
     },
     /// List the tokens: names and scopes.
     List {
-        /// The registry file.
-        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
-        registry: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArg,
     },
     /// Revoke a token by name (at the next start of `mekong serve`).
     Revoke {
         /// Its name.
         name: String,
-        /// The registry file.
-        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
-        registry: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArg,
     },
+}
+
+/// The registry file, for every command that reads or edits it.
+#[derive(Debug, clap::Args)]
+struct RegistryArg {
+    /// The registry file (created by a command that adds to it).
+    #[arg(long = "registry", value_name = "FILE", default_value = mekong::config::DEFAULT_REGISTRY)]
+    path: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,9 +190,8 @@ enum IdentityCommand {
         /// A device it publishes for (and reads the downlink of); repeat for each.
         #[arg(long = "device", required = true)]
         devices: Vec<String>,
-        /// The registry file (created if missing).
-        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
-        registry: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArg,
     },
     /// Add an app, which may only subscribe, within the filters it is granted, and print its
     /// MQTT password once. It connects with its name as username, and as client id its name
@@ -200,24 +203,21 @@ enum IdentityCommand {
         /// mekong/v1/+/up; repeat for each.
         #[arg(long = "subscribe", required = true)]
         filters: Vec<String>,
-        /// The registry file (created if missing).
-        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
-        registry: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArg,
     },
     /// List every MQTT identity: name, role, and the devices or filters it may use.
     List {
-        /// The registry file.
-        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
-        registry: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArg,
     },
     /// Remove a gateway or app (at the next start of `mekong serve`). To give one a new
     /// password, revoke it and add it again.
     Revoke {
         /// Its name.
         name: String,
-        /// The registry file.
-        #[arg(long, default_value = mekong::config::DEFAULT_REGISTRY)]
-        registry: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArg,
     },
 }
 
@@ -250,7 +250,7 @@ fn main() -> anyhow::Result<()> {
                 broker_port: port,
                 period_secs,
                 sensors: SensorPeriods { air: air_secs, water: water_secs, traffic: traffic_secs },
-                registry,
+                registry: registry.path,
                 device_id,
             };
             let done = provision(&opts)?;
@@ -444,6 +444,7 @@ fn token_command(what: TokenCommand) -> anyhow::Result<()> {
     match what {
         TokenCommand::Create { name, scope, registry } => {
             let scope = Scope::parse(&scope).with_context(|| format!("unknown scope {scope:?}"))?;
+            let registry = registry.path;
             let secret = token::create(&registry, &name, scope)?;
             eprintln!(
                 "token {name:?} ({}) added to {}; it is shown once, here, and kept nowhere; restart mekong serve \
@@ -454,11 +455,11 @@ fn token_command(what: TokenCommand) -> anyhow::Result<()> {
             println!("{secret}");
         }
         TokenCommand::List { registry } => {
-            for (name, scope) in token::list(&registry)? {
+            for (name, scope) in token::list(&registry.path)? {
                 println!("{name}\t{}", scope.as_str());
             }
         }
-        TokenCommand::Revoke { name, registry } => {
+        TokenCommand::Revoke { name, registry: RegistryArg { path: registry } } => {
             if !token::revoke(&registry, &name)? {
                 anyhow::bail!("no token named {name:?} in {}", registry.display());
             }
@@ -470,15 +471,15 @@ fn token_command(what: TokenCommand) -> anyhow::Result<()> {
 
 fn identity_command(what: IdentityCommand) -> anyhow::Result<()> {
     let (name, role, registry) = match what {
-        IdentityCommand::Gateway { name, devices, registry } => (name, Role::Gateway { devices }, registry),
-        IdentityCommand::App { name, filters, registry } => (name, Role::App { filters }, registry),
+        IdentityCommand::Gateway { name, devices, registry } => (name, Role::Gateway { devices }, registry.path),
+        IdentityCommand::App { name, filters, registry } => (name, Role::App { filters }, registry.path),
         IdentityCommand::List { registry } => {
-            for (name, role, lane) in identity::list(&registry)? {
+            for (name, role, lane) in identity::list(&registry.path)? {
                 println!("{name}\t{role}\t{}", lane.join(" "));
             }
             return Ok(());
         }
-        IdentityCommand::Revoke { name, registry } => {
+        IdentityCommand::Revoke { name, registry: RegistryArg { path: registry } } => {
             if !identity::revoke(&registry, &name)? {
                 anyhow::bail!("no gateway or app named {name:?} in {}", registry.display());
             }
