@@ -473,7 +473,11 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                     .await
             });
 
-            time::sleep(delay).await;
+            // A sleep of zero still waits for the timer's next tick (a millisecond), which
+            // would hold accepts below a thousand a second.
+            if !delay.is_zero() {
+                time::sleep(delay).await;
+            }
         }
     }
 }
