@@ -215,7 +215,10 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let config = Config::load(&config, true, std::env::vars())?;
             let identities = config.identities()?;
-            mekong::exposure::Exposure::decide(&config, !identities.tokens.is_empty())?;
+            let exposure = mekong::exposure::Exposure::decide(&config, !identities.tokens.is_empty())?;
+            // The certificate and key must load, and the TLS listeners obey the exposure.
+            let tls = config.tls.enabled().then(|| mekong::tls::Tls::load(&config.tls)).transpose()?;
+            mekong::platform::broker_options(exposure.broker(&config), tls.as_ref())?;
             print!("{}", toml::to_string(&config)?);
             Ok(())
         }
@@ -318,7 +321,10 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         tracing::info!(devices = opts.devices, "demo: simulating a fleet with an hour of backlog");
         tokio::spawn(simulate::run(opts))
     });
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = reload_on_hangup(&platform), if config.tls.enabled() => {}
+    }
     tracing::info!("shutting down");
     if let Some(simulator) = simulator {
         simulator.abort();
@@ -352,6 +358,27 @@ fn token_command(what: TokenCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Reloads the TLS certificate at every SIGHUP, forever (only with TLS on: otherwise SIGHUP
+/// keeps its default, which ends the process).
+async fn reload_on_hangup(platform: &Platform) {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            while hangups.recv().await.is_some() {
+                match platform.reload_tls() {
+                    Ok(sha256) => tracing::info!(sha256 = sha256.as_deref(), "SIGHUP: tls certificate loaded"),
+                    Err(e) => tracing::error!(
+                        error = format!("{e:#}"),
+                        "SIGHUP: cannot load the new tls certificate; the one in use stays"
+                    ),
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP: reload the certificate by its files' poll"),
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Resolves on SIGINT or SIGTERM.
