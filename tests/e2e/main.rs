@@ -13,3 +13,4 @@ mod restart;
 mod retention;
 mod security;
 mod signed;
+mod tls;

@@ -6,7 +6,10 @@
 //! dependency cycle. The end-to-end suite's in-process platform is in `e2e/platform.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod pki;
+
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
@@ -67,7 +70,18 @@ impl Sensor {
     /// (rumqttc's `poll` must not be dropped half-way, so it cannot sit in a `select!` beside
     /// a timer); the client's channels close when the connection ends.
     async fn connect_queued(addr: SocketAddr, client_id: &str, queue: usize) -> Sensor {
-        let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+        Sensor::connect_with(MqttOptions::new(client_id, addr.ip().to_string(), addr.port()), queue).await
+    }
+
+    /// Connects over TLS to `localhost` on `port`, trusting what `tls` trusts, and waits for
+    /// the CONNACK.
+    pub async fn connect_tls(port: u16, client_id: &str, tls: Arc<rustls::ClientConfig>) -> Sensor {
+        let mut options = MqttOptions::new(client_id, "localhost", port);
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)));
+        Sensor::connect_with(options, QUEUE).await
+    }
+
+    async fn connect_with(mut options: MqttOptions, queue: usize) -> Sensor {
         options.set_max_packet_size(4 << 20, 4 << 20);
         let (client, mut events) = AsyncClient::new(options, queue);
         let (ack_tx, acks) = mpsc::unbounded_channel();
@@ -106,8 +120,11 @@ impl Sensor {
                 }
             }
         });
-        tokio::time::timeout(TIMEOUT, connected).await.expect("no CONNACK").unwrap();
-        Sensor { client, acks, closed, subacks, downlinks }
+        let mut sensor = Sensor { client, acks, closed, subacks, downlinks };
+        if tokio::time::timeout(TIMEOUT, connected).await.expect("no CONNACK").is_err() {
+            panic!("connection closed before CONNACK: {:?}", sensor.closed.try_recv());
+        }
+        sensor
     }
 
     /// Connects as device `id` and subscribes to its downlink topic, waiting for the SUBACK,
@@ -119,9 +136,20 @@ impl Sensor {
     /// `device`, with a request queue `queue` deep (for a load that outruns the socket).
     pub async fn device_queued(addr: SocketAddr, id: &str, queue: usize) -> Sensor {
         let mut sensor = Sensor::connect_queued(addr, id, queue).await;
-        sensor.client.subscribe(format!("mekong/v1/{id}/down"), QoS::AtMostOnce).await.unwrap();
-        tokio::time::timeout(TIMEOUT, sensor.subacks.recv()).await.expect("no SUBACK").expect("connection gone");
+        sensor.subscribe_downlink(id).await;
         sensor
+    }
+
+    /// `device`, over TLS to `localhost` on `port` ([`Sensor::connect_tls`]).
+    pub async fn device_tls(port: u16, id: &str, tls: Arc<rustls::ClientConfig>) -> Sensor {
+        let mut sensor = Sensor::connect_tls(port, id, tls).await;
+        sensor.subscribe_downlink(id).await;
+        sensor
+    }
+
+    async fn subscribe_downlink(&mut self, id: &str) {
+        self.client.subscribe(format!("mekong/v1/{id}/down"), QoS::AtMostOnce).await.unwrap();
+        tokio::time::timeout(TIMEOUT, self.subacks.recv()).await.expect("no SUBACK").expect("connection gone");
     }
 
     /// The next downlink message, decoded.
