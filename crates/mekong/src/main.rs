@@ -310,6 +310,18 @@ fn init_logging(filter: &str) {
 }
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    // Taken before start, so that a SIGHUP from the moment the certificate is served reloads
+    // it rather than ending the process. Only with TLS on: otherwise SIGHUP keeps its default.
+    #[cfg(unix)]
+    let hangups = match config.tls.enabled() {
+        true => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot listen for SIGHUP (certificate reload)")?,
+        ),
+        false => None,
+    };
+    #[cfg(not(unix))]
+    let hangups: Option<()> = None;
     let platform = Platform::start(&config).await?;
     let simulator = demo.then(|| {
         let opts = SimOptions {
@@ -323,7 +335,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     });
     tokio::select! {
         () = shutdown_signal() => {}
-        () = reload_on_hangup(&platform), if config.tls.enabled() => {}
+        () = reload_on_hangup(&platform, hangups) => {}
     }
     tracing::info!("shutting down");
     if let Some(simulator) = simulator {
@@ -360,24 +372,26 @@ fn token_command(what: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reloads the TLS certificate at every SIGHUP, forever (only with TLS on: otherwise SIGHUP
-/// keeps its default, which ends the process).
-async fn reload_on_hangup(platform: &Platform) {
-    #[cfg(unix)]
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(mut hangups) => {
-            while hangups.recv().await.is_some() {
-                match platform.reload_tls() {
-                    Ok(sha256) => tracing::info!(sha256 = sha256.as_deref(), "SIGHUP: tls certificate loaded"),
-                    Err(e) => tracing::error!(
-                        error = format!("{e:#}"),
-                        "SIGHUP: cannot load the new tls certificate; the one in use stays"
-                    ),
-                }
+/// Reloads the TLS certificate at every SIGHUP, forever; never resolves.
+#[cfg(unix)]
+async fn reload_on_hangup(platform: &Platform, hangups: Option<tokio::signal::unix::Signal>) {
+    if let Some(mut hangups) = hangups {
+        while hangups.recv().await.is_some() {
+            match platform.reload_tls() {
+                Ok(sha256) => tracing::info!(sha256 = sha256.as_deref(), "SIGHUP: tls certificate loaded"),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: cannot load the new tls certificate; the one in use stays"
+                ),
             }
         }
-        Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP: reload the certificate by its files' poll"),
     }
+    std::future::pending::<()>().await;
+}
+
+/// No SIGHUP off Unix: the files' poll reloads the certificate.
+#[cfg(not(unix))]
+async fn reload_on_hangup(_platform: &Platform, _hangups: Option<()>) {
     std::future::pending::<()>().await;
 }
 
