@@ -16,7 +16,7 @@ use crate::Meter;
 use flume::{RecvError, SendError, Sender};
 use std::collections::HashMap;
 #[cfg(feature = "prometheus")]
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use tracing::{error, field, info, warn, Instrument};
 
@@ -44,7 +44,8 @@ use crate::link::local::{self, LinkRx, LinkTx};
 use crate::router::{Event, Router};
 use crate::{Config, ConnectionId, ServerSettings};
 
-use tokio::net::{TcpListener, TcpStream};
+use std::net::SocketAddr;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::error::Elapsed;
 use tokio::{task, time};
 
@@ -395,7 +396,16 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
-        let listener = TcpListener::bind(&self.config.listen).await?;
+        // tokio's (mio's) bind listens with a backlog of 128, like the standard library: a
+        // fleet that reconnects at once overflows it, and every connection dropped there
+        // waits for its SYN to be sent again, a second later.
+        let socket = match self.config.listen {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(self.config.listen)?;
+        let listener = socket.listen(LISTEN_BACKLOG)?;
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
 
@@ -481,6 +491,10 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         }
     }
 }
+
+/// Connections the kernel completes before the accept loop takes them (capped by the
+/// system's `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// What makes an accepted TCP stream a TLS stream; a listener has none without a TLS
 /// implementation compiled in.
