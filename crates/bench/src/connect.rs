@@ -24,7 +24,7 @@ use tokio::sync::{Barrier, Semaphore};
 
 use crate::harness::percentile_ms;
 use crate::ingest::{open_file_limit, Server};
-use crate::load::{connect_device, disconnect, Conn};
+use crate::load::{connect_device, connect_device_timed, disconnect, Conn};
 use crate::tls::BenchTls;
 
 /// What to measure.
@@ -131,6 +131,8 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
 
     // The fleet reconnects at once, `rounds` times.
     let mut times_us: Vec<u32> = Vec::new();
+    // Per step: TCP connect, TLS handshake, CONNECT to CONNACK.
+    let mut steps_us: [Vec<u32>; 3] = Default::default();
     let mut rates = Vec::new();
     let mut failed = 0usize;
     for _ in 0..opts.rounds {
@@ -146,7 +148,8 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
             tasks.spawn(async move {
                 release.wait().await;
                 let started = Instant::now();
-                let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect_device(addr, tls.as_ref(), &id, false)).await;
+                let conn =
+                    tokio::time::timeout(CONNECT_TIMEOUT, connect_device_timed(addr, tls.as_ref(), &id, false)).await;
                 (conn, started.elapsed())
             });
         }
@@ -155,9 +158,12 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
         while let Some(done) = tasks.join_next().await {
             let (conn, took) = done.context("connect task failed")?;
             match conn {
-                Ok(Ok(conn)) => {
+                Ok(Ok((conn, steps))) => {
                     conns.push(conn);
-                    times_us.push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+                    times_us.push(micros(took));
+                    for (all, step) in steps_us.iter_mut().zip(steps) {
+                        all.push(micros(step));
+                    }
                 }
                 _ => failed += 1,
             }
@@ -170,6 +176,11 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
     drop(server);
     times_us.sort_unstable();
     rates.sort_by(f64::total_cmp);
+    let mut step_p99 = Vec::new();
+    for step in &mut steps_us {
+        step.sort_unstable();
+        step_p99.push(percentile_ms(step, 0.99));
+    }
     Ok(json!({
         "scenario": security.name,
         "devices": opts.devices,
@@ -178,9 +189,14 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
         "connect_p50_ms": percentile_ms(&times_us, 0.50),
         "connect_p99_ms": percentile_ms(&times_us, 0.99),
         "connect_max_ms": percentile_ms(&times_us, 1.0),
+        "p99_ms_tcp_tls_connack": step_p99,
         "failed": failed,
         "server_rss_before_mib": rss_before,
         "server_rss_idle_mib": rss_idle,
         "idle_rss_mib_per_1000": per_1000,
     }))
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }

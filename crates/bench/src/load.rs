@@ -5,9 +5,12 @@
 //! external broker, and the device's connection set-up alone, for `mekong-bench connect`.
 
 use std::collections::VecDeque;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -16,7 +19,7 @@ use mekong_schema::downlink::{self, Downlink};
 use mekong_schema::{encode_pack, Base, Reading};
 use rumqttc::{Connect, Packet, PubAck, Publish, QoS, Subscribe};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Semaphore};
 
@@ -43,28 +46,50 @@ pub struct LoadOptions {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// A device's byte stream: TCP, or TLS over TCP.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A device's connection: TCP, or TLS over TCP.
+#[derive(Debug)]
+pub enum Conn {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// A device's connection, either way.
-pub type Conn = Box<dyn Io>;
-
-/// A TCP connection to `addr` (no Nagle, as a device that waits for acknowledgements would
-/// set), with a TLS handshake for `localhost` when `tls` is given.
-pub async fn open(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> anyhow::Result<Conn> {
-    let tcp = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
-    tcp.set_nodelay(true)?;
-    match tls {
-        None => Ok(Box::new(tcp)),
-        Some(config) => {
-            let name = ServerName::try_from("localhost")?;
-            let stream = tokio_rustls::TlsConnector::from(Arc::clone(config)).connect(name, tcp).await;
-            Ok(Box::new(stream.with_context(|| format!("tls handshake with {addr}"))?))
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How long each step of a device's connection took: TCP connect, TLS handshake (zero
+/// without TLS), CONNECT to CONNACK (and SUBACK).
+pub type Steps = [Duration; 3];
 
 /// Opens a device's connection and sends CONNECT as `id` (keep-alive 600 s), and SUBSCRIBE
 /// to its downlink if `downlink`; returns once the broker has answered both.
@@ -74,7 +99,30 @@ pub async fn connect_device(
     id: &str,
     downlink: bool,
 ) -> anyhow::Result<Conn> {
-    let mut stream = open(addr, tls).await?;
+    connect_device_timed(addr, tls, id, downlink).await.map(|(conn, _)| conn)
+}
+
+/// [`connect_device`], with the time each step took. The TCP connection has no Nagle, as a
+/// device that waits for acknowledgements would set; TLS is verified for `localhost`.
+pub async fn connect_device_timed(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    id: &str,
+    downlink: bool,
+) -> anyhow::Result<(Conn, Steps)> {
+    let started = Instant::now();
+    let tcp = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let tcp_done = Instant::now();
+    let mut stream = match tls {
+        None => Conn::Tcp(tcp),
+        Some(config) => {
+            let name = ServerName::try_from("localhost")?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::clone(config)).connect(name, tcp).await;
+            Conn::Tls(Box::new(stream.with_context(|| format!("tls handshake with {addr}"))?))
+        }
+    };
+    let tls_done = Instant::now();
     let mut connect = Connect::new(id);
     connect.keep_alive = 600;
     let mut out = BytesMut::new();
@@ -92,7 +140,8 @@ pub async fn connect_device(
             other => bail!("unexpected {other:?} while connecting"),
         }
     }
-    Ok(stream)
+    let steps = [tcp_done - started, tls_done - tcp_done, tls_done.elapsed()];
+    Ok((stream, steps))
 }
 
 /// Sends DISCONNECT and closes the connection.
@@ -209,8 +258,31 @@ struct Inflight {
 /// acknowledgement is overdue. Without downlinks (the broker-only and external-broker
 /// scenarios) the broker's PUBACK frees the window instead.
 async fn run_device(opts: LoadOptions, id: String, stream: Conn, counters: Arc<Counters>) -> anyhow::Result<()> {
-    // Split by a lock for TCP and TLS alike, so that both scenarios pay the same.
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    match stream {
+        Conn::Tcp(tcp) => {
+            let (reader, writer) = tcp.into_split();
+            run_device_halves(opts, id, reader, writer, counters).await
+        }
+        // One TLS session reads and writes: its halves share it behind a lock, as any TLS
+        // client's would.
+        Conn::Tls(tls) => {
+            let (reader, writer) = tokio::io::split(*tls);
+            run_device_halves(opts, id, reader, writer, counters).await
+        }
+    }
+}
+
+async fn run_device_halves<R, W>(
+    opts: LoadOptions,
+    id: String,
+    mut reader: R,
+    mut writer: W,
+    counters: Arc<Counters>,
+) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
     let window = Arc::new(Semaphore::new(opts.window.max(1)));
     let inflight: Arc<std::sync::Mutex<VecDeque<Inflight>>> = Arc::default();
     let downlinks = opts.downlinks;
