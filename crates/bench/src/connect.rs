@@ -111,8 +111,8 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
     let rss_before = server.rss_mib();
     let at_once = Arc::new(Semaphore::new(INITIAL_AT_ONCE));
     let mut connects = tokio::task::JoinSet::new();
-    for id in ids.iter().cloned() {
-        let (tls, at_once) = (tls.clone(), Arc::clone(&at_once));
+    for id in &ids {
+        let (id, tls, at_once) = (id.clone(), tls.clone(), Arc::clone(&at_once));
         connects.spawn(async move {
             let _permit = at_once.acquire_owned().await?;
             connect_device(addr, tls.as_ref(), &id, false).await
@@ -143,8 +143,8 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
         tokio::time::sleep(Duration::from_secs(1)).await;
         let release = Arc::new(Barrier::new(opts.devices + 1));
         let mut tasks = tokio::task::JoinSet::new();
-        for id in ids.iter().cloned() {
-            let (tls, release) = (tls.clone(), Arc::clone(&release));
+        for id in &ids {
+            let (id, tls, release) = (id.clone(), tls.clone(), Arc::clone(&release));
             tasks.spawn(async move {
                 release.wait().await;
                 let started = Instant::now();
