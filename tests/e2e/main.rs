@@ -16,3 +16,4 @@ mod retention;
 mod security;
 mod signed;
 mod simulate;
+mod tls;

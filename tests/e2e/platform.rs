@@ -75,6 +75,18 @@ pub async fn start(config: &Config) -> Running {
     Running { platform, http: reqwest::Client::new(), base }
 }
 
+/// Starts the platform with its API on HTTPS, and a client that trusts the CA `ca_pem` and
+/// reaches the API as `localhost` (the name the test certificates bear).
+pub async fn start_https(config: &Config, ca_pem: &str) -> Running {
+    log_buffer();
+    let platform = Platform::start(config).await.unwrap();
+    assert!(platform.https, "the API does not serve https");
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+    let http = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false).add_root_certificate(ca);
+    let base = format!("https://localhost:{}", platform.http_addr.port());
+    Running { platform, http: http.build().unwrap(), base }
+}
+
 impl Running {
     /// MQTT 3.1.1 address on IPv4 loopback.
     pub fn mqtt(&self) -> SocketAddr {
@@ -84,6 +96,16 @@ impl Running {
     /// MQTT 5 address on IPv4 loopback.
     pub fn mqtt5(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.platform.mqtt5_addr.unwrap().port()))
+    }
+
+    /// MQTT 3.1.1 over TLS: its port.
+    pub fn mqtt_tls_port(&self) -> u16 {
+        self.platform.mqtt_tls_addr.unwrap().port()
+    }
+
+    /// MQTT 5 over TLS: its port.
+    pub fn mqtt5_tls_port(&self) -> u16 {
+        self.platform.mqtt5_tls_addr.unwrap().port()
     }
 
     /// GET `path` (with query) and the JSON body.

@@ -6,7 +6,10 @@
 //! dependency cycle. The end-to-end suite's in-process platform is in `e2e/platform.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod pki;
+
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
@@ -84,16 +87,36 @@ impl Sensor {
         }
     }
 
-    /// Connects, with `login` if given. The connection is driven in its own task (rumqttc's
-    /// `poll` must not be dropped half-way, so it cannot sit in a `select!` beside a timer);
-    /// the client's channels close when the connection ends.
+    /// Connects over TLS to `localhost` on `port`, trusting what `tls` trusts, and waits for
+    /// the CONNACK.
+    pub async fn connect_tls(port: u16, client_id: &str, tls: Arc<rustls::ClientConfig>) -> Sensor {
+        let mut options = MqttOptions::new(client_id, "localhost", port);
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)));
+        match Sensor::connect_with(options, None, QUEUE).await {
+            Ok(sensor) => sensor,
+            Err(code) => panic!("CONNACK refused the connection: {code:?}"),
+        }
+    }
+
+    /// Connects to `addr` as `client_id`, with `login` if given.
     async fn try_connect(
         addr: SocketAddr,
         client_id: &str,
         login: Option<(&str, &str)>,
         queue: usize,
     ) -> Result<Sensor, ConnectReturnCode> {
-        let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+        Sensor::connect_with(MqttOptions::new(client_id, addr.ip().to_string(), addr.port()), login, queue).await
+    }
+
+    /// Connects with `options`, and `login` if given; the CONNACK's refusal code if the
+    /// broker refuses. The connection is driven in its own task (rumqttc's `poll` must not be
+    /// dropped half-way, so it cannot sit in a `select!` beside a timer); the client's
+    /// channels close when the connection ends.
+    async fn connect_with(
+        mut options: MqttOptions,
+        login: Option<(&str, &str)>,
+        queue: usize,
+    ) -> Result<Sensor, ConnectReturnCode> {
         options.set_max_packet_size(4 << 20, 4 << 20);
         if let Some((username, password)) = login {
             options.set_credentials(username, password);
@@ -141,8 +164,12 @@ impl Sensor {
                 }
             }
         });
-        tokio::time::timeout(TIMEOUT, connected).await.expect("no CONNACK").expect("connection gone before CONNACK")?;
-        Ok(Sensor { client, acks, closed, subacks, downlinks })
+        let mut sensor = Sensor { client, acks, closed, subacks, downlinks };
+        match tokio::time::timeout(TIMEOUT, connected).await.expect("no CONNACK") {
+            Ok(Ok(())) => Ok(sensor),
+            Ok(Err(code)) => Err(code),
+            Err(_) => panic!("connection closed before CONNACK: {:?}", sensor.closed.try_recv()),
+        }
     }
 
     /// Subscribes to `filter` at QoS 0 and returns the SUBACK's code.
@@ -163,17 +190,27 @@ impl Sensor {
     /// `device`, with a request queue `queue` deep (for a load that outruns the socket).
     pub async fn device_queued(addr: SocketAddr, id: &str, queue: usize) -> Sensor {
         let mut sensor = Sensor::connect_queued(addr, id, queue).await;
-        let code = sensor.subscribe(&format!("mekong/v1/{id}/down")).await;
-        assert!(matches!(code, SubscribeReasonCode::Success(_)), "downlink subscription refused: {code:?}");
+        sensor.subscribe_downlink(id).await;
         sensor
     }
 
     /// [`Sensor::device`] for a device that logs in with its password.
     pub async fn device_login(addr: SocketAddr, id: &str, password: &str) -> Sensor {
         let mut sensor = Sensor::login(addr, id, id, password).await.expect("login refused");
-        let code = sensor.subscribe(&format!("mekong/v1/{id}/down")).await;
-        assert!(matches!(code, SubscribeReasonCode::Success(_)), "downlink subscription refused: {code:?}");
+        sensor.subscribe_downlink(id).await;
         sensor
+    }
+
+    /// `device`, over TLS to `localhost` on `port` ([`Sensor::connect_tls`]).
+    pub async fn device_tls(port: u16, id: &str, tls: Arc<rustls::ClientConfig>) -> Sensor {
+        let mut sensor = Sensor::connect_tls(port, id, tls).await;
+        sensor.subscribe_downlink(id).await;
+        sensor
+    }
+
+    async fn subscribe_downlink(&mut self, id: &str) {
+        let code = self.subscribe(&format!("mekong/v1/{id}/down")).await;
+        assert!(matches!(code, SubscribeReasonCode::Success(_)), "downlink subscription refused: {code:?}");
     }
 
     /// The next downlink message, decoded.

@@ -8,7 +8,8 @@
 //! for a warm-up, then counts for the measured seconds: at the store (readings flushed to
 //! disk, from `/v1/stats`), at the link (publishes counted by `broker-only`), or at the
 //! external subscriber. Each scenario prints a JSON line; the last line holds them all and
-//! the ratios.
+//! the ratios. With `--tls`, durable ingest runs over TLS too (MQTT 3.1.1 on mekong's TLS
+//! listener), and the ratio of the two is in the summary.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, TempDir};
 use crate::load::{self, Load, LoadOptions};
+use crate::tls::BenchTls;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -44,17 +46,19 @@ pub struct BenchOptions {
     pub moderate_rate: f64,
     /// The `mekong` binary.
     pub mekong: PathBuf,
+    /// Also measure durable ingest over TLS.
+    pub tls: bool,
 }
 
 /// Open files this process may have, from /proc (no libc needed).
-fn open_file_limit() -> Option<u64> {
+pub(crate) fn open_file_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-enum Target {
-    Mekong { broker_only: bool, rate: Option<f64> },
+enum Target<'a> {
+    Mekong { broker_only: bool, rate: Option<f64>, tls: Option<&'a BenchTls> },
     Peer(SocketAddr),
 }
 
@@ -74,16 +78,23 @@ struct Measured {
 /// directory, or the broker alone with a counter (`mekong-bench broker-only`). It runs in its
 /// own process so that its memory can be read apart from the load generator's, and so that
 /// the connections' two ends do not share one open-file limit.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    mqtt: SocketAddr,
+    /// Where devices connect: the TLS listener with TLS.
+    pub(crate) mqtt: SocketAddr,
     http: SocketAddr,
     _data: Option<TempDir>,
 }
 
 impl Server {
-    async fn start(mekong: &std::path::Path, broker_only: bool) -> anyhow::Result<Server> {
-        let [mqtt, http] = free_ports()?.map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
+    /// Starts the server; with `tls`, `mekong serve` serves MQTT 3.1.1 over TLS with its
+    /// certificate too (the API stays plain HTTP, for the counters), and devices connect there.
+    pub(crate) async fn start(
+        mekong: &std::path::Path,
+        broker_only: bool,
+        tls: Option<&BenchTls>,
+    ) -> anyhow::Result<Server> {
+        let [mqtt, http, mqtts] = free_ports()?.map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
         let (mut command, data) = if broker_only {
             let mut command = Command::new(std::env::current_exe().context("cannot find the mekong-bench binary")?);
             command.args(["broker-only", "--listen", &mqtt.to_string(), "--stats", &http.to_string()]);
@@ -96,9 +107,19 @@ impl Server {
                 .env("MEKONG__STORAGE__DATA_DIR", &data.path)
                 .env("MEKONG__BROKER__LISTEN", mqtt.to_string())
                 .env("MEKONG__BROKER__LISTEN_V5", "")
-                .env("MEKONG__API__LISTEN", http.to_string());
+                .env("MEKONG__API__LISTEN", http.to_string())
+                .env("MEKONG__BROKER__LISTEN_TLS", "")
+                .env("MEKONG__BROKER__LISTEN_V5_TLS", "");
+            if let Some(tls) = tls {
+                command
+                    .env("MEKONG__TLS__CERT", &tls.cert)
+                    .env("MEKONG__TLS__KEY", &tls.key)
+                    .env("MEKONG__TLS__API", "false")
+                    .env("MEKONG__BROKER__LISTEN_TLS", mqtts.to_string());
+            }
             (command, Some(data))
         };
+        let mqtt = if tls.is_some() { mqtts } else { mqtt };
         command.env("RUST_LOG", "error").stdout(Stdio::null());
         let what = if broker_only { "mekong-bench broker-only" } else { "mekong serve" };
         let child = command.spawn().with_context(|| format!("cannot start {what}"))?;
@@ -118,7 +139,7 @@ impl Server {
         get_json(self.http, "/v1/stats").await
     }
 
-    fn rss_mib(&self) -> Option<f64> {
+    pub(crate) fn rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let kib: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
         Some((kib / 1024.0 * 10.0).round() / 10.0)
@@ -137,19 +158,19 @@ fn counter(stats: &Value, key: &str) -> u64 {
 }
 
 async fn measure(
-    target: Target,
+    target: Target<'_>,
     devices: usize,
     rpp: usize,
     opts: &BenchOptions,
     n: usize,
 ) -> anyhow::Result<Measured> {
-    let (server, addr, rate, broker_only) = match target {
-        Target::Mekong { broker_only, rate } => {
-            let server = Server::start(&opts.mekong, broker_only).await?;
+    let (server, addr, rate, broker_only, tls) = match target {
+        Target::Mekong { broker_only, rate, tls } => {
+            let server = Server::start(&opts.mekong, broker_only, tls).await?;
             let addr = server.mqtt;
-            (Some(server), addr, rate, broker_only)
+            (Some(server), addr, rate, broker_only, tls)
         }
-        Target::Peer(addr) => (None, addr, None, false),
+        Target::Peer(addr) => (None, addr, None, false, None),
     };
     let load_opts = LoadOptions {
         addr,
@@ -159,6 +180,7 @@ async fn measure(
         rate,
         downlinks: server.is_some() && !broker_only,
         prefix: format!("bench{n}-"),
+        tls: tls.map(|t| Arc::clone(&t.client)),
     };
     let window = load_opts.window;
     let load = Load::start(load_opts).await?;
@@ -237,7 +259,7 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
 /// Runs one scenario, prints its line and keeps it in `results`.
 async fn scenario(
     name: &str,
-    target: Target,
+    target: Target<'_>,
     devices: usize,
     rpp: usize,
     opts: &BenchOptions,
@@ -266,20 +288,28 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
             );
         }
     }
+    let tls = opts.tls.then(BenchTls::new).transpose()?;
     let mut results = Vec::new();
     let mut ratios = Vec::new();
     let mut n = 0;
     for &devices in &opts.devices {
         for &rpp in &opts.readings {
-            let ceiling = Target::Mekong { broker_only: true, rate: None };
+            let ceiling = Target::Mekong { broker_only: true, rate: None, tls: None };
             let ceiling = scenario("broker_only_counter", ceiling, devices, rpp, &opts, &mut n, &mut results).await?;
-            let durable = Target::Mekong { broker_only: false, rate: None };
+            let durable = Target::Mekong { broker_only: false, rate: None, tls: None };
             let durable = scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
             let mut ratio = json!({
                 "devices": devices,
                 "readings_per_pack": rpp,
                 "durable_over_broker_only": (durable.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0,
             });
+            if let Some(tls) = &tls {
+                let target = Target::Mekong { broker_only: false, rate: None, tls: Some(tls) };
+                let over_tls =
+                    scenario("mekong_durable_tls", target, devices, rpp, &opts, &mut n, &mut results).await?;
+                ratio["tls_over_plain"] =
+                    json!((over_tls.readings_per_s / durable.readings_per_s * 1000.0).round() / 1000.0);
+            }
             if let Some(peer) = opts.peer {
                 let peer =
                     scenario("peer_broker_counter", Target::Peer(peer), devices, rpp, &opts, &mut n, &mut results)
@@ -291,13 +321,14 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
         }
     }
     let devices = 100;
-    let moderate = Target::Mekong { broker_only: false, rate: Some(opts.moderate_rate / devices as f64) };
+    let moderate = Target::Mekong { broker_only: false, rate: Some(opts.moderate_rate / devices as f64), tls: None };
     scenario("mekong_durable_moderate", moderate, devices, 1, &opts, &mut n, &mut results).await?;
     Ok(json!({
         "bench": "ingest",
         "seconds": opts.seconds,
         "window": opts.window,
         "window_default": "1600 / devices, at least 1",
+        "tls": opts.tls,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "results": results,
         "ratios": ratios,

@@ -1,12 +1,16 @@
 //! The load generator of `mekong-bench ingest`: one raw MQTT 3.1.1 connection per simulated
-//! device (rumqttc's packet codec without its event loop, so the generator stays light), QoS 1
-//! publishes with a window of unacknowledged ones, and the device's downlink, from which it
-//! times each acknowledgement. Also a counting subscriber, for an external broker.
+//! device (rumqttc's packet codec without its event loop, so the generator stays light), over
+//! TCP or TLS, QoS 1 publishes with a window of unacknowledged ones, and the device's
+//! downlink, from which it times each acknowledgement. Also a counting subscriber, for an
+//! external broker, and the device's connection set-up alone, for `mekong-bench connect`.
 
 use std::collections::VecDeque;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -14,7 +18,8 @@ use bytes::BytesMut;
 use mekong_schema::downlink::{self, Downlink};
 use mekong_schema::{encode_pack, Base, Reading};
 use rumqttc::{Connect, Packet, PubAck, Publish, QoS, Subscribe};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Semaphore};
 
@@ -37,6 +42,115 @@ pub struct LoadOptions {
     pub downlinks: bool,
     /// Device id prefix (scenarios use fresh ids).
     pub prefix: String,
+    /// Connect over TLS with this configuration (to `localhost`), else plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A device's connection: TCP, or TLS over TCP.
+#[derive(Debug)]
+pub enum Conn {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How long each step of a device's connection took: TCP connect, TLS handshake (zero
+/// without TLS), CONNECT to CONNACK (and SUBACK).
+pub type Steps = [Duration; 3];
+
+/// Opens a device's connection and sends CONNECT as `id` (keep-alive 600 s), and SUBSCRIBE
+/// to its downlink if `downlink`; returns once the broker has answered both.
+pub async fn connect_device(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    id: &str,
+    downlink: bool,
+) -> anyhow::Result<Conn> {
+    connect_device_timed(addr, tls, id, downlink).await.map(|(conn, _)| conn)
+}
+
+/// [`connect_device`], with the time each step took. The TCP connection has no Nagle, as a
+/// device that waits for acknowledgements would set; TLS is verified for `localhost`.
+pub async fn connect_device_timed(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    id: &str,
+    downlink: bool,
+) -> anyhow::Result<(Conn, Steps)> {
+    let started = Instant::now();
+    let tcp = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let tcp_done = Instant::now();
+    let mut stream = match tls {
+        None => Conn::Tcp(tcp),
+        Some(config) => {
+            let name = ServerName::try_from("localhost")?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::clone(config)).connect(name, tcp).await;
+            Conn::Tls(Box::new(stream.with_context(|| format!("tls handshake with {addr}"))?))
+        }
+    };
+    let tls_done = Instant::now();
+    let mut connect = Connect::new(id);
+    connect.keep_alive = 600;
+    let mut out = BytesMut::new();
+    Packet::Connect(connect).write(&mut out, MAX_PACKET)?;
+    if downlink {
+        Packet::Subscribe(Subscribe::new(format!("mekong/v1/{id}/down"), QoS::AtMostOnce))
+            .write(&mut out, MAX_PACKET)?;
+    }
+    stream.write_all(&out).await?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut expect = if downlink { 2 } else { 1 };
+    while expect > 0 {
+        match read_packet(&mut stream, &mut buf).await? {
+            Packet::ConnAck(_) | Packet::SubAck(_) => expect -= 1,
+            other => bail!("unexpected {other:?} while connecting"),
+        }
+    }
+    let steps = [tcp_done - started, tls_done - tcp_done, tls_done.elapsed()];
+    Ok((stream, steps))
+}
+
+/// Sends DISCONNECT and closes the connection.
+pub async fn disconnect(mut stream: Conn) {
+    let mut out = BytesMut::new();
+    if Packet::Disconnect.write(&mut out, MAX_PACKET).is_ok() {
+        let _ = stream.write_all(&out).await;
+    }
+    let _ = stream.shutdown().await;
 }
 
 /// Counters shared by every connection.
@@ -100,27 +214,8 @@ impl Load {
     }
 }
 
-async fn connect(opts: &LoadOptions, id: &str) -> anyhow::Result<TcpStream> {
-    let mut stream = TcpStream::connect(opts.addr).await.with_context(|| format!("connect to {}", opts.addr))?;
-    stream.set_nodelay(true)?;
-    let mut connect = Connect::new(id);
-    connect.keep_alive = 600;
-    let mut out = BytesMut::new();
-    Packet::Connect(connect).write(&mut out, MAX_PACKET)?;
-    if opts.downlinks {
-        Packet::Subscribe(Subscribe::new(format!("mekong/v1/{id}/down"), QoS::AtMostOnce))
-            .write(&mut out, MAX_PACKET)?;
-    }
-    stream.write_all(&out).await?;
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut expect = if opts.downlinks { 2 } else { 1 };
-    while expect > 0 {
-        match read_packet(&mut stream, &mut buf).await? {
-            Packet::ConnAck(_) | Packet::SubAck(_) => expect -= 1,
-            other => bail!("unexpected {other:?} while connecting"),
-        }
-    }
-    Ok(stream)
+async fn connect(opts: &LoadOptions, id: &str) -> anyhow::Result<Conn> {
+    connect_device(opts.addr, opts.tls.as_ref(), id, opts.downlinks).await
 }
 
 /// A SUBSCRIBE with packet id 1 (MQTT forbids 0; rumqttc's constructor leaves it 0).
@@ -130,7 +225,7 @@ fn subscribe(filter: String, qos: QoS) -> Subscribe {
     s
 }
 
-async fn read_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result<Packet> {
+async fn read_packet(stream: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> anyhow::Result<Packet> {
     loop {
         match Packet::read(buf, MAX_PACKET) {
             Ok(packet) => return Ok(packet),
@@ -162,8 +257,32 @@ struct Inflight {
 /// each pack until the platform acknowledges it on the downlink, resending it when the
 /// acknowledgement is overdue. Without downlinks (the broker-only and external-broker
 /// scenarios) the broker's PUBACK frees the window instead.
-async fn run_device(opts: LoadOptions, id: String, stream: TcpStream, counters: Arc<Counters>) -> anyhow::Result<()> {
-    let (mut reader, mut writer) = stream.into_split();
+async fn run_device(opts: LoadOptions, id: String, stream: Conn, counters: Arc<Counters>) -> anyhow::Result<()> {
+    match stream {
+        Conn::Tcp(tcp) => {
+            let (reader, writer) = tcp.into_split();
+            run_device_halves(opts, id, reader, writer, counters).await
+        }
+        // One TLS session reads and writes: its halves share it behind a lock, as any TLS
+        // client's would.
+        Conn::Tls(tls) => {
+            let (reader, writer) = tokio::io::split(*tls);
+            run_device_halves(opts, id, reader, writer, counters).await
+        }
+    }
+}
+
+async fn run_device_halves<R, W>(
+    opts: LoadOptions,
+    id: String,
+    mut reader: R,
+    mut writer: W,
+    counters: Arc<Counters>,
+) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
     let window = Arc::new(Semaphore::new(opts.window.max(1)));
     let inflight: Arc<std::sync::Mutex<VecDeque<Inflight>>> = Arc::default();
     let downlinks = opts.downlinks;

@@ -1,14 +1,17 @@
 //! `mekong-bench`: the whole-system benchmarks, apart from the product. `ingest` measures
-//! readings made durable over MQTT next to what the embedded broker alone allows; `query`
+//! readings made durable over MQTT next to what the embedded broker alone allows (and over
+//! TLS); `connect` measures a fleet reconnecting at once, plain and over TLS; `query`
 //! measures the store's size on disk and the API's latency over the reference dataset. Each
 //! starts the `mekong` binary as a child process and prints one JSON line per step, then a
 //! summary line.
 
 mod broker_only;
+mod connect;
 mod harness;
 mod ingest;
 mod load;
 mod query;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +56,23 @@ enum Command {
         /// Total packs per second for the latency at moderate load.
         #[arg(long, default_value_t = 2000.0)]
         moderate_rate: f64,
+        /// Also measure durable ingest over TLS (MQTT 3.1.1 on mekong's TLS listener), and
+        /// its ratio to plain TCP.
+        #[arg(long)]
+        tls: bool,
+    },
+    /// A fleet reconnecting at once: connections per second, connect times (p50, p99), and
+    /// the server memory an idle connection holds; plain TCP, and TLS with --tls.
+    Connect {
+        /// Devices, one MQTT connection each.
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// Times the whole fleet reconnects at once, per scenario (the rate is their median).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Also measure TLS (full handshakes, ECDSA P-256), against plain TCP in the same run.
+        #[arg(long)]
+        tls: bool,
     },
     /// Size on disk and query latency over the reference dataset, through the HTTP API.
     Query(query::QueryBenchOptions),
@@ -78,7 +98,15 @@ fn main() -> anyhow::Result<()> {
             println!("{}", query::query(opts, &mekong)?);
             Ok(())
         }
-        Command::Ingest { devices, readings, seconds, warmup, window, peer, moderate_rate } => {
+        Command::Connect { devices, rounds, tls } => {
+            init_logging("warn");
+            let mekong = harness::mekong_binary(cli.mekong)?;
+            let opts = connect::ConnectOptions { devices, rounds: rounds.max(1), tls, mekong };
+            let summary = runtime()?.block_on(connect::connect(opts))?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Ingest { devices, readings, seconds, warmup, window, peer, moderate_rate, tls } => {
             init_logging("warn");
             let peer = peer
                 .map(|p| {
@@ -90,7 +118,8 @@ fn main() -> anyhow::Result<()> {
                 })
                 .transpose()?;
             let mekong = harness::mekong_binary(cli.mekong)?;
-            let opts = ingest::BenchOptions { devices, readings, seconds, warmup, window, peer, moderate_rate, mekong };
+            let opts =
+                ingest::BenchOptions { devices, readings, seconds, warmup, window, peer, moderate_rate, mekong, tls };
             let summary = runtime()?.block_on(ingest::ingest(opts))?;
             println!("{summary}");
             Ok(())

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mekong_schema::topic::UPLINK_FILTER;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings, TlsConfig};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::guard::Guard;
@@ -33,13 +34,21 @@ pub struct BrokerOptions {
     /// The empty string in a configuration file means nowhere.
     #[serde(serialize_with = "ser_opt_addr", deserialize_with = "de_opt_addr")]
     pub listen_v5: Option<SocketAddr>,
+    /// Where MQTT 3.1.1 clients connect over TLS, served only with [`BrokerOptions::tls`]
+    /// (mekong's `[tls]` section). The empty string means nowhere.
+    #[serde(serialize_with = "ser_opt_addr", deserialize_with = "de_opt_addr")]
+    pub listen_tls: Option<SocketAddr>,
+    /// Where MQTT 5 clients connect over TLS, as `listen_tls`.
+    #[serde(serialize_with = "ser_opt_addr", deserialize_with = "de_opt_addr")]
+    pub listen_v5_tls: Option<SocketAddr>,
     /// Most client connections at once.
     pub max_connections: usize,
     /// Largest MQTT packet a client may send; the client is disconnected beyond it.
     pub max_packet_bytes: usize,
     /// Unacknowledged QoS 1/2 publishes per connection.
     pub max_inflight: usize,
-    /// How long a client has to send CONNECT after opening its connection.
+    /// How long a client has to send CONNECT after opening its connection; on a TLS listener,
+    /// also how long it has to finish its TLS handshake (before that).
     pub connection_timeout_ms: u16,
     /// Size of one segment of the broker's in-memory log of uplinks.
     pub segment_bytes: usize,
@@ -55,7 +64,26 @@ pub struct BrokerOptions {
     /// credentials to present. Not a configuration key.
     #[serde(skip)]
     pub loopback_only: bool,
+    /// The TLS listeners' configuration; without it, they are not served. Not a
+    /// configuration key: mekong builds it from its `[tls]` section.
+    #[serde(skip)]
+    pub tls: Option<BrokerTls>,
 }
+
+/// The rustls configuration of the broker's TLS listeners, built once by the caller and
+/// shared by every TLS connection; its certificate resolver may hand out a new certificate
+/// while the broker runs (rotation without a restart).
+#[derive(Debug, Clone)]
+pub struct BrokerTls(pub Arc<rustls::ServerConfig>);
+
+/// The same configuration, not an equal one: rustls' has no equality of its own.
+impl PartialEq for BrokerTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for BrokerTls {}
 
 /// The addresses that serve `addr` on loopback only: an unspecified address (`[::]`,
 /// `0.0.0.0`) becomes both `127.0.0.1` and `[::1]` on its port (so `localhost` reaches it
@@ -79,6 +107,8 @@ impl Default for BrokerOptions {
         BrokerOptions {
             listen: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 1883),
             listen_v5: Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 1884)),
+            listen_tls: Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8883)),
+            listen_v5_tls: Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8884)),
             max_connections: 20_000,
             max_packet_bytes: 256 * 1024,
             max_inflight: 100,
@@ -87,13 +117,26 @@ impl Default for BrokerOptions {
             segment_count: 4,
             ready_timeout: Duration::from_secs(10),
             loopback_only: false,
+            tls: None,
         }
     }
 }
 
 impl BrokerOptions {
+    /// Every listener served: the TLS ones only with a TLS configuration.
     fn listeners(&self) -> impl Iterator<Item = SocketAddr> {
-        std::iter::once(self.listen).chain(self.listen_v5)
+        let tls = |addr: Option<SocketAddr>| addr.filter(|_| self.tls.is_some());
+        std::iter::once(self.listen).chain(self.listen_v5).chain(tls(self.listen_tls)).chain(tls(self.listen_v5_tls))
+    }
+
+    /// Every listener configured, served or not.
+    fn configured(&self) -> [(&'static str, Option<SocketAddr>); 4] {
+        [
+            ("listen", Some(self.listen)),
+            ("listen_v5", self.listen_v5),
+            ("listen_tls", self.listen_tls),
+            ("listen_v5_tls", self.listen_v5_tls),
+        ]
     }
 
     /// The addresses bound for `addr`: itself, or its loopback forms when serving loopback
@@ -138,10 +181,12 @@ impl BrokerOptions {
                 return invalid(format!("{name} must be at least 1"));
             }
         }
-        if self.listeners().any(|addr| addr.port() == 0) {
+        let configured = self.configured();
+        let configured = || configured.iter().filter_map(|&(name, addr)| Some((name, addr?)));
+        if let Some((name, _)) = configured().find(|(_, addr)| addr.port() == 0) {
             // rumqttd binds its listeners itself and cannot report a port it picked, and
             // wait_listening would wait for port 0.
-            return invalid("listen and listen_v5 need a port other than 0".into());
+            return invalid(format!("{name} needs a port other than 0"));
         }
         if let Some(addr) = self.listeners().find(|&addr| self.loopback_only && loopback_only(addr).is_none()) {
             return invalid(format!(
@@ -149,8 +194,10 @@ impl BrokerOptions {
                  (served on loopback only) or set security.allow_anonymous = true to let anyone in there (insecure)"
             ));
         }
-        if self.listen_v5 == Some(self.listen) {
-            return invalid("listen_v5 must differ from listen".into());
+        for (i, (name, addr)) in configured().enumerate() {
+            if let Some((other, _)) = configured().take(i).find(|&(_, a)| a == addr) {
+                return invalid(format!("{name} must differ from {other}"));
+            }
         }
         Ok(())
     }
@@ -191,13 +238,17 @@ impl BrokerOptions {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         };
-        Ok(Config {
-            id: 0,
-            router,
-            v4: Some(self.servers("mqtt", self.listen, server)),
-            v5: self.listen_v5.map(|addr| self.servers("mqtt5", addr, server)),
-            ..Config::default()
-        })
+        // The TLS listeners are the plain ones with the handshake first, which rumqttd runs in
+        // the connection's task, bounded by connection_timeout_ms (vendored patch 6).
+        let tls = self.tls.as_ref().map(|tls| TlsConfig::RustlsServerConfig(Arc::clone(&tls.0)));
+        let tls_server = |name: &str, listen| ServerSettings { tls: tls.clone(), ..server(name, listen) };
+        let mut v4 = self.servers("mqtt", self.listen, server);
+        let mut v5 = self.listen_v5.map(|addr| self.servers("mqtt5", addr, server)).unwrap_or_default();
+        if tls.is_some() {
+            v4.extend(self.listen_tls.map(|addr| self.servers("mqtts", addr, tls_server)).unwrap_or_default());
+            v5.extend(self.listen_v5_tls.map(|addr| self.servers("mqtts5", addr, tls_server)).unwrap_or_default());
+        }
+        Ok(Config { id: 0, router, v4: Some(v4), v5: (!v5.is_empty()).then_some(v5), ..Config::default() })
     }
 }
 

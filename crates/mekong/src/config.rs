@@ -23,6 +23,8 @@ use mekong_schema::DeviceKind;
 use mekong_store::{RetentionPolicy, RetentionRule, StoreOptions};
 use serde::{Deserialize, Serialize};
 
+use crate::tls::TlsConfig;
+
 /// Where the registry is unless the configuration says otherwise; `mekong device provision`
 /// and `mekong token` write there by default too.
 pub const DEFAULT_REGISTRY: &str = "config/devices.toml";
@@ -108,6 +110,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Who may connect, and from where.
     pub security: SecurityConfig,
+    /// TLS for MQTT and HTTP: the certificate and its key.
+    pub tls: TlsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -269,6 +273,7 @@ impl Config {
         let b = &self.broker;
         b.validate().context("in [broker]")?;
         self.ingest.validate().context("in [ingest]")?;
+        self.tls.validate()?;
         if self.ingest.max_payload_bytes >= b.max_packet_bytes {
             bail!(
                 "ingest.max_payload_bytes ({}) must be below broker.max_packet_bytes ({}), so that an oversized payload \

@@ -284,7 +284,10 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let config = Config::load(&config, true, std::env::vars())?;
             let identities = config.identities()?;
-            mekong::exposure::Exposure::decide(&config, &identities)?;
+            let exposure = mekong::exposure::Exposure::decide(&config, &identities)?;
+            // The certificate and key must load, and the TLS listeners obey the exposure.
+            let tls = config.tls.enabled().then(|| mekong::tls::Tls::load(&config.tls)).transpose()?;
+            mekong::platform::broker_options(exposure.broker(&config), tls.as_ref())?;
             print!("{}", toml::to_string(&config)?);
             Ok(())
         }
@@ -413,6 +416,18 @@ fn init_logging(filter: &str, format: LogFormat) {
 }
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    // Taken before start, so that a SIGHUP from the moment the certificate is served reloads
+    // it rather than ending the process. Only with TLS on: otherwise SIGHUP keeps its default.
+    #[cfg(unix)]
+    let hangups = match config.tls.enabled() {
+        true => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot listen for SIGHUP (certificate reload)")?,
+        ),
+        false => None,
+    };
+    #[cfg(not(unix))]
+    let hangups: Option<()> = None;
     let platform = Platform::start(&config).await?;
     let simulator = demo.then(|| {
         let mut opts = SimOptions {
@@ -432,7 +447,10 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         );
         tokio::spawn(simulate::run(opts, tokio::sync::watch::channel(false).1))
     });
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = reload_on_hangup(&platform, hangups) => {}
+    }
     tracing::info!("shutting down");
     if let Some(simulator) = simulator {
         simulator.abort();
@@ -496,6 +514,29 @@ fn identity_command(what: IdentityCommand) -> anyhow::Result<()> {
     );
     println!("{password}");
     Ok(())
+}
+
+/// Reloads the TLS certificate at every SIGHUP, forever; never resolves.
+#[cfg(unix)]
+async fn reload_on_hangup(platform: &Platform, hangups: Option<tokio::signal::unix::Signal>) {
+    if let Some(mut hangups) = hangups {
+        while hangups.recv().await.is_some() {
+            match platform.reload_tls() {
+                Ok(sha256) => tracing::info!(sha256 = sha256.as_deref(), "SIGHUP: tls certificate loaded"),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: cannot load the new tls certificate; the one in use stays"
+                ),
+            }
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// No SIGHUP off Unix: the files' poll reloads the certificate.
+#[cfg(not(unix))]
+async fn reload_on_hangup(_platform: &Platform, _hangups: Option<()>) {
+    std::future::pending::<()>().await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,5 +1,6 @@
-//! The whole platform in one process: store, broker and ingest thread, HTTP service; started
-//! from a [`Config`] and shut down in order (stop taking requests, drain ingest, flush).
+//! The whole platform in one process: store, broker and ingest thread, HTTP service, and the
+//! TLS certificate they serve; started from a [`Config`] and shut down in order (stop taking
+//! requests, drain ingest, flush).
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use axum::http::HeaderValue;
 use mekong_api::auth::Access;
 use mekong_api::health::HealthOptions;
 use mekong_api::AppState;
-use mekong_ingest::Ingest;
+use mekong_ingest::broker::BrokerTls;
+use mekong_ingest::{BrokerOptions, Ingest};
 use mekong_store::Store;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
@@ -17,6 +19,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::exposure::Exposure;
+use crate::https::TlsListener;
+use crate::tls::Tls;
 use crate::upkeep::{Upkeep, UpkeepOptions};
 
 /// A running platform.
@@ -26,8 +30,16 @@ pub struct Platform {
     pub mqtt_addr: SocketAddr,
     /// MQTT 5 listener, if on.
     pub mqtt5_addr: Option<SocketAddr>,
+    /// MQTT 3.1.1 over TLS, if served.
+    pub mqtt_tls_addr: Option<SocketAddr>,
+    /// MQTT 5 over TLS, if served.
+    pub mqtt5_tls_addr: Option<SocketAddr>,
     /// HTTP listener (the actual port when the configuration said 0).
     pub http_addr: SocketAddr,
+    /// Whether the HTTP listener serves TLS (HTTPS).
+    pub https: bool,
+    tls: Option<Arc<Tls>>,
+    tls_watch: Option<JoinHandle<()>>,
     store: Store,
     ingest: Ingest,
     upkeep: Option<Upkeep>,
@@ -59,7 +71,11 @@ impl Platform {
             points = store.point_count(),
             "store opened"
         );
-        let broker = exposure.broker(config);
+        let tls = match config.tls.enabled() {
+            true => Some(Arc::new(Tls::load(&config.tls)?)),
+            false => None,
+        };
+        let broker = broker_options(exposure.broker(config), tls.as_deref())?;
         let access = match identities.tokens.is_empty() {
             true => Access::anonymous(),
             false => Access::tokens(identities.tokens, config.security.metrics_open),
@@ -110,27 +126,40 @@ impl Platform {
             AppState { store: store.clone(), stats: ingest.stats(), access: Arc::new(access), cors_origins, health };
         let app = mekong_api::router(state);
         let (http_stop, stopped) = watch::channel(false);
-        let servers = listeners.into_iter().map(|listener| {
-            let (app, mut stopped) = (app.clone(), stopped.clone());
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    })
-                    .await
-            })
-        });
-        let http: Vec<JoinHandle<std::io::Result<()>>> = servers.collect();
+        let https = match (&tls, config.tls.api) {
+            // axum serves HTTP/1.1 only.
+            (Some(tls), true) => Some(tls.server_config(&[b"http/1.1"])?),
+            _ => None,
+        };
+        let mut http = Vec::with_capacity(listeners.len());
+        for listener in listeners {
+            http.push(match &https {
+                Some(config) => serve(TlsListener::new(listener, Arc::clone(config))?, app.clone(), stopped.clone()),
+                None => serve(listener, app.clone(), stopped.clone()),
+            });
+        }
+        let tls_watch = match (&tls, config.tls.reload_every_secs) {
+            (Some(tls), secs) if secs > 0 => Some(Arc::clone(tls).watch(std::time::Duration::from_secs(secs))),
+            _ => None,
+        };
         tracing::info!(
             mqtt = %join(&broker.bound_addresses()),
             http = %join(&http_addrs),
+            https = https.is_some(),
+            tls_sha256 = tls.as_ref().map(|t| t.fingerprint()),
             data = %data_dir.display(),
             "mekong is up"
         );
+        let served = |addr: Option<SocketAddr>| addr.filter(|_| tls.is_some());
         Ok(Platform {
             mqtt_addr: broker.listen,
             mqtt5_addr: broker.listen_v5,
+            mqtt_tls_addr: served(broker.listen_tls),
+            mqtt5_tls_addr: served(broker.listen_v5_tls),
             http_addr,
+            https: https.is_some(),
+            tls,
+            tls_watch,
             store,
             ingest,
             upkeep,
@@ -144,9 +173,19 @@ impl Platform {
         &self.store
     }
 
+    /// Reads the TLS certificate and key files again and serves them to new connections
+    /// (SIGHUP does this); `Ok(None)` without TLS. On an error (which names the file) the
+    /// certificate in use stays. Returns the SHA-256 fingerprint of the certificate served.
+    pub fn reload_tls(&self) -> anyhow::Result<Option<String>> {
+        self.tls.as_ref().map(|tls| tls.reload()).transpose()
+    }
+
     /// Stops serving HTTP, stops the ingest thread after what it holds, and flushes the
     /// store. The broker's listeners live until the process exits (rumqttd cannot stop them).
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(watch) = self.tls_watch {
+            watch.abort();
+        }
         let _ = self.http_stop.send(true);
         for server in self.http {
             match server.await {
@@ -166,6 +205,30 @@ impl Platform {
         tracing::info!(bytes = flushed.bytes, "store flushed; mekong stopped");
         Ok(())
     }
+}
+
+/// The broker's options with the TLS listeners' configuration, when TLS is on; checked
+/// again with it, since the TLS listeners obey the loopback-only rule too.
+pub fn broker_options(options: BrokerOptions, tls: Option<&Tls>) -> anyhow::Result<BrokerOptions> {
+    // MQTT over TLS has no ALPN name that clients send.
+    let tls = tls.map(|tls| tls.server_config(&[])).transpose()?.map(BrokerTls);
+    let options = BrokerOptions { tls, ..options };
+    options.validate().context("in [broker]")?;
+    Ok(options)
+}
+
+/// Serves `app` on `listener` until `stopped` says stop.
+fn serve<L>(listener: L, app: axum::Router, mut stopped: watch::Receiver<bool>) -> JoinHandle<std::io::Result<()>>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await
+    })
 }
 
 /// A listener that takes IPv4 as well as IPv6 when given an IPv6 address (`[::]`), whatever

@@ -126,6 +126,12 @@ pub enum TlsConfig {
         pkcs12path: String,
         pkcs12pass: String,
     },
+    /// A rustls configuration built by the library user, used as it is for every connection
+    /// of the listener: with a certificate resolver of its own, the user can replace the
+    /// certificate while the broker runs. Not part of a configuration file.
+    #[cfg(feature = "use-rustls")]
+    #[serde(skip)]
+    RustlsServerConfig(std::sync::Arc<tokio_rustls::rustls::ServerConfig>),
 }
 
 impl TlsConfig {
@@ -143,6 +149,8 @@ impl TlsConfig {
                 ca && [certpath, keypath].iter().all(|v| Path::new(v).exists())
             }
             TlsConfig::NativeTls { pkcs12path, .. } => Path::new(pkcs12path).exists(),
+            #[cfg(feature = "use-rustls")]
+            TlsConfig::RustlsServerConfig(_) => true,
         }
     }
 }

@@ -78,6 +78,28 @@ fn unknown_keys_and_bad_values_name_the_key() {
 }
 
 #[test]
+fn tls_keys_are_read_and_checked() {
+    let config = load_str(
+        "[tls]\ncert = \"/etc/mekong/fullchain.pem\"\nkey = \"/etc/mekong/privkey.pem\"\n",
+        &[("MEKONG__TLS__RELOAD_EVERY_SECS", "0"), ("MEKONG__BROKER__LISTEN_V5_TLS", "")],
+    )
+    .unwrap();
+    assert!(config.tls.enabled() && config.tls.api);
+    assert_eq!(config.tls.reload_every_secs, 0);
+    assert_eq!(config.broker.listen_v5_tls, None);
+    assert!(!Config::default().tls.enabled(), "TLS is off by default");
+    let e = error_of("[tls]\ncert = \"/etc/mekong/fullchain.pem\"\n", &[]);
+    assert!(e.contains("tls.cert and tls.key go together"), "{e}");
+    // Every listener, TLS or not, has a port of its own, served or not.
+    let e = error_of("[broker]\nlisten_tls = \"[::]:1883\"\n", &[]);
+    assert!(e.contains("listen_tls must differ from listen"), "{e}");
+    let e = error_of("[broker]\nlisten_v5_tls = \"[::]:8883\"\n", &[]);
+    assert!(e.contains("listen_v5_tls must differ from listen_tls"), "{e}");
+    let e = error_of("[broker]\nlisten_tls = \"[::]:0\"\n", &[]);
+    assert!(e.contains("listen_tls needs a port other than 0"), "{e}");
+}
+
+#[test]
 fn environment_variables_override_the_file() {
     let config = load_str(
         "[api]\nlisten = \"[::]:8080\"\n",

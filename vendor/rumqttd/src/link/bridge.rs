@@ -1,12 +1,7 @@
 use flume::Sender;
 
 #[cfg(feature = "use-rustls")]
-use std::{
-    fs,
-    io::{BufReader, Cursor},
-    path::Path,
-    sync::Arc,
-};
+use std::{path::Path, sync::Arc};
 
 use std::{io, net::AddrParseError, time::Duration};
 
@@ -16,12 +11,11 @@ use tokio::{
 };
 
 #[cfg(feature = "use-rustls")]
-use rustls_pemfile::Item;
-
-#[cfg(feature = "use-rustls")]
 use tokio_rustls::{
     rustls::{
-        pki_types::{InvalidDnsNameError, ServerName},
+        pki_types::{
+            pem::PemObject, CertificateDer, InvalidDnsNameError, PrivateKeyDer, ServerName,
+        },
         ClientConfig, Error as TLSError, RootCertStore,
     },
     TlsConnector,
@@ -203,8 +197,8 @@ pub async fn tls_connect<P: AsRef<Path>>(
 ) -> Result<Box<dyn N>, BridgeError> {
     let mut root_cert_store = RootCertStore::empty();
 
-    for cert in rustls_pemfile::certs(&mut BufReader::new(Cursor::new(fs::read(ca_file)?))) {
-        root_cert_store.add(cert?)?;
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(pem_error)? {
+        root_cert_store.add(cert.map_err(pem_error)?)?;
     }
 
     if root_cert_store.is_empty() {
@@ -218,17 +212,15 @@ pub async fn tls_connect<P: AsRef<Path>>(
         key: key_path,
     }) = client_auth_opt
     {
-        let certs = rustls_pemfile::certs(&mut BufReader::new(Cursor::new(fs::read(certs_path)?)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let certs = CertificateDer::pem_file_iter(certs_path)
+            .map_err(pem_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem_error)?;
 
-        let key = loop {
-            match rustls_pemfile::read_one(&mut BufReader::new(Cursor::new(fs::read(key_path)?)))? {
-                Some(Item::Pkcs1Key(key)) => break key.into(),
-                Some(Item::Pkcs8Key(key)) => break key.into(),
-                Some(Item::Sec1Key(key)) => break key.into(),
-                None => return Err(BridgeError::NoValidCertInChain),
-                _ => {}
-            };
+        let key = match PrivateKeyDer::from_pem_file(key_path) {
+            Ok(key) => key,
+            Err(tokio_rustls::rustls::pki_types::pem::Error::Io(e)) => return Err(e.into()),
+            Err(_) => return Err(BridgeError::NoValidCertInChain),
         };
 
         config.with_client_auth_cert(certs, key)?
@@ -239,6 +231,15 @@ pub async fn tls_connect<P: AsRef<Path>>(
     let connector = TlsConnector::from(Arc::new(config));
     let domain = ServerName::try_from(host)?.to_owned();
     Ok(Box::new(connector.connect(domain, tcp).await?))
+}
+
+/// A PEM file that cannot be read or parsed, as the I/O error rustls-pemfile gave.
+#[cfg(feature = "use-rustls")]
+fn pem_error(e: tokio_rustls::rustls::pki_types::pem::Error) -> io::Error {
+    match e {
+        tokio_rustls::rustls::pki_types::pem::Error::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+    }
 }
 
 async fn network_init<P: Protocol>(

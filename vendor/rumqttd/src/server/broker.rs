@@ -16,7 +16,7 @@ use crate::Meter;
 use flume::{RecvError, SendError, Sender};
 use std::collections::HashMap;
 #[cfg(feature = "prometheus")]
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use tracing::{debug, error, field, info, warn, Instrument};
 
@@ -44,7 +44,8 @@ use crate::link::local::{self, LinkRx, LinkTx};
 use crate::router::{Event, Router};
 use crate::{Config, ConnectionId, ServerSettings};
 
-use tokio::net::{TcpListener, TcpStream};
+use std::net::SocketAddr;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::error::Elapsed;
 use tokio::{task, time};
 
@@ -394,26 +395,34 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         }
     }
 
-    // Depending on TLS or not create a new Network
-    async fn tls_accept(&self, stream: TcpStream) -> Result<(Box<dyn N>, Option<String>), Error> {
-        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
-        match &self.config.tls {
-            Some(c) => {
-                let (tenant_id, network) = TLSAcceptor::new(c)?.accept(stream).await?;
-                Ok((network, tenant_id))
-            }
-            None => Ok((Box::new(stream), None)),
-        }
-        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
-        Ok((Box::new(stream), None))
-    }
-
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
-        let listener = TcpListener::bind(&self.config.listen).await?;
+        // tokio's (mio's) bind listens with a backlog of 128, like the standard library: a
+        // fleet that reconnects at once overflows it, and every connection dropped there
+        // waits for its SYN to be sent again, a second later.
+        let socket = match self.config.listen {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(self.config.listen)?;
+        let listener = socket.listen(LISTEN_BACKLOG)?;
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
 
+        // Built once for the listener (not per connection, which read the PEM files again at
+        // every accept), so that a bad certificate is an error here, at start.
+        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+        let acceptor = match &self.config.tls {
+            Some(c) => Some(Arc::new(TLSAcceptor::new(c)?)),
+            None => None,
+        };
+        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+        let acceptor: Option<Arc<Acceptor>> = None;
+
         let config = Arc::new(self.config.connections.clone());
+        // The TLS handshake and the websocket upgrade must end within the time a client has
+        // to send CONNECT; each is bounded by it.
+        let handshake_timeout = Duration::from_millis(config.connection_timeout_ms.into());
         info!(
             config = self.config.name,
             listen_addr = self.config.listen.to_string(),
@@ -429,69 +438,95 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 }
             };
 
-            let (network, tenant_id) = match self.tls_accept(stream).await {
-                Ok(o) => o,
-                Err(e) => {
-                    error!(error=?e, "Tls accept error");
-                    continue;
-                }
-            };
-
-            info!(
-                name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
-            );
-
+            count += 1;
             let config = config.clone();
             let router_tx = self.router_tx.clone();
-            count += 1;
-
             let protocol = self.protocol.clone();
-            match link_type {
-                #[cfg(feature = "websocket")]
-                LinkType::Websocket => {
-                    let stream = match accept_hdr_async(network, WSCallback).await {
-                        Ok(s) => Box::new(WsStream::new(s)),
-                        Err(e) => {
-                            error!(error=?e, "Websocket failed handshake");
-                            continue;
-                        }
-                    };
-                    task::spawn(
-                        remote(
-                            config,
-                            tenant_id.clone(),
-                            router_tx,
-                            stream,
-                            protocol,
-                            self.awaiting_will_handler.clone(),
-                        )
-                        .instrument(tracing::info_span!(
-                            "websocket_link",
-                            client_id = field::Empty,
-                            connection_id = field::Empty
-                        )),
-                    )
-                }
-                LinkType::Remote => task::spawn(
-                    remote(
-                        config,
-                        tenant_id.clone(),
-                        router_tx,
-                        network,
-                        protocol,
-                        self.awaiting_will_handler.clone(),
-                    )
-                    .instrument(tracing::error_span!(
+            let will_handlers = self.awaiting_will_handler.clone();
+            let name = self.config.name.clone();
+            let acceptor = acceptor.clone();
+            // The handshakes run in the connection's own task, so that a client that is slow
+            // or silent in its TLS handshake (or websocket upgrade) holds up no other
+            // connection; the timeout ends it.
+            task::spawn(async move {
+                let handshake = handshake(acceptor, stream, link_type);
+                let (network, tenant_id) = match time::timeout(handshake_timeout, handshake).await {
+                    Ok(Ok(o)) => o,
+                    Ok(Err(e)) => {
+                        error!(error=?e, ?addr, "Handshake error");
+                        return;
+                    }
+                    Err(_) => {
+                        warn!(?addr, timeout=?handshake_timeout, "Handshake timed out");
+                        return;
+                    }
+                };
+
+                info!(name=?name, ?addr, count, tenant=?tenant_id, "accept");
+
+                let span = match link_type {
+                    #[cfg(feature = "websocket")]
+                    LinkType::Websocket => tracing::info_span!(
+                        "websocket_link",
+                        client_id = field::Empty,
+                        connection_id = field::Empty
+                    ),
+                    LinkType::Remote => tracing::error_span!(
                         "remote_link",
                         ?tenant_id,
                         client_id = field::Empty,
                         connection_id = field::Empty,
-                    )),
-                ),
-            };
+                    ),
+                };
+                remote(config, tenant_id, router_tx, network, protocol, will_handlers)
+                    .instrument(span)
+                    .await
+            });
 
-            time::sleep(delay).await;
+            // A sleep of zero still waits for the timer's next tick (a millisecond), which
+            // would hold accepts below a thousand a second.
+            if !delay.is_zero() {
+                time::sleep(delay).await;
+            }
         }
+    }
+}
+
+/// Connections the kernel completes before the accept loop takes them (capped by the
+/// system's `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// What makes an accepted TCP stream a TLS stream; a listener has none without a TLS
+/// implementation compiled in.
+#[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+type Acceptor = TLSAcceptor;
+#[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+type Acceptor = std::convert::Infallible;
+
+/// The connection's TLS handshake, when its listener has TLS, then its websocket upgrade,
+/// when it is a websocket listener.
+async fn handshake(
+    acceptor: Option<Arc<Acceptor>>,
+    stream: TcpStream,
+    link_type: LinkType,
+) -> Result<(Box<dyn N>, Option<String>), Error> {
+    let (network, tenant_id) = match acceptor {
+        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+        Some(acceptor) => {
+            let (tenant_id, network) = acceptor.accept(stream).await?;
+            (network, tenant_id)
+        }
+        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+        Some(never) => match *never {},
+        None => (Box::new(stream) as Box<dyn N>, None),
+    };
+    match link_type {
+        #[cfg(feature = "websocket")]
+        LinkType::Websocket => match accept_hdr_async(network, WSCallback).await {
+            Ok(s) => Ok((Box::new(WsStream::new(s)), tenant_id)),
+            Err(e) => Err(Error::Accept(format!("websocket handshake failed: {e}"))),
+        },
+        LinkType::Remote => Ok((network, tenant_id)),
     }
 }
 

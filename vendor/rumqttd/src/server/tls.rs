@@ -12,9 +12,11 @@ use crate::TlsConfig;
 use tokio_rustls::rustls::{server::WebPkiClientVerifier, RootCertStore};
 #[cfg(feature = "use-rustls")]
 use {
-    rustls_pemfile::Item,
-    std::{io::BufReader, sync::Arc},
-    tokio_rustls::rustls::{pki_types::PrivateKeyDer, Error as RustlsError, ServerConfig},
+    std::sync::Arc,
+    tokio_rustls::rustls::{
+        pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+        Error as RustlsError, ServerConfig,
+    },
     tracing::error,
 };
 
@@ -103,6 +105,12 @@ impl TLSAcceptor {
                 certpath,
                 keypath,
             } => Self::rustls(capath, certpath, keypath),
+            // Built by the library user, who may give it a certificate resolver of its own
+            // (to rotate certificates without a restart, for example).
+            #[cfg(feature = "use-rustls")]
+            TlsConfig::RustlsServerConfig(config) => Ok(TLSAcceptor::Rustls {
+                acceptor: tokio_rustls::TlsAcceptor::from(Arc::clone(config)),
+            }),
             #[cfg(feature = "use-native-tls")]
             TlsConfig::NativeTls {
                 pkcs12path,
@@ -200,8 +208,9 @@ impl TLSAcceptor {
             // Get certificates
             let cert_file = File::open(cert_path);
             let cert_file = cert_file.map_err(|_| Error::ServerCertNotFound(cert_path.clone()))?;
-            let certs = rustls_pemfile::certs(&mut BufReader::new(cert_file))
-                .collect::<Result<Vec<_>, _>>()
+            drop(cert_file);
+            let certs = CertificateDer::pem_file_iter(cert_path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
                 .map_err(|_| Error::InvalidServerCert(cert_path.to_string()))?;
 
             // Get private key
@@ -215,12 +224,9 @@ impl TLSAcceptor {
         // client authentication with a CA. CA isn't required otherwise
         #[cfg(feature = "verify-client-cert")]
         let builder = {
-            let ca_file = File::open(ca_path);
-            let ca_file = ca_file.map_err(|_| Error::CaFileNotFound(ca_path.clone()))?;
-            let ca_file = &mut BufReader::new(ca_file);
-            let ca_cert = rustls_pemfile::certs(ca_file)
-                .next()
-                .ok_or_else(|| Error::InvalidCACert(ca_path.to_string()))??;
+            File::open(ca_path).map_err(|_| Error::CaFileNotFound(ca_path.clone()))?;
+            let ca_cert = CertificateDer::from_pem_file(ca_path)
+                .map_err(|_| Error::InvalidCACert(ca_path.to_string()))?;
 
             let mut store = RootCertStore::empty();
             store
@@ -247,36 +253,17 @@ impl TLSAcceptor {
 }
 
 #[cfg(feature = "use-rustls")]
-/// Get the first private key in a PEM file
+/// Get the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file
 fn first_private_key_in_pemfile(key_path: &String) -> Result<PrivateKeyDer<'static>, Error> {
-    // Get private key
-    let key_file = File::open(key_path);
-    let key_file = key_file.map_err(|_| Error::ServerKeyNotFound(key_path.clone()))?;
-
-    let rd = &mut BufReader::new(key_file);
-
-    // keep reading Items one by one to find a Key, return error if none found.
-    loop {
-        let item = rustls_pemfile::read_one(rd).map_err(|err| {
-            error!("Error reading key file: {:?}", err);
-            Error::InvalidServerKey(key_path.clone())
-        })?;
-
-        match item {
-            Some(Item::Sec1Key(key)) => {
-                return Ok(key.into());
+    File::open(key_path).map_err(|_| Error::ServerKeyNotFound(key_path.clone()))?;
+    PrivateKeyDer::from_pem_file(key_path).map_err(|err| {
+        // Only an I/O error is shown: a PEM error may quote a line of the file.
+        match err {
+            tokio_rustls::rustls::pki_types::pem::Error::Io(err) => {
+                error!("Error reading key file {key_path:?}: {err}")
             }
-            Some(Item::Pkcs1Key(key)) => {
-                return Ok(key.into());
-            }
-            Some(Item::Pkcs8Key(key)) => {
-                return Ok(key.into());
-            }
-            None => {
-                error!("No private key found in {:?}", key_path);
-                return Err(Error::InvalidServerKey(key_path.clone()));
-            }
-            _ => {}
+            _ => error!("No private key found in {key_path:?}"),
         }
-    }
+        Error::InvalidServerKey(key_path.clone())
+    })
 }

@@ -1,0 +1,202 @@
+//! `mekong-bench connect`: connection set-up, as when a fleet reconnects at once (after a
+//! network outage or a restart of mekong): connections per second and connect times, plain
+//! TCP against TLS in one run, and the server memory an idle connection holds either way.
+//!
+//! Per scenario a fresh `mekong serve` (a child process, as in `ingest`). The devices connect
+//! once, a bounded number at a time, and stay idle: the server's resident memory then, less
+//! its memory before, is what the idle connections hold. Then they disconnect and, released
+//! together, all reconnect at once, `--rounds` times: a device's connect time runs from its
+//! TCP connect to its CONNACK (with TLS, a full handshake: devices never resume a session, the
+//! worst case, as after a restart of the server), and the round's rate is the devices over
+//! the time from the release to the last CONNACK. The load generator shares the machine's
+//! cores with the server (and with TLS does a client's half of every handshake), so the rates
+//! are those of the whole machine, not of the server alone.
+//!
+//! A scenario is a [`Security`]: what a device does to get in. A later `--auth` (username and
+//! password in CONNECT) adds its own scenarios beside plain and TLS, and their ratios.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tokio::sync::{Barrier, Semaphore};
+
+use crate::harness::percentile_ms;
+use crate::ingest::{open_file_limit, Server};
+use crate::load::{connect_device, connect_device_timed, disconnect, Conn};
+use crate::tls::BenchTls;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Devices, one connection each.
+    pub devices: usize,
+    /// Reconnections of the whole fleet at once, per scenario.
+    pub rounds: usize,
+    /// Also measure TLS (against plain TCP).
+    pub tls: bool,
+    /// The `mekong` binary.
+    pub mekong: std::path::PathBuf,
+}
+
+/// What a device does to get in: the scenario's name and its transport.
+#[derive(Debug, Clone, Copy)]
+struct Security<'a> {
+    name: &'static str,
+    tls: Option<&'a BenchTls>,
+}
+
+/// Connections made at once before the measured reconnections (the initial connect is not
+/// measured, so it need not be a stampede).
+const INITIAL_AT_ONCE: usize = 64;
+
+/// A device's connect gives up after this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the scenarios and returns the summary (also printed, one line per scenario).
+pub async fn connect(opts: ConnectOptions) -> anyhow::Result<Value> {
+    if let Some(limit) = open_file_limit() {
+        if limit < opts.devices as u64 + 512 {
+            bail!(
+                "{} devices need about {} open files and the limit is {limit}: raise it with `ulimit -n`",
+                opts.devices,
+                opts.devices + 512
+            );
+        }
+    }
+    let tls = opts.tls.then(BenchTls::new).transpose()?;
+    let mut scenarios = vec![Security { name: "plain", tls: None }];
+    if let Some(tls) = &tls {
+        scenarios.push(Security { name: "tls", tls: Some(tls) });
+    }
+    let mut results = Vec::new();
+    for (n, security) in scenarios.into_iter().enumerate() {
+        let row = scenario(&opts, security, n).await.with_context(|| format!("scenario {}", security.name))?;
+        println!("{row}");
+        results.push(row);
+    }
+    let mut summary = json!({
+        "bench": "connect",
+        "devices": opts.devices,
+        "rounds": opts.rounds,
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "results": results,
+    });
+    if let [plain, tls] = &results[..] {
+        let ratio = |key: &str| {
+            let (a, b) = (tls[key].as_f64().unwrap_or(0.0), plain[key].as_f64().unwrap_or(0.0));
+            json!(if b > 0.0 { (a / b * 1000.0).round() / 1000.0 } else { 0.0 })
+        };
+        let extra = |key: &str| {
+            let (a, b) = (tls[key].as_f64(), plain[key].as_f64());
+            json!(a.zip(b).map(|(a, b)| ((a - b) * 10.0).round() / 10.0))
+        };
+        summary["tls_over_plain"] = json!({
+            "connects_per_s": ratio("connects_per_s"),
+            "connect_p99_ms": ratio("connect_p99_ms"),
+            "idle_rss_mib_per_1000_extra": extra("idle_rss_mib_per_1000"),
+        });
+    }
+    Ok(summary)
+}
+
+async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> anyhow::Result<Value> {
+    let server = Server::start(&opts.mekong, false, security.tls).await?;
+    let addr = server.mqtt;
+    let tls = security.tls.map(|t| Arc::clone(&t.client));
+    let ids: Vec<String> = (0..opts.devices).map(|i| format!("conn{n}-{i:05}")).collect();
+
+    // Connected once and idle: what they hold in the server.
+    let rss_before = server.rss_mib();
+    let at_once = Arc::new(Semaphore::new(INITIAL_AT_ONCE));
+    let mut connects = tokio::task::JoinSet::new();
+    for id in &ids {
+        let (id, tls, at_once) = (id.clone(), tls.clone(), Arc::clone(&at_once));
+        connects.spawn(async move {
+            let _permit = at_once.acquire_owned().await?;
+            connect_device(addr, tls.as_ref(), &id, false).await
+        });
+    }
+    let mut conns: Vec<Conn> = Vec::with_capacity(opts.devices);
+    while let Some(done) = connects.join_next().await {
+        conns.push(done.context("connect task failed")??);
+    }
+    // Let the server settle (its tasks finish what the connects started) before reading.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = server.rss_mib();
+    let per_1000 = rss_before
+        .zip(rss_idle)
+        .map(|(before, idle)| (((idle - before) / opts.devices.max(1) as f64 * 1000.0) * 10.0).round() / 10.0);
+
+    // The fleet reconnects at once, `rounds` times.
+    let mut times_us: Vec<u32> = Vec::new();
+    // Per step: TCP connect, TLS handshake, CONNECT to CONNACK.
+    let mut steps_us: [Vec<u32>; 3] = Default::default();
+    let mut rates = Vec::new();
+    let mut failed = 0usize;
+    for _ in 0..opts.rounds {
+        for conn in conns.drain(..) {
+            disconnect(conn).await;
+        }
+        // The server forgets the old sessions before the same ids come back.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let release = Arc::new(Barrier::new(opts.devices + 1));
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in &ids {
+            let (id, tls, release) = (id.clone(), tls.clone(), Arc::clone(&release));
+            tasks.spawn(async move {
+                release.wait().await;
+                let started = Instant::now();
+                let conn =
+                    tokio::time::timeout(CONNECT_TIMEOUT, connect_device_timed(addr, tls.as_ref(), &id, false)).await;
+                (conn, started.elapsed())
+            });
+        }
+        release.wait().await;
+        let released = Instant::now();
+        while let Some(done) = tasks.join_next().await {
+            let (conn, took) = done.context("connect task failed")?;
+            match conn {
+                Ok(Ok((conn, steps))) => {
+                    conns.push(conn);
+                    times_us.push(micros(took));
+                    for (all, step) in steps_us.iter_mut().zip(steps) {
+                        all.push(micros(step));
+                    }
+                }
+                _ => failed += 1,
+            }
+        }
+        rates.push(conns.len() as f64 / released.elapsed().as_secs_f64());
+    }
+    for conn in conns.drain(..) {
+        disconnect(conn).await;
+    }
+    drop(server);
+    times_us.sort_unstable();
+    rates.sort_by(f64::total_cmp);
+    let mut step_p99 = Vec::new();
+    for step in &mut steps_us {
+        step.sort_unstable();
+        step_p99.push(percentile_ms(step, 0.99));
+    }
+    Ok(json!({
+        "scenario": security.name,
+        "devices": opts.devices,
+        "rounds": opts.rounds,
+        "connects_per_s": rates.get(rates.len() / 2).map(|r| r.round()),
+        "connect_p50_ms": percentile_ms(&times_us, 0.50),
+        "connect_p99_ms": percentile_ms(&times_us, 0.99),
+        "connect_max_ms": percentile_ms(&times_us, 1.0),
+        "p99_ms_tcp_tls_connack": step_p99,
+        "failed": failed,
+        "server_rss_before_mib": rss_before,
+        "server_rss_idle_mib": rss_idle,
+        "idle_rss_mib_per_1000": per_1000,
+    }))
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
