@@ -12,8 +12,10 @@
 //! cores with the server (and with TLS does a client's half of every handshake), so the rates
 //! are those of the whole machine, not of the server alone.
 //!
-//! A scenario is a [`Security`]: what a device does to get in. A later `--auth` (username and
-//! password in CONNECT) adds its own scenarios beside plain and TLS, and their ratios.
+//! A scenario is a [`Security`]: what a device does to get in: plain TCP, TLS (`--tls`), or
+//! plain TCP with a username and password in CONNECT that the broker checks against a
+//! registry of every device (`--auth`); each other scenario's ratios to plain are in the
+//! summary.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,9 +24,9 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tokio::sync::{Barrier, Semaphore};
 
-use crate::harness::percentile_ms;
+use crate::harness::{percentile_ms, temp_dir};
 use crate::ingest::{open_file_limit, Server};
-use crate::load::{connect_device, connect_device_timed, disconnect, Conn};
+use crate::load::{connect_device_timed, disconnect, logins_registry, Conn};
 use crate::tls::BenchTls;
 
 /// What to measure.
@@ -36,6 +38,8 @@ pub struct ConnectOptions {
     pub rounds: usize,
     /// Also measure TLS (against plain TCP).
     pub tls: bool,
+    /// Also measure logins with a username and password (plain TCP), against none.
+    pub auth: bool,
     /// The `mekong` binary.
     pub mekong: std::path::PathBuf,
 }
@@ -45,6 +49,8 @@ pub struct ConnectOptions {
 struct Security<'a> {
     name: &'static str,
     tls: Option<&'a BenchTls>,
+    /// Every device logs in with its password, checked against a registry of them all.
+    login: bool,
 }
 
 /// Connections made at once before the measured reconnections (the initial connect is not
@@ -66,9 +72,12 @@ pub async fn connect(opts: ConnectOptions) -> anyhow::Result<Value> {
         }
     }
     let tls = opts.tls.then(BenchTls::new).transpose()?;
-    let mut scenarios = vec![Security { name: "plain", tls: None }];
+    let mut scenarios = vec![Security { name: "plain", tls: None, login: false }];
     if let Some(tls) = &tls {
-        scenarios.push(Security { name: "tls", tls: Some(tls) });
+        scenarios.push(Security { name: "tls", tls: Some(tls), login: false });
+    }
+    if opts.auth {
+        scenarios.push(Security { name: "auth", tls: None, login: true });
     }
     let mut results = Vec::new();
     for (n, security) in scenarios.into_iter().enumerate() {
@@ -83,16 +92,19 @@ pub async fn connect(opts: ConnectOptions) -> anyhow::Result<Value> {
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "results": results,
     });
-    if let [plain, tls] = &results[..] {
+    // Each other scenario against plain, measured in the same run.
+    let plain = results[0].clone();
+    for other in &results[1..] {
         let ratio = |key: &str| {
-            let (a, b) = (tls[key].as_f64().unwrap_or(0.0), plain[key].as_f64().unwrap_or(0.0));
+            let (a, b) = (other[key].as_f64().unwrap_or(0.0), plain[key].as_f64().unwrap_or(0.0));
             json!(if b > 0.0 { (a / b * 1000.0).round() / 1000.0 } else { 0.0 })
         };
         let extra = |key: &str| {
-            let (a, b) = (tls[key].as_f64(), plain[key].as_f64());
+            let (a, b) = (other[key].as_f64(), plain[key].as_f64());
             json!(a.zip(b).map(|(a, b)| ((a - b) * 10.0).round() / 10.0))
         };
-        summary["tls_over_plain"] = json!({
+        let name = other["scenario"].as_str().unwrap_or("other");
+        summary[format!("{name}_over_plain")] = json!({
             "connects_per_s": ratio("connects_per_s"),
             "connect_p99_ms": ratio("connect_p99_ms"),
             "idle_rss_mib_per_1000_extra": extra("idle_rss_mib_per_1000"),
@@ -102,10 +114,20 @@ pub async fn connect(opts: ConnectOptions) -> anyhow::Result<Value> {
 }
 
 async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> anyhow::Result<Value> {
-    let server = Server::start(&opts.mekong, false, security.tls).await?;
+    let ids: Vec<String> = (0..opts.devices).map(|i| format!("conn{n}-{i:05}")).collect();
+    let registry = match security.login {
+        true => {
+            let dir = temp_dir()?;
+            logins_registry(&dir.path.join("devices.toml"), &ids)?;
+            Some(dir)
+        }
+        false => None,
+    };
+    let registry_path = registry.as_ref().map(|dir| dir.path.join("devices.toml"));
+    let server = Server::start_with(&opts.mekong, false, security.tls, registry_path.as_deref()).await?;
     let addr = server.mqtt;
     let tls = security.tls.map(|t| Arc::clone(&t.client));
-    let ids: Vec<String> = (0..opts.devices).map(|i| format!("conn{n}-{i:05}")).collect();
+    let login = security.login;
 
     // Connected once and idle: what they hold in the server.
     let rss_before = server.rss_mib();
@@ -115,7 +137,7 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
         let (id, tls, at_once) = (id.clone(), tls.clone(), Arc::clone(&at_once));
         connects.spawn(async move {
             let _permit = at_once.acquire_owned().await?;
-            connect_device(addr, tls.as_ref(), &id, false).await
+            connect_device_timed(addr, tls.as_ref(), &id, false, login).await.map(|(conn, _)| conn)
         });
     }
     let mut conns: Vec<Conn> = Vec::with_capacity(opts.devices);
@@ -149,7 +171,8 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
                 release.wait().await;
                 let started = Instant::now();
                 let conn =
-                    tokio::time::timeout(CONNECT_TIMEOUT, connect_device_timed(addr, tls.as_ref(), &id, false)).await;
+                    tokio::time::timeout(CONNECT_TIMEOUT, connect_device_timed(addr, tls.as_ref(), &id, false, login))
+                        .await;
                 (conn, started.elapsed())
             });
         }

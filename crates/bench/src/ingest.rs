@@ -94,6 +94,17 @@ impl Server {
         broker_only: bool,
         tls: Option<&BenchTls>,
     ) -> anyhow::Result<Server> {
+        Server::start_with(mekong, broker_only, tls, None).await
+    }
+
+    /// [`Server::start`], `mekong serve` reading its registry from `registry` if given (its
+    /// MQTT identities make the broker check every login).
+    pub(crate) async fn start_with(
+        mekong: &std::path::Path,
+        broker_only: bool,
+        tls: Option<&BenchTls>,
+        registry: Option<&std::path::Path>,
+    ) -> anyhow::Result<Server> {
         let [mqtt, http, mqtts] = free_ports()?.map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
         let (mut command, data) = if broker_only {
             let mut command = Command::new(std::env::current_exe().context("cannot find the mekong-bench binary")?);
@@ -110,6 +121,9 @@ impl Server {
                 .env("MEKONG__API__LISTEN", http.to_string())
                 .env("MEKONG__BROKER__LISTEN_TLS", "")
                 .env("MEKONG__BROKER__LISTEN_V5_TLS", "");
+            if let Some(registry) = registry {
+                command.env("MEKONG__REGISTRY__PATH", registry);
+            }
             if let Some(tls) = tls {
                 command
                     .env("MEKONG__TLS__CERT", &tls.cert)

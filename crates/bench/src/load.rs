@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use bytes::BytesMut;
+use mekong_ingest::access::PasswordDigest;
 use mekong_schema::downlink::{self, Downlink};
 use mekong_schema::{encode_pack, Base, Reading};
 use rumqttc::{Connect, Packet, PubAck, Publish, QoS, Subscribe};
@@ -99,7 +100,27 @@ pub async fn connect_device(
     id: &str,
     downlink: bool,
 ) -> anyhow::Result<Conn> {
-    connect_device_timed(addr, tls, id, downlink).await.map(|(conn, _)| conn)
+    connect_device_timed(addr, tls, id, downlink, false).await.map(|(conn, _)| conn)
+}
+
+/// The MQTT password of bench device `id`, as [`logins_registry`] registers it: 64 hex
+/// digits, as `mekong device provision` makes them, but derived from the id so that the
+/// load generator needs no list.
+pub fn bench_password(id: &str) -> String {
+    PasswordDigest::of(format!("mekong-bench {id}").as_bytes()).0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a registry at `path` in which every one of `ids` is a device that logs in with
+/// its [`bench_password`].
+pub fn logins_registry(path: &std::path::Path, ids: &[String]) -> anyhow::Result<()> {
+    use std::fmt::Write;
+    let mut text = String::new();
+    for id in ids {
+        let digest: String =
+            PasswordDigest::of(bench_password(id).as_bytes()).0.iter().map(|b| format!("{b:02x}")).collect();
+        writeln!(text, "[[device]]\nid = \"{id}\"\nkind = \"water\"\npassword_sha256 = \"{digest}\"\n")?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// [`connect_device`], with the time each step took. The TCP connection has no Nagle, as a
@@ -109,6 +130,7 @@ pub async fn connect_device_timed(
     tls: Option<&Arc<rustls::ClientConfig>>,
     id: &str,
     downlink: bool,
+    login: bool,
 ) -> anyhow::Result<(Conn, Steps)> {
     let started = Instant::now();
     let tcp = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
@@ -125,6 +147,9 @@ pub async fn connect_device_timed(
     let tls_done = Instant::now();
     let mut connect = Connect::new(id);
     connect.keep_alive = 600;
+    if login {
+        connect.set_login(id, bench_password(id));
+    }
     let mut out = BytesMut::new();
     Packet::Connect(connect).write(&mut out, MAX_PACKET)?;
     if downlink {

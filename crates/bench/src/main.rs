@@ -62,7 +62,8 @@ enum Command {
         tls: bool,
     },
     /// A fleet reconnecting at once: connections per second, connect times (p50, p99), and
-    /// the server memory an idle connection holds; plain TCP, and TLS with --tls.
+    /// the server memory an idle connection holds; plain TCP, TLS with --tls, and password
+    /// logins with --auth.
     Connect {
         /// Devices, one MQTT connection each.
         #[arg(long, default_value_t = 1000)]
@@ -73,6 +74,10 @@ enum Command {
         /// Also measure TLS (full handshakes, ECDSA P-256), against plain TCP in the same run.
         #[arg(long)]
         tls: bool,
+        /// Also measure logins: every device sends its username and password, which the
+        /// broker checks against a registry of all of them, against plain TCP in the same run.
+        #[arg(long)]
+        auth: bool,
     },
     /// Size on disk and query latency over the reference dataset, through the HTTP API.
     Query(query::QueryBenchOptions),
@@ -98,10 +103,10 @@ fn main() -> anyhow::Result<()> {
             println!("{}", query::query(opts, &mekong)?);
             Ok(())
         }
-        Command::Connect { devices, rounds, tls } => {
+        Command::Connect { devices, rounds, tls, auth } => {
             init_logging("warn");
             let mekong = harness::mekong_binary(cli.mekong)?;
-            let opts = connect::ConnectOptions { devices, rounds: rounds.max(1), tls, mekong };
+            let opts = connect::ConnectOptions { devices, rounds: rounds.max(1), tls, auth, mekong };
             let summary = runtime()?.block_on(connect::connect(opts))?;
             println!("{summary}");
             Ok(())
