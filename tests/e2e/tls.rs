@@ -324,3 +324,66 @@ async fn tls_configuration_errors_name_the_file_and_tls_listeners_stay_on_loopba
     }
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_logs_in_the_registered_device_it_names_and_nobody_else() {
+    let pki = TestPki::new();
+    let issued = pki.issue("server");
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("devices.toml");
+    std::fs::write(
+        &registry,
+        "[[device]]\nid = \"hau-01\"\nkind = \"water\"\n\n[[device]]\nid = \"hau-02\"\nkind = \"water\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("clients-ca.pem"), pki.ca_pem()).unwrap();
+    let mut c = tls_config(&dir.path().join("data"), &issued);
+    c.registry.path = registry;
+    c.tls.client_ca = dir.path().join("clients-ca.pem");
+    let running = start_https(&c, &pki.ca_pem()).await;
+    let port = running.platform.mqtt_tls_addr.unwrap().port();
+
+    // hau-01's certificate lets hau-01 in, with no password, confined to its own topics.
+    let mut node = Sensor::try_connect_tls(port, "hau-01", pki.device_config("hau-01")).await.expect("refused");
+    assert!(matches!(node.subscribe("mekong/v1/hau-01/down").await, rumqttc::SubscribeReasonCode::Success(_)));
+    assert_eq!(node.subscribe("#").await, rumqttc::SubscribeReasonCode::Failure);
+    node.publish("mekong/v1/hau-01/up", pack(now_secs(), &[("water_level", "cm", 120.0, 0.0)])).await;
+    assert!(matches!(node.downlink().await, Downlink::Ack { .. }));
+
+    // Nor as another device, nor for a name that is no registered device, nor without
+    // anything: CONNACK 0x05. The plain listener has no certificates: refused there too.
+    let refused = |r: Result<Sensor, rumqttc::ConnectReturnCode>| r.err();
+    assert_eq!(
+        refused(Sensor::try_connect_tls(port, "hau-02", pki.device_config("hau-01")).await),
+        Some(rumqttc::ConnectReturnCode::NotAuthorized)
+    );
+    assert_eq!(
+        refused(Sensor::try_connect_tls(port, "stranger", pki.device_config("stranger")).await),
+        Some(rumqttc::ConnectReturnCode::NotAuthorized)
+    );
+    assert_eq!(
+        refused(Sensor::try_connect_tls(port, "hau-02", pki.client_config()).await),
+        Some(rumqttc::ConnectReturnCode::NotAuthorized)
+    );
+    let stats = running.json("/v1/stats").await;
+    assert_eq!(stats["mqtt"]["connects_refused"]["certificate_mismatch"], 2, "{stats}");
+    assert_eq!(stats["mqtt"]["access_refused"]["hau-01"]["subscriptions"], 1, "{stats}");
+
+    // A certificate from another CA: the server refuses the handshake (with TLS 1.3 the
+    // client learns it at its first read), so no CONNACK ever comes.
+    let other = TestPki::new();
+    let answered = async {
+        let Ok(mut stream) = mekong_tests::pki::tls_connect(localhost(port), other.device_config("hau-01")).await
+        else {
+            return false;
+        };
+        let connect = [0x10, 18, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 30, 0, 6, b'h', b'a', b'u', b'-', b'0', b'1'];
+        if stream.write_all(&connect).await.is_err() {
+            return false;
+        }
+        let mut answer = [0u8; 4];
+        stream.read_exact(&mut answer).await.is_ok()
+    };
+    assert!(!tokio::time::timeout(TIMEOUT, answered).await.expect("no answer"), "a foreign CA's certificate got in");
+    running.stop().await;
+}

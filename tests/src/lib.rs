@@ -98,6 +98,18 @@ impl Sensor {
         }
     }
 
+    /// Connects over TLS to `localhost` on `port` with `tls` (which may present a client
+    /// certificate) and no password; the CONNACK's refusal code if the broker refuses.
+    pub async fn try_connect_tls(
+        port: u16,
+        client_id: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Sensor, ConnectReturnCode> {
+        let mut options = MqttOptions::new(client_id, "localhost", port);
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)));
+        Sensor::connect_with(options, None, QUEUE).await
+    }
+
     /// Connects to `addr` as `client_id`, with `login` if given.
     async fn try_connect(
         addr: SocketAddr,

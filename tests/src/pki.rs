@@ -1,7 +1,8 @@
 //! Test certificates and TLS clients: a CA of the test's own and server certificates it
 //! signs for `localhost`, `127.0.0.1` and `::1`, written as PEM files into a temporary
 //! directory (made with rcgen, ring as rustls); rustls client configurations that trust that
-//! CA; and the server certificate a TLS listener presents to a new connection.
+//! CA (and present a device's client certificate it signs); and the server certificate a
+//! TLS listener presents to a new connection.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -91,6 +92,26 @@ impl TestPki {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// A rustls client configuration that trusts this CA and presents a client certificate
+    /// it signs for `device` (its DNS name, as mekong reads a device's certificate).
+    pub fn device_config(&self, device: &str) -> Arc<ClientConfig> {
+        let mut params = CertificateParams::new(vec![device.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, device);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let private = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![cert.der().clone()], private)
+            .unwrap();
         Arc::new(config)
     }
 

@@ -11,7 +11,7 @@
 //! device id, so no client id of another identity can be a device's: nobody can take over a
 //! device's session without its password. The username must be the identity's name too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use mekong_schema::topic::{is_valid_device_id, parse_downlink, parse_uplink};
@@ -108,6 +108,9 @@ pub enum Refusal {
     ClientIdMismatch,
     /// An anonymous client's id is not a device id, or names an identity with a password.
     AnonymousClientId,
+    /// A client certificate that does not name the client id, or a client id that is no
+    /// registered device.
+    CertificateMismatch,
     /// The identity may not publish on this topic or subscribe to this filter.
     OutOfLane,
 }
@@ -120,6 +123,7 @@ impl Refusal {
             Refusal::BadCredentials => "bad_credentials",
             Refusal::ClientIdMismatch => "client_id_mismatch",
             Refusal::AnonymousClientId => "anonymous_client_id",
+            Refusal::CertificateMismatch => "certificate_mismatch",
             Refusal::OutOfLane => "out_of_lane",
         }
     }
@@ -134,6 +138,9 @@ impl fmt::Display for Refusal {
             Refusal::AnonymousClientId => {
                 "without credentials the client id must be the id of a device that has no password"
             }
+            Refusal::CertificateMismatch => {
+                "the client certificate does not name the client id, or it is no registered device"
+            }
             Refusal::OutOfLane => "not in this identity's topics",
         })
     }
@@ -146,6 +153,8 @@ pub enum Caller<'a> {
     Identity(&'a Identity),
     /// A client without credentials, taken for the device its client id names.
     AnonymousDevice(&'a str),
+    /// A registered device that logged in with a client certificate naming it.
+    CertifiedDevice(&'a str),
 }
 
 impl Caller<'_> {
@@ -155,14 +164,18 @@ impl Caller<'_> {
         match self {
             Caller::Identity(identity) => &identity.name,
             Caller::AnonymousDevice(_) => "anonymous",
+            // Registered devices only: a bounded set.
+            Caller::CertifiedDevice(id) => id,
         }
     }
 }
 
-/// The broker's access policy: every identity and what anonymous clients may do.
+/// The broker's access policy: every identity, the devices that may log in with a client
+/// certificate, and what anonymous clients may do.
 #[derive(Debug, Clone)]
 pub struct Policy {
     identities: HashMap<String, Identity>,
+    certified: HashSet<String>,
     anonymous: Anonymous,
 }
 
@@ -202,7 +215,29 @@ impl Policy {
                 return invalid(format!("identity {name:?} appears twice (devices, gateways and apps share names)"));
             }
         }
-        Ok(Policy { identities: by_name, anonymous })
+        Ok(Policy { identities: by_name, certified: HashSet::new(), anonymous })
+    }
+
+    /// Lets the registered devices `ids` log in with a client certificate that names them
+    /// (a TLS listener with client CAs verifies the certificate; [`Self::authenticate_certificate`]
+    /// checks the name).
+    pub fn with_certified_devices(mut self, ids: impl IntoIterator<Item = String>) -> Policy {
+        self.certified.extend(ids);
+        self
+    }
+
+    /// Checks a CONNECT over TLS whose client presented a verified certificate:
+    /// `valid_for(name)` says whether the certificate names `name`. The client id must be
+    /// a registered device's that the certificate names.
+    pub fn authenticate_certificate<'a>(
+        &'a self,
+        client_id: &'a str,
+        valid_for: impl Fn(&str) -> bool,
+    ) -> Result<Caller<'a>, Refusal> {
+        if !self.certified.contains(client_id) || !valid_for(client_id) {
+            return Err(Refusal::CertificateMismatch);
+        }
+        Ok(Caller::CertifiedDevice(client_id))
     }
 
     /// Number of identities.
@@ -244,6 +279,9 @@ impl Policy {
     pub fn caller<'a>(&'a self, client_id: &'a str) -> Option<Caller<'a>> {
         match self.identities.get(claimed_name(client_id)) {
             Some(identity) => Some(Caller::Identity(identity)),
+            // Only a certificate lets such a device in, unless anonymous clients may act as
+            // devices: either way, a device's lane.
+            None if self.certified.contains(client_id) => Some(Caller::CertifiedDevice(client_id)),
             None if self.anonymous == Anonymous::AsDevice && is_valid_device_id(client_id) => {
                 Some(Caller::AnonymousDevice(client_id))
             }
@@ -255,7 +293,7 @@ impl Policy {
     pub fn may_publish(caller: Caller<'_>, topic: &str) -> Result<(), Refusal> {
         let device = parse_uplink(topic).ok();
         let allowed = match caller {
-            Caller::AnonymousDevice(id) => device == Some(id),
+            Caller::AnonymousDevice(id) | Caller::CertifiedDevice(id) => device == Some(id),
             Caller::Identity(identity) => match &identity.role {
                 Role::Device => device == Some(identity.name.as_str()),
                 Role::Gateway { devices } => device.is_some_and(|d| devices.iter().any(|g| g == d)),
@@ -269,7 +307,7 @@ impl Policy {
     pub fn may_subscribe(caller: Caller<'_>, filter: &str) -> Result<(), Refusal> {
         let device = parse_downlink(filter);
         let allowed = match caller {
-            Caller::AnonymousDevice(id) => device == Some(id),
+            Caller::AnonymousDevice(id) | Caller::CertifiedDevice(id) => device == Some(id),
             Caller::Identity(identity) => match &identity.role {
                 Role::Device => device == Some(identity.name.as_str()),
                 Role::Gateway { devices } => device.is_some_and(|d| devices.iter().any(|g| g == d)),

@@ -215,6 +215,7 @@ impl BrokerOptions {
                 external_auth: None,
                 dynamic_filters: false,
                 authorizer: None,
+                certificate_auth: None,
             };
             if let Some(guard) = guard {
                 guard.install(&mut connections);

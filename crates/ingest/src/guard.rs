@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rumqttd::{Action, Authorizer, ConnectionSettings};
+use rumqttd::{Action, Authorizer, CertificateAuth, ConnectionSettings};
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::access::{Caller, Policy, Refusal};
 use crate::Stats;
@@ -48,6 +49,32 @@ impl Guard {
         });
         let guard = self.clone();
         settings.authorizer = Some(Authorizer::new(move |client_id, action| guard.authorize(client_id, action)));
+        let guard = self.clone();
+        settings.certificate_auth =
+            Some(CertificateAuth::new(move |client_id, der| guard.authenticate_certificate(client_id, der)));
+    }
+
+    /// The client-certificate hook: rustls has verified the certificate against the client
+    /// CAs; it must name the client id (as a DNS name among its subject alternative names),
+    /// which must be a registered device's.
+    fn authenticate_certificate(&self, client_id: &str, der: &[u8]) -> bool {
+        let der = CertificateDer::from(der);
+        let names = |name: &str| {
+            let Ok(cert) = webpki::EndEntityCert::try_from(&der) else {
+                return false;
+            };
+            ServerName::try_from(name).is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
+        };
+        match self.policy.authenticate_certificate(client_id, names) {
+            Ok(_) => true,
+            Err(refusal) => {
+                self.stats.record_connect_refused(refusal.as_str());
+                self.log(refusal.as_str(), |left_out| {
+                    tracing::warn!(client_id = ?client_id, reason = %refusal, left_out, "mqtt login by certificate refused")
+                });
+                false
+            }
+        }
     }
 
     /// The authentication hook: rumqttd passes an empty username and password for a

@@ -56,6 +56,11 @@ impl Registry {
         self.devices.get(id)?.key.as_ref()
     }
 
+    /// The registered device ids, in no order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.devices.keys().map(String::as_str)
+    }
+
     /// Number of registered devices.
     pub fn len(&self) -> usize {
         self.devices.len()

@@ -24,6 +24,8 @@ pub struct Exposure {
     pub mqtt_loopback_only: bool,
     /// What the broker lets clients without credentials do, when it checks its clients.
     pub mqtt_anonymous: Option<Anonymous>,
+    /// Registered devices may log in with a client certificate (`tls.client_ca`).
+    pub mqtt_certificates: bool,
     /// The HTTP API serves loopback only.
     pub http_loopback_only: bool,
 }
@@ -33,7 +35,8 @@ impl Exposure {
     pub fn decide(config: &Config, identities: &Identities) -> anyhow::Result<Exposure> {
         let allow = config.security.allow_anonymous;
         let api_tokens = !identities.tokens.is_empty();
-        let mqtt_credentials = !identities.mqtt.is_empty();
+        let mqtt_certificates = config.tls.client_certificates();
+        let mqtt_credentials = !identities.mqtt.is_empty() || mqtt_certificates;
         let mqtt_anonymous = match (mqtt_credentials, allow) {
             (_, true) => Some(Anonymous::AsDevice),
             (true, false) => Some(Anonymous::Refused),
@@ -42,6 +45,7 @@ impl Exposure {
         let exposure = Exposure {
             mqtt_loopback_only: mqtt_anonymous.is_none(),
             mqtt_anonymous,
+            mqtt_certificates,
             http_loopback_only: !allow && !api_tokens,
         };
         let api = if api_tokens { "bearer tokens, on every address" } else { "anonymous, loopback only" };
@@ -55,9 +59,10 @@ impl Exposure {
             ),
             Some(Anonymous::Refused) => tracing::info!(
                 identities = identities.mqtt.len(),
+                client_certificates = mqtt_certificates,
                 api,
-                "MQTT clients log in with their passwords on every address, each confined to its own topics; \
-                 clients without credentials are refused"
+                "MQTT clients log in with their passwords (or client certificates) on every address, each confined \
+                 to its own topics; clients without credentials are refused"
             ),
             None => tracing::info!(
                 api,
@@ -77,8 +82,15 @@ impl Exposure {
     /// The broker's access policy over the registry's MQTT identities; `None` when the
     /// broker checks nobody (loopback only).
     pub fn policy(&self, identities: &Identities) -> anyhow::Result<Option<Policy>> {
-        let policy = self.mqtt_anonymous.map(|anonymous| Policy::new(identities.mqtt.clone(), anonymous));
-        policy.transpose().context("in the registry's MQTT identities")
+        let Some(anonymous) = self.mqtt_anonymous else {
+            return Ok(None);
+        };
+        let policy = Policy::new(identities.mqtt.clone(), anonymous).context("in the registry's MQTT identities")?;
+        let certified = match self.mqtt_certificates {
+            true => identities.devices.ids().map(str::to_owned).collect(),
+            false => Vec::new(),
+        };
+        Ok(Some(policy.with_certified_devices(certified)))
     }
 
     /// The broker's options as this exposure allows them.

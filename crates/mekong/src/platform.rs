@@ -128,7 +128,7 @@ impl Platform {
         let (http_stop, stopped) = watch::channel(false);
         let https = match (&tls, config.tls.api) {
             // axum serves HTTP/1.1 only.
-            (Some(tls), true) => Some(tls.server_config(&[b"http/1.1"])?),
+            (Some(tls), true) => Some(tls.server_config(&[b"http/1.1"], false)?),
             _ => None,
         };
         let mut http = Vec::with_capacity(listeners.len());
@@ -211,7 +211,7 @@ impl Platform {
 /// again with it, since the TLS listeners obey the loopback-only rule too.
 pub fn broker_options(options: BrokerOptions, tls: Option<&Tls>) -> anyhow::Result<BrokerOptions> {
     // MQTT over TLS has no ALPN name that clients send.
-    let tls = tls.map(|tls| tls.server_config(&[])).transpose()?.map(BrokerTls);
+    let tls = tls.map(|tls| tls.server_config(&[], true)).transpose()?.map(BrokerTls);
     let options = BrokerOptions { tls, ..options };
     options.validate().context("in [broker]")?;
     Ok(options)

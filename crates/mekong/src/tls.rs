@@ -20,9 +20,10 @@ use anyhow::{bail, Context};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
+use rustls::{RootCertStore, ServerConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -42,11 +43,21 @@ pub struct TlsConfig {
     /// How often to check the two files' modification times and reload them when they
     /// changed, in seconds; 0 never (SIGHUP still reloads).
     pub reload_every_secs: u64,
+    /// CA certificates, PEM, whose client certificates the MQTT TLS listeners accept as a
+    /// login: a certificate valid for a registered device's id (as a DNS name) lets in that
+    /// device. Empty: none (clients log in with passwords). Read at start.
+    pub client_ca: PathBuf,
 }
 
 impl Default for TlsConfig {
     fn default() -> Self {
-        TlsConfig { cert: PathBuf::new(), key: PathBuf::new(), api: true, reload_every_secs: 60 }
+        TlsConfig {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            api: true,
+            reload_every_secs: 60,
+            client_ca: PathBuf::new(),
+        }
     }
 }
 
@@ -61,7 +72,15 @@ impl TlsConfig {
         if self.cert.as_os_str().is_empty() != self.key.as_os_str().is_empty() {
             bail!("tls.cert and tls.key go together: set both (TLS on) or neither (TLS off)");
         }
+        if self.client_certificates() && !self.enabled() {
+            bail!("tls.client_ca needs TLS: set tls.cert and tls.key too");
+        }
         Ok(())
+    }
+
+    /// Whether client certificates are a way to log in to the broker.
+    pub fn client_certificates(&self) -> bool {
+        !self.client_ca.as_os_str().is_empty()
     }
 }
 
@@ -72,6 +91,8 @@ pub struct Tls {
     key: PathBuf,
     provider: Arc<CryptoProvider>,
     resolver: Arc<Resolver>,
+    /// What checks client certificates (`tls.client_ca`), for the MQTT listeners.
+    clients: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// What the listeners' rustls configurations ask for the certificate at each handshake.
@@ -98,11 +119,16 @@ impl Tls {
     pub fn load(config: &TlsConfig) -> anyhow::Result<Tls> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let loaded = load(&config.cert, &config.key, &provider)?;
+        let clients = match config.client_certificates() {
+            true => Some(client_verifier(&config.client_ca, &provider)?),
+            false => None,
+        };
         Ok(Tls {
             cert: config.cert.clone(),
             key: config.key.clone(),
             provider,
             resolver: Arc::new(Resolver { current: RwLock::new(loaded) }),
+            clients,
         })
     }
 
@@ -113,13 +139,19 @@ impl Tls {
     }
 
     /// A rustls configuration that serves the current certificate, whatever it is at each
-    /// handshake: TLS 1.3 and 1.2, no client certificates, and `alpn` offered.
-    pub fn server_config(&self, alpn: &[&[u8]]) -> anyhow::Result<Arc<ServerConfig>> {
-        let mut config = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
+    /// handshake: TLS 1.3 and 1.2, and `alpn` offered. With `client_certificates` (the
+    /// MQTT listeners) and `tls.client_ca` set, it asks clients for a certificate and
+    /// verifies one that comes against those CAs; a client without one goes on (it logs in
+    /// with a password). The API never asks: a browser would prompt its user.
+    pub fn server_config(&self, alpn: &[&[u8]], client_certificates: bool) -> anyhow::Result<Arc<ServerConfig>> {
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .context("rustls refused TLS 1.2 and 1.3")?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::clone(&self.resolver) as Arc<dyn ResolvesServerCert>);
+            .context("rustls refused TLS 1.2 and 1.3")?;
+        let builder = match (&self.clients, client_certificates) {
+            (Some(verifier), true) => builder.with_client_cert_verifier(Arc::clone(verifier)),
+            _ => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::clone(&self.resolver) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
@@ -183,6 +215,21 @@ impl Tls {
 }
 
 /// The chain and key of two PEM files, checked to belong together.
+/// The verifier of client certificates issued by the CAs in `path` (PEM); clients without
+/// a certificate are let through to the password check.
+fn client_verifier(path: &Path, provider: &Arc<CryptoProvider>) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+    let what = || format!("tls.client_ca {}", path.display());
+    let mut roots = RootCertStore::empty();
+    for ca in read_chain(path).with_context(what)? {
+        roots.add(ca).with_context(|| format!("{}: not a CA certificate rustls can use", what()))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+        .allow_unauthenticated()
+        .build()
+        .with_context(what)?;
+    Ok(verifier)
+}
+
 fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<Loaded> {
     let chain = read_chain(cert).with_context(|| format!("tls.cert {}", cert.display()))?;
     let fingerprint = chain.first().map(|leaf| to_hex(&Sha256::digest(leaf))).unwrap_or_default();

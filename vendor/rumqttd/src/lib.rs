@@ -89,6 +89,33 @@ impl fmt::Debug for Authorizer {
     }
 }
 
+/// The client-certificate hook of a listener: given the client id sent in CONNECT and the
+/// DER of the certificate the client presented in its TLS handshake (which rustls has
+/// verified against the listener's client CAs, if the listener's `ServerConfig` asks for
+/// client certificates), whether that certificate lets the client in under that client id.
+/// A client that presents a certificate is judged by it alone: a refusal gets CONNACK
+/// "Not authorized", and no password is looked at. Clients without a certificate go through
+/// the password hooks as before.
+#[derive(Clone)]
+pub struct CertificateAuth(Arc<dyn Fn(&str, &[u8]) -> bool + Send + Sync>);
+
+impl CertificateAuth {
+    pub fn new(f: impl Fn(&str, &[u8]) -> bool + Send + Sync + 'static) -> CertificateAuth {
+        CertificateAuth(Arc::new(f))
+    }
+
+    /// Whether the certificate `der` lets `client_id` in.
+    pub fn allows(&self, client_id: &str, der: &[u8]) -> bool {
+        (self.0)(client_id, der)
+    }
+}
+
+impl fmt::Debug for CertificateAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CertificateAuth(..)")
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize, Clone)]
 pub struct Config {
     pub id: usize,
@@ -201,6 +228,10 @@ pub struct ConnectionSettings {
     /// The authorization hook for this listener's connections; `None` allows everything.
     #[serde(skip)]
     pub authorizer: Option<Authorizer>,
+    /// The client-certificate hook for this listener's TLS connections; `None` ignores
+    /// client certificates (the password hooks decide).
+    #[serde(skip)]
+    pub certificate_auth: Option<CertificateAuth>,
 }
 
 impl ConnectionSettings {
@@ -227,6 +258,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("external_auth", &self.external_auth.is_some())
             .field("dynamic_filters", &self.dynamic_filters)
             .field("authorizer", &self.authorizer.is_some())
+            .field("certificate_auth", &self.certificate_auth.is_some())
             .finish()
     }
 }

@@ -138,3 +138,20 @@ fn a_digest_never_shows_in_full() {
     let shown = format!("{digest:?}");
     assert!(shown.len() < 30 && !shown.contains(&format!("{:02x}{:02x}{:02x}", digest.0[2], digest.0[3], digest.0[4])));
 }
+
+#[test]
+fn a_certificate_lets_in_only_the_registered_device_it_names() {
+    let p = policy(Anonymous::Refused).with_certified_devices(["cai-09".to_owned(), "hau-01".to_owned()]);
+    let names = |name: &'static str| move |n: &str| n == name;
+    assert_eq!(p.authenticate_certificate("cai-09", names("cai-09")), Ok(Caller::CertifiedDevice("cai-09")));
+    // A certificate for another device, or for a name that is no registered device.
+    assert_eq!(p.authenticate_certificate("cai-09", names("hau-01")), Err(Refusal::CertificateMismatch));
+    assert_eq!(p.authenticate_certificate("gw-1", names("gw-1")), Err(Refusal::CertificateMismatch));
+    // Once in, it has a device's lane, counted under its own id.
+    let device = p.caller("cai-09").unwrap();
+    assert_eq!(device.label(), "cai-09");
+    assert_eq!(Policy::may_publish(device, "mekong/v1/cai-09/up"), Ok(()));
+    assert_eq!(Policy::may_subscribe(device, "#"), Err(Refusal::OutOfLane));
+    // Without a certificate or a password, such a device is still refused.
+    assert_eq!(p.authenticate("cai-09", None), Err(Refusal::NoCredentials));
+}

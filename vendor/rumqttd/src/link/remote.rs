@@ -203,6 +203,7 @@ impl<P: Protocol> RemoteLink<P> {
 pub async fn mqtt_connect<P>(
     config: Arc<ConnectionSettings>,
     network: &mut Network<P>,
+    peer_certificate: Option<&[u8]>,
 ) -> Result<Packet, Error>
 where
     P: Protocol,
@@ -229,7 +230,14 @@ where
     // A refused client learns why from the CONNACK's code (MQTT 3.1.1, 3.2.2.3; MQTT 5,
     // 3.2.2.2) instead of a bare close. The same code whatever failed, so that the answer
     // does not tell which usernames exist.
-    let auth = handle_auth(config.clone(), login.as_ref(), &connect.client_id).await;
+    // A client certificate, where the listener has a hook for it, decides alone.
+    let auth = match (peer_certificate, &config.certificate_auth) {
+        (Some(der), Some(check)) => match check.allows(&connect.client_id, der) {
+            true => Ok(()),
+            false => Err(Error::InvalidAuth),
+        },
+        _ => handle_auth(config.clone(), login.as_ref(), &connect.client_id).await,
+    };
     let will_allowed = match (&config.authorizer, will) {
         (Some(authorizer), Some(will)) => std::str::from_utf8(&will.topic)
             .is_ok_and(|topic| authorizer.allows(&connect.client_id, Action::Publish(topic))),
@@ -335,6 +343,7 @@ mod tests {
             external_auth: None,
             dynamic_filters: false,
             authorizer: None,
+            certificate_auth: None,
         }
     }
 

@@ -450,10 +450,12 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             // connection; the timeout ends it.
             task::spawn(async move {
                 let handshake = handshake(acceptor, stream, link_type);
-                let (network, tenant_id) = match time::timeout(handshake_timeout, handshake).await {
+                let (network, tenant_id, peer_certificate) = match time::timeout(handshake_timeout, handshake).await {
                     Ok(Ok(o)) => o,
+                    // A client that cannot finish a handshake (a wrong CA, a refused client
+                    // certificate, a port scan) is the client's trouble.
                     Ok(Err(e)) => {
-                        error!(error=?e, ?addr, "Handshake error");
+                        warn!(error=?e, ?addr, "Handshake error");
                         return;
                     }
                     Err(_) => {
@@ -478,7 +480,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                         connection_id = field::Empty,
                     ),
                 };
-                remote(config, tenant_id, router_tx, network, protocol, will_handlers)
+                remote(config, tenant_id, peer_certificate, router_tx, network, protocol, will_handlers)
                     .instrument(span)
                     .await
             });
@@ -505,28 +507,32 @@ type Acceptor = std::convert::Infallible;
 
 /// The connection's TLS handshake, when its listener has TLS, then its websocket upgrade,
 /// when it is a websocket listener.
+/// The stream after its handshakes, the tenant id, and the client's certificate (DER), if
+/// it presented one.
+type Handshaken = (Box<dyn N>, Option<String>, Option<Vec<u8>>);
+
 async fn handshake(
     acceptor: Option<Arc<Acceptor>>,
     stream: TcpStream,
     link_type: LinkType,
-) -> Result<(Box<dyn N>, Option<String>), Error> {
-    let (network, tenant_id) = match acceptor {
+) -> Result<Handshaken, Error> {
+    let (network, tenant_id, peer_certificate) = match acceptor {
         #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
         Some(acceptor) => {
-            let (tenant_id, network) = acceptor.accept(stream).await?;
-            (network, tenant_id)
+            let (tenant_id, network, peer_certificate) = acceptor.accept(stream).await?;
+            (network, tenant_id, peer_certificate)
         }
         #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
         Some(never) => match *never {},
-        None => (Box::new(stream) as Box<dyn N>, None),
+        None => (Box::new(stream) as Box<dyn N>, None, None),
     };
     match link_type {
         #[cfg(feature = "websocket")]
         LinkType::Websocket => match accept_hdr_async(network, WSCallback).await {
-            Ok(s) => Ok((Box::new(WsStream::new(s)), tenant_id)),
+            Ok(s) => Ok((Box::new(WsStream::new(s)), tenant_id, peer_certificate)),
             Err(e) => Err(Error::Accept(format!("websocket handshake failed: {e}"))),
         },
-        LinkType::Remote => Ok((network, tenant_id)),
+        LinkType::Remote => Ok((network, tenant_id, peer_certificate)),
     }
 }
 
@@ -556,6 +562,7 @@ impl Callback for WSCallback {
 async fn remote<P: Protocol>(
     config: Arc<ConnectionSettings>,
     tenant_id: Option<String>,
+    peer_certificate: Option<Vec<u8>>,
     router_tx: Sender<(ConnectionId, Event)>,
     stream: Box<dyn N>,
     protocol: P,
@@ -571,7 +578,7 @@ async fn remote<P: Protocol>(
     let dynamic_filters = config.dynamic_filters;
     let authorizer = config.authorizer.clone();
 
-    let connect_packet = match mqtt_connect(config, &mut network).await {
+    let connect_packet = match mqtt_connect(config, &mut network, peer_certificate.as_deref()).await {
         Ok(p) => p,
         // A probe that only opens a port, or a refused login: no fault of the broker's.
         Err(e) if e.is_routine() => {

@@ -123,7 +123,13 @@ impl TLSAcceptor {
         }
     }
 
-    pub async fn accept(&self, stream: TcpStream) -> Result<(Option<String>, Box<dyn N>), Error> {
+    /// The handshake: the tenant id (with `verify-client-cert`), the stream, and the DER of
+    /// the client's certificate, if it presented one that the configuration's verifier
+    /// accepted.
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+    ) -> Result<(Option<String>, Box<dyn N>, Option<Vec<u8>>), Error> {
         match self {
             #[cfg(feature = "use-rustls")]
             TLSAcceptor::Rustls { acceptor } => {
@@ -139,9 +145,16 @@ impl TLSAcceptor {
                 };
                 #[cfg(not(feature = "verify-client-cert"))]
                 let tenant_id: Option<String> = None;
+                let peer_certificate = {
+                    let (_, session) = stream.get_ref();
+                    session
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|cert| cert.to_vec())
+                };
 
                 let network = Box::new(stream);
-                Ok((tenant_id, network))
+                Ok((tenant_id, network, peer_certificate))
             }
             #[cfg(feature = "use-native-tls")]
             TLSAcceptor::NativeTLS { acceptor } => {
@@ -154,7 +167,7 @@ impl TLSAcceptor {
                 //     .to_der()?;
                 // let tenant_id = extract_tenant_id(&peer_certificate)?;
                 let network = Box::new(stream);
-                Ok((None, network))
+                Ok((None, network, None))
             }
         }
     }
