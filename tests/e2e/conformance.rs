@@ -232,3 +232,65 @@ async fn a_qos_2_pack_is_stored_exactly_once() {
     assert_eq!((stats["received"].as_u64(), stats["durable_packs"].as_u64()), (Some(1), Some(1)), "{stats}");
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_protocol_versions_share_one_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = platform(dir.path()).await;
+    let addr = running.mqtt();
+
+    // MQTT 3.1.1 and MQTT 5 clients on the same port, each acknowledged in its own version.
+    let mut v4 = Sensor::device(addr, "one-port-4").await;
+    v4.publish("mekong/v1/one-port-4/up", reading(5.0)).await;
+    assert!(matches!(v4.downlink().await, mekong_tests::Downlink::Ack { .. }));
+
+    let mut options = rumqttc::v5::MqttOptions::new("one-port-5", addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 10);
+    client.subscribe("mekong/v1/one-port-5/down", rumqttc::v5::mqttbytes::QoS::AtLeastOnce).await.unwrap();
+    client
+        .publish("mekong/v1/one-port-5/up", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, reading(6.0))
+        .await
+        .unwrap();
+    let ack = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(p)) =
+                events.poll().await.unwrap()
+            {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("no acknowledgement over MQTT 5 on the shared port");
+    assert_eq!(&ack.topic[..], b"mekong/v1/one-port-5/down");
+
+    // A client nobody here wrote, set to MQTT 5, on the same port.
+    let mut packs = 2;
+    if mosquitto() {
+        packs += 1;
+        let payload = dir.path().join("pack.cbor");
+        std::fs::write(&payload, reading(7.0)).unwrap();
+        let out = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-V", "mqttv5", "-q", "1"])
+            .args(["-i", "one-port-mosq", "-t", "mekong/v1/one-port-mosq/up", "-f"])
+            .arg(&payload)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stats = running.wait_stats("every pack on disk", |s| s["durable_packs"].as_u64().unwrap() >= packs).await;
+    assert_eq!((stats["durable_packs"].as_u64(), stats["rejected"].as_u64()), (Some(packs), Some(0)), "{stats}");
+    running.stop().await;
+}
+
+/// Whether Mosquitto's clients are here; CI installs them and sets
+/// `MEKONG_REQUIRE_MOSQUITTO=1`, so that there a missing client fails the test.
+fn mosquitto() -> bool {
+    let here = std::process::Command::new("mosquitto_pub").arg("--help").output().is_ok();
+    if !here {
+        assert!(std::env::var_os("MEKONG_REQUIRE_MOSQUITTO").is_none(), "mosquitto_pub is not installed");
+        eprintln!("SKIPPED: mosquitto-clients are not installed (apt-get install mosquitto-clients)");
+    }
+    here
+}

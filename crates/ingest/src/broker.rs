@@ -27,18 +27,18 @@ pub const OTHER_FILTER_SEGMENTS: usize = 2;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerOptions {
-    /// Where MQTT 3.1.1 clients connect. `[::]` accepts IPv6 and IPv4 (on Linux, unless
-    /// `net.ipv6.bindv6only` is set).
+    /// Where MQTT clients connect, 3.1.1 and 5 alike (each connection's CONNECT says which).
+    /// `[::]` accepts IPv6 and IPv4 (on Linux, unless `net.ipv6.bindv6only` is set).
     pub listen: SocketAddr,
-    /// Where MQTT 5 clients connect, if anywhere (rumqttd serves each protocol on its own port).
-    /// The empty string in a configuration file means nowhere.
+    /// A port of its own for MQTT 5 clients only, if the configuration asks for one. The
+    /// empty string in a configuration file means none.
     #[serde(serialize_with = "ser_opt_addr", deserialize_with = "de_opt_addr")]
     pub listen_v5: Option<SocketAddr>,
-    /// Where MQTT 3.1.1 clients connect over TLS, served only with [`BrokerOptions::tls`]
-    /// (mekong's `[tls]` section). The empty string means nowhere.
+    /// Where MQTT clients (3.1.1 and 5) connect over TLS, served only with
+    /// [`BrokerOptions::tls`] (mekong's `[tls]` section). The empty string means nowhere.
     #[serde(serialize_with = "ser_opt_addr", deserialize_with = "de_opt_addr")]
     pub listen_tls: Option<SocketAddr>,
-    /// Where MQTT 5 clients connect over TLS, as `listen_tls`.
+    /// A TLS port of its own for MQTT 5 clients only, as `listen_v5`.
     #[serde(serialize_with = "ser_opt_addr", deserialize_with = "de_opt_addr")]
     pub listen_v5_tls: Option<SocketAddr>,
     /// Most client connections at once.
@@ -106,9 +106,9 @@ impl Default for BrokerOptions {
     fn default() -> Self {
         BrokerOptions {
             listen: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 1883),
-            listen_v5: Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 1884)),
+            listen_v5: None,
             listen_tls: Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8883)),
-            listen_v5_tls: Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8884)),
+            listen_v5_tls: None,
             max_connections: 20_000,
             max_packet_bytes: 256 * 1024,
             max_inflight: 100,
@@ -243,13 +243,15 @@ impl BrokerOptions {
         // the connection's task, bounded by connection_timeout_ms (vendored patch 6).
         let tls = self.tls.as_ref().map(|tls| TlsConfig::RustlsServerConfig(Arc::clone(&tls.0)));
         let tls_server = |name: &str, listen| ServerSettings { tls: tls.clone(), ..server(name, listen) };
-        let mut v4 = self.servers("mqtt", self.listen, server);
+        // `listen` and `listen_tls` serve both versions (vendored patch 14); the 5-only ports
+        // only if configured.
+        let mut auto = self.servers("mqtt", self.listen, server);
         let mut v5 = self.listen_v5.map(|addr| self.servers("mqtt5", addr, server)).unwrap_or_default();
         if tls.is_some() {
-            v4.extend(self.listen_tls.map(|addr| self.servers("mqtts", addr, tls_server)).unwrap_or_default());
+            auto.extend(self.listen_tls.map(|addr| self.servers("mqtts", addr, tls_server)).unwrap_or_default());
             v5.extend(self.listen_v5_tls.map(|addr| self.servers("mqtts5", addr, tls_server)).unwrap_or_default());
         }
-        Ok(Config { id: 0, router, v4: Some(v4), v5: (!v5.is_empty()).then_some(v5), ..Config::default() })
+        Ok(Config { id: 0, router, auto: Some(auto), v5: (!v5.is_empty()).then_some(v5), ..Config::default() })
     }
 }
 

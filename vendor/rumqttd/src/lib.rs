@@ -122,6 +122,9 @@ pub struct Config {
     pub router: RouterConfig,
     pub v4: Option<HashMap<String, ServerSettings>>,
     pub v5: Option<HashMap<String, ServerSettings>>,
+    /// Listeners for MQTT 3.1.1 and 5 alike: each connection's CONNECT picks its version.
+    #[serde(default)]
+    pub auto: Option<HashMap<String, ServerSettings>>,
     pub ws: Option<HashMap<String, ServerSettings>>,
     pub cluster: Option<ClusterSettings>,
     pub console: Option<ConsoleSettings>,

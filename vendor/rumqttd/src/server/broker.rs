@@ -5,6 +5,7 @@ use crate::link::network::{self, Network, N};
 use crate::link::remote::{self, mqtt_connect, RemoteLink};
 use crate::link::{bridge, timer};
 use crate::local::LinkBuilder;
+use crate::protocol::auto::Auto;
 use crate::protocol::v4::V4;
 use crate::protocol::v5::V5;
 use crate::protocol::{Packet, Protocol};
@@ -166,6 +167,7 @@ impl Broker {
     pub fn start(&mut self) -> Result<(), Error> {
         if self.config.v4.is_none()
             && self.config.v5.is_none()
+            && self.config.auto.is_none()
             && (cfg!(not(feature = "websocket")) || self.config.ws.is_none())
         {
             return Err(Error::Config(
@@ -238,6 +240,24 @@ impl Broker {
                     runtime.block_on(async {
                         if let Err(e) = server.start(LinkType::Remote).await {
                             error!(error=?e, "Server error - V5");
+                        }
+                    });
+                })?;
+                server_thread_handles.push(handle)
+            }
+        }
+
+        if let Some(auto_config) = &self.config.auto {
+            for (_, config) in auto_config.clone() {
+                let server_thread = thread::Builder::new().name(config.name.clone());
+                let mut server = Server::new(config, self.router_tx.clone(), Auto::default());
+                let handle = server_thread.spawn(move || {
+                    let mut runtime = tokio::runtime::Builder::new_current_thread();
+                    let runtime = runtime.enable_all().build().unwrap();
+
+                    runtime.block_on(async {
+                        if let Err(e) = server.start(LinkType::Remote).await {
+                            error!(error=?e, "Server error - MQTT 3.1.1 and 5");
                         }
                     });
                 })?;
