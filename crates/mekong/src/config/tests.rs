@@ -39,6 +39,27 @@ fn the_shipped_file_shows_every_key() {
 }
 
 #[test]
+fn the_shipped_retention_example_loads_and_names_a_metric_of_its_kind() {
+    // The example is commented out in the file; uncommented, it must be a valid rule whose
+    // metric is one the stations of its kind report (an unknown name matches nothing, and
+    // the rule would silently keep everything).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/mekong.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| l.trim() == "# [[storage.retention]]").expect("a retention example");
+    let example: String = lines[start..]
+        .iter()
+        .map_while(|l| l.strip_prefix("# ").filter(|l| !l.trim().is_empty()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = load_str(&example, &[]).unwrap();
+    let [rule] = config.storage.retention.as_slice() else { panic!("one rule in {example}") };
+    let (kind, metric) = (rule.kind.as_deref().unwrap(), rule.metric.as_deref().unwrap());
+    assert_eq!(DeviceKind::of_metric(metric), DeviceKind::parse(kind), "{metric} is not a {kind} metric");
+    assert!(rule.raw_days.is_some() && rule.rollup_days.is_some(), "{example}");
+}
+
+#[test]
 fn the_printed_defaults_parse_back() {
     let printed = toml::to_string(&Config::default()).unwrap();
     assert_eq!(load_str(&printed, &[]).unwrap(), Config::default());
