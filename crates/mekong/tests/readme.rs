@@ -1,0 +1,390 @@
+//! The README's examples, run as a reader pastes them, against a live `mekong serve`, so that
+//! the README cannot drift from what mekong does (as documentation tests keep a crate's docs
+//! honest).
+//!
+//! The rule for README.md's fenced blocks:
+//! - ```` ```sh ```` blocks are run, in the README's order, each by `bash -euo pipefail` from
+//!   the workspace root, against one server started as the quick start starts it (the
+//!   workspace root as working directory, so `config/mekong.toml` and `config/devices.toml`
+//!   apply; only the data directory and the ports are the test's). Each must exit 0 within
+//!   [`BLOCK_TIMEOUT`].
+//! - ```` ```sh no-run ```` blocks are not run: those that start the server or the test suite,
+//!   build a release, need root or a service manager, or take minutes.
+//! - Any other shell-like fence (`bash`, `shell`, `console`, a misspelt `sh` marker), or an
+//!   unmarked block of commands, fails the test: a new example is run unless it says why not.
+//! - ```` ```toml ```` blocks are configuration: each must pass `mekong check-config`.
+//!
+//! What the test puts around a block, and nothing else (the [`PRELUDE`], shell functions):
+//! `cargo run --release -p mekong -- ARGS` runs this test's `mekong` binary (any other
+//! `cargo` fails the block); in the arguments of `cargo`, `curl` and
+//! `mosquitto_pub`/`mosquitto_sub`, the README's ports (`:8080`, `:1883`, or alone) become
+//! the test server's; `simulate` without `--broker`, and Mosquitto's clients, which the
+//! README lets go to port 1883 by default, get the test broker's port.
+//!
+//! The checks beyond the exit status: every `curl` answer is JSON (but `/metrics`, which is
+//! Prometheus text) and holds no empty list (but `reasons` of `/healthz`, empty when all is
+//! well): the server has data for every example, so an empty list means an example that
+//! asks for the wrong thing (a fixed date, a device that does not exist). Before the
+//! blocks, the server gets one refused pack, so that the rejection log has something to
+//! show. A block that publishes on `mekong/v1/{id}/up` must leave that pack stored: the
+//! device's `packs` grow and its `rejected` do not. The publish example must carry the
+//! golden pack (`crates/schema/fixtures/water-pack.hex`) whole.
+//!
+//! Blocks that use Mosquitto's clients or `xxd` (apt-get install mosquitto-clients xxd) are
+//! skipped, and said, when those are missing, unless `MEKONG_REQUIRE_MOSQUITTO=1` (CI).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mekong_tests::{free_ports, get_url, Downlink, Sensor, TIMEOUT};
+use serde_json::Value;
+
+/// The longest a run block may take: the quick start's simulator sends an hour of backlog
+/// for 12 stations, a few seconds on a debug build.
+const BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Bash put before every run block; `README_*` are set by the test.
+const PRELUDE: &str = r#"
+readme_args() {
+    README_ARGS=()
+    local arg
+    for arg in "$@"; do
+        case $arg in
+            1883) arg=$README_MQTT ;;
+            8080) arg=$README_HTTP ;;
+        esac
+        arg=${arg//:1883/:$README_MQTT}
+        README_ARGS+=("${arg//:8080/:$README_HTTP}")
+    done
+}
+cargo() {
+    if [[ "$*" != "run --release -p mekong -- "* ]]; then
+        echo "readme test: a run block may call cargo only as 'cargo run --release -p mekong -- ...'; mark the block 'sh no-run' otherwise" >&2
+        return 127
+    fi
+    shift 5
+    if [[ "${1-}" == simulate && " $* " != *" --broker "* ]]; then
+        set -- "$@" --broker localhost:1883
+    fi
+    readme_args "$@"
+    "$README_MEKONG" "${README_ARGS[@]}"
+}
+curl() {
+    local out
+    out=$(mktemp "$README_OUT/curl-XXXXXX")
+    readme_args "$@"
+    printf '%s\n' "${README_ARGS[@]}" > "$out.args"
+    command curl --fail-with-body --show-error "${README_ARGS[@]}" > "$out" || { cat "$out" >&2; return 22; }
+    cat "$out"
+}
+mosquitto_pub() { readme_args "$@"; command mosquitto_pub -p "$README_MQTT" "${README_ARGS[@]}"; }
+mosquitto_sub() { readme_args "$@"; command mosquitto_sub -p "$README_MQTT" "${README_ARGS[@]}"; }
+"#;
+
+/// What the test does with a fenced block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Run,
+    NoRun,
+    Toml,
+    Other,
+}
+
+/// A fenced block: the line of its opening fence (1-based), its info string and its text
+/// (without the fence's indentation).
+#[derive(Debug)]
+struct Block {
+    line: usize,
+    info: String,
+    text: String,
+}
+
+/// The fenced blocks of a Markdown text, indented ones (in list items) included.
+fn blocks(markdown: &str) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut open: Option<(Block, usize)> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        let trimmed = line.trim_start();
+        match open.take() {
+            None => {
+                if let Some(info) = trimmed.strip_prefix("```") {
+                    let indent = line.len() - trimmed.len();
+                    open = Some((Block { line: i + 1, info: info.trim().to_owned(), text: String::new() }, indent));
+                }
+            }
+            Some((block, _)) if trimmed.trim_end() == "```" => out.push(block),
+            Some((mut block, indent)) => {
+                let cut = line.len() - trimmed.len();
+                block.text.push_str(&line[cut.min(indent)..]);
+                block.text.push('\n');
+                open = Some((block, indent));
+            }
+        }
+    }
+    assert!(open.is_none(), "a fenced block is not closed");
+    out
+}
+
+/// How a block is to be treated, or why its marking is not allowed.
+fn classify(block: &Block) -> Result<Kind, String> {
+    const SHELLS: [&str; 6] = ["sh", "bash", "shell", "zsh", "console", "shell-session"];
+    const COMMANDS: [&str; 7] = ["cargo ", "curl ", "mekong ", "mosquitto_", "sudo ", "apt ", "apt-get "];
+    match block.info.as_str() {
+        "sh" => return Ok(Kind::Run),
+        "sh no-run" => return Ok(Kind::NoRun),
+        "toml" => return Ok(Kind::Toml),
+        _ => {}
+    }
+    let language = block.info.split_whitespace().next().unwrap_or("");
+    if SHELLS.contains(&language) {
+        return Err(format!("```{} is neither ```sh (run by this test) nor ```sh no-run", block.info));
+    }
+    if let Some(command) = block.text.lines().find(|l| COMMANDS.iter().any(|c| l.trim_start().starts_with(c))) {
+        return Err(format!("looks like a shell command ({command:?}): mark the block ```sh or ```sh no-run"));
+    }
+    Ok(Kind::Other)
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn readme() -> Vec<Block> {
+    blocks(&std::fs::read_to_string(workspace().join("README.md")).unwrap())
+}
+
+/// Whether `tool` can be run here.
+fn installed(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().unwrap().success()
+}
+
+#[test]
+fn the_rule_finds_unmarked_commands_and_misspelt_markers() {
+    let doc = "text\n```sh\ncurl -s x\n```\n```sh no-run\ncargo bench\n```\n  ```toml\n  [api]\n  ```\n\
+               ```\n83a4\n```\n```bash\nls\n```\n```sh norun\nls\n```\n```\n$ x\ncurl -s y\n```\n";
+    let found: Vec<_> = blocks(doc).iter().map(|b| (b.line, classify(b).map_err(|_| ()))).collect();
+    assert_eq!(
+        found,
+        [
+            (2, Ok(Kind::Run)),
+            (5, Ok(Kind::NoRun)),
+            (8, Ok(Kind::Toml)),
+            (11, Ok(Kind::Other)),
+            (14, Err(())),
+            (17, Err(())),
+            (20, Err(())),
+        ]
+    );
+    assert_eq!(blocks(doc)[2].text, "[api]\n", "the fence's indentation is not part of the text");
+}
+
+#[test]
+fn every_shell_block_of_the_readme_is_run_or_says_why_not() {
+    let blocks = readme();
+    let wrong: Vec<String> =
+        blocks.iter().filter_map(|b| classify(b).err().map(|e| format!("README.md:{}: {e}", b.line))).collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let run = blocks.iter().filter(|b| classify(b) == Ok(Kind::Run)).count();
+    assert!(run >= 3, "only {run} runnable blocks: the quick start, the publish example and the API's examples run");
+}
+
+#[test]
+fn the_readmes_configuration_blocks_pass_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for block in readme().iter().filter(|b| classify(b) == Ok(Kind::Toml)) {
+        let path = dir.path().join(format!("line-{}.toml", block.line));
+        std::fs::write(&path, &block.text).unwrap();
+        // An empty registry: the blocks are about the configuration file alone.
+        std::fs::write(dir.path().join("devices.toml"), "").unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mekong"))
+            .arg("check-config")
+            .arg("--config")
+            .arg(&path)
+            .env("MEKONG__REGISTRY__PATH", dir.path().join("devices.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README.md:{}: mekong check-config refuses the block: {}",
+            block.line,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "the retention example is a toml block");
+}
+
+/// The paths of the empty lists in `value`, but `reasons` (what is wrong: empty when nothing
+/// is).
+fn empty_lists(value: &Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Array(items) if items.is_empty() => out.push(path.to_owned()),
+        Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| empty_lists(v, &format!("{path}[{i}]"), out)),
+        Value::Object(map) => map
+            .iter()
+            .filter(|(k, _)| k.as_str() != "reasons")
+            .for_each(|(k, v)| empty_lists(v, &format!("{path}.{k}"), out)),
+        _ => {}
+    }
+}
+
+/// Checks the answers of the `curl` calls recorded in `dir` that are not in `seen`; returns
+/// how many it checked.
+fn check_answers(dir: &Path, seen: &mut std::collections::BTreeSet<PathBuf>, block: &Block) -> usize {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some() || !seen.insert(path.clone()) {
+            continue;
+        }
+        let args = std::fs::read_to_string(path.with_extension("args")).unwrap().replace('\n', " ");
+        let body = std::fs::read_to_string(&path).unwrap();
+        let at = format!("README.md:{}: curl {args}", block.line);
+        assert!(!body.trim().is_empty(), "{at}: empty answer");
+        checked += 1;
+        if args.contains("/metrics") {
+            continue;
+        }
+        let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{at}: not JSON ({e}): {body}"));
+        let mut empty = Vec::new();
+        empty_lists(&json, "", &mut empty);
+        assert!(
+            empty.is_empty() && json != Value::Object(Default::default()),
+            "{at}: empty {empty:?} although the server has data for every example: {body}"
+        );
+    }
+    checked
+}
+
+/// The device ids a block publishes for (`mekong/v1/{id}/up`).
+fn published_devices(text: &str) -> Vec<String> {
+    text.split("mekong/v1/")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("/up").map(|(id, _)| id.to_owned()))
+        .filter(|id| id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        .collect()
+}
+
+/// `(packs, rejected)` of a device, zeros if the platform has not heard of it.
+async fn device_counts(http: &reqwest::Client, port: u16, id: &str) -> (u64, u64) {
+    let (status, body) = get_url(http, &format!("http://127.0.0.1:{port}/v1/devices/{id}")).await;
+    if status == 404 {
+        return (0, 0);
+    }
+    assert_eq!(status, 200, "{body}");
+    (body["packs"].as_u64().unwrap(), body["rejected"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_examples_work_against_a_live_server() {
+    let root = workspace();
+    let blocks = readme();
+    let http = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let answers = tempfile::tempdir().unwrap();
+
+    // The server as the quick start runs it, from the workspace root with the shipped
+    // configuration and registry; the data directory and the ports are the test's ("[::]"
+    // serves both loopback addresses, as the README's localhost and [::1] need).
+    let [mqtt, port] = free_ports();
+    let child = Command::new(env!("CARGO_BIN_EXE_mekong"))
+        .arg("serve")
+        .current_dir(&root)
+        .env("MEKONG__STORAGE__DATA_DIR", dir.path().join("data"))
+        .env("MEKONG__BROKER__LISTEN", format!("[::]:{mqtt}"))
+        .env("MEKONG__BROKER__LISTEN_V5", "")
+        .env("MEKONG__API__LISTEN", format!("[::]:{port}"))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start mekong serve");
+    let _server = common::Server { child, mqtt, http: port };
+    common::wait_healthy(&http, port).await;
+
+    // One refused pack, so that the rejection log has something to show.
+    let mut refused = Sensor::device(([127, 0, 0, 1], mqtt).into(), "readme-refused").await;
+    refused.publish("mekong/v1/readme-refused/up", vec![0xff]).await;
+    let answer = refused.downlink().await;
+    assert!(matches!(answer, Downlink::Refused { .. }), "{answer:?}");
+    refused.disconnect().await;
+
+    let golden = std::fs::read_to_string(root.join("crates/schema/fixtures/water-pack.hex")).unwrap();
+    let mosquitto = installed("mosquitto_pub") && installed("xxd");
+    let (mut ran, mut skipped, mut curls, mut publishes) = (0, 0, 0, 0);
+    let mut seen = std::collections::BTreeSet::new();
+    for block in blocks.iter().filter(|b| classify(b) == Ok(Kind::Run)) {
+        let at = format!("README.md:{}", block.line);
+        if (block.text.contains("mosquitto_") || block.text.contains("xxd")) && !mosquitto {
+            assert!(
+                std::env::var_os("MEKONG_REQUIRE_MOSQUITTO").is_none(),
+                "{at}: mosquitto_pub or xxd is not installed"
+            );
+            eprintln!("{at}: SKIPPED: mosquitto_pub or xxd is not installed (apt-get install mosquitto-clients xxd)");
+            skipped += 1;
+            continue;
+        }
+        if block.text.contains("mosquitto_pub") && block.text.contains("mekong/v1/hau-01/up") {
+            let hex: String =
+                block.text.split_whitespace().filter(|w| w.chars().all(|c| c.is_ascii_hexdigit())).collect();
+            assert!(hex.contains(golden.trim()), "{at}: the publish example does not carry the whole golden pack");
+        }
+        let devices = published_devices(&block.text);
+        let mut before = Vec::new();
+        for id in &devices {
+            before.push(device_counts(&http, port, id).await);
+        }
+
+        let script = dir.path().join(format!("block-{}.sh", block.line));
+        std::fs::write(&script, format!("{PRELUDE}\n# {at}\n{}", block.text)).unwrap();
+        // coreutils' timeout ends the block's whole process group, a simulator left
+        // running included.
+        let mut command = Command::new("timeout");
+        command
+            .arg(BLOCK_TIMEOUT.as_secs().to_string())
+            .args(["bash", "-euo", "pipefail"])
+            .arg(&script)
+            .current_dir(&root)
+            .env("README_MEKONG", env!("CARGO_BIN_EXE_mekong"))
+            .env("README_MQTT", mqtt.to_string())
+            .env("README_HTTP", port.to_string())
+            .env("README_OUT", answers.path());
+        let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+        assert!(
+            out.status.success(),
+            "{at}: the block failed ({}; 124 is a timeout of {BLOCK_TIMEOUT:?}):\n{}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            block.text,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{at}: ran; its output begins {:?}", stdout.chars().take(300).collect::<String>());
+        ran += 1;
+        curls += check_answers(answers.path(), &mut seen, block);
+
+        // A publish is acknowledged by the broker before the pack is stored: wait for it.
+        for (id, (packs, rejected)) in devices.iter().zip(before) {
+            let deadline = Instant::now() + TIMEOUT;
+            loop {
+                let (now_packs, now_rejected) = device_counts(&http, port, id).await;
+                assert_eq!(now_rejected, rejected, "{at}: the platform refused the pack for {id}");
+                if now_packs > packs {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{at}: the pack for {id} was not stored");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            publishes += 1;
+        }
+    }
+    eprintln!(
+        "readme: {ran} blocks run, {skipped} skipped, {curls} curl answers checked, {publishes} publishes stored"
+    );
+    assert!(ran >= 2 && curls >= 10, "{ran} blocks, {curls} curl answers: the README's examples were not found");
+    assert!(publishes >= 1 || skipped >= 1, "the publish example was neither run nor skipped");
+}
