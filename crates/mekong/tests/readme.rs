@@ -13,6 +13,9 @@
 //! - Any other shell-like fence (`bash`, `shell`, `console`, a misspelt `sh` marker), or an
 //!   unmarked block of commands, fails the test: a new example is run unless it says why not.
 //! - ```` ```toml ```` blocks are configuration: each must pass `mekong check-config`.
+//! - Every `mekong` command line the README names, in a `sh` block of either kind or in
+//!   inline code in the prose, must name subcommands and `--options` that exist (its
+//!   `--help` lists them): what cannot be run is at least checked against the binary.
 //!
 //! What the test puts around a block, and nothing else (the [`PRELUDE`], shell functions):
 //! `cargo run --release -p mekong -- ARGS` runs this test's `mekong` binary (any other
@@ -217,6 +220,156 @@ fn the_readmes_configuration_blocks_pass_check_config() {
         checked += 1;
     }
     assert!(checked >= 1, "the retention example is a toml block");
+}
+
+/// The README with its fenced blocks blanked out (line numbers kept).
+fn prose(markdown: &str) -> String {
+    let mut fenced = false;
+    let mut out = String::new();
+    for line in markdown.lines() {
+        let fence = line.trim_start().starts_with("```");
+        if !fenced && !fence {
+            out.push_str(line);
+        }
+        if fence {
+            fenced = !fenced;
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The arguments of every `mekong` command line in `text` (one shell line, or an inline code
+/// span): after `cargo run --release -p mekong --`, or after a word `mekong` that is not an
+/// option's value (`sudo -u mekong`, `-p mekong`) and is followed by one of `commands` or,
+/// if `loose`, by any word of their shape (so that a renamed or misspelt subcommand is
+/// found too; the prose names old commands as history, so it is read strictly).
+fn mekong_args(text: &str, commands: &[String], loose: bool) -> Vec<Vec<String>> {
+    let words: Vec<String> =
+        text.split_whitespace().map(|w| w.trim_matches(|c| c == '\'' || c == '"').to_owned()).collect();
+    let mut found = Vec::new();
+    for i in 0..words.len() {
+        let after = if words[i..].starts_with(&["run", "--release", "-p", "mekong", "--"].map(String::from)) {
+            i + 5
+        } else if words[i] == "mekong"
+            && !(i > 0 && words[i - 1].starts_with('-'))
+            && words.get(i + 1).is_some_and(|w| commands.contains(w) || (loose && looks_like_a_command(w)))
+        {
+            i + 1
+        } else {
+            continue;
+        };
+        found.push(words[after..].iter().take_while(|w| !matches!(w.as_str(), "|" | "&&" | ";")).cloned().collect());
+    }
+    found
+}
+
+/// Whether a word has the shape of a subcommand.
+fn looks_like_a_command(word: &str) -> bool {
+    word != "mekong"
+        && word.starts_with(|c: char| c.is_ascii_lowercase())
+        && word.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+}
+
+/// `mekong ARGS --help`.
+fn help(args: &[String]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mekong")).args(args).arg("--help").output().unwrap();
+    assert!(out.status.success(), "mekong {} --help: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The subcommands a help text lists.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Whether `mekong` takes `args`' subcommands and `--options`; why not otherwise.
+fn check_command(args: &[String], helps: &mut std::collections::HashMap<Vec<String>, String>) -> Result<(), String> {
+    let mut path: Vec<String> = Vec::new();
+    for arg in args {
+        let text = helps.entry(path.clone()).or_insert_with(|| help(&path));
+        if arg.starts_with('-') || !subcommands(text).contains(arg) {
+            break;
+        }
+        path.push(arg.clone());
+    }
+    if path.is_empty() {
+        return Err(format!("{} is not a subcommand of mekong", args.first().map_or("nothing", |a| a.as_str())));
+    }
+    let text = helps.entry(path.clone()).or_insert_with(|| help(&path));
+    for option in args.iter().filter(|a| a.starts_with("--")) {
+        let name = option.split('=').next().unwrap_or(option);
+        let listed = text.match_indices(name).any(|(at, _)| {
+            !text[at + name.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+        if !listed {
+            return Err(format!("`mekong {} --help` does not list {name}", path.join(" ")));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_misnamed_subcommand_or_option_is_found() {
+    let commands = subcommands(&help(&[]));
+    let args = |text: &str| mekong_args(text, &commands, true);
+    assert_eq!(
+        args("sudo -u mekong mekong token create x --scope read | cat"),
+        [["token", "create", "x", "--scope", "read"].map(String::from)]
+    );
+    assert!(args("cargo build --release -p mekong -p mekong-bench; journalctl -u mekong -f").is_empty());
+    assert_eq!(args("sudo -u mekong env A=b mekong compact"), [["compact"]]);
+    assert!(mekong_args("`mekong tokens list` was", &commands, false).is_empty(), "read strictly");
+    let mut helps = Default::default();
+    let check = |line: &str, helps: &mut _| check_command(&args(line)[0], helps);
+    assert_eq!(check("cargo run --release -p mekong -- simulate --history 60 --duration=0", &mut helps), Ok(()));
+    assert!(check("mekong identity gateway gw --devices hau-01", &mut helps).is_err(), "--devices is --device");
+    assert!(check("mekong simulate --hist 60", &mut helps).is_err(), "a prefix is not an option");
+    assert!(check("mekong tokens list", &mut helps).is_err(), "the subcommand is token");
+}
+
+#[test]
+fn the_readmes_mekong_command_lines_name_real_subcommands_and_options() {
+    let markdown = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let commands = subcommands(&help(&[]));
+    // (line, text, loose)
+    let mut lines: Vec<(usize, String, bool)> = Vec::new();
+    for block in readme().iter().filter(|b| matches!(classify(b), Ok(Kind::Run | Kind::NoRun))) {
+        // One shell line per entry: continuations joined (the line numbers after one are a
+        // little off), comments cut.
+        for (i, line) in block.text.replace("\\\n", " ").lines().enumerate() {
+            let code = line.split(" #").next().unwrap_or(line);
+            lines.push((block.line + 1 + i, code.to_owned(), true));
+        }
+    }
+    let prose = prose(&markdown);
+    // Inline code: every other piece between backticks (the README has no double ones).
+    let mut at = 0;
+    for (i, piece) in prose.split('`').enumerate() {
+        if i % 2 == 1 {
+            lines.push((prose[..at].matches('\n').count() + 1, piece.replace('\n', " "), false));
+        }
+        at += piece.len() + 1;
+    }
+    let mut helps = Default::default();
+    let (mut checked, mut wrong) = (0, Vec::new());
+    for (line, text, loose) in &lines {
+        // `cargo run --release -p mekong --` alone is a mention, not a command line.
+        for args in mekong_args(text, &commands, *loose).into_iter().filter(|a| !a.is_empty()) {
+            checked += 1;
+            if let Err(e) = check_command(&args, &mut helps) {
+                wrong.push(format!("README.md:{line}: {text:?}: {e}"));
+            }
+        }
+    }
+    eprintln!("{checked} mekong command lines checked");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(checked >= 20, "only {checked} mekong command lines found in the README");
 }
 
 /// The paths of the empty lists in `value`, but `reasons` (what is wrong: empty when nothing
