@@ -34,7 +34,8 @@
 //! blocks, the server gets one refused pack, so that the rejection log has something to
 //! show. A block that publishes on `mekong/v1/{id}/up` must leave that pack stored: the
 //! device's `packs` grow and its `rejected` do not. The publish example must carry the
-//! golden pack (`crates/schema/fixtures/water-pack.hex`) whole.
+//! golden pack (`crates/schema/fixtures/water-pack.hex`) whole. The certificate and key the
+//! TLS section's CA recipe makes, if it ran, must pass `mekong check-config` under `[tls]`.
 //!
 //! A block that uses a tool of [`TOOLS`] that is missing here (Mosquitto's clients, `xxd`,
 //! `openssl`) is skipped, and said, unless `MEKONG_REQUIRE_MOSQUITTO=1`: CI sets it and
@@ -546,4 +547,20 @@ async fn the_readmes_examples_work_against_a_live_server() {
     );
     assert!(ran >= 2 && curls >= 10, "{ran} blocks, {curls} curl answers: the README's examples were not found");
     assert!(publishes >= 1 || skipped >= 1, "the publish example was neither run nor skipped");
+
+    // The TLS section's CA recipe, if it ran, must make a certificate and key mekong loads.
+    let (cert, key) = (scratch.path().join("fullchain.pem"), scratch.path().join("privkey.pem"));
+    if cert.exists() && key.exists() {
+        let config = scratch.path().join("readme-tls.toml");
+        std::fs::write(&config, format!("[tls]\ncert = {cert:?}\nkey = {key:?}\n")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mekong"))
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .current_dir(scratch.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "the README's CA recipe makes a certificate mekong refuses: {stderr}");
+        eprintln!("readme: the CA recipe's certificate loads");
+    }
 }
