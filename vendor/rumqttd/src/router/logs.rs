@@ -58,6 +58,11 @@ pub struct DataLog {
     pub native: Slab<Data<PublishData>>,
     /// Map of subscription filter name to filter index
     filter_indexes: HashMap<Filter, FilterIdx>,
+    /// The filters with a wildcard (`+`, `#`), the only ones a topic must be matched against
+    /// one by one: a filter without one matches the topic equal to it alone, which
+    /// `filter_indexes` finds by lookup. A fleet of devices with a downlink filter each then
+    /// costs a lookup per new topic, not a scan of every filter.
+    wildcard_filters: Vec<(Filter, FilterIdx)>,
     retained_publishes: HashMap<Topic, PublishData>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
@@ -67,6 +72,7 @@ impl DataLog {
     pub fn new(config: RouterConfig) -> io::Result<DataLog> {
         let mut native = Slab::new();
         let mut filter_indexes = HashMap::new();
+        let mut wildcard_filters = Vec::new();
         let retained_publishes = HashMap::new();
         let publish_filters = HashMap::new();
 
@@ -77,6 +83,9 @@ impl DataLog {
                 // Add commitlog to datalog and add datalog index to filter to
                 // datalog index map
                 let idx = native.insert(data);
+                if has_wildcard(&filter) {
+                    wildcard_filters.push((filter.clone(), idx));
+                }
                 filter_indexes.insert(filter, idx);
             }
         }
@@ -86,6 +95,7 @@ impl DataLog {
             native,
             publish_filters,
             filter_indexes,
+            wildcard_filters,
             retained_publishes,
         })
     }
@@ -128,11 +138,17 @@ impl DataLog {
         match &self.publish_filters.get(topic) {
             Some(v) => Some(v.to_vec()),
             None => {
-                let v: Vec<usize> = self
-                    .filter_indexes
-                    .iter()
-                    .filter(|(filter, _)| matches(topic, filter))
-                    .map(|(_, filter_idx)| *filter_idx)
+                // A filter without wildcards matches the topic equal to it only (a topic
+                // never holds a wildcard, and `matches` keeps `$` topics from wildcards only).
+                let exact = self.filter_indexes.get(topic).copied().filter(|_| !has_wildcard(topic));
+                let v: Vec<usize> = exact
+                    .into_iter()
+                    .chain(
+                        self.wildcard_filters
+                            .iter()
+                            .filter(|(filter, _)| matches(topic, filter))
+                            .map(|(_, filter_idx)| *filter_idx),
+                    )
                     .collect();
 
                 if !v.is_empty() {
@@ -158,11 +174,17 @@ impl DataLog {
                 let idx = self.native.insert(data);
                 self.filter_indexes.insert(filter.to_owned(), idx);
 
-                // Match new filter to existing topics and add to publish_filters if it matches
-                for (topic, filters) in publish_filters.iter_mut() {
-                    if matches(topic, filter) {
-                        filters.push(idx);
+                // Match new filter to existing topics and add to publish_filters if it
+                // matches: without wildcards, only the topic equal to it can.
+                if has_wildcard(filter) {
+                    self.wildcard_filters.push((filter.to_owned(), idx));
+                    for (topic, filters) in publish_filters.iter_mut() {
+                        if matches(topic, filter) {
+                            filters.push(idx);
+                        }
                     }
+                } else if let Some(filters) = publish_filters.get_mut(filter) {
+                    filters.push(idx);
                 }
 
                 (idx, self.native.get(idx).unwrap())
@@ -308,6 +330,11 @@ impl DataLog {
     }
 }
 
+/// Whether a filter has a wildcard level (`+` or `#`).
+fn has_wildcard(filter: &str) -> bool {
+    filter.split('/').any(|level| level == "+" || level == "#")
+}
+
 pub struct Data<T> {
     filter: Filter,
     pub log: CommitLog<T>,
@@ -437,6 +464,43 @@ mod test {
     use super::DataLog;
     use crate::router::shared_subs::Strategy;
     use crate::RouterConfig;
+
+    /// The index of filters without wildcards gives what matching every filter gives, for
+    /// topics first published before and after the filters came.
+    #[test]
+    fn indexed_matching_equals_matching_every_filter() {
+        let config = RouterConfig {
+            max_segment_size: 1024,
+            max_connections: 10,
+            max_segment_count: 10,
+            max_outgoing_packet_count: 1024,
+            custom_segment: None,
+            initialized_filters: Some(vec!["mekong/v1/+/up".into()]),
+            shared_subscriptions_strategy: Strategy::RoundRobin,
+        };
+        let filters = ["mekong/v1/a/down", "mekong/v1/b/down", "#", "mekong/+/a/#", "mekong/v1/a", "$SYS/x", "a/b/c"];
+        let topics = ["mekong/v1/a/down", "mekong/v1/a/up", "mekong/v1/b/down", "mekong/v1/a", "$SYS/x", "a/b/c", "a/b"];
+        let mut data = DataLog::new(config).unwrap();
+        // Half the topics are seen before the filters exist, half after.
+        for topic in &topics[..3] {
+            data.matches(topic);
+        }
+        for filter in filters {
+            data.next_native_offset(filter);
+        }
+        for topic in topics {
+            let mut got = data.matches(topic).unwrap();
+            got.sort_unstable();
+            let mut every: Vec<usize> = data
+                .filter_indexes
+                .iter()
+                .filter(|(filter, _)| crate::protocol::matches(topic, filter))
+                .map(|(_, idx)| *idx)
+                .collect();
+            every.sort_unstable();
+            assert_eq!(got, every, "{topic}");
+        }
+    }
 
     #[test]
     fn publish_filters_updating_correctly_on_new_topic_subscription() {
