@@ -341,3 +341,130 @@ async fn the_pool_runs_as_many_queries_at_once_as_its_bound_and_no_more() {
     }
     assert_eq!(most.load(Ordering::SeqCst), 2);
 }
+
+/// `(method, path)` of every operation in a document, paths with their parameters as `{}`.
+fn operations(document: &Value) -> std::collections::BTreeSet<(String, String)> {
+    let mut found = std::collections::BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            found.insert((method.to_uppercase(), generic_path(path)));
+        }
+    }
+    found
+}
+
+/// `/v1/devices/{id}/series` and `/v1/devices/{device}/series` alike as `/v1/devices/{}/series`.
+fn generic_path(path: &str) -> String {
+    path.split('/').map(|s| if s.starts_with('{') { "{}" } else { s }).collect::<Vec<_>>().join("/")
+}
+
+async fn openapi(state: &AppState) -> Value {
+    let (status, document) = get(state, "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(document["openapi"], "3.1.0", "{document}");
+    document
+}
+
+#[tokio::test]
+async fn the_document_the_readme_and_the_router_name_the_same_endpoints() {
+    let (_dir, state) = guarded();
+    let document = openapi(&state).await;
+    // The README's table of endpoints, the contract people read.
+    let readme = include_str!("../../../README.md");
+    let table: std::collections::BTreeSet<_> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(endpoint, _)| endpoint))
+        .filter_map(|e| e.split_once(' '))
+        .filter(|(method, _)| ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(method))
+        .map(|(method, path)| (method.to_owned(), generic_path(path.split('?').next().unwrap())))
+        .collect();
+    assert_eq!(operations(&document), table, "the OpenAPI document and the README's table differ");
+
+    // Every described operation is served: with an admin token and real parameters, none
+    // falls through to the router's fallback or is the wrong method, and each answers with a
+    // status its description lists.
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let uri = path.replace("{device}", "hau-01").replace("{metric}", "water_level");
+            let uri = if uri.contains("aggregate") {
+                format!("{uri}?metric=water_level&from={T0}&to={}&step=1d", T0 + 86_400_000)
+            } else {
+                uri
+            };
+            let request = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&uri)
+                .header("authorization", "Bearer mkt_admin")
+                .body(Body::empty())
+                .unwrap();
+            let response = router(state.clone()).oneshot(request).await.unwrap();
+            let status = response.status();
+            assert!(status.is_success(), "{method} {uri}: {status}");
+            assert!(
+                operation["responses"].get(status.as_str()).is_some(),
+                "{method} {path}: {status} is not described"
+            );
+        }
+    }
+
+    // And the other way round: routes are only ever added from their descriptions
+    // (`routes!`), never with a bare `.route(..)` that the document would not see.
+    let lib = include_str!("lib.rs");
+    assert!(!lib.contains(".route(\""), "lib.rs adds a route that is not in the OpenAPI document");
+    assert!(lib.matches("routes!(").count() >= 12, "routes! no longer registers the routes");
+}
+
+#[tokio::test]
+async fn guarded_operations_say_their_scope_and_the_document_needs_no_token() {
+    let (_dir, state) = guarded();
+    // No token: the document is open, like /healthz.
+    assert_eq!(status_with(&state, "/openapi.json", None).await, StatusCode::OK);
+    let document = openapi(&state).await;
+    let security = |path: &str| document["paths"][path]["get"]["security"].clone();
+    assert_eq!(security("/v1/latest"), serde_json::json!([{"bearer": ["read"]}]));
+    assert_eq!(security("/v1/rejections"), serde_json::json!([{"bearer": ["admin"]}]));
+    assert_eq!(security("/metrics"), serde_json::json!([{"bearer": ["read"]}]));
+    assert_eq!(security("/healthz"), Value::Null);
+    assert_eq!(security("/openapi.json"), Value::Null);
+    assert!(document["paths"]["/v1/rejections"]["get"]["responses"]["403"].is_object());
+    assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    // With /metrics open, its description says so.
+    let (_dir2, open) = state_with_metrics_open();
+    let document = openapi(&open).await;
+    assert_eq!(document["paths"]["/metrics"]["get"]["security"], Value::Null);
+}
+
+fn state_with_metrics_open() -> (tempfile::TempDir, AppState) {
+    let (dir, state) = guarded();
+    let token = auth::ApiToken { name: "app".into(), scope: Scope::Read, digest: auth::TokenDigest::of("mkt_read") };
+    (dir, AppState { access: Arc::new(Access::tokens(vec![token], true)), ..state })
+}
+
+/// The document validates against the OpenAPI 3.1 schema, as checked by
+/// openapi-spec-validator (Python), an implementation independent of utoipa. Without it the
+/// test says SKIPPED rather than passing; CI installs it and sets
+/// `MEKONG_REQUIRE_OPENAPI_VALIDATOR=1`, which turns a missing validator into a failure.
+#[tokio::test]
+async fn the_document_validates_as_openapi_3_1() {
+    let (_dir, state) = guarded();
+    let document = openapi(&state).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&document).unwrap()).unwrap();
+    let script = "import sys, json\nfrom openapi_spec_validator import validate\nfrom openapi_spec_validator.validation import OpenAPIV31SpecValidator\nvalidate(json.load(open(sys.argv[1])), cls=OpenAPIV31SpecValidator)\nprint('valid')";
+    let run = std::process::Command::new("python3").arg("-c").arg(script).arg(&file).output();
+    let why = match &run {
+        Ok(out) if out.status.success() => return assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid"),
+        Ok(out) if !String::from_utf8_lossy(&out.stderr).contains("ModuleNotFoundError") => {
+            panic!("the OpenAPI document does not validate: {}", String::from_utf8_lossy(&out.stderr))
+        }
+        Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        !std::env::var("MEKONG_REQUIRE_OPENAPI_VALIDATOR").is_ok_and(|v| v == "1"),
+        "MEKONG_REQUIRE_OPENAPI_VALIDATOR=1 but openapi-spec-validator is not usable: {why}"
+    );
+    eprintln!("the_document_validates_as_openapi_3_1: SKIPPED: openapi-spec-validator is not usable: {why}");
+}

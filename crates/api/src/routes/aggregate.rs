@@ -13,25 +13,26 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mekong_store::Bucket;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::kind_filter;
 use super::series::series_range;
 use crate::blocking::QueryPool;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::{time, AppState};
 
 /// Most buckets one request may span.
 pub const MAX_BUCKETS: i64 = 100_000;
 
 /// A point inside a bucket (its first or last).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct At {
     t_ms: i64,
     v: f64,
 }
 
 /// One bucket.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BucketOut {
     t: String,
     t_ms: i64,
@@ -61,7 +62,8 @@ impl From<Bucket> for BucketOut {
 }
 
 /// Query of both endpoints.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AggregateQuery {
     from: Option<String>,
     to: Option<String>,
@@ -71,7 +73,7 @@ pub struct AggregateQuery {
 }
 
 /// `GET /v1/devices/{device}/series/{metric}/aggregate` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SeriesAggregate {
     device: String,
     metric: String,
@@ -103,6 +105,11 @@ fn step_of(q: &AggregateQuery) -> Result<i64, ApiError> {
 
 /// `GET /v1/devices/{device}/series/{metric}/aggregate?from=..&to=..&step=1h`: count, min,
 /// max, sum, avg, first and last of each bucket. Without `from`/`to`, the whole series.
+#[utoipa::path(get, path = "/v1/devices/{device}/series/{metric}/aggregate",
+    operation_id = "aggregate_series", tag = "data",
+    params(("device" = String, Path, description = "the device's id"), ("metric" = String, Path, description = "the metric's SenML name"), AggregateQuery),
+    responses((status = 200, description = "the buckets of the series", body = SeriesAggregate), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 404, description = "no such series", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody)),
+)]
 pub async fn series(
     State(state): State<AppState>,
     State(queries): State<QueryPool>,
@@ -133,7 +140,7 @@ pub async fn series(
 }
 
 /// One series in a many-series aggregate.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DeviceAggregate {
     device: String,
     unit: Option<String>,
@@ -141,7 +148,7 @@ pub struct DeviceAggregate {
 }
 
 /// `GET /v1/aggregate` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ManyAggregate {
     kind: Option<&'static str>,
     metric: String,
@@ -154,6 +161,10 @@ pub struct ManyAggregate {
 /// `GET /v1/aggregate?kind=water&metric=water_level&from=..&to=..&step=1h`: the buckets of
 /// metric `metric` for every device (of kind `kind`, if given) that has it. `from` and `to`
 /// are required.
+#[utoipa::path(get, path = "/v1/aggregate",
+    operation_id = "aggregate_devices", tag = "data", params(AggregateQuery), responses(
+    (status = 200, description = "the buckets of each device that has the metric", body = ManyAggregate), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody),
+))]
 pub async fn many(
     State(state): State<AppState>,
     State(queries): State<QueryPool>,

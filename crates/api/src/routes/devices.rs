@@ -9,14 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mekong_store::DeviceInfo;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::kind_filter;
 use crate::blocking::QueryPool;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::{time, AppState};
 
 /// One device. Its counts are kept by the store with its metadata, so they survive restarts.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Device {
     id: String,
     kind: String,
@@ -38,7 +39,7 @@ pub struct Device {
 }
 
 /// When a device's last refused publish came, and why.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LastRejection {
     t: String,
     t_ms: i64,
@@ -73,18 +74,23 @@ impl Device {
 }
 
 /// `GET /v1/devices` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Devices {
     devices: Vec<Device>,
 }
 
 /// `GET /v1/devices` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     kind: Option<String>,
 }
 
 /// `GET /v1/devices?kind=water`: every device that has sent readings, by id.
+#[utoipa::path(get, path = "/v1/devices",
+    operation_id = "list_devices", tag = "devices", params(ListQuery), responses(
+    (status = 200, description = "the devices, by id", body = Devices), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody),
+))]
 pub async fn list(
     State(state): State<AppState>,
     State(queries): State<QueryPool>,
@@ -103,6 +109,11 @@ pub async fn list(
 }
 
 /// `GET /v1/devices/{device}`.
+#[utoipa::path(get, path = "/v1/devices/{device}",
+    operation_id = "get_device", tag = "devices",
+    params(("device" = String, Path, description = "the device's id")),
+    responses((status = 200, description = "the device and its counts", body = Device), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 404, description = "no such device", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody)),
+)]
 pub async fn one(State(state): State<AppState>, Path(device): Path<String>) -> Result<Json<Device>, ApiError> {
     let info = state.store.device(&device).ok_or_else(|| ApiError::NotFound(format!("unknown device {device:?}")))?;
     Ok(Json(Device::new(info, &state)))

@@ -6,14 +6,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mekong_store::SeriesInfo;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::limit;
 use crate::blocking::QueryPool;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::{time, AppState};
 
 /// One series of a device.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Series {
     metric: String,
     unit: Option<String>,
@@ -26,13 +27,18 @@ pub struct Series {
 }
 
 /// `GET /v1/devices/{device}/series` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SeriesList {
     device: String,
     series: Vec<Series>,
 }
 
 /// `GET /v1/devices/{device}/series`.
+#[utoipa::path(get, path = "/v1/devices/{device}/series",
+    operation_id = "list_series", tag = "data",
+    params(("device" = String, Path, description = "the device's id")),
+    responses((status = 200, description = "the device's series", body = SeriesList), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 404, description = "no such device", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody)),
+)]
 pub async fn list(State(state): State<AppState>, Path(device): Path<String>) -> Result<Json<SeriesList>, ApiError> {
     let series =
         state.store.series_of(&device).ok_or_else(|| ApiError::NotFound(format!("unknown device {device:?}")))?;
@@ -83,15 +89,16 @@ pub const MAX_LIMIT: usize = 10_000;
 pub const DEFAULT_LIMIT: usize = 1_000;
 
 /// One point.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PointOut {
+    #[schema(value_type = String, format = DateTime)]
     t: time::Rfc3339Ms,
     t_ms: i64,
     v: f64,
 }
 
 /// `GET /v1/devices/{device}/series/{metric}` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Points {
     device: String,
     metric: String,
@@ -104,7 +111,8 @@ pub struct Points {
 }
 
 /// `GET /v1/devices/{device}/series/{metric}` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PointsQuery {
     from: Option<String>,
     to: Option<String>,
@@ -114,6 +122,11 @@ pub struct PointsQuery {
 /// `GET /v1/devices/{device}/series/{metric}?from=..&to=..&limit=..`: points with
 /// `from <= t < to`, oldest first. Without `from`/`to` the whole series; with more points than
 /// `limit`, `next_from_ms` says where the next page starts.
+#[utoipa::path(get, path = "/v1/devices/{device}/series/{metric}",
+    operation_id = "get_points", tag = "data",
+    params(("device" = String, Path, description = "the device's id"), ("metric" = String, Path, description = "the metric's SenML name"), PointsQuery),
+    responses((status = 200, description = "a page of points, oldest first", body = Points), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 404, description = "no such series", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody)),
+)]
 pub async fn points(
     State(state): State<AppState>,
     State(queries): State<QueryPool>,
