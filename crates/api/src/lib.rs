@@ -12,6 +12,8 @@
 
 pub mod auth;
 mod blocking;
+pub mod calendar;
+pub mod csv;
 pub mod error;
 pub mod health;
 pub mod openapi;
@@ -26,6 +28,7 @@ use axum::middleware::from_fn_with_state;
 use axum::Router;
 use mekong_stats::Stats;
 use mekong_store::Store;
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -79,7 +82,8 @@ impl FromRef<Shared> for openapi::Document {
 
 /// The query service. `/healthz` and `/openapi.json` answer anyone; `/metrics` anyone or a
 /// token of any scope, as [`Access::metrics_open`] says; data needs a `read` token, the
-/// rejection log `admin` (no token at all while [`Access`] has none).
+/// rejection log `admin` (no token at all while [`Access`] has none). Responses are
+/// compressed (gzip or Brotli) for clients that ask.
 pub fn router(state: AppState) -> Router {
     let (router, document) = described(&state.access).split_for_parts();
     let router = router.fallback(routes::not_found);
@@ -94,6 +98,10 @@ pub fn router(state: AppState) -> Router {
                 .allow_headers([axum::http::header::AUTHORIZATION]),
         ),
     };
+    // Outermost, so that errors and CORS answers are compressed like the rest; tower-http
+    // leaves small bodies (under 32 bytes), images and event streams alone, and honours the
+    // client's Accept-Encoding (q-values included).
+    let router = router.layer(CompressionLayer::new().gzip(true).br(true));
     let openapi = openapi::Document::new(document);
     router.with_state(Shared { app: state, queries: QueryPool::per_core(), openapi })
 }

@@ -468,3 +468,292 @@ async fn the_document_validates_as_openapi_3_1() {
     );
     eprintln!("the_document_validates_as_openapi_3_1: SKIPPED: openapi-spec-validator is not usable: {why}");
 }
+
+/// A store with one series of `n` water levels, one a second, as a tide gauge sends them.
+fn long_series(n: i64) -> (tempfile::TempDir, AppState) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions { flush_every_ms: None, ..Default::default() }).unwrap();
+    for hour in (0..n).step_by(3600) {
+        let points: Vec<_> = (hour..(hour + 3600).min(n))
+            .map(|i| NewPoint {
+                metric: "water_level",
+                unit: Some("cm"),
+                time_ms: T0 + i * 1000,
+                // A tide of 1.6 m read to the millimetre.
+                value: (1200.0 + ((i as f64) / 2000.0).sin() * 800.0).round() / 10.0,
+            })
+            .collect();
+        store.write("hau-01", "water", T0, &points).unwrap();
+    }
+    (dir, anonymous(store))
+}
+
+async fn fetch(app: Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut request = Request::get(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let (parts, body) = response.into_parts();
+    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn responses_are_compressed_for_clients_that_ask() {
+    use std::io::Read;
+    let (_dir, state) = long_series(10_000);
+    let app = router(state);
+    let uri = "/v1/devices/hau-01/series/water_level?limit=10000";
+    let (status, headers, plain) = fetch(app.clone(), uri, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("content-encoding").is_none());
+
+    let (_, headers, gzip) = fetch(app.clone(), uri, &[("accept-encoding", "gzip")]).await;
+    assert_eq!(headers.get("content-encoding").unwrap(), "gzip");
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&gzip[..]).read_to_end(&mut unzipped).unwrap();
+    assert_eq!(unzipped, plain);
+
+    let (_, headers, br) = fetch(app.clone(), uri, &[("accept-encoding", "gzip;q=0.5, br")]).await;
+    assert_eq!(headers.get("content-encoding").unwrap(), "br");
+    let mut unbrotli = Vec::new();
+    brotli::Decompressor::new(&br[..], 4096).read_to_end(&mut unbrotli).unwrap();
+    assert_eq!(unbrotli, plain);
+
+    // JSON of regular readings is mostly repetition: each encoding takes it below a fifth.
+    eprintln!("10,000 points: {} bytes plain, {} gzip, {} br", plain.len(), gzip.len(), br.len());
+    assert!(gzip.len() * 5 < plain.len() && br.len() * 5 < plain.len(), "{} {} {}", plain.len(), gzip.len(), br.len());
+
+    // Errors are compressed like the rest, and an encoding nobody offers is not used.
+    let (_, headers, _) = fetch(app.clone(), "/v1/devices/nope/series/x?limit=0", &[("accept-encoding", "br")]).await;
+    assert_eq!(headers.get("content-encoding").unwrap(), "br");
+    let (_, headers, _) = fetch(app, uri, &[("accept-encoding", "zstd, deflate")]).await;
+    assert!(headers.get("content-encoding").is_none());
+}
+
+/// Rows of a CSV as Python's `csv` module reads them, so that the test does not trust a
+/// reader of its own making.
+fn python_csv(bytes: &[u8]) -> Vec<Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.csv");
+    std::fs::write(&file, bytes).unwrap();
+    let script = "import csv, json, sys\nprint(json.dumps(list(csv.reader(open(sys.argv[1], newline='')))))";
+    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn points_in_csv_are_every_point_of_the_range_streamed_in_pieces() {
+    let n = 25_000;
+    let (_dir, state) = long_series(n);
+    let app = router(state);
+    let uri = format!("/v1/devices/hau-01/series/water_level?format=csv&from={}", T0 + 1000);
+    let response = app.clone().oneshot(Request::get(&uri).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8; header=present");
+    assert!(response.headers()["content-disposition"].to_str().unwrap().contains("hau-01_water_level.csv"));
+    // The body comes in pieces, not as one buffer.
+    let mut body = response.into_body();
+    let (mut frames, mut bytes) = (0, Vec::new());
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            frames += 1;
+            bytes.extend_from_slice(&data);
+        }
+    }
+    assert!(frames >= 3, "{frames} frames");
+    let rows = python_csv(&bytes);
+    assert_eq!(rows[0], ["t", "t_ms", "v"]);
+    assert_eq!(rows.len() as i64, n);
+    // Every time and value, against the JSON pages of the same range.
+    let mut from = T0 + 1000;
+    let mut row = 1;
+    loop {
+        let (_, page) =
+            call(app.clone(), format!("/v1/devices/hau-01/series/water_level?from={from}&limit=10000")).await;
+        for p in page["points"].as_array().unwrap() {
+            assert_eq!(rows[row][0], p["t"].as_str().unwrap());
+            assert_eq!(rows[row][1].parse::<i64>().unwrap(), p["t_ms"].as_i64().unwrap());
+            assert_eq!(rows[row][2].parse::<f64>().unwrap(), p["v"].as_f64().unwrap());
+            row += 1;
+        }
+        match page["next_from_ms"].as_i64() {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    assert_eq!(row, rows.len());
+
+    // `limit` caps the rows; Accept picks CSV too; and `to` is exclusive.
+    let uri = format!("/v1/devices/hau-01/series/water_level?limit=3&to={}", T0 + 2000);
+    let (_, _, bytes) = fetch(app.clone(), &uri, &[("accept", "text/csv")]).await;
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        "t,t_ms,v\n2026-09-21T14:13:20.000Z,1790000000000,120\n2026-09-21T14:13:21.000Z,1790000001000,120\n"
+    );
+}
+
+#[tokio::test]
+async fn aggregates_in_csv_match_their_json() {
+    let (_dir, state) = long_series(25_000);
+    let app = router(state);
+    let to = T0 + 25_000 * 1000;
+    for (json, csv) in [
+        (format!("/v1/devices/hau-01/series/water_level/aggregate?step=1s&from={T0}&to={to}"), true),
+        (format!("/v1/devices/hau-01/series/water_level/aggregate?step=15m&from={T0}&to={to}"), true),
+        (format!("/v1/aggregate?metric=water_level&step=1m&from={T0}&to={to}"), false),
+    ] {
+        let (_, body) = call(app.clone(), json.clone()).await;
+        let buckets: Vec<(String, Value)> = match csv {
+            true => body["buckets"].as_array().unwrap().iter().map(|b| ("hau-01".to_owned(), b.clone())).collect(),
+            false => body["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|s| {
+                    s["buckets"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|b| (s["device"].as_str().unwrap().to_owned(), b.clone()))
+                })
+                .collect(),
+        };
+        let (status, _, bytes) = fetch(app.clone(), &format!("{json}&format=csv"), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        let rows = python_csv(&bytes);
+        let skip = usize::from(!csv);
+        let header = &rows[0][skip..];
+        assert_eq!(header.join(","), "t,t_ms,count,min,max,sum,avg,first_t_ms,first,last_t_ms,last");
+        assert_eq!(rows.len() - 1, buckets.len(), "{json}");
+        for (row, (device, b)) in rows[1..].iter().zip(&buckets) {
+            if !csv {
+                assert_eq!(&row[0], device);
+            }
+            let row = &row[skip..];
+            assert_eq!(row[0], b["t"].as_str().unwrap());
+            assert_eq!(row[1].parse::<i64>().unwrap(), b["t_ms"].as_i64().unwrap());
+            assert_eq!(row[2].parse::<u64>().unwrap(), b["count"].as_u64().unwrap());
+            for (i, name) in [(3, "min"), (4, "max"), (5, "sum"), (6, "avg")] {
+                assert_eq!(row[i].parse::<f64>().unwrap(), b[name].as_f64().unwrap(), "{name}");
+            }
+            assert_eq!(row[7].parse::<i64>().unwrap(), b["first"]["t_ms"].as_i64().unwrap());
+            assert_eq!(row[8].parse::<f64>().unwrap(), b["first"]["v"].as_f64().unwrap());
+            assert_eq!(row[9].parse::<i64>().unwrap(), b["last"]["t_ms"].as_i64().unwrap());
+            assert_eq!(row[10].parse::<f64>().unwrap(), b["last"]["v"].as_f64().unwrap());
+        }
+    }
+    // Errors before the first row are JSON with their status.
+    let (status, body) =
+        call(app.clone(), "/v1/devices/hau-01/series/salinity/aggregate?step=1h&format=csv".into()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, _) = call(app, "/v1/devices/hau-01/series/water_level?format=xml".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// A store with a water level every 10 minutes over `[from, to)` (values counting up from
+/// 0), folded into blocks and hourly rollups as the upkeep would, so that day buckets are
+/// read from rollups where they can be.
+fn ten_minute_series(from: &str, to: &str) -> (tempfile::TempDir, AppState, Vec<(i64, f64)>) {
+    let (from, to) = (time::parse("from", from).unwrap(), time::parse("to", to).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions { flush_every_ms: None, ..Default::default() }).unwrap();
+    let all: Vec<(i64, f64)> = (0..).map(|i| (from + i * 600_000, i as f64)).take_while(|p| p.0 < to).collect();
+    for hour in all.chunks(6) {
+        let points: Vec<_> = hour
+            .iter()
+            .map(|&(t, v)| NewPoint { metric: "water_level", unit: Some("cm"), time_ms: t, value: v })
+            .collect();
+        store.write("hau-01", "water", hour[0].0, &points).unwrap();
+    }
+    store.fold(to + 86_400_000 * 2, || true).unwrap();
+    (dir, anonymous(store), all)
+}
+
+/// Day buckets of the series in `tz` between `from` and `to`: (start, count, sum).
+async fn local_days(state: &AppState, tz: &str, from: &str, to: &str) -> Vec<(String, u64, f64)> {
+    let uri = format!("/v1/devices/hau-01/series/water_level/aggregate?step=1d&tz={tz}&from={from}&to={to}");
+    let (status, body) = get(state, &uri).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["tz"], tz);
+    body["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["t"].as_str().unwrap().to_owned(), b["count"].as_u64().unwrap(), b["sum"].as_f64().unwrap()))
+        .collect()
+}
+
+/// The same buckets by brute force over the points, given the buckets' starts.
+fn brute_force(points: &[(i64, f64)], starts: &[&str], to: &str) -> Vec<(String, u64, f64)> {
+    let to = time::parse("to", to).unwrap();
+    let starts: Vec<i64> = starts.iter().map(|s| time::parse("t", s).unwrap()).collect();
+    let mut out = Vec::new();
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(to);
+        let inside: Vec<_> = points.iter().filter(|p| p.0 >= start && p.0 < end).collect();
+        out.push((time::format(start), inside.len() as u64, inside.iter().map(|p| p.1).sum()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn local_days_in_can_tho_start_at_17_utc() {
+    let (_dir, state, points) = ten_minute_series("2026-11-25T00:00:00Z", "2026-11-29T00:00:00Z");
+    let (from, to) = ("2026-11-25T17:00:00Z", "2026-11-28T17:00:00Z");
+    let days = local_days(&state, "Asia/Ho_Chi_Minh", from, to).await;
+    let starts = ["2026-11-25T17:00:00Z", "2026-11-26T17:00:00Z", "2026-11-27T17:00:00Z"];
+    assert_eq!(days, brute_force(&points, &starts, to));
+    assert!(days.iter().all(|d| d.1 == 144), "{days:?}");
+    // The same range in UTC days: buckets at midnight UTC, the first and last partial.
+    let (_, body) =
+        get(&state, &format!("/v1/devices/hau-01/series/water_level/aggregate?step=1d&from={from}&to={to}")).await;
+    assert_eq!(body["buckets"][1]["t"], "2026-11-26T00:00:00.000Z");
+    assert_eq!(body["buckets"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn berlin_days_have_23_and_25_hours_across_daylight_saving() {
+    for (from, to, starts, counts) in [
+        // Spring: 2026-03-29 loses an hour.
+        (
+            "2026-03-27T23:00:00Z",
+            "2026-03-30T22:00:00Z",
+            ["2026-03-27T23:00:00Z", "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z"],
+            [144, 138, 144],
+        ),
+        // Autumn: 2026-10-25 gains one.
+        (
+            "2026-10-23T22:00:00Z",
+            "2026-10-26T23:00:00Z",
+            ["2026-10-23T22:00:00Z", "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z"],
+            [144, 150, 144],
+        ),
+    ] {
+        let (_dir, state, points) = ten_minute_series("2026-03-20T00:00:00Z", "2026-04-05T00:00:00Z");
+        let (_dir2, autumn, autumn_points) = ten_minute_series("2026-10-20T00:00:00Z", "2026-11-01T00:00:00Z");
+        let (state, points) = if from.starts_with("2026-03") { (state, points) } else { (autumn, autumn_points) };
+        let days = local_days(&state, "Europe/Berlin", from, to).await;
+        assert_eq!(days, brute_force(&points, &starts, to), "{from}");
+        assert_eq!(days.iter().map(|d| d.1).collect::<Vec<_>>(), counts, "{from}");
+    }
+}
+
+#[tokio::test]
+async fn local_days_with_a_half_hour_offset_read_their_partial_hours_from_points() {
+    // India is UTC+05:30: its days start at 18:30 UTC, in the middle of a rollup's hour.
+    let (_dir, state, points) = ten_minute_series("2026-11-25T00:00:00Z", "2026-11-29T00:00:00Z");
+    let (from, to) = ("2026-11-25T18:30:00Z", "2026-11-28T18:30:00Z");
+    let days = local_days(&state, "Asia/Kolkata", from, to).await;
+    let starts = ["2026-11-25T18:30:00Z", "2026-11-26T18:30:00Z", "2026-11-27T18:30:00Z"];
+    assert_eq!(days, brute_force(&points, &starts, to));
+    // Sub-day steps and unknown zones are refused.
+    for uri in [
+        "/v1/devices/hau-01/series/water_level/aggregate?step=1h&tz=Asia/Kolkata",
+        "/v1/devices/hau-01/series/water_level/aggregate?step=1d&tz=Asia/Can_Tho",
+    ] {
+        let (status, body) = get(&state, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+    }
+}
