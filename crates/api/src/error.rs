@@ -1,6 +1,6 @@
 //! The API's one error type: a status, a stable code and a message, as JSON.
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -86,6 +86,21 @@ impl IntoResponse for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
         ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<crate::directory::RegistrarError> for ApiError {
+    fn from(e: crate::directory::RegistrarError) -> Self {
+        match e {
+            crate::directory::RegistrarError::Refused(why) => ApiError::BadRequest(why),
+            crate::directory::RegistrarError::Failed(why) => ApiError::Internal(why),
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod auth;
 mod blocking;
 pub mod calendar;
 pub mod csv;
+pub mod directory;
 pub mod error;
 pub mod health;
 pub mod openapi;
@@ -50,6 +51,11 @@ pub struct AppState {
     pub cors_origins: Vec<HeaderValue>,
     /// What `/healthz` judges by.
     pub health: HealthOptions,
+    /// The registered devices' names, places and tags.
+    pub directory: directory::Directory,
+    /// What edits the registry (`PUT` and `DELETE /v1/devices/{id}`); without one those
+    /// answer 404.
+    pub registrar: Option<Arc<dyn directory::Registrar>>,
 }
 
 /// What the handlers reach: the caller's [`AppState`], and the bound on blocking queries,
@@ -94,8 +100,8 @@ pub fn router(state: AppState) -> Router {
         false => router.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(state.cors_origins.clone()))
-                .allow_methods([Method::GET])
-                .allow_headers([axum::http::header::AUTHORIZATION]),
+                .allow_methods([Method::GET, Method::PUT, Method::DELETE])
+                .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE]),
         ),
     };
     // Outermost, so that errors and CORS answers are compressed like the rest; tower-http
@@ -128,7 +134,9 @@ fn described(access: &Arc<Access>) -> OpenApiRouter<Shared> {
         .routes(routes!(routes::aggregate::many))
         .routes(routes!(routes::latest::latest));
     let read = openapi::scoped(read, Scope::Read).route_layer(scoped(Scope::Read));
-    let admin = OpenApiRouter::new().routes(routes!(routes::rejections::list));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(routes::rejections::list))
+        .routes(routes!(routes::devices::put, routes::devices::remove));
     let admin = openapi::scoped(admin, Scope::Admin).route_layer(scoped(Scope::Admin));
     open.merge(metrics).merge(read).merge(admin)
 }

@@ -27,6 +27,8 @@ fn anonymous(store: Store) -> AppState {
         access: Arc::new(Access::anonymous()),
         cors_origins: Vec::new(),
         health: Default::default(),
+        directory: Default::default(),
+        registrar: None,
     }
 }
 
@@ -400,7 +402,13 @@ async fn the_document_the_readme_and_the_router_name_the_same_endpoints() {
                 .unwrap();
             let response = router(state.clone()).oneshot(request).await.unwrap();
             let status = response.status();
-            assert!(status.is_success(), "{method} {uri}: {status}");
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            // GETs succeed; a PUT without a body or a DELETE without a registrar say why,
+            // with a status their description lists.
+            assert!(status.is_success() || method != "get", "{method} {uri}: {status}");
+            assert_ne!(body["error"]["message"], "no such endpoint", "{method} {uri} fell through to the fallback");
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
             assert!(
                 operation["responses"].get(status.as_str()).is_some(),
                 "{method} {path}: {status} is not described"
@@ -756,4 +764,140 @@ async fn local_days_with_a_half_hour_offset_read_their_partial_hours_from_points
         let (status, body) = get(&state, uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
     }
+}
+
+#[tokio::test]
+async fn registered_devices_are_listed_with_their_profile_before_they_send() {
+    use crate::directory::{Directory, Location, Profile};
+    use mekong_schema::DeviceKind;
+    let (_dir, state) = state();
+    let wharf = Profile::new(
+        DeviceKind::Water,
+        Some("Ninh Kieu wharf".into()),
+        Some(Location::new(10.034, 105.788, Some(2.5)).unwrap()),
+        [("river".to_owned(), "Hau".to_owned())].into(),
+    )
+    .unwrap();
+    let silent = Profile::new(DeviceKind::Water, None, Some(Location::new(10.005, 105.749, None).unwrap()), [].into());
+    let directory = Directory::new([("hau-01".to_owned(), wharf), ("cai-rang-02".to_owned(), silent.unwrap())].into());
+    let state = AppState { directory, ..state };
+
+    let (_, body) = get(&state, "/v1/devices?kind=water").await;
+    let devices = body["devices"].as_array().unwrap();
+    let ids: Vec<_> = devices.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["cai-rang-02", "hau-01"]);
+    // The silent one: registered, its place, zero counts, no times.
+    assert_eq!(devices[0]["registered"], true);
+    assert_eq!(devices[0]["location"], serde_json::json!({"lat": 10.005, "lon": 105.749, "elevation": null}));
+    assert_eq!((devices[0]["points"].as_u64(), devices[0]["packs"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(devices[0]["first_seen"], Value::Null);
+    assert_eq!(devices[0]["kind"], "water");
+    // The one that sent: its counts and its profile.
+    assert_eq!(devices[1]["name"], "Ninh Kieu wharf");
+    assert_eq!(devices[1]["tags"]["river"], "Hau");
+    assert_eq!(devices[1]["location"]["elevation"], 2.5);
+    assert_eq!(devices[1]["points"], 25);
+    assert_eq!(devices[1]["first_seen_ms"], T0);
+
+    // Only seen, never registered: listed, without a profile.
+    let (_, body) = get(&state, "/v1/devices?kind=traffic").await;
+    assert_eq!(body["devices"][0]["id"], "bridge-3");
+    assert_eq!(body["devices"][0]["registered"], false);
+    assert_eq!(body["devices"][0]["location"], Value::Null);
+
+    let (status, one) = get(&state, "/v1/devices/cai-rang-02").await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["series"], 0);
+    let (status, _) = get(&state, "/v1/devices/nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A change of the registry reaches the next request.
+    state.directory.replace(Default::default());
+    let (status, _) = get(&state, "/v1/devices/cai-rang-02").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// A registry in memory that applies its edits to the directory, as the binary's file
+/// registrar does.
+#[derive(Debug, Default)]
+struct MemoryRegistrar {
+    directory: crate::directory::Directory,
+}
+
+impl crate::directory::Registrar for MemoryRegistrar {
+    fn put(&self, id: &str, profile: &crate::directory::Profile) -> Result<bool, crate::directory::RegistrarError> {
+        let mut all = (*self.directory.snapshot()).clone();
+        let added = all.insert(id.to_owned(), profile.clone()).is_none();
+        self.directory.replace(all);
+        Ok(added)
+    }
+
+    fn remove(&self, id: &str) -> Result<bool, crate::directory::RegistrarError> {
+        let mut all = (*self.directory.snapshot()).clone();
+        let removed = all.remove(id).is_some();
+        self.directory.replace(all);
+        Ok(removed)
+    }
+}
+
+async fn send(state: &AppState, method: &str, uri: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json");
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    let response = router(state.clone()).oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn admins_add_change_and_remove_devices_and_readers_cannot() {
+    let (_dir, state) = guarded();
+    let directory = crate::directory::Directory::default();
+    let registrar = Arc::new(MemoryRegistrar { directory: directory.clone() });
+    let state = AppState { directory, registrar: Some(registrar), ..state };
+    let wharf = serde_json::json!({"kind": "water", "name": "Ninh Kieu wharf",
+        "location": {"lat": 10.034, "lon": 105.788}, "tags": {"river": "Hau"}});
+
+    let (status, _) = send(&state, "PUT", "/v1/devices/cai-rang-02", "mkt_read", Some(wharf.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = send(&state, "PUT", "/v1/devices/cai-rang-02", "mkt_admin", Some(wharf.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!((body["registered"].as_bool(), body["points"].as_u64()), (Some(true), Some(0)));
+    let (_, listed) = send(&state, "GET", "/v1/devices?kind=water", "mkt_read", None).await;
+    let ids: Vec<_> = listed["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["cai-rang-02", "hau-01"]);
+
+    let changed = serde_json::json!({"kind": "water", "name": "Cai Rang wharf"});
+    let (status, body) = send(&state, "PUT", "/v1/devices/cai-rang-02", "mkt_admin", Some(changed)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["name"].as_str(), &body["location"]), (Some("Cai Rang wharf"), &Value::Null));
+
+    for bad in [
+        serde_json::json!({"kind": "boat"}),
+        serde_json::json!({"kind": "air", "location": {"lat": 91.0, "lon": 0.0}}),
+        serde_json::json!({"kind": "air", "colour": "red"}),
+        serde_json::json!({"name": "no kind"}),
+    ] {
+        let (status, body) = send(&state, "PUT", "/v1/devices/cai-rang-02", "mkt_admin", Some(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+    }
+    let (status, _) = send(&state, "PUT", "/v1/devices/Not_An_Id", "mkt_admin", Some(wharf)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, _) = send(&state, "DELETE", "/v1/devices/cai-rang-02", "mkt_read", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = send(&state, "DELETE", "/v1/devices/cai-rang-02", "mkt_admin", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = send(&state, "DELETE", "/v1/devices/cai-rang-02", "mkt_admin", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send(&state, "GET", "/v1/devices/cai-rang-02", "mkt_read", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The id can be used again.
+    let again = serde_json::json!({"kind": "air"});
+    let (status, _) = send(&state, "PUT", "/v1/devices/cai-rang-02", "mkt_admin", Some(again)).await;
+    assert_eq!(status, StatusCode::CREATED);
 }
