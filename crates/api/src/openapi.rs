@@ -34,7 +34,7 @@ impl Document {
     pub(crate) fn new(api: OpenApi) -> Self {
         // Serialising a tree of strings and maps cannot fail; were it to, an error body
         // says so rather than a panic at start.
-        let json = api.to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        let json = api.to_json().unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
         Document(json.into())
     }
 }
