@@ -153,3 +153,56 @@ async fn api_tokens_and_cors_through_the_server() {
         assert!(!logs.contains(&secret[4..]), "a token is in the logs");
     }
 }
+
+/// Device management through the real server: an admin token registers a device, which the
+/// running ingest accepts at once (registration required, no restart), the registry file
+/// holds it with its place, and a read token can neither add nor remove one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_are_managed_through_the_api_without_a_restart() {
+    use mekong_tests::{now_secs, pack, Downlink, Sensor};
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("devices.toml");
+    let read = mekong::token::create(&registry, "city-app", Scope::Read).unwrap();
+    let admin = mekong::token::create(&registry, "operations", Scope::Admin).unwrap();
+    let mut config = config(&dir.path().join("data"));
+    config.registry.path = registry.clone();
+    config.ingest.require_registration = true;
+    let running = start(&config).await;
+    let url = format!("http://127.0.0.1:{}/v1/devices/cai-rang-02", running.platform.http_addr.port());
+    let http = reqwest::Client::new();
+    let put = |token: &str| {
+        http.put(&url)
+            .bearer_auth(token)
+            .json(&serde_json::json!({"kind": "water", "name": "Cai Rang wharf",
+                "location": {"lat": 10.005, "lon": 105.749}, "tags": {"river": "Can Tho"}}))
+            .timeout(TIMEOUT)
+            .send()
+    };
+
+    // Not registered yet: refused.
+    let mut node = Sensor::device(running.mqtt(), "cai-rang-02").await;
+    let bt = now_secs();
+    node.publish("mekong/v1/cai-rang-02/up", pack(bt, &[("water_level", "cm", 180.0, 0.0)])).await;
+    assert!(matches!(node.downlink().await, Downlink::Refused { ref reason, .. } if reason.contains("unknown_device")));
+
+    assert_eq!(put(&read).await.unwrap().status().as_u16(), 403);
+    let response = put(&admin).await.unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let text = std::fs::read_to_string(&registry).unwrap();
+    assert!(text.contains("id = \"cai-rang-02\"") && text.contains("lat = 10.005"), "{text}");
+
+    // Accepted now, by the same running server.
+    node.publish("mekong/v1/cai-rang-02/up", pack(bt + 1.0, &[("water_level", "cm", 181.0, 0.0)])).await;
+    assert!(matches!(node.downlink().await, Downlink::Ack { readings: 1, .. }));
+    let response = http.get(&url).bearer_auth(&read).timeout(TIMEOUT).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let device: serde_json::Value = response.json().await.unwrap();
+    assert_eq!((device["name"].as_str(), device["points"].as_u64()), (Some("Cai Rang wharf"), Some(1)));
+
+    let delete = |token: String| http.delete(&url).bearer_auth(token).timeout(TIMEOUT).send();
+    assert_eq!(delete(read.clone()).await.unwrap().status().as_u16(), 403);
+    assert_eq!(delete(admin.clone()).await.unwrap().status().as_u16(), 204);
+    node.publish("mekong/v1/cai-rang-02/up", pack(bt + 2.0, &[("water_level", "cm", 182.0, 0.0)])).await;
+    assert!(matches!(node.downlink().await, Downlink::Refused { .. }));
+    running.stop().await;
+}

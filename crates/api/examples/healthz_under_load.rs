@@ -212,6 +212,8 @@ fn main() -> Result<()> {
         access,
         cors_origins: Vec::new(),
         health: Default::default(),
+        directory: Default::default(),
+        registrar: None,
     });
     let server = runtime.spawn(async move { axum::serve(listener, app).await });
 

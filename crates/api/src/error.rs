@@ -1,10 +1,11 @@
 //! The API's one error type: a status, a stable code and a message, as JSON.
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Everything a handler can answer instead of data.
 #[derive(Debug, thiserror::Error)]
@@ -26,40 +27,80 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    code: ErrorCode,
+    /// For a person; never repeats a secret the client sent, never an internal detail.
     message: String,
+}
+
+/// The stable code of an error, one per status.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400.
+    BadRequest,
+    /// 401, with `WWW-Authenticate: Bearer`.
+    Unauthorized,
+    /// 403.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 500.
+    Internal,
+}
+
+impl ErrorBody {
+    fn new(code: ErrorCode, message: String) -> Self {
+        ErrorBody { error: ErrorDetail { code, message } }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             ApiError::Unauthorized(_) => {
-                let body = Json(Body { error: Detail { code: "unauthorized", message: self.to_string() } });
+                let body = Json(ErrorBody::new(ErrorCode::Unauthorized, self.to_string()));
                 let challenge = [(header::WWW_AUTHENTICATE, "Bearer")];
                 return (StatusCode::UNAUTHORIZED, challenge, body).into_response();
             }
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
             }
         };
-        (status, Json(Body { error: Detail { code, message: self.to_string() } })).into_response()
+        (status, Json(ErrorBody::new(code, self.to_string()))).into_response()
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
         ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<crate::directory::RegistrarError> for ApiError {
+    fn from(e: crate::directory::RegistrarError) -> Self {
+        match e {
+            crate::directory::RegistrarError::Refused(why) => ApiError::BadRequest(why),
+            crate::directory::RegistrarError::Failed(why) => ApiError::Internal(why),
+        }
     }
 }
 

@@ -12,8 +12,12 @@
 
 pub mod auth;
 mod blocking;
+pub mod calendar;
+pub mod csv;
+pub mod directory;
 pub mod error;
 pub mod health;
+pub mod openapi;
 mod routes;
 pub mod time;
 
@@ -22,11 +26,13 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::from_fn_with_state;
-use axum::routing::get;
 use axum::Router;
 use mekong_stats::Stats;
 use mekong_store::Store;
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Access, Scope};
 use crate::blocking::QueryPool;
@@ -45,6 +51,11 @@ pub struct AppState {
     pub cors_origins: Vec<HeaderValue>,
     /// What `/healthz` judges by.
     pub health: HealthOptions,
+    /// The registered devices' names, places and tags.
+    pub directory: directory::Directory,
+    /// What edits the registry (`PUT` and `DELETE /v1/devices/{id}`); without one those
+    /// answer 404.
+    pub registrar: Option<Arc<dyn directory::Registrar>>,
 }
 
 /// What the handlers reach: the caller's [`AppState`], and the bound on blocking queries,
@@ -54,6 +65,7 @@ pub struct AppState {
 struct Shared {
     app: AppState,
     queries: QueryPool,
+    openapi: openapi::Document,
 }
 
 impl FromRef<Shared> for AppState {
@@ -68,28 +80,19 @@ impl FromRef<Shared> for QueryPool {
     }
 }
 
-/// The query service. `/healthz` answers anyone; `/metrics` anyone or a token of any scope,
-/// as [`Access::metrics_open`] says; data needs a `read` token, the rejection log `admin`
-/// (no token at all while [`Access`] has none).
-pub fn router(state: AppState) -> Router {
-    let scoped = |scope: Scope| from_fn_with_state((Arc::clone(&state.access), scope), auth::require);
-    let open = Router::new().route("/healthz", get(routes::health::healthz));
-    let mut metrics = Router::new().route("/metrics", get(routes::health::metrics));
-    if !state.access.metrics_open {
-        metrics = metrics.route_layer(scoped(Scope::Read));
+impl FromRef<Shared> for openapi::Document {
+    fn from_ref(shared: &Shared) -> Self {
+        shared.openapi.clone()
     }
-    let read = Router::new()
-        .route("/v1/stats", get(routes::health::stats))
-        .route("/v1/devices", get(routes::devices::list))
-        .route("/v1/devices/{device}", get(routes::devices::one))
-        .route("/v1/devices/{device}/series", get(routes::series::list))
-        .route("/v1/devices/{device}/series/{metric}", get(routes::series::points))
-        .route("/v1/devices/{device}/series/{metric}/aggregate", get(routes::aggregate::series))
-        .route("/v1/aggregate", get(routes::aggregate::many))
-        .route("/v1/latest", get(routes::latest::latest))
-        .route_layer(scoped(Scope::Read));
-    let admin = Router::new().route("/v1/rejections", get(routes::rejections::list)).route_layer(scoped(Scope::Admin));
-    let router = open.merge(metrics).merge(read).merge(admin).fallback(routes::not_found);
+}
+
+/// The query service. `/healthz` and `/openapi.json` answer anyone; `/metrics` anyone or a
+/// token of any scope, as [`Access::metrics_open`] says; data needs a `read` token, the
+/// rejection log `admin` (no token at all while [`Access`] has none). Responses are
+/// compressed (gzip or Brotli) for clients that ask.
+pub fn router(state: AppState) -> Router {
+    let (router, document) = described(&state.access).split_for_parts();
+    let router = router.fallback(routes::not_found);
     let router = match state.cors_origins.is_empty() {
         true => router,
         // Outside the token check: a preflight carries no token, and the browser sends the
@@ -97,11 +100,45 @@ pub fn router(state: AppState) -> Router {
         false => router.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(state.cors_origins.clone()))
-                .allow_methods([Method::GET])
-                .allow_headers([axum::http::header::AUTHORIZATION]),
+                .allow_methods([Method::GET, Method::PUT, Method::DELETE])
+                .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE]),
         ),
     };
-    router.with_state(Shared { app: state, queries: QueryPool::per_core() })
+    // Outermost, so that errors and CORS answers are compressed like the rest; tower-http
+    // leaves small bodies (under 32 bytes), images and event streams alone, and honours the
+    // client's Accept-Encoding (q-values included).
+    let router = router.layer(CompressionLayer::new().gzip(true).br(true));
+    let openapi = openapi::Document::new(document);
+    router.with_state(Shared { app: state, queries: QueryPool::per_core(), openapi })
+}
+
+/// Every route, each registered from its handler's `#[utoipa::path]` (`routes!`), so that the
+/// router and its description come from one place; the scopes' layers and their part of the
+/// description (security, 401 and 403) are added per group by [`openapi::scoped`].
+fn described(access: &Arc<Access>) -> OpenApiRouter<Shared> {
+    let scoped = |scope: Scope| from_fn_with_state((Arc::clone(access), scope), auth::require);
+    let open = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(routes::health::healthz))
+        .routes(routes!(openapi::openapi_json));
+    let mut metrics = OpenApiRouter::new().routes(routes!(routes::health::metrics));
+    if !access.metrics_open {
+        metrics = openapi::scoped(metrics, Scope::Read).route_layer(scoped(Scope::Read));
+    }
+    let read = OpenApiRouter::new()
+        .routes(routes!(routes::health::stats))
+        .routes(routes!(routes::devices::list))
+        .routes(routes!(routes::devices::one))
+        .routes(routes!(routes::series::list))
+        .routes(routes!(routes::series::points))
+        .routes(routes!(routes::aggregate::series))
+        .routes(routes!(routes::aggregate::many))
+        .routes(routes!(routes::latest::latest));
+    let read = openapi::scoped(read, Scope::Read).route_layer(scoped(Scope::Read));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(routes::rejections::list))
+        .routes(routes!(routes::devices::put, routes::devices::remove));
+    let admin = openapi::scoped(admin, Scope::Admin).route_layer(scoped(Scope::Admin));
+    open.merge(metrics).merge(read).merge(admin)
 }
 
 #[cfg(test)]

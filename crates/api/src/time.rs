@@ -50,6 +50,15 @@ pub fn format(ms: i64) -> String {
     }
 }
 
+/// Appends [`format`]'s text to `out`, without allocating for the years 0 to 9999.
+pub fn push(out: &mut String, ms: i64) {
+    let mut buf = [0u8; 24];
+    match write_rfc3339(ms, &mut buf) {
+        Some(s) => out.push_str(s),
+        None => out.push_str(&format_any_year(ms)),
+    }
+}
+
 /// A time that serializes as [`format`] does, without allocating: a day of raw points holds
 /// thousands of them.
 #[derive(Debug, Clone, Copy)]

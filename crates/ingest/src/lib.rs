@@ -42,7 +42,7 @@ pub use broker::BrokerOptions;
 use guard::Guard;
 pub use mekong_stats::Stats;
 pub use pipeline::{Accepted, Handled, Outcome, Pipeline, PipelineOptions, Rejection};
-pub use registry::{DeviceKey, Registry};
+pub use registry::{DeviceKey, Registry, SharedRegistry};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
@@ -82,6 +82,7 @@ pub enum IngestError {
 #[derive(Debug)]
 pub struct Ingest {
     stats: Arc<Stats>,
+    registry: SharedRegistry,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -109,15 +110,21 @@ impl Ingest {
                 .spawn(move || ack::run(groups_rx, tx, store, stats, acknowledge))?
         };
         let mut pipeline = Pipeline::new(pipeline, store, Arc::clone(&stats));
+        let registry = pipeline.registry_handle();
         let worker = {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("mekong-ingest".into())
                 .spawn(move || worker::run(rx, &mut pipeline, &stop, &groups_tx))?
         };
-        let ingest = Ingest { stats, stop, threads: vec![worker, acker] };
+        let ingest = Ingest { stats, registry, stop, threads: vec![worker, acker] };
         broker::wait_listening(broker)?;
         Ok(ingest)
+    }
+
+    /// The handle that replaces the ingest thread's registry while it runs.
+    pub fn registry(&self) -> SharedRegistry {
+        self.registry.clone()
     }
 
     /// Counters and the rejection log, shared with the query API.

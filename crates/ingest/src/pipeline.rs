@@ -30,7 +30,7 @@ use mekong_store::{Generation, NewPoint, PackRefused, PackWrite, RefusalWrite, S
 use serde::{Deserialize, Serialize};
 
 use crate::refusal_log::{self, RefusalLog};
-use crate::registry::Registry;
+use crate::registry::{Registry, SharedRegistry};
 use crate::IngestError;
 
 /// Options of the ingest path. They are also the `[ingest]` section of mekong's configuration,
@@ -185,6 +185,10 @@ impl Ready {
 #[derive(Debug)]
 pub struct Pipeline {
     opts: PipelineOptions,
+    /// Where a replaced registry comes from ([`Pipeline::registry_handle`]).
+    shared: SharedRegistry,
+    /// The registry of the group being handled.
+    registry: Arc<Registry>,
     store: Store,
     pub(crate) stats: Arc<Stats>,
     refusals: RefusalLog,
@@ -194,7 +198,15 @@ impl Pipeline {
     /// A pipeline writing to `store` and counting into `stats`.
     pub fn new(opts: PipelineOptions, store: Store, stats: Arc<Stats>) -> Self {
         let refusals = RefusalLog::new(Instant::now(), Duration::from_secs(opts.refusal_summary_secs));
-        Pipeline { opts, store, stats, refusals }
+        let shared = SharedRegistry::new(opts.registry.clone());
+        let registry = shared.snapshot();
+        Pipeline { opts, shared, registry, store, stats, refusals }
+    }
+
+    /// The handle that replaces this pipeline's registry from another thread; each group
+    /// reads the registry once, at its start.
+    pub fn registry_handle(&self) -> SharedRegistry {
+        self.shared.clone()
     }
 
     /// Logs the summary of the refusals held back, once their interval is over; the ingest
@@ -220,6 +232,8 @@ impl Pipeline {
     /// pass in one store write, records every outcome in the stats, and returns them in
     /// order.
     pub fn handle_group(&mut self, publishes: &[(&[u8], &[u8])], now_ms: i64) -> Handled {
+        // One registry for the whole group, the latest one replaced (device management).
+        self.registry = self.shared.snapshot();
         // The generation the checks read (a device's last sequence number, its kind).
         let checked = self.store.generation();
         let mut prepared: Vec<Result<Ready, Rejection>> = Vec::with_capacity(publishes.len());
@@ -374,7 +388,7 @@ impl Pipeline {
         let topic =
             std::str::from_utf8(topic).map_err(|_| Rejection::new(None, Reason::BadTopic, "topic is not utf-8"))?;
         let device = topic::parse_uplink(topic).map_err(|e| Rejection::new(None, Reason::BadTopic, e.to_string()))?;
-        let registered = self.opts.registry.kind(device);
+        let registered = self.registry.kind(device);
         if self.opts.require_registration && registered.is_none() {
             return Err(Rejection::new(Some(device), Reason::UnknownDevice, "device is not registered"));
         }
@@ -425,7 +439,7 @@ impl Pipeline {
         seqs: &HashMap<String, KeyedSeq>,
     ) -> Result<(&'p [u8], Option<KeyedSeq>), Rejection> {
         let refuse = |kind, reason: String| Rejection::new(Some(device), kind, reason);
-        let key = self.opts.registry.key(device);
+        let key = self.registry.key(device);
         let Some(key) = key else {
             if cose::is_sealed(payload) {
                 return Err(refuse(Reason::UnknownKey, "signed pack from a device registered without a key".into()));

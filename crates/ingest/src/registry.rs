@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use mekong_schema::cose::KEY_LEN;
 use mekong_schema::DeviceKind;
@@ -74,5 +75,30 @@ impl Registry {
     /// Whether no device is registered.
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
+    }
+}
+
+/// The registry the ingest thread reads, replaceable while it runs: the API's device
+/// management replaces it whole after editing the registry file, and the pipeline takes a
+/// snapshot (one read lock, one `Arc` clone) at the start of each group, so a group sees one
+/// registry throughout and ingest never waits on a file.
+#[derive(Debug, Clone, Default)]
+pub struct SharedRegistry(Arc<RwLock<Arc<Registry>>>);
+
+impl SharedRegistry {
+    /// A handle on `registry`.
+    pub fn new(registry: Registry) -> Self {
+        SharedRegistry(Arc::new(RwLock::new(Arc::new(registry))))
+    }
+
+    /// The registry as it is now.
+    pub fn snapshot(&self) -> Arc<Registry> {
+        // Replaced whole, never edited in place: a poisoned lock still holds a valid registry.
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the registry; groups that start after this see the new one.
+    pub fn replace(&self, registry: Registry) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(registry);
     }
 }

@@ -10,11 +10,13 @@
 //! own types here, because they name files to read (`[registry]`) or say things differently in
 //! a file (0 for "never"), and are checked and converted here.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use mekong_api::auth::{ApiToken, Scope, TokenDigest};
+use mekong_api::directory::{Location, Profile};
 use mekong_ingest::access::{Anonymous, Identity, PasswordDigest, Policy, Role};
 use mekong_ingest::{BrokerOptions, DeviceKey, PipelineOptions, Registry};
 use mekong_schema::cose::KEY_LEN;
@@ -434,6 +436,8 @@ pub struct Identities {
     pub mqtt: Vec<Identity>,
     /// The API tokens, as digests.
     pub tokens: Vec<ApiToken>,
+    /// Every registered device's kind, name, place and tags, for the API.
+    pub profiles: BTreeMap<String, Profile>,
 }
 
 /// Reads and checks the registry file: every identity in it.
@@ -471,6 +475,7 @@ pub fn parse_identities(text: &str) -> anyhow::Result<Identities> {
     // The same checks as at start-up (names unique and valid, filters valid), so that an
     // edit by a command is refused before it is written.
     Policy::new(mqtt.clone(), Anonymous::Refused)?;
+    let profiles = profiles(&file.device)?;
     let devices = devices(file.device)?;
     let mut tokens: Vec<ApiToken> = Vec::with_capacity(file.token.len());
     for (i, entry) in file.token.into_iter().enumerate() {
@@ -483,7 +488,7 @@ pub fn parse_identities(text: &str) -> anyhow::Result<Identities> {
             .with_context(|| format!("token {:?}: sha256 must be 64 hex digits", entry.name))?;
         tokens.push(ApiToken { name: entry.name, scope, digest: TokenDigest(digest) });
     }
-    Ok(Identities { devices, mqtt, tokens })
+    Ok(Identities { devices, mqtt, tokens, profiles })
 }
 
 #[derive(Debug, Deserialize)]
@@ -495,6 +500,43 @@ struct RegistryEntry {
     key: Option<String>,
     #[serde(default)]
     password_sha256: Option<String>,
+    /// What people call it.
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    location: Option<LocationEntry>,
+    /// Free-form labels: a table of strings.
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+/// `location = { lat = 10.034, lon = 105.788, elevation = 2.5 }`: degrees WGS 84, metres.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocationEntry {
+    lat: f64,
+    lon: f64,
+    #[serde(default)]
+    elevation: Option<f64>,
+}
+
+/// The profiles of the registry's devices, checked as the API's editor would check them.
+/// Ids and kinds are checked by [`devices`].
+fn profiles(entries: &[RegistryEntry]) -> anyhow::Result<BTreeMap<String, Profile>> {
+    let mut profiles = BTreeMap::new();
+    for entry in entries {
+        let Some(kind) = DeviceKind::parse(&entry.kind) else { continue };
+        let location = entry
+            .location
+            .as_ref()
+            .map(|l| Location::new(l.lat, l.lon, l.elevation))
+            .transpose()
+            .with_context(|| format!("device {:?}: location", entry.id))?;
+        let profile = Profile::new(kind, entry.name.clone(), location, entry.tags.clone())
+            .with_context(|| format!("device {:?}", entry.id))?;
+        profiles.insert(entry.id.clone(), profile);
+    }
+    Ok(profiles)
 }
 
 /// The text of the registry file at `path`, for an edit; a missing file is an empty

@@ -13,6 +13,7 @@ pub mod https;
 pub mod identity;
 pub mod platform;
 pub mod provision;
+pub mod registrar;
 pub mod simulate;
 pub mod tls;
 pub mod token;

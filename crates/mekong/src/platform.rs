@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::http::HeaderValue;
 use mekong_api::auth::Access;
+use mekong_api::directory::Directory;
 use mekong_api::health::HealthOptions;
 use mekong_api::AppState;
 use mekong_ingest::broker::BrokerTls;
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::exposure::Exposure;
 use crate::https::TlsListener;
+use crate::registrar::FileRegistrar;
 use crate::tls::Tls;
 use crate::upkeep::{Upkeep, UpkeepOptions};
 
@@ -80,6 +82,7 @@ impl Platform {
             true => Access::anonymous(),
             false => Access::tokens(identities.tokens, config.security.metrics_open),
         };
+        let profiles = identities.profiles;
         let pipeline = config.pipeline_options(identities.devices);
         let ingest = {
             let store = store.clone();
@@ -122,8 +125,16 @@ impl Platform {
             upkeep_every: upkeep.is_some().then(|| std::time::Duration::from_secs(s.maintenance_every_secs)),
             ..HealthOptions::default()
         };
-        let state =
-            AppState { store: store.clone(), stats: ingest.stats(), access: Arc::new(access), cors_origins, health };
+        let directory = Directory::new(profiles);
+        let state = AppState {
+            store: store.clone(),
+            stats: ingest.stats(),
+            access: Arc::new(access),
+            cors_origins,
+            health,
+            directory: directory.clone(),
+            registrar: Some(Arc::new(FileRegistrar::new(config.registry.path.clone(), directory, ingest.registry()))),
+        };
         let app = mekong_api::router(state);
         let (http_stop, stopped) = watch::channel(false);
         let https = match (&tls, config.tls.api) {

@@ -229,6 +229,23 @@ mod tests {
     }
 
     #[test]
+    fn provisioning_again_keeps_the_name_place_and_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = dir.path().join("devices.toml");
+        let entry = "# the wharf\n[[device]]\nid = \"hau-01\"\nkind = \"water\"\nname = \"Ninh Kieu wharf\"\n\
+                     location = { lat = 10.034, lon = 105.788 }\ntags = { river = \"Hau\" }\n";
+        fs::write(&registry, entry).unwrap();
+        provision(&options(dir.path(), "hau-01", DeviceKind::Water, None)).unwrap();
+        let identities = load_identities(&registry).unwrap();
+        let profile = &identities.profiles["hau-01"];
+        assert_eq!(profile.name.as_deref(), Some("Ninh Kieu wharf"));
+        assert_eq!(profile.location.map(|l| l.lat()), Some(10.034));
+        assert_eq!(profile.tags["river"], "Hau");
+        assert!(identities.devices.key("hau-01").is_some());
+        assert!(fs::read_to_string(&registry).unwrap().starts_with("# the wharf"));
+    }
+
+    #[test]
     fn a_new_node_is_appended_with_its_key_and_its_blob_decodes() {
         let dir = tempfile::tempdir().unwrap();
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devices.toml");

@@ -1,6 +1,7 @@
 //! Aggregates in time buckets: of one series, or of one metric across the devices of a kind.
 //!
-//! Buckets are aligned to the Unix epoch (UTC): with `step=1d` a bucket is a UTC day. Only
+//! Buckets are aligned to the Unix epoch (UTC): with `step=1d` a bucket is a UTC day, unless
+//! `tz` names a zone whose calendar days the buckets follow (`calendar.rs`). Only
 //! buckets that hold points are returned. With a step of whole hours the store reads the
 //! hourly rollups of folded hours and the points elsewhere, so long ranges are cheap
 //! (`Store::aggregate`).
@@ -8,30 +9,35 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
+use std::fmt::Write;
+
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use mekong_store::Bucket;
+use mekong_store::{Bucket, Store};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::kind_filter;
 use super::series::series_range;
 use crate::blocking::QueryPool;
-use crate::error::ApiError;
-use crate::{time, AppState};
+use crate::calendar::Buckets;
+use crate::error::{ApiError, ErrorBody};
+use crate::{csv, time, AppState};
 
 /// Most buckets one request may span.
 pub const MAX_BUCKETS: i64 = 100_000;
 
 /// A point inside a bucket (its first or last).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct At {
     t_ms: i64,
     v: f64,
 }
 
 /// One bucket.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BucketOut {
     t: String,
     t_ms: i64,
@@ -61,24 +67,40 @@ impl From<Bucket> for BucketOut {
 }
 
 /// Query of both endpoints.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AggregateQuery {
+    /// Start of the range (inclusive), RFC 3339 or epoch ms.
     from: Option<String>,
+    /// End of the range (exclusive), RFC 3339 or epoch ms.
     to: Option<String>,
+    /// Bucket length: `500ms`, `30s`, `15m`, `1h`, `1d`, or milliseconds.
     step: Option<String>,
+    /// An IANA time zone (`Asia/Ho_Chi_Minh`, `Europe/Berlin`): with a step of whole days,
+    /// buckets are that zone's calendar days (23 or 25 hours across a daylight-saving
+    /// change) instead of UTC days.
+    tz: Option<String>,
+    /// Only devices of this kind (`/v1/aggregate` only).
     kind: Option<String>,
+    /// The metric to aggregate (`/v1/aggregate` only, where it is required).
     metric: Option<String>,
+    /// `json` (the default) or `csv` (also chosen by `Accept: text/csv`): one row per bucket,
+    /// streamed.
+    format: Option<String>,
 }
 
 /// `GET /v1/devices/{device}/series/{metric}/aggregate` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SeriesAggregate {
     device: String,
     metric: String,
     unit: Option<String>,
     from_ms: i64,
     to_ms: i64,
+    /// The step; with `tz`, its days of 24 hours (a local day may be 23 or 25).
     step_ms: i64,
+    /// The time zone of the calendar days, if asked for.
+    tz: Option<String>,
     buckets: Vec<BucketOut>,
 }
 
@@ -95,28 +117,44 @@ fn checked_range(from_ms: i64, to_ms: i64, step_ms: i64) -> Result<(), ApiError>
     Ok(())
 }
 
-fn step_of(q: &AggregateQuery) -> Result<i64, ApiError> {
+fn buckets_of(q: &AggregateQuery) -> Result<Buckets, ApiError> {
     let step =
         q.step.as_deref().ok_or_else(|| ApiError::BadRequest("step is required (such as 1m, 15m, 1h, 1d)".into()))?;
-    time::parse_step(step)
+    Buckets::new(time::parse_step(step)?, q.tz.as_deref())
 }
 
 /// `GET /v1/devices/{device}/series/{metric}/aggregate?from=..&to=..&step=1h`: count, min,
 /// max, sum, avg, first and last of each bucket. Without `from`/`to`, the whole series.
+#[utoipa::path(get, path = "/v1/devices/{device}/series/{metric}/aggregate",
+    operation_id = "aggregate_series", tag = "data",
+    params(("device" = String, Path, description = "the device's id"), ("metric" = String, Path, description = "the metric's SenML name"), AggregateQuery),
+    responses((status = 200, description = "the buckets of the series",
+        content((SeriesAggregate = "application/json"), (String = "text/csv"))), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 404, description = "no such series", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody)),
+)]
 pub async fn series(
     State(state): State<AppState>,
     State(queries): State<QueryPool>,
+    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<AggregateQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path((device, metric)) = path?;
     let Query(q) = query?;
-    let step_ms = step_of(&q)?;
+    let as_csv = csv::wanted(q.format.as_deref(), &headers)?;
+    let buckets = buckets_of(&q)?;
+    let step_ms = buckets.step_ms();
     let (series, from_ms, to_ms) = series_range(&state, &device, &metric, q.from.as_deref(), q.to.as_deref())?;
     checked_range(from_ms, to_ms, step_ms)?;
+    if as_csv {
+        let filename = format!("{device}_{metric}_{}.csv", q.step.as_deref().unwrap_or_default());
+        let cursor = SpanCursor { store: state.store.clone(), device, metric, from_ms, to_ms, buckets };
+        let (rows, more) = queries.run(move || span_piece(cursor)).await?;
+        let first = format!("{}\n{rows}", BUCKET_COLUMNS);
+        return Ok(csv::stream(queries, &filename, first, more, span_piece).await);
+    }
     queries
         .run(move || {
-            let buckets = state.store.aggregate(&device, &metric, from_ms, to_ms, step_ms)?.unwrap_or_default();
+            let found = buckets.aggregate(&state.store, &device, &metric, from_ms, to_ms)?.unwrap_or_default();
             let body = SeriesAggregate {
                 device,
                 metric,
@@ -124,7 +162,8 @@ pub async fn series(
                 from_ms,
                 to_ms,
                 step_ms,
-                buckets: buckets.into_iter().map(Into::into).collect(),
+                tz: q.tz,
+                buckets: found.into_iter().map(Into::into).collect(),
             };
             // Up to `MAX_BUCKETS` buckets of JSON: written here too, not on an async worker.
             Ok(Json(body).into_response())
@@ -133,7 +172,7 @@ pub async fn series(
 }
 
 /// One series in a many-series aggregate.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DeviceAggregate {
     device: String,
     unit: Option<String>,
@@ -141,26 +180,37 @@ pub struct DeviceAggregate {
 }
 
 /// `GET /v1/aggregate` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ManyAggregate {
     kind: Option<&'static str>,
     metric: String,
     from_ms: i64,
     to_ms: i64,
+    /// The step; with `tz`, its days of 24 hours (a local day may be 23 or 25).
     step_ms: i64,
+    /// The time zone of the calendar days, if asked for.
+    tz: Option<String>,
     series: Vec<DeviceAggregate>,
 }
 
 /// `GET /v1/aggregate?kind=water&metric=water_level&from=..&to=..&step=1h`: the buckets of
 /// metric `metric` for every device (of kind `kind`, if given) that has it. `from` and `to`
 /// are required.
+#[utoipa::path(get, path = "/v1/aggregate",
+    operation_id = "aggregate_devices", tag = "data", params(AggregateQuery), responses(
+    (status = 200, description = "the buckets of each device that has the metric",
+        content((ManyAggregate = "application/json"), (String = "text/csv"))), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody),
+))]
 pub async fn many(
     State(state): State<AppState>,
     State(queries): State<QueryPool>,
+    headers: HeaderMap,
     query: Result<Query<AggregateQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
-    let step_ms = step_of(&q)?;
+    let as_csv = csv::wanted(q.format.as_deref(), &headers)?;
+    let buckets = buckets_of(&q)?;
+    let step_ms = buckets.step_ms();
     let kind = kind_filter(q.kind.as_deref())?;
     let metric = q.metric.clone().ok_or_else(|| ApiError::BadRequest("metric is required".into()))?;
     let required = |name: &str, v: &Option<String>| {
@@ -170,6 +220,14 @@ pub async fn many(
     };
     let (from_ms, to_ms) = (required("from", &q.from)?, required("to", &q.to)?);
     checked_range(from_ms, to_ms, step_ms)?;
+    if as_csv {
+        let filename = format!("{metric}_{}.csv", q.step.as_deref().unwrap_or_default());
+        let left = state.store.devices_with(kind, &metric).into_iter();
+        let cursor = DevicesCursor { store: state.store.clone(), metric, left, from_ms, to_ms, buckets };
+        let (rows, more) = queries.run(move || devices_piece(cursor)).await?;
+        let first = format!("device,{}\n{rows}", BUCKET_COLUMNS);
+        return Ok(csv::stream(queries, &filename, first, more, devices_piece).await);
+    }
     // Blocking tasks of a few milliseconds each rather than one for the whole fleet: a query
     // waiting for a permit gets its turn between two devices instead of after the last one,
     // and a dropped request stops there. A task per device would cost a hand-over between
@@ -177,14 +235,14 @@ pub async fn many(
     let mut done = Vec::new();
     let mut left = state.store.devices_with(kind, &metric).into_iter();
     loop {
-        let (store, metric) = (state.store.clone(), metric.clone());
+        let (store, metric, buckets, tz) = (state.store.clone(), metric.clone(), buckets.clone(), q.tz.clone());
         let slice = queries
             .run(move || {
                 let started = Instant::now();
                 for device in left.by_ref() {
                     let unit = store.series(&device, &metric).and_then(|s| s.unit);
-                    if let Some(buckets) = store.aggregate(&device, &metric, from_ms, to_ms, step_ms)? {
-                        let buckets = buckets.into_iter().map(Into::into).collect();
+                    if let Some(found) = buckets.aggregate(&store, &device, &metric, from_ms, to_ms)? {
+                        let buckets = found.into_iter().map(Into::into).collect();
                         done.push(DeviceAggregate { device, unit, buckets });
                     }
                     if started.elapsed() >= SLICE {
@@ -194,7 +252,7 @@ pub async fn many(
                 if left.len() > 0 {
                     return Ok(Slice::More(done, left));
                 }
-                let body = ManyAggregate { kind, metric, from_ms, to_ms, step_ms, series: done };
+                let body = ManyAggregate { kind, metric, from_ms, to_ms, step_ms, tz, series: done };
                 Ok(Slice::Last(Json(body).into_response()))
             })
             .await?;
@@ -214,4 +272,83 @@ const SLICE: Duration = Duration::from_millis(2);
 enum Slice {
     More(Vec<DeviceAggregate>, std::vec::IntoIter<String>),
     Last(Response),
+}
+
+/// The columns of a bucket in CSV: its start in both forms, the aggregates, and the time and
+/// value of its first and last point.
+const BUCKET_COLUMNS: &str = "t,t_ms,count,min,max,sum,avg,first_t_ms,first,last_t_ms,last";
+
+/// Appends one bucket as a CSV row, after `device` and a comma if given.
+fn bucket_row(out: &mut String, device: Option<&str>, b: &Bucket) {
+    if let Some(device) = device {
+        csv::field(out, device);
+        out.push(',');
+    }
+    time::push(out, b.start_ms);
+    let _ = writeln!(
+        out,
+        ",{},{},{},{},{},{},{},{},{},{}",
+        b.start_ms,
+        b.count,
+        b.min,
+        b.max,
+        b.sum,
+        b.avg(),
+        b.first.time_ms,
+        b.first.value,
+        b.last.time_ms,
+        b.last.value
+    );
+}
+
+/// Where a CSV of one series' buckets stands: the rest of its range.
+struct SpanCursor {
+    store: Store,
+    device: String,
+    metric: String,
+    from_ms: i64,
+    to_ms: i64,
+    buckets: Buckets,
+}
+
+/// The next piece of one series' buckets: the next [`csv::PIECE_ROWS`] steps of the range,
+/// cut at a bucket boundary so that no bucket is split between two pieces.
+fn span_piece(mut c: SpanCursor) -> Result<(String, Option<SpanCursor>), ApiError> {
+    let end = c.buckets.after(c.buckets.start_of(c.from_ms)?, csv::PIECE_ROWS as i64)?.min(c.to_ms);
+    let buckets = c.buckets.aggregate(&c.store, &c.device, &c.metric, c.from_ms, end)?.unwrap_or_default();
+    let mut out = String::with_capacity(buckets.len() * 96);
+    for b in &buckets {
+        bucket_row(&mut out, None, b);
+    }
+    if end >= c.to_ms {
+        return Ok((out, None));
+    }
+    c.from_ms = end;
+    Ok((out, Some(c)))
+}
+
+/// Where a CSV of many devices' buckets stands: the devices left.
+struct DevicesCursor {
+    store: Store,
+    metric: String,
+    left: std::vec::IntoIter<String>,
+    from_ms: i64,
+    to_ms: i64,
+    buckets: Buckets,
+}
+
+/// The next piece of a many-device CSV: the devices one [`SLICE`] of work reaches, whole.
+fn devices_piece(mut c: DevicesCursor) -> Result<(String, Option<DevicesCursor>), ApiError> {
+    let started = Instant::now();
+    let mut out = String::new();
+    for device in c.left.by_ref() {
+        for b in c.buckets.aggregate(&c.store, &device, &c.metric, c.from_ms, c.to_ms)?.unwrap_or_default() {
+            bucket_row(&mut out, Some(&device), &b);
+        }
+        if started.elapsed() >= SLICE {
+            break;
+        }
+    }
+    let more = if c.left.len() > 0 { Some(c) } else { None };
+    Ok((out, more))
 }

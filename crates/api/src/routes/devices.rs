@@ -1,29 +1,50 @@
-//! Devices: the list (optionally of one kind) and one device with its ingest counters and, for
-//! a device that signs its packs, its last sequence number and the gaps in them.
+//! Devices: the list (optionally of one kind) and one device with what the registry says of
+//! it (name, place, tags), its ingest counters and, for a device that signs its packs, its
+//! last sequence number and the gaps in them. Registered devices are listed before they send
+//! anything.
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::QueryRejection;
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use mekong_schema::topic::is_valid_device_id;
+use mekong_schema::DeviceKind;
 use mekong_store::DeviceInfo;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::kind_filter;
 use crate::blocking::QueryPool;
-use crate::error::ApiError;
+use crate::directory::{Location, Profile, ProfileError, Registrar};
+use crate::error::{ApiError, ErrorBody};
 use crate::{time, AppState};
 
-/// One device. Its counts are kept by the store with its metadata, so they survive restarts.
-#[derive(Serialize)]
+/// One device: what the registry says about it, and its counts. The counts are kept by the
+/// store with its metadata, so they survive restarts; a registered device that has sent
+/// nothing yet has zero counts and no times.
+#[derive(Serialize, ToSchema)]
 pub struct Device {
     id: String,
     kind: String,
-    first_seen: String,
-    first_seen_ms: i64,
-    last_seen: String,
-    last_seen_ms: i64,
+    /// Whether the registry lists it (else it was only seen).
+    registered: bool,
+    /// Its name in the registry.
+    name: Option<String>,
+    /// Its place in the registry.
+    location: Option<LocationOut>,
+    /// Its free-form tags in the registry.
+    tags: BTreeMap<String, String>,
+    /// First publish received, or null before any.
+    first_seen: Option<String>,
+    first_seen_ms: Option<i64>,
+    /// Last publish received, or null before any.
+    last_seen: Option<String>,
+    last_seen_ms: Option<i64>,
     series: usize,
     points: u64,
     packs: u64,
@@ -37,8 +58,16 @@ pub struct Device {
     seq_gaps: u64,
 }
 
+/// A device's place: degrees WGS 84, metres.
+#[derive(Serialize, ToSchema)]
+pub struct LocationOut {
+    lat: f64,
+    lon: f64,
+    elevation: Option<f64>,
+}
+
 /// When a device's last refused publish came, and why.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LastRejection {
     t: String,
     t_ms: i64,
@@ -46,45 +75,76 @@ pub struct LastRejection {
 }
 
 impl Device {
-    fn new(d: DeviceInfo, state: &AppState) -> Self {
-        let tally = d.tally;
-        Device {
-            first_seen: time::format(d.first_seen_ms),
-            last_seen: time::format(d.last_seen_ms),
-            first_seen_ms: d.first_seen_ms,
-            last_seen_ms: d.last_seen_ms,
-            series: d.series,
-            points: d.points,
-            packs: tally.packs,
-            duplicates: tally.duplicates,
-            rejected: tally.rejected_total(),
-            last_rejection: tally.last_rejection.map(|(t_ms, reason)| LastRejection {
-                t: time::format(t_ms),
-                t_ms,
-                reason,
+    /// The device `id` from what the store has seen of it and what the registry says.
+    fn new(id: String, seen: Option<DeviceInfo>, profile: Option<&Profile>, state: &AppState) -> Self {
+        let kind = match (&seen, profile) {
+            (Some(d), _) => d.kind.clone(),
+            (None, Some(p)) => p.kind.as_str().to_owned(),
+            (None, None) => String::new(),
+        };
+        let mut device = Device {
+            registered: profile.is_some(),
+            name: profile.and_then(|p| p.name.clone()),
+            location: profile.and_then(|p| p.location).map(|l| LocationOut {
+                lat: l.lat(),
+                lon: l.lon(),
+                elevation: l.elevation(),
             }),
-            rejected_by_reason: tally.rejected,
-            seq: state.store.device_seq(&d.id),
-            seq_gaps: tally.seq_gaps,
-            id: d.id,
-            kind: d.kind,
+            tags: profile.map(|p| p.tags.clone()).unwrap_or_default(),
+            first_seen: None,
+            first_seen_ms: None,
+            last_seen: None,
+            last_seen_ms: None,
+            series: 0,
+            points: 0,
+            packs: 0,
+            duplicates: 0,
+            rejected: 0,
+            rejected_by_reason: BTreeMap::new(),
+            last_rejection: None,
+            seq: state.store.device_seq(&id),
+            seq_gaps: 0,
+            id,
+            kind,
+        };
+        if let Some(d) = seen {
+            let tally = d.tally;
+            device.first_seen = Some(time::format(d.first_seen_ms));
+            device.last_seen = Some(time::format(d.last_seen_ms));
+            device.first_seen_ms = Some(d.first_seen_ms);
+            device.last_seen_ms = Some(d.last_seen_ms);
+            device.series = d.series;
+            device.points = d.points;
+            device.packs = tally.packs;
+            device.duplicates = tally.duplicates;
+            device.rejected = tally.rejected_total();
+            device.last_rejection =
+                tally.last_rejection.map(|(t_ms, reason)| LastRejection { t: time::format(t_ms), t_ms, reason });
+            device.rejected_by_reason = tally.rejected;
+            device.seq_gaps = tally.seq_gaps;
         }
+        device
     }
 }
 
 /// `GET /v1/devices` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Devices {
     devices: Vec<Device>,
 }
 
 /// `GET /v1/devices` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     kind: Option<String>,
 }
 
-/// `GET /v1/devices?kind=water`: every device that has sent readings, by id.
+/// `GET /v1/devices?kind=water`: every device that is registered or has sent readings, by id.
+#[utoipa::path(get, path = "/v1/devices",
+    operation_id = "list_devices", tag = "devices", params(ListQuery), responses(
+    (status = 200, description = "the devices, by id", body = Devices), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody),
+))]
 pub async fn list(
     State(state): State<AppState>,
     State(queries): State<QueryPool>,
@@ -96,14 +156,142 @@ pub async fn list(
     // fleet: a blocking thread's, as a store scan is.
     queries
         .run(move || {
-            let devices = state.store.devices(kind).into_iter().map(|d| Device::new(d, &state)).collect();
+            let profiles = state.directory.snapshot();
+            let mut all: BTreeMap<String, Option<DeviceInfo>> =
+                state.store.devices(kind).into_iter().map(|d| (d.id.clone(), Some(d))).collect();
+            // Registered devices of the kind that have sent nothing yet are listed too.
+            for (id, p) in profiles.iter() {
+                if kind.is_none_or(|k| p.kind.as_str() == k)
+                    && !all.contains_key(id)
+                    && state.store.device(id).is_none()
+                {
+                    all.insert(id.clone(), None);
+                }
+            }
+            let devices =
+                all.into_iter().map(|(id, d)| Device::new(id.clone(), d, profiles.get(&id), &state)).collect();
             Ok(Json(Devices { devices }).into_response())
         })
         .await
 }
 
 /// `GET /v1/devices/{device}`.
+#[utoipa::path(get, path = "/v1/devices/{device}",
+    operation_id = "get_device", tag = "devices",
+    params(("device" = String, Path, description = "the device's id")),
+    responses((status = 200, description = "the device and its counts", body = Device), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 404, description = "no such device", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody)),
+)]
 pub async fn one(State(state): State<AppState>, Path(device): Path<String>) -> Result<Json<Device>, ApiError> {
-    let info = state.store.device(&device).ok_or_else(|| ApiError::NotFound(format!("unknown device {device:?}")))?;
-    Ok(Json(Device::new(info, &state)))
+    let profiles = state.directory.snapshot();
+    let seen = state.store.device(&device);
+    if seen.is_none() && !profiles.contains_key(&device) {
+        return Err(ApiError::NotFound(format!("unknown device {device:?}")));
+    }
+    let profile = profiles.get(&device);
+    Ok(Json(Device::new(device, seen, profile, &state)))
+}
+
+/// `PUT /v1/devices/{device}` body: what the registry says of a device.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceIn {
+    /// `water`, `air`, `traffic` or `unknown`.
+    kind: String,
+    name: Option<String>,
+    location: Option<LocationIn>,
+    /// Free-form labels, up to 32.
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+/// A place: degrees WGS 84, metres.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationIn {
+    lat: f64,
+    lon: f64,
+    elevation: Option<f64>,
+}
+
+fn registrar(state: &AppState) -> Result<&Arc<dyn Registrar>, ApiError> {
+    state.registrar.as_ref().ok_or_else(|| ApiError::NotFound("this server's registry cannot be edited".into()))
+}
+
+/// `PUT /v1/devices/{device}`: registers the device, or changes its kind, name, place and tags
+/// (its key and MQTT password stay: `mekong device provision` sets those). The registry file
+/// is edited in place and the change takes effect at once.
+#[utoipa::path(put, path = "/v1/devices/{device}",
+    operation_id = "put_device",
+    tag = "devices",
+    params(("device" = String, Path, description = "the device's id, [a-z0-9-]{1,64}")),
+    request_body = DeviceIn,
+    responses(
+        (status = 200, description = "the device was changed", body = Device),
+        (status = 201, description = "the device was registered", body = Device),
+        (status = 400, description = "a malformed id or body, or a value out of range", body = ErrorBody),
+        (status = 404, description = "this server's registry cannot be edited", body = ErrorBody),
+        (status = 500, description = "the registry file could not be written", body = ErrorBody),
+    ),
+)]
+pub async fn put(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<DeviceIn>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = path?;
+    let Json(body) = body?;
+    if !is_valid_device_id(&id) {
+        return Err(ApiError::BadRequest(format!("device id {id:?} is not [a-z0-9-]{{1,64}}")));
+    }
+    let kind =
+        DeviceKind::parse(&body.kind).ok_or_else(|| ApiError::BadRequest(format!("unknown kind {:?}", body.kind)))?;
+    let bad = |e: ProfileError| ApiError::BadRequest(e.to_string());
+    let location = body.location.map(|l| Location::new(l.lat, l.lon, l.elevation)).transpose().map_err(bad)?;
+    let profile = Profile::new(kind, body.name, location, body.tags).map_err(bad)?;
+    let registrar = Arc::clone(registrar(&state)?);
+    // A file read, a write and a rename: a blocking thread's, as any file work.
+    let added = {
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || registrar.put(&id, &profile))
+            .await
+            .map_err(|e| ApiError::Internal(format!("registry edit did not finish: {e}")))??
+    };
+    tracing::info!(device = %id, added, "registry edited through the API");
+    let profiles = state.directory.snapshot();
+    let seen = state.store.device(&id);
+    let out = Device::new(id.clone(), seen, profiles.get(&id), &state);
+    let status = if added { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(out)).into_response())
+}
+
+/// `DELETE /v1/devices/{device}`: removes the device from the registry, at once. Its readings
+/// stay in the store (and it stays listed while it has any).
+#[utoipa::path(delete, path = "/v1/devices/{device}",
+    operation_id = "delete_device",
+    tag = "devices",
+    params(("device" = String, Path, description = "the device's id")),
+    responses(
+        (status = 204, description = "the device was removed from the registry"),
+        (status = 400, description = "a malformed id", body = ErrorBody),
+        (status = 404, description = "no such registered device, or a registry that cannot be edited", body = ErrorBody),
+        (status = 500, description = "the registry file could not be written", body = ErrorBody),
+    ),
+)]
+pub async fn remove(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = path?;
+    let registrar = Arc::clone(registrar(&state)?);
+    let removed = {
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || registrar.remove(&id))
+            .await
+            .map_err(|e| ApiError::Internal(format!("registry edit did not finish: {e}")))??
+    };
+    if !removed {
+        return Err(ApiError::NotFound(format!("device {id:?} is not registered")));
+    }
+    tracing::info!(device = %id, "device removed from the registry through the API");
+    Ok(StatusCode::NO_CONTENT)
 }

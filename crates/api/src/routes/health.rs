@@ -10,12 +10,13 @@ use axum::response::IntoResponse;
 use axum::Json;
 use mekong_store::Health as StoreHealth;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::health::{self, Figures, Status};
 use crate::AppState;
 
 /// `GET /healthz` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `ok`, `degraded` (storing, but something needs an operator) or `failing` (not
     /// storing).
@@ -31,21 +32,21 @@ pub struct Health {
 }
 
 /// One reason for a state other than `ok`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct HealthReason {
     check: &'static str,
     detail: String,
 }
 
 /// The data directory's filesystem.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Disk {
     free_bytes: u64,
     total_bytes: u64,
 }
 
 /// Why the store cannot write, in a failing answer.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct StoreFailure {
     /// The failure began at, RFC 3339 and epoch ms.
     since: String,
@@ -82,6 +83,11 @@ fn figures(state: &AppState) -> (Figures, Option<StoreFailure>) {
 /// `storage.min_free_bytes`, messages lost at the broker in the last minutes, the upkeep
 /// behind), 503 `failing` while the store cannot write (a full disk): readings are then
 /// neither stored nor acknowledged, and devices keep them until it can.
+#[utoipa::path(get, path = "/healthz",
+    operation_id = "health", tag = "meta", responses(
+    (status = 200, description = "`ok` or `degraded`", body = Health),
+    (status = 503, description = "`failing`: the store cannot write", body = Health),
+))]
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let (figures, store) = figures(&state);
     let (status, reasons) = health::assess(&figures, &state.health);
@@ -98,7 +104,7 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>
 }
 
 /// `GET /v1/stats` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Stats {
     received: u64,
     accepted: u64,
@@ -118,7 +124,7 @@ pub struct Stats {
 }
 
 /// What the broker refused, in `GET /v1/stats`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct MqttRefusals {
     /// Connections refused at CONNECT, by reason.
     connects_refused: BTreeMap<&'static str, u64>,
@@ -127,13 +133,15 @@ pub struct MqttRefusals {
 }
 
 /// One identity's refused publishes and subscriptions.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AccessRefused {
     publishes: u64,
     subscriptions: u64,
 }
 
 /// `GET /v1/stats`: what the ingest path has done since start.
+#[utoipa::path(get, path = "/v1/stats",
+    operation_id = "stats", tag = "meta", responses((status = 200, description = "ingest counters since start", body = Stats)))]
 pub async fn stats(State(state): State<AppState>) -> Json<Stats> {
     let s = state.stats.snapshot();
     Json(Stats {
@@ -165,6 +173,10 @@ pub async fn stats(State(state): State<AppState>) -> Json<Stats> {
 }
 
 /// `GET /metrics`: the same counters in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics",
+    operation_id = "metrics", tag = "meta", responses(
+    (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let s = state.stats.snapshot();
     let mut out = String::new();

@@ -5,14 +5,15 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::kind_filter;
 use crate::blocking::QueryPool;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::{time, AppState};
 
 /// One series' latest value.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Latest {
     device: String,
     kind: String,
@@ -24,18 +25,23 @@ pub struct Latest {
 }
 
 /// `GET /v1/latest` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LatestList {
     latest: Vec<Latest>,
 }
 
 /// `GET /v1/latest` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LatestQuery {
     kind: Option<String>,
 }
 
 /// `GET /v1/latest?kind=water`.
+#[utoipa::path(get, path = "/v1/latest",
+    operation_id = "latest_values", tag = "data", params(LatestQuery), responses(
+    (status = 200, description = "the latest value of every series", body = LatestList), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody),
+))]
 pub async fn latest(
     State(state): State<AppState>,
     State(queries): State<QueryPool>,

@@ -4,13 +4,14 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::limit;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::{time, AppState};
 
 /// One refused publish.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Rejection {
     t: String,
     t_ms: i64,
@@ -23,7 +24,7 @@ pub struct Rejection {
 }
 
 /// `GET /v1/rejections` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Rejections {
     /// Refusals since start, including those no longer in the log.
     total: u64,
@@ -31,13 +32,18 @@ pub struct Rejections {
 }
 
 /// `GET /v1/rejections` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RejectionsQuery {
     device: Option<String>,
     limit: Option<String>,
 }
 
 /// `GET /v1/rejections?device=hau-01&limit=50`: newest first.
+#[utoipa::path(get, path = "/v1/rejections",
+    operation_id = "list_rejections", tag = "ingest", params(RejectionsQuery), responses(
+    (status = 200, description = "refused publishes, newest first", body = Rejections), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody),
+))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<RejectionsQuery>, QueryRejection>,

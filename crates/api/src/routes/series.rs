@@ -1,19 +1,23 @@
 //! A device's series, and the points of one series in a time range, page by page.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
+use std::fmt::Write;
+
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mekong_store::SeriesInfo;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::limit;
 use crate::blocking::QueryPool;
-use crate::error::ApiError;
-use crate::{time, AppState};
+use crate::error::{ApiError, ErrorBody};
+use crate::{csv, time, AppState};
 
 /// One series of a device.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Series {
     metric: String,
     unit: Option<String>,
@@ -26,13 +30,18 @@ pub struct Series {
 }
 
 /// `GET /v1/devices/{device}/series` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SeriesList {
     device: String,
     series: Vec<Series>,
 }
 
 /// `GET /v1/devices/{device}/series`.
+#[utoipa::path(get, path = "/v1/devices/{device}/series",
+    operation_id = "list_series", tag = "data",
+    params(("device" = String, Path, description = "the device's id")),
+    responses((status = 200, description = "the device's series", body = SeriesList), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 404, description = "no such device", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody)),
+)]
 pub async fn list(State(state): State<AppState>, Path(device): Path<String>) -> Result<Json<SeriesList>, ApiError> {
     let series =
         state.store.series_of(&device).ok_or_else(|| ApiError::NotFound(format!("unknown device {device:?}")))?;
@@ -83,15 +92,16 @@ pub const MAX_LIMIT: usize = 10_000;
 pub const DEFAULT_LIMIT: usize = 1_000;
 
 /// One point.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PointOut {
+    #[schema(value_type = String, format = DateTime)]
     t: time::Rfc3339Ms,
     t_ms: i64,
     v: f64,
 }
 
 /// `GET /v1/devices/{device}/series/{metric}` body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Points {
     device: String,
     metric: String,
@@ -104,26 +114,48 @@ pub struct Points {
 }
 
 /// `GET /v1/devices/{device}/series/{metric}` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PointsQuery {
+    /// Start of the range (inclusive), RFC 3339 or epoch ms; default: the series' first point.
     from: Option<String>,
+    /// End of the range (exclusive), RFC 3339 or epoch ms; default: just after its last point.
     to: Option<String>,
+    /// Points in a page, 1 to 10000 (default 1000); in CSV, the most rows (default: all).
     limit: Option<String>,
+    /// `json` (the default) or `csv` (also chosen by `Accept: text/csv`): the whole range as
+    /// `t,t_ms,v` rows, streamed, with no paging.
+    format: Option<String>,
 }
 
 /// `GET /v1/devices/{device}/series/{metric}?from=..&to=..&limit=..`: points with
 /// `from <= t < to`, oldest first. Without `from`/`to` the whole series; with more points than
 /// `limit`, `next_from_ms` says where the next page starts.
+#[utoipa::path(get, path = "/v1/devices/{device}/series/{metric}",
+    operation_id = "get_points", tag = "data",
+    params(("device" = String, Path, description = "the device's id"), ("metric" = String, Path, description = "the metric's SenML name"), PointsQuery),
+    responses((status = 200, description = "a page of points, oldest first; in CSV, every point of the range",
+        content((Points = "application/json"), (String = "text/csv"))), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 404, description = "no such series", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody)),
+)]
 pub async fn points(
     State(state): State<AppState>,
     State(queries): State<QueryPool>,
+    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<PointsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path((device, metric)) = path?;
     let Query(query) = query?;
-    let limit = limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let as_csv = csv::wanted(query.format.as_deref(), &headers)?;
     let (series, from_ms, to_ms) = series_range(&state, &device, &metric, query.from.as_deref(), query.to.as_deref())?;
+    if as_csv {
+        let rows = match query.limit {
+            Some(_) => limit(query.limit.as_deref(), DEFAULT_LIMIT, usize::MAX)?,
+            None => usize::MAX,
+        };
+        return points_csv(state, queries, device, metric, from_ms, to_ms, rows).await;
+    }
+    let limit = limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     // The scan and the JSON of up to `MAX_LIMIT` points are the slow part: a blocking thread's.
     queries
         .run(move || {
@@ -138,4 +170,54 @@ pub async fn points(
             Ok(Json(body).into_response())
         })
         .await
+}
+
+/// Where a CSV export of points stands: the rest of its range and how many rows it may
+/// still write.
+struct PointsCursor {
+    store: mekong_store::Store,
+    device: String,
+    metric: String,
+    from_ms: i64,
+    to_ms: i64,
+    rows_left: usize,
+}
+
+/// The next piece of a points CSV: up to [`csv::PIECE_ROWS`] rows from where `cursor` stands.
+fn points_piece(mut cursor: PointsCursor) -> Result<(String, Option<PointsCursor>), ApiError> {
+    let want = cursor.rows_left.min(csv::PIECE_ROWS);
+    let points = cursor.store.points(&cursor.device, &cursor.metric, cursor.from_ms, cursor.to_ms, want)?;
+    let points = points.unwrap_or_default();
+    let mut out = String::with_capacity(points.len() * 48);
+    for p in &points {
+        time::push(&mut out, p.time_ms);
+        // f64's Display is the shortest text that reads back as the same number.
+        let _ = writeln!(out, ",{},{}", p.time_ms, p.value);
+    }
+    cursor.rows_left -= points.len();
+    let more = match points.last() {
+        Some(last) if points.len() == want && cursor.rows_left > 0 && last.time_ms < i64::MAX => {
+            cursor.from_ms = last.time_ms + 1;
+            Some(cursor)
+        }
+        _ => None,
+    };
+    Ok((out, more))
+}
+
+/// `format=csv` of [`points`]: `t,t_ms,v`, every point of `[from_ms, to_ms)` up to `rows`.
+async fn points_csv(
+    state: AppState,
+    queries: QueryPool,
+    device: String,
+    metric: String,
+    from_ms: i64,
+    to_ms: i64,
+    rows: usize,
+) -> Result<Response, ApiError> {
+    let filename = format!("{device}_{metric}.csv");
+    let cursor = PointsCursor { store: state.store.clone(), device, metric, from_ms, to_ms, rows_left: rows };
+    let (rows, more) = queries.run(move || points_piece(cursor)).await?;
+    let first = format!("t,t_ms,v\n{rows}");
+    Ok(csv::stream(queries, &filename, first, more, points_piece).await)
 }

@@ -92,6 +92,24 @@ fn the_registry_decides_the_kind_and_can_refuse_unknown_devices() {
 }
 
 #[test]
+fn a_replaced_registry_applies_from_the_next_group() {
+    let opts = PipelineOptions { require_registration: true, ..Default::default() };
+    let mut f = fixture(opts);
+    let payload = pack(&[reading("temperature", 30.0, 0.0)], 1_789_999_000.0);
+    assert_eq!(refused(&mut f, "mekong/v1/bridge-3/up", &payload).kind, Reason::UnknownDevice);
+    // Registered through the API while the ingest thread runs: no restart.
+    let mut registry = Registry::new();
+    registry.insert("bridge-3", DeviceKind::Traffic);
+    f.pipeline.registry_handle().replace(registry);
+    f.pipeline.handle(b"mekong/v1/bridge-3/up", &payload, NOW_MS).accepted();
+    assert_eq!(f.store.device("bridge-3").unwrap().kind, "traffic");
+    // And removed again.
+    f.pipeline.registry_handle().replace(Registry::new());
+    let later = pack(&[reading("temperature", 31.0, 0.0)], 1_789_999_001.0);
+    assert_eq!(refused(&mut f, "mekong/v1/bridge-3/up", &later).kind, Reason::UnknownDevice);
+}
+
+#[test]
 fn a_known_devices_refusals_are_tallied_in_the_store_with_its_packs() {
     let mut f = fixture(PipelineOptions::default());
     let good = pack(&[Reading { unit: Some("cm"), ..reading("water_level", 180.0, 0.0) }], 1_789_999_000.0);

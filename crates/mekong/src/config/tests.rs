@@ -297,3 +297,42 @@ fn mqtt_identities_are_read_from_devices_gateways_and_apps() {
     let e = refused("[[gateway]]\nname = \"gw\"\npassword_sha256 = \"secret\"\ndevices = []\n".into());
     assert!(e.contains("gw") && e.contains("64 hex digits") && !e.contains("secret"), "{e}");
 }
+
+#[test]
+fn devices_have_names_places_and_tags_and_bad_places_are_refused() {
+    let text = "[[device]]\nid = \"hau-01\"\nkind = \"water\"\nname = \"Ninh Kieu wharf, Hau river\"\n\
+                location = { lat = 10.034, lon = 105.788, elevation = 2.5 }\n\
+                tags = { district = \"Ninh Kieu\", flood-alarm = \"\" }\n\n\
+                [[device]]\nid = \"bridge-3\"\nkind = \"traffic\"\n";
+    let identities = parse_identities(text).unwrap();
+    let p = &identities.profiles["hau-01"];
+    assert_eq!(p.name.as_deref(), Some("Ninh Kieu wharf, Hau river"));
+    let l = p.location.unwrap();
+    assert_eq!((l.lat(), l.lon(), l.elevation()), (10.034, 105.788, Some(2.5)));
+    assert_eq!(p.tags["district"], "Ninh Kieu");
+    assert_eq!(identities.profiles["bridge-3"].location, None);
+    assert_eq!(identities.devices.len(), 2);
+
+    let refused = |entry: &str| {
+        format!(
+            "{:#}",
+            parse_identities(&format!("[[device]]\nid = \"hau-01\"\nkind = \"water\"\n{entry}\n")).unwrap_err()
+        )
+    };
+    assert!(refused("location = { lat = 91.0, lon = 105.0 }").contains("lat must be from -90 to 90"));
+    assert!(refused("location = { lat = 10.0, lon = 181.0 }").contains("lon must be"));
+    assert!(refused("location = { lat = 10.0 }").contains("lon"));
+    assert!(refused("location = { lat = 10.0, lon = 105.0, alt = 3.0 }").contains("alt"));
+    assert!(refused("tags = { \"\" = \"x\" }").contains("tags"));
+    assert!(refused("tags = [\"a\"]").contains("tags"));
+    assert!(refused("name = \"\"").contains("name"));
+}
+
+#[test]
+fn the_shipped_registry_places_its_stations() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devices.toml")).unwrap();
+    let identities = parse_identities(&text).unwrap();
+    let wharf = &identities.profiles["hau-ninh-kieu-01"];
+    assert!(wharf.name.is_some() && wharf.location.is_some(), "{wharf:?}");
+}
