@@ -405,6 +405,12 @@ fn check_answers(dir: &Path, seen: &mut std::collections::BTreeSet<PathBuf>, blo
         if args.contains("/metrics") {
             continue;
         }
+        // A CSV answer: a header row, then rows of data.
+        if args.contains("format=csv") || args.contains("text/csv") {
+            let rows: Vec<&str> = body.lines().collect();
+            assert!(rows.len() >= 2 && rows[0].contains("t_ms"), "{at}: not a CSV with data: {body}");
+            continue;
+        }
         let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{at}: not JSON ({e}): {body}"));
         let mut empty = Vec::new();
         empty_lists(&json, "", &mut empty);
