@@ -426,7 +426,18 @@ impl Protocol for V5 {
                 let (pubcomp, properties) = pubcomp::read(fixed_header, packet)?;
                 Packet::PubComp(pubcomp, properties)
             }
-            _ => unreachable!(),
+            // mekong: a client may send what only a server sends. These two arms were
+            // `unreachable!()`, a panic that unwound the connection's task before it could
+            // tell the router, leaking the connection's slot (upstream PR #812). Read them as
+            // v4 does; the router ignores them ("Unexpected packet received").
+            PacketType::ConnAck => {
+                let (connack, properties) = connack::read(fixed_header, packet)?;
+                Packet::ConnAck(connack, properties)
+            }
+            PacketType::UnsubAck => {
+                let (unsuback, properties) = unsuback::read(fixed_header, packet)?;
+                Packet::UnsubAck(unsuback, properties)
+            }
         };
 
         Ok(packet)
