@@ -287,6 +287,32 @@ async fn server_packets_from_a_client_neither_end_its_connection_nor_leak_its_sl
     running.stop().await;
 }
 
+/// A device that a full broker turns away, and that tries again with the same client id,
+/// must not take the listener down with it. rumqttd kept the refused connection's will
+/// handler, and the retry's `try_send` to it panicked while it held the listener's lock of
+/// will handlers, poisoning it: from then on every CONNECT on that listener panicked, and no
+/// device could connect there until a restart (vendored patch 13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_refused_by_a_full_broker_can_retry_and_others_connect_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.broker.max_connections = 1;
+    let running = start(&c).await;
+    let addr = running.mqtt5();
+    tokio::task::spawn_blocking(move || {
+        let holder = connect_when_free(addr, "holder");
+        for _ in 0..3 {
+            assert!(mqtt5_connect(addr, "turned-away").is_none(), "the broker's one slot is taken");
+        }
+        drop(holder);
+        drop(connect_when_free(addr, "turned-away"));
+        drop(connect_when_free(addr, "another"));
+    })
+    .await
+    .unwrap();
+    running.stop().await;
+}
+
 /// An anonymous MQTT 5 connection as `client_id`, tried until the broker accepts it: a slot
 /// comes free only once the router has seen the previous connection close.
 fn connect_when_free(addr: std::net::SocketAddr, client_id: &str) -> TcpStream {
