@@ -287,6 +287,26 @@ async fn server_packets_from_a_client_neither_end_its_connection_nor_leak_its_sl
     running.stop().await;
 }
 
+/// An MQTT 5 packet whose fields run past its end is malformed, and the broker closes the
+/// connection, as MQTT 5 asks (4.13). rumqttd's parser reported it as "insufficient bytes",
+/// so the link skipped the packet and carried on (vendored patch 14; found by
+/// fuzz/broker_v5_read). Here an UNSUBSCRIBE whose property length is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_mqtt5_packet_closes_the_connection_rather_than_being_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(&config(dir.path())).await;
+    let addr = running.mqtt5();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = connect_when_free(addr, "cut-short");
+        stream.write_all(&[0xa2, 0x02, 0x00, 0x01]).unwrap(); // UNSUBSCRIBE, packet id 1, then nothing
+        let _ = stream.write_all(&[0xc0, 0x00]); // PINGREQ
+        assert_eq!(read_packet(&mut stream), None, "the connection is closed, not answered");
+    })
+    .await
+    .unwrap();
+    running.stop().await;
+}
+
 /// A device that a full broker turns away, and that tries again with the same client id,
 /// must not take the listener down with it. rumqttd kept the refused connection's will
 /// handler, and the retry's `try_send` to it panicked while it held the listener's lock of

@@ -382,7 +382,11 @@ impl Protocol for V5 {
         }
 
         let packet = packet.freeze();
-        let packet = match packet_type {
+        // mekong: the whole frame is here and already taken off the stream, so a field that
+        // runs past its end (a property length cut short) is a malformed packet. Reported as
+        // "insufficient bytes", it made the link wait for more and read on from the next
+        // frame, skipping the bad packet instead of closing the connection.
+        let read_framed = || -> Result<Packet, Error> { Ok(match packet_type {
             PacketType::Connect => {
                 let (connect, properties, will, willproperties, login) =
                     connect::read(fixed_header, packet)?;
@@ -438,9 +442,12 @@ impl Protocol for V5 {
                 let (unsuback, properties) = unsuback::read(fixed_header, packet)?;
                 Packet::UnsubAck(unsuback, properties)
             }
-        };
+        }) };
 
-        Ok(packet)
+        read_framed().map_err(|e| match e {
+            Error::InsufficientBytes(_) => Error::MalformedPacket,
+            e => e,
+        })
     }
 
     fn write(&self, packet: Packet, buffer: &mut BytesMut) -> Result<usize, Error> {
