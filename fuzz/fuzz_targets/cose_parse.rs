@@ -35,7 +35,7 @@ fuzz_target!(|input: &[u8]| {
         Err(e) => panic!("verify failed with {e:?}, not a tag mismatch"),
     };
     let mut out = vec![0u8; payload.len() + MAX_OVERHEAD];
-    let n = cose::seal(&mut out, &key, mac0.seq(), kid, &payload).expect("a parsed kid seals");
+    let n = cose::seal(&mut out, &key, mac0.seq(), kid, payload).expect("a parsed kid seals");
     let again = cose::parse(&out[..n]).expect("a sealed envelope parses");
     assert_eq!((again.kid(), again.seq()), (mac0.kid(), mac0.seq()));
     let opened = cose::open(&out[..n], &key).expect("a sealed envelope opens with its key");

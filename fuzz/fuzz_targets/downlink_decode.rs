@@ -14,7 +14,9 @@ fuzz_target!(|input: &[u8]| {
     if let Downlink::Refused { reason, .. } = msg {
         assert!(reason.len() <= MAX_REASON_LEN);
         let (start, end) = (input.as_ptr() as usize, input.as_ptr() as usize + input.len());
-        assert!(reason.is_empty() || (reason.as_ptr() as usize >= start && reason.as_ptr() as usize + reason.len() <= end));
+        assert!(
+            reason.is_empty() || (reason.as_ptr() as usize >= start && reason.as_ptr() as usize + reason.len() <= end)
+        );
     }
     // The longest message: a map head, six labels, three 9-byte integers, a 9-byte sequence
     // number and a reason of MAX_REASON_LEN bytes with its head.
