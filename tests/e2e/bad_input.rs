@@ -256,7 +256,7 @@ async fn garbage_on_the_mqtt_ports_disturbs_no_one() {
 }
 
 /// A client may send what only a server sends. rumqttd's MQTT 5 parser panicked on a CONNACK
-/// or UNSUBACK from a client (upstream PR bytebeamio/rumqtt#812, vendored patch 12): the
+/// or UNSUBACK from a client (upstream PR bytebeamio/rumqtt#812, vendored patch 16): the
 /// panic unwound the connection's task before it told the router, so the connection's slot
 /// stayed taken for good and, slot by slot, the broker stopped accepting devices. Now the
 /// packets are read and ignored: the connection carries on, and once it closes, its slot is
@@ -289,7 +289,7 @@ async fn server_packets_from_a_client_neither_end_its_connection_nor_leak_its_sl
 
 /// An MQTT 5 packet whose fields run past its end is malformed, and the broker closes the
 /// connection, as MQTT 5 asks (4.13). rumqttd's parser reported it as "insufficient bytes",
-/// so the link skipped the packet and carried on (vendored patch 14; found by
+/// so the link skipped the packet and carried on (vendored patch 18; found by
 /// fuzz/broker_v5_read). Here an UNSUBSCRIBE whose property length is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_mqtt5_packet_closes_the_connection_rather_than_being_skipped() {
@@ -311,7 +311,7 @@ async fn a_malformed_mqtt5_packet_closes_the_connection_rather_than_being_skippe
 /// must not take the listener down with it. rumqttd kept the refused connection's will
 /// handler, and the retry's `try_send` to it panicked while it held the listener's lock of
 /// will handlers, poisoning it: from then on every CONNECT on that listener panicked, and no
-/// device could connect there until a restart (vendored patch 13).
+/// device could connect there until a restart (vendored patch 17).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_refused_by_a_full_broker_can_retry_and_others_connect_later() {
     let dir = tempfile::tempdir().unwrap();
