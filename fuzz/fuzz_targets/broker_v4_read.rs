@@ -1,6 +1,6 @@
 //! Fuzzes the vendored broker's MQTT 3.1.1 packet parser (`rumqttd::protocol::v4::V4`,
-//! `Protocol::read_mut`), which reads every byte a client sends to port 1883, before
-//! any login is checked. A panic there unwinds the connection's task and leaks its slot in
+//! `Protocol::read_mut`), which reads every byte an MQTT 3.1.1 client sends, before any
+//! login is checked. A panic there unwinds the connection's task and leaks its slot in
 //! the router (vendor/rumqttd/MEKONG-PATCH.md).
 //!
 //! Properties: those of `common::broker::read_all`, with the round trip for every packet.

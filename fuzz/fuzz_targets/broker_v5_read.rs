@@ -1,6 +1,6 @@
 //! Fuzzes the vendored broker's MQTT 5 packet parser (`rumqttd::protocol::v5::V5`,
-//! `Protocol::read_mut`), which reads every byte a client sends to port 1884, before any
-//! login is checked. A panic there unwinds the connection's task and leaks its slot in the
+//! `Protocol::read_mut`), which reads every byte an MQTT 5 client sends, before any login
+//! is checked. A panic there unwinds the connection's task and leaks its slot in the
 //! router (upstream bytebeamio/rumqtt#812; vendor/rumqttd/MEKONG-PATCH.md).
 //!
 //! Properties: those of `common::broker::read_all`, with the round trip for every packet.
