@@ -254,3 +254,124 @@ async fn garbage_on_the_mqtt_ports_disturbs_no_one() {
     running.wait_handled(4).await;
     running.stop().await;
 }
+
+/// A client may send what only a server sends. rumqttd's MQTT 5 parser panicked on a CONNACK
+/// or UNSUBACK from a client (upstream PR bytebeamio/rumqtt#812, vendored patch 16): the
+/// panic unwound the connection's task before it told the router, so the connection's slot
+/// stayed taken for good and, slot by slot, the broker stopped accepting devices. Now the
+/// packets are read and ignored: the connection carries on, and once it closes, its slot is
+/// free again (the broker here has one slot for devices).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_packets_from_a_client_neither_end_its_connection_nor_leak_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.broker.max_connections = 1;
+    let running = start(&c).await;
+    let addr = running.mqtt5();
+    tokio::task::spawn_blocking(move || {
+        // CONNACK (session present 0, success, no properties), then UNSUBACK (packet id 1, no
+        // properties, one reason: success): each used to panic the parser.
+        for rogue in [&[0x20, 0x03, 0x00, 0x00, 0x00][..], &[0xb0, 0x04, 0x00, 0x01, 0x00, 0x00]] {
+            let mut stream = connect_when_free(addr, "rogue");
+            stream.write_all(rogue).unwrap();
+            stream.write_all(&[0xc0, 0x00]).unwrap(); // PINGREQ
+            let answer = read_packet(&mut stream).map(|p| p[0]);
+            drop(stream);
+            // Once the router has seen the connection go, its slot is free for the next.
+            drop(connect_when_free(addr, "next"));
+            assert_eq!(answer, Some(0xd0), "PINGRESP on the same connection");
+        }
+    })
+    .await
+    .unwrap();
+    running.stop().await;
+}
+
+/// An MQTT 5 packet whose fields run past its end is malformed, and the broker closes the
+/// connection, as MQTT 5 asks (4.13). rumqttd's parser reported it as "insufficient bytes",
+/// so the link skipped the packet and carried on (vendored patch 18; found by
+/// fuzz/broker_v5_read). Here an UNSUBSCRIBE whose property length is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_mqtt5_packet_closes_the_connection_rather_than_being_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(&config(dir.path())).await;
+    let addr = running.mqtt5();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = connect_when_free(addr, "cut-short");
+        stream.write_all(&[0xa2, 0x02, 0x00, 0x01]).unwrap(); // UNSUBSCRIBE, packet id 1, then nothing
+        let _ = stream.write_all(&[0xc0, 0x00]); // PINGREQ
+        assert_eq!(read_packet(&mut stream), None, "the connection is closed, not answered");
+    })
+    .await
+    .unwrap();
+    running.stop().await;
+}
+
+/// A device that a full broker turns away, and that tries again with the same client id,
+/// must not take the listener down with it. rumqttd kept the refused connection's will
+/// handler, and the retry's `try_send` to it panicked while it held the listener's lock of
+/// will handlers, poisoning it: from then on every CONNECT on that listener panicked, and no
+/// device could connect there until a restart (vendored patch 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_refused_by_a_full_broker_can_retry_and_others_connect_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.broker.max_connections = 1;
+    let running = start(&c).await;
+    let addr = running.mqtt5();
+    tokio::task::spawn_blocking(move || {
+        let holder = connect_when_free(addr, "holder");
+        for _ in 0..3 {
+            assert!(mqtt5_connect(addr, "turned-away").is_none(), "the broker's one slot is taken");
+        }
+        drop(holder);
+        drop(connect_when_free(addr, "turned-away"));
+        drop(connect_when_free(addr, "another"));
+    })
+    .await
+    .unwrap();
+    running.stop().await;
+}
+
+/// An anonymous MQTT 5 connection as `client_id`, tried until the broker accepts it: a slot
+/// comes free only once the router has seen the previous connection close.
+fn connect_when_free(addr: std::net::SocketAddr, client_id: &str) -> TcpStream {
+    let deadline = std::time::Instant::now() + mekong_tests::TIMEOUT;
+    loop {
+        match mqtt5_connect(addr, client_id) {
+            Some(stream) => return stream,
+            None if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(50)),
+            None => panic!("no free slot for {client_id}: the previous connection's slot leaked"),
+        }
+    }
+}
+
+/// An anonymous MQTT 5 CONNECT as `client_id`; the stream if the broker accepted it.
+fn mqtt5_connect(addr: std::net::SocketAddr, client_id: &str) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    // A broker without a free slot never answers: give up soon, and try again.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(1))).ok()?;
+    let id = client_id.as_bytes();
+    // Protocol name, level 5, clean start, keep-alive 60 s, no properties, client id.
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, id.len() as u8];
+    body.extend_from_slice(id);
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    stream.write_all(&packet).ok()?;
+    // CONNACK: flags, then the reason code (0: success).
+    let connack = read_packet(&mut stream)?;
+    (connack[0] == 0x20 && connack.get(3) == Some(&0)).then_some(())?;
+    stream.set_read_timeout(Some(mekong_tests::TIMEOUT)).ok()?;
+    Some(stream)
+}
+
+/// One MQTT packet (remaining length below 128, as every packet of these tests).
+fn read_packet(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).ok()?;
+    let mut packet = head.to_vec();
+    packet.resize(2 + usize::from(head[1]), 0);
+    stream.read_exact(&mut packet[2..]).ok()?;
+    Some(packet)
+}

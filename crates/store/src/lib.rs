@@ -52,6 +52,16 @@ mod store;
 mod types;
 mod varint;
 
+/// The decoders of what the store reads back from disk, for the fuzz targets in `fuzz/`
+/// (feature `fuzzing`): they are private to the crate otherwise, and a fuzz target is the
+/// only caller that needs them on their own.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::chunk::{count as chunk_count, decode_into as decode_chunk, encode as encode_chunk};
+    pub use crate::rollup::{decode as decode_rollup, encode as encode_rollup};
+}
+
 pub use error::{PackRefused, StoreError, WriteError};
 pub use store::{
     compact, compact_with_progress, CompactReport, ExpireReport, FoldReport, RetentionPolicy, RetentionRule, Store,

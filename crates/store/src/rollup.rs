@@ -81,7 +81,9 @@ pub fn decode(day_ms: i64, bytes: &[u8], out: &mut Vec<Bucket>) -> Option<()> {
             _ => return None,
         }
         let sum = take_f64(&mut rest)?;
-        let start_ms = day_ms + i64::from(hour) * chunk::WINDOW_MS;
+        // The day comes from the entry's key: a damaged key can put it anywhere, and an hour
+        // past the end of time is as corrupt as a bad byte (found by fuzz/rollup_decode).
+        let start_ms = day_ms.checked_add(i64::from(hour) * chunk::WINDOW_MS)?;
         let first_ms = start_ms.wrapping_add(get_varint(&mut rest)? as i64);
         let last_ms = start_ms.wrapping_add(get_varint(&mut rest)? as i64);
         if count == 0 {
@@ -165,6 +167,15 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(decode(DAY, &[VERSION, 24, 0, 1], &mut out), None, "hour 24");
         assert_eq!(decode(DAY, &[9], &mut out), None, "another version");
+        // A day so late that its hours overflow: the fuzzer's input (fuzz/rollup_decode),
+        // minimised; it panicked on the overflow before.
+        let crash = [
+            0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf8, 0x02, 0x04, 0x00, 0x00, 0x00, 0x00, 0x1a, 0x00, 0x00, 0x00,
+            0x1a, 0x00, 0x00, 0x1a, 0x00, 0x00,
+        ];
+        let (day, entry) = crash.split_at(8);
+        let day = i64::from_be_bytes(day.try_into().unwrap());
+        assert_eq!(decode(day, entry, &mut out), None, "hour 4 of a day 8 ms before the end of time");
         // Decimal hours take about 25 bytes.
         let one = encode(DAY, &buckets[..1]);
         assert!(one.len() <= 30, "{} bytes", one.len());

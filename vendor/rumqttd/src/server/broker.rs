@@ -18,7 +18,7 @@ use flume::{RecvError, SendError, Sender};
 use std::collections::HashMap;
 #[cfg(feature = "prometheus")]
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{debug, error, field, info, warn, Instrument};
 
 #[cfg(feature = "websocket")]
@@ -631,20 +631,29 @@ async fn remote<P: Protocol>(
         client_id = format!("{tenant_id}.{client_id}");
     }
 
-    if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
+    // mekong: the map of will handlers is one per listener, so a panic while it is locked
+    // poisoned it and every later CONNECT on the listener panicked here. Its entries are
+    // whole after any panic, so a poisoned lock is taken as it is; and the previous
+    // connection's task may be gone (its link refused by a full router), so a failed send
+    // to it is no one's fault: it had nothing left to cancel or fire.
+    let previous = will_handlers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&client_id);
+    if let Some(sender) = previous {
         let awaiting_will = if clean_session {
             AwaitingWill::Fire
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        let _ = sender.try_send(awaiting_will);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
     will_handlers
         .lock()
-        .unwrap()
-        .insert(client_id.clone(), will_tx);
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(client_id.clone(), will_tx.clone());
 
     // Start the link
     let mut link = match RemoteLink::new(
@@ -661,9 +670,17 @@ async fn remote<P: Protocol>(
         Ok(l) => l,
         Err(e) => {
             error!(error=?e, "Remote link error");
+            // mekong: this connection never got a link, so nothing will wait on its will
+            // handler: forget it, unless a newer connection with the same id replaced it.
+            let mut handlers = will_handlers.lock().unwrap_or_else(PoisonError::into_inner);
+            if handlers.get(&client_id).is_some_and(|h| h.same_channel(&will_tx)) {
+                handlers.remove(&client_id);
+            }
             return;
         }
     };
+    // The map holds the sender now; this task only receives.
+    drop(will_tx);
 
     let connection_id = link.connection_id;
     let will_delay_interval = link.will_delay_interval;
@@ -707,7 +724,10 @@ async fn remote<P: Protocol>(
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
             // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            will_handlers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&client_id);
             // as will delay interval has passed, publish the will message
             true
         }

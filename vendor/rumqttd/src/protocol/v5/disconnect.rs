@@ -55,6 +55,12 @@ pub fn read(
     let disconnect = Disconnect {
         reason_code: reason(reason_code)?,
     };
+    // mekong: a reason code alone is a whole DISCONNECT; "if the Remaining Length is less
+    // than 2, a value of 0 is used" for the property length (MQTT 5, 3.14.2.2.1), and the
+    // writer below sends one that way.
+    if fixed_header.remaining_len < 2 {
+        return Ok((disconnect, None));
+    }
     let properties = properties::read(&mut bytes)?;
 
     Ok((disconnect, properties))
@@ -78,10 +84,10 @@ pub fn write(
 
     buffer.put_u8(code(disconnect.reason_code));
 
+    // mekong: without properties the property length is left out, as `len` counts it (the
+    // remaining length is 1); a 0x00 written here followed the packet as a stray byte.
     if let Some(properties) = &properties {
         properties::write(properties, buffer)?;
-    } else {
-        write_remaining_length(buffer, 0)?;
     }
 
     Ok(1 + len_len + length)
@@ -220,6 +226,21 @@ mod test {
         let (disconnect, properties) = read(fixed_header, disconnect_bytes).unwrap();
 
         assert_eq!(disconnect, expected);
+    }
+
+    // mekong: a reason code without a property length (remaining length 1) is read, and
+    // what `write` sends for a reason without properties reads back (fuzz/broker_v5_read).
+    #[test]
+    fn a_reason_code_alone_is_a_whole_disconnect() {
+        let disconnect = Disconnect {
+            reason_code: DisconnectReasonCode::DisconnectWithWillMessage,
+        };
+        let mut buffer = BytesMut::new();
+        write(&disconnect, &None, &mut buffer).unwrap();
+        assert_eq!(&buffer[..], &[0xE0, 0x01, 0x04]);
+        let fixed_header = parse_fixed_header(buffer.iter()).unwrap();
+        let bytes = buffer.split_to(fixed_header.frame_length()).freeze();
+        assert_eq!(read(fixed_header, bytes).unwrap(), (disconnect, None));
     }
 
     #[test]

@@ -382,7 +382,11 @@ impl Protocol for V5 {
         }
 
         let packet = packet.freeze();
-        let packet = match packet_type {
+        // mekong: the whole frame is here and already taken off the stream, so a field that
+        // runs past its end (a property length cut short) is a malformed packet. Reported as
+        // "insufficient bytes", it made the link wait for more and read on from the next
+        // frame, skipping the bad packet instead of closing the connection.
+        let read_framed = || -> Result<Packet, Error> { Ok(match packet_type {
             PacketType::Connect => {
                 let (connect, properties, will, willproperties, login) =
                     connect::read(fixed_header, packet)?;
@@ -426,10 +430,24 @@ impl Protocol for V5 {
                 let (pubcomp, properties) = pubcomp::read(fixed_header, packet)?;
                 Packet::PubComp(pubcomp, properties)
             }
-            _ => unreachable!(),
-        };
+            // mekong: a client may send what only a server sends. These two arms were
+            // `unreachable!()`, a panic that unwound the connection's task before it could
+            // tell the router, leaking the connection's slot (upstream PR #812). Read them as
+            // v4 does; the router ignores them ("Unexpected packet received").
+            PacketType::ConnAck => {
+                let (connack, properties) = connack::read(fixed_header, packet)?;
+                Packet::ConnAck(connack, properties)
+            }
+            PacketType::UnsubAck => {
+                let (unsuback, properties) = unsuback::read(fixed_header, packet)?;
+                Packet::UnsubAck(unsuback, properties)
+            }
+        }) };
 
-        Ok(packet)
+        read_framed().map_err(|e| match e {
+            Error::InsufficientBytes(_) => Error::MalformedPacket,
+            e => e,
+        })
     }
 
     fn write(&self, packet: Packet, buffer: &mut BytesMut) -> Result<usize, Error> {

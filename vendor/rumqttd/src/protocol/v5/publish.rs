@@ -186,7 +186,9 @@ mod properties {
                 }
                 PropertyType::SubscriptionIdentifier => {
                     let (id_len, id) = length(bytes.iter())?;
-                    cursor += 1 + id_len;
+                    // mekong: the property's byte is counted above; counting it again here
+                    // ended the properties early after two or more identifiers.
+                    cursor += id_len;
                     bytes.advance(id_len);
                     subscription_identifiers.push(id);
                 }
@@ -257,5 +259,28 @@ mod properties {
         }
 
         Ok(())
+    }
+}
+
+// mekong: the reader's count of property bytes (fuzz/broker_v5_read found it off).
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn properties_after_two_subscription_identifiers_are_read() {
+        // PUBLISH at QoS 0 on "a"; properties (6 bytes): subscription identifiers 1 and 2,
+        // then payload format indicator 1; payload "x".
+        let bytes = [
+            0x30, 0x0b, 0x00, 0x01, b'a', 0x06, 0x0b, 0x01, 0x0b, 0x02, 0x01, 0x01, b'x',
+        ];
+        let mut buffer = BytesMut::from(&bytes[..]);
+        let fixed_header = parse_fixed_header(buffer.iter()).unwrap();
+        let packet = buffer.split_to(fixed_header.frame_length()).freeze();
+        let (publish, properties) = read(fixed_header, packet).unwrap();
+        let properties = properties.unwrap();
+        assert_eq!(properties.subscription_identifiers, vec![1, 2]);
+        assert_eq!(properties.payload_format_indicator, Some(1));
+        assert_eq!(&publish.payload[..], b"x");
     }
 }

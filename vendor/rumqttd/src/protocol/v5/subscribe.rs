@@ -196,8 +196,9 @@ mod properties {
             match property(prop)? {
                 PropertyType::SubscriptionIdentifier => {
                     let (id_len, sub_id) = length(bytes.iter())?;
-                    // TODO: Validate 1 +. Tests are working either way
-                    cursor += 1 + id_len;
+                    // mekong: the property's byte is counted above, not again here (the
+                    // count ran one byte ahead for every identifier).
+                    cursor += id_len;
                     bytes.advance(id_len);
                     id = Some(sub_id)
                 }
