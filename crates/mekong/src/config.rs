@@ -570,6 +570,23 @@ pub fn entries_mut<'a>(
         .with_context(|| format!("`{table}` in {} is not a list of [[{table}]] tables", path.display()))
 }
 
+/// Applies `set` to every `[[device]]` entry with `id` (a hand-edited file may hold
+/// several), or to a new entry with `id` appended when there is none; whether it was added.
+pub fn upsert_device(devices: &mut toml_edit::ArrayOfTables, id: &str, set: impl Fn(&mut toml_edit::Table)) -> bool {
+    let mut added = true;
+    for entry in devices.iter_mut().filter(|t| t.get("id").and_then(|v| v.as_str()) == Some(id)) {
+        set(entry);
+        added = false;
+    }
+    if added {
+        let mut entry = toml_edit::Table::new();
+        entry["id"] = toml_edit::value(id);
+        set(&mut entry);
+        devices.push(entry);
+    }
+    added
+}
+
 /// Removes the `[[table]]` entry named `name` from the registry at `path`; whether there was
 /// one.
 pub fn remove_entry(path: &Path, table: &str, name: &str) -> anyhow::Result<bool> {

@@ -163,17 +163,7 @@ fn upsert(text: &str, id: &str, new: &Entry<'_>) -> anyhow::Result<(String, bool
         entry["key"] = toml_edit::value(key.as_str());
         entry["password_sha256"] = toml_edit::value(password.as_str());
     };
-    let mut added = true;
-    for entry in devices.iter_mut().filter(|t| t.get("id").and_then(|v| v.as_str()) == Some(id)) {
-        set(entry);
-        added = false;
-    }
-    if added {
-        let mut entry = toml_edit::Table::new();
-        entry["id"] = toml_edit::value(id);
-        set(&mut entry);
-        devices.push(entry);
-    }
+    let added = crate::config::upsert_device(devices, id, set);
     Ok((doc.to_string(), added))
 }
 

@@ -82,18 +82,7 @@ impl Registrar for FileRegistrar {
                     entry["tags"] = toml_edit::value(tags);
                 }
             };
-            let mut added = true;
-            for entry in devices.iter_mut().filter(|t| t.get("id").and_then(|v| v.as_str()) == Some(id)) {
-                set(entry);
-                added = false;
-            }
-            if added {
-                let mut entry = toml_edit::Table::new();
-                entry["id"] = toml_edit::value(id);
-                set(&mut entry);
-                devices.push(entry);
-            }
-            added
+            crate::config::upsert_device(devices, id, set)
         })
     }
 
