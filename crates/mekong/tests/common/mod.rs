@@ -202,6 +202,23 @@ pub async fn load(mut device: Device, mut sensor: Sensor, period: Duration, unti
     }
 }
 
+/// Publishes `packs` new packs through `sensor` (connected as `device`) as fast as its
+/// connection takes them, then disconnects. The packs are made before the first is sent, so
+/// that sending costs the device next to nothing, while the platform decodes and stores each:
+/// whatever the machine, the platform is the slower side.
+pub async fn flood(mut device: Device, sensor: Sensor, packs: usize) -> Device {
+    let topic = format!("mekong/v1/{}/up", device.id);
+    let payloads: Vec<Vec<u8>> = (0..packs).map(|_| device.next_pack()).collect();
+    for payload in payloads {
+        device.published += 1;
+        while !sensor.try_publish(&topic, payload.clone()) {
+            tokio::task::yield_now().await;
+        }
+    }
+    sensor.disconnect().await;
+    device
+}
+
 /// Resends every unacknowledged pack, oldest first and `window` at a time (as a node would),
 /// until all are acknowledged. A pack whose acknowledgement does not come within a second is
 /// resent.
