@@ -11,6 +11,7 @@ mod harness;
 mod ingest;
 mod load;
 mod query;
+mod stream;
 mod tls;
 
 use std::net::SocketAddr;
@@ -79,6 +80,32 @@ enum Command {
         #[arg(long)]
         auth: bool,
     },
+    /// What following the live stream costs ingest (full-speed ingest with no stream client
+    /// and with --clients, alternating in one run), and the latency from a pack's publish to
+    /// a stream client at a steady rate.
+    Stream {
+        /// Devices, one MQTT connection each.
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        /// Readings per pack.
+        #[arg(long, default_value_t = 10)]
+        readings: usize,
+        /// Stream clients, each following everything.
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Seconds measured per phase.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds of load before measuring.
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        /// Pairs of phases, without clients and with them.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Packs per second, over all devices, for the latency.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+    },
     /// Size on disk and query latency over the reference dataset, through the HTTP API.
     Query(query::QueryBenchOptions),
     /// The broker-only scenario's server: mekong's embedded broker with its link reduced to a
@@ -127,6 +154,22 @@ fn main() -> anyhow::Result<()> {
                 ingest::BenchOptions { devices, readings, seconds, warmup, window, peer, moderate_rate, mekong, tls };
             let summary = runtime()?.block_on(ingest::ingest(opts))?;
             println!("{summary}");
+            Ok(())
+        }
+        Command::Stream { devices, readings, clients, seconds, warmup, rounds, rate } => {
+            init_logging("warn");
+            let mekong = harness::mekong_binary(cli.mekong)?;
+            let opts = stream::StreamOptions {
+                devices,
+                readings,
+                clients,
+                seconds,
+                warmup,
+                rounds: rounds.max(1),
+                rate,
+                mekong,
+            };
+            println!("{}", runtime()?.block_on(stream::stream(opts))?);
             Ok(())
         }
         Command::BrokerOnly { listen, stats } => {
