@@ -90,9 +90,12 @@ enum Command {
         /// Readings per pack.
         #[arg(long, default_value_t = 10)]
         readings: usize,
-        /// Stream clients, each following everything.
+        /// Stream clients, each following one device of the load.
         #[arg(long, default_value_t = 100)]
         clients: usize,
+        /// Each client follows everything instead.
+        #[arg(long)]
+        follow_all: bool,
         /// Seconds measured per phase.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
@@ -156,13 +159,14 @@ fn main() -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
-        Command::Stream { devices, readings, clients, seconds, warmup, rounds, rate } => {
+        Command::Stream { devices, readings, clients, follow_all, seconds, warmup, rounds, rate } => {
             init_logging("warn");
             let mekong = harness::mekong_binary(cli.mekong)?;
             let opts = stream::StreamOptions {
                 devices,
                 readings,
                 clients,
+                follow_all,
                 seconds,
                 warmup,
                 rounds: rounds.max(1),

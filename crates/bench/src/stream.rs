@@ -5,7 +5,8 @@
 //! client and with `--clients` clients that follow everything, alternating for `--rounds`
 //! rounds in one run, so that the machine's drift does not pass for a cost; the ratio of the
 //! medians is the figure. Each client is a plain HTTP/1.1 connection in this process that
-//! reads and counts the bytes as fast as they come. Then a steady `--rate` packs per second,
+//! reads and counts the bytes as fast as they come, and follows one device of the load (as
+//! an app that shows a station), or with `--follow-all` everything. Then a steady `--rate` packs per second,
 //! time-stamped by the wall clock, with one client that parses every event: the latency from
 //! a pack's making to its readings event, next to the device's own acknowledgement latency.
 
@@ -32,6 +33,8 @@ pub struct StreamOptions {
     pub readings: usize,
     /// Stream clients in the "with" phases.
     pub clients: usize,
+    /// Each client follows everything, rather than one device of the load.
+    pub follow_all: bool,
     /// Seconds measured per phase.
     pub seconds: f64,
     /// Seconds of load before the first phase.
@@ -52,11 +55,12 @@ struct Clients {
 }
 
 impl Clients {
-    async fn open(server: &Server, n: usize) -> anyhow::Result<Clients> {
+    /// `n` clients; client `i` follows `follow(i)` (a query string).
+    async fn open(server: &Server, n: usize, follow: impl Fn(usize) -> String) -> anyhow::Result<Clients> {
         let (stop, bytes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..n {
-            let mut stream = open_stream(server).await?;
+        for i in 0..n {
+            let mut stream = open_stream(server, &follow(i)).await?;
             let (stop, bytes) = (Arc::clone(&stop), Arc::clone(&bytes));
             tasks.spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
@@ -86,10 +90,10 @@ impl Clients {
     }
 }
 
-/// A connection that has asked for the whole stream.
-async fn open_stream(server: &Server) -> anyhow::Result<TcpStream> {
+/// A connection that has asked for the stream with `query`.
+async fn open_stream(server: &Server, query: &str) -> anyhow::Result<TcpStream> {
     let mut stream = TcpStream::connect(server.http).await?;
-    stream.write_all(format!("GET /v1/stream HTTP/1.1\r\nHost: {}\r\n\r\n", server.http).as_bytes()).await?;
+    stream.write_all(format!("GET /v1/stream{query} HTTP/1.1\r\nHost: {}\r\n\r\n", server.http).as_bytes()).await?;
     Ok(stream)
 }
 
@@ -128,7 +132,7 @@ fn now_us() -> i64 {
 /// Reads one stream for `seconds` and returns, for each readings event, the microseconds
 /// from its first reading's time (the moment its pack was made) to its arrival.
 async fn latencies(server: &Server, seconds: f64) -> anyhow::Result<Vec<u32>> {
-    let mut stream = open_stream(server).await?;
+    let mut stream = open_stream(server, "").await?;
     let mut text = Vec::<u8>::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
@@ -178,22 +182,31 @@ pub async fn stream(opts: StreamOptions) -> anyhow::Result<Value> {
     let load = Load::start(load_options("full-", None, false)).await?;
     tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
     let (mut without, mut with) = (Vec::new(), Vec::new());
+    // The load's device ids (load.rs): the prefix and five digits.
+    let devices = opts.devices.max(1);
+    let follow = |i: usize| match opts.follow_all {
+        true => String::new(),
+        false => format!("?device=full-{:05}", i % devices),
+    };
+    let dropped = |s: &Value| s["stream"]["dropped"].as_u64().unwrap_or(0);
     for round in 0..opts.rounds {
         let alone = durable_rate(&server, opts.seconds).await?;
-        let clients = Clients::open(&server, opts.clients).await?;
+        let clients = Clients::open(&server, opts.clients, follow).await?;
+        let before = dropped(&server.stats().await?);
         let followed = durable_rate(&server, opts.seconds).await?;
+        let dropped_now = dropped(&server.stats().await?) - before;
         let bytes = clients.close().await?;
         wait_clients(&server, 0).await?;
         println!(
             "{}",
             json!({"round": round, "readings_per_s_without": alone.round(), "readings_per_s_with": followed.round(),
-                   "clients": opts.clients, "stream_mib_read": (bytes as f64 / 1048576.0).round()})
+                   "clients": opts.clients, "clients_dropped": dropped_now, "stream_mib_read": (bytes as f64 / 1048576.0).round()})
         );
         without.push(alone);
         with.push(followed);
     }
     load.stop().await?;
-    let dropped = server.stats().await?["stream"]["dropped"].as_u64().unwrap_or(0);
+    let dropped = dropped(&server.stats().await?);
 
     let per_device = opts.rate / opts.devices.max(1) as f64;
     let load = Load::start(load_options("steady-", Some(per_device), true)).await?;
@@ -212,6 +225,7 @@ pub async fn stream(opts: StreamOptions) -> anyhow::Result<Value> {
         "devices": opts.devices,
         "readings_per_pack": opts.readings,
         "clients": opts.clients,
+        "clients_follow": if opts.follow_all { "everything" } else { "one device each" },
         "readings_per_s_without_clients": a.round(),
         "readings_per_s_with_clients": b.round(),
         "with_over_without": if a > 0.0 { (b / a * 1000.0).round() / 1000.0 } else { 0.0 },
