@@ -14,6 +14,7 @@ mod platform;
 mod restart;
 mod retention;
 mod security;
+mod senml_json;
 mod signed;
 mod simulate;
 mod tls;
