@@ -900,4 +900,26 @@ async fn admins_add_change_and_remove_devices_and_readers_cannot() {
     let again = serde_json::json!({"kind": "air"});
     let (status, _) = send(&state, "PUT", "/v1/devices/cai-rang-02", "mkt_admin", Some(again)).await;
     assert_eq!(status, StatusCode::CREATED);
+
+    // Removing with its data: hau-01 is only stored (not registered here); its data goes.
+    let (status, body) = send(&state, "DELETE", "/v1/devices/hau-01?data=maybe", "mkt_admin", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = send(&state, "DELETE", "/v1/devices/hau-01?data=delete", "mkt_read", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let series = state.store.series_of("hau-01").unwrap().len();
+    assert!(series > 0);
+    let (status, body) = send(&state, "DELETE", "/v1/devices/hau-01?data=delete", "mkt_admin", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["unregistered"].as_bool(), body["series"].as_u64()), (Some(false), Some(series as u64)));
+    assert!(body["points"].as_u64().unwrap() > 0, "{body}");
+    let (status, _) = send(&state, "GET", "/v1/devices/hau-01", "mkt_read", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send(&state, "DELETE", "/v1/devices/hau-01?data=delete", "mkt_admin", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Registered and stored: both go, in one request.
+    let (status, body) = send(&state, "DELETE", "/v1/devices/cai-rang-02?data=delete", "mkt_admin", None).await;
+    assert_eq!(
+        (status, body["unregistered"].as_bool(), body["series"].as_u64()),
+        (StatusCode::OK, Some(true), Some(0))
+    );
 }

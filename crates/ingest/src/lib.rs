@@ -82,6 +82,7 @@ pub enum IngestError {
 #[derive(Debug)]
 pub struct Ingest {
     stats: Arc<Stats>,
+    guard: Option<Guard>,
     registry: SharedRegistry,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -117,7 +118,7 @@ impl Ingest {
                 .name("mekong-ingest".into())
                 .spawn(move || worker::run(rx, &mut pipeline, &stop, &groups_tx))?
         };
-        let ingest = Ingest { stats, registry, stop, threads: vec![worker, acker] };
+        let ingest = Ingest { stats, guard, registry, stop, threads: vec![worker, acker] };
         broker::wait_listening(broker)?;
         Ok(ingest)
     }
@@ -125,6 +126,12 @@ impl Ingest {
     /// The handle that replaces the ingest thread's registry while it runs.
     pub fn registry(&self) -> SharedRegistry {
         self.registry.clone()
+    }
+
+    /// The broker's gatekeeper, whose policy can be replaced while it runs; `None` when the
+    /// broker was started without a policy.
+    pub fn guard(&self) -> Option<Guard> {
+        self.guard.clone()
     }
 
     /// Counters and the rejection log, shared with the query API.

@@ -233,8 +233,10 @@ impl Pipeline {
     /// pass in one store write, records every outcome in the stats, and returns them in
     /// order.
     pub fn handle_group(&mut self, publishes: &[(&[u8], &[u8])], now_ms: i64) -> Handled {
-        // One registry for the whole group, the latest one replaced (device management).
-        self.registry = self.shared.snapshot();
+        // One registry for the whole group, the latest one replaced (device management),
+        // marked in flight until the group is written (a device's removal waits for it).
+        let (registry, _in_flight) = self.shared.begin_group();
+        self.registry = registry;
         // The generation the checks read (a device's last sequence number, its kind).
         let checked = self.store.generation();
         let mut prepared: Vec<Result<Ready, Rejection>> = Vec::with_capacity(publishes.len());
