@@ -161,7 +161,8 @@ async fn aggregate_errors_say_what_is_wrong() {
     let (_dir, state) = state();
     for uri in [
         "/v1/devices/hau-01/series/water_level/aggregate",
-        "/v1/devices/hau-01/series/water_level/aggregate?step=1w",
+        "/v1/devices/hau-01/series/water_level/aggregate?step=1y",
+        "/v1/devices/hau-01/series/water_level/aggregate?step=0mo",
         "/v1/devices/hau-01/series/water_level/aggregate?step=1ms&from=0&to=1790000000000",
         "/v1/devices/hau-01/series/water_level/aggregate?step=1h&from=5&to=5",
         "/v1/aggregate?metric=water_level&step=1h&from=0",
@@ -173,6 +174,13 @@ async fn aggregate_errors_say_what_is_wrong() {
     }
     let (status, _) = get(&state, "/v1/devices/hau-01/series/salinity/aggregate?step=1h").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Calendar weeks: the readings of Monday 2026-09-21 fall in the ISO week that begins then.
+    let (status, body) = get(&state, "/v1/devices/hau-01/series/water_level/aggregate?step=1w").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["buckets"][0]["t"].as_str(), body["step_ms"].as_i64()),
+        (Some("2026-09-21T00:00:00.000Z"), Some(604_800_000))
+    );
 }
 
 /// A state whose API needs tokens: `mkt_read` (read) and `mkt_admin` (admin), with
