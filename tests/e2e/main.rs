@@ -18,4 +18,5 @@ mod security;
 mod senml_json;
 mod signed;
 mod simulate;
+mod stream;
 mod tls;

@@ -28,6 +28,7 @@ use axum::extract::FromRef;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::from_fn_with_state;
 use axum::Router;
+pub use mekong_feed::Feed;
 use mekong_stats::Stats;
 use mekong_store::Store;
 use tower_http::compression::CompressionLayer;
@@ -57,6 +58,8 @@ pub struct AppState {
     /// What edits the registry (`PUT` and `DELETE /v1/devices/{id}`); without one those
     /// answer 404.
     pub registrar: Option<Arc<dyn directory::Registrar>>,
+    /// Readings once durable, and alert changes: `/v1/stream`.
+    pub feed: Feed,
 }
 
 /// What the handlers reach: the caller's [`AppState`], and the bound on blocking queries,
@@ -135,7 +138,8 @@ fn described(access: &Arc<Access>) -> OpenApiRouter<Shared> {
         .routes(routes!(routes::series::points))
         .routes(routes!(routes::aggregate::series))
         .routes(routes!(routes::aggregate::many))
-        .routes(routes!(routes::latest::latest));
+        .routes(routes!(routes::latest::latest))
+        .routes(routes!(routes::stream::stream));
     let read = openapi::scoped(read, Scope::Read).route_layer(scoped(Scope::Read));
     let admin = OpenApiRouter::new()
         .routes(routes!(routes::rejections::list))
