@@ -25,6 +25,15 @@ async fn json_packs_are_stored_acknowledged_and_refused_like_cbor() {
     let Downlink::Ack { up_to_ms, readings, .. } = ack else { panic!("expected an ack, got {ack:?}") };
     assert_eq!((up_to_ms, readings), ((t * 1000.0) as i64, 3));
 
+    // The same rule for the CBOR form: a device URN base name, then the measurement.
+    let mut cbor = vec![0u8; 128];
+    let base = mekong_schema::Base { name: Some("urn:dev:ow:10e2073a01080063:"), time: Some(t), unit: None };
+    let reading = mekong_schema::Reading { name: "water_temp", unit: Some("Cel"), value: 29.0, time: 0.0 };
+    let n = mekong_schema::encode_pack(&mut cbor, &base, &[reading]).unwrap();
+    cbor.truncate(n);
+    gateway.publish("mekong/v1/ow-gateway/up", cbor).await;
+    assert!(matches!(gateway.downlink().await, Downlink::Ack { readings: 1, .. }));
+
     // An LwM2M device's temperature (object 3303, instance 0, resource 5700).
     let lwm2m = format!(r#"[{{"bn":"/3303/0/","bt":{t},"n":"5700","u":"Cel","v":29.5}}]"#);
     gateway.publish("mekong/v1/ow-gateway/up", lwm2m.into_bytes()).await;
@@ -59,6 +68,8 @@ async fn json_packs_are_stored_acknowledged_and_refused_like_cbor() {
     let temp = running.json("/v1/devices/ow-gateway/series/3303%2F0%2F5700").await;
     assert_eq!(temp["points"][0]["v"], 29.5, "{temp}");
     assert_eq!(temp["unit"], "Cel");
+    let water_temp = running.json("/v1/devices/ow-gateway/series/water_temp").await;
+    assert_eq!((water_temp["points"][0]["v"].as_f64(), water_temp["unit"].as_str()), (Some(29.0), Some("Cel")));
     let others = running.json("/v1/devices/hau-05/series/water_level").await;
     assert_eq!(others["points"][0]["v"], 90.0, "{others}");
     running.stop().await;
