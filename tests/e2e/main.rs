@@ -6,6 +6,7 @@
 mod acknowledgements;
 mod bad_input;
 mod conformance;
+mod device_removal;
 mod end_to_end;
 mod full_disk;
 mod mqtt_access;
@@ -14,6 +15,7 @@ mod platform;
 mod restart;
 mod retention;
 mod security;
+mod senml_json;
 mod signed;
 mod simulate;
 mod stream;

@@ -87,6 +87,7 @@ pub enum IngestError {
 #[derive(Debug)]
 pub struct Ingest {
     stats: Arc<Stats>,
+    guard: Option<Guard>,
     feed: Feed,
     registry: SharedRegistry,
     stop: Arc<AtomicBool>,
@@ -124,7 +125,7 @@ impl Ingest {
                 .name("mekong-ingest".into())
                 .spawn(move || worker::run(rx, &mut pipeline, &stop, &groups_tx))?
         };
-        let ingest = Ingest { stats, feed, registry, stop, threads: vec![worker, acker] };
+        let ingest = Ingest { stats, guard, feed, registry, stop, threads: vec![worker, acker] };
         broker::wait_listening(broker)?;
         Ok(ingest)
     }
@@ -132,6 +133,12 @@ impl Ingest {
     /// The handle that replaces the ingest thread's registry while it runs.
     pub fn registry(&self) -> SharedRegistry {
         self.registry.clone()
+    }
+
+    /// The broker's gatekeeper, whose policy can be replaced while it runs; `None` when the
+    /// broker was started without a policy.
+    pub fn guard(&self) -> Option<Guard> {
+        self.guard.clone()
     }
 
     /// Counters and the rejection log, shared with the query API.

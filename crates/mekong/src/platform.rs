@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::exposure::Exposure;
 use crate::https::TlsListener;
-use crate::registrar::FileRegistrar;
+use crate::registrar::{BrokerAccess, FileRegistrar};
 use crate::tls::Tls;
 use crate::upkeep::{Upkeep, UpkeepOptions};
 
@@ -137,7 +137,12 @@ impl Platform {
             cors_origins,
             health,
             directory: directory.clone(),
-            registrar: Some(Arc::new(FileRegistrar::new(config.registry.path.clone(), directory, ingest.registry()))),
+            registrar: Some(Arc::new(FileRegistrar::new(
+                config.registry.path.clone(),
+                directory,
+                ingest.registry(),
+                ingest.guard().map(|guard| BrokerAccess { guard, exposure }),
+            ))),
             feed: ingest.feed(),
         };
         let app = mekong_api::router(state);
