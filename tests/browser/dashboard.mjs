@@ -109,6 +109,8 @@ try {
   out.encodings = encodings;
   if (process.env.MEKONG_SCREENSHOT) await page.screenshot({ path: process.env.MEKONG_SCREENSHOT });
 } finally {
+  // What closing the page cuts short (the event stream) is no failure of the page.
+  const result = JSON.stringify(out);
   await browser.close();
+  console.log(result);
 }
-console.log(JSON.stringify(out));

@@ -160,6 +160,9 @@ async fn the_dashboard_shows_the_fleet_and_charts_what_the_api_answers() {
         assert!(c["answered"].as_u64().unwrap() > 0, "{c}");
         assert_eq!(c["drawn"], c["answered"], "{c}");
     }
+    // Live from the event stream once this mekong serves one, else by polling.
+    let live = if openapi["paths"].get("/v1/stream").is_some() { "stream" } else { "polling" };
+    assert_eq!(out["live"], live, "{out}");
     if alerts {
         assert!(out["alert_shown_after_ms"].as_u64().is_some_and(|ms| ms < 10_000), "{out}");
     }

@@ -578,4 +578,24 @@ mod tests {
         .unwrap();
         assert_eq!(n, 8);
     }
+
+    #[test]
+    fn the_demo_fleet_stands_in_can_tho_each_station_in_its_own_place() {
+        let places: Vec<_> = (0..30).map(place).collect();
+        for (name, lat, lon) in &places {
+            assert!((9.95..10.15).contains(lat) && (105.7..105.9).contains(lon), "{name} {lat} {lon}");
+        }
+        let distinct: std::collections::BTreeSet<_> =
+            places.iter().map(|(_, lat, lon)| format!("{lat:.4} {lon:.4}")).collect();
+        assert_eq!(distinct.len(), places.len());
+
+        let directory = mekong_api::directory::Directory::default();
+        let opts = SimOptions { devices: 4, ..SimOptions::default() };
+        place_fleet(&directory, &opts);
+        let profiles = directory.snapshot();
+        let water = &profiles["sim-water-000"];
+        assert_eq!(water.kind, DeviceKind::Water);
+        assert_eq!(water.name.as_deref(), Some("Ninh Kieu wharf, Hau river"));
+        assert_eq!(profiles.len(), 4);
+    }
 }
