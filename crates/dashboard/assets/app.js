@@ -15,6 +15,8 @@
   const STEPS = [1e3, 2e3, 5e3, 1e4, 15e3, 3e4, 6e4, 12e4, 3e5, 6e5, 9e5, 18e5, 36e5, 72e5, 108e5, 216e5, 432e5, 864e5];
   const RAW_LIMIT = 10000; // the API's largest page of points
   const POLL_MS = 10000;
+  // The series a station's chart opens on: what each kind is watched for.
+  const PREFERRED = ['water_level', 'vehicle_count', 'pm2_5'];
   const KIND_COLOURS = { water: '#1f77b4', traffic: '#d9822b', air: '#2ca05a' };
   const SEVERITY_COLOURS = { warning: '#e0a100', critical: '#d62728' };
 
@@ -183,7 +185,12 @@
   function renderStations() {
     const body = $('#stations tbody');
     const rows = [];
-    const ids = Array.from(state.devices.keys()).sort();
+    // Stations with a firing alert first, critical before warning.
+    const weight = (id) => {
+      const a = alertOf(id);
+      return a ? (a.severity === 'critical' ? 0 : 1) : 2;
+    };
+    const ids = Array.from(state.devices.keys()).sort((a, b) => weight(a) - weight(b) || a.localeCompare(b));
     for (const id of ids) {
       const d = state.devices.get(id);
       const values = Array.from((state.latest.get(id) || new Map()).entries()).map(([metric, l]) =>
@@ -196,7 +203,7 @@
           'tr',
           { 'data-device': id, class: id === state.selected.device ? 'selected' : '' },
           h('td', {}, label(d), d.name ? h('span', { class: 'id' }, id) : null),
-          h('td', {}, h('span', { class: 'kind ' + d.kind }), d.kind),
+          h('td', { class: 'nowrap' }, h('span', { class: 'kind ' + d.kind }), d.kind),
           h('td', {}, values.length ? values : '—'),
           h('td', { class: stale ? 'stale' : '' }, ago(d.last_seen_ms)),
           h('td', {}, alert ? h('span', { class: 'badge ' + alert.severity }, alert.severity) : h('span', { class: 'badge ok' }, 'ok'))
@@ -218,7 +225,28 @@
       el.classList.add('plain');
     }
     map.setView([0, 0], 2);
+    map.on('dragstart zoomstart', () => {
+      if (!state.fitting) state.userMoved = true;
+    });
+    // The page's layout settles after the first fit (the table's rows, a scroll bar).
+    new ResizeObserver(() => fitMap()).observe(el);
     state.map = map;
+  }
+
+  // Shows every placed station, until the user moves the map.
+  function fitMap() {
+    if (state.userMoved || !state.placed || !state.placed.length) return;
+    state.fitting = true;
+    state.map.invalidateSize({ animate: false });
+    // Room on the right for the names beside the markers.
+    state.map.fitBounds(L.latLngBounds(state.placed), {
+      paddingTopLeft: [30, 30],
+      paddingBottomRight: [230, 30],
+      maxZoom: 15,
+      animate: false,
+    });
+    state.fitting = false;
+    state.mapFitted = true;
   }
 
   function renderMap() {
@@ -260,10 +288,8 @@
         state.markers.delete(id);
       }
     }
-    if (!state.mapFitted && placed.length) {
-      map.fitBounds(L.latLngBounds(placed).pad(0.25), { maxZoom: 15 });
-      state.mapFitted = true;
-    }
+    state.placed = placed;
+    if (!state.mapFitted && placed.length) fitMap();
     const notes = [];
     if (!state.config.tile_url) notes.push('No tile server configured ([dashboard] tile_url): stations at their positions on a plain background.');
     if (unplaced) notes.push(unplaced + ' station' + (unplaced === 1 ? ' has' : 's have') + ' no position in the registry.');
@@ -325,11 +351,14 @@
     const list = await api('/v1/devices/' + enc(id) + '/series');
     if (state.selected.device !== id) return;
     state.series = list.series;
-    const select = $('#metric');
-    select.replaceChildren(...list.series.map((s) => h('option', { value: s.metric }, s.metric + (s.unit ? ' (' + s.unit + ')' : ''))));
-    const chosen = list.series.find((s) => s.metric === metric) || list.series[0];
+    const menu = $('#metric');
+    menu.replaceChildren(...list.series.map((s) => h('option', { value: s.metric }, s.metric + (s.unit ? ' (' + s.unit + ')' : ''))));
+    const chosen =
+      list.series.find((s) => s.metric === metric) ||
+      list.series.find((s) => PREFERRED.includes(s.metric)) ||
+      list.series[0];
     state.selected.metric = chosen ? chosen.metric : null;
-    if (chosen) select.value = chosen.metric;
+    if (chosen) menu.value = chosen.metric;
     await drawChart();
   }
 
