@@ -6,6 +6,7 @@
 mod acknowledgements;
 mod bad_input;
 mod conformance;
+mod dashboard;
 mod device_removal;
 mod end_to_end;
 mod full_disk;

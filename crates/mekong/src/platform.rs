@@ -47,6 +47,7 @@ pub struct Platform {
     tls: Option<Arc<Tls>>,
     tls_watch: Option<JoinHandle<()>>,
     store: Store,
+    directory: Directory,
     ingest: Ingest,
     upkeep: Option<Upkeep>,
     http_stop: watch::Sender<bool>,
@@ -139,13 +140,19 @@ impl Platform {
             directory: directory.clone(),
             registrar: Some(Arc::new(FileRegistrar::new(
                 config.registry.path.clone(),
-                directory,
+                directory.clone(),
                 ingest.registry(),
                 ingest.guard().map(|guard| BrokerAccess { guard, exposure }),
             ))),
             feed: ingest.feed(),
         };
         let app = mekong_api::router(state);
+        // Beside the API, not inside it: the API crate knows nothing of the page, and the
+        // page's routes (`/`, `/dashboard/...`) are none of the API's.
+        let app = match config.dashboard.enabled {
+            true => app.merge(mekong_dashboard::router(&config.dashboard).context("in [dashboard]")?),
+            false => app,
+        };
         let (http_stop, stopped) = watch::channel(false);
         let https = match (&tls, config.tls.api) {
             // axum serves HTTP/1.1 only.
@@ -182,6 +189,7 @@ impl Platform {
             tls,
             tls_watch,
             store,
+            directory,
             ingest,
             upkeep,
             http_stop,
@@ -192,6 +200,11 @@ impl Platform {
     /// The store it serves (a handle: cheap to clone).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// What the API says of each registered device (a handle: cheap to clone).
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 
     /// Reads the TLS certificate and key files again and serves them to new connections
