@@ -13,11 +13,11 @@
 //! with neither a gap nor a repeat ([`Feed::resume`]).
 
 use std::any::Any;
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// One metric's newly stored points of one pack.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +98,73 @@ pub enum Event {
     Alert(Arc<AlertChange>),
 }
 
+impl Event {
+    /// The device it is about.
+    pub fn device(&self) -> &str {
+        match self {
+            Event::Stored(pack) => &pack.device,
+            Event::Alert(change) => &change.device,
+        }
+    }
+}
+
+/// What [`Following::recv`] gives when there is no event to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowEnded {
+    /// The follower let too many events pile up and was cut off.
+    Lagged,
+    /// The feed is gone.
+    Closed,
+}
+
+/// A follower of some devices ([`Feed::follow_devices`]); it leaves the index when dropped.
+pub struct Following {
+    feed: Feed,
+    follower: u64,
+    devices: Vec<String>,
+    rx: mpsc::UnboundedReceiver<Arc<Item>>,
+    queued: Arc<AtomicUsize>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Following {
+    /// The next event about its devices.
+    pub async fn recv(&mut self) -> Result<Arc<Item>, FollowEnded> {
+        let item = self.rx.recv().await;
+        self.took(item)
+    }
+
+    /// The next event if there is one now; `Ok(None)` if not.
+    pub fn try_recv(&mut self) -> Result<Option<Arc<Item>>, FollowEnded> {
+        match self.rx.try_recv() {
+            Ok(item) => self.took(Some(item)).map(Some),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => self.took(None).map(Some),
+        }
+    }
+
+    fn took(&self, item: Option<Arc<Item>>) -> Result<Arc<Item>, FollowEnded> {
+        if self.lagged.load(Ordering::Relaxed) {
+            return Err(FollowEnded::Lagged);
+        }
+        let item = item.ok_or(FollowEnded::Closed)?;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        Ok(item)
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.feed.unfollow(self.follower, &self.devices);
+    }
+}
+
+impl std::fmt::Debug for Following {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Following").field("follower", &self.follower).field("devices", &self.devices).finish()
+    }
+}
+
 /// An event and its id.
 pub struct Item {
     /// Grows by one per event, from 1, in each run of the process.
@@ -164,6 +231,20 @@ struct Recent {
     next_id: u64,
     items: VecDeque<Arc<Item>>,
     tx: broadcast::Sender<Arc<Item>>,
+    /// Followers of given devices, by device: an event wakes only those of its device, so
+    /// that a hundred apps that each show one station cost what one does.
+    by_device: HashMap<String, Vec<Slot>>,
+    next_follower: u64,
+}
+
+/// One follower's place in the index of one of its devices.
+struct Slot {
+    follower: u64,
+    tx: mpsc::UnboundedSender<Arc<Item>>,
+    /// Events sent and not yet received: the bound, since the channel has none.
+    queued: Arc<AtomicUsize>,
+    /// Set when the follower was cut off for falling behind.
+    lagged: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -186,7 +267,13 @@ impl Feed {
             inner: Arc::new(Inner {
                 run_id,
                 window,
-                recent: Mutex::new(Recent { next_id: 1, items: VecDeque::with_capacity(window), tx }),
+                recent: Mutex::new(Recent {
+                    next_id: 1,
+                    items: VecDeque::with_capacity(window),
+                    tx,
+                    by_device: HashMap::new(),
+                    next_follower: 1,
+                }),
                 observer: RwLock::new(None),
                 dropped: AtomicU64::new(0),
                 closing: tokio::sync::watch::Sender::new(false),
@@ -246,6 +333,39 @@ impl Feed {
         Some((missed, recent.tx.subscribe()))
     }
 
+    /// Follows the events about `devices` (readings of their packs, changes of their
+    /// alerts), from now on, or after id `after` if given: then `None` if events after it
+    /// have left the window, as [`Feed::resume`]. A follower that lets `window` events pile
+    /// up is cut off: its [`Following::recv`] says `Lagged`.
+    pub fn follow_devices(&self, devices: &[String], after: Option<u64>) -> Option<(Vec<Arc<Item>>, Following)> {
+        let mut recent = self.lock();
+        let missed = match after {
+            None => Vec::new(),
+            Some(after) => {
+                let oldest = recent.items.front().map_or(recent.next_id, |i| i.id);
+                if after >= recent.next_id || after + 1 < oldest {
+                    return None;
+                }
+                let skip = (after + 1 - oldest) as usize;
+                recent.items.iter().skip(skip).filter(|i| devices.iter().any(|d| i.event.device() == d)).cloned().collect()
+            }
+        };
+        let follower = recent.next_follower;
+        recent.next_follower += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let lagged = Arc::new(AtomicBool::new(false));
+        let mut unique: Vec<&String> = devices.iter().collect();
+        unique.sort();
+        unique.dedup();
+        for device in &unique {
+            let slot = Slot { follower, tx: tx.clone(), queued: Arc::clone(&queued), lagged: Arc::clone(&lagged) };
+            recent.by_device.entry((*device).clone()).or_default().push(slot);
+        }
+        let devices = unique.into_iter().cloned().collect();
+        Some((missed, Following { feed: self.clone(), follower, devices, rx, queued, lagged }))
+    }
+
     /// Tells every follower that the process is stopping ([`Feed::closed`]).
     pub fn close(&self) {
         self.inner.closing.send_replace(true);
@@ -267,9 +387,12 @@ impl Feed {
     /// What the feed has done.
     pub fn stats(&self) -> FeedStats {
         let recent = self.lock();
+        let mut by_device: Vec<u64> = recent.by_device.values().flatten().map(|s| s.follower).collect();
+        by_device.sort_unstable();
+        by_device.dedup();
         FeedStats {
             events: recent.next_id - 1,
-            followers: recent.tx.receiver_count() as u64,
+            followers: (recent.tx.receiver_count() + by_device.len()) as u64,
             dropped: self.inner.dropped.load(Ordering::Relaxed),
         }
     }
@@ -293,9 +416,42 @@ impl Feed {
             recent.items.pop_front();
         }
         recent.items.push_back(Arc::clone(&item));
+        let window = self.inner.window;
+        let mut cut_off = Vec::new();
+        if let Some(slots) = recent.by_device.get_mut(item.event.device()) {
+            // A follower too far behind, or gone, leaves the index, under all its devices.
+            slots.retain(|slot| {
+                if slot.queued.load(Ordering::Relaxed) >= window {
+                    slot.lagged.store(true, Ordering::Relaxed);
+                    cut_off.push(slot.follower);
+                    return false;
+                }
+                slot.queued.fetch_add(1, Ordering::Relaxed);
+                slot.tx.send(Arc::clone(&item)).is_ok()
+            });
+        }
+        if !cut_off.is_empty() {
+            recent.by_device.retain(|_, slots| {
+                slots.retain(|s| !cut_off.contains(&s.follower));
+                !slots.is_empty()
+            });
+        }
         // No follower is not an error.
         let _ = recent.tx.send(item);
         id
+    }
+
+    /// Takes follower `follower` out of the index.
+    fn unfollow(&self, follower: u64, devices: &[String]) {
+        let mut recent = self.lock();
+        for device in devices {
+            if let Some(slots) = recent.by_device.get_mut(device) {
+                slots.retain(|s| s.follower != follower);
+                if slots.is_empty() {
+                    recent.by_device.remove(device);
+                }
+            }
+        }
     }
 }
 

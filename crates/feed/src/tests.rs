@@ -129,3 +129,36 @@ fn an_item_is_rendered_once_for_every_follower() {
     // Asked for as another type, it is not rendered again.
     assert_eq!(b.rendered(|_| 5u8), None);
 }
+
+#[tokio::test]
+async fn a_device_follower_gets_its_devices_events_only_and_resumes_without_gap() {
+    let feed = Feed::new(16);
+    feed.publish_stored(vec![stored("a", 1), stored("b", 1)]);
+    let devices = ["a".to_string(), "c".to_string(), "a".to_string()];
+    let (missed, mut following) = feed.follow_devices(&devices, Some(0)).unwrap();
+    assert_eq!(ids(&missed), [1]);
+    feed.publish_stored(vec![stored("b", 2), stored("c", 2), stored("a", 2)]);
+    assert_eq!(following.recv().await.unwrap().id, 4);
+    assert_eq!(following.try_recv().unwrap().map(|i| i.id), Some(5));
+    assert_eq!(following.try_recv().unwrap().map(|i| i.id), None);
+    assert_eq!(feed.stats().followers, 1);
+    drop(following);
+    assert_eq!(feed.stats().followers, 0);
+    // An id older than the window cannot be resumed.
+    for t in 0..20 {
+        feed.publish_stored(vec![stored("b", t)]);
+    }
+    assert!(feed.follow_devices(&devices, Some(1)).is_none());
+}
+
+#[tokio::test]
+async fn a_device_follower_that_falls_behind_is_cut_off_under_all_its_devices() {
+    let feed = Feed::new(16);
+    let (_, mut following) = feed.follow_devices(&["a".to_string(), "b".to_string()], None).unwrap();
+    for t in 0..17 {
+        feed.publish_stored(vec![stored("a", t)]);
+    }
+    assert_eq!(following.recv().await.unwrap_err(), FollowEnded::Lagged);
+    // It is out of the index under "b" as well.
+    assert_eq!(feed.stats().followers, 0);
+}

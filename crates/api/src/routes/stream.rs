@@ -20,7 +20,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::Frame;
-use mekong_feed::{AlertChange, Event, Feed, Item};
+use mekong_feed::{AlertChange, Event, Feed, FollowEnded, Following, Item};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
@@ -191,17 +191,29 @@ pub async fn stream(
     let filter = Filter::parse(&query)?;
     let feed = state.feed.clone();
     let mut head = format!("retry: {RETRY_MS}\n\n");
-    let (missed, rx) = match last_event_id(&headers) {
-        None => (Vec::new(), feed.subscribe()),
-        Some((run, id)) => match (run == feed.run_id()).then(|| feed.resume(id)).flatten() {
-            Some(resumed) => resumed,
-            None => {
-                head.push_str(
-                    "event: reset\ndata: {\"reason\":\"the events after Last-Event-ID are no longer held\"}\n\n",
-                );
-                (Vec::new(), feed.subscribe())
-            }
+    let after = last_event_id(&headers).map(|(run, id)| (run == feed.run_id()).then_some(id));
+    // A client that names devices follows them through the feed's index: it is woken for
+    // their events only. The others follow everything and filter.
+    let devices: Option<Vec<String>> = filter.devices.as_ref().map(|d| d.iter().cloned().collect());
+    let follow = |after: Option<u64>| match &devices {
+        Some(devices) => feed.follow_devices(devices, after).map(|(m, f)| (m, Source::Devices(f))),
+        None => match after {
+            Some(after) => feed.resume(after).map(|(m, rx)| (m, Source::All(rx))),
+            None => Some((Vec::new(), Source::All(feed.subscribe()))),
         },
+    };
+    let resumed = match after {
+        None => follow(None),
+        Some(Some(after)) => follow(Some(after)),
+        Some(None) => None,
+    };
+    let (missed, source) = match resumed {
+        Some(resumed) => resumed,
+        None => {
+            head.push_str("event: reset\ndata: {\"reason\":\"the events after Last-Event-ID are no longer held\"}\n\n");
+            // Cannot fail: without `after` there is nothing to have lost.
+            follow(None).unwrap_or_else(|| (Vec::new(), Source::All(feed.subscribe())))
+        }
     };
     let (tx, body) = mpsc::unbounded_channel();
     let queue = Queue { tx, bytes: Arc::new(AtomicUsize::new(0)) };
@@ -209,7 +221,7 @@ pub async fn stream(
     // Cannot fail: the receiver is right here.
     let _ = queue.tx.send(Bytes::from(head));
     let body = StreamBody { rx: body, bytes: Arc::clone(&queue.bytes) };
-    tokio::spawn(forward(state, filter, missed, rx, queue));
+    tokio::spawn(forward(state, filter, missed, source, queue));
     let mut response = Body::new(body).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -220,13 +232,7 @@ pub async fn stream(
 }
 
 /// Moves events from the feed to one client until it hangs up or falls behind.
-async fn forward(
-    state: AppState,
-    filter: Filter,
-    missed: Vec<Arc<Item>>,
-    mut rx: broadcast::Receiver<Arc<Item>>,
-    tx: Queue,
-) {
+async fn forward(state: AppState, filter: Filter, missed: Vec<Arc<Item>>, mut source: Source, tx: Queue) {
     let feed = state.feed.clone();
     let run = feed.run_id();
     for item in missed {
@@ -241,40 +247,81 @@ async fn forward(
         tokio::select! {
             // The server is stopping.
             () = &mut closed => return,
-            item = rx.recv() => match item {
-                Ok(item) => {
-                    if !send(&feed, &tx, encode(&state, &filter, run, &item)) {
-                        return;
-                    }
-                    // Whatever else is there already, without a wake-up per event.
-                    loop {
-                        match rx.try_recv() {
-                            Ok(item) => {
-                                if !send(&feed, &tx, encode(&state, &filter, run, &item)) {
-                                    return;
-                                }
-                            }
-                            Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                                feed.record_dropped();
+            item = source.recv() => {
+                let mut next = item;
+                // Whatever else is there already goes too, without a wake-up per event.
+                loop {
+                    match next {
+                        Ok(Some(item)) => {
+                            if !send(&feed, &tx, encode(&state, &filter, run, &item)) {
                                 return;
                             }
-                            Err(broadcast::error::TryRecvError::Closed) => return,
-                            Err(broadcast::error::TryRecvError::Empty) => break,
                         }
+                        Ok(None) => break,
+                        Err(Ended::Lagged) => {
+                            feed.record_dropped();
+                            return;
+                        }
+                        Err(Ended::Closed) => return,
                     }
+                    next = source.try_recv();
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    feed.record_dropped();
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
+            }
             _ = keep_alive.tick() => {
                 if !send(&feed, &tx, Some(Bytes::from_static(b":\n\n"))) {
                     return;
                 }
             }
             () = tx.closed() => return,
+        }
+    }
+}
+
+/// Where a client's events come from.
+enum Source {
+    /// Everything, filtered by the client's task.
+    All(broadcast::Receiver<Arc<Item>>),
+    /// The events of the client's devices only.
+    Devices(Following),
+}
+
+/// Why a source gives no more events.
+enum Ended {
+    Lagged,
+    Closed,
+}
+
+impl Source {
+    async fn recv(&mut self) -> Result<Option<Arc<Item>>, Ended> {
+        match self {
+            Source::All(rx) => match rx.recv().await {
+                Ok(item) => Ok(Some(item)),
+                Err(broadcast::error::RecvError::Lagged(_)) => Err(Ended::Lagged),
+                Err(broadcast::error::RecvError::Closed) => Err(Ended::Closed),
+            },
+            Source::Devices(f) => f.recv().await.map(Some).map_err(Ended::from),
+        }
+    }
+
+    /// The next event if there is one now.
+    fn try_recv(&mut self) -> Result<Option<Arc<Item>>, Ended> {
+        match self {
+            Source::All(rx) => match rx.try_recv() {
+                Ok(item) => Ok(Some(item)),
+                Err(broadcast::error::TryRecvError::Empty) => Ok(None),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => Err(Ended::Lagged),
+                Err(broadcast::error::TryRecvError::Closed) => Err(Ended::Closed),
+            },
+            Source::Devices(f) => f.try_recv().map_err(Ended::from),
+        }
+    }
+}
+
+impl From<FollowEnded> for Ended {
+    fn from(e: FollowEnded) -> Ended {
+        match e {
+            FollowEnded::Lagged => Ended::Lagged,
+            FollowEnded::Closed => Ended::Closed,
         }
     }
 }
