@@ -335,9 +335,11 @@ pub(crate) mod compact;
 mod maintenance;
 mod meta;
 mod read;
+mod records;
 mod write;
 pub use compact::{compact, compact_with_progress, CompactReport};
 pub use maintenance::{ExpireReport, FoldReport, RetentionPolicy, RetentionRule};
+pub use records::Record;
 
 #[cfg(test)]
 mod tests;
