@@ -248,6 +248,14 @@ impl Engine {
             .map(|((rule, device), t)| (rule.as_str(), device.as_str(), &t.saved))
     }
 
+    /// Every (rule, device) that has evaluated a reading or changed, for saving at a stop.
+    pub fn progress(&self) -> impl Iterator<Item = (&str, &str, &Saved)> {
+        self.tracks
+            .iter()
+            .filter(|(_, t)| t.saved.since_ms != i64::MIN || t.saved.reached_ms != i64::MIN)
+            .map(|((rule, device), t)| (rule.as_str(), device.as_str(), &t.saved))
+    }
+
     /// The state of (rule, device).
     pub fn state(&self, rule: &str, device: &str) -> Option<&Saved> {
         self.tracks.get(&(rule.to_owned(), device.to_owned())).map(|t| &t.saved)
@@ -314,4 +322,4 @@ fn step(rule: &Rule, track: &mut Track, t: i64, v: f64) -> Option<bool> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -10,10 +10,21 @@
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod records;
 pub mod rule;
+mod service;
+pub mod webhook;
 
 pub use engine::{Change, Engine, Saved};
+pub use records::Notice;
 pub use rule::{Rule, RuleSpec, Severity};
+pub use service::{Alerts, AlertsOptions, HistoryQuery, Live, RuleSource, WebhookStatus};
+pub use webhook::{Delivery, Secret, WebhookOptions};
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// What can go wrong in the alert engine.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +37,15 @@ pub enum AlertsError {
         /// What is wrong.
         why: String,
     },
+    /// A webhook cannot be used.
+    #[error("alert webhook {0}")]
+    Webhook(String),
+    /// A rule of the config file cannot be changed through the API.
+    #[error("alert rule {0:?} comes from the config file: change it there")]
+    ReadOnly(String),
+    /// A thread could not be started.
+    #[error("cannot start the alert clock: {0}")]
+    Thread(#[from] std::io::Error),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] mekong_store::StoreError),
