@@ -116,6 +116,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Alert rules and where their changes go.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// `[registry]`
@@ -276,6 +278,7 @@ impl Config {
         b.validate().context("in [broker]")?;
         self.ingest.validate().context("in [ingest]")?;
         self.tls.validate()?;
+        self.alerts.validate()?;
         if self.ingest.max_payload_bytes >= b.max_packet_bytes {
             bail!(
                 "ingest.max_payload_bytes ({}) must be below broker.max_packet_bytes ({}), so that an oversized payload \

@@ -44,6 +44,7 @@ pub struct Platform {
     tls_watch: Option<JoinHandle<()>>,
     store: Store,
     ingest: Ingest,
+    alerts: mekong_alerts::Alerts,
     upkeep: Option<Upkeep>,
     http_stop: watch::Sender<bool>,
     http: Vec<JoinHandle<std::io::Result<()>>>,
@@ -90,6 +91,13 @@ impl Platform {
             tokio::task::spawn_blocking(move || Ingest::start(&broker, policy, pipeline, store)).await??
         };
 
+        let alerts =
+            mekong_alerts::Alerts::start(store.clone(), config.alerts.options()?, &tokio::runtime::Handle::current())
+                .context("cannot start the alert engine")?;
+        if let Some(publisher) = ingest.publisher() {
+            alerts.add_live(Arc::new(crate::alerts::MqttAlerts(publisher)));
+        }
+
         let s = &config.storage;
         let upkeep = if s.maintenance_every_secs == 0 {
             None
@@ -134,6 +142,7 @@ impl Platform {
             health,
             directory: directory.clone(),
             registrar: Some(Arc::new(FileRegistrar::new(config.registry.path.clone(), directory, ingest.registry()))),
+            alerts: Some(alerts.clone()),
         };
         let app = mekong_api::router(state);
         let (http_stop, stopped) = watch::channel(false);
@@ -173,6 +182,7 @@ impl Platform {
             tls_watch,
             store,
             ingest,
+            alerts,
             upkeep,
             http_stop,
             http,
@@ -206,6 +216,9 @@ impl Platform {
         }
         let ingest = self.ingest;
         tokio::task::spawn_blocking(move || ingest.shutdown()).await?;
+        // After ingest: no reading comes any more; how far each rule has evaluated is saved.
+        let alerts = self.alerts;
+        tokio::task::spawn_blocking(move || alerts.stop()).await?;
         if let Some(upkeep) = self.upkeep {
             tokio::task::spawn_blocking(move || upkeep.stop()).await?;
         }
