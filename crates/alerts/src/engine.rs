@@ -134,6 +134,36 @@ impl Engine {
         self.tracks.insert((rule.to_owned(), device.to_owned()), track);
     }
 
+    /// The rate windows to refill after [`Engine::restore`]: (rule, device, metric, from,
+    /// to) for each rate rule's (rule, device) that had evaluated readings, the span of its
+    /// window before the restart (`from <= t < to`).
+    pub fn windows_to_refill(&self) -> Vec<(String, String, String, i64, i64)> {
+        let mut out = Vec::new();
+        for ((rule, device), track) in &self.tracks {
+            let Some(r) = self.rules.iter().find(|r| &r.id == rule) else { continue };
+            if let (Condition::Rate { within_ms, .. }, true) = (&r.condition, track.saved.reached_ms != i64::MIN) {
+                let to = track.saved.reached_ms.saturating_add(1);
+                out.push((
+                    rule.clone(),
+                    device.clone(),
+                    track.saved.metric.clone(),
+                    to.saturating_sub(*within_ms + 1),
+                    to,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Puts back the readings of a rate rule's window ([`Engine::windows_to_refill`]), read
+    /// from the store, so that a rise under way before a restart is still measured whole.
+    pub fn refill(&mut self, rule: &str, device: &str, points: &[(i64, f64)]) {
+        if let Some(track) = self.tracks.get_mut(&(rule.to_owned(), device.to_owned())) {
+            let reached = track.saved.reached_ms;
+            track.window = points.iter().copied().filter(|&(t, v)| t <= reached && v.is_finite()).collect();
+        }
+    }
+
     /// Notes that `device` (of `kind`) last reported at `at_ms` (wall clock), as the store
     /// remembers it at start, so that a device that never reports again is found stale.
     pub fn seen(&mut self, device: &str, kind: &str, at_ms: i64) {

@@ -169,6 +169,12 @@ impl Alerts {
                 _ => {}
             }
         }
+        for (rule, device, metric, from, to) in engine.windows_to_refill() {
+            if let Ok(Some(points)) = store.points(&device, &metric, from, to, 100_000) {
+                let points: Vec<(i64, f64)> = points.iter().map(|p| (p.time_ms, p.value)).collect();
+                engine.refill(&rule, &device, &points);
+            }
+        }
         for device in store.devices(None) {
             engine.seen(&device.id, &device.kind, device.last_seen_ms);
         }
@@ -244,6 +250,23 @@ impl Alerts {
     ) {
         let mut core = self.core();
         let changes = core.engine.observe(device, kind, series, now_ms());
+        if !changes.is_empty() {
+            self.commit(&mut core, changes);
+        }
+    }
+
+    /// [`Alerts::observe`] for every pack of a flushed round, with one store write for all
+    /// the changes they make.
+    pub fn observe_round<'a, S>(&self, packs: impl IntoIterator<Item = (&'a str, &'a str, S)>)
+    where
+        S: IntoIterator<Item = (&'a str, &'a [(i64, f64)])> + Clone,
+    {
+        let mut core = self.core();
+        let now = now_ms();
+        let mut changes = Vec::new();
+        for (device, kind, series) in packs {
+            changes.extend(core.engine.observe(device, kind, series, now));
+        }
         if !changes.is_empty() {
             self.commit(&mut core, changes);
         }

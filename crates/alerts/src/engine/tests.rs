@@ -229,3 +229,48 @@ fn bad_rules_are_refused_with_a_reason() {
         assert!(err.contains(why), "{err} should say {why}");
     }
 }
+
+#[test]
+fn a_rate_rule_across_a_restart_with_its_window_refilled_fires_and_clears_as_without() {
+    let rule = || RuleSpec { rise: Some(20.0), within_s: Some(1800), ..spec("surge", "rate") }.check().unwrap();
+    let mut series: Vec<(i64, f64)> = (0..30).map(|m| (m, 200.0)).collect();
+    series.extend((30..60).map(|m| (m, 200.0 + (m - 29) as f64)));
+    series.extend((60..150).map(|m| (m, 230.0)));
+    for cut in [45, 55, 70] {
+        let mut before = Engine::new(vec![rule()]);
+        let mut changes = run(&mut before, &series[..cut]);
+        let mut after = Engine::new(vec![rule()]);
+        // What a stop saves, and the store's points of the window.
+        for (r, d, saved) in before.progress() {
+            after.restore(r, d, saved.clone());
+        }
+        for (r, d, _, from, to) in after.windows_to_refill() {
+            let points: Vec<(i64, f64)> =
+                series.iter().map(|&(m, v)| (m * MIN, v)).filter(|&(t, _)| t >= from && t < to).collect();
+            after.refill(&r, &d, &points);
+        }
+        // Late data from before the restart changes nothing.
+        changes.extend(run(&mut after, &[(10, 500.0)]));
+        changes.extend(run(&mut after, &series[cut..]));
+        assert_eq!(changes, vec![(50, true), (80, false)], "restart after minute {cut}");
+    }
+}
+
+#[test]
+fn a_stale_alert_across_a_restart_does_not_fire_again_and_clears_once() {
+    let rule = || RuleSpec { metric: None, period_s: Some(60), periods: Some(2.0), ..spec("quiet", "stale") };
+    let mut before = Engine::new(vec![rule().check().unwrap()]);
+    before.seen("hau-01", "water", 0);
+    assert_eq!(before.tick(3 * MIN).len(), 1);
+    let mut after = Engine::new(vec![rule().check().unwrap()]);
+    for (r, d, saved) in before.progress() {
+        after.restore(r, d, saved.clone());
+    }
+    // The store still says the device was last seen at 0.
+    after.seen("hau-01", "water", 0);
+    assert!(after.tick(10 * MIN).is_empty());
+    let pts = [(11 * MIN, 1.0)];
+    let cleared = after.observe("hau-01", "water", [("water_level", &pts[..])], 11 * MIN);
+    assert_eq!(cleared.iter().map(|c| (c.firing, c.at_ms)).collect::<Vec<_>>(), [(false, 11 * MIN)]);
+    assert!(after.tick(12 * MIN).is_empty());
+}
