@@ -16,4 +16,5 @@ mod retention;
 mod security;
 mod signed;
 mod simulate;
+mod stream;
 mod tls;

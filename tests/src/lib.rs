@@ -518,3 +518,72 @@ impl Drop for TestNet {
         let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEvent {
+    /// Its `event:` name.
+    pub name: String,
+    /// Its `data:`, as JSON.
+    pub data: Value,
+    /// Its `id:`, if it had one.
+    pub id: Option<String>,
+}
+
+/// A client of `GET /v1/stream`: reads the response body as it comes and cuts it into events.
+#[derive(Debug)]
+pub struct EventStream {
+    response: reqwest::Response,
+    buf: Vec<u8>,
+    /// The id of the last event read that had one, for `Last-Event-ID`.
+    pub last_id: Option<String>,
+}
+
+impl EventStream {
+    /// Opens `url`, resuming after `last_id` if given, and checks that the answer is a stream.
+    pub async fn open(http: &reqwest::Client, url: &str, last_id: Option<&str>) -> EventStream {
+        let mut request = http.get(url);
+        if let Some(id) = last_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = tokio::time::timeout(TIMEOUT, request.send()).await.expect("no answer").unwrap();
+        assert_eq!(response.status(), 200, "GET {url}");
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        EventStream { response, buf: Vec::new(), last_id: None }
+    }
+
+    /// The next event with data (comments and the `retry:` field are skipped).
+    pub async fn next(&mut self) -> StreamEvent {
+        tokio::time::timeout(TIMEOUT, self.read()).await.expect("no event").expect("the stream ended")
+    }
+
+    /// The next event, or `None` when the server ends the stream.
+    pub async fn read(&mut self) -> Option<StreamEvent> {
+        loop {
+            // Bytes, not text, until an event is whole: a chunk may end inside a character.
+            while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let bytes: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let block = String::from_utf8(bytes).expect("utf-8 stream");
+                let (mut name, mut data, mut id) = (String::from("message"), String::new(), None);
+                for line in block.lines() {
+                    match line.split_once(": ") {
+                        Some(("event", v)) => name = v.to_owned(),
+                        Some(("data", v)) => data.push_str(v),
+                        Some(("id", v)) => id = Some(v.to_owned()),
+                        _ => {}
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                if id.is_some() {
+                    self.last_id.clone_from(&id);
+                }
+                let data = serde_json::from_str(&data).unwrap_or_else(|e| panic!("event data {data:?}: {e}"));
+                return Some(StreamEvent { name, data, id });
+            }
+            let chunk = self.response.chunk().await.ok()??;
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+}

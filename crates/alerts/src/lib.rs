@@ -10,12 +10,14 @@
 #![warn(missing_docs)]
 
 pub mod engine;
+mod feed;
 pub mod records;
 pub mod rule;
 mod service;
 pub mod webhook;
 
 pub use engine::{Change, Engine, Saved};
+pub use feed::FeedAlerts;
 pub use records::Notice;
 pub use rule::{Rule, RuleSpec, Severity};
 pub use service::{Alerts, AlertsOptions, HistoryQuery, Live, RuleSource, WebhookStatus};

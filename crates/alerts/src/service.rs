@@ -230,13 +230,13 @@ impl Alerts {
         self.inner.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a live destination; it first hears the current state of every (rule, device)
-    /// (the MQTT broker keeps retained messages in memory only, so it needs them again after
-    /// a restart).
-    pub fn add_live(&self, live: Arc<dyn Live>) {
+    /// Adds a live destination. With `replay`, it first hears the last change of every
+    /// (rule, device) (the MQTT broker keeps retained messages in memory only, so it needs
+    /// them again after a restart); without, only changes from now on (the feed).
+    pub fn add_live(&self, live: Arc<dyn Live>, replay: bool) {
         let core = self.core();
-        for notice in current(&core) {
-            live.change(&notice);
+        for notice in current(&core).iter().filter(|_| replay) {
+            live.change(notice);
         }
         self.inner.live.write().unwrap_or_else(|e| e.into_inner()).push(live);
     }

@@ -215,6 +215,7 @@ fn main() -> Result<()> {
         directory: Default::default(),
         registrar: None,
         alerts: None,
+        feed: mekong_api::Feed::new(16),
     });
     let server = runtime.spawn(async move { axum::serve(listener, app).await });
 

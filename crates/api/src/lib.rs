@@ -27,6 +27,7 @@ use axum::extract::FromRef;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::from_fn_with_state;
 use axum::Router;
+pub use mekong_feed::Feed;
 use mekong_stats::Stats;
 use mekong_store::Store;
 use tower_http::compression::CompressionLayer;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub registrar: Option<Arc<dyn directory::Registrar>>,
     /// The alert engine (`/v1/alerts*`); without one those answer 404.
     pub alerts: Option<mekong_alerts::Alerts>,
+    /// Readings once durable, and alert changes: `/v1/stream`.
+    pub feed: Feed,
 }
 
 /// What the handlers reach: the caller's [`AppState`], and the bound on blocking queries,
@@ -136,7 +139,8 @@ fn described(access: &Arc<Access>) -> OpenApiRouter<Shared> {
         .routes(routes!(routes::aggregate::many))
         .routes(routes!(routes::latest::latest))
         .routes(routes!(routes::alerts::active))
-        .routes(routes!(routes::alerts::history));
+        .routes(routes!(routes::alerts::history))
+        .routes(routes!(routes::stream::stream));
     let read = openapi::scoped(read, Scope::Read).route_layer(scoped(Scope::Read));
     let admin = OpenApiRouter::new()
         .routes(routes!(routes::rejections::list))

@@ -15,6 +15,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mekong_feed::{Feed, Stored};
 use mekong_schema::downlink::{self, Downlink};
 use mekong_stats::Stats;
 use mekong_store::{Generation, Store};
@@ -23,7 +24,14 @@ use rumqttd::local::LinkTx;
 use crate::pipeline::{Handled, Outcome};
 
 /// Runs until the ingest thread hangs up, then flushes and acknowledges what is left.
-pub(crate) fn run(groups: Receiver<Handled>, mut tx: LinkTx, store: Store, stats: Arc<Stats>, acknowledge: bool) {
+pub(crate) fn run(
+    groups: Receiver<Handled>,
+    mut tx: LinkTx,
+    store: Store,
+    stats: Arc<Stats>,
+    feed: Feed,
+    acknowledge: bool,
+) {
     let mut pending: Vec<Handled> = Vec::new();
     let mut buf = [0u8; 64];
     loop {
@@ -38,7 +46,7 @@ pub(crate) fn run(groups: Receiver<Handled>, mut tx: LinkTx, store: Store, stats
         // Everything that arrived while the last flush ran joins this one.
         pending.extend(groups.try_iter());
         if !pending.is_empty() {
-            commit(&mut pending, &mut tx, &store, &stats, acknowledge, &mut buf);
+            commit(&mut pending, &mut tx, &store, &stats, &feed, acknowledge, &mut buf);
         }
         if hung_up {
             return;
@@ -51,6 +59,7 @@ fn commit(
     tx: &mut LinkTx,
     store: &Store,
     stats: &Stats,
+    feed: &Feed,
     acknowledge: bool,
     buf: &mut [u8],
 ) {
@@ -74,7 +83,25 @@ fn commit(
         sent += 1;
     }
     stats.record_downlinks(sent);
+    // The devices hear first: the feed's followers (the stream, the alert engine) must not
+    // delay an acknowledgement.
+    if durable.is_some() {
+        feed.publish_stored(new_readings(pending, durable));
+    }
     pending.clear();
+}
+
+/// What the packs of `pending` that the flush of `durable` made durable added, in order.
+fn new_readings(pending: &mut [Handled], durable: Option<Generation>) -> Vec<Stored> {
+    pending
+        .iter_mut()
+        .filter(|group| group.generation == durable)
+        .flat_map(|group| group.outcomes.iter_mut())
+        .filter_map(|outcome| match outcome {
+            Outcome::Accepted(a) => a.new_readings.take(),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What one round sends, and what it counts.

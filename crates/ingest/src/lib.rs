@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use mekong_feed::Feed;
 use mekong_store::Store;
 
 pub use access::Policy;
@@ -52,6 +53,10 @@ pub(crate) fn now_ms() -> i64 {
 /// Groups stored but not yet flushed that may wait for the acknowledgement thread; beyond
 /// this the ingest thread waits, and the broker's log absorbs the difference.
 const PENDING_GROUPS: usize = 64;
+
+/// Events of the feed kept for a stream client that resumes (`Last-Event-ID`): at 5,000
+/// packs a second, a couple of seconds' worth; a client away longer starts afresh.
+const FEED_WINDOW: usize = 16_384;
 
 /// Why the ingest side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +87,7 @@ pub enum IngestError {
 #[derive(Debug)]
 pub struct Ingest {
     stats: Arc<Stats>,
+    feed: Feed,
     registry: SharedRegistry,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -124,6 +130,7 @@ impl Ingest {
         store: Store,
     ) -> Result<Ingest, IngestError> {
         let stats = Arc::new(Stats::new(pipeline.rejection_log_capacity));
+        let feed = Feed::new(FEED_WINDOW);
         let guard = policy.map(|policy| Guard::new(policy, Arc::clone(&stats)));
         let (tx, rx, publisher) = broker::start_links(broker, guard.as_ref(), true)?;
         let publisher =
@@ -132,10 +139,10 @@ impl Ingest {
         let acknowledge = pipeline.acknowledge;
         let (groups_tx, groups_rx) = std::sync::mpsc::sync_channel(PENDING_GROUPS);
         let acker = {
-            let (store, stats) = (store.clone(), Arc::clone(&stats));
+            let (store, stats, feed) = (store.clone(), Arc::clone(&stats), feed.clone());
             std::thread::Builder::new()
                 .name("mekong-ack".into())
-                .spawn(move || ack::run(groups_rx, tx, store, stats, acknowledge))?
+                .spawn(move || ack::run(groups_rx, tx, store, stats, feed, acknowledge))?
         };
         let mut pipeline = Pipeline::new(pipeline, store, Arc::clone(&stats));
         let registry = pipeline.registry_handle();
@@ -145,7 +152,7 @@ impl Ingest {
                 .name("mekong-ingest".into())
                 .spawn(move || worker::run(rx, &mut pipeline, &stop, &groups_tx))?
         };
-        let ingest = Ingest { stats, registry, stop, threads: vec![worker, acker], publisher };
+        let ingest = Ingest { stats, feed, registry, stop, threads: vec![worker, acker], publisher };
         broker::wait_listening(broker)?;
         Ok(ingest)
     }
@@ -163,6 +170,11 @@ impl Ingest {
     /// Counters and the rejection log, shared with the query API.
     pub fn stats(&self) -> Arc<Stats> {
         Arc::clone(&self.stats)
+    }
+
+    /// The readings once durable, for the alert engine and the API's stream.
+    pub fn feed(&self) -> Feed {
+        self.feed.clone()
     }
 
     /// Stops the ingest thread after what the link holds, then the acknowledgement thread

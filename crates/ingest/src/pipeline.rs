@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mekong_feed::{Series, Stored};
 use mekong_schema::cose::{self, FINGERPRINT_LEN};
 use mekong_schema::limits::MAX_NAME_LEN;
 use mekong_schema::senml::{self, DecodeOptions};
@@ -94,7 +95,7 @@ impl PipelineOptions {
 }
 
 /// A pack that was stored (not yet flushed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Accepted {
     /// The device that sent it.
     pub device: String,
@@ -104,6 +105,9 @@ pub struct Accepted {
     pub up_to_ms: i64,
     /// The envelope's sequence number, for a signed pack.
     pub seq: Option<u64>,
+    /// The readings it added (not those already stored), for the feed once they are
+    /// durable; `None` if it added none.
+    pub new_readings: Option<Stored>,
 }
 
 /// A publish that was refused.
@@ -134,7 +138,7 @@ impl Rejection {
 type KeyedSeq = (u64, [u8; FINGERPRINT_LEN]);
 
 /// What became of one publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Stored; durable once a flush of the group's generation returns.
     Accepted(Accepted),
@@ -316,22 +320,28 @@ impl Pipeline {
                 return (None, outcomes);
             }
         };
-        let mut results = written.packs.into_iter();
+        let mut results = written.packs.into_iter().enumerate();
+        let mut duplicates = written.duplicates.iter().peekable();
         let outcomes = prepared
             .iter()
             .map(|p| match p {
                 Err(r) => Outcome::Refused(r.clone()),
                 Ok(ready) => match results.next() {
-                    Some(Ok(summary)) => {
+                    Some((index, Ok(summary))) => {
+                        let mut repeated = Vec::new();
+                        while let Some(&(_, point)) = duplicates.next_if(|(pack, _)| *pack == index) {
+                            repeated.push(point);
+                        }
                         let seq = ready.seq.map(|(seq, _)| seq);
                         Outcome::Accepted(Accepted {
                             device: ready.device.clone(),
                             summary,
                             up_to_ms: ready.up_to_ms,
                             seq,
+                            new_readings: new_readings(ready, &repeated),
                         })
                     }
-                    Some(Err(e @ PackRefused::UnitMismatch { .. })) => Outcome::Refused(
+                    Some((_, Err(e @ PackRefused::UnitMismatch { .. }))) => Outcome::Refused(
                         Rejection::new(Some(&ready.device), Reason::UnitMismatch, e.to_string()).with_seq(ready.seq()),
                     ),
                     // The store answers every pack it was given; should it not, the pack is
@@ -477,6 +487,31 @@ impl Pipeline {
         let (last, under) = seqs.get(device).copied().or_else(|| self.store.device_seq_with_id(device))?;
         (under == fingerprint).then_some(last)
     }
+}
+
+/// The readings of `ready` but those at the indexes `repeated` (ascending), by metric in the
+/// order of first appearance; `None` if none is left.
+fn new_readings(ready: &Ready, repeated: &[usize]) -> Option<Stored> {
+    if repeated.len() >= ready.readings.len() {
+        return None;
+    }
+    let mut series: Vec<Series> = Vec::new();
+    let mut repeated = repeated.iter().peekable();
+    for (at, r) in ready.readings.iter().enumerate() {
+        if repeated.next_if(|&&i| i == at).is_some() {
+            continue;
+        }
+        // A pack names few metrics: a scan beats a map.
+        match series.iter_mut().find(|s| s.metric == r.metric) {
+            Some(s) => s.points.push((r.time_ms, r.value)),
+            None => series.push(Series {
+                metric: r.metric.clone(),
+                unit: r.unit.clone(),
+                points: vec![(r.time_ms, r.value)],
+            }),
+        }
+    }
+    Some(Stored { device: ready.device.clone(), kind: ready.kind.as_str().to_owned(), series })
 }
 
 #[cfg(test)]

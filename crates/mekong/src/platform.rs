@@ -25,6 +25,10 @@ use crate::registrar::FileRegistrar;
 use crate::tls::Tls;
 use crate::upkeep::{Upkeep, UpkeepOptions};
 
+/// How long a shutdown waits for HTTP clients to finish what they asked (a CSV export, a
+/// client that stopped reading) before it goes on without them.
+const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running platform.
 #[derive(Debug)]
 pub struct Platform {
@@ -95,8 +99,10 @@ impl Platform {
             mekong_alerts::Alerts::start(store.clone(), config.alerts.options()?, &tokio::runtime::Handle::current())
                 .context("cannot start the alert engine")?;
         if let Some(publisher) = ingest.publisher() {
-            alerts.add_live(Arc::new(crate::alerts::MqttAlerts(publisher)));
+            alerts.add_live(Arc::new(crate::alerts::MqttAlerts(publisher)), true);
         }
+        ingest.feed().set_observer(Arc::new(alerts.clone()));
+        alerts.add_live(Arc::new(mekong_alerts::FeedAlerts(ingest.feed())), false);
 
         let s = &config.storage;
         let upkeep = if s.maintenance_every_secs == 0 {
@@ -143,6 +149,7 @@ impl Platform {
             directory: directory.clone(),
             registrar: Some(Arc::new(FileRegistrar::new(config.registry.path.clone(), directory, ingest.registry()))),
             alerts: Some(alerts.clone()),
+            feed: ingest.feed(),
         };
         let app = mekong_api::router(state);
         let (http_stop, stopped) = watch::channel(false);
@@ -207,11 +214,19 @@ impl Platform {
         if let Some(watch) = self.tls_watch {
             watch.abort();
         }
+        // Streams end first, so that their clients do not hold up the graceful shutdown;
+        // a client that still does not let go (it stopped reading) is cut off after a while.
+        self.ingest.feed().close();
         let _ = self.http_stop.send(true);
-        for server in self.http {
-            match server.await {
-                Ok(result) => result.context("http server failed")?,
-                Err(e) => tracing::error!(error = %e, "http server task failed"),
+        let deadline = tokio::time::Instant::now() + HTTP_DRAIN;
+        for mut server in self.http {
+            match tokio::time::timeout_at(deadline, &mut server).await {
+                Ok(Ok(result)) => result.context("http server failed")?,
+                Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
+                Err(_) => {
+                    server.abort();
+                    tracing::warn!(wait = ?HTTP_DRAIN, "http connections still open at shutdown are closed with the process");
+                }
             }
         }
         let ingest = self.ingest;

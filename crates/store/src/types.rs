@@ -223,6 +223,9 @@ pub struct Written {
     pub generation: Generation,
     /// One result per pack, in order.
     pub packs: Vec<Result<WriteSummary, PackRefused>>,
+    /// (pack, point) indexes of the points of written packs that were already stored (or
+    /// repeated within the group), in order: usually none.
+    pub duplicates: Vec<(usize, usize)>,
 }
 
 /// What [`Store::flush`] did.

@@ -56,7 +56,7 @@ async fn a_restart_keeps_the_active_alert_and_neither_loses_nor_repeats_a_change
         let store = Store::open(&path, &StoreOptions::default()).unwrap();
         let alerts = Alerts::start(store, options.clone(), &runtime).unwrap();
         let heard = Arc::new(Heard::default());
-        alerts.add_live(heard.clone());
+        alerts.add_live(heard.clone(), true);
         feed(&alerts, 0..10, 260.0);
         assert_eq!(heard.states(), vec![(1, "firing".to_owned())]);
         assert_eq!(alerts.active().len(), 1);
@@ -65,7 +65,7 @@ async fn a_restart_keeps_the_active_alert_and_neither_loses_nor_repeats_a_change
     let store = Store::open(&path, &StoreOptions::default()).unwrap();
     let alerts = Alerts::start(store, options, &runtime).unwrap();
     let heard = Arc::new(Heard::default());
-    alerts.add_live(heard.clone());
+    alerts.add_live(heard.clone(), true);
     // What a new MQTT broker is told at once: the firing, with its number.
     assert_eq!(heard.states(), vec![(1, "firing".to_owned())]);
     let active = alerts.active();
@@ -109,7 +109,7 @@ async fn rules_of_the_api_persist_and_config_rules_are_read_only() {
     assert_eq!(rules[1], (salt, RuleSource::Api));
     assert_eq!(alerts.active().len(), 1);
     let heard = Arc::new(Heard::default());
-    alerts.add_live(heard.clone());
+    alerts.add_live(heard.clone(), true);
     assert!(alerts.delete_rule("salt").unwrap());
     assert!(!alerts.delete_rule("salt").unwrap());
     // Its firing resolved on the way out.

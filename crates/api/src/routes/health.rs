@@ -121,6 +121,18 @@ pub struct Stats {
     flush_micros: u64,
     downlinks: u64,
     mqtt: MqttRefusals,
+    stream: StreamStats,
+}
+
+/// The live stream (`/v1/stream`), in `GET /v1/stats`.
+#[derive(Serialize, ToSchema)]
+pub struct StreamStats {
+    /// Events published since start (packs' readings and alert changes).
+    events: u64,
+    /// Clients following the stream now.
+    clients: u64,
+    /// Clients disconnected because they read too slowly.
+    dropped: u64,
 }
 
 /// What the broker refused, in `GET /v1/stats`.
@@ -169,6 +181,10 @@ pub async fn stats(State(state): State<AppState>) -> Json<Stats> {
                 })
                 .collect(),
         },
+        stream: {
+            let f = state.feed.stats();
+            StreamStats { events: f.events, clients: f.followers, dropped: f.dropped }
+        },
     })
 }
 
@@ -203,6 +219,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     counter("mekong_ingest_flushes_total", "Store flushes (group commits).", s.flushes);
     counter("mekong_ingest_flush_microseconds_total", "Time spent flushing the store.", s.flush_micros);
     counter("mekong_ingest_downlinks_total", "Acknowledgements and refusals sent to devices.", s.downlinks);
+    let f = state.feed.stats();
+    counter("mekong_stream_events_total", "Events published on the live stream.", f.events);
+    counter("mekong_stream_dropped_total", "Stream clients disconnected for reading too slowly.", f.dropped);
+    let _ = writeln!(
+        out,
+        "# HELP mekong_stream_clients Clients following the live stream.\n# TYPE mekong_stream_clients gauge\nmekong_stream_clients {}",
+        f.followers
+    );
     let _ = writeln!(
         out,
         "# HELP mekong_ingest_rejected_total Publishes refused, by reason.\n# TYPE mekong_ingest_rejected_total counter"

@@ -7,6 +7,7 @@ pub mod health;
 pub mod latest;
 pub mod rejections;
 pub mod series;
+pub mod stream;
 
 use mekong_schema::DeviceKind;
 

@@ -11,7 +11,9 @@ const NOW: i64 = 1_790_000_000_000;
 
 fn accepted(device: &str) -> Outcome {
     let summary = WriteSummary { stored: 3, duplicates: 1 };
-    Outcome::Accepted(Accepted { device: device.into(), summary, up_to_ms: NOW - 1_000, seq: Some(9) })
+    let series = vec![mekong_feed::Series { metric: "speed".into(), unit: None, points: vec![(NOW - 1_000, 3.0)] }];
+    let new_readings = Some(Stored { device: device.into(), kind: "traffic".into(), series });
+    Outcome::Accepted(Accepted { device: device.into(), summary, up_to_ms: NOW - 1_000, seq: Some(9), new_readings })
 }
 
 fn refused(device: &str, kind: Reason) -> Outcome {
@@ -57,4 +59,27 @@ fn without_a_flush_of_its_generation_only_refusals_about_the_pack_go_out() {
     // The write failed, or the store was opened afresh between the checks and the write.
     check(&[group(None)], Some(2), &["b"], (0, 0, 2));
     check(&[group(Some(1)), group(Some(2))], Some(2), &["b", "a", "b", "c"], (1, 3, 2));
+}
+
+#[test]
+fn only_the_readings_of_the_flushed_generation_go_on_the_feed() {
+    let mut pending = [group(Some(1)), group(Some(2)), group(None)];
+    let fed = new_readings(&mut pending, Some(Generation(2)));
+    assert_eq!(fed.len(), 1);
+    assert_eq!(pending[1].outcomes[0], accepted("a").without_readings());
+    // What was not made durable keeps its readings: nothing of it went out.
+    assert_eq!(pending[0].outcomes[0], accepted("a"));
+}
+
+trait WithoutReadings {
+    fn without_readings(self) -> Self;
+}
+
+impl WithoutReadings for Outcome {
+    fn without_readings(mut self) -> Outcome {
+        if let Outcome::Accepted(a) = &mut self {
+            a.new_readings = None;
+        }
+        self
+    }
 }

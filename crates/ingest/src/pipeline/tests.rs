@@ -188,6 +188,29 @@ fn resends_are_counted_as_duplicates() {
 }
 
 #[test]
+fn an_acceptance_carries_only_the_readings_it_added_by_metric() {
+    let mut f = fixture(PipelineOptions::default());
+    let first = pack(&[reading("water_level", 180.0, 0.0)], 1_789_999_000.0);
+    let fresh = f.pipeline.handle(b"mekong/v1/a/up", &first, NOW_MS).accepted().new_readings.unwrap();
+    assert_eq!((fresh.device.as_str(), fresh.kind.as_str(), fresh.points()), ("a", "water", 1));
+    // A pack that overlaps what is stored: the stored reading is left out, the rest grouped by
+    // metric in the order of first appearance.
+    let overlapping = pack(
+        &[reading("water_level", 180.0, 0.0), reading("salinity", 0.4, 0.0), reading("water_level", 181.0, 10.0)],
+        1_789_999_000.0,
+    );
+    let fresh = f.pipeline.handle(b"mekong/v1/a/up", &overlapping, NOW_MS).accepted().new_readings.unwrap();
+    let series: Vec<(&str, Vec<(i64, f64)>)> =
+        fresh.series.iter().map(|s| (s.metric.as_str(), s.points.clone())).collect();
+    assert_eq!(
+        series,
+        [("salinity", vec![(1_789_999_000_000, 0.4)]), ("water_level", vec![(1_789_999_010_000, 181.0)])]
+    );
+    // A whole resend adds nothing.
+    assert_eq!(f.pipeline.handle(b"mekong/v1/a/up", &overlapping, NOW_MS).accepted().new_readings, None);
+}
+
+#[test]
 fn a_group_is_stored_in_one_write_with_outcomes_in_order() {
     let mut f = fixture(PipelineOptions::default());
     let good = pack(&[reading("pm10", 30.0, 0.0)], 1_789_999_000.0);

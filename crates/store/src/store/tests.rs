@@ -130,15 +130,17 @@ fn a_group_of_packs_is_written_at_once_and_a_bad_pack_is_left_out_alone() {
     let wrong_unit = [NewPoint { metric: "water_level", unit: Some("m"), time_ms: T0 + 20_000, value: 1.5 }];
     let other = [p("salinity", T0, 0.3)];
     let repeat = [p("water_level", T0 + 10_000, 152.0), p("salinity", T0, 0.4)];
-    let results = store
+    let written = store
         .write_packs(&[
             PackWrite { device: "a", kind: "water", seen_ms: T0 + 1, points: &late_and_new, seq: None },
             PackWrite { device: "a", kind: "water", seen_ms: T0 + 2, points: &wrong_unit, seq: None },
             PackWrite { device: "b", kind: "water", seen_ms: T0 + 3, points: &other, seq: None },
             PackWrite { device: "b", kind: "water", seen_ms: T0 + 4, points: &repeat, seq: None },
         ])
-        .unwrap()
-        .packs;
+        .unwrap();
+    // Which points were not new, by (pack, point): the feed of new readings leaves them out.
+    assert_eq!(written.duplicates, [(0, 1), (3, 1)]);
+    let results = written.packs;
     assert_eq!(results[0].as_ref().unwrap(), &WriteSummary { stored: 2, duplicates: 1 });
     assert!(matches!(results[1], Err(PackRefused::UnitMismatch { .. })));
     assert_eq!(results[2].as_ref().unwrap(), &WriteSummary { stored: 1, duplicates: 0 });

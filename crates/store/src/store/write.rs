@@ -63,9 +63,12 @@ impl Store {
         let opened = self.writable(&mut state)?;
         let mut group = Staged::default();
         let mut results = Vec::with_capacity(packs.len());
-        for pack in packs {
-            let result = self.stage(&opened, &state, &mut group, pack)?;
+        let mut duplicates = Vec::new();
+        for (index, pack) in packs.iter().enumerate() {
+            let before = duplicates.len();
+            let result = self.stage(&opened, &state, &mut group, pack, (index, &mut duplicates))?;
             if let Err(refused) = &result {
+                duplicates.truncate(before);
                 let refusal = RefusalWrite { device: pack.device, reason: refused.label(), time_ms: pack.seen_ms };
                 tally_refusal(&state, &mut group, &refusal);
             }
@@ -108,7 +111,7 @@ impl Store {
         for (device, seq) in group.seqs {
             state.seqs.insert(device.to_owned(), seq);
         }
-        Ok(Written { generation: opened.generation, packs: results })
+        Ok(Written { generation: opened.generation, packs: results, duplicates })
     }
 
     /// Adds one pack to `group`, or leaves the group as it was and returns the pack's error.
@@ -118,6 +121,7 @@ impl Store {
         state: &State,
         group: &mut Staged<'p>,
         pack: &PackWrite<'p>,
+        (index, duplicates): (usize, &mut Vec<(usize, usize)>),
     ) -> Result<Result<WriteSummary, PackRefused>, StoreError> {
         let mut summary = WriteSummary::default();
         let mut series: BTreeMap<&'p str, SeriesMeta> = BTreeMap::new();
@@ -125,7 +129,7 @@ impl Store {
         let mut here: HashSet<(u32, i64)> = HashSet::new();
         let mut next_id = group.next_series_id.unwrap_or(state.next_series_id);
 
-        for p in pack.points {
+        for (at, p) in pack.points.iter().enumerate() {
             let meta = match series.entry(p.metric) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {
@@ -173,6 +177,7 @@ impl Store {
                 || (may_exist && stored_times(opened, &mut group.on_disk, id, p.time_ms)?.contains(&p.time_ms))
             {
                 summary.duplicates += 1;
+                duplicates.push((index, at));
                 continue;
             }
             points.push((id, p.time_ms, p.value));

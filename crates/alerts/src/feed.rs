@@ -1,0 +1,37 @@
+//! The engine and the live feed: [`Alerts`] is the feed's observer (each flushed round's
+//! packs, on the acknowledgement thread), and [`FeedAlerts`] puts every change on the feed
+//! (the API's `/v1/stream`).
+
+use std::sync::Arc;
+
+use mekong_feed::{AlertChange, AlertState, Feed, Observer, Stored};
+
+use crate::{Alerts, Live, Notice};
+
+impl Observer for Alerts {
+    fn stored(&self, packs: &[Arc<Stored>]) {
+        self.observe_round(packs.iter().map(|pack| {
+            let series = pack.series.iter().map(|s| (s.metric.as_str(), s.points.as_slice()));
+            (pack.device.as_str(), pack.kind.as_str(), series)
+        }));
+    }
+}
+
+/// Every change, on the feed, as an [`mekong_feed::Event::Alert`].
+#[derive(Debug)]
+pub struct FeedAlerts(pub Feed);
+
+impl Live for FeedAlerts {
+    fn change(&self, notice: &Notice) {
+        self.0.publish_alert(AlertChange {
+            rule: notice.rule.clone(),
+            device: notice.device.clone(),
+            metric: notice.metric.clone(),
+            state: if notice.firing() { AlertState::Firing } else { AlertState::Resolved },
+            at_ms: notice.at_ms,
+            value: notice.value,
+            severity: notice.severity.clone(),
+            message: notice.message.clone(),
+        });
+    }
+}

@@ -1,0 +1,113 @@
+//! The feed's ids, window and resumption, and the observer's place after the stream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Mutex;
+
+use super::*;
+
+fn stored(device: &str, t: i64) -> Stored {
+    Stored {
+        device: device.into(),
+        kind: "water".into(),
+        series: vec![Series { metric: "water_level".into(), unit: Some("cm".into()), points: vec![(t, 1.0)] }],
+    }
+}
+
+fn ids(items: &[Arc<Item>]) -> Vec<u64> {
+    items.iter().map(|i| i.id).collect()
+}
+
+#[test]
+fn ids_grow_by_one_and_a_follower_sees_every_event_in_order() {
+    let feed = Feed::new(16);
+    let mut rx = feed.subscribe();
+    feed.publish_stored(vec![stored("a", 1), stored("b", 2)]);
+    let alert = AlertChange {
+        rule: "r".into(),
+        device: "a".into(),
+        metric: "water_level".into(),
+        state: AlertState::Firing,
+        at_ms: 1,
+        value: Some(1.0),
+        severity: "warning".into(),
+        message: "high".into(),
+    };
+    assert_eq!(feed.publish_alert(alert), 3);
+    let got: Vec<u64> = (0..3).map(|_| rx.try_recv().unwrap().id).collect();
+    assert_eq!(got, [1, 2, 3]);
+    assert!(matches!(&rx.try_recv(), Err(broadcast::error::TryRecvError::Empty)));
+    assert_eq!(feed.stats(), FeedStats { events: 3, followers: 1, dropped: 0 });
+}
+
+#[test]
+fn resume_joins_the_window_and_the_channel_with_no_gap_and_no_repeat() {
+    let feed = Feed::new(16);
+    for t in 0..10 {
+        feed.publish_stored(vec![stored("a", t)]);
+    }
+    let (missed, mut rx) = feed.resume(6).unwrap();
+    assert_eq!(ids(&missed), [7, 8, 9, 10]);
+    feed.publish_stored(vec![stored("a", 10)]);
+    assert_eq!(rx.try_recv().unwrap().id, 11);
+    // Resuming at the newest id misses nothing and repeats nothing.
+    let (missed, _) = feed.resume(11).unwrap();
+    assert!(missed.is_empty());
+    // An id this run never gave is not resumable.
+    assert!(feed.resume(12).is_none());
+}
+
+#[test]
+fn an_id_older_than_the_window_cannot_be_resumed() {
+    let feed = Feed::new(16);
+    for t in 0..40 {
+        feed.publish_stored(vec![stored("a", t)]);
+    }
+    // The window holds 25..=40: resuming after 24 misses nothing, after 23 would.
+    assert_eq!(ids(&feed.resume(24).unwrap().0).first(), Some(&25));
+    assert!(feed.resume(23).is_none());
+    assert!(feed.resume(0).is_none());
+}
+
+#[test]
+fn a_follower_that_falls_behind_is_told_so() {
+    let feed = Feed::new(16);
+    let mut rx = feed.subscribe();
+    for t in 0..20 {
+        feed.publish_stored(vec![stored("a", t)]);
+    }
+    assert!(matches!(rx.try_recv(), Err(broadcast::error::TryRecvError::Lagged(4))));
+}
+
+struct Recorder(Mutex<Vec<(String, usize)>>, Feed);
+
+impl Observer for Recorder {
+    fn stored(&self, packs: &[Arc<Stored>]) {
+        // The packs are on the stream before the observer sees them.
+        let events = self.1.stats().events as usize;
+        self.0.lock().unwrap().extend(packs.iter().map(|p| (p.device.clone(), events)));
+    }
+}
+
+#[test]
+fn the_observer_sees_every_pack_after_the_stream_does() {
+    let feed = Feed::new(16);
+    let recorder = Arc::new(Recorder(Mutex::new(Vec::new()), feed.clone()));
+    feed.set_observer(recorder.clone());
+    feed.publish_stored(vec![stored("a", 1), stored("b", 1)]);
+    feed.publish_stored(Vec::new());
+    feed.publish_stored(vec![stored("c", 2)]);
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(seen, [("a".to_string(), 2), ("b".to_string(), 2), ("c".to_string(), 3)]);
+}
+
+#[tokio::test]
+async fn close_ends_what_waits_for_it_even_if_it_started_waiting_late() {
+    let feed = Feed::new(16);
+    let early = tokio::spawn({
+        let feed = feed.clone();
+        async move { feed.closed().await }
+    });
+    feed.close();
+    early.await.unwrap();
+    feed.closed().await;
+}
