@@ -1,16 +1,21 @@
-//! The engine and the live feed: [`Alerts`] is the feed's observer (each flushed round's
+//! The engine and the live feed: [`Alerts::observer`] is the feed's observer (each flushed round's
 //! packs, on the acknowledgement thread), and [`FeedAlerts`] puts every change on the feed
 //! (the API's `/v1/stream`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use mekong_feed::{AlertChange, AlertState, Feed, Observer, Stored};
 
+use crate::service::Inner;
 use crate::{Alerts, Live, Notice};
 
-impl Observer for Alerts {
+/// The engine as the feed's observer ([`Alerts::observer`]), held weakly.
+pub(crate) struct Observing(pub(crate) Weak<Inner>);
+
+impl Observer for Observing {
     fn stored(&self, packs: &[Arc<Stored>]) {
-        self.observe_round(packs.iter().map(|pack| {
+        let Some(inner) = self.0.upgrade() else { return };
+        Alerts::from_inner(inner).observe_round(packs.iter().map(|pack| {
             let series = pack.series.iter().map(|s| (s.metric.as_str(), s.points.as_slice()));
             (pack.device.as_str(), pack.kind.as_str(), series)
         }));

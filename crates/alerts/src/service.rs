@@ -88,7 +88,7 @@ struct Core {
     api_rules: BTreeMap<String, RuleSpec>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     store: Store,
     core: Mutex<Core>,
     config_rules: Vec<RuleSpec>,
@@ -104,6 +104,15 @@ struct Inner {
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Alerts").field("webhooks", &self.webhooks.len()).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The webhooks' senders hold the store; they end with the engine.
+        for task in self.tasks.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
     }
 }
 
@@ -211,17 +220,32 @@ impl Alerts {
             }
         }
         let clock = {
-            let alerts = alerts.clone();
+            // Weak: the thread ends by itself once the engine is dropped (a platform that
+            // failed to start after it), as well as at `stop`.
+            let weak = Arc::downgrade(&alerts.inner);
             let every = options.tick;
-            std::thread::Builder::new().name("mekong-alerts".into()).spawn(move || {
-                while !alerts.inner.stop.load(Ordering::Relaxed) {
-                    std::thread::park_timeout(every);
-                    alerts.tick(now_ms());
+            std::thread::Builder::new().name("mekong-alerts".into()).spawn(move || loop {
+                std::thread::park_timeout(every);
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.stop.load(Ordering::Relaxed) {
+                    return;
                 }
+                Alerts { inner }.tick(now_ms());
             })?
         };
         alerts.inner.threads.lock().unwrap_or_else(|e| e.into_inner()).push(clock);
         Ok(alerts)
+    }
+
+    /// The engine as the feed's observer: it holds the engine weakly, so that the engine may
+    /// hold the feed (as a destination) without a cycle that would keep both, and the store,
+    /// alive.
+    pub fn observer(&self) -> Arc<dyn mekong_feed::Observer> {
+        Arc::new(crate::feed::Observing(Arc::downgrade(&self.inner)))
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Alerts {
+        Alerts { inner }
     }
 
     fn core(&self) -> MutexGuard<'_, Core> {
@@ -470,6 +494,10 @@ impl Alerts {
         for task in self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             task.abort();
         }
+        // The feed holds the engine as its observer, and the engine the feed as a
+        // destination: letting go of the destinations ends that cycle, so that the store
+        // (and its directory's lock) is released once the platform lets go too.
+        self.inner.live.write().unwrap_or_else(|e| e.into_inner()).clear();
         let core = self.core();
         let states: Vec<(Vec<u8>, Vec<u8>)> = core
             .engine

@@ -101,7 +101,7 @@ impl Platform {
         if let Some(publisher) = ingest.publisher() {
             alerts.add_live(Arc::new(crate::alerts::MqttAlerts(publisher)), true);
         }
-        ingest.feed().set_observer(Arc::new(alerts.clone()));
+        ingest.feed().set_observer(alerts.observer());
         alerts.add_live(Arc::new(mekong_alerts::FeedAlerts(ingest.feed())), false);
 
         let s = &config.storage;
