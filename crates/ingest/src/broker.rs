@@ -230,8 +230,9 @@ impl BrokerOptions {
         // resends, which is harmless.
         let uplinks = SegmentConfig { max_segment_size: self.segment_bytes, max_segment_count: self.segment_count };
         let router = RouterConfig {
-            // The ingest link is one connection too.
-            max_connections: self.max_connections + 1,
+            // The ingest link and the platform's publisher link (alerts) are connections too
+            // (`broker::start` alone opens only the first: one slot to spare there).
+            max_connections: self.max_connections + 2,
             max_outgoing_packet_count: 200,
             max_segment_size: OTHER_FILTER_SEGMENT_BYTES,
             max_segment_count: OTHER_FILTER_SEGMENTS,
