@@ -29,8 +29,8 @@ pub enum Scenario {
     /// the run: the water stations' level rises from 230 cm to about 325 cm and falls back
     /// ([`flood_level`]), and the air stations report the rain (`rainfall`, mm per reading).
     /// It crosses the example rules of `config/mekong.toml`: `hau-rising` fires at about
-    /// +30 s and clears at about +150 s; `hau-flood` (above 300 cm for 30 s) fires at about
-    /// +85 s and clears (below 290 cm for 30 s) at about +160 s.
+    /// +30 s and clears at about +150 s; `hau-flood` (above 300 cm for 60 s) fires at about
+    /// +115 s and clears (below 290 cm for 30 s) at about +160 s.
     Flood,
 }
 
