@@ -89,20 +89,21 @@ impl Platform {
         };
         let profiles = identities.profiles;
         let pipeline = config.pipeline_options(identities.devices);
+        // The engine loads its states before ingest starts, so that it observes the feed
+        // from the first moment it can (the feed is made by `Ingest::start`).
+        let alerts =
+            mekong_alerts::Alerts::start(store.clone(), config.alerts.options()?, &tokio::runtime::Handle::current())
+                .context("cannot start the alert engine")?;
         let ingest = {
             let store = store.clone();
             let broker = broker.clone();
             tokio::task::spawn_blocking(move || Ingest::start(&broker, policy, pipeline, store)).await??
         };
-
-        let alerts =
-            mekong_alerts::Alerts::start(store.clone(), config.alerts.options()?, &tokio::runtime::Handle::current())
-                .context("cannot start the alert engine")?;
+        ingest.feed().set_observer(alerts.observer());
+        alerts.add_live(Arc::new(mekong_alerts::FeedAlerts(ingest.feed())), false);
         if let Some(publisher) = ingest.publisher() {
             alerts.add_live(Arc::new(crate::alerts::MqttAlerts(publisher)), true);
         }
-        ingest.feed().set_observer(alerts.observer());
-        alerts.add_live(Arc::new(mekong_alerts::FeedAlerts(ingest.feed())), false);
 
         let s = &config.storage;
         let upkeep = if s.maintenance_every_secs == 0 {
