@@ -375,3 +375,9 @@ fn read_packet(stream: &mut TcpStream) -> Option<Vec<u8>> {
     stream.read_exact(&mut packet[2..]).ok()?;
     Some(packet)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_senml_json() {
+    let payload = br#"[{"n":"pm10","u":"ug/m3","v":35.}]"#.to_vec();
+    check(UP, payload, on("invalid_json", "invalid json at byte 32: invalid number")).await;
+}

@@ -113,6 +113,18 @@ impl Running {
         get_url(&self.http, &format!("{}{path}", self.base)).await
     }
 
+    /// Sends `method` to `path` with an optional JSON body; the status and the JSON body
+    /// (null when there is none).
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).timeout(TIMEOUT);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// GET `path`, which must answer 200, and its body as text.
     pub async fn text(&self, path: &str) -> String {
         let response = self.http.get(format!("{}{path}", self.base)).timeout(TIMEOUT).send().await.unwrap();

@@ -95,7 +95,7 @@ async fn a_client_that_does_not_read_is_dropped_and_counted_and_the_others_get_e
     running.wait_stats("two stream clients", |s| s["stream"]["clients"] == 2).await;
 
     // 400 readings a pack, about 13 KB of events each: a few hundred fill the stuck client's
-    // socket buffers and then its queue of 1,024 events.
+    // socket buffers and then its queue of 2 MiB.
     let mut sensor = Sensor::device_queued(running.mqtt(), "flood-1", 64).await;
     let t0 = now_secs().floor() - 20_000.0;
     let packs = 2_000;

@@ -102,16 +102,9 @@ where
     response
 }
 
-/// A body of the pieces that come out of a channel (a CSV, an event stream); it ends when
-/// every sender is gone.
-pub(crate) struct ChannelBody {
+/// The pieces of a CSV as they come out of the channel.
+struct ChannelBody {
     rx: mpsc::Receiver<Result<Bytes, ApiError>>,
-}
-
-impl ChannelBody {
-    pub(crate) fn new(rx: mpsc::Receiver<Result<Bytes, ApiError>>) -> ChannelBody {
-        ChannelBody { rx }
-    }
 }
 
 impl http_body::Body for ChannelBody {

@@ -123,7 +123,9 @@ pub trait Registrar: Send + Sync + std::fmt::Debug {
     /// Adds device `id` with `profile`, or replaces the kind, name, place and tags of the
     /// registered one (its key and password stay); whether it was added.
     fn put(&self, id: &str, profile: &Profile) -> Result<bool, RegistrarError>;
-    /// Removes device `id` from the registry; whether it was there. Its readings stay.
+    /// Removes device `id` from the registry; whether it was there. Returns once the removal
+    /// has taken effect: no new login, no publish of a session it holds, and no pack of it
+    /// still on its way to the store. Its readings stay (the API deletes them on request).
     fn remove(&self, id: &str) -> Result<bool, RegistrarError>;
 }
 

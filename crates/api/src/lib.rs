@@ -15,6 +15,7 @@ mod blocking;
 pub mod calendar;
 pub mod csv;
 pub mod directory;
+mod docs;
 pub mod error;
 pub mod health;
 pub mod openapi;
@@ -124,7 +125,9 @@ fn described(access: &Arc<Access>) -> OpenApiRouter<Shared> {
     let scoped = |scope: Scope| from_fn_with_state((Arc::clone(access), scope), auth::require);
     let open = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(routes::health::healthz))
-        .routes(routes!(openapi::openapi_json));
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(docs::page))
+        .routes(routes!(docs::script));
     let mut metrics = OpenApiRouter::new().routes(routes!(routes::health::metrics));
     if !access.metrics_open {
         metrics = openapi::scoped(metrics, Scope::Read).route_layer(scoped(Scope::Read));

@@ -177,7 +177,8 @@ async fn aggregate_errors_say_what_is_wrong() {
     let (_dir, state) = state();
     for uri in [
         "/v1/devices/hau-01/series/water_level/aggregate",
-        "/v1/devices/hau-01/series/water_level/aggregate?step=1w",
+        "/v1/devices/hau-01/series/water_level/aggregate?step=1y",
+        "/v1/devices/hau-01/series/water_level/aggregate?step=0mo",
         "/v1/devices/hau-01/series/water_level/aggregate?step=1ms&from=0&to=1790000000000",
         "/v1/devices/hau-01/series/water_level/aggregate?step=1h&from=5&to=5",
         "/v1/aggregate?metric=water_level&step=1h&from=0",
@@ -189,6 +190,13 @@ async fn aggregate_errors_say_what_is_wrong() {
     }
     let (status, _) = get(&state, "/v1/devices/hau-01/series/salinity/aggregate?step=1h").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Calendar weeks: the readings of Monday 2026-09-21 fall in the ISO week that begins then.
+    let (status, body) = get(&state, "/v1/devices/hau-01/series/water_level/aggregate?step=1w").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["buckets"][0]["t"].as_str(), body["step_ms"].as_i64()),
+        (Some("2026-09-21T00:00:00.000Z"), Some(604_800_000))
+    );
 }
 
 /// A state whose API needs tokens: `mkt_read` (read) and `mkt_admin` (admin), with
@@ -921,6 +929,28 @@ async fn admins_add_change_and_remove_devices_and_readers_cannot() {
     let again = serde_json::json!({"kind": "air"});
     let (status, _) = send(&state, "PUT", "/v1/devices/cai-rang-02", "mkt_admin", Some(again)).await;
     assert_eq!(status, StatusCode::CREATED);
+
+    // Removing with its data: hau-01 is only stored (not registered here); its data goes.
+    let (status, body) = send(&state, "DELETE", "/v1/devices/hau-01?data=maybe", "mkt_admin", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = send(&state, "DELETE", "/v1/devices/hau-01?data=delete", "mkt_read", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let series = state.store.series_of("hau-01").unwrap().len();
+    assert!(series > 0);
+    let (status, body) = send(&state, "DELETE", "/v1/devices/hau-01?data=delete", "mkt_admin", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["unregistered"].as_bool(), body["series"].as_u64()), (Some(false), Some(series as u64)));
+    assert!(body["points"].as_u64().unwrap() > 0, "{body}");
+    let (status, _) = send(&state, "GET", "/v1/devices/hau-01", "mkt_read", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send(&state, "DELETE", "/v1/devices/hau-01?data=delete", "mkt_admin", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Registered and stored: both go, in one request.
+    let (status, body) = send(&state, "DELETE", "/v1/devices/cai-rang-02?data=delete", "mkt_admin", None).await;
+    assert_eq!(
+        (status, body["unregistered"].as_bool(), body["series"].as_u64()),
+        (StatusCode::OK, Some(true), Some(0))
+    );
 }
 
 #[tokio::test]

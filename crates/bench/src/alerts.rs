@@ -130,6 +130,7 @@ async fn measure(
         downlinks: true,
         prefix: "load-".into(),
         tls: None,
+        wall_clock: false,
     })
     .await?;
     // The background load settles first.

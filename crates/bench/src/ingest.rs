@@ -82,7 +82,7 @@ pub(crate) struct Server {
     child: Child,
     /// Where devices connect: the TLS listener with TLS.
     pub(crate) mqtt: SocketAddr,
-    http: SocketAddr,
+    pub(crate) http: SocketAddr,
     _data: Option<TempDir>,
 }
 
@@ -149,7 +149,7 @@ impl Server {
     }
 
     /// `GET /v1/stats` (the broker-only server answers any path with its count).
-    async fn stats(&self) -> anyhow::Result<Value> {
+    pub(crate) async fn stats(&self) -> anyhow::Result<Value> {
         get_json(self.http, "/v1/stats").await
     }
 
@@ -195,6 +195,7 @@ async fn measure(
         downlinks: server.is_some() && !broker_only,
         prefix: format!("bench{n}-"),
         tls: tls.map(|t| Arc::clone(&t.client)),
+        wall_clock: false,
     };
     let window = load_opts.window;
     let load = Load::start(load_opts).await?;

@@ -45,6 +45,10 @@ pub struct LoadOptions {
     pub prefix: String,
     /// Connect over TLS with this configuration (to `localhost`), else plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Time each pack by the wall clock (its first reading at the moment it is made), so
+    /// that a follower can tell how long a reading took to reach it; else times start a day
+    /// back.
+    pub wall_clock: bool,
 }
 
 /// A device's connection: TCP, or TLS over TCP.
@@ -404,6 +408,9 @@ where
         }
         if let Ok(permit) = tokio::time::timeout(Duration::from_millis(50), window.acquire()).await {
             permit?.forget();
+            if opts.wall_clock {
+                next_time = next_time.max(now_ms());
+            }
             let readings: Vec<Reading<'_>> = (0..rpp)
                 .map(|j| Reading {
                     name: "water_level",

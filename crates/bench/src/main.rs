@@ -13,6 +13,7 @@ mod harness;
 mod ingest;
 mod load;
 mod query;
+mod stream;
 mod tls;
 
 use std::net::SocketAddr;
@@ -97,6 +98,35 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         every_ms: u64,
     },
+    /// What following the live stream costs ingest (full-speed ingest with no stream client
+    /// and with --clients, alternating in one run), and the latency from a pack's publish to
+    /// a stream client at a steady rate.
+    Stream {
+        /// Devices, one MQTT connection each.
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        /// Readings per pack.
+        #[arg(long, default_value_t = 10)]
+        readings: usize,
+        /// Stream clients, each following one device of the load.
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Each client follows everything instead.
+        #[arg(long)]
+        follow_all: bool,
+        /// Seconds measured per phase.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds of load before measuring.
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        /// Pairs of phases, without clients and with them.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Packs per second, over all devices, for the latency.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+    },
     /// Size on disk and query latency over the reference dataset, through the HTTP API.
     Query(query::QueryBenchOptions),
     /// The broker-only scenario's server: mekong's embedded broker with its link reduced to a
@@ -153,6 +183,23 @@ fn main() -> anyhow::Result<()> {
             let every = std::time::Duration::from_millis(every_ms);
             let opts = alerts::AlertBenchOptions { rate, devices, changes, every, mekong };
             println!("{}", runtime()?.block_on(alerts::alerts(opts))?);
+            Ok(())
+        }
+        Command::Stream { devices, readings, clients, follow_all, seconds, warmup, rounds, rate } => {
+            init_logging("warn");
+            let mekong = harness::mekong_binary(cli.mekong)?;
+            let opts = stream::StreamOptions {
+                devices,
+                readings,
+                clients,
+                follow_all,
+                seconds,
+                warmup,
+                rounds: rounds.max(1),
+                rate,
+                mekong,
+            };
+            println!("{}", runtime()?.block_on(stream::stream(opts))?);
             Ok(())
         }
         Command::BrokerOnly { listen, stats } => {

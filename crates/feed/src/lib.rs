@@ -12,9 +12,10 @@
 //! events are kept, so a client that lost its connection can resume after the last id it saw
 //! with neither a gap nor a repeat ([`Feed::resume`]).
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use tokio::sync::broadcast;
 
@@ -98,12 +99,28 @@ pub enum Event {
 }
 
 /// An event and its id.
-#[derive(Debug)]
 pub struct Item {
     /// Grows by one per event, from 1, in each run of the process.
     pub id: u64,
     /// The event.
     pub event: Event,
+    /// What the followers make of it (their wire form), made once and shared.
+    rendered: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl Item {
+    /// The event as followers send it on, made by `render` for the first follower that asks
+    /// and shared with the others, so that a hundred followers encode it once. `None` if it
+    /// was rendered as another type (one kind of follower renders, the stream's).
+    pub fn rendered<T: Any + Send + Sync>(&self, render: impl FnOnce(&Item) -> T) -> Option<&T> {
+        self.rendered.get_or_init(|| Box::new(render(self))).downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Item").field("id", &self.id).field("event", &self.event).finish_non_exhaustive()
+    }
 }
 
 /// A follower that must see every pack, called on the publisher's thread (the
@@ -271,7 +288,7 @@ impl Feed {
     fn push(&self, recent: &mut Recent, event: Event) -> u64 {
         let id = recent.next_id;
         recent.next_id += 1;
-        let item = Arc::new(Item { id, event });
+        let item = Arc::new(Item { id, event, rendered: OnceLock::new() });
         if recent.items.len() == self.inner.window {
             recent.items.pop_front();
         }

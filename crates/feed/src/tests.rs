@@ -111,3 +111,21 @@ async fn close_ends_what_waits_for_it_even_if_it_started_waiting_late() {
     early.await.unwrap();
     feed.closed().await;
 }
+
+#[test]
+fn an_item_is_rendered_once_for_every_follower() {
+    let feed = Feed::new(16);
+    let (mut a, mut b) = (feed.subscribe(), feed.subscribe());
+    feed.publish_stored(vec![stored("a", 1)]);
+    let (a, b) = (a.try_recv().unwrap(), b.try_recv().unwrap());
+    let renders = std::sync::atomic::AtomicUsize::new(0);
+    let render = |item: &Item| {
+        renders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("event {}", item.id)
+    };
+    assert_eq!(a.rendered(render).map(String::as_str), Some("event 1"));
+    assert_eq!(b.rendered(render).map(String::as_str), Some("event 1"));
+    assert_eq!(renders.into_inner(), 1);
+    // Asked for as another type, it is not rendered again.
+    assert_eq!(b.rendered(|_| 5u8), None);
+}

@@ -5,9 +5,15 @@
 //! The authorization hook runs on rumqttd's router thread, so it does no more than a map
 //! lookup and a topic comparison; logging is rate-limited per identity, so that a client
 //! that keeps publishing where it may not cannot flood the log.
+//!
+//! The policy can be replaced while the broker runs ([`Guard::replace`]: the binary does so
+//! when a device is removed through the API). Logins are checked against the policy of the
+//! moment, and so is every publish and subscription of a connection already open: a removed
+//! device's session stays connected (rumqttd offers no way to close it from outside) but
+//! every publish it makes from then on is refused.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use rumqttd::{Action, Authorizer, CertificateAuth, ConnectionSettings};
@@ -23,7 +29,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// The policy and where its refusals go.
 #[derive(Debug, Clone)]
 pub struct Guard {
-    policy: Arc<Policy>,
+    policy: Arc<RwLock<Arc<Policy>>>,
     stats: Arc<Stats>,
     log: Arc<Mutex<HashMap<String, Quiet>>>,
 }
@@ -38,7 +44,18 @@ struct Quiet {
 impl Guard {
     /// A guard that applies `policy` and counts its refusals in `stats`.
     pub fn new(policy: Policy, stats: Arc<Stats>) -> Guard {
-        Guard { policy: Arc::new(policy), stats, log: Arc::default() }
+        Guard { policy: Arc::new(RwLock::new(Arc::new(policy))), stats, log: Arc::default() }
+    }
+
+    /// Replaces the policy: every login, publish and subscription from now on is checked
+    /// against `policy`, those of connections already open included.
+    pub fn replace(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(policy);
+    }
+
+    /// The policy of the moment (replaced whole, so a poisoned lock still holds a valid one).
+    fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Installs both hooks on a listener's connection settings.
@@ -65,7 +82,7 @@ impl Guard {
             };
             ServerName::try_from(name).is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
         };
-        match self.policy.authenticate_certificate(client_id, names) {
+        match self.policy().authenticate_certificate(client_id, names) {
             Ok(_) => true,
             Err(refusal) => {
                 self.stats.record_connect_refused(refusal.as_str());
@@ -81,7 +98,7 @@ impl Guard {
     /// CONNECT without them.
     fn authenticate(&self, client_id: &str, username: &str, password: &str) -> bool {
         let login = (!username.is_empty() || !password.is_empty()).then_some((username, password.as_bytes()));
-        match self.policy.authenticate(client_id, login) {
+        match self.policy().authenticate(client_id, login) {
             Ok(_) => true,
             Err(refusal) => {
                 self.stats.record_connect_refused(refusal.as_str());
@@ -98,7 +115,13 @@ impl Guard {
     /// The authorization hook.
     fn authorize(&self, client_id: &str, action: Action<'_>) -> bool {
         // A connection the policy cannot place was not let in by it; refuse everything.
-        let Some(caller) = self.policy.caller(client_id) else {
+        let policy = self.policy();
+        let Some(caller) = policy.caller(client_id) else {
+            // Not counted under a name the client gave; logged, for a session whose identity
+            // was removed while it was connected.
+            self.log("no-identity", |left_out| {
+                tracing::warn!(client_id = ?client_id, left_out, "mqtt action of a client whose identity is gone refused")
+            });
             return false;
         };
         let (verdict, subscription, what) = match action {
@@ -175,6 +198,17 @@ mod tests {
         let refused = snapshot.access_refused.get("hau-01").copied().unwrap_or_default();
         assert_eq!((refused.publishes, refused.subscriptions), (1, 2));
         assert_eq!(snapshot.access_refused.len(), 1);
+    }
+
+    #[test]
+    fn a_replaced_policy_applies_to_logins_and_to_connections_already_open() {
+        let (guard, _) = guard();
+        assert!(guard.authorize("hau-01", Action::Publish("mekong/v1/hau-01/up")));
+        // hau-01 removed: the same (already connected) client id may publish no more.
+        guard.replace(Policy::new(vec![], Anonymous::Refused).unwrap());
+        assert!(!guard.authorize("hau-01", Action::Publish("mekong/v1/hau-01/up")));
+        assert!(!guard.authorize("hau-01", Action::Subscribe("mekong/v1/hau-01/down")));
+        assert!(!guard.authenticate("hau-01", "hau-01", "pw"));
     }
 
     #[test]

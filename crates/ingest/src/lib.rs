@@ -87,6 +87,7 @@ pub enum IngestError {
 #[derive(Debug)]
 pub struct Ingest {
     stats: Arc<Stats>,
+    guard: Option<Guard>,
     feed: Feed,
     registry: SharedRegistry,
     stop: Arc<AtomicBool>,
@@ -152,7 +153,7 @@ impl Ingest {
                 .name("mekong-ingest".into())
                 .spawn(move || worker::run(rx, &mut pipeline, &stop, &groups_tx))?
         };
-        let ingest = Ingest { stats, feed, registry, stop, threads: vec![worker, acker], publisher };
+        let ingest = Ingest { stats, guard, feed, registry, stop, threads: vec![worker, acker], publisher };
         broker::wait_listening(broker)?;
         Ok(ingest)
     }
@@ -165,6 +166,12 @@ impl Ingest {
     /// The platform's own publisher into the broker.
     pub fn publisher(&self) -> Option<Publisher> {
         self.publisher.clone()
+    }
+
+    /// The broker's gatekeeper, whose policy can be replaced while it runs; `None` when the
+    /// broker was started without a policy.
+    pub fn guard(&self) -> Option<Guard> {
+        self.guard.clone()
     }
 
     /// Counters and the rejection log, shared with the query API.

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use mekong_feed::{Series, Stored};
 use mekong_schema::cose::{self, FINGERPRINT_LEN};
 use mekong_schema::limits::MAX_NAME_LEN;
+use mekong_schema::naming::Naming;
 use mekong_schema::senml::{self, DecodeOptions};
 use mekong_schema::{topic, DeviceKind, Reason, Record, RecordError, Value};
 use mekong_stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
@@ -236,8 +237,10 @@ impl Pipeline {
     /// pass in one store write, records every outcome in the stats, and returns them in
     /// order.
     pub fn handle_group(&mut self, publishes: &[(&[u8], &[u8])], now_ms: i64) -> Handled {
-        // One registry for the whole group, the latest one replaced (device management).
-        self.registry = self.shared.snapshot();
+        // One registry for the whole group, the latest one replaced (device management),
+        // marked in flight until the group is written (a device's removal waits for it).
+        let (registry, _in_flight) = self.shared.begin_group();
+        self.registry = registry;
         // The generation the checks read (a device's last sequence number, its kind).
         let checked = self.store.generation();
         let mut prepared: Vec<Result<Ready, Rejection>> = Vec::with_capacity(publishes.len());
@@ -411,13 +414,16 @@ impl Pipeline {
 
         let mut readings = Vec::new();
         let opts = DecodeOptions { now: now_ms as f64 / 1000.0, max_records: self.opts.max_records_per_pack };
-        senml::decode_pack(payload, opts, &mut |r: Record<'_>| {
+        // SenML-CBOR or SenML-JSON, told apart by the first byte; names as other SenML
+        // ecosystems write them are filed by the contract's rule (`naming`).
+        let mut naming = Naming::default();
+        senml::decode(payload, opts, &mut |r: Record<'_>| {
             let Value::Number(value) = r.value else {
                 return Err(RecordError::Refused("only numeric values (v) are stored"));
             };
             let mut name = [0u8; MAX_NAME_LEN];
             readings.push(Reading {
-                metric: r.name_into(&mut name).to_owned(),
+                metric: naming.metric(&r, &mut name)?.to_owned(),
                 unit: r.unit.map(str::to_owned),
                 time_ms: (r.time * 1000.0).round() as i64,
                 value,

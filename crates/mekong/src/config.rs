@@ -114,6 +114,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// TLS for MQTT and HTTP: the certificate and its key.
     pub tls: TlsConfig,
+    /// The operations-room dashboard at `/`.
+    pub dashboard: mekong_dashboard::DashboardOptions,
     /// Logging.
     pub log: LogConfig,
     /// Alert rules and where their changes go.
@@ -279,6 +281,7 @@ impl Config {
         self.ingest.validate().context("in [ingest]")?;
         self.tls.validate()?;
         self.alerts.validate()?;
+        self.dashboard.validate().context("in [dashboard]")?;
         if self.ingest.max_payload_bytes >= b.max_packet_bytes {
             bail!(
                 "ingest.max_payload_bytes ({}) must be below broker.max_packet_bytes ({}), so that an oversized payload \

@@ -472,6 +472,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         // rather than sending the last hour again, which would interleave a second stream of
         // values into every series.
         opts.history = simulate::backlog_after(platform.store(), &opts);
+        simulate::place_fleet(platform.directory(), &opts);
         tracing::info!(
             devices = opts.devices,
             backlog_secs = opts.history.as_secs(),

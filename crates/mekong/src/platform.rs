@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::exposure::Exposure;
 use crate::https::TlsListener;
-use crate::registrar::FileRegistrar;
+use crate::registrar::{BrokerAccess, FileRegistrar};
 use crate::tls::Tls;
 use crate::upkeep::{Upkeep, UpkeepOptions};
 
@@ -47,6 +47,7 @@ pub struct Platform {
     tls: Option<Arc<Tls>>,
     tls_watch: Option<JoinHandle<()>>,
     store: Store,
+    directory: Directory,
     ingest: Ingest,
     alerts: mekong_alerts::Alerts,
     upkeep: Option<Upkeep>,
@@ -148,11 +149,22 @@ impl Platform {
             cors_origins,
             health,
             directory: directory.clone(),
-            registrar: Some(Arc::new(FileRegistrar::new(config.registry.path.clone(), directory, ingest.registry()))),
+            registrar: Some(Arc::new(FileRegistrar::new(
+                config.registry.path.clone(),
+                directory.clone(),
+                ingest.registry(),
+                ingest.guard().map(|guard| BrokerAccess { guard, exposure }),
+            ))),
             alerts: Some(alerts.clone()),
             feed: ingest.feed(),
         };
         let app = mekong_api::router(state);
+        // Beside the API, not inside it: the API crate knows nothing of the page, and the
+        // page's routes (`/`, `/dashboard/...`) are none of the API's.
+        let app = match config.dashboard.enabled {
+            true => app.merge(mekong_dashboard::router(&config.dashboard).context("in [dashboard]")?),
+            false => app,
+        };
         let (http_stop, stopped) = watch::channel(false);
         let https = match (&tls, config.tls.api) {
             // axum serves HTTP/1.1 only.
@@ -189,6 +201,7 @@ impl Platform {
             tls,
             tls_watch,
             store,
+            directory,
             ingest,
             alerts,
             upkeep,
@@ -200,6 +213,11 @@ impl Platform {
     /// The store it serves (a handle: cheap to clone).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// What the API says of each registered device (a handle: cheap to clone).
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 
     /// Reads the TLS certificate and key files again and serves them to new connections

@@ -9,18 +9,39 @@
 //! group) and the profiles to the API ([`Directory`]). One edit at a time: the lock spans read,
 //! write and hand-over, so two edits cannot lose each other.
 //!
-//! What does not change without a restart: the broker's MQTT identities (passwords), which
-//! only `mekong device provision` and `mekong identity` set; a device removed here that has a
-//! password can still log in until mekong restarts, though with
-//! `ingest.require_registration` its packs are refused at once. Its readings stay.
+//! Each edit also rebuilds the broker's access policy from the edited registry and hands it
+//! to the broker's [`Guard`]: a device removed here can no longer log in, and a session it
+//! still holds has every later publish refused (rumqttd cannot close it from outside). A
+//! removal returns only once no pack checked against the registry that still held the
+//! device is on its way to the store ([`SharedRegistry::settled`]), so that the API can
+//! then delete its readings without a pack of it landing afterwards. Without a policy (the
+//! broker open on loopback, or `security.allow_anonymous`) anyone may still publish as any
+//! device id; `ingest.require_registration` then refuses a removed device's packs.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use mekong_api::directory::{Directory, Profile, Registrar, RegistrarError};
+use mekong_ingest::guard::Guard;
 use mekong_ingest::SharedRegistry;
 
-use crate::config::{entries_mut, parse_identities, registry_document, registry_text, write_registry};
+use crate::config::{entries_mut, parse_identities, registry_document, write_registry};
+use crate::exposure::Exposure;
+
+/// How long a removal waits for the ingest thread to finish a group checked against the
+/// registry before it (a group takes milliseconds; a store that cannot write defers packs
+/// rather than waiting).
+const SETTLE_WITHIN: Duration = Duration::from_secs(10);
+
+/// The broker's gatekeeper and the exposure that says how to build its policy.
+#[derive(Debug, Clone)]
+pub struct BrokerAccess {
+    /// The guard whose policy each edit replaces.
+    pub guard: Guard,
+    /// How the policy is built from the registry (as at start).
+    pub exposure: Exposure,
+}
 
 /// Edits the registry file at `path` for the API and applies each edit at once.
 #[derive(Debug)]
@@ -28,28 +49,39 @@ pub struct FileRegistrar {
     path: PathBuf,
     directory: Directory,
     ingest: SharedRegistry,
+    broker: Option<BrokerAccess>,
     one_at_a_time: Mutex<()>,
 }
 
 impl FileRegistrar {
-    /// A registrar of the file at `path` that hands its edits to `directory` and `ingest`.
-    pub fn new(path: PathBuf, directory: Directory, ingest: SharedRegistry) -> Self {
-        FileRegistrar { path, directory, ingest, one_at_a_time: Mutex::new(()) }
+    /// A registrar of the file at `path` that hands its edits to `directory`, `ingest` and,
+    /// if the broker has a policy, to the broker.
+    pub fn new(path: PathBuf, directory: Directory, ingest: SharedRegistry, broker: Option<BrokerAccess>) -> Self {
+        FileRegistrar { path, directory, ingest, broker, one_at_a_time: Mutex::new(()) }
     }
 
-    /// Applies `edit` to the registry document, writes it if it loads, and hands it over.
-    fn edit<T>(&self, edit: impl FnOnce(&mut toml_edit::ArrayOfTables) -> T) -> Result<T, RegistrarError> {
+    /// Applies `edit` to the registry document, writes it if it loads (and its access policy
+    /// builds), and hands it over; returns the edit's result and the ingest registry's new
+    /// version.
+    fn edit<T>(&self, edit: impl FnOnce(&mut toml_edit::ArrayOfTables) -> T) -> Result<(T, u64), RegistrarError> {
         let _one = self.one_at_a_time.lock().unwrap_or_else(PoisonError::into_inner);
         let failed = |e: anyhow::Error| RegistrarError::Failed(format!("{e:#}"));
+        let refused = |e: anyhow::Error| RegistrarError::Refused(format!("{e:#}"));
         let mut doc = registry_document(&self.path).map_err(failed)?;
         let devices = entries_mut(&mut doc, "device", &self.path).map_err(failed)?;
         let result = edit(devices);
-        write_registry(&self.path, &doc).map_err(|e| RegistrarError::Refused(format!("{e:#}")))?;
-        let text = registry_text(&self.path).map_err(failed)?;
-        let identities = parse_identities(&text).map_err(failed)?;
-        self.ingest.replace(identities.devices);
+        let identities = parse_identities(&doc.to_string()).map_err(refused)?;
+        let policy = match &self.broker {
+            Some(broker) => broker.exposure.policy(&identities).map_err(refused)?,
+            None => None,
+        };
+        write_registry(&self.path, &doc).map_err(refused)?;
+        let version = self.ingest.replace(identities.devices);
+        if let (Some(broker), Some(policy)) = (&self.broker, policy) {
+            broker.guard.replace(policy);
+        }
         self.directory.replace(identities.profiles);
-        Ok(result)
+        Ok((result, version))
     }
 }
 
@@ -84,14 +116,22 @@ impl Registrar for FileRegistrar {
             };
             crate::config::upsert_device(devices, id, set)
         })
+        .map(|(added, _)| added)
     }
 
     fn remove(&self, id: &str) -> Result<bool, RegistrarError> {
-        self.edit(|devices| {
+        let (removed, version) = self.edit(|devices| {
             let before = devices.len();
             devices.retain(|t| t.get("id").and_then(|v| v.as_str()) != Some(id));
             devices.len() != before
-        })
+        })?;
+        if !self.ingest.settled(version, SETTLE_WITHIN) {
+            return Err(RegistrarError::Failed(format!(
+                "the ingest thread did not finish its group within {SETTLE_WITHIN:?}; the device is removed, \
+                 but a pack of it may still be stored"
+            )));
+        }
+        Ok(removed)
     }
 }
 
@@ -116,7 +156,7 @@ mod tests {
         )
         .unwrap();
         let (directory, ingest) = (Directory::default(), SharedRegistry::new(Registry::new()));
-        let registrar = FileRegistrar::new(path.clone(), directory.clone(), ingest.clone());
+        let registrar = FileRegistrar::new(path.clone(), directory.clone(), ingest.clone(), None);
 
         let place = Location::new(10.034, 105.788, Some(2.5)).unwrap();
         let tags: BTreeMap<_, _> = [("river".to_owned(), "Hau".to_owned())].into();

@@ -247,6 +247,59 @@ impl Station {
     }
 }
 
+/// Where the demo fleet stands: approximate places in Can Tho by kind (not surveyed, good
+/// enough for a map), reused a few hundred metres apart when a fleet is larger.
+const PLACES: [&[(&str, f64, f64)]; 3] = [
+    &[
+        ("Ninh Kieu wharf, Hau river", 10.034, 105.788),
+        ("Hau river near the Can Tho bridge", 10.038, 105.830),
+        ("Can Tho river at Cai Rang", 10.005, 105.749),
+        ("Cai Khe canal", 10.046, 105.778),
+    ],
+    &[
+        ("Hoa Binh avenue, city centre", 10.034, 105.780),
+        ("30/4 street", 10.022, 105.773),
+        ("Can Tho bridge approach", 10.030, 105.818),
+        ("Nguyen Van Cu junction", 10.040, 105.760),
+    ],
+    &[
+        ("Street 3/2 near the university", 10.030, 105.771),
+        ("Ninh Kieu park", 10.031, 105.789),
+        ("Cai Rang market", 10.009, 105.757),
+        ("Binh Thuy", 10.060, 105.754),
+    ],
+];
+
+/// The name and place (lat, lon) of the `index`-th station of a demo fleet.
+pub fn place(index: usize) -> (String, f64, f64) {
+    let (kind, nth) = (index % 3, index / 3);
+    let places = PLACES[kind];
+    let (name, lat, lon) = places[nth % places.len()];
+    let round = nth / places.len();
+    match round {
+        0 => (name.to_owned(), lat, lon),
+        r => (format!("{name} {}", r + 1), lat + 0.003 * r as f64, lon + 0.003 * r as f64),
+    }
+}
+
+/// Gives the stations of the fleet `opts` describes a name and a place in `directory`, for
+/// the dashboard's map, where the registry says nothing of them. In memory only: the
+/// registry file is not written, and an edit through the API, which reloads the registry,
+/// drops them.
+pub fn place_fleet(directory: &mekong_api::directory::Directory, opts: &SimOptions) {
+    let mut profiles = (*directory.snapshot()).clone();
+    for index in 0..opts.devices {
+        let station = Station::new(&opts.prefix, index, opts.seed);
+        let (name, lat, lon) = place(index);
+        let Ok(location) = mekong_api::directory::Location::new(lat, lon, None) else { continue };
+        let tags = [("demo".to_owned(), "simulated".to_owned())].into();
+        if let Ok(profile) = mekong_api::directory::Profile::new(station.kind, Some(name), Some(location), tags) {
+            profiles.entry(station.id).or_insert(profile);
+        }
+    }
+    directory.replace(profiles);
+}
+
 fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
@@ -594,5 +647,25 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 8);
+    }
+
+    #[test]
+    fn the_demo_fleet_stands_in_can_tho_each_station_in_its_own_place() {
+        let places: Vec<_> = (0..30).map(place).collect();
+        for (name, lat, lon) in &places {
+            assert!((9.95..10.15).contains(lat) && (105.7..105.9).contains(lon), "{name} {lat} {lon}");
+        }
+        let distinct: std::collections::BTreeSet<_> =
+            places.iter().map(|(_, lat, lon)| format!("{lat:.4} {lon:.4}")).collect();
+        assert_eq!(distinct.len(), places.len());
+
+        let directory = mekong_api::directory::Directory::default();
+        let opts = SimOptions { devices: 4, ..SimOptions::default() };
+        place_fleet(&directory, &opts);
+        let profiles = directory.snapshot();
+        let water = &profiles["sim-water-000"];
+        assert_eq!(water.kind, DeviceKind::Water);
+        assert_eq!(water.name.as_deref(), Some("Ninh Kieu wharf, Hau river"));
+        assert_eq!(profiles.len(), 4);
     }
 }

@@ -4,10 +4,11 @@
 //! and nowhere else:
 //!
 //! - [`topic`]: the MQTT topics (`mekong/v1/{device_id}/up`) and what a device id may be;
-//! - [`senml`]: SenML packs (RFC 8428) in their CBOR form (section 6, integer labels), with the
-//!   resolution rules of section 4.6, an encoder that needs no allocator and a decoder that
-//!   borrows from the input;
+//! - [`senml`]: SenML packs (RFC 8428) in their CBOR form (section 6, integer labels) and
+//!   their JSON form (section 5), with the resolution rules of section 4.6, an encoder (CBOR)
+//!   that needs no allocator and decoders that borrow from the input;
 //! - [`limits`]: the bounds a reading must respect to be accepted (time window, name lengths);
+//! - [`naming`]: how a SenML name becomes a metric (device URNs in base names, LwM2M paths);
 //! - [`metrics`]: the well-known metric names, their SenML units and the kind of station that
 //!   reports them;
 //! - [`cose`]: signed packs, a SenML pack in a COSE_Mac0 envelope (RFC 9052) with the
@@ -32,6 +33,7 @@ pub mod cose;
 pub mod downlink;
 pub mod limits;
 pub mod metrics;
+pub mod naming;
 pub mod provision;
 pub mod reason;
 pub mod senml;

@@ -20,12 +20,14 @@ pub enum Reason {
     TooLarge,
     /// The payload is empty.
     Empty,
-    /// The payload is CBOR but not a SenML pack (an array of maps).
+    /// The payload is CBOR or JSON but not a SenML pack (an array of maps, of objects).
     NotSenml,
     /// The payload ends in the middle of an item.
     Truncated,
     /// Malformed CBOR, trailing bytes, nesting too deep, or indefinite-length strings.
     InvalidCbor,
+    /// A SenML-JSON pack that is not well-formed JSON, or has escaped strings or deep nesting.
+    InvalidJson,
     /// A record breaks a rule of RFC 8428 or of the contract not named by another kind.
     InvalidRecord,
     /// A field has the wrong CBOR type.
@@ -56,7 +58,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason kind, in the order of the contract's list.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::BadTopic,
         Reason::UnknownDevice,
         Reason::TooLarge,
@@ -77,6 +79,7 @@ impl Reason {
         Reason::BadEnvelope,
         Reason::BadSignature,
         Reason::Replayed,
+        Reason::InvalidJson,
     ];
 
     /// The name on the wire, at most [`crate::downlink::MAX_REASON_LEN`] bytes.
@@ -102,6 +105,7 @@ impl Reason {
             Reason::BadEnvelope => "bad_envelope",
             Reason::BadSignature => "bad_signature",
             Reason::Replayed => "replayed",
+            Reason::InvalidJson => "invalid_json",
         }
     }
 

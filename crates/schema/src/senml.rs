@@ -1,5 +1,6 @@
 //! SenML packs in CBOR (RFC 8428 section 6): the encoder the nodes use and the decoder the
-//! platform uses, with the resolution rules of section 4.6.
+//! platform uses, with the resolution rules of section 4.6; the JSON form (section 5) is
+//! decoded by [`json`] with the same rules, and [`decode`] takes either.
 //!
 //! A pack is a CBOR array of maps with integer labels. Base fields (`bn`, `bt`, `bu`, `bv`)
 //! apply to the record they appear in and every later one, until another record sets them
@@ -65,6 +66,9 @@ pub enum Value<'a> {
     Bool(bool),
     /// `vd`.
     Data(&'a [u8]),
+    /// `vd` of a SenML-JSON pack: the base64url text as sent (checked, not decoded, since
+    /// decoding would need a buffer).
+    DataText(&'a str),
     /// Only a sum (`s`), no value.
     SumOnly(f64),
 }
@@ -109,8 +113,8 @@ impl Record<'_> {
 /// Why one record of a pack is refused.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 pub enum RecordError {
-    /// A record is not a CBOR map.
-    #[error("record is not a map")]
+    /// A record is not a CBOR map (a JSON object).
+    #[error("record is not a map (a json object)")]
     NotAMap,
     /// A label is neither an integer nor a text string.
     #[error("label is neither an integer nor a text string")]
@@ -135,8 +139,13 @@ pub enum RecordError {
     #[error("senml version {0} is not supported (at most 10)")]
     UnsupportedVersion(u64),
     /// The resolved name is empty, too long, or has characters RFC 8428 forbids.
-    #[error("name must be 1 to 64 characters of A-Z a-z 0-9 - : . / _, starting with a letter or digit")]
+    #[error(
+        "name must be 1 to 64 characters of A-Z a-z 0-9 - : . / _, starting with a letter or digit, or an lwm2m path /object/instance/resource"
+    )]
     BadName,
+    /// The name is well-formed but cannot be filed as a metric (`crate::naming`).
+    #[error("{0}")]
+    Naming(&'static str),
     /// The unit is too long or not printable ASCII.
     #[error("unit must be 1 to 16 printable ASCII characters")]
     BadUnit,
@@ -182,6 +191,18 @@ pub enum DecodeError {
     /// Bytes follow the pack.
     #[error("trailing bytes after the pack")]
     TrailingData,
+    /// A SenML-JSON pack ends inside a value.
+    #[error("truncated json")]
+    JsonTruncated,
+    /// A SenML-JSON pack that is not JSON, or JSON this decoder does not take (escaped
+    /// strings, nesting deeper than [`json::MAX_DEPTH`]).
+    #[error("invalid json at byte {at}: {what}")]
+    Json {
+        /// Offset of the offending byte.
+        at: usize,
+        /// What is wrong there.
+        what: &'static str,
+    },
     /// One record is refused.
     #[error("record {index}: {error}")]
     Record {
@@ -198,8 +219,9 @@ impl DecodeError {
         match self {
             Self::Empty => Reason::Empty,
             Self::NotAPack(_) => Reason::NotSenml,
-            Self::Truncated(_) => Reason::Truncated,
+            Self::Truncated(_) | Self::JsonTruncated => Reason::Truncated,
             Self::Cbor(_) | Self::TrailingData | Self::IndefiniteString => Reason::InvalidCbor,
+            Self::Json { .. } => Reason::InvalidJson,
             Self::Record { error, .. } => match error {
                 RecordError::NotFinite(_) => Reason::NotFinite,
                 RecordError::TooOld | RecordError::InFuture => Reason::BadTime,
@@ -220,6 +242,26 @@ pub struct DecodeOptions {
     pub now: f64,
     /// The most records one pack may hold.
     pub max_records: usize,
+}
+
+/// Decodes a SenML pack in either form, told apart by its first byte: JSON starts with `[`
+/// (or whitespace, or `{` for a lone object, refused as not a pack), CBOR with an array head
+/// (`0x80` to `0x9f`), and none of those bytes starts a CBOR array. Same records, checks and
+/// limits either way.
+pub fn decode<'a, F>(input: &'a [u8], opts: DecodeOptions, sink: &mut F) -> Result<usize, DecodeError>
+where
+    F: FnMut(Record<'a>) -> Result<(), RecordError>,
+{
+    if is_json(input) {
+        json::decode_json_pack(input, opts, sink)
+    } else {
+        decode_pack(input, opts, sink)
+    }
+}
+
+/// Whether a payload is (meant as) SenML-JSON rather than SenML-CBOR.
+pub fn is_json(input: &[u8]) -> bool {
+    matches!(input.first(), Some(b'[' | b'{' | b' ' | b'\t' | b'\n' | b'\r'))
 }
 
 /// Decodes a SenML-CBOR pack, checks every record against the contract ([`check_record`]) and
@@ -265,14 +307,19 @@ fn major_type_name(initial: u8) -> &'static str {
     }
 }
 
-/// Checks a resolved record against the contract: a valid name, a printable unit, exactly one
+/// Checks a resolved record against the contract: a valid name (or an LwM2M path), a printable unit, exactly one
 /// finite value, and a time between 2000-01-01 and one day after `now`.
 pub fn check_record(record: &Record<'_>, now: f64) -> Result<(), RecordError> {
     let len = record.resolved_name_len();
     let mut bytes = record.resolved_name_bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
     let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b':' | b'.' | b'/' | b'_'));
-    if !(first_ok && rest_ok && len <= MAX_NAME_LEN) {
+    let lwm2m = || {
+        let mut buf = [0u8; MAX_NAME_LEN];
+        len <= MAX_NAME_LEN && crate::naming::is_lwm2m_path(record.name_into(&mut buf))
+    };
+    let plain = first_ok && rest_ok && len <= MAX_NAME_LEN;
+    if !plain && !lwm2m() {
         return Err(RecordError::BadName);
     }
     if let Some(unit) = record.unit {
@@ -321,6 +368,7 @@ struct RawRecord<'a> {
     vs: Option<&'a str>,
     vb: Option<bool>,
     vd: Option<&'a [u8]>,
+    vd_text: Option<&'a str>,
     s: Option<f64>,
     t: Option<f64>,
 }
@@ -344,7 +392,7 @@ impl<'a> RawRecord<'a> {
         if let Some(bv) = self.bv {
             bases.value = Some(bv);
         }
-        let given = [self.v.is_some(), self.vs.is_some(), self.vb.is_some(), self.vd.is_some()];
+        let given = [self.v.is_some(), self.vs.is_some(), self.vb.is_some(), self.vd.is_some(), self.vd_text.is_some()];
         let value = match (given.iter().filter(|g| **g).count(), self) {
             (0, _) => match (bases.value, self.s) {
                 (Some(bv), _) => Value::Number(bv),
@@ -355,6 +403,7 @@ impl<'a> RawRecord<'a> {
             (1, RawRecord { vs: Some(vs), .. }) => Value::String(vs),
             (1, RawRecord { vb: Some(vb), .. }) => Value::Bool(*vb),
             (1, RawRecord { vd: Some(vd), .. }) => Value::Data(vd),
+            (1, RawRecord { vd_text: Some(vd), .. }) => Value::DataText(vd),
             _ => return Err(RecordError::NoSingleValue),
         };
         let mut time = bases.time + self.t.unwrap_or(0.0);
@@ -588,8 +637,7 @@ impl<'de> Visitor<'de> for ItemSeed {
                     continue;
                 }
             };
-            if (label::BVER..=label::VD).contains(&label) {
-                let bit = 1u16 << (label - label::BVER);
+            if let Some(bit) = label_bit(label) {
                 if seen & bit != 0 {
                     error = Some(RecordError::DuplicateLabel(label));
                     continue;
@@ -605,6 +653,12 @@ impl<'de> Visitor<'de> for ItemSeed {
             None => Ok(raw),
         }))
     }
+}
+
+/// The bit of a label of RFC 8428 table 4 in a record's set of labels seen, so that a label
+/// given twice is refused (base fields included); `None` for an extension label.
+fn label_bit(label: i64) -> Option<u16> {
+    (label::BS..=label::VD).contains(&label).then(|| 1u16 << (label - label::BS))
 }
 
 impl<'a> RawRecord<'a> {
@@ -785,6 +839,8 @@ impl Serialize for Num {
         }
     }
 }
+
+pub mod json;
 
 #[cfg(test)]
 mod tests;

@@ -65,8 +65,8 @@ pub mod fuzzing {
 
 pub use error::{PackRefused, StoreError, WriteError};
 pub use store::{
-    compact, compact_with_progress, CompactReport, ExpireReport, FoldReport, Record, RetentionPolicy, RetentionRule,
-    Store, StoreOptions,
+    compact, compact_with_progress, CompactReport, ExpireReport, FoldReport, Record, Removed, RetentionPolicy,
+    RetentionRule, Store, StoreOptions,
 };
 pub use types::{
     Bucket, DeviceInfo, DeviceTally, DiskSpace, Flushed, Generation, Health, LatestValue, NewPoint, PackWrite, Point,

@@ -336,10 +336,12 @@ mod maintenance;
 mod meta;
 mod read;
 mod records;
+mod remove;
 mod write;
 pub use compact::{compact, compact_with_progress, CompactReport};
 pub use maintenance::{ExpireReport, FoldReport, RetentionPolicy, RetentionRule};
 pub use records::Record;
+pub use remove::Removed;
 
 #[cfg(test)]
 mod tests;

@@ -74,11 +74,12 @@ pub struct AggregateQuery {
     from: Option<String>,
     /// End of the range (exclusive), RFC 3339 or epoch ms.
     to: Option<String>,
-    /// Bucket length: `500ms`, `30s`, `15m`, `1h`, `1d`, or milliseconds.
+    /// Bucket length: `500ms`, `30s`, `15m`, `1h`, `1d`, or milliseconds; or calendar weeks
+    /// (`1w`: ISO weeks, Monday to Monday) and months (`1mo`; `3mo` are quarters).
     step: Option<String>,
     /// An IANA time zone (`Asia/Ho_Chi_Minh`, `Europe/Berlin`): with a step of whole days,
-    /// buckets are that zone's calendar days (23 or 25 hours across a daylight-saving
-    /// change) instead of UTC days.
+    /// weeks or months, buckets are that zone's calendar days (23 or 25 hours across a
+    /// daylight-saving change), weeks or months instead of UTC ones.
     tz: Option<String>,
     /// Only devices of this kind (`/v1/aggregate` only).
     kind: Option<String>,
@@ -97,7 +98,8 @@ pub struct SeriesAggregate {
     unit: Option<String>,
     from_ms: i64,
     to_ms: i64,
-    /// The step; with `tz`, its days of 24 hours (a local day may be 23 or 25).
+    /// The step's nominal length: with `tz`, its days of 24 hours (a local day may be 23 or
+    /// 25); a week 7 days, a month an average Gregorian month (2,629,746,000 ms).
     step_ms: i64,
     /// The time zone of the calendar days, if asked for.
     tz: Option<String>,
@@ -120,7 +122,7 @@ fn checked_range(from_ms: i64, to_ms: i64, step_ms: i64) -> Result<(), ApiError>
 fn buckets_of(q: &AggregateQuery) -> Result<Buckets, ApiError> {
     let step =
         q.step.as_deref().ok_or_else(|| ApiError::BadRequest("step is required (such as 1m, 15m, 1h, 1d)".into()))?;
-    Buckets::new(time::parse_step(step)?, q.tz.as_deref())
+    Buckets::parse(step, q.tz.as_deref())
 }
 
 /// `GET /v1/devices/{device}/series/{metric}/aggregate?from=..&to=..&step=1h`: count, min,
@@ -186,7 +188,8 @@ pub struct ManyAggregate {
     metric: String,
     from_ms: i64,
     to_ms: i64,
-    /// The step; with `tz`, its days of 24 hours (a local day may be 23 or 25).
+    /// The step's nominal length: with `tz`, its days of 24 hours (a local day may be 23 or
+    /// 25); a week 7 days, a month an average Gregorian month (2,629,746,000 ms).
     step_ms: i64,
     /// The time zone of the calendar days, if asked for.
     tz: Option<String>,

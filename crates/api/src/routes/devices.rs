@@ -264,34 +264,87 @@ pub async fn put(
     Ok((status, Json(out)).into_response())
 }
 
-/// `DELETE /v1/devices/{device}`: removes the device from the registry, at once. Its readings
-/// stay in the store (and it stays listed while it has any).
+/// `DELETE /v1/devices/{device}` query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveQuery {
+    /// `keep` (the default): the device's readings stay in the store, and it stays listed
+    /// while it has any. `delete`: its series, points, rollups and counters are deleted too,
+    /// at once and for good (the confirmation is this parameter).
+    data: Option<String>,
+}
+
+/// What `DELETE /v1/devices/{device}?data=delete` removed.
+#[derive(Serialize, ToSchema)]
+pub struct Removed {
+    device: String,
+    /// Whether it was in the registry (and is no longer).
+    unregistered: bool,
+    /// Series deleted.
+    series: usize,
+    /// Points deleted.
+    points: u64,
+}
+
+/// `DELETE /v1/devices/{device}`: removes the device from the registry, at once: it can no
+/// longer log in to the broker, and a session it holds has every later publish refused.
+/// With `data=delete`, everything stored of it goes too (after the removal has taken
+/// effect, so no pack of it lands afterwards), and its id can be used afresh.
 #[utoipa::path(delete, path = "/v1/devices/{device}",
     operation_id = "delete_device",
     tag = "devices",
-    params(("device" = String, Path, description = "the device's id")),
+    params(("device" = String, Path, description = "the device's id"), RemoveQuery),
     responses(
-        (status = 204, description = "the device was removed from the registry"),
-        (status = 400, description = "a malformed id", body = ErrorBody),
-        (status = 404, description = "no such registered device, or a registry that cannot be edited", body = ErrorBody),
-        (status = 500, description = "the registry file could not be written", body = ErrorBody),
+        (status = 200, description = "with data=delete: the device and its data were removed", body = Removed),
+        (status = 204, description = "the device was removed from the registry; its data stays"),
+        (status = 400, description = "a malformed id or parameter", body = ErrorBody),
+        (status = 404, description = "no such registered (or, with data=delete, stored) device, or a registry that cannot be edited", body = ErrorBody),
+        (status = 500, description = "the registry file or the store could not be written", body = ErrorBody),
     ),
 )]
 pub async fn remove(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<StatusCode, ApiError> {
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let Path(id) = path?;
-    let registrar = Arc::clone(registrar(&state)?);
-    let removed = {
-        let id = id.clone();
-        tokio::task::spawn_blocking(move || registrar.remove(&id))
-            .await
-            .map_err(|e| ApiError::Internal(format!("registry edit did not finish: {e}")))??
+    let Query(query) = query?;
+    let delete_data = match query.data.as_deref() {
+        None | Some("keep") => false,
+        Some("delete") => true,
+        Some(other) => return Err(ApiError::BadRequest(format!("data must be keep or delete, not {other:?}"))),
     };
-    if !removed {
-        return Err(ApiError::NotFound(format!("device {id:?} is not registered")));
+    let unregistered = match (&state.registrar, delete_data) {
+        (Some(registrar), _) => {
+            let (registrar, id) = (Arc::clone(registrar), id.clone());
+            tokio::task::spawn_blocking(move || registrar.remove(&id))
+                .await
+                .map_err(|e| ApiError::Internal(format!("registry edit did not finish: {e}")))??
+        }
+        (None, false) => return Err(ApiError::NotFound("this server's registry cannot be edited".into())),
+        (None, true) => false,
+    };
+    if unregistered {
+        tracing::info!(device = %id, "device removed from the registry through the API");
     }
-    tracing::info!(device = %id, "device removed from the registry through the API");
-    Ok(StatusCode::NO_CONTENT)
+    if !delete_data {
+        if !unregistered {
+            return Err(ApiError::NotFound(format!("device {id:?} is not registered")));
+        }
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let removed = {
+        let (store, id) = (state.store.clone(), id.clone());
+        tokio::task::spawn_blocking(move || store.remove_device(&id))
+            .await
+            .map_err(|e| ApiError::Internal(format!("data removal did not finish: {e}")))?
+            .map_err(|e| ApiError::Internal(format!("cannot remove the device's data: {e}")))?
+    };
+    if !unregistered && removed.is_none() {
+        return Err(ApiError::NotFound(format!("device {id:?} is neither registered nor stored")));
+    }
+    let removed = removed.unwrap_or_default();
+    tracing::info!(device = %id, series = removed.series, points = removed.points, "device's data deleted through the API");
+    let out = Removed { device: id, unregistered, series: removed.series, points: removed.points };
+    Ok((StatusCode::OK, Json(out)).into_response())
 }

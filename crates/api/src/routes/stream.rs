@@ -7,7 +7,10 @@
 //! does ever slows the ingest path, which only publishes into the feed.
 
 use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,19 +19,21 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use mekong_feed::{AlertChange, Event, Feed, Item, Stored};
+use http_body::Frame;
+use mekong_feed::{AlertChange, Event, Feed, Item};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
 
 use super::kind_filter;
-use crate::csv::ChannelBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 
-/// Events a client's queue holds before the client counts as too slow and is dropped (its
-/// connection's own buffers come on top).
-const CLIENT_QUEUE: usize = 1024;
+/// Bytes of events a client's queue holds before the client counts as too slow and is
+/// dropped (its connection's own buffers come on top): a couple of seconds of a whole city's
+/// readings, so that a moment without CPU does not cost a client its stream. Unfiltered
+/// clients share the events' bytes, so the memory is often less.
+const CLIENT_QUEUE_BYTES: usize = 2 << 20;
 
 /// A comment line this often keeps proxies and clients from timing out an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -198,11 +203,14 @@ pub async fn stream(
             }
         },
     };
-    let (tx, body) = mpsc::channel(CLIENT_QUEUE);
-    // Cannot fail: the channel is new and has room.
-    let _ = tx.try_send(Ok(Bytes::from(head)));
-    tokio::spawn(forward(state, filter, missed, rx, tx));
-    let mut response = Body::new(ChannelBody::new(body)).into_response();
+    let (tx, body) = mpsc::unbounded_channel();
+    let queue = Queue { tx, bytes: Arc::new(AtomicUsize::new(0)) };
+    queue.bytes.fetch_add(head.len(), Ordering::Relaxed);
+    // Cannot fail: the receiver is right here.
+    let _ = queue.tx.send(Bytes::from(head));
+    let body = StreamBody { rx: body, bytes: Arc::clone(&queue.bytes) };
+    tokio::spawn(forward(state, filter, missed, rx, queue));
+    let mut response = Body::new(body).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -217,13 +225,12 @@ async fn forward(
     filter: Filter,
     missed: Vec<Arc<Item>>,
     mut rx: broadcast::Receiver<Arc<Item>>,
-    tx: mpsc::Sender<Result<Bytes, ApiError>>,
+    tx: Queue,
 ) {
     let feed = state.feed.clone();
     let run = feed.run_id();
-    let mut text = String::new();
     for item in missed {
-        if !send(&feed, &tx, encode(&state, &filter, run, &item, &mut text)) {
+        if !send(&feed, &tx, encode(&state, &filter, run, &item)) {
             return;
         }
     }
@@ -236,8 +243,24 @@ async fn forward(
             () = &mut closed => return,
             item = rx.recv() => match item {
                 Ok(item) => {
-                    if !send(&feed, &tx, encode(&state, &filter, run, &item, &mut text)) {
+                    if !send(&feed, &tx, encode(&state, &filter, run, &item)) {
                         return;
+                    }
+                    // Whatever else is there already, without a wake-up per event.
+                    loop {
+                        match rx.try_recv() {
+                            Ok(item) => {
+                                if !send(&feed, &tx, encode(&state, &filter, run, &item)) {
+                                    return;
+                                }
+                            }
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                feed.record_dropped();
+                                return;
+                            }
+                            Err(broadcast::error::TryRecvError::Closed) => return,
+                            Err(broadcast::error::TryRecvError::Empty) => break,
+                        }
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -256,59 +279,117 @@ async fn forward(
     }
 }
 
-/// Queues `piece` for the client; false when the client is gone or too slow (counted).
-fn send(feed: &Feed, tx: &mpsc::Sender<Result<Bytes, ApiError>>, piece: Option<Bytes>) -> bool {
-    let Some(piece) = piece else { return true };
-    match tx.try_send(Ok(piece)) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            feed.record_dropped();
-            false
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+/// A client's queue, bounded by the bytes it holds.
+struct Queue {
+    tx: mpsc::UnboundedSender<Bytes>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    async fn closed(&self) {
+        self.tx.closed().await;
     }
 }
 
-/// The SSE text of `item` for a client with `filter`; `None` if the filter keeps none of
-/// it. The id goes on the last event only: a client that resumes after it has had the
-/// whole item.
-fn encode(state: &AppState, filter: &Filter, run: u64, item: &Item, text: &mut String) -> Option<Bytes> {
-    text.clear();
+/// Queues `piece` for the client; false when the client is gone or too slow (counted).
+fn send(feed: &Feed, tx: &Queue, piece: Option<Bytes>) -> bool {
+    let Some(piece) = piece else { return true };
+    let len = piece.len();
+    if tx.bytes.load(Ordering::Relaxed) + len > CLIENT_QUEUE_BYTES {
+        feed.record_dropped();
+        return false;
+    }
+    tx.bytes.fetch_add(len, Ordering::Relaxed);
+    tx.tx.send(piece).is_ok()
+}
+
+/// The events queued for one client, as its connection takes them.
+struct StreamBody {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl http_body::Body for StreamBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|piece| {
+            piece.map(|piece| {
+                self.bytes.fetch_sub(piece.len(), Ordering::Relaxed);
+                Ok(Frame::data(piece))
+            })
+        })
+    }
+}
+
+/// An item as the stream sends it, made once for every client (`Item::rendered`).
+struct Rendered {
+    /// Its events, each ending in a blank line, with the metric each is about: one per metric
+    /// of a pack, or the one alert.
+    pieces: Vec<(String, String)>,
+    /// Every piece and the id: what a client that filters none of it out gets.
+    whole: Bytes,
+}
+
+fn render(run: u64, item: &Item) -> Rendered {
+    let mut pieces = Vec::new();
     match &item.event {
-        Event::Stored(pack) => readings(filter, pack, text),
+        Event::Stored(pack) => {
+            for series in &pack.series {
+                let body = ReadingsEvent {
+                    device: &pack.device,
+                    kind: &pack.kind,
+                    metric: &series.metric,
+                    unit: series.unit.as_deref(),
+                    points: series.points.iter().map(|&(t_ms, v)| StreamPoint { t_ms, v }).collect(),
+                };
+                pieces.push((series.metric.clone(), event("readings", &body)));
+            }
+        }
+        Event::Alert(change) => pieces.push((change.metric.clone(), event("alert", &AlertEvent::from(&**change)))),
+    }
+    let whole = with_id(pieces.iter().map(|(_, text)| text.as_str()), run, item.id);
+    Rendered { pieces, whole }
+}
+
+/// The events `texts`, the last one with the id: a client that resumes after it has had
+/// them all.
+fn with_id<'a>(texts: impl Iterator<Item = &'a str>, run: u64, id: u64) -> Bytes {
+    let mut out: String = texts.collect();
+    if out.is_empty() {
+        return Bytes::new();
+    }
+    // The last event's blank line ends it: the id goes just before.
+    out.pop();
+    out.push_str(&format!("id: {run}-{id}\n\n"));
+    Bytes::from(out)
+}
+
+/// What a client with `filter` gets of `item`; `None` if the filter keeps none of it.
+fn encode(state: &AppState, filter: &Filter, run: u64, item: &Item) -> Option<Bytes> {
+    let kept = match &item.event {
+        Event::Stored(pack) => filter.readings && filter.kind(&pack.kind) && filter.device(&pack.device),
         Event::Alert(change) => {
-            if filter.alerts
+            filter.alerts
                 && filter.device(&change.device)
                 && filter.metric(&change.metric)
                 && alert_kind(state, filter, change)
-            {
-                event(text, "alert", &AlertEvent::from(&**change));
-            }
         }
-    }
-    if text.is_empty() {
+    };
+    if !kept {
         return None;
     }
-    // The last event's blank line ends it: the id goes just before.
-    text.truncate(text.len() - 1);
-    text.push_str(&format!("id: {run}-{}\n\n", item.id));
-    Some(Bytes::from(std::mem::take(text)))
-}
-
-fn readings(filter: &Filter, pack: &Stored, text: &mut String) {
-    if !(filter.readings && filter.kind(&pack.kind) && filter.device(&pack.device)) {
-        return;
-    }
-    for series in pack.series.iter().filter(|s| filter.metric(&s.metric)) {
-        let body = ReadingsEvent {
-            device: &pack.device,
-            kind: &pack.kind,
-            metric: &series.metric,
-            unit: series.unit.as_deref(),
-            points: series.points.iter().map(|&(t_ms, v)| StreamPoint { t_ms, v }).collect(),
-        };
-        event(text, "readings", &body);
-    }
+    let rendered = item.rendered(|item| render(run, item))?;
+    let bytes = match (&item.event, &filter.metrics) {
+        (Event::Stored(_), Some(_)) => with_id(
+            rendered.pieces.iter().filter(|(metric, _)| filter.metric(metric)).map(|(_, text)| text.as_str()),
+            run,
+            item.id,
+        ),
+        _ => rendered.whole.clone(),
+    };
+    (!bytes.is_empty()).then_some(bytes)
 }
 
 /// An alert passes a kind filter when its device is of one of the kinds.
@@ -316,15 +397,11 @@ fn alert_kind(state: &AppState, filter: &Filter, change: &AlertChange) -> bool {
     filter.kinds.is_none() || state.store.device(&change.device).is_some_and(|d| filter.kind(&d.kind))
 }
 
-fn event(text: &mut String, name: &str, data: &impl Serialize) {
+/// One event: its name and its data, a JSON object on one line.
+fn event(name: &str, data: &impl Serialize) -> String {
     // A struct of strings and numbers: serialising cannot fail, and the JSON has no newline.
-    if let Ok(json) = serde_json::to_string(data) {
-        text.push_str("event: ");
-        text.push_str(name);
-        text.push_str("\ndata: ");
-        text.push_str(&json);
-        text.push_str("\n\n");
-    }
+    let json = serde_json::to_string(data).unwrap_or_default();
+    format!("event: {name}\ndata: {json}\n\n")
 }
 
 #[cfg(test)]

@@ -377,3 +377,14 @@ fn the_shipped_registry_places_its_stations() {
     let wharf = &identities.profiles["hau-ninh-kieu-01"];
     assert!(wharf.name.is_some() && wharf.location.is_some(), "{wharf:?}");
 }
+
+#[test]
+fn dashboard_settings_are_read_and_checked() {
+    let config = load_str("[dashboard]\ntile_url = \"https://tiles.cantho.example/{z}/{x}/{y}.png\"\n", &[]).unwrap();
+    assert!(config.dashboard.enabled);
+    assert_eq!(config.dashboard.tile_url, "https://tiles.cantho.example/{z}/{x}/{y}.png");
+    let off = load_str("", &[("MEKONG__DASHBOARD__ENABLED", "false")]).unwrap();
+    assert!(!off.dashboard.enabled);
+    let e = error_of("[dashboard]\ntile_url = \"tiles.cantho.example/{z}/{x}/{y}.png\"\n", &[]);
+    assert!(e.contains("[dashboard]") && e.contains("tile_url"), "{e}");
+}

@@ -357,6 +357,13 @@ fn malformed_records_are_refused_with_reasons() {
     let one = || Cbor::default().arr(1);
     check(one().map(2).int(label::N).text("x").int(label::N).text("y"), RecordError::DuplicateLabel(0));
     check(one().map(2).int(label::N).text("x").text("crit_").int(1), RecordError::MustUnderstand);
+    // base fields too (RFC 8428 section 4.4: a field appears at most once in a record)
+    check(
+        one().map(3).int(label::BN).text("a").int(label::BN).text("b").int(label::V).int(1),
+        RecordError::DuplicateLabel(label::BN),
+    );
+    // a leading '/' only for an LwM2M path
+    check(one().map(2).int(label::N).text("/3303/0").int(label::V).int(1), RecordError::BadName);
     check(one().map(2).int(label::N).text("x").f64(1.0).int(1), RecordError::BadLabel);
     check(one().map(1).int(label::N).text("x"), RecordError::NoSingleValue);
     check(

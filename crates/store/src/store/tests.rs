@@ -582,3 +582,70 @@ fn a_directory_in_use_is_refused() {
     assert!(err.to_string().contains("stop the mekong that serves it first"), "{err}");
     assert!(started.elapsed() >= LOCK_WAIT, "gave up after {:?}", started.elapsed());
 }
+
+/// Every key of the tree, for checking what a removal leaves.
+fn all_keys(store: &Store) -> Vec<Vec<u8>> {
+    store.current().unwrap().tree.iter().keys().map(|k| k.unwrap().to_vec()).collect()
+}
+
+#[test]
+fn removing_a_device_removes_all_it_stored_and_nothing_else_and_its_id_can_be_reused() {
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        // "a" first, so that "b" has the highest series ids, which a new opening reuses.
+        store.write("a", "water", T0, &[p("water_level", T0, 1.0)]).unwrap();
+        let before_b = all_keys(&store);
+        // Two days of b, folded (day blocks, hour blocks, rollups) and a fresh chunk; signed.
+        let times: Vec<i64> = (0..48).map(|h| T0 + h * HOUR).collect();
+        let level: Vec<_> = times.iter().map(|&t| p("water_level", t, 2.0)).collect();
+        let salt: Vec<_> =
+            times.iter().map(|&t| NewPoint { metric: "salinity", unit: Some("ppt"), time_ms: t, value: 0.5 }).collect();
+        store.write("b", "water", T0, &level).unwrap();
+        store.write("b", "water", T0, &salt).unwrap();
+        store.fold(T0 + 47 * HOUR, || true).unwrap();
+        let seq = [PackWrite {
+            device: "b",
+            kind: "water",
+            seen_ms: T0,
+            points: &[p("water_level", T0 + 48 * HOUR, 3.0)],
+            seq: Some((7, [1; 8])),
+        }];
+        store.write_packs(&seq).unwrap();
+        assert!(chunk_keys(&store) > 2);
+        store.write("a", "water", T0, &[p("water_level", T0 + 1, 1.5)]).unwrap();
+
+        let removed = store.remove_device("b").unwrap().unwrap();
+        assert_eq!((removed.series, removed.points), (2, 97));
+        assert_eq!(store.remove_device("b").unwrap(), None);
+        assert!(store.device("b").is_none());
+        assert!(store.series_of("b").is_none());
+        assert!(store.points("b", "water_level", i64::MIN, i64::MAX, 10).unwrap().is_none());
+        assert_eq!(store.device_seq("b"), None);
+        assert!(store.latest(None).iter().all(|l| l.device != "b"));
+        // Nothing of b is left in the tree: the keys are a's and the store's own.
+        let keep_only = all_keys(&store);
+        let of_a = |k: &[u8]| matches!(k[0], keys::POINT | keys::ROLLUP) && k[1..5] == 0u32.to_be_bytes();
+        let extra: Vec<_> = keep_only.iter().filter(|k| !before_b.contains(k) && !of_a(k)).collect();
+        assert!(keep_only.iter().any(|k| k[0] == keys::ROLLUP), "the fold wrote rollups (of a)");
+        assert!(extra.is_empty(), "left behind: {extra:?}");
+        assert_eq!(store.points("a", "water_level", i64::MIN, i64::MAX, 10).unwrap().unwrap().len(), 2);
+        store.flush().unwrap();
+    }
+    // Reopened, b is still gone, and its id is taken afresh: a new series gets b's old ids
+    // and none of b's points.
+    let store = open(dir.path());
+    assert!(store.device("b").is_none());
+    assert_eq!(store.device("a").unwrap().points, 2);
+    store.write("b", "air", T0, &[NewPoint { metric: "pm2_5", unit: None, time_ms: T0 + HOUR, value: 9.0 }]).unwrap();
+    store.write("c", "water", T0, &[p("water_level", T0 + HOUR, 4.0)]).unwrap();
+    assert_eq!(
+        store.points("c", "water_level", i64::MIN, i64::MAX, 100).unwrap().unwrap(),
+        [Point { time_ms: T0 + HOUR, value: 4.0 }]
+    );
+    assert_eq!(store.points("b", "pm2_5", i64::MIN, i64::MAX, 100).unwrap().unwrap().len(), 1);
+    let buckets = store.aggregate("c", "water_level", i64::MIN / 4, i64::MAX / 4, 24 * HOUR).unwrap();
+    assert_eq!(format!("{buckets:?}").matches("count: 1").count(), 1, "{buckets:?}");
+    assert_eq!(store.device("b").unwrap().kind, "air");
+}
