@@ -49,6 +49,9 @@ pub struct Saved {
     pub message: String,
     /// The latest reading time evaluated.
     pub reached_ms: i64,
+    /// Stale rules: the device's usual period as last learned, kept so that a device that
+    /// never reports again after a restart is still found stale.
+    pub period_ms: Option<i64>,
 }
 
 /// The in-memory part of a (rule, device).
@@ -72,6 +75,7 @@ impl Track {
             value: None,
             message: String::new(),
             reached_ms: i64::MIN,
+            period_ms: None,
         };
         Track { saved, pending_ms: None, window: VecDeque::new(), arrivals: VecDeque::new() }
     }
@@ -242,6 +246,7 @@ impl Engine {
             if track.arrivals.len() > ARRIVALS {
                 track.arrivals.pop_front();
             }
+            track.saved.period_ms = learned(track).or(track.saved.period_ms);
             if track.saved.firing {
                 changes.push(change(rule, device, track, false, now_ms, None));
             }
@@ -259,7 +264,8 @@ impl Engine {
                 if id != &rule.id || track.saved.firing {
                     continue;
                 }
-                let (Some(&last), Some(period)) = (track.arrivals.back(), period_ms.or_else(|| learned(track))) else {
+                let period = period_ms.or_else(|| learned(track)).or(track.saved.period_ms);
+                let (Some(&last), Some(period)) = (track.arrivals.back(), period) else {
                     continue;
                 };
                 if (now_ms - last) as f64 > periods * period as f64 {
@@ -282,7 +288,9 @@ impl Engine {
     pub fn progress(&self) -> impl Iterator<Item = (&str, &str, &Saved)> {
         self.tracks
             .iter()
-            .filter(|(_, t)| t.saved.since_ms != i64::MIN || t.saved.reached_ms != i64::MIN)
+            .filter(|(_, t)| {
+                t.saved.since_ms != i64::MIN || t.saved.reached_ms != i64::MIN || t.saved.period_ms.is_some()
+            })
             .map(|((rule, device), t)| (rule.as_str(), device.as_str(), &t.saved))
     }
 

@@ -61,6 +61,8 @@ pub(crate) struct StateRecord {
     pub message: String,
     pub reached_ms: i64,
     pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_ms: Option<i64>,
 }
 
 impl StateRecord {
@@ -73,6 +75,7 @@ impl StateRecord {
             message: saved.message.clone(),
             reached_ms: saved.reached_ms,
             seq,
+            period_ms: saved.period_ms,
         }
     }
 
@@ -84,6 +87,7 @@ impl StateRecord {
             value: self.value,
             message: self.message.clone(),
             reached_ms: self.reached_ms,
+            period_ms: self.period_ms,
         }
     }
 }

@@ -274,3 +274,21 @@ fn a_stale_alert_across_a_restart_does_not_fire_again_and_clears_once() {
     assert_eq!(cleared.iter().map(|c| (c.firing, c.at_ms)).collect::<Vec<_>>(), [(false, 11 * MIN)]);
     assert!(after.tick(12 * MIN).is_empty());
 }
+
+#[test]
+fn a_learned_period_survives_a_restart_so_a_device_that_never_comes_back_is_found() {
+    let rule = || RuleSpec { metric: None, periods: Some(3.0), ..spec("quiet", "stale") }.check().unwrap();
+    let mut before = Engine::new(vec![rule()]);
+    let pts = [(0i64, 1.0)];
+    for m in [0, 5, 10, 15] {
+        before.observe("hau-01", "water", [("water_level", &pts[..])], m * MIN);
+    }
+    // A restart at minute 16; the device never reports again.
+    let mut after = Engine::new(vec![rule()]);
+    for (r, d, saved) in before.progress() {
+        after.restore(r, d, saved.clone());
+    }
+    after.seen("hau-01", "water", 15 * MIN);
+    assert!(after.tick(29 * MIN).is_empty());
+    assert_eq!(after.tick(31 * MIN).len(), 1);
+}
