@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod acknowledgements;
+mod alerts;
 mod bad_input;
 mod conformance;
 mod dashboard;

@@ -214,6 +214,7 @@ fn main() -> Result<()> {
         health: Default::default(),
         directory: Default::default(),
         registrar: None,
+        alerts: None,
         feed: mekong_api::Feed::new(16),
     });
     let server = runtime.spawn(async move { axum::serve(listener, app).await });

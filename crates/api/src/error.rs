@@ -22,6 +22,9 @@ pub enum ApiError {
     /// The thing asked for does not exist (404).
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the server's configuration (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The server failed (500); the detail is logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -53,6 +56,8 @@ pub enum ErrorCode {
     Forbidden,
     /// 404.
     NotFound,
+    /// 409.
+    Conflict,
     /// 500.
     Internal,
 }
@@ -74,6 +79,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)

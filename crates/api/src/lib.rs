@@ -58,6 +58,8 @@ pub struct AppState {
     /// What edits the registry (`PUT` and `DELETE /v1/devices/{id}`); without one those
     /// answer 404.
     pub registrar: Option<Arc<dyn directory::Registrar>>,
+    /// The alert engine (`/v1/alerts*`); without one those answer 404.
+    pub alerts: Option<mekong_alerts::Alerts>,
     /// Readings once durable, and alert changes: `/v1/stream`.
     pub feed: Feed,
 }
@@ -139,11 +141,16 @@ fn described(access: &Arc<Access>) -> OpenApiRouter<Shared> {
         .routes(routes!(routes::aggregate::series))
         .routes(routes!(routes::aggregate::many))
         .routes(routes!(routes::latest::latest))
+        .routes(routes!(routes::alerts::active))
+        .routes(routes!(routes::alerts::history))
         .routes(routes!(routes::stream::stream));
     let read = openapi::scoped(read, Scope::Read).route_layer(scoped(Scope::Read));
     let admin = OpenApiRouter::new()
         .routes(routes!(routes::rejections::list))
-        .routes(routes!(routes::devices::put, routes::devices::remove));
+        .routes(routes!(routes::devices::put, routes::devices::remove))
+        .routes(routes!(routes::alerts::rules))
+        .routes(routes!(routes::alerts::put_rule, routes::alerts::delete_rule))
+        .routes(routes!(routes::alerts::deliveries));
     let admin = openapi::scoped(admin, Scope::Admin).route_layer(scoped(Scope::Admin));
     open.merge(metrics).merge(read).merge(admin)
 }

@@ -29,6 +29,7 @@ fn anonymous(store: Store) -> AppState {
         health: Default::default(),
         directory: Default::default(),
         registrar: None,
+        alerts: None,
         feed: mekong_feed::Feed::new(16),
     }
 }
@@ -48,7 +49,21 @@ fn state() -> (tempfile::TempDir, AppState) {
     store
         .write("bridge-3", "traffic", T0, &[NewPoint { metric: "speed", unit: Some("km/h"), time_ms: T0, value: 31.0 }])
         .unwrap();
-    (dir, anonymous(store))
+    let alerts = alerts_on(&store);
+    let pts: Vec<(i64, f64)> = points.iter().map(|p| (p.time_ms, p.value)).collect();
+    alerts.observe("hau-01", "water", [("water_level", &pts[..])]);
+    (dir, AppState { alerts: Some(alerts), ..anonymous(store) })
+}
+
+/// The alert engine on `store` with one config rule, `hau-flood`: water level above 160 cm.
+fn alerts_on(store: &Store) -> mekong_alerts::Alerts {
+    let rule: mekong_alerts::RuleSpec = serde_json::from_value(serde_json::json!({
+        "id": "hau-flood", "type": "threshold", "metric": "water_level", "kind": "water",
+        "above": 160.0, "clear": 155.0, "severity": "critical", "message": "{device} at {value} cm"
+    }))
+    .unwrap();
+    let options = mekong_alerts::AlertsOptions { rules: vec![rule], ..Default::default() };
+    mekong_alerts::Alerts::start(store.clone(), options, &tokio::runtime::Handle::current()).unwrap()
 }
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
@@ -397,7 +412,8 @@ async fn the_document_the_readme_and_the_router_name_the_same_endpoints() {
     // status its description lists.
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
-            let uri = path.replace("{device}", "hau-01").replace("{metric}", "water_level");
+            let uri =
+                path.replace("{device}", "hau-01").replace("{metric}", "water_level").replace("{id}", "hau-flood");
             let uri = if uri.contains("aggregate") {
                 format!("{uri}?metric=water_level&from={T0}&to={}&step=1d", T0 + 86_400_000)
             } else {
@@ -935,4 +951,61 @@ async fn admins_add_change_and_remove_devices_and_readers_cannot() {
         (status, body["unregistered"].as_bool(), body["series"].as_u64()),
         (StatusCode::OK, Some(true), Some(0))
     );
+}
+
+#[tokio::test]
+async fn alerts_are_listed_to_readers_and_their_rules_managed_by_admins() {
+    let (_dir, state) = guarded();
+    let (status, body) = send(&state, "GET", "/v1/alerts", "mkt_read", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let alert = &body["alerts"][0];
+    assert_eq!((alert["rule"].as_str(), alert["device"].as_str()), (Some("hau-flood"), Some("hau-01")));
+    assert_eq!((alert["state"].as_str(), alert["severity"].as_str()), (Some("firing"), Some("critical")));
+    // The first reading above 160 cm: 150 + 11.
+    assert_eq!((alert["since_ms"].as_i64(), alert["value"].as_f64()), (Some(T0 + 110_000), Some(161.0)));
+    assert_eq!(alert["message"], "hau-01 at 161 cm");
+    let (status, body) =
+        send(&state, "GET", &format!("/v1/alerts/history?from={T0}&rule=hau-flood"), "mkt_read", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["changes"].as_array().unwrap().len(), 1);
+    assert_eq!(body["changes"][0]["seq"], 1);
+    let (status, _) = send(&state, "GET", "/v1/alerts/history?from=yesterday", "mkt_read", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    for uri in ["/v1/alerts/rules", "/v1/alerts/deliveries"] {
+        assert_eq!(send(&state, "GET", uri, "mkt_read", None).await.0, StatusCode::FORBIDDEN, "{uri}");
+        assert_eq!(send(&state, "GET", uri, "mkt_admin", None).await.0, StatusCode::OK, "{uri}");
+    }
+    let salt = serde_json::json!({"type": "threshold", "metric": "salinity", "above": 4.0, "for_s": 600,
+        "clear": 3.0, "message": "salinity {value} ppt at {device}"});
+    assert_eq!(
+        send(&state, "PUT", "/v1/alerts/rules/salt", "mkt_read", Some(salt.clone())).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, body) = send(&state, "PUT", "/v1/alerts/rules/salt", "mkt_admin", Some(salt.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["id"].as_str(), body["source"].as_str(), body["above"].as_f64()),
+        (Some("salt"), Some("api"), Some(4.0))
+    );
+    assert_eq!(send(&state, "PUT", "/v1/alerts/rules/salt", "mkt_admin", Some(salt.clone())).await.0, StatusCode::OK);
+    let (status, body) = send(&state, "PUT", "/v1/alerts/rules/hau-flood", "mkt_admin", Some(salt)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    let bad = serde_json::json!({"type": "threshold", "metric": "salinity", "above": 4.0, "below": 1.0});
+    assert_eq!(send(&state, "PUT", "/v1/alerts/rules/salt", "mkt_admin", Some(bad)).await.0, StatusCode::BAD_REQUEST);
+    let (_, body) = send(&state, "GET", "/v1/alerts/rules", "mkt_admin", None).await;
+    let ids: Vec<_> = body["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ids, [("hau-flood", "config"), ("salt", "api")]);
+    assert_eq!(send(&state, "DELETE", "/v1/alerts/rules/hau-flood", "mkt_admin", None).await.0, StatusCode::CONFLICT);
+    assert_eq!(send(&state, "DELETE", "/v1/alerts/rules/salt", "mkt_read", None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(send(&state, "DELETE", "/v1/alerts/rules/salt", "mkt_admin", None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(send(&state, "DELETE", "/v1/alerts/rules/salt", "mkt_admin", None).await.0, StatusCode::NOT_FOUND);
+    // Without an engine the routes say so.
+    let off = AppState { alerts: None, ..state };
+    assert_eq!(send(&off, "GET", "/v1/alerts", "mkt_read", None).await.0, StatusCode::NOT_FOUND);
 }

@@ -3,8 +3,10 @@
 //! TLS); `connect` measures a fleet reconnecting at once, plain and over TLS; `query`
 //! measures the store's size on disk and the API's latency over the reference dataset. Each
 //! starts the `mekong` binary as a child process and prints one JSON line per step, then a
-//! summary line.
+//! summary line. `alerts` measures an alert's latency from the crossing reading's publish to
+//! the webhook, under a background load.
 
+mod alerts;
 mod broker_only;
 mod connect;
 mod harness;
@@ -79,6 +81,22 @@ enum Command {
         /// broker checks against a registry of all of them, against plain TCP in the same run.
         #[arg(long)]
         auth: bool,
+    },
+    /// Alert latency: from the publish of a reading that crosses a rule's threshold to the
+    /// webhook's receipt of the change, p50 and p99, under a background load.
+    Alerts {
+        /// Background packs per second (one reading each), over all devices.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+        /// Background devices, one MQTT connection each.
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        /// Alert changes to time (firing and resolved in turn).
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+        /// Milliseconds between two changes.
+        #[arg(long, default_value_t = 100)]
+        every_ms: u64,
     },
     /// What following the live stream costs ingest (full-speed ingest with no stream client
     /// and with --clients, alternating in one run), and the latency from a pack's publish to
@@ -157,6 +175,14 @@ fn main() -> anyhow::Result<()> {
                 ingest::BenchOptions { devices, readings, seconds, warmup, window, peer, moderate_rate, mekong, tls };
             let summary = runtime()?.block_on(ingest::ingest(opts))?;
             println!("{summary}");
+            Ok(())
+        }
+        Command::Alerts { rate, devices, changes, every_ms } => {
+            init_logging("warn");
+            let mekong = harness::mekong_binary(cli.mekong)?;
+            let every = std::time::Duration::from_millis(every_ms);
+            let opts = alerts::AlertBenchOptions { rate, devices, changes, every, mekong };
+            println!("{}", runtime()?.block_on(alerts::alerts(opts))?);
             Ok(())
         }
         Command::Stream { devices, readings, clients, follow_all, seconds, warmup, rounds, rate } => {

@@ -230,8 +230,9 @@ impl BrokerOptions {
         // resends, which is harmless.
         let uplinks = SegmentConfig { max_segment_size: self.segment_bytes, max_segment_count: self.segment_count };
         let router = RouterConfig {
-            // The ingest link is one connection too.
-            max_connections: self.max_connections + 1,
+            // The ingest link and the platform's publisher link (alerts) are connections too
+            // (`broker::start` alone opens only the first: one slot to spare there).
+            max_connections: self.max_connections + 2,
             max_outgoing_packet_count: 200,
             max_segment_size: OTHER_FILTER_SEGMENT_BYTES,
             max_segment_count: OTHER_FILTER_SEGMENTS,
@@ -274,6 +275,19 @@ fn ser_opt_addr<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok,
 /// benchmark may read it with something simpler (the broker-only scenario of `mekong-bench`
 /// counts what comes through). The broker runs until the process exits.
 pub fn start(opts: &BrokerOptions, guard: Option<&Guard>) -> Result<(LinkTx, LinkRx), IngestError> {
+    start_links(opts, guard, false).map(|(tx, rx, _)| (tx, rx))
+}
+
+/// Both halves of an in-process link.
+pub(crate) type Link = (LinkTx, LinkRx);
+
+/// [`start`], and with `publisher` a second in-process link, subscribed to nothing, for
+/// the platform's own publishes (alert states, [`crate::Publisher`]).
+pub(crate) fn start_links(
+    opts: &BrokerOptions,
+    guard: Option<&Guard>,
+    publisher: bool,
+) -> Result<(LinkTx, LinkRx, Option<Link>), IngestError> {
     let config = opts.to_rumqttd(guard)?;
     // rumqttd binds inside its own threads and only logs a failure; bind once here first so
     // that a taken port is a clear error at start-up.
@@ -288,13 +302,20 @@ pub fn start(opts: &BrokerOptions, guard: Option<&Guard>) -> Result<(LinkTx, Lin
     // Only uplinks: the link's own downlinks then never come back to it, and the offsets of
     // this one filter's log count every uplink, so gaps in them are lost uplinks.
     tx.subscribe(UPLINK_FILTER).map_err(|e| IngestError::Link(e.to_string()))?;
+    let publisher = match publisher {
+        true => {
+            let id = format!("mekong-platform-{:016x}", RandomState::new().hash_one(Instant::now()));
+            Some(broker.link(&id).map_err(|e| IngestError::Link(e.to_string()))?)
+        }
+        false => None,
+    };
     std::thread::Builder::new().name("mekong-broker".into()).spawn(move || {
         // Never returns while the broker runs.
         if let Err(e) = broker.start() {
             tracing::error!(error = %e, "mqtt broker stopped");
         }
     })?;
-    Ok((tx, rx))
+    Ok((tx, rx, publisher))
 }
 
 /// Waits until every listener accepts TCP connections.

@@ -92,6 +92,32 @@ pub struct Ingest {
     registry: SharedRegistry,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    publisher: Option<Publisher>,
+}
+
+/// The platform's own publishes into the broker (alert states), through an in-process link
+/// of their own; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    tx: Arc<std::sync::Mutex<rumqttd::local::LinkTx>>,
+    // Kept so that the broker keeps the link's connection; nothing is read from it (the
+    // link subscribes to nothing).
+    _rx: Arc<rumqttd::local::LinkRx>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Publisher")
+    }
+}
+
+impl Publisher {
+    /// Publishes `payload` on `topic`, retained (QoS 0): the broker keeps it for every later
+    /// subscriber (vendored rumqttd, patch 21); an empty payload removes it.
+    pub fn publish_retained(&self, topic: String, payload: Vec<u8>) -> Result<(), IngestError> {
+        let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        tx.publish_retained(topic, payload).map(|_| ()).map_err(|e| IngestError::Link(e.to_string()))
+    }
 }
 
 impl Ingest {
@@ -107,7 +133,9 @@ impl Ingest {
         let stats = Arc::new(Stats::new(pipeline.rejection_log_capacity));
         let feed = Feed::new(FEED_WINDOW);
         let guard = policy.map(|policy| Guard::new(policy, Arc::clone(&stats)));
-        let (tx, rx) = broker::start(broker, guard.as_ref())?;
+        let (tx, rx, publisher) = broker::start_links(broker, guard.as_ref(), true)?;
+        let publisher =
+            publisher.map(|(tx, rx)| Publisher { tx: Arc::new(std::sync::Mutex::new(tx)), _rx: Arc::new(rx) });
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledge = pipeline.acknowledge;
         let (groups_tx, groups_rx) = std::sync::mpsc::sync_channel(PENDING_GROUPS);
@@ -125,7 +153,7 @@ impl Ingest {
                 .name("mekong-ingest".into())
                 .spawn(move || worker::run(rx, &mut pipeline, &stop, &groups_tx))?
         };
-        let ingest = Ingest { stats, guard, feed, registry, stop, threads: vec![worker, acker] };
+        let ingest = Ingest { stats, guard, feed, registry, stop, threads: vec![worker, acker], publisher };
         broker::wait_listening(broker)?;
         Ok(ingest)
     }
@@ -133,6 +161,11 @@ impl Ingest {
     /// The handle that replaces the ingest thread's registry while it runs.
     pub fn registry(&self) -> SharedRegistry {
         self.registry.clone()
+    }
+
+    /// The platform's own publisher into the broker.
+    pub fn publisher(&self) -> Option<Publisher> {
+        self.publisher.clone()
     }
 
     /// The broker's gatekeeper, whose policy can be replaced while it runs; `None` when the

@@ -118,6 +118,8 @@ pub struct Config {
     pub dashboard: mekong_dashboard::DashboardOptions,
     /// Logging.
     pub log: LogConfig,
+    /// Alert rules and where their changes go.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// `[registry]`
@@ -278,6 +280,7 @@ impl Config {
         b.validate().context("in [broker]")?;
         self.ingest.validate().context("in [ingest]")?;
         self.tls.validate()?;
+        self.alerts.validate()?;
         self.dashboard.validate().context("in [dashboard]")?;
         if self.ingest.max_payload_bytes >= b.max_packet_bytes {
             bail!(

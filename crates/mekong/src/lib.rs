@@ -7,6 +7,7 @@
 //! their options as plain values.
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod config;
 pub mod exposure;
 pub mod https;

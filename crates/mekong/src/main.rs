@@ -61,9 +61,14 @@ enum Command {
         /// Timestamps per backlog pack.
         #[arg(long, default_value_t = 50)]
         batch: usize,
-        /// Device id prefix.
-        #[arg(long, default_value = "sim-")]
-        prefix: String,
+        /// Device id prefix (default `sim-`, and `flood-` for the flood scenario, so that its
+        /// stations do not share series with a normal run).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// What the readings follow: `normal`, or `flood` (a high tide and a rain event that
+        /// cross the example alert rules of config/mekong.toml within about three minutes).
+        #[arg(long, value_enum, default_value_t = ScenarioArg::Normal)]
+        scenario: ScenarioArg,
         /// Noise seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -177,6 +182,15 @@ struct RegistryArg {
     /// The registry file (created by a command that adds to it).
     #[arg(long = "registry", value_name = "FILE", default_value = mekong::config::DEFAULT_REGISTRY)]
     path: PathBuf,
+}
+
+/// `--scenario` of `mekong simulate`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ScenarioArg {
+    /// Everyday Can Tho.
+    Normal,
+    /// A high tide and a rain event that cross the example alert rules.
+    Flood,
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,7 +337,24 @@ fn main() -> anyhow::Result<()> {
             init_logging(&config.log.filter, log_format.unwrap_or(config.log.format));
             runtime()?.block_on(serve(config, demo))
         }
-        Command::Simulate { broker, devices, interval, duration, history, batch, prefix, seed, answer_timeout } => {
+        Command::Simulate {
+            broker,
+            devices,
+            interval,
+            duration,
+            history,
+            batch,
+            prefix,
+            scenario,
+            seed,
+            answer_timeout,
+        } => {
+            let scenario = match scenario {
+                ScenarioArg::Normal => simulate::Scenario::Normal,
+                ScenarioArg::Flood => simulate::Scenario::Flood,
+            };
+            let prefix = prefix
+                .unwrap_or_else(|| if scenario == simulate::Scenario::Flood { "flood-" } else { "sim-" }.to_owned());
             init_logging("info", LogFormat::Text);
             let (host, port) = split_host_port(&broker).context("--broker must be host:port")?;
             let opts = SimOptions {
@@ -338,6 +369,7 @@ fn main() -> anyhow::Result<()> {
                 seed,
                 answer_timeout: secs(answer_timeout, "--answer-timeout")?,
                 progress: true,
+                scenario,
             };
             runtime()?.block_on(async {
                 let (stop_tx, stop) = tokio::sync::watch::channel(false);

@@ -49,6 +49,7 @@ pub struct Platform {
     store: Store,
     directory: Directory,
     ingest: Ingest,
+    alerts: mekong_alerts::Alerts,
     upkeep: Option<Upkeep>,
     http_stop: watch::Sender<bool>,
     http: Vec<JoinHandle<std::io::Result<()>>>,
@@ -89,11 +90,21 @@ impl Platform {
         };
         let profiles = identities.profiles;
         let pipeline = config.pipeline_options(identities.devices);
+        // The engine loads its states before ingest starts, so that it observes the feed
+        // from the first moment it can (the feed is made by `Ingest::start`).
+        let alerts =
+            mekong_alerts::Alerts::start(store.clone(), config.alerts.options()?, &tokio::runtime::Handle::current())
+                .context("cannot start the alert engine")?;
         let ingest = {
             let store = store.clone();
             let broker = broker.clone();
             tokio::task::spawn_blocking(move || Ingest::start(&broker, policy, pipeline, store)).await??
         };
+        ingest.feed().set_observer(alerts.observer());
+        alerts.add_live(Arc::new(mekong_alerts::FeedAlerts(ingest.feed())), false);
+        if let Some(publisher) = ingest.publisher() {
+            alerts.add_live(Arc::new(crate::alerts::MqttAlerts(publisher)), true);
+        }
 
         let s = &config.storage;
         let upkeep = if s.maintenance_every_secs == 0 {
@@ -144,6 +155,7 @@ impl Platform {
                 ingest.registry(),
                 ingest.guard().map(|guard| BrokerAccess { guard, exposure }),
             ))),
+            alerts: Some(alerts.clone()),
             feed: ingest.feed(),
         };
         let app = mekong_api::router(state);
@@ -191,6 +203,7 @@ impl Platform {
             store,
             directory,
             ingest,
+            alerts,
             upkeep,
             http_stop,
             http,
@@ -237,6 +250,9 @@ impl Platform {
         }
         let ingest = self.ingest;
         tokio::task::spawn_blocking(move || ingest.shutdown()).await?;
+        // After ingest: no reading comes any more; how far each rule has evaluated is saved.
+        let alerts = self.alerts;
+        tokio::task::spawn_blocking(move || alerts.stop()).await?;
         if let Some(upkeep) = self.upkeep {
             tokio::task::spawn_blocking(move || upkeep.stop()).await?;
         }

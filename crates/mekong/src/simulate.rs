@@ -6,7 +6,7 @@
 //! semi-diurnal tide on the Hau river (two highs a day, about 1.8 m range), traffic and PM2.5
 //! that peak around 07:00 and 17:00 local time (UTC+7), temperature 24 to 35 Cel.
 
-use std::f64::consts::TAU;
+use std::f64::consts::{PI, TAU};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,39 @@ use mekong_schema::topic::Uplink;
 use mekong_schema::{encode_pack, Base, DeviceKind, Reading};
 use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
+
+/// What the fleet's readings follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scenario {
+    /// Everyday Can Tho: tides, rush hours, daily cycles.
+    #[default]
+    Normal,
+    /// A high tide and a rain event, compressed into about three minutes from the start of
+    /// the run: the water stations' level rises from 230 cm to about 325 cm and falls back
+    /// ([`flood_level`]), and the air stations report the rain (`rainfall`, mm per reading).
+    /// It crosses the example rules of `config/mekong.toml`: `hau-rising` fires at about
+    /// +30 s and clears at about +150 s; `hau-flood` (above 300 cm for 60 s) fires at about
+    /// +115 s and clears (below 290 cm for 30 s) at about +160 s.
+    Flood,
+}
+
+/// The flood scenario's water level `e` seconds into the run, in cm: a high tide (230 cm,
+/// +50 cm over 160 s) and the surge of a rain event on top of it (+45 cm over 128 s, from
+/// +24 s).
+pub fn flood_level(e: f64) -> f64 {
+    let bump = |from: f64, len: f64| if (from..=from + len).contains(&e) { (PI * (e - from) / len).sin() } else { 0.0 };
+    230.0 + 50.0 * bump(0.0, 160.0) + 45.0 * bump(24.0, 128.0)
+}
+
+/// The flood scenario's rain intensity `e` seconds into the run, in mm/h: a tropical
+/// downpour of up to 60 mm/h from +10 s to +150 s.
+pub fn flood_rain(e: f64) -> f64 {
+    if (10.0..=150.0).contains(&e) {
+        60.0 * (PI * (e - 10.0) / 140.0).sin()
+    } else {
+        0.0
+    }
+}
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -45,6 +78,8 @@ pub struct SimOptions {
     /// Show progress on standard error: a line rewritten in place on a terminal, a plain
     /// line every few seconds otherwise.
     pub progress: bool,
+    /// What the readings follow.
+    pub scenario: Scenario,
 }
 
 impl Default for SimOptions {
@@ -61,6 +96,7 @@ impl Default for SimOptions {
             seed: 1,
             answer_timeout: Duration::from_secs(30),
             progress: false,
+            scenario: Scenario::Normal,
         }
     }
 }
@@ -122,6 +158,8 @@ pub struct Station {
     phase: f64,
     scale: f64,
     noise: Noise,
+    /// The flood scenario's start (seconds since the epoch) and the time between readings.
+    flood: Option<(f64, f64)>,
 }
 
 impl Station {
@@ -131,7 +169,13 @@ impl Station {
         let mut noise = Noise::new(seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let phase = noise.uniform() * TAU;
         let scale = 0.7 + 0.6 * noise.uniform();
-        Station { id: format!("{prefix}{}-{:03}", kind.as_str(), index), kind, phase, scale, noise }
+        Station { id: format!("{prefix}{}-{:03}", kind.as_str(), index), kind, phase, scale, noise, flood: None }
+    }
+
+    /// The station in the flood scenario that starts at `start` (seconds since the epoch),
+    /// reading every `interval` seconds.
+    pub fn in_flood(self, start: f64, interval: f64) -> Station {
+        Station { flood: Some((start, interval)), ..self }
     }
 
     /// The readings at `t` (seconds since the epoch): (metric, unit, value).
@@ -145,7 +189,10 @@ impl Station {
                 // M2 (12.42 h) and K1 (23.93 h) constituents: two unequal highs a day.
                 let m2 = (TAU * t / 44_712.0 + self.phase).cos();
                 let k1 = (TAU * t / 86_164.0 + self.phase / 2.0).cos();
-                let level = 150.0 * self.scale + 70.0 * m2 + 25.0 * k1 + n.gauss() * 0.5;
+                let level = match self.flood {
+                    Some((start, _)) => flood_level(t - start) + n.gauss() * 0.5,
+                    None => 150.0 * self.scale + 70.0 * m2 + 25.0 * k1 + n.gauss() * 0.5,
+                };
                 let salinity = (0.4 + 1.2 * self.scale * (m2 + 1.0) / 2.0 + n.gauss() * 0.02).max(0.0);
                 let turbidity = (45.0 + 20.0 * (1.0 - m2).abs() + n.gauss() * 2.0).max(0.0);
                 vec![
@@ -168,12 +215,15 @@ impl Station {
                 let pm25 = (14.0 * self.scale + 30.0 * rush + n.gauss() * 2.5).max(1.0);
                 let pm10 = pm25 * 1.6 + n.gauss().abs() * 4.0;
                 let warm = (TAU * (hour - 9.0) / 24.0).sin();
-                vec![
+                let rain = self.flood.map(|(start, interval)| round(flood_rain(t - start) * interval / 3600.0, 2));
+                let mut readings = vec![
                     ("pm2_5", "ug/m3", round(pm25, 1)),
                     ("pm10", "ug/m3", round(pm10, 1)),
                     ("temperature", "Cel", round(29.5 + 5.0 * warm + n.gauss() * 0.2, 2)),
                     ("humidity", "%RH", round((80.0 - 14.0 * warm + n.gauss()).clamp(0.0, 100.0), 1)),
-                ]
+                ];
+                readings.extend(rain.map(|mm| ("rainfall", "mm", mm)));
+                readings
             }
         }
     }
@@ -294,11 +344,15 @@ pub async fn run(opts: SimOptions, stop: watch::Receiver<bool>) -> anyhow::Resul
     let progress = Arc::new(Progress::default());
     let reporter = opts.progress.then(|| tokio::spawn(report_progress(Arc::clone(&progress))));
     let mut tasks = tokio::task::JoinSet::new();
+    let start = now_secs();
     for index in 0..opts.devices {
         let (opts, progress, stop) = (opts.clone(), Arc::clone(&progress), stop.clone());
-        tasks.spawn(
-            async move { run_station(Station::new(&opts.prefix, index, opts.seed), &opts, &progress, stop).await },
-        );
+        let station = Station::new(&opts.prefix, index, opts.seed);
+        let station = match opts.scenario {
+            Scenario::Normal => station,
+            Scenario::Flood => station.in_flood(start, opts.interval.as_secs_f64()),
+        };
+        tasks.spawn(async move { run_station(station, &opts, &progress, stop).await });
     }
     let mut report = SimReport::default();
     let mut failure = None;
@@ -562,6 +616,22 @@ mod tests {
         assert_eq!(a, b);
         let c = Station::new("t-", 2, 10).sample(NOON_ICT);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn the_flood_scenario_crosses_the_example_rules_and_comes_back() {
+        let mut water = Station::new("t-", 0, 9).in_flood(NOON_ICT, 5.0);
+        let levels: Vec<(f64, f64)> =
+            (0..60).map(|i| (i as f64 * 5.0, water.sample(NOON_ICT + i as f64 * 5.0)[0].2)).collect();
+        let above: Vec<f64> = levels.iter().filter(|(_, l)| *l > 300.0).map(|(e, _)| *e).collect();
+        // Above hau-flood's 300 cm for over 30 s (it fires), then below 290 cm (it clears).
+        assert!(above.len() >= 10 && above.last().unwrap() - above[0] >= 60.0, "{levels:?}");
+        assert!(levels.iter().all(|(_, l)| *l < 330.0));
+        assert!(levels.iter().filter(|(e, _)| *e >= 130.0).all(|(_, l)| *l < 290.0), "{levels:?}");
+        let mut air = Station::new("t-", 2, 9).in_flood(NOON_ICT, 5.0);
+        let rain = |e: f64, air: &mut Station| air.sample(NOON_ICT + e)[4];
+        assert_eq!(rain(80.0, &mut air).0, "rainfall");
+        assert!(rain(80.0, &mut air).2 > 0.05 && rain(200.0, &mut air).2 == 0.0);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod provision;
 pub mod reason;
 pub mod senml;
 pub mod topic;
+pub mod webhook;
 
 pub use metrics::DeviceKind;
 pub use reason::Reason;

@@ -70,6 +70,25 @@ impl fmt::Display for Uplink<'_> {
     }
 }
 
+/// The filter of every alert topic: what an app is granted to follow the platform's alerts.
+pub const ALERTS_FILTER: &str = "mekong/v1/alerts/#";
+
+/// Formats the topic of an alert's state, `mekong/v1/alerts/{rule}/{device}`, on which the
+/// platform publishes each change retained (never a device: no device's lane reaches it).
+#[derive(Debug, Clone, Copy)]
+pub struct AlertTopic<'a> {
+    /// The rule's id.
+    pub rule: &'a str,
+    /// The device's id.
+    pub device: &'a str,
+}
+
+impl fmt::Display for AlertTopic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PREFIX}alerts/{}/{}", self.rule, self.device)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,9 @@ pub enum StoreError {
         /// The error that began it.
         cause: String,
     },
+    /// A record space name is empty or holds a NUL byte ([`crate::RecordWrite`]).
+    #[error("bad record space name {0:?}")]
+    RecordSpace(String),
     /// Every series id is taken.
     #[error("no series ids left")]
     SeriesIdsExhausted,

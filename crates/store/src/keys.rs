@@ -14,6 +14,8 @@ pub const DEVICE: u8 = 0x03;
 pub const ROLLUP: u8 = 0x04;
 /// First byte of a device's sequence number key.
 pub const SEQ: u8 = 0x05;
+/// First byte of a record key (other crates' small durable records: [`crate::RecordWrite`]).
+pub const RECORD: u8 = 0x06;
 
 /// Time in ms as 8 bytes whose unsigned order is the signed order of the times.
 pub fn time_bytes(t_ms: i64) -> [u8; 8] {
@@ -104,6 +106,23 @@ pub fn seq(device: &str) -> Vec<u8> {
     k
 }
 
+/// The prefix of every record of `space`: `0x06 | space | 0x00`. A space never holds a NUL
+/// byte, so no space's prefix is a prefix of another's.
+pub fn record_space(space: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + space.len());
+    k.push(RECORD);
+    k.extend_from_slice(space.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The key of record `key` in `space`.
+pub fn record(space: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = record_space(space);
+    k.extend_from_slice(key);
+    k
+}
+
 /// The device id of a device metadata key (or of a sequence number key: the same shape).
 pub fn parse_device(key: &[u8]) -> Option<&str> {
     match key.split_first() {
@@ -157,5 +176,12 @@ mod tests {
         assert_eq!(parse_series(&device("hau-01")), None);
         assert_eq!(parse_device(&[DEVICE, 0xff]), None);
         assert_eq!(parse_device(&[]), None);
+    }
+
+    #[test]
+    fn record_spaces_do_not_overlap() {
+        assert_eq!(record("alert", b"k"), b"\x06alert\x00k");
+        assert!(!record("alerts", b"").starts_with(&record_space("alert")));
+        assert!(record("alert", b"\xff\xff").starts_with(&record_space("alert")));
     }
 }

@@ -11,6 +11,7 @@
 //! | `0x03`, device id | device metadata |
 //! | `0x04`, series id (u32 BE), UTC day start (i64 BE, sign bit flipped) | the rollups of the day's folded hours, one entry per day ([`rollup`]) |
 //! | `0x05`, device id | the highest sequence number stored with the device's packs (u64 BE), then the 8-byte id of its numbering |
+//! | `0x06`, space, `0x00`, key | a record of another crate's ([`Store::write_records`]): the alert engine's states, history, outboxes and rules |
 //! | `0x00format`, `0x00epoch` | the layout version; the number of openings (high bits of chunk ids) |
 //!
 //! Points are written in chunks: per write group, one chunk per series and hour window. sled
@@ -64,10 +65,10 @@ pub mod fuzzing {
 
 pub use error::{PackRefused, StoreError, WriteError};
 pub use store::{
-    compact, compact_with_progress, CompactReport, ExpireReport, FoldReport, Removed, RetentionPolicy, RetentionRule,
-    Store, StoreOptions,
+    compact, compact_with_progress, CompactReport, ExpireReport, FoldReport, Record, Removed, RetentionPolicy,
+    RetentionRule, Store, StoreOptions,
 };
 pub use types::{
     Bucket, DeviceInfo, DeviceTally, DiskSpace, Flushed, Generation, Health, LatestValue, NewPoint, PackWrite, Point,
-    RefusalWrite, SeriesInfo, WriteSummary, Written,
+    RecordWrite, RefusalWrite, SeriesInfo, WriteSummary, Written,
 };

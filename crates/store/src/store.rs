@@ -335,10 +335,12 @@ pub(crate) mod compact;
 mod maintenance;
 mod meta;
 mod read;
+mod records;
 mod remove;
 mod write;
 pub use compact::{compact, compact_with_progress, CompactReport};
 pub use maintenance::{ExpireReport, FoldReport, RetentionPolicy, RetentionRule};
+pub use records::Record;
 pub use remove::Removed;
 
 #[cfg(test)]

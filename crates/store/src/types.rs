@@ -261,3 +261,26 @@ pub struct DiskSpace {
     /// Bytes the filesystem holds in all.
     pub total: u64,
 }
+
+/// One change to a record space, for [`crate::Store::write_records`]: small durable records of
+/// other crates (the alert engine's states, history, outboxes and rules) kept in the store's
+/// database, so that backups and compaction cover them, and written atomically together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordWrite<'a> {
+    /// Sets record `key` of `space` to `value`.
+    Put {
+        /// The space: a non-empty name without NUL bytes.
+        space: &'a str,
+        /// The record's key; records of a space are listed in the byte order of their keys.
+        key: &'a [u8],
+        /// Its value, opaque to the store.
+        value: &'a [u8],
+    },
+    /// Removes record `key` of `space` (nothing if there is none).
+    Delete {
+        /// The space.
+        space: &'a str,
+        /// The record's key.
+        key: &'a [u8],
+    },
+}

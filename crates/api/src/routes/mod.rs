@@ -1,6 +1,7 @@
 //! One module per resource; each holds its handlers and its response types.
 
 pub mod aggregate;
+pub mod alerts;
 pub mod devices;
 pub mod health;
 pub mod latest;

@@ -155,3 +155,32 @@ fn a_certificate_lets_in_only_the_registered_device_it_names() {
     // Without a certificate or a password, such a device is still refused.
     assert_eq!(p.authenticate("cai-09", None), Err(Refusal::NoCredentials));
 }
+
+#[test]
+fn apps_granted_the_alerts_filter_follow_alerts_and_nobody_publishes_there() {
+    use mekong_schema::topic::{AlertTopic, ALERTS_FILTER};
+    let p = Policy::new(
+        vec![
+            identity("hau-01", Role::Device),
+            identity("gw-1", Role::Gateway { devices: vec!["hau-01".into()] }),
+            identity("ops", Role::App { filters: vec![ALERTS_FILTER.into()] }),
+            identity("board", Role::App { filters: vec!["mekong/v1/+/up".into()] }),
+        ],
+        Anonymous::AsDevice,
+    )
+    .unwrap();
+    let topic = AlertTopic { rule: "hau-flood", device: "hau-01" }.to_string();
+    assert_eq!(topic, "mekong/v1/alerts/hau-flood/hau-01");
+    let ops = p.caller("ops").unwrap();
+    assert_eq!(Policy::may_subscribe(ops, ALERTS_FILTER), Ok(()));
+    assert_eq!(Policy::may_subscribe(ops, "mekong/v1/alerts/hau-flood/+"), Ok(()));
+    assert_eq!(Policy::may_subscribe(ops, &topic), Ok(()));
+    assert_eq!(Policy::may_subscribe(p.caller("board").unwrap(), ALERTS_FILTER), Err(Refusal::OutOfLane));
+    for name in ["hau-01", "gw-1", "ops", "legacy-9"] {
+        let caller = p.caller(name).unwrap();
+        assert_eq!(Policy::may_publish(caller, &topic), Err(Refusal::OutOfLane), "{name}");
+    }
+    for name in ["hau-01", "gw-1", "legacy-9"] {
+        assert_eq!(Policy::may_subscribe(p.caller(name).unwrap(), ALERTS_FILTER), Err(Refusal::OutOfLane), "{name}");
+    }
+}

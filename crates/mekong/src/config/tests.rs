@@ -17,7 +17,48 @@ fn error_of(text: &str, env: &[(&str, &str)]) -> String {
 fn the_shipped_file_states_the_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/mekong.toml");
     let config = Config::load(&path, true, []).unwrap();
-    assert_eq!(config, Config::default());
+    // Its alert rules are examples, active so that the flood demo raises an alert; every
+    // other key is its default.
+    assert_eq!(config.alerts.rule.len(), 5);
+    let alerts = crate::alerts::AlertsConfig { rule: Vec::new(), ..config.alerts.clone() };
+    assert_eq!(Config { alerts, ..config }, Config::default());
+}
+
+#[test]
+fn the_shipped_alert_rules_name_metrics_of_their_kinds_and_bad_ones_are_refused() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/mekong.toml");
+    let config = Config::load(&path, true, []).unwrap();
+    for rule in &config.alerts.rule {
+        if let (Some(kind), Some(metric)) = (&rule.kind, &rule.metric) {
+            assert_eq!(
+                DeviceKind::of_metric(metric),
+                DeviceKind::parse(kind),
+                "{}: {metric} is no {kind} metric",
+                rule.id
+            );
+        }
+    }
+    let bad = "[[alerts.rule]]\nid = \"x\"\ntype = \"threshold\"\nmetric = \"water_level\"\nabove = 1.0\nclear = 2.0\n";
+    assert!(error_of(bad, &[]).contains("quiet side"), "{}", error_of(bad, &[]));
+    let twice = "[[alerts.rule]]\nid = \"x\"\ntype = \"stale\"\n[[alerts.rule]]\nid = \"x\"\ntype = \"stale\"\n";
+    assert!(error_of(twice, &[]).contains("defined twice"));
+    let hook = "[[alerts.webhook]]\nname = \"ops\"\nurl = \"https://ops.example/h\"\n";
+    assert!(error_of(hook, &[]).contains("one of secret_env or secret_file"));
+    // The secret is read at start; a missing one is named by its variable, never shown.
+    let hook = format!("{hook}secret_env = \"MEKONG_TEST_NO_SUCH_SECRET\"\n");
+    let config = load_str(&hook, &[]).unwrap();
+    let e = format!("{:#}", config.alerts.options().unwrap_err());
+    assert!(e.contains("MEKONG_TEST_NO_SUCH_SECRET"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "0123456789abcdef-very-secret\n").unwrap();
+    let text =
+        format!("[[alerts.webhook]]\nname = \"ops\"\nurl = \"https://ops.example/h\"\nsecret_file = {:?}\n", file);
+    let config = load_str(&text, &[]).unwrap();
+    let options = config.alerts.options().unwrap();
+    assert_eq!(options.webhooks[0].secret.0, b"0123456789abcdef-very-secret");
+    assert!(!format!("{options:?}").contains("very-secret"));
+    assert!(!toml::to_string(&config).unwrap().contains("very-secret"));
 }
 
 #[test]

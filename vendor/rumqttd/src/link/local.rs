@@ -239,6 +239,27 @@ impl LinkTx {
         Ok(len)
     }
 
+    /// Sends a retained MQTT Publish to the router: the router keeps it as the topic's
+    /// retained message (an empty payload removes it), and forwards it to subscribers now
+    /// and to every later subscription that matches. (mekong patch 21.)
+    pub fn publish_retained<S, V>(&mut self, topic: S, payload: V) -> Result<usize, LinkError>
+    where
+        S: Into<Bytes>,
+        V: Into<Bytes>,
+    {
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: true,
+            topic: topic.into(),
+            pkid: 0,
+            payload: payload.into(),
+        };
+
+        let len = self.push(Packet::Publish(publish, None))?;
+        Ok(len)
+    }
+
     /// Sends a MQTT Publish to the router
     pub fn try_publish<S, V>(&mut self, topic: S, payload: V) -> Result<usize, LinkError>
     where
