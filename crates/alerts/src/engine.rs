@@ -126,6 +126,13 @@ impl Engine {
         gone
     }
 
+    /// Drops every state of `device` (a device removed from the platform); returns the
+    /// (rule, state) pairs dropped.
+    pub fn forget_device(&mut self, device: &str) -> Vec<(String, Saved)> {
+        let keys: Vec<(String, String)> = self.tracks.keys().filter(|(_, d)| d == device).cloned().collect();
+        keys.into_iter().filter_map(|key| self.tracks.remove(&key).map(|t| (key.0, t.saved))).collect()
+    }
+
     /// The rules running.
     pub fn rules(&self) -> &[Rule] {
         &self.rules

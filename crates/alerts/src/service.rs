@@ -445,6 +445,37 @@ impl Alerts {
         Ok(true)
     }
 
+    /// Forgets `device` (removed from the platform with its data): its firing alerts
+    /// resolve ("device removed"), so that every follower hears of it, and its states go,
+    /// so that a device that later takes the id starts afresh.
+    pub fn forget_device(&self, device: &str) -> Result<(), AlertsError> {
+        let mut core = self.core();
+        let dropped = core.engine.forget_device(device);
+        let resolved: Vec<Change> = dropped
+            .iter()
+            .filter(|(_, saved)| saved.firing)
+            .map(|(rule, saved)| Change {
+                rule: rule.clone(),
+                device: device.to_owned(),
+                metric: saved.metric.clone(),
+                firing: false,
+                at_ms: now_ms(),
+                value: None,
+                message: format!("cleared: device {device} removed"),
+            })
+            .collect();
+        if !resolved.is_empty() {
+            self.commit(&mut core, resolved);
+        }
+        let keys: Vec<Vec<u8>> = dropped.iter().map(|(rule, _)| records::state_key(rule, device)).collect();
+        for (rule, _) in &dropped {
+            core.seqs.remove(&(rule.clone(), device.to_owned()));
+        }
+        let deletes: Vec<RecordWrite<'_>> = keys.iter().map(|key| RecordWrite::Delete { space: STATE, key }).collect();
+        self.inner.store.write_records(&deletes)?;
+        Ok(())
+    }
+
     fn reload_rules(&self, core: &mut Core) -> Result<(), AlertsError> {
         let mut rules = checked(&self.inner.config_rules)?;
         rules.extend(checked(&core.api_rules.values().cloned().collect::<Vec<_>>())?);

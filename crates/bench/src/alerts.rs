@@ -7,7 +7,8 @@
 //! given rate. One probe device publishes, every `every` ms, a reading alternately above and
 //! below: each is one change (firing, then resolved), and its latency is the time from the
 //! probe's PUBLISH being written to the receiver getting the webhook whose `at_ms` is that
-//! reading's time. Prints a JSON line.
+//! reading's time, and the same to a client of `/v1/stream?events=alerts` that reads the
+//! change's event. Prints a JSON line.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,6 +62,31 @@ async fn receiver(listener: tokio::net::TcpListener, arrivals: Arrivals) -> anyh
     );
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// A follower of `/v1/stream?events=alerts` that notes when each change's event arrives.
+async fn stream_reader(http: SocketAddr, arrivals: Arrivals) -> anyhow::Result<()> {
+    let mut stream = tokio::net::TcpStream::connect(http).await?;
+    let request = format!("GET /v1/stream?events=alerts HTTP/1.1\r\nHost: {http}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let (mut buf, mut text) = (vec![0u8; 16 * 1024], Vec::<u8>::new());
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        text.extend_from_slice(&buf[..n]);
+        let Some(end) = text.iter().rposition(|&b| b == b'\n') else { continue };
+        let lines: Vec<u8> = text.drain(..=end).collect();
+        for line in lines.split(|&b| b == b'\n').filter(|l| l.starts_with(b"data: ")) {
+            if let Ok(event) = serde_json::from_slice::<Value>(&line[6..]) {
+                if let Some(at_ms) = event["at_ms"].as_i64() {
+                    arrivals.lock().unwrap_or_else(|e| e.into_inner()).insert(at_ms, now);
+                }
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -135,6 +161,15 @@ async fn measure(
     .await?;
     // The background load settles first.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let streamed: Arrivals = Arc::default();
+    let following = tokio::spawn(stream_reader(http, Arc::clone(&streamed)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_json(http, "/v1/stats").await?["stream"]["clients"].as_u64() != Some(1) {
+        if Instant::now() > deadline {
+            bail!("the stream client did not connect");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let before = get_json(http, "/v1/stats").await?;
     let started = Instant::now();
 
@@ -165,21 +200,28 @@ async fn measure(
         tokio::time::sleep(opts.every).await;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while arrivals.lock().unwrap_or_else(|e| e.into_inner()).len() < opts.changes && Instant::now() < deadline {
+    let all_in = |a: &Arrivals| a.lock().unwrap_or_else(|e| e.into_inner()).len() >= opts.changes;
+    while !(all_in(arrivals) && all_in(&streamed)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    following.abort();
     let elapsed = started.elapsed().as_secs_f64();
     let after = get_json(http, "/v1/stats").await?;
     drain.abort();
     load.stop().await?;
-    let arrived = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut latency_us: Vec<u32> = sent
-        .iter()
-        .filter_map(|(t, at)| {
-            arrived.get(t).map(|got| u32::try_from(got.duration_since(*at).as_micros()).unwrap_or(u32::MAX))
-        })
-        .collect();
-    latency_us.sort_unstable();
+    let latencies = |arrivals: &Arrivals| {
+        let arrived = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut us: Vec<u32> = sent
+            .iter()
+            .filter_map(|(t, at)| {
+                arrived.get(t).map(|got| u32::try_from(got.duration_since(*at).as_micros()).unwrap_or(u32::MAX))
+            })
+            .collect();
+        us.sort_unstable();
+        us
+    };
+    let latency_us = latencies(arrivals);
+    let stream_us = latencies(&streamed);
     let packs =
         after["durable_packs"].as_u64().unwrap_or(0).saturating_sub(before["durable_packs"].as_u64().unwrap_or(0));
     Ok(json!({
@@ -191,6 +233,12 @@ async fn measure(
             "p50": percentile_ms(&latency_us, 0.50),
             "p99": percentile_ms(&latency_us, 0.99),
             "max": latency_us.last().map(|&us| f64::from(us) / 1000.0),
+        },
+        "changes_streamed": stream_us.len(),
+        "stream_latency_ms": {
+            "p50": percentile_ms(&stream_us, 0.50),
+            "p99": percentile_ms(&stream_us, 0.99),
+            "max": stream_us.last().map(|&us| f64::from(us) / 1000.0),
         },
     }))
 }

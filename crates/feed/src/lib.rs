@@ -19,6 +19,10 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use tokio::sync::{broadcast, mpsc};
 
+/// Events a feed keeps for a stream client that resumes (`Last-Event-ID`): at 5,000 packs a
+/// second, a few seconds' worth; hours of a quiet night. A client away longer starts afresh.
+pub const DEFAULT_WINDOW: usize = 16_384;
+
 /// One metric's newly stored points of one pack.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
@@ -347,7 +351,13 @@ impl Feed {
                     return None;
                 }
                 let skip = (after + 1 - oldest) as usize;
-                recent.items.iter().skip(skip).filter(|i| devices.iter().any(|d| i.event.device() == d)).cloned().collect()
+                recent
+                    .items
+                    .iter()
+                    .skip(skip)
+                    .filter(|i| devices.iter().any(|d| i.event.device() == d))
+                    .cloned()
+                    .collect()
             }
         };
         let follower = recent.next_follower;

@@ -54,10 +54,6 @@ pub(crate) fn now_ms() -> i64 {
 /// this the ingest thread waits, and the broker's log absorbs the difference.
 const PENDING_GROUPS: usize = 64;
 
-/// Events of the feed kept for a stream client that resumes (`Last-Event-ID`): at 5,000
-/// packs a second, a couple of seconds' worth; a client away longer starts afresh.
-const FEED_WINDOW: usize = 16_384;
-
 /// Why the ingest side could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -122,16 +118,17 @@ impl Publisher {
 
 impl Ingest {
     /// Starts the broker with `broker` options (every client checked against `policy`, if
-    /// there is one), the ingest thread writing to `store` and the acknowledgement thread;
-    /// returns once the broker accepts MQTT connections.
+    /// there is one), the ingest thread writing to `store` and the acknowledgement thread,
+    /// which puts what it makes durable on `feed` (whose observer, set before, sees every
+    /// pack); returns once the broker accepts MQTT connections.
     pub fn start(
         broker: &BrokerOptions,
         policy: Option<Policy>,
         pipeline: PipelineOptions,
         store: Store,
+        feed: Feed,
     ) -> Result<Ingest, IngestError> {
         let stats = Arc::new(Stats::new(pipeline.rejection_log_capacity));
-        let feed = Feed::new(FEED_WINDOW);
         let guard = policy.map(|policy| Guard::new(policy, Arc::clone(&stats)));
         let (tx, rx, publisher) = broker::start_links(broker, guard.as_ref(), true)?;
         let publisher =

@@ -10,7 +10,7 @@ use axum::http::HeaderValue;
 use mekong_api::auth::Access;
 use mekong_api::directory::Directory;
 use mekong_api::health::HealthOptions;
-use mekong_api::AppState;
+use mekong_api::{AppState, Feed};
 use mekong_ingest::broker::BrokerTls;
 use mekong_ingest::{BrokerOptions, Ingest};
 use mekong_store::Store;
@@ -90,18 +90,18 @@ impl Platform {
         };
         let profiles = identities.profiles;
         let pipeline = config.pipeline_options(identities.devices);
-        // The engine loads its states before ingest starts, so that it observes the feed
-        // from the first moment it can (the feed is made by `Ingest::start`).
+        // The engine loads its states and observes the feed before ingest starts, so that
+        // it sees every pack made durable.
         let alerts =
             mekong_alerts::Alerts::start(store.clone(), config.alerts.options()?, &tokio::runtime::Handle::current())
                 .context("cannot start the alert engine")?;
+        let feed = Feed::new(mekong_feed::DEFAULT_WINDOW);
+        feed.set_observer(alerts.observer());
+        alerts.add_live(Arc::new(mekong_alerts::FeedAlerts(feed.clone())), false);
         let ingest = {
-            let store = store.clone();
-            let broker = broker.clone();
-            tokio::task::spawn_blocking(move || Ingest::start(&broker, policy, pipeline, store)).await??
+            let (store, broker, feed) = (store.clone(), broker.clone(), feed.clone());
+            tokio::task::spawn_blocking(move || Ingest::start(&broker, policy, pipeline, store, feed)).await??
         };
-        ingest.feed().set_observer(alerts.observer());
-        alerts.add_live(Arc::new(mekong_alerts::FeedAlerts(ingest.feed())), false);
         if let Some(publisher) = ingest.publisher() {
             alerts.add_live(Arc::new(crate::alerts::MqttAlerts(publisher)), true);
         }

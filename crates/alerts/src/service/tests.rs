@@ -86,6 +86,33 @@ async fn a_restart_keeps_the_active_alert_and_neither_loses_nor_repeats_a_change
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_device_resolves_its_alerts_and_leaves_no_state_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let options = AlertsOptions { rules: vec![flood()], ..AlertsOptions::default() };
+    let runtime = tokio::runtime::Handle::current();
+    {
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        let alerts = Alerts::start(store, options.clone(), &runtime).unwrap();
+        let heard = Arc::new(Heard::default());
+        alerts.add_live(heard.clone(), true);
+        feed(&alerts, 0..10, 260.0);
+        alerts.forget_device("hau-01").unwrap();
+        assert_eq!(heard.states(), vec![(1, "firing".to_owned()), (2, "resolved".to_owned())]);
+        assert!(heard.0.lock().unwrap()[1].message.contains("removed"));
+        assert!(alerts.active().is_empty());
+        alerts.stop();
+    }
+    // After a restart nothing of it comes back; a device that takes the id starts afresh.
+    let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    let alerts = Alerts::start(store, options, &runtime).unwrap();
+    assert!(alerts.active().is_empty());
+    feed(&alerts, 100..110, 260.0);
+    assert_eq!(alerts.active().len(), 1);
+    alerts.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_of_the_api_persist_and_config_rules_are_read_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data");

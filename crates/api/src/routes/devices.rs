@@ -343,6 +343,14 @@ pub async fn remove(
     if !unregistered && removed.is_none() {
         return Err(ApiError::NotFound(format!("device {id:?} is neither registered nor stored")));
     }
+    // Its alerts go with its data: firing ones resolve, so that every follower hears of it.
+    if let Some(alerts) = state.alerts.clone() {
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || alerts.forget_device(&id))
+            .await
+            .map_err(|e| ApiError::Internal(format!("alert removal did not finish: {e}")))?
+            .map_err(|e| ApiError::Internal(format!("cannot remove the device's alerts: {e}")))?;
+    }
     let removed = removed.unwrap_or_default();
     tracing::info!(device = %id, series = removed.series, points = removed.points, "device's data deleted through the API");
     let out = Removed { device: id, unregistered, series: removed.series, points: removed.points };
