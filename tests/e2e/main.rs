@@ -10,6 +10,7 @@ mod device_removal;
 mod end_to_end;
 mod full_disk;
 mod mqtt_access;
+mod openapi_fuzz;
 mod overload;
 mod platform;
 mod restart;

@@ -936,3 +936,26 @@ async fn admins_add_change_and_remove_devices_and_readers_cannot() {
         (StatusCode::OK, Some(true), Some(0))
     );
 }
+
+/// Every `kind` the document describes, parameter or field, is a pattern that names exactly
+/// the device kinds (a literal in the annotations, so it could fall behind a new kind).
+#[tokio::test]
+async fn the_documented_kinds_are_the_device_kinds() {
+    let (_dir, state) = guarded();
+    let document = openapi(&state).await;
+    let names: Vec<_> = mekong_schema::DeviceKind::ALL.iter().map(|k| k.as_str()).collect();
+    let pattern = format!("^({})$", names.join("|"));
+    let mut seen = 0;
+    // The stream's `kind` is a list of kinds, said in its description.
+    let paths = document["paths"].as_object().unwrap().iter().filter(|(path, _)| *path != "/v1/stream");
+    for operation in paths.flat_map(|(_, p)| p.as_object().unwrap().values()) {
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            if parameter["name"] == "kind" && parameter["in"] == "query" {
+                assert_eq!(parameter["schema"]["pattern"], pattern.as_str(), "{parameter}");
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 3, "{seen} kind parameters");
+    assert_eq!(document["components"]["schemas"]["DeviceIn"]["properties"]["kind"]["pattern"], pattern.as_str());
+}

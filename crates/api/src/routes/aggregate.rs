@@ -66,27 +66,64 @@ impl From<Bucket> for BucketOut {
     }
 }
 
-/// Query of both endpoints.
+/// `GET /v1/devices/{device}/series/{metric}/aggregate` query.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AggregateQuery {
-    /// Start of the range (inclusive), RFC 3339 or epoch ms.
+    /// Start of the range (inclusive), RFC 3339 or epoch ms; default: the series' first point.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     from: Option<String>,
-    /// End of the range (exclusive), RFC 3339 or epoch ms.
+    /// End of the range (exclusive), RFC 3339 or epoch ms; default: just after its last point.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     to: Option<String>,
     /// Bucket length: `500ms`, `30s`, `15m`, `1h`, `1d`, or milliseconds; or calendar weeks
     /// (`1w`: ISO weeks, Monday to Monday) and months (`1mo`; `3mo` are quarters).
+    #[param(pattern = "^0*[1-9][0-9]{0,11}(ms|s|m|h|d|w|mo)?$", required = true)]
     step: Option<String>,
     /// An IANA time zone (`Asia/Ho_Chi_Minh`, `Europe/Berlin`): with a step of whole days,
     /// weeks or months, buckets are that zone's calendar days (23 or 25 hours across a
     /// daylight-saving change), weeks or months instead of UTC ones.
     tz: Option<String>,
-    /// Only devices of this kind (`/v1/aggregate` only).
-    kind: Option<String>,
-    /// The metric to aggregate (`/v1/aggregate` only, where it is required).
-    metric: Option<String>,
     /// `json` (the default) or `csv` (also chosen by `Accept: text/csv`): one row per bucket,
     /// streamed.
+    #[param(pattern = "^(json|csv)$")]
+    format: Option<String>,
+}
+
+/// `GET /v1/aggregate` query: that of one series, with the metric and the devices' kind, and
+/// a range that must be given.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ManyQuery {
+    /// The metric to aggregate.
+    #[param(required = true)]
+    metric: Option<String>,
+    /// Only devices of this kind.
+    #[param(pattern = "^(traffic|water|air|unknown)$")]
+    kind: Option<String>,
+    /// Start of the range (inclusive), RFC 3339 or epoch ms.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$",
+        required = true
+    )]
+    from: Option<String>,
+    /// End of the range (exclusive), RFC 3339 or epoch ms.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$",
+        required = true
+    )]
+    to: Option<String>,
+    /// As for one series.
+    #[param(pattern = "^0*[1-9][0-9]{0,11}(ms|s|m|h|d|w|mo)?$", required = true)]
+    step: Option<String>,
+    /// As for one series.
+    tz: Option<String>,
+    /// As for one series.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 
@@ -119,10 +156,9 @@ fn checked_range(from_ms: i64, to_ms: i64, step_ms: i64) -> Result<(), ApiError>
     Ok(())
 }
 
-fn buckets_of(q: &AggregateQuery) -> Result<Buckets, ApiError> {
-    let step =
-        q.step.as_deref().ok_or_else(|| ApiError::BadRequest("step is required (such as 1m, 15m, 1h, 1d)".into()))?;
-    Buckets::parse(step, q.tz.as_deref())
+fn buckets_of(step: Option<&str>, tz: Option<&str>) -> Result<Buckets, ApiError> {
+    let step = step.ok_or_else(|| ApiError::BadRequest("step is required (such as 1m, 15m, 1h, 1d)".into()))?;
+    Buckets::parse(step, tz)
 }
 
 /// `GET /v1/devices/{device}/series/{metric}/aggregate?from=..&to=..&step=1h`: count, min,
@@ -143,7 +179,7 @@ pub async fn series(
     let Path((device, metric)) = path?;
     let Query(q) = query?;
     let as_csv = csv::wanted(q.format.as_deref(), &headers)?;
-    let buckets = buckets_of(&q)?;
+    let buckets = buckets_of(q.step.as_deref(), q.tz.as_deref())?;
     let step_ms = buckets.step_ms();
     let (series, from_ms, to_ms) = series_range(&state, &device, &metric, q.from.as_deref(), q.to.as_deref())?;
     checked_range(from_ms, to_ms, step_ms)?;
@@ -200,7 +236,7 @@ pub struct ManyAggregate {
 /// metric `metric` for every device (of kind `kind`, if given) that has it. `from` and `to`
 /// are required.
 #[utoipa::path(get, path = "/v1/aggregate",
-    operation_id = "aggregate_devices", tag = "data", params(AggregateQuery), responses(
+    operation_id = "aggregate_devices", tag = "data", params(ManyQuery), responses(
     (status = 200, description = "the buckets of each device that has the metric",
         content((ManyAggregate = "application/json"), (String = "text/csv"))), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody),
 ))]
@@ -208,11 +244,11 @@ pub async fn many(
     State(state): State<AppState>,
     State(queries): State<QueryPool>,
     headers: HeaderMap,
-    query: Result<Query<AggregateQuery>, QueryRejection>,
+    query: Result<Query<ManyQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
     let as_csv = csv::wanted(q.format.as_deref(), &headers)?;
-    let buckets = buckets_of(&q)?;
+    let buckets = buckets_of(q.step.as_deref(), q.tz.as_deref())?;
     let step_ms = buckets.step_ms();
     let kind = kind_filter(q.kind.as_deref())?;
     let metric = q.metric.clone().ok_or_else(|| ApiError::BadRequest("metric is required".into()))?;

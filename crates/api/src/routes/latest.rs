@@ -34,6 +34,8 @@ pub struct LatestList {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LatestQuery {
+    /// Only devices of this kind.
+    #[param(pattern = "^(traffic|water|air|unknown)$")]
     kind: Option<String>,
 }
 

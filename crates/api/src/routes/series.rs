@@ -118,13 +118,21 @@ pub struct Points {
 #[into_params(parameter_in = Query)]
 pub struct PointsQuery {
     /// Start of the range (inclusive), RFC 3339 or epoch ms; default: the series' first point.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     from: Option<String>,
     /// End of the range (exclusive), RFC 3339 or epoch ms; default: just after its last point.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     to: Option<String>,
     /// Points in a page, 1 to 10000 (default 1000); in CSV, the most rows (default: all).
+    #[param(value_type = Option<u64>, minimum = 1)]
     limit: Option<String>,
     /// `json` (the default) or `csv` (also chosen by `Accept: text/csv`): the whole range as
     /// `t,t_ms,v` rows, streamed, with no paging.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 
