@@ -69,5 +69,5 @@ pub use store::{
 };
 pub use types::{
     Bucket, DeviceInfo, DeviceTally, DiskSpace, Flushed, Generation, Health, LatestValue, NewPoint, PackWrite, Point,
-    RefusalWrite, SeriesInfo, WriteSummary, Written,
+    RefusalWrite, SeriesInfo, ValueKind, WriteSummary, Written,
 };
