@@ -5,6 +5,7 @@
 
 mod acknowledgements;
 mod bad_input;
+mod booleans;
 mod conformance;
 mod device_removal;
 mod end_to_end;
