@@ -2,7 +2,7 @@
 //! stored as a series of booleans and read back through HTTP as `true`/`false`; a number for
 //! that series afterwards is refused with its reason.
 
-use mekong_tests::{now_secs, pack, Downlink, Sensor};
+use mekong_tests::{now_secs, pack, Downlink, EventStream, Sensor};
 use serde_json::Value;
 
 use crate::platform::{config, start};
@@ -32,6 +32,9 @@ fn cbor_booleans(bt: f64, readings: &[(&str, u8, bool)]) -> Vec<u8> {
 async fn a_pump_stations_booleans_read_back_as_booleans() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(&config(dir.path())).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/v1/stream?device=pump-7", running.platform.http_addr.port());
+    let mut stream = EventStream::open(&http, &url, None).await;
     let mut station = Sensor::device(running.mqtt(), "pump-7").await;
     // At the start of a ten-minute bucket, so that one bucket holds every reading.
     let t = ((now_secs() / 600.0).floor() - 1.0) * 600.0;
@@ -48,6 +51,16 @@ async fn a_pump_stations_booleans_read_back_as_booleans() {
     assert!(matches!(station.downlink().await, Downlink::Ack { readings: 3, .. }));
     station.publish(topic, pack(t, &[("sump_level", "cm", 42.5, 0.0)])).await;
     assert!(matches!(station.downlink().await, Downlink::Ack { readings: 1, .. }));
+
+    // The stream says true and false for them too, and numbers for the number series.
+    let streamed = |event: mekong_tests::StreamEvent| -> (String, Vec<Value>) {
+        let values = event.data["points"].as_array().unwrap().iter().map(|p| p["v"].clone()).collect();
+        (event.data["metric"].as_str().unwrap().to_owned(), values)
+    };
+    assert_eq!(streamed(stream.next().await), ("pump_running".into(), vec![Value::Bool(true), Value::Bool(false)]));
+    assert_eq!(streamed(stream.next().await), ("gate_open".into(), vec![Value::Bool(false), Value::Bool(true)]));
+    assert_eq!(streamed(stream.next().await), ("pump_running".into(), vec![Value::Bool(true)]));
+    assert_eq!(streamed(stream.next().await), ("sump_level".into(), vec![Value::from(42.5)]));
 
     let points = running.json("/v1/devices/pump-7/series/pump_running").await;
     assert_eq!(points["value_kind"], "boolean");
