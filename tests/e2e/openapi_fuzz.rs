@@ -57,8 +57,8 @@ async fn requests_generated_from_the_document_get_no_500_and_only_documented_ans
     c.registry.path = registry;
     let running = start(&c).await;
 
-    // Data for the generated requests to find: two stations with an hour of readings, and a
-    // registered one with a place that has sent nothing.
+    // Data for the generated requests to find: two stations with an hour of readings, a pump
+    // station's booleans, and a registered station with a place that has sent nothing.
     let t = now_secs().floor() - 3600.0;
     for (id, metric, unit) in [("hau-01", "water_level", "cm"), ("ninh-kieu-air", "pm2_5", "ug/m3")] {
         let mut sensor = Sensor::device(running.mqtt(), id).await;
@@ -66,6 +66,11 @@ async fn requests_generated_from_the_document_get_no_500_and_only_documented_ans
         sensor.publish(&format!("mekong/v1/{id}/up"), pack(t, &readings)).await;
         assert!(matches!(sensor.downlink().await, Downlink::Ack { readings: 60, .. }), "{id}");
     }
+    // And a series of booleans, whose values the document describes as such.
+    let mut pump = Sensor::device(running.mqtt(), "pump-7").await;
+    let booleans = format!(r#"[{{"bt":{t},"n":"pump_running","vb":true}},{{"n":"pump_running","t":60,"vb":false}}]"#);
+    pump.publish("mekong/v1/pump-7/up", booleans.into_bytes()).await;
+    assert!(matches!(pump.downlink().await, Downlink::Ack { readings: 2, .. }));
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{}", running.platform.http_addr.port());
     let put = http
