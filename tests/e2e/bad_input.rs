@@ -126,7 +126,7 @@ async fn times_more_than_a_day_ahead() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn string_values_are_not_stored_yet() {
     let payload = vec![0x81, 0xa2, 0x00, 0x61, b'x', 0x03, 0x62, b'o', b'k'];
-    check(UP, payload, on("unsupported_value", "only numeric values (v) are stored")).await;
+    check(UP, payload, on("unsupported_value", "only numbers (v) and booleans (vb) are stored")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,7 +180,13 @@ fn the_store_opens_afresh_and_forgets_what_never_reached_the_disk() {
     const KEY: [u8; 8] = [7; 8];
     let points = |i: i64| -> Vec<NewPoint<'static>> {
         (0..200)
-            .map(|j| NewPoint { metric: "salinity", unit: Some("ppt"), time_ms: i * 1_000_000 + j, value: 0.5 })
+            .map(|j| NewPoint {
+                metric: "salinity",
+                unit: Some("ppt"),
+                time_ms: i * 1_000_000 + j,
+                value: 0.5,
+                value_kind: Default::default(),
+            })
             .collect()
     };
     let write = |i: i64, seq: u64| {

@@ -6,12 +6,14 @@
 mod acknowledgements;
 mod alerts;
 mod bad_input;
+mod booleans;
 mod conformance;
 mod dashboard;
 mod device_removal;
 mod end_to_end;
 mod full_disk;
 mod mqtt_access;
+mod openapi_fuzz;
 mod overload;
 mod platform;
 mod restart;

@@ -95,6 +95,7 @@ fn load(store: &Store, o: &Options) -> Result<u64> {
                     unit: Some("cm"),
                     time_ms: t,
                     value: 250.0 + ((t / INTERVAL_MS + d as i64) % 900) as f64 / 10.0,
+                    value_kind: Default::default(),
                 })
                 .collect();
             points += store.write(&device, "water", from, &batch)?.stored as u64;

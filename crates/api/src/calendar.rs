@@ -368,8 +368,16 @@ mod tests {
         while points.len() < 3_000 {
             points.insert(first + rand(last - first), rand(400) as f64 / 4.0);
         }
-        let all: Vec<_> =
-            points.iter().map(|(&t, &v)| NewPoint { metric: "level", unit: None, time_ms: t, value: v }).collect();
+        let all: Vec<_> = points
+            .iter()
+            .map(|(&t, &v)| NewPoint {
+                metric: "level",
+                unit: None,
+                time_ms: t,
+                value: v,
+                value_kind: Default::default(),
+            })
+            .collect();
         for part in all.chunks(500) {
             store.write("d", "water", part[0].time_ms, part).unwrap();
         }

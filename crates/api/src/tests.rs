@@ -43,11 +43,23 @@ fn state() -> (tempfile::TempDir, AppState) {
             unit: Some("cm"),
             time_ms: T0 + i * 10_000,
             value: 150.0 + i as f64,
+            value_kind: Default::default(),
         })
         .collect();
     store.write("hau-01", "water", T0, &points).unwrap();
     store
-        .write("bridge-3", "traffic", T0, &[NewPoint { metric: "speed", unit: Some("km/h"), time_ms: T0, value: 31.0 }])
+        .write(
+            "bridge-3",
+            "traffic",
+            T0,
+            &[NewPoint {
+                metric: "speed",
+                unit: Some("km/h"),
+                time_ms: T0,
+                value: 31.0,
+                value_kind: Default::default(),
+            }],
+        )
         .unwrap();
     let alerts = alerts_on(&store);
     let pts: Vec<(i64, f64)> = points.iter().map(|p| (p.time_ms, p.value)).collect();
@@ -288,6 +300,7 @@ fn heavy_state() -> (tempfile::TempDir, AppState) {
                     unit: Some("cm"),
                     time_ms: T0 + i * 1000,
                     value: 100.0 + (i % 97) as f64 / 10.0,
+                    value_kind: Default::default(),
                 })
                 .collect();
             store.write(&device, "water", T0, &points).unwrap();
@@ -518,6 +531,7 @@ fn long_series(n: i64) -> (tempfile::TempDir, AppState) {
                 time_ms: T0 + i * 1000,
                 // A tide of 1.6 m read to the millimetre.
                 value: (1200.0 + ((i as f64) / 2000.0).sin() * 800.0).round() / 10.0,
+                value_kind: Default::default(),
             })
             .collect();
         store.write("hau-01", "water", T0, &points).unwrap();
@@ -700,7 +714,13 @@ fn ten_minute_series(from: &str, to: &str) -> (tempfile::TempDir, AppState, Vec<
     for hour in all.chunks(6) {
         let points: Vec<_> = hour
             .iter()
-            .map(|&(t, v)| NewPoint { metric: "water_level", unit: Some("cm"), time_ms: t, value: v })
+            .map(|&(t, v)| NewPoint {
+                metric: "water_level",
+                unit: Some("cm"),
+                time_ms: t,
+                value: v,
+                value_kind: Default::default(),
+            })
             .collect();
         store.write("hau-01", "water", hour[0].0, &points).unwrap();
     }
@@ -1008,4 +1028,88 @@ async fn alerts_are_listed_to_readers_and_their_rules_managed_by_admins() {
     // Without an engine the routes say so.
     let off = AppState { alerts: None, ..state };
     assert_eq!(send(&off, "GET", "/v1/alerts", "mkt_read", None).await.0, StatusCode::NOT_FOUND);
+}
+
+/// Every `kind` the document describes, parameter or field, is a pattern that names exactly
+/// the device kinds (a literal in the annotations, so it could fall behind a new kind).
+#[tokio::test]
+async fn the_documented_kinds_are_the_device_kinds() {
+    let (_dir, state) = guarded();
+    let document = openapi(&state).await;
+    let names: Vec<_> = mekong_schema::DeviceKind::ALL.iter().map(|k| k.as_str()).collect();
+    let pattern = format!("^({})$", names.join("|"));
+    let mut seen = 0;
+    // The stream's `kind` is a list of kinds, said in its description.
+    let paths = document["paths"].as_object().unwrap().iter().filter(|(path, _)| *path != "/v1/stream");
+    for operation in paths.flat_map(|(_, p)| p.as_object().unwrap().values()) {
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            if parameter["name"] == "kind" && parameter["in"] == "query" {
+                assert_eq!(parameter["schema"]["pattern"], pattern.as_str(), "{parameter}");
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 3, "{seen} kind parameters");
+    assert_eq!(document["components"]["schemas"]["DeviceIn"]["properties"]["kind"]["pattern"], pattern.as_str());
+}
+
+/// A series of booleans (SenML `vb`) reads back as booleans: points in JSON and CSV, its
+/// buckets (the share of true as `avg`), its listing and the latest values say so.
+#[tokio::test]
+async fn a_boolean_series_reads_back_as_booleans() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions { flush_every_ms: None, ..Default::default() }).unwrap();
+    let pump = |i: i64, on: bool| NewPoint {
+        metric: "pump_running",
+        unit: None,
+        time_ms: T0 + i * 60_000,
+        value: f64::from(u8::from(on)),
+        value_kind: mekong_store::ValueKind::Boolean,
+    };
+    let points = [pump(0, true), pump(1, true), pump(2, false), pump(3, true)];
+    store.write("pump-7", "water", T0, &points).unwrap();
+    let app = router(anonymous(store));
+
+    let (status, _, body) = fetch(app.clone(), "/v1/devices/pump-7/series/pump_running", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["value_kind"], "boolean");
+    let values: Vec<_> = body["points"].as_array().unwrap().iter().map(|p| p["v"].clone()).collect();
+    assert_eq!(values, [true, true, false, true].map(Value::Bool));
+
+    let (_, _, csv) = fetch(app.clone(), "/v1/devices/pump-7/series/pump_running?format=csv", &[]).await;
+    let rows = python_csv(&csv);
+    assert_eq!(rows[0], ["t", "t_ms", "v"]);
+    assert_eq!(rows[1..].iter().map(|r| r[2].as_str()).collect::<Vec<_>>(), ["true", "true", "false", "true"]);
+
+    let uri = "/v1/devices/pump-7/series/pump_running/aggregate?step=1h";
+    let (_, _, body) = fetch(app.clone(), uri, &[]).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let bucket = &body["buckets"][0];
+    assert_eq!(body["value_kind"], "boolean");
+    assert_eq!(
+        (bucket["count"].as_u64(), bucket["sum"].as_f64(), bucket["avg"].as_f64()),
+        (Some(4), Some(3.0), Some(0.75))
+    );
+    assert_eq!((&bucket["min"], &bucket["max"]), (&Value::Bool(false), &Value::Bool(true)));
+    assert_eq!((&bucket["first"]["v"], &bucket["last"]["v"]), (&Value::Bool(true), &Value::Bool(true)));
+    let (_, _, csv) = fetch(app.clone(), &format!("{uri}&format=csv"), &[]).await;
+    let rows = python_csv(&csv);
+    assert_eq!(
+        rows[1][2..],
+        ["4", "false", "true", "3", "0.75", &T0.to_string(), "true", &(T0 + 180_000).to_string(), "true"]
+    );
+
+    let (_, _, body) = fetch(app.clone(), "/v1/devices/pump-7/series", &[]).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (&body["series"][0]["value_kind"], &body["series"][0]["last_value"]),
+        (&Value::from("boolean"), &Value::Bool(true))
+    );
+    let (_, _, body) = fetch(app, "/v1/latest", &[]).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (&body["latest"][0]["value_kind"], &body["latest"][0]["v"]),
+        (&Value::from("boolean"), &Value::Bool(true))
+    );
 }

@@ -156,7 +156,13 @@ fn load(store: &Store, series: &[Series], year: &Series, opts: &QueryBenchOption
             let first = if s.index == year.index { t } else { t.max(start_ms) };
             let mut at = first;
             while at < group_end {
-                buffer.push(NewPoint { metric: s.metric, unit: Some(s.unit), time_ms: at, value: s.value(at) });
+                buffer.push(NewPoint {
+                    metric: s.metric,
+                    unit: Some(s.unit),
+                    time_ms: at,
+                    value: s.value(at),
+                    value_kind: Default::default(),
+                });
                 at += step;
             }
             // The same readings as a device would send them: one SenML-CBOR pack.

@@ -28,7 +28,7 @@ use mekong_schema::naming::Naming;
 use mekong_schema::senml::{self, DecodeOptions};
 use mekong_schema::{topic, DeviceKind, Reason, Record, RecordError, Value};
 use mekong_stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
-use mekong_store::{Generation, NewPoint, PackRefused, PackWrite, RefusalWrite, Store, WriteSummary};
+use mekong_store::{Generation, NewPoint, PackRefused, PackWrite, RefusalWrite, Store, ValueKind, WriteSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::refusal_log::{self, RefusalLog};
@@ -168,6 +168,7 @@ struct Reading {
     unit: Option<String>,
     time_ms: i64,
     value: f64,
+    value_kind: ValueKind,
 }
 
 /// A publish that passed every check and waits for the group's store write.
@@ -278,6 +279,7 @@ impl Pipeline {
                         unit: r.unit.as_deref(),
                         time_ms: r.time_ms,
                         value: r.value,
+                        value_kind: r.value_kind,
                     })
                     .collect(),
                 Err(_) => Vec::new(),
@@ -344,9 +346,12 @@ impl Pipeline {
                             new_readings: new_readings(ready, &repeated),
                         })
                     }
-                    Some((_, Err(e @ PackRefused::UnitMismatch { .. }))) => Outcome::Refused(
-                        Rejection::new(Some(&ready.device), Reason::UnitMismatch, e.to_string()).with_seq(ready.seq()),
-                    ),
+                    Some((_, Err(e @ (PackRefused::UnitMismatch { .. } | PackRefused::ValueKindMismatch { .. })))) => {
+                        Outcome::Refused(
+                            Rejection::new(Some(&ready.device), Reason::UnitMismatch, e.to_string())
+                                .with_seq(ready.seq()),
+                        )
+                    }
                     // The store answers every pack it was given; should it not, the pack is
                     // not refused for the platform's mistake.
                     None => Outcome::Deferred,
@@ -418,8 +423,12 @@ impl Pipeline {
         // ecosystems write them are filed by the contract's rule (`naming`).
         let mut naming = Naming::default();
         senml::decode(payload, opts, &mut |r: Record<'_>| {
-            let Value::Number(value) = r.value else {
-                return Err(RecordError::Refused("only numeric values (v) are stored"));
+            // Booleans are stored as 0 and 1 in a series that reads back as booleans; strings
+            // and data have no series to go into (the wire contract says so).
+            let (value, value_kind) = match r.value {
+                Value::Number(v) => (v, ValueKind::Number),
+                Value::Bool(b) => (f64::from(u8::from(b)), ValueKind::Boolean),
+                _ => return Err(RecordError::Refused("only numbers (v) and booleans (vb) are stored")),
             };
             let mut name = [0u8; MAX_NAME_LEN];
             readings.push(Reading {
@@ -427,6 +436,7 @@ impl Pipeline {
                 unit: r.unit.map(str::to_owned),
                 time_ms: (r.time * 1000.0).round() as i64,
                 value,
+                value_kind,
             });
             Ok(())
         })

@@ -38,11 +38,12 @@ pub enum Reason {
     BadTime,
     /// The pack holds more records than the platform accepts.
     TooManyRecords,
-    /// A record carries a value the platform does not store (string, boolean, data, sum only).
+    /// A record carries a value the platform does not store (string, data, sum only).
     UnsupportedValue,
     /// The pack holds no record.
     EmptyPack,
-    /// A reading's unit differs from the unit of its series.
+    /// A reading's unit differs from the unit of its series, or its value kind (a number, a
+    /// boolean) from that of its series.
     UnitMismatch,
     /// A plain pack from a device registered with a key.
     Unsigned,

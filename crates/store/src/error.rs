@@ -67,6 +67,16 @@ pub enum PackRefused {
         /// The point's unit.
         got: String,
     },
+    /// A point's value kind (number or boolean) differs from that of its series.
+    #[error("series {metric} holds {expected}s, not {got}s")]
+    ValueKindMismatch {
+        /// The metric.
+        metric: String,
+        /// The series' kind: `number` or `boolean`.
+        expected: &'static str,
+        /// The point's.
+        got: &'static str,
+    },
 }
 
 impl PackRefused {
@@ -75,6 +85,9 @@ impl PackRefused {
     pub fn label(&self) -> &'static str {
         match self {
             PackRefused::UnitMismatch { .. } => "unit_mismatch",
+            // A boolean reading for a number series (or the reverse) breaks the same promise
+            // as a wrong unit: the series reads as one thing.
+            PackRefused::ValueKindMismatch { .. } => "unit_mismatch",
         }
     }
 }

@@ -70,5 +70,5 @@ pub use store::{
 };
 pub use types::{
     Bucket, DeviceInfo, DeviceTally, DiskSpace, Flushed, Generation, Health, LatestValue, NewPoint, PackWrite, Point,
-    RecordWrite, RefusalWrite, SeriesInfo, WriteSummary, Written,
+    RecordWrite, RefusalWrite, SeriesInfo, ValueKind, WriteSummary, Written,
 };

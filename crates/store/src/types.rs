@@ -17,8 +17,32 @@ pub struct NewPoint<'a> {
     pub unit: Option<&'a str>,
     /// Time in ms since the Unix epoch.
     pub time_ms: i64,
-    /// The value.
+    /// The value (a boolean as 0.0 or 1.0).
     pub value: f64,
+    /// What the value is: fixed for a series by its first point, like its unit.
+    pub value_kind: ValueKind,
+}
+
+/// What the values of a series are. Booleans (SenML `vb`) are stored as 0.0 and 1.0 in the
+/// same chunks as numbers (a run of equal values costs almost nothing), and the series'
+/// metadata says to read them back as booleans.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ValueKind {
+    /// Numbers (SenML `v`, `s`).
+    #[default]
+    Number,
+    /// Booleans (SenML `vb`): a pump running, a flood gate open.
+    Boolean,
+}
+
+impl ValueKind {
+    /// Its name in the API: `number` or `boolean`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ValueKind::Number => "number",
+            ValueKind::Boolean => "boolean",
+        }
+    }
 }
 
 /// A stored point.
@@ -189,6 +213,8 @@ pub struct SeriesInfo {
     pub count: u64,
     /// The value at `last_ms`.
     pub last_value: f64,
+    /// What its values are.
+    pub value_kind: ValueKind,
 }
 
 /// The latest value of one series, with its device's kind, for a city map.
@@ -206,6 +232,8 @@ pub struct LatestValue {
     pub time_ms: i64,
     /// Its value.
     pub value: f64,
+    /// What the series' values are.
+    pub value_kind: ValueKind,
 }
 
 /// One opening of the sled database. Writes are durable only once a flush of the same

@@ -15,12 +15,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use mekong_store::{Bucket, Store};
+use mekong_store::{Bucket, Store, ValueKind};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::kind_filter;
 use super::series::series_range;
+use super::{kind_filter, ValueOut};
 use crate::blocking::QueryPool;
 use crate::calendar::Buckets;
 use crate::error::{ApiError, ErrorBody};
@@ -33,60 +33,98 @@ pub const MAX_BUCKETS: i64 = 100_000;
 #[derive(Serialize, ToSchema)]
 pub struct At {
     t_ms: i64,
-    v: f64,
+    v: ValueOut,
 }
 
-/// One bucket.
+/// One bucket. Of a series of booleans: `min` is whether all were true, `max` whether any
+/// was, `first` and `last` booleans; `sum` counts the true ones and `avg` is their share.
 #[derive(Serialize, ToSchema)]
 pub struct BucketOut {
     t: String,
     t_ms: i64,
     count: u64,
-    min: f64,
-    max: f64,
+    min: ValueOut,
+    max: ValueOut,
     sum: f64,
     avg: f64,
     first: At,
     last: At,
 }
 
-impl From<Bucket> for BucketOut {
-    fn from(b: Bucket) -> Self {
+impl BucketOut {
+    fn new(b: Bucket, kind: ValueKind) -> Self {
         BucketOut {
             t: time::format(b.start_ms),
             t_ms: b.start_ms,
             count: b.count,
-            min: b.min,
-            max: b.max,
+            min: ValueOut::of(b.min, kind),
+            max: ValueOut::of(b.max, kind),
             sum: b.sum,
             avg: b.avg(),
-            first: At { t_ms: b.first.time_ms, v: b.first.value },
-            last: At { t_ms: b.last.time_ms, v: b.last.value },
+            first: At { t_ms: b.first.time_ms, v: ValueOut::of(b.first.value, kind) },
+            last: At { t_ms: b.last.time_ms, v: ValueOut::of(b.last.value, kind) },
         }
     }
 }
 
-/// Query of both endpoints.
+/// `GET /v1/devices/{device}/series/{metric}/aggregate` query.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AggregateQuery {
-    /// Start of the range (inclusive), RFC 3339 or epoch ms.
+    /// Start of the range (inclusive), RFC 3339 or epoch ms; default: the series' first point.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     from: Option<String>,
-    /// End of the range (exclusive), RFC 3339 or epoch ms.
+    /// End of the range (exclusive), RFC 3339 or epoch ms; default: just after its last point.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     to: Option<String>,
     /// Bucket length: `500ms`, `30s`, `15m`, `1h`, `1d`, or milliseconds; or calendar weeks
     /// (`1w`: ISO weeks, Monday to Monday) and months (`1mo`; `3mo` are quarters).
+    #[param(pattern = "^0*[1-9][0-9]{0,11}(ms|s|m|h|d|w|mo)?$", required = true)]
     step: Option<String>,
     /// An IANA time zone (`Asia/Ho_Chi_Minh`, `Europe/Berlin`): with a step of whole days,
     /// weeks or months, buckets are that zone's calendar days (23 or 25 hours across a
     /// daylight-saving change), weeks or months instead of UTC ones.
     tz: Option<String>,
-    /// Only devices of this kind (`/v1/aggregate` only).
-    kind: Option<String>,
-    /// The metric to aggregate (`/v1/aggregate` only, where it is required).
-    metric: Option<String>,
     /// `json` (the default) or `csv` (also chosen by `Accept: text/csv`): one row per bucket,
     /// streamed.
+    #[param(pattern = "^(json|csv)$")]
+    format: Option<String>,
+}
+
+/// `GET /v1/aggregate` query: that of one series, with the metric and the devices' kind, and
+/// a range that must be given.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ManyQuery {
+    /// The metric to aggregate.
+    #[param(required = true)]
+    metric: Option<String>,
+    /// Only devices of this kind.
+    #[param(pattern = "^(traffic|water|air|unknown)$")]
+    kind: Option<String>,
+    /// Start of the range (inclusive), RFC 3339 or epoch ms.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$",
+        required = true
+    )]
+    from: Option<String>,
+    /// End of the range (exclusive), RFC 3339 or epoch ms.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$",
+        required = true
+    )]
+    to: Option<String>,
+    /// As for one series.
+    #[param(pattern = "^0*[1-9][0-9]{0,11}(ms|s|m|h|d|w|mo)?$", required = true)]
+    step: Option<String>,
+    /// As for one series.
+    tz: Option<String>,
+    /// As for one series.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 
@@ -96,6 +134,8 @@ pub struct SeriesAggregate {
     device: String,
     metric: String,
     unit: Option<String>,
+    /// `number` or `boolean`: what the buckets' `min`, `max`, `first` and `last` are.
+    value_kind: &'static str,
     from_ms: i64,
     to_ms: i64,
     /// The step's nominal length: with `tz`, its days of 24 hours (a local day may be 23 or
@@ -119,10 +159,9 @@ fn checked_range(from_ms: i64, to_ms: i64, step_ms: i64) -> Result<(), ApiError>
     Ok(())
 }
 
-fn buckets_of(q: &AggregateQuery) -> Result<Buckets, ApiError> {
-    let step =
-        q.step.as_deref().ok_or_else(|| ApiError::BadRequest("step is required (such as 1m, 15m, 1h, 1d)".into()))?;
-    Buckets::parse(step, q.tz.as_deref())
+fn buckets_of(step: Option<&str>, tz: Option<&str>) -> Result<Buckets, ApiError> {
+    let step = step.ok_or_else(|| ApiError::BadRequest("step is required (such as 1m, 15m, 1h, 1d)".into()))?;
+    Buckets::parse(step, tz)
 }
 
 /// `GET /v1/devices/{device}/series/{metric}/aggregate?from=..&to=..&step=1h`: count, min,
@@ -143,13 +182,14 @@ pub async fn series(
     let Path((device, metric)) = path?;
     let Query(q) = query?;
     let as_csv = csv::wanted(q.format.as_deref(), &headers)?;
-    let buckets = buckets_of(&q)?;
+    let buckets = buckets_of(q.step.as_deref(), q.tz.as_deref())?;
     let step_ms = buckets.step_ms();
     let (series, from_ms, to_ms) = series_range(&state, &device, &metric, q.from.as_deref(), q.to.as_deref())?;
     checked_range(from_ms, to_ms, step_ms)?;
     if as_csv {
         let filename = format!("{device}_{metric}_{}.csv", q.step.as_deref().unwrap_or_default());
-        let cursor = SpanCursor { store: state.store.clone(), device, metric, from_ms, to_ms, buckets };
+        let value_kind = series.value_kind;
+        let cursor = SpanCursor { store: state.store.clone(), device, metric, from_ms, to_ms, buckets, value_kind };
         let (rows, more) = queries.run(move || span_piece(cursor)).await?;
         let first = format!("{}\n{rows}", BUCKET_COLUMNS);
         return Ok(csv::stream(queries, &filename, first, more, span_piece).await);
@@ -161,11 +201,12 @@ pub async fn series(
                 device,
                 metric,
                 unit: series.unit,
+                value_kind: series.value_kind.as_str(),
                 from_ms,
                 to_ms,
                 step_ms,
                 tz: q.tz,
-                buckets: found.into_iter().map(Into::into).collect(),
+                buckets: found.into_iter().map(|b| BucketOut::new(b, series.value_kind)).collect(),
             };
             // Up to `MAX_BUCKETS` buckets of JSON: written here too, not on an async worker.
             Ok(Json(body).into_response())
@@ -178,6 +219,8 @@ pub async fn series(
 pub struct DeviceAggregate {
     device: String,
     unit: Option<String>,
+    /// `number` or `boolean`, as for one series.
+    value_kind: &'static str,
     buckets: Vec<BucketOut>,
 }
 
@@ -200,7 +243,7 @@ pub struct ManyAggregate {
 /// metric `metric` for every device (of kind `kind`, if given) that has it. `from` and `to`
 /// are required.
 #[utoipa::path(get, path = "/v1/aggregate",
-    operation_id = "aggregate_devices", tag = "data", params(AggregateQuery), responses(
+    operation_id = "aggregate_devices", tag = "data", params(ManyQuery), responses(
     (status = 200, description = "the buckets of each device that has the metric",
         content((ManyAggregate = "application/json"), (String = "text/csv"))), (status = 400, description = "a malformed parameter", body = ErrorBody), (status = 500, description = "the server failed", body = ErrorBody),
 ))]
@@ -208,11 +251,11 @@ pub async fn many(
     State(state): State<AppState>,
     State(queries): State<QueryPool>,
     headers: HeaderMap,
-    query: Result<Query<AggregateQuery>, QueryRejection>,
+    query: Result<Query<ManyQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
     let as_csv = csv::wanted(q.format.as_deref(), &headers)?;
-    let buckets = buckets_of(&q)?;
+    let buckets = buckets_of(q.step.as_deref(), q.tz.as_deref())?;
     let step_ms = buckets.step_ms();
     let kind = kind_filter(q.kind.as_deref())?;
     let metric = q.metric.clone().ok_or_else(|| ApiError::BadRequest("metric is required".into()))?;
@@ -243,10 +286,11 @@ pub async fn many(
             .run(move || {
                 let started = Instant::now();
                 for device in left.by_ref() {
-                    let unit = store.series(&device, &metric).and_then(|s| s.unit);
+                    let (unit, kind) =
+                        store.series(&device, &metric).map_or((None, ValueKind::Number), |s| (s.unit, s.value_kind));
                     if let Some(found) = buckets.aggregate(&store, &device, &metric, from_ms, to_ms)? {
-                        let buckets = found.into_iter().map(Into::into).collect();
-                        done.push(DeviceAggregate { device, unit, buckets });
+                        let buckets = found.into_iter().map(|b| BucketOut::new(b, kind)).collect();
+                        done.push(DeviceAggregate { device, unit, value_kind: kind.as_str(), buckets });
                     }
                     if started.elapsed() >= SLICE {
                         break;
@@ -282,26 +326,21 @@ enum Slice {
 const BUCKET_COLUMNS: &str = "t,t_ms,count,min,max,sum,avg,first_t_ms,first,last_t_ms,last";
 
 /// Appends one bucket as a CSV row, after `device` and a comma if given.
-fn bucket_row(out: &mut String, device: Option<&str>, b: &Bucket) {
+fn bucket_row(out: &mut String, device: Option<&str>, b: &Bucket, kind: ValueKind) {
     if let Some(device) = device {
         csv::field(out, device);
         out.push(',');
     }
     time::push(out, b.start_ms);
-    let _ = writeln!(
-        out,
-        ",{},{},{},{},{},{},{},{},{},{}",
-        b.start_ms,
-        b.count,
-        b.min,
-        b.max,
-        b.sum,
-        b.avg(),
-        b.first.time_ms,
-        b.first.value,
-        b.last.time_ms,
-        b.last.value
-    );
+    let _ = write!(out, ",{},{},", b.start_ms, b.count);
+    ValueOut::of(b.min, kind).csv(out);
+    out.push(',');
+    ValueOut::of(b.max, kind).csv(out);
+    let _ = write!(out, ",{},{},{},", b.sum, b.avg(), b.first.time_ms);
+    ValueOut::of(b.first.value, kind).csv(out);
+    let _ = write!(out, ",{},", b.last.time_ms);
+    ValueOut::of(b.last.value, kind).csv(out);
+    out.push('\n');
 }
 
 /// Where a CSV of one series' buckets stands: the rest of its range.
@@ -312,6 +351,7 @@ struct SpanCursor {
     from_ms: i64,
     to_ms: i64,
     buckets: Buckets,
+    value_kind: ValueKind,
 }
 
 /// The next piece of one series' buckets: the next [`csv::PIECE_ROWS`] steps of the range,
@@ -321,7 +361,7 @@ fn span_piece(mut c: SpanCursor) -> Result<(String, Option<SpanCursor>), ApiErro
     let buckets = c.buckets.aggregate(&c.store, &c.device, &c.metric, c.from_ms, end)?.unwrap_or_default();
     let mut out = String::with_capacity(buckets.len() * 96);
     for b in &buckets {
-        bucket_row(&mut out, None, b);
+        bucket_row(&mut out, None, b, c.value_kind);
     }
     if end >= c.to_ms {
         return Ok((out, None));
@@ -345,8 +385,9 @@ fn devices_piece(mut c: DevicesCursor) -> Result<(String, Option<DevicesCursor>)
     let started = Instant::now();
     let mut out = String::new();
     for device in c.left.by_ref() {
+        let kind = c.store.series(&device, &c.metric).map_or(ValueKind::Number, |s| s.value_kind);
         for b in c.buckets.aggregate(&c.store, &device, &c.metric, c.from_ms, c.to_ms)?.unwrap_or_default() {
-            bucket_row(&mut out, Some(&device), &b);
+            bucket_row(&mut out, Some(&device), &b, kind);
         }
         if started.elapsed() >= SLICE {
             break;

@@ -137,6 +137,8 @@ pub struct Devices {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only devices of this kind.
+    #[param(pattern = "^(traffic|water|air|unknown)$")]
     kind: Option<String>,
 }
 
@@ -196,6 +198,7 @@ pub async fn one(State(state): State<AppState>, Path(device): Path<String>) -> R
 #[serde(deny_unknown_fields)]
 pub struct DeviceIn {
     /// `water`, `air`, `traffic` or `unknown`.
+    #[schema(pattern = "^(traffic|water|air|unknown)$")]
     kind: String,
     name: Option<String>,
     location: Option<LocationIn>,
@@ -271,6 +274,7 @@ pub struct RemoveQuery {
     /// `keep` (the default): the device's readings stay in the store, and it stays listed
     /// while it has any. `delete`: its series, points, rollups and counters are deleted too,
     /// at once and for good (the confirmation is this parameter).
+    #[param(pattern = "^(keep|delete)$")]
     data: Option<String>,
 }
 

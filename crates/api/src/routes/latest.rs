@@ -7,7 +7,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::kind_filter;
+use super::{kind_filter, ValueOut};
 use crate::blocking::QueryPool;
 use crate::error::{ApiError, ErrorBody};
 use crate::{time, AppState};
@@ -21,7 +21,9 @@ pub struct Latest {
     unit: Option<String>,
     t: String,
     t_ms: i64,
-    v: f64,
+    /// `number` or `boolean`: what `v` is.
+    value_kind: &'static str,
+    v: ValueOut,
 }
 
 /// `GET /v1/latest` body.
@@ -34,6 +36,8 @@ pub struct LatestList {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LatestQuery {
+    /// Only devices of this kind.
+    #[param(pattern = "^(traffic|water|air|unknown)$")]
     kind: Option<String>,
 }
 
@@ -59,7 +63,8 @@ pub async fn latest(
                 .map(|l| Latest {
                     t: time::format(l.time_ms),
                     t_ms: l.time_ms,
-                    v: l.value,
+                    v: ValueOut::of(l.value, l.value_kind),
+                    value_kind: l.value_kind.as_str(),
                     device: l.device,
                     kind: l.kind,
                     metric: l.metric,

@@ -10,8 +10,42 @@ pub mod series;
 pub mod stream;
 
 use mekong_schema::DeviceKind;
+use mekong_store::ValueKind;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
+
+/// A value as the API writes it: a number, or `true`/`false` in a series of booleans
+/// (SenML `vb`, stored as 1 and 0).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ValueOut {
+    /// A reading of a number series.
+    Number(f64),
+    /// A reading of a boolean series.
+    Boolean(bool),
+}
+
+impl ValueOut {
+    /// `value` as a series of `kind` reads it.
+    pub fn of(value: f64, kind: ValueKind) -> ValueOut {
+        match kind {
+            ValueKind::Number => ValueOut::Number(value),
+            ValueKind::Boolean => ValueOut::Boolean(value != 0.0),
+        }
+    }
+
+    /// Its text in CSV: the number as JSON writes it, or `true`/`false`.
+    pub fn csv(self, out: &mut String) {
+        use std::fmt::Write;
+        // f64's Display is the shortest text that reads back as the same number.
+        let _ = match self {
+            ValueOut::Number(v) => write!(out, "{v}"),
+            ValueOut::Boolean(b) => write!(out, "{b}"),
+        };
+    }
+}
 
 /// Unknown paths get a JSON 404 like every other error.
 pub async fn not_found() -> ApiError {

@@ -35,7 +35,10 @@ pub struct Rejections {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RejectionsQuery {
+    /// Only this device's.
     device: Option<String>,
+    /// How many, 1 to 10000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
 }
 

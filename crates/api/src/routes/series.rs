@@ -11,7 +11,7 @@ use mekong_store::SeriesInfo;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::limit;
+use super::{limit, ValueOut};
 use crate::blocking::QueryPool;
 use crate::error::{ApiError, ErrorBody};
 use crate::{csv, time, AppState};
@@ -26,7 +26,9 @@ pub struct Series {
     last: String,
     last_ms: i64,
     count: u64,
-    last_value: f64,
+    /// `number` or `boolean`: what `last_value` and the points' `v` are.
+    value_kind: &'static str,
+    last_value: ValueOut,
 }
 
 /// `GET /v1/devices/{device}/series` body.
@@ -53,7 +55,8 @@ pub async fn list(State(state): State<AppState>, Path(device): Path<String>) -> 
             first_ms: s.first_ms,
             last_ms: s.last_ms,
             count: s.count,
-            last_value: s.last_value,
+            last_value: ValueOut::of(s.last_value, s.value_kind),
+            value_kind: s.value_kind.as_str(),
             metric: s.metric,
             unit: s.unit,
         })
@@ -97,7 +100,7 @@ pub struct PointOut {
     #[schema(value_type = String, format = DateTime)]
     t: time::Rfc3339Ms,
     t_ms: i64,
-    v: f64,
+    v: ValueOut,
 }
 
 /// `GET /v1/devices/{device}/series/{metric}` body.
@@ -106,6 +109,8 @@ pub struct Points {
     device: String,
     metric: String,
     unit: Option<String>,
+    /// `number` or `boolean`: what the points' `v` are.
+    value_kind: &'static str,
     from_ms: i64,
     to_ms: i64,
     points: Vec<PointOut>,
@@ -118,13 +123,21 @@ pub struct Points {
 #[into_params(parameter_in = Query)]
 pub struct PointsQuery {
     /// Start of the range (inclusive), RFC 3339 or epoch ms; default: the series' first point.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     from: Option<String>,
     /// End of the range (exclusive), RFC 3339 or epoch ms; default: just after its last point.
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     to: Option<String>,
     /// Points in a page, 1 to 10000 (default 1000); in CSV, the most rows (default: all).
+    #[param(value_type = Option<u64>, minimum = 1)]
     limit: Option<String>,
     /// `json` (the default) or `csv` (also chosen by `Accept: text/csv`): the whole range as
     /// `t,t_ms,v` rows, streamed, with no paging.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 
@@ -153,7 +166,16 @@ pub async fn points(
             Some(_) => limit(query.limit.as_deref(), DEFAULT_LIMIT, usize::MAX)?,
             None => usize::MAX,
         };
-        return points_csv(state, queries, device, metric, from_ms, to_ms, rows).await;
+        let cursor = PointsCursor {
+            store: state.store.clone(),
+            device,
+            metric,
+            from_ms,
+            to_ms,
+            rows_left: rows,
+            value_kind: series.value_kind,
+        };
+        return points_csv(queries, cursor).await;
     }
     let limit = limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     // The scan and the JSON of up to `MAX_LIMIT` points are the slow part: a blocking thread's.
@@ -164,9 +186,14 @@ pub async fn points(
             let next_from_ms = if points.len() > limit { points.pop().map(|p| p.time_ms) } else { None };
             let points = points
                 .into_iter()
-                .map(|p| PointOut { t: time::Rfc3339Ms(p.time_ms), t_ms: p.time_ms, v: p.value })
+                .map(|p| PointOut {
+                    t: time::Rfc3339Ms(p.time_ms),
+                    t_ms: p.time_ms,
+                    v: ValueOut::of(p.value, series.value_kind),
+                })
                 .collect();
-            let body = Points { device, metric, unit: series.unit, from_ms, to_ms, points, next_from_ms };
+            let value_kind = series.value_kind.as_str();
+            let body = Points { device, metric, unit: series.unit, value_kind, from_ms, to_ms, points, next_from_ms };
             Ok(Json(body).into_response())
         })
         .await
@@ -181,6 +208,7 @@ struct PointsCursor {
     from_ms: i64,
     to_ms: i64,
     rows_left: usize,
+    value_kind: mekong_store::ValueKind,
 }
 
 /// The next piece of a points CSV: up to [`csv::PIECE_ROWS`] rows from where `cursor` stands.
@@ -191,8 +219,9 @@ fn points_piece(mut cursor: PointsCursor) -> Result<(String, Option<PointsCursor
     let mut out = String::with_capacity(points.len() * 48);
     for p in &points {
         time::push(&mut out, p.time_ms);
-        // f64's Display is the shortest text that reads back as the same number.
-        let _ = writeln!(out, ",{},{}", p.time_ms, p.value);
+        let _ = write!(out, ",{},", p.time_ms);
+        ValueOut::of(p.value, cursor.value_kind).csv(&mut out);
+        out.push('\n');
     }
     cursor.rows_left -= points.len();
     let more = match points.last() {
@@ -206,17 +235,8 @@ fn points_piece(mut cursor: PointsCursor) -> Result<(String, Option<PointsCursor
 }
 
 /// `format=csv` of [`points`]: `t,t_ms,v`, every point of `[from_ms, to_ms)` up to `rows`.
-async fn points_csv(
-    state: AppState,
-    queries: QueryPool,
-    device: String,
-    metric: String,
-    from_ms: i64,
-    to_ms: i64,
-    rows: usize,
-) -> Result<Response, ApiError> {
-    let filename = format!("{device}_{metric}.csv");
-    let cursor = PointsCursor { store: state.store.clone(), device, metric, from_ms, to_ms, rows_left: rows };
+async fn points_csv(queries: QueryPool, cursor: PointsCursor) -> Result<Response, ApiError> {
+    let filename = format!("{}_{}.csv", cursor.device, cursor.metric);
     let (rows, more) = queries.run(move || points_piece(cursor)).await?;
     let first = format!("t,t_ms,v\n{rows}");
     Ok(csv::stream(queries, &filename, first, more, points_piece).await)

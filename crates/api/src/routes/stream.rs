@@ -68,11 +68,12 @@ pub struct ReadingsEvent<'a> {
     points: Vec<StreamPoint>,
 }
 
-/// A reading in the stream: time in ms since the epoch, and value.
+/// A reading in the stream: time in ms since the epoch, and value (`true`/`false` in a
+/// series of booleans).
 #[derive(Serialize, ToSchema)]
 pub struct StreamPoint {
     t_ms: i64,
-    v: f64,
+    v: super::ValueOut,
 }
 
 /// `event: alert`: an alert fired or resolved.
@@ -379,17 +380,25 @@ struct Rendered {
     whole: Bytes,
 }
 
-fn render(run: u64, item: &Item) -> Rendered {
+fn render(state: &AppState, run: u64, item: &Item) -> Rendered {
     let mut pieces = Vec::new();
     match &item.event {
         Event::Stored(pack) => {
             for series in &pack.series {
+                // The feed carries values as numbers; the series, stored before its readings
+                // reach the feed, says whether they are booleans.
+                let kind =
+                    state.store.series(&pack.device, &series.metric).map_or(Default::default(), |s| s.value_kind);
                 let body = ReadingsEvent {
                     device: &pack.device,
                     kind: &pack.kind,
                     metric: &series.metric,
                     unit: series.unit.as_deref(),
-                    points: series.points.iter().map(|&(t_ms, v)| StreamPoint { t_ms, v }).collect(),
+                    points: series
+                        .points
+                        .iter()
+                        .map(|&(t_ms, v)| StreamPoint { t_ms, v: super::ValueOut::of(v, kind) })
+                        .collect(),
                 };
                 pieces.push((series.metric.clone(), event("readings", &body)));
             }
@@ -427,7 +436,7 @@ fn encode(state: &AppState, filter: &Filter, run: u64, item: &Item) -> Option<By
     if !kept {
         return None;
     }
-    let rendered = item.rendered(|item| render(run, item))?;
+    let rendered = item.rendered(|item| render(state, run, item))?;
     let bytes = match (&item.event, &filter.metrics) {
         (Event::Stored(_), Some(_)) => with_id(
             rendered.pieces.iter().filter(|(metric, _)| filter.metric(metric)).map(|(_, text)| text.as_str()),

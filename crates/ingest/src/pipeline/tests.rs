@@ -345,3 +345,32 @@ fn sequence_numbers_are_per_key() {
     assert!(matches!(&outcomes[2], Outcome::Accepted(a) if a.seq == Some(4)));
     assert_eq!(f.store.device_seq_with_id("hau-07"), Some((4, cose::key_fingerprint(&KEY))));
 }
+
+/// SenML booleans (`vb`) make a series of booleans: stored as 1 and 0, said by the series'
+/// value kind; a number for it afterwards is refused like a unit change, and strings are
+/// still refused.
+#[test]
+fn booleans_make_a_boolean_series_that_numbers_cannot_join() {
+    let mut f = fixture(PipelineOptions::default());
+    let pump = br#"[{"bt":1789999000,"n":"pump_running","vb":true},{"n":"pump_running","t":60,"vb":false},{"n":"water_level","u":"cm","v":181}]"#;
+    let accepted = f.pipeline.handle(b"mekong/v1/hau-01/up", pump, NOW_MS).accepted();
+    assert_eq!(accepted.summary.stored, 3);
+    let series = f.store.series("hau-01", "pump_running").unwrap();
+    assert_eq!((series.value_kind, series.last_value, series.unit), (ValueKind::Boolean, 0.0, None));
+    assert_eq!(f.store.series("hau-01", "water_level").unwrap().value_kind, ValueKind::Number);
+    let points = f.store.points("hau-01", "pump_running", 0, i64::MAX, 10).unwrap().unwrap();
+    let values: Vec<_> = points.iter().map(|p| p.value).collect();
+    assert_eq!(values, [1.0, 0.0]);
+
+    let number = pack(&[reading("pump_running", 1.0, 120.0)], 1_789_999_000.0);
+    let r = refused(&mut f, "mekong/v1/hau-01/up", &number);
+    assert_eq!((r.kind, r.reason.as_str()), (Reason::UnitMismatch, "series pump_running holds booleans, not numbers"));
+    let boolean = br#"[{"bt":1789999000,"n":"water_level","vb":true}]"#;
+    let r = refused(&mut f, "mekong/v1/hau-01/up", boolean);
+    assert_eq!(r.reason, "series water_level holds numbers, not booleans");
+    let text = br#"[{"bt":1789999000,"n":"gate_state","vs":"open"}]"#;
+    let r = refused(&mut f, "mekong/v1/hau-01/up", text);
+    assert_eq!(r.kind, Reason::UnsupportedValue);
+    assert!(r.reason.contains("only numbers (v) and booleans (vb) are stored"), "{}", r.reason);
+    assert_eq!(f.store.series("hau-01", "pump_running").unwrap().count, 2);
+}

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::codec::{Reader, Writer};
 use crate::keys;
-use crate::{DeviceInfo, DeviceTally, SeriesInfo, StoreError};
+use crate::{DeviceInfo, DeviceTally, SeriesInfo, StoreError, ValueKind};
 
 #[derive(Debug, Clone)]
 pub(super) struct SeriesMeta {
@@ -18,24 +18,30 @@ pub(super) struct SeriesMeta {
     /// Every window before this time is folded: one block, and a rollup that matches it.
     /// A write into an earlier window moves it back, in the same batch.
     pub(super) folded_to_ms: i64,
+    /// Kept as a byte after the fields above, and only for booleans: a number series' record
+    /// is as it was before booleans existed, so a store written before reads as it did.
+    pub(super) value_kind: ValueKind,
 }
 
 impl SeriesMeta {
     pub(super) fn encode(&self) -> Vec<u8> {
-        Writer::new()
+        let w = Writer::new()
             .u32(self.id)
             .opt_str(self.unit.as_deref())
             .i64(self.first_ms)
             .i64(self.last_ms)
             .u64(self.count)
             .f64(self.last_value)
-            .i64(self.folded_to_ms)
-            .finish()
+            .i64(self.folded_to_ms);
+        match self.value_kind {
+            ValueKind::Number => w.finish(),
+            ValueKind::Boolean => w.u8(1).finish(),
+        }
     }
 
     pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader::new(bytes)?;
-        Some(SeriesMeta {
+        let mut meta = SeriesMeta {
             id: r.u32()?,
             unit: r.opt_str()?,
             first_ms: r.i64()?,
@@ -43,7 +49,15 @@ impl SeriesMeta {
             count: r.u64()?,
             last_value: r.f64()?,
             folded_to_ms: r.i64()?,
-        })
+            value_kind: ValueKind::Number,
+        };
+        if !r.at_end() {
+            meta.value_kind = match r.u8()? {
+                1 => ValueKind::Boolean,
+                _ => return None,
+            };
+        }
+        r.at_end().then_some(meta)
     }
 }
 
@@ -143,6 +157,7 @@ pub(super) fn series_info(device: &str, metric: &str, m: &SeriesMeta) -> SeriesI
         last_ms: m.last_ms,
         count: m.count,
         last_value: m.last_value,
+        value_kind: m.value_kind,
     }
 }
 
@@ -179,6 +194,37 @@ pub(super) fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_metadata_keeps_its_value_kind_and_reads_records_written_before_it() {
+        let meta = SeriesMeta {
+            id: 3,
+            unit: Some("cm".into()),
+            first_ms: 10,
+            last_ms: 20,
+            count: 2,
+            last_value: 1.5,
+            folded_to_ms: 0,
+            value_kind: ValueKind::Number,
+        };
+        // As the store wrote every series before booleans: the same bytes, read the same.
+        let old = Writer::new().u32(3).opt_str(Some("cm")).i64(10).i64(20).u64(2).f64(1.5).i64(0).finish();
+        assert_eq!(meta.encode(), old);
+        let back = SeriesMeta::decode(&old).unwrap();
+        assert_eq!((back.id, back.unit.as_deref(), back.count, back.last_value), (3, Some("cm"), 2, 1.5));
+        assert_eq!(back.value_kind, ValueKind::Number);
+
+        let pump = SeriesMeta { unit: None, last_value: 1.0, value_kind: ValueKind::Boolean, ..meta };
+        let back = SeriesMeta::decode(&pump.encode()).unwrap();
+        assert_eq!((back.value_kind, back.last_value, back.unit), (ValueKind::Boolean, 1.0, None));
+        // A kind this code does not know, or bytes after it, are corrupt, not a number series.
+        let mut unknown = old.clone();
+        unknown.push(2);
+        assert!(SeriesMeta::decode(&unknown).is_none());
+        let mut trailing = pump.encode();
+        trailing.push(0);
+        assert!(SeriesMeta::decode(&trailing).is_none());
+    }
 
     #[test]
     fn device_metadata_round_trips_and_reads_the_layout_before_the_tally() {

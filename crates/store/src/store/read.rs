@@ -213,6 +213,7 @@ impl Store {
                     unit: m.unit.clone(),
                     time_ms: m.last_ms,
                     value: m.last_value,
+                    value_kind: m.value_kind,
                 });
             }
         }

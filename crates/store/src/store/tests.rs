@@ -11,7 +11,7 @@ fn open(dir: &Path) -> Store {
 }
 
 fn p(metric: &str, time_ms: i64, value: f64) -> NewPoint<'_> {
-    NewPoint { metric, unit: Some("cm"), time_ms, value }
+    NewPoint { metric, unit: Some("cm"), time_ms, value, value_kind: Default::default() }
 }
 
 const T0: i64 = 1_790_000_000_000;
@@ -79,8 +79,16 @@ fn a_unit_change_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.write("a", "water", T0, &[p("water_level", T0, 150.0)]).unwrap();
-    let bad =
-        [p("salinity", T0, 0.1), NewPoint { metric: "water_level", unit: Some("m"), time_ms: T0 + 1, value: 1.5 }];
+    let bad = [
+        p("salinity", T0, 0.1),
+        NewPoint {
+            metric: "water_level",
+            unit: Some("m"),
+            time_ms: T0 + 1,
+            value: 1.5,
+            value_kind: Default::default(),
+        },
+    ];
     let err = store.write("a", "water", T0, &bad).unwrap_err();
     assert!(matches!(err, WriteError::Refused(PackRefused::UnitMismatch { .. })), "{err}");
     assert!(store.series("a", "salinity").is_none());
@@ -127,7 +135,13 @@ fn a_group_of_packs_is_written_at_once_and_a_bad_pack_is_left_out_alone() {
     store.write("a", "water", T0, &[p("water_level", T0, 150.0)]).unwrap();
     let late_and_new =
         [p("water_level", T0 - 10_000, 149.0), p("water_level", T0, 999.0), p("water_level", T0 + 10_000, 151.0)];
-    let wrong_unit = [NewPoint { metric: "water_level", unit: Some("m"), time_ms: T0 + 20_000, value: 1.5 }];
+    let wrong_unit = [NewPoint {
+        metric: "water_level",
+        unit: Some("m"),
+        time_ms: T0 + 20_000,
+        value: 1.5,
+        value_kind: Default::default(),
+    }];
     let other = [p("salinity", T0, 0.3)];
     let repeat = [p("water_level", T0 + 10_000, 152.0), p("salinity", T0, 0.4)];
     let written = store
@@ -493,7 +507,13 @@ fn sequence_numbers_are_stored_with_their_packs_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let first = [p("water_level", T0, 1.0)];
-    let wrong_unit = [NewPoint { metric: "water_level", unit: Some("m"), time_ms: T0 + 1_000, value: 2.0 }];
+    let wrong_unit = [NewPoint {
+        metric: "water_level",
+        unit: Some("m"),
+        time_ms: T0 + 1_000,
+        value: 2.0,
+        value_kind: Default::default(),
+    }];
     let later = [p("water_level", T0 + 2_000, 3.0)];
     const K: [u8; 8] = [1; 8];
     let pack = |device, points, seq: Option<u64>| PackWrite {
@@ -600,8 +620,16 @@ fn removing_a_device_removes_all_it_stored_and_nothing_else_and_its_id_can_be_re
         // Two days of b, folded (day blocks, hour blocks, rollups) and a fresh chunk; signed.
         let times: Vec<i64> = (0..48).map(|h| T0 + h * HOUR).collect();
         let level: Vec<_> = times.iter().map(|&t| p("water_level", t, 2.0)).collect();
-        let salt: Vec<_> =
-            times.iter().map(|&t| NewPoint { metric: "salinity", unit: Some("ppt"), time_ms: t, value: 0.5 }).collect();
+        let salt: Vec<_> = times
+            .iter()
+            .map(|&t| NewPoint {
+                metric: "salinity",
+                unit: Some("ppt"),
+                time_ms: t,
+                value: 0.5,
+                value_kind: Default::default(),
+            })
+            .collect();
         store.write("b", "water", T0, &level).unwrap();
         store.write("b", "water", T0, &salt).unwrap();
         store.fold(T0 + 47 * HOUR, || true).unwrap();
@@ -638,7 +666,14 @@ fn removing_a_device_removes_all_it_stored_and_nothing_else_and_its_id_can_be_re
     let store = open(dir.path());
     assert!(store.device("b").is_none());
     assert_eq!(store.device("a").unwrap().points, 2);
-    store.write("b", "air", T0, &[NewPoint { metric: "pm2_5", unit: None, time_ms: T0 + HOUR, value: 9.0 }]).unwrap();
+    store
+        .write(
+            "b",
+            "air",
+            T0,
+            &[NewPoint { metric: "pm2_5", unit: None, time_ms: T0 + HOUR, value: 9.0, value_kind: Default::default() }],
+        )
+        .unwrap();
     store.write("c", "water", T0, &[p("water_level", T0 + HOUR, 4.0)]).unwrap();
     assert_eq!(
         store.points("c", "water_level", i64::MIN, i64::MAX, 100).unwrap().unwrap(),
@@ -648,4 +683,41 @@ fn removing_a_device_removes_all_it_stored_and_nothing_else_and_its_id_can_be_re
     let buckets = store.aggregate("c", "water_level", i64::MIN / 4, i64::MAX / 4, 24 * HOUR).unwrap();
     assert_eq!(format!("{buckets:?}").matches("count: 1").count(), 1, "{buckets:?}");
     assert_eq!(store.device("b").unwrap().kind, "air");
+}
+
+/// A series of booleans keeps its kind across a reopen and in every listing, and a point of
+/// the other kind is refused without writing anything of its pack.
+#[test]
+fn a_boolean_series_keeps_its_kind_and_refuses_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = |time_ms, open: bool| NewPoint {
+        metric: "gate_open",
+        unit: None,
+        time_ms,
+        value: f64::from(u8::from(open)),
+        value_kind: ValueKind::Boolean,
+    };
+    {
+        let store = open(dir.path());
+        store.write("cai-rang", "water", T0, &[gate(T0, true), gate(T0 + 1000, false), gate(T0 + 2000, true)]).unwrap();
+        let mixed = [p("water_level", T0, 150.0), NewPoint { value_kind: ValueKind::Number, ..gate(T0 + 3000, true) }];
+        let err = store.write("cai-rang", "water", T0, &mixed).unwrap_err();
+        assert!(matches!(&err, WriteError::Refused(PackRefused::ValueKindMismatch { .. })), "{err}");
+        assert_eq!(err.to_string(), "series gate_open holds booleans, not numbers");
+        assert!(store.series("cai-rang", "water_level").is_none());
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    let series = store.series("cai-rang", "gate_open").unwrap();
+    assert_eq!((series.value_kind, series.count, series.last_value), (ValueKind::Boolean, 3, 1.0));
+    let latest = store.latest(None);
+    assert_eq!(latest.iter().map(|l| l.value_kind).collect::<Vec<_>>(), [ValueKind::Boolean]);
+    let values: Vec<_> =
+        store.points("cai-rang", "gate_open", T0, T0 + 10_000, 10).unwrap().unwrap().iter().map(|p| p.value).collect();
+    assert_eq!(values, [1.0, 0.0, 1.0]);
+    // A number for it later is refused too, whatever the pack's other points.
+    let err = store
+        .write("cai-rang", "water", T0, &[NewPoint { value_kind: ValueKind::Number, ..gate(T0 + 5000, true) }])
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Refused(PackRefused::ValueKindMismatch { .. })));
 }

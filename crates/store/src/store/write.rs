@@ -151,12 +151,20 @@ impl Store {
                                 count: 0,
                                 last_value: p.value,
                                 folded_to_ms: chunk::window_start(p.time_ms),
+                                value_kind: p.value_kind,
                             }
                         }
                     };
                     e.insert(meta)
                 }
             };
+            if meta.value_kind != p.value_kind {
+                return Ok(Err(PackRefused::ValueKindMismatch {
+                    metric: p.metric.to_owned(),
+                    expected: meta.value_kind.as_str(),
+                    got: p.value_kind.as_str(),
+                }));
+            }
             match (&meta.unit, p.unit) {
                 (Some(expected), Some(got)) if expected != got => {
                     return Ok(Err(PackRefused::UnitMismatch {
