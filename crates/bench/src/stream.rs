@@ -109,14 +109,19 @@ async fn wait_clients(server: &Server, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Readings made durable per second over `seconds`.
-async fn durable_rate(server: &Server, seconds: f64) -> anyhow::Result<f64> {
+/// Readings made durable per second over `seconds`, and the server's CPU seconds per
+/// million of them.
+async fn durable_rate(server: &Server, seconds: f64) -> anyhow::Result<(f64, f64)> {
     let count = |s: &Value| s["durable_readings"].as_u64().unwrap_or(0);
     let before = count(&server.stats().await?);
+    let cpu_before = server.cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let after = count(&server.stats().await?);
-    Ok(after.saturating_sub(before) as f64 / started.elapsed().as_secs_f64())
+    let cpu = server.cpu_seconds().unwrap_or(0.0) - cpu_before;
+    let readings = after.saturating_sub(before) as f64;
+    let per_million = if readings > 0.0 { cpu / readings * 1e6 } else { 0.0 };
+    Ok((readings / started.elapsed().as_secs_f64(), per_million))
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -182,6 +187,7 @@ pub async fn stream(opts: StreamOptions) -> anyhow::Result<Value> {
     let load = Load::start(load_options("full-", None, false)).await?;
     tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
     let (mut without, mut with) = (Vec::new(), Vec::new());
+    let (mut cpu_without, mut cpu_with) = (Vec::new(), Vec::new());
     // The load's device ids (load.rs): the prefix and five digits.
     let devices = opts.devices.max(1);
     let follow = |i: usize| match opts.follow_all {
@@ -190,20 +196,24 @@ pub async fn stream(opts: StreamOptions) -> anyhow::Result<Value> {
     };
     let dropped = |s: &Value| s["stream"]["dropped"].as_u64().unwrap_or(0);
     for round in 0..opts.rounds {
-        let alone = durable_rate(&server, opts.seconds).await?;
+        let (alone, alone_cpu) = durable_rate(&server, opts.seconds).await?;
         let clients = Clients::open(&server, opts.clients, follow).await?;
         let before = dropped(&server.stats().await?);
-        let followed = durable_rate(&server, opts.seconds).await?;
+        let (followed, followed_cpu) = durable_rate(&server, opts.seconds).await?;
         let dropped_now = dropped(&server.stats().await?) - before;
         let bytes = clients.close().await?;
         wait_clients(&server, 0).await?;
         println!(
             "{}",
             json!({"round": round, "readings_per_s_without": alone.round(), "readings_per_s_with": followed.round(),
+                   "server_cpu_s_per_million_without": (alone_cpu * 100.0).round() / 100.0,
+                   "server_cpu_s_per_million_with": (followed_cpu * 100.0).round() / 100.0,
                    "clients": opts.clients, "clients_dropped": dropped_now, "stream_mib_read": (bytes as f64 / 1048576.0).round()})
         );
         without.push(alone);
         with.push(followed);
+        cpu_without.push(alone_cpu);
+        cpu_with.push(followed_cpu);
     }
     load.stop().await?;
     let dropped = dropped(&server.stats().await?);
@@ -230,6 +240,8 @@ pub async fn stream(opts: StreamOptions) -> anyhow::Result<Value> {
         "readings_per_s_with_clients": b.round(),
         "with_over_without": if a > 0.0 { (b / a * 1000.0).round() / 1000.0 } else { 0.0 },
         "clients_dropped": dropped,
+        "server_cpu_s_per_million_without": (median(&cpu_without) * 100.0).round() / 100.0,
+        "server_cpu_s_per_million_with": (median(&cpu_with) * 100.0).round() / 100.0,
         "rate_packs_per_s": opts.rate,
         "events_timed": seen.len(),
         "stream_p50_ms": percentile_ms(&seen, 0.50),

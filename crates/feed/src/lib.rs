@@ -30,6 +30,8 @@ pub struct Series {
     pub metric: String,
     /// Its unit, when the pack gave one.
     pub unit: Option<String>,
+    /// The values are booleans (SenML `vb`), as 0 and 1.
+    pub boolean: bool,
     /// (time in ms since the epoch, value), in the pack's order.
     pub points: Vec<(i64, f64)>,
 }

@@ -9,7 +9,12 @@ fn stored(device: &str, t: i64) -> Stored {
     Stored {
         device: device.into(),
         kind: "water".into(),
-        series: vec![Series { metric: "water_level".into(), unit: Some("cm".into()), points: vec![(t, 1.0)] }],
+        series: vec![Series {
+            metric: "water_level".into(),
+            unit: Some("cm".into()),
+            boolean: false,
+            points: vec![(t, 1.0)],
+        }],
     }
 }
 

@@ -523,6 +523,7 @@ fn new_readings(ready: &Ready, repeated: &[usize]) -> Option<Stored> {
             None => series.push(Series {
                 metric: r.metric.clone(),
                 unit: r.unit.clone(),
+                boolean: r.value_kind == ValueKind::Boolean,
                 points: vec![(r.time_ms, r.value)],
             }),
         }

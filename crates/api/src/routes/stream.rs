@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::Frame;
 use mekong_feed::{AlertChange, Event, Feed, FollowEnded, Following, Item};
+use mekong_store::ValueKind;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
@@ -40,6 +41,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// What a client that lost its connection should wait before it reconnects, in ms.
 const RETRY_MS: u32 = 2000;
+
+/// Most events joined into one piece of a client's stream.
+const MAX_BATCH: usize = 256;
 
 /// Longest list of names in one filter.
 const MAX_NAMES: usize = 1000;
@@ -250,14 +254,12 @@ async fn forward(state: AppState, filter: Filter, missed: Vec<Arc<Item>>, mut so
             () = &mut closed => return,
             item = source.recv() => {
                 let mut next = item;
-                // Whatever else is there already goes too, without a wake-up per event.
+                // Whatever else is there already goes too, without a wake-up per event, and
+                // as one piece: one write to the connection for a flush's worth of events.
+                let mut batch: Vec<Bytes> = Vec::new();
                 loop {
                     match next {
-                        Ok(Some(item)) => {
-                            if !send(&feed, &tx, encode(&state, &filter, run, &item)) {
-                                return;
-                            }
-                        }
+                        Ok(Some(item)) => batch.extend(encode(&state, &filter, run, &item)),
                         Ok(None) => break,
                         Err(Ended::Lagged) => {
                             feed.record_dropped();
@@ -265,7 +267,13 @@ async fn forward(state: AppState, filter: Filter, missed: Vec<Arc<Item>>, mut so
                         }
                         Err(Ended::Closed) => return,
                     }
+                    if batch.len() == MAX_BATCH {
+                        break;
+                    }
                     next = source.try_recv();
+                }
+                if !send(&feed, &tx, joined(batch)) {
+                    return;
                 }
             }
             _ = keep_alive.tick() => {
@@ -339,6 +347,19 @@ impl Queue {
     }
 }
 
+/// The pieces as one; a single piece as it is (its bytes may be shared with other clients).
+fn joined(mut pieces: Vec<Bytes>) -> Option<Bytes> {
+    match pieces.len() {
+        0 => None,
+        1 => pieces.pop(),
+        _ => {
+            let mut out = bytes::BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+            pieces.iter().for_each(|p| out.extend_from_slice(p));
+            Some(out.freeze())
+        }
+    }
+}
+
 /// Queues `piece` for the client; false when the client is gone or too slow (counted).
 fn send(feed: &Feed, tx: &Queue, piece: Option<Bytes>) -> bool {
     let Some(piece) = piece else { return true };
@@ -380,15 +401,13 @@ struct Rendered {
     whole: Bytes,
 }
 
-fn render(state: &AppState, run: u64, item: &Item) -> Rendered {
+fn render(run: u64, item: &Item) -> Rendered {
     let mut pieces = Vec::new();
     match &item.event {
         Event::Stored(pack) => {
             for series in &pack.series {
-                // The feed carries values as numbers; the series, stored before its readings
-                // reach the feed, says whether they are booleans.
-                let kind =
-                    state.store.series(&pack.device, &series.metric).map_or(Default::default(), |s| s.value_kind);
+                // The feed carries values as numbers, and says which are booleans.
+                let kind = if series.boolean { ValueKind::Boolean } else { ValueKind::Number };
                 let body = ReadingsEvent {
                     device: &pack.device,
                     kind: &pack.kind,
@@ -436,7 +455,7 @@ fn encode(state: &AppState, filter: &Filter, run: u64, item: &Item) -> Option<By
     if !kept {
         return None;
     }
-    let rendered = item.rendered(|item| render(state, run, item))?;
+    let rendered = item.rendered(|item| render(run, item))?;
     let bytes = match (&item.event, &filter.metrics) {
         (Event::Stored(_), Some(_)) => with_id(
             rendered.pieces.iter().filter(|(metric, _)| filter.metric(metric)).map(|(_, text)| text.as_str()),

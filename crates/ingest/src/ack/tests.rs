@@ -11,7 +11,12 @@ const NOW: i64 = 1_790_000_000_000;
 
 fn accepted(device: &str) -> Outcome {
     let summary = WriteSummary { stored: 3, duplicates: 1 };
-    let series = vec![mekong_feed::Series { metric: "speed".into(), unit: None, points: vec![(NOW - 1_000, 3.0)] }];
+    let series = vec![mekong_feed::Series {
+        metric: "speed".into(),
+        unit: None,
+        boolean: false,
+        points: vec![(NOW - 1_000, 3.0)],
+    }];
     let new_readings = Some(Stored { device: device.into(), kind: "traffic".into(), series });
     Outcome::Accepted(Accepted { device: device.into(), summary, up_to_ms: NOW - 1_000, seq: Some(9), new_readings })
 }
