@@ -4,9 +4,10 @@
 //! The acknowledgement thread publishes each flushed round's packs, and only after the flush,
 //! so a follower never sees a reading that a crash could take back. Publishing never waits
 //! for a follower: the stream's followers read from a broadcast channel and one that falls
-//! behind by more than its capacity is told so (`Lagged`) and dropped by its reader. The one
-//! follower that must see everything, the alert engine, is an [`Observer`] called on the
-//! publisher's thread.
+//! behind by more than its capacity is told so (`Lagged`) and dropped by its reader. A
+//! follower of given devices is reached through an index by device instead, and woken only
+//! for their events ([`Feed::follow_devices`]). The one follower that must see everything,
+//! the alert engine, is an [`Observer`] called on the publisher's thread.
 //!
 //! Events carry ids that grow by one from 1 in each run of the process; the last `window`
 //! events are kept, so a client that lost its connection can resume after the last id it saw
