@@ -244,6 +244,18 @@ struct Recent {
     next_follower: u64,
 }
 
+impl Recent {
+    /// The events after id `after`; `None` if some of them have left the window already (or
+    /// `after` is not an id of this run).
+    fn after(&self, after: u64) -> Option<impl Iterator<Item = &Arc<Item>>> {
+        let oldest = self.items.front().map_or(self.next_id, |i| i.id);
+        if after >= self.next_id || after + 1 < oldest {
+            return None;
+        }
+        Some(self.items.iter().skip((after + 1 - oldest) as usize))
+    }
+}
+
 /// One follower's place in the index of one of its devices.
 struct Slot {
     follower: u64,
@@ -328,15 +340,7 @@ impl Feed {
     #[allow(clippy::type_complexity)]
     pub fn resume(&self, after: u64) -> Option<(Vec<Arc<Item>>, broadcast::Receiver<Arc<Item>>)> {
         let recent = self.lock();
-        if after >= recent.next_id {
-            return None;
-        }
-        let oldest = recent.items.front().map_or(recent.next_id, |i| i.id);
-        if after + 1 < oldest {
-            return None;
-        }
-        let skip = (after + 1 - oldest) as usize;
-        let missed = recent.items.iter().skip(skip).cloned().collect();
+        let missed = recent.after(after)?.cloned().collect();
         Some((missed, recent.tx.subscribe()))
     }
 
@@ -349,18 +353,7 @@ impl Feed {
         let missed = match after {
             None => Vec::new(),
             Some(after) => {
-                let oldest = recent.items.front().map_or(recent.next_id, |i| i.id);
-                if after >= recent.next_id || after + 1 < oldest {
-                    return None;
-                }
-                let skip = (after + 1 - oldest) as usize;
-                recent
-                    .items
-                    .iter()
-                    .skip(skip)
-                    .filter(|i| devices.iter().any(|d| i.event.device() == d))
-                    .cloned()
-                    .collect()
+                recent.after(after)?.filter(|i| devices.iter().any(|d| i.event.device() == d)).cloned().collect()
             }
         };
         let follower = recent.next_follower;
