@@ -23,7 +23,7 @@ use rumqttc::{Packet, Publish, QoS};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{free_ports, get_json, percentile_ms, temp_dir};
+use crate::harness::{data_lines, free_ports, get_json, open_stream, percentile_ms, temp_dir};
 use crate::load::{self, Load, LoadOptions};
 
 /// What to measure.
@@ -66,21 +66,16 @@ async fn receiver(listener: tokio::net::TcpListener, arrivals: Arrivals) -> anyh
 
 /// A follower of `/v1/stream?events=alerts` that notes when each change's event arrives.
 async fn stream_reader(http: SocketAddr, arrivals: Arrivals) -> anyhow::Result<()> {
-    let mut stream = tokio::net::TcpStream::connect(http).await?;
-    let request = format!("GET /v1/stream?events=alerts HTTP/1.1\r\nHost: {http}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let (mut buf, mut text) = (vec![0u8; 16 * 1024], Vec::<u8>::new());
+    let mut stream = open_stream(http, "?events=alerts").await?;
+    let (mut buf, mut pending) = (vec![0u8; 16 * 1024], Vec::new());
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Ok(());
         }
         let now = Instant::now();
-        text.extend_from_slice(&buf[..n]);
-        let Some(end) = text.iter().rposition(|&b| b == b'\n') else { continue };
-        let lines: Vec<u8> = text.drain(..=end).collect();
-        for line in lines.split(|&b| b == b'\n').filter(|l| l.starts_with(b"data: ")) {
-            if let Ok(event) = serde_json::from_slice::<Value>(&line[6..]) {
+        for data in data_lines(&mut pending, &buf[..n]) {
+            if let Ok(event) = serde_json::from_slice::<Value>(&data) {
                 if let Some(at_ms) = event["at_ms"].as_i64() {
                     arrivals.lock().unwrap_or_else(|e| e.into_inner()).insert(at_ms, now);
                 }

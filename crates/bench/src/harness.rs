@@ -78,3 +78,34 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<Value> {
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).context("malformed http response")?;
     Ok(serde_json::from_str(body)?)
 }
+
+/// A connection that has asked the server at `addr` for `/v1/stream{query}`; its answer
+/// (head, then events, chunked) is read as it comes.
+pub async fn open_stream(addr: SocketAddr, query: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(format!("GET /v1/stream{query} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    Ok(stream)
+}
+
+/// Adds `chunk` to what `pending` holds of a stream, and returns the events' data (what
+/// follows `data: `) of the lines that are now whole; a part line waits in `pending`.
+pub fn data_lines(pending: &mut Vec<u8>, chunk: &[u8]) -> Vec<Vec<u8>> {
+    pending.extend_from_slice(chunk);
+    let Some(end) = pending.iter().rposition(|&b| b == b'\n') else { return Vec::new() };
+    let lines: Vec<u8> = pending.drain(..=end).collect();
+    lines.split(|&b| b == b'\n').filter_map(|l| l.strip_prefix(b"data: ")).map(<[u8]>::to_vec).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_lines_are_whole_lines_and_a_part_line_waits() {
+        let mut pending = Vec::new();
+        assert!(data_lines(&mut pending, b"retry: 2000\n\nevent: alert\ndata: {\"at_").is_empty());
+        let got = data_lines(&mut pending, b"ms\":5}\nid: 1-1\n\ndata: {}\n");
+        assert_eq!(got, [b"{\"at_ms\":5}".to_vec(), b"{}".to_vec()]);
+        assert!(pending.is_empty());
+    }
+}

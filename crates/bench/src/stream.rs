@@ -17,10 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
-use crate::harness::percentile_ms;
+use crate::harness::{data_lines, open_stream, percentile_ms};
 use crate::ingest::Server;
 use crate::load::{Load, LoadOptions};
 
@@ -60,7 +59,7 @@ impl Clients {
         let (stop, bytes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..n {
-            let mut stream = open_stream(server, &follow(i)).await?;
+            let mut stream = open_stream(server.http, &follow(i)).await?;
             let (stop, bytes) = (Arc::clone(&stop), Arc::clone(&bytes));
             tasks.spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
@@ -88,13 +87,6 @@ impl Clients {
         }
         Ok(self.bytes.load(Ordering::Relaxed))
     }
-}
-
-/// A connection that has asked for the stream with `query`.
-async fn open_stream(server: &Server, query: &str) -> anyhow::Result<TcpStream> {
-    let mut stream = TcpStream::connect(server.http).await?;
-    stream.write_all(format!("GET /v1/stream{query} HTTP/1.1\r\nHost: {}\r\n\r\n", server.http).as_bytes()).await?;
-    Ok(stream)
 }
 
 /// Waits until the server counts `n` stream clients.
@@ -137,8 +129,8 @@ fn now_us() -> i64 {
 /// Reads one stream for `seconds` and returns, for each readings event, the microseconds
 /// from its first reading's time (the moment its pack was made) to its arrival.
 async fn latencies(server: &Server, seconds: f64) -> anyhow::Result<Vec<u32>> {
-    let mut stream = open_stream(server, "").await?;
-    let mut text = Vec::<u8>::new();
+    let mut stream = open_stream(server.http, "").await?;
+    let mut pending = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
     let until = Instant::now() + Duration::from_secs_f64(seconds);
@@ -151,13 +143,9 @@ async fn latencies(server: &Server, seconds: f64) -> anyhow::Result<Vec<u32>> {
             bail!("the server ended the stream");
         }
         let arrived = now_us();
-        text.extend_from_slice(&buf[..n]);
-        // Whole lines only; the rest waits for the next read.
-        let Some(end) = text.iter().rposition(|&b| b == b'\n') else { continue };
-        let lines: Vec<u8> = text.drain(..=end).collect();
-        for line in lines.split(|&b| b == b'\n').filter(|l| l.starts_with(b"data: {\"device\"")) {
-            let line = String::from_utf8_lossy(line);
-            let t_ms = line
+        for data in data_lines(&mut pending, &buf[..n]).iter().filter(|d| d.starts_with(b"{\"device\"")) {
+            let data = String::from_utf8_lossy(data);
+            let t_ms = data
                 .split_once("\"t_ms\":")
                 .and_then(|(_, rest)| rest.split([',', '}']).next())
                 .and_then(|t| t.parse::<i64>().ok())
