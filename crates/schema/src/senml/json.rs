@@ -132,16 +132,7 @@ impl<'a> Reader<'a> {
         }
         loop {
             self.skip_ws();
-            if self.peek() != Some(b'"') {
-                return Err(match self.peek() {
-                    None => DecodeError::JsonTruncated,
-                    Some(_) => self.syntax("expected a string key"),
-                });
-            }
-            let key = self.string()?;
-            self.skip_ws();
-            self.expect(b':', "expected : after a key")?;
-            self.skip_ws();
+            let key = self.key()?;
             let value = self.scalar()?;
             if error.is_none() {
                 if let Err(e) = set(&mut raw, &mut seen, key, value) {
@@ -252,6 +243,21 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips any value, nested `depth` deep already.
+    /// An object member's key and its colon, and the blanks after it.
+    fn key(&mut self) -> Result<&'a str, DecodeError> {
+        if self.peek() != Some(b'"') {
+            return Err(match self.peek() {
+                None => DecodeError::JsonTruncated,
+                Some(_) => self.syntax("expected a string key"),
+            });
+        }
+        let key = self.string()?;
+        self.skip_ws();
+        self.expect(b':', "expected : after a key")?;
+        self.skip_ws();
+        Ok(key)
+    }
+
     fn skip_value(&mut self, depth: usize) -> Result<(), DecodeError> {
         let (open, close) = match self.peek().ok_or(DecodeError::JsonTruncated)? {
             b'[' => (b'[', b']'),
@@ -270,16 +276,7 @@ impl<'a> Reader<'a> {
         loop {
             self.skip_ws();
             if open == b'{' {
-                if self.peek() != Some(b'"') {
-                    return Err(match self.peek() {
-                        None => DecodeError::JsonTruncated,
-                        Some(_) => self.syntax("expected a string key"),
-                    });
-                }
-                self.string()?;
-                self.skip_ws();
-                self.expect(b':', "expected : after a key")?;
-                self.skip_ws();
+                self.key()?;
             }
             self.skip_value(depth + 1)?;
             self.skip_ws();
