@@ -261,11 +261,11 @@ async fn forward(state: AppState, filter: Filter, missed: Vec<Arc<Item>>, mut so
                     match next {
                         Ok(Some(item)) => batch.extend(encode(&state, &filter, run, &item)),
                         Ok(None) => break,
-                        Err(Ended::Lagged) => {
+                        Err(FollowEnded::Lagged) => {
                             feed.record_dropped();
                             return;
                         }
-                        Err(Ended::Closed) => return,
+                        Err(FollowEnded::Closed) => return,
                     }
                     if batch.len() == MAX_BATCH {
                         break;
@@ -294,43 +294,28 @@ enum Source {
     Devices(Following),
 }
 
-/// Why a source gives no more events.
-enum Ended {
-    Lagged,
-    Closed,
-}
-
 impl Source {
-    async fn recv(&mut self) -> Result<Option<Arc<Item>>, Ended> {
+    async fn recv(&mut self) -> Result<Option<Arc<Item>>, FollowEnded> {
         match self {
             Source::All(rx) => match rx.recv().await {
                 Ok(item) => Ok(Some(item)),
-                Err(broadcast::error::RecvError::Lagged(_)) => Err(Ended::Lagged),
-                Err(broadcast::error::RecvError::Closed) => Err(Ended::Closed),
+                Err(broadcast::error::RecvError::Lagged(_)) => Err(FollowEnded::Lagged),
+                Err(broadcast::error::RecvError::Closed) => Err(FollowEnded::Closed),
             },
-            Source::Devices(f) => f.recv().await.map(Some).map_err(Ended::from),
+            Source::Devices(f) => f.recv().await.map(Some),
         }
     }
 
     /// The next event if there is one now.
-    fn try_recv(&mut self) -> Result<Option<Arc<Item>>, Ended> {
+    fn try_recv(&mut self) -> Result<Option<Arc<Item>>, FollowEnded> {
         match self {
             Source::All(rx) => match rx.try_recv() {
                 Ok(item) => Ok(Some(item)),
                 Err(broadcast::error::TryRecvError::Empty) => Ok(None),
-                Err(broadcast::error::TryRecvError::Lagged(_)) => Err(Ended::Lagged),
-                Err(broadcast::error::TryRecvError::Closed) => Err(Ended::Closed),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => Err(FollowEnded::Lagged),
+                Err(broadcast::error::TryRecvError::Closed) => Err(FollowEnded::Closed),
             },
-            Source::Devices(f) => f.try_recv().map_err(Ended::from),
-        }
-    }
-}
-
-impl From<FollowEnded> for Ended {
-    fn from(e: FollowEnded) -> Ended {
-        match e {
-            FollowEnded::Lagged => Ended::Lagged,
-            FollowEnded::Closed => Ended::Closed,
+            Source::Devices(f) => f.try_recv(),
         }
     }
 }
