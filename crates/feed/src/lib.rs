@@ -6,7 +6,9 @@
 //! for a follower: the stream's followers read from a broadcast channel and one that falls
 //! behind by more than its capacity is told so (`Lagged`) and dropped by its reader. A
 //! follower of given devices is reached through an index by device instead, and woken only
-//! for their events ([`Feed::follow_devices`]). The one follower that must see everything,
+//! for their events ([`Feed::follow_devices`]), once per published round: the round's events
+//! of its devices reach it together, so that a follower costs a wake-up per flush of the
+//! store rather than per pack. The one follower that must see everything,
 //! the alert engine, is an [`Observer`] called on the publisher's thread.
 //!
 //! Events carry ids that grow by one from 1 in each run of the process; the last `window`
@@ -129,7 +131,9 @@ pub struct Following {
     feed: Feed,
     follower: u64,
     devices: Vec<String>,
-    rx: mpsc::UnboundedReceiver<Arc<Item>>,
+    rx: mpsc::UnboundedReceiver<Vec<Arc<Item>>>,
+    /// The rest of the last round received.
+    round: VecDeque<Arc<Item>>,
     queued: Arc<AtomicUsize>,
     lagged: Arc<AtomicBool>,
 }
@@ -137,17 +141,26 @@ pub struct Following {
 impl Following {
     /// The next event about its devices.
     pub async fn recv(&mut self) -> Result<Arc<Item>, FollowEnded> {
-        let item = self.rx.recv().await;
+        if self.round.is_empty() {
+            if let Some(round) = self.rx.recv().await {
+                self.round.extend(round);
+            }
+        }
+        let item = self.round.pop_front();
         self.took(item)
     }
 
     /// The next event if there is one now; `Ok(None)` if not.
     pub fn try_recv(&mut self) -> Result<Option<Arc<Item>>, FollowEnded> {
-        match self.rx.try_recv() {
-            Ok(item) => self.took(Some(item)).map(Some),
-            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
-            Err(mpsc::error::TryRecvError::Disconnected) => self.took(None).map(Some),
+        if self.round.is_empty() {
+            match self.rx.try_recv() {
+                Ok(round) => self.round.extend(round),
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(None),
+                Err(mpsc::error::TryRecvError::Disconnected) => {}
+            }
         }
+        let item = self.round.pop_front();
+        self.took(item).map(Some)
     }
 
     fn took(&self, item: Option<Arc<Item>>) -> Result<Arc<Item>, FollowEnded> {
@@ -257,14 +270,20 @@ impl Recent {
 }
 
 /// One follower's place in the index of one of its devices.
+#[derive(Clone)]
 struct Slot {
     follower: u64,
-    tx: mpsc::UnboundedSender<Arc<Item>>,
+    tx: mpsc::UnboundedSender<Vec<Arc<Item>>>,
     /// Events sent and not yet received: the bound, since the channel has none.
     queued: Arc<AtomicUsize>,
     /// Set when the follower was cut off for falling behind.
     lagged: Arc<AtomicBool>,
 }
+
+/// The events of one published round for the followers of given devices, by follower: a
+/// short list, since a round's packs come from few followed devices.
+#[derive(Default)]
+struct Round(Vec<(Slot, Vec<Arc<Item>>)>);
 
 impl std::fmt::Debug for Feed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -313,9 +332,11 @@ impl Feed {
         let packs: Vec<Arc<Stored>> = packs.into_iter().map(Arc::new).collect();
         {
             let mut recent = self.lock();
+            let mut round = Round::default();
             for pack in &packs {
-                self.push(&mut recent, Event::Stored(Arc::clone(pack)));
+                self.push(&mut recent, Event::Stored(Arc::clone(pack)), &mut round);
             }
+            self.deliver(&mut recent, round);
         }
         let observer = self.inner.observer.read().unwrap_or_else(PoisonError::into_inner).clone();
         if let Some(observer) = observer {
@@ -326,7 +347,10 @@ impl Feed {
     /// Publishes an alert's change; its event id.
     pub fn publish_alert(&self, change: AlertChange) -> u64 {
         let mut recent = self.lock();
-        self.push(&mut recent, Event::Alert(Arc::new(change)))
+        let mut round = Round::default();
+        let id = self.push(&mut recent, Event::Alert(Arc::new(change)), &mut round);
+        self.deliver(&mut recent, round);
+        id
     }
 
     /// Follows what is published from now on.
@@ -369,7 +393,8 @@ impl Feed {
             recent.by_device.entry((*device).clone()).or_default().push(slot);
         }
         let devices = unique.into_iter().cloned().collect();
-        Some((missed, Following { feed: self.clone(), follower, devices, rx, queued, lagged }))
+        let round = VecDeque::new();
+        Some((missed, Following { feed: self.clone(), follower, devices, rx, round, queued, lagged }))
     }
 
     /// Tells every follower that the process is stopping ([`Feed::closed`]).
@@ -414,7 +439,9 @@ impl Feed {
         self.inner.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, recent: &mut Recent, event: Event) -> u64 {
+    /// Adds an event to the window and the broadcast channel, and to `round` for the
+    /// followers of its device.
+    fn push(&self, recent: &mut Recent, event: Event, round: &mut Round) -> u64 {
         let id = recent.next_id;
         recent.next_id += 1;
         let item = Arc::new(Item { id, event, rendered: OnceLock::new() });
@@ -422,19 +449,34 @@ impl Feed {
             recent.items.pop_front();
         }
         recent.items.push_back(Arc::clone(&item));
+        if let Some(slots) = recent.by_device.get(item.event.device()) {
+            for slot in slots {
+                match round.0.iter_mut().find(|(s, _)| s.follower == slot.follower) {
+                    Some((_, items)) => items.push(Arc::clone(&item)),
+                    None => round.0.push((slot.clone(), vec![Arc::clone(&item)])),
+                }
+            }
+        }
+        // No follower is not an error.
+        let _ = recent.tx.send(item);
+        id
+    }
+
+    /// Sends each follower of given devices its events of a round, in one piece.
+    fn deliver(&self, recent: &mut Recent, round: Round) {
         let window = self.inner.window;
         let mut cut_off = Vec::new();
-        if let Some(slots) = recent.by_device.get_mut(item.event.device()) {
+        for (slot, items) in round.0 {
             // A follower too far behind, or gone, leaves the index, under all its devices.
-            slots.retain(|slot| {
-                if slot.queued.load(Ordering::Relaxed) >= window {
-                    slot.lagged.store(true, Ordering::Relaxed);
-                    cut_off.push(slot.follower);
-                    return false;
-                }
-                slot.queued.fetch_add(1, Ordering::Relaxed);
-                slot.tx.send(Arc::clone(&item)).is_ok()
-            });
+            if slot.queued.load(Ordering::Relaxed) + items.len() > window {
+                slot.lagged.store(true, Ordering::Relaxed);
+                cut_off.push(slot.follower);
+                continue;
+            }
+            slot.queued.fetch_add(items.len(), Ordering::Relaxed);
+            if slot.tx.send(items).is_err() {
+                cut_off.push(slot.follower);
+            }
         }
         if !cut_off.is_empty() {
             recent.by_device.retain(|_, slots| {
@@ -442,9 +484,6 @@ impl Feed {
                 !slots.is_empty()
             });
         }
-        // No follower is not an error.
-        let _ = recent.tx.send(item);
-        id
     }
 
     /// Takes follower `follower` out of the index.

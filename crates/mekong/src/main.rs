@@ -17,6 +17,10 @@ use mekong_ingest::access::Role;
 use mekong_ingest::DeviceKey;
 use mekong_schema::DeviceKind;
 
+/// glibc's malloc cost a third of the server's CPU under load (README, "What is measured").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sensor ingestion for city infrastructure: SenML-CBOR over MQTT in, time series in sled,
 /// HTTP/JSON out.
 #[derive(Debug, Parser)]
