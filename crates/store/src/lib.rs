@@ -47,6 +47,7 @@
 mod chunk;
 mod codec;
 mod error;
+mod huffman;
 mod keys;
 mod rollup;
 mod store;
@@ -59,7 +60,7 @@ mod varint;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::chunk::{count as chunk_count, decode_into as decode_chunk, encode as encode_chunk};
+    pub use crate::chunk::{count as chunk_count, decode_into as decode_chunk, encode as encode_chunk, encode_block};
     pub use crate::rollup::{decode as decode_rollup, encode as encode_rollup};
 }
 
