@@ -55,8 +55,8 @@ mod types;
 mod varint;
 
 /// The decoders of what the store reads back from disk, for the fuzz targets in `fuzz/`
-/// (feature `fuzzing`): they are private to the crate otherwise, and a fuzz target is the
-/// only caller that needs them on their own.
+/// and `mekong-bench day-blocks` (feature `fuzzing`): they are private to the crate
+/// otherwise, and those are the only callers that need them on their own.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
