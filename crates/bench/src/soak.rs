@@ -15,10 +15,14 @@
 //!
 //! One JSON line per simulated day (its disk size, resident memory and the day's ingest rate),
 //! then a summary line: peak and final disk size and their ratio, the size after
-//! `mekong compact` and the peak's ratio to it, peak memory, and the rates.
+//! `mekong compact` and the peak's ratio to it, peak memory, and the rates. If the simulated
+//! clock stops moving for `--stall-secs` of real time, a "soak stalled" line instead, and
+//! exit status 2.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mekong_store::{compact, NewPoint, PackWrite, RetentionPolicy, RetentionRule, Store, StoreOptions};
@@ -63,6 +67,37 @@ pub struct SoakOptions {
     /// Keep the data in this (new) directory instead of a temporary one.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Real seconds without a simulated day's progress after which the soak reports the store
+    /// stalled (a JSON line with where it stopped) and exits with status 2.
+    #[arg(long, default_value_t = 300)]
+    pub stall_secs: u64,
+}
+
+/// Watches the simulated clock from another thread: if it has not moved for `stall` of real
+/// time, prints where it stopped and ends the process, so that a store that hangs is reported
+/// instead of waited for. sled 0.34 has been seen to deadlock under this load (all its threads
+/// waiting on its segment accountant), which no error reports.
+fn watch_for_stalls(progress: Arc<AtomicI64>, stall: Duration) {
+    std::thread::spawn(move || {
+        let mut last = (progress.load(Ordering::Relaxed), Instant::now());
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = progress.load(Ordering::Relaxed);
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() >= stall {
+                let line = json!({
+                    "scenario": "soak stalled",
+                    "day": ((now - START_MS) as f64 / DAY_MS as f64 * 1000.0).round() / 1000.0,
+                    "seconds_without_progress": last.1.elapsed().as_secs(),
+                    "rss_bytes": rss_bytes().unwrap_or(0),
+                    "load_average": load_average(),
+                });
+                println!("{line}");
+                std::process::exit(2);
+            }
+        }
+    });
 }
 
 /// Runs the soak; the summary line.
@@ -112,7 +147,10 @@ pub fn soak(opts: SoakOptions) -> anyhow::Result<Value> {
     let mut next_sample = START_MS + DAY_MS;
     let mut buffers: Vec<Vec<NewPoint<'_>>> = vec![Vec::new(); series.len()];
     let mut t = START_MS;
+    let progress = Arc::new(AtomicI64::new(t));
+    watch_for_stalls(Arc::clone(&progress), Duration::from_secs(opts.stall_secs.max(1)));
     while t < end_ms {
+        progress.store(t, Ordering::Relaxed);
         let now = (t + pack_span).min(end_ms);
         for (s, buffer) in series.iter().zip(&mut buffers) {
             buffer.clear();
@@ -276,6 +314,7 @@ mod tests {
             fold_after_secs: 300,
             raw_days: 2,
             data_dir: Some(temp.path.join("data")),
+            stall_secs: 300,
         };
         let summary = soak(opts).unwrap();
         // 3 series, 144 points a day each, 4 days written; the last upkeep pass, at the end of
