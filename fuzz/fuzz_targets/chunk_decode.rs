@@ -1,14 +1,16 @@
 //! Fuzzes the store's chunk decoder (`chunk::decode_into`, through `mekong_store::fuzzing`),
-//! which reads every chunk of points back from disk: a damaged file must give an error,
-//! never a panic or an allocation its bytes cannot justify.
+//! which reads every chunk of points back from disk, in both versions (4: ingest's chunks;
+//! 5: folded blocks with predicted values in a prefix code): a damaged file must give an
+//! error, never a panic or an allocation its bytes cannot justify.
 //!
 //! Properties: no panic; the header's count (`chunk::count`) is the number of points
 //! decoded; no chunk yields more points than it has bits (plus the first point); and the
-//! decoded points, encoded again, decode to the same points, bit for bit.
+//! decoded points, encoded again by either encoder (`encode`, `encode_block`), decode to the
+//! same points, bit for bit.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mekong_store::fuzzing::{chunk_count, decode_chunk, encode_chunk};
+use mekong_store::fuzzing::{chunk_count, decode_chunk, encode_block, encode_chunk};
 
 fn bits(points: &[(i64, f64)]) -> Vec<(i64, u64)> {
     points.iter().map(|&(t, v)| (t, v.to_bits())).collect()
@@ -19,8 +21,9 @@ fuzz_target!(|input: &[u8]| {
     let Some(()) = decode_chunk(input, &mut points) else { return };
     assert!(points.len() as u64 <= input.len() as u64 * 8 + 1);
     assert_eq!(chunk_count(input), Some(points.len() as u64));
-    let again = encode_chunk(&points);
-    let mut decoded = Vec::new();
-    decode_chunk(&again, &mut decoded).expect("an encoded chunk decodes");
-    assert_eq!(bits(&decoded), bits(&points));
+    for again in [encode_chunk(&points), encode_block(&points)] {
+        let mut decoded = Vec::new();
+        decode_chunk(&again, &mut decoded).expect("an encoded chunk decodes");
+        assert_eq!(bits(&decoded), bits(&points));
+    }
 });

@@ -9,10 +9,12 @@
 mod alerts;
 mod broker_only;
 mod connect;
+mod day_blocks;
 mod harness;
 mod ingest;
 mod load;
 mod query;
+mod soak;
 mod stream;
 mod tls;
 
@@ -129,6 +131,12 @@ enum Command {
     },
     /// Size on disk and query latency over the reference dataset, through the HTTP API.
     Query(query::QueryBenchOptions),
+    /// A simulated year of the reference fleet through the store's write path, folds and
+    /// retention: disk size, memory and ingest rate every simulated day.
+    Soak(soak::SoakOptions),
+    /// The store's day blocks over the reference dataset, codec alone: bytes per point and
+    /// decoding time, in the chunk format ingest writes and in the one folds write.
+    DayBlocks(day_blocks::DayBlockOptions),
     /// The broker-only scenario's server: mekong's embedded broker with its link reduced to a
     /// counter, which `ingest` starts as a child process.
     #[command(hide = true)]
@@ -149,6 +157,15 @@ fn main() -> anyhow::Result<()> {
             init_logging("warn");
             let mekong = harness::mekong_binary(cli.mekong)?;
             println!("{}", query::query(opts, &mekong)?);
+            Ok(())
+        }
+        Command::DayBlocks(opts) => {
+            println!("{}", day_blocks::day_blocks(opts)?);
+            Ok(())
+        }
+        Command::Soak(opts) => {
+            init_logging("warn");
+            println!("{}", soak::soak(opts)?);
             Ok(())
         }
         Command::Connect { devices, rounds, tls, auth } => {

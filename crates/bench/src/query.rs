@@ -61,17 +61,17 @@ pub struct QueryBenchOptions {
     pub data_dir: Option<PathBuf>,
 }
 
-/// One generated series.
-struct Series {
-    device: String,
-    kind: &'static str,
-    metric: &'static str,
-    unit: &'static str,
+/// One generated series (also the fleet of `soak.rs`).
+pub(crate) struct Series {
+    pub(crate) device: String,
+    pub(crate) kind: &'static str,
+    pub(crate) metric: &'static str,
+    pub(crate) unit: &'static str,
     index: u64,
 }
 
 impl Series {
-    fn new(index: usize, kind: &str) -> anyhow::Result<Series> {
+    pub(crate) fn new(index: usize, kind: &str) -> anyhow::Result<Series> {
         let (kind, metric, unit) = match kind {
             "water" => ("water", "water_level", "cm"),
             "air" => ("air", "pm2_5", "ug/m3"),
@@ -83,7 +83,7 @@ impl Series {
 
     /// The value at `t_ms`: a function of the series and the time alone, so that the data
     /// are the same whatever order they are written in.
-    fn value(&self, t_ms: i64) -> f64 {
+    pub(crate) fn value(&self, t_ms: i64) -> f64 {
         let noise = unit_noise(self.index, t_ms);
         let phase = (self.index % 97) as f64 / 97.0 * std::f64::consts::TAU;
         let t = t_ms as f64 / 1000.0;

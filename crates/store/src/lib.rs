@@ -47,6 +47,7 @@
 mod chunk;
 mod codec;
 mod error;
+mod huffman;
 mod keys;
 mod rollup;
 mod store;
@@ -54,12 +55,12 @@ mod types;
 mod varint;
 
 /// The decoders of what the store reads back from disk, for the fuzz targets in `fuzz/`
-/// (feature `fuzzing`): they are private to the crate otherwise, and a fuzz target is the
-/// only caller that needs them on their own.
+/// and `mekong-bench day-blocks` (feature `fuzzing`): they are private to the crate
+/// otherwise, and those are the only callers that need them on their own.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::chunk::{count as chunk_count, decode_into as decode_chunk, encode as encode_chunk};
+    pub use crate::chunk::{count as chunk_count, decode_into as decode_chunk, encode as encode_chunk, encode_block};
     pub use crate::rollup::{decode as decode_rollup, encode as encode_rollup};
 }
 

@@ -206,7 +206,7 @@ impl Store {
             batch.remove(key.as_ref());
         }
         let flag = if day { keys::DAY_BLOCK } else { 0 };
-        batch.insert(&keys::chunk(id, t0, opened.chunk_id() | flag), chunk::encode(points));
+        batch.insert(&keys::chunk(id, t0, opened.chunk_id() | flag), chunk::encode_block(points));
     }
 
     /// Adds to `batch` what makes hour `window` of series `id` one block, with its rollup in
