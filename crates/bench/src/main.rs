@@ -7,11 +7,14 @@
 //! the webhook, under a background load.
 
 mod alerts;
+mod answers;
 mod broker_only;
+mod client;
 mod connect;
 mod harness;
 mod ingest;
 mod load;
+mod peers;
 mod query;
 mod stream;
 mod tls;
