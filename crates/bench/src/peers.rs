@@ -213,9 +213,23 @@ impl Loader {
     pub fn new(peer: &Peer) -> anyhow::Result<Loader> {
         let mut http =
             Http::connect(peer.addr).with_context(|| format!("cannot reach {} at {}", peer.kind.name(), peer.addr))?;
-        if peer.kind == PeerKind::InfluxDb {
-            for q in [format!("DROP DATABASE {INFLUX_DB}"), format!("CREATE DATABASE {INFLUX_DB}")] {
-                http.post(&format!("/query?q={}", url_encode(&q)), "application/x-www-form-urlencoded", b"")?;
+        match peer.kind {
+            PeerKind::InfluxDb => {
+                for q in [format!("DROP DATABASE {INFLUX_DB}"), format!("CREATE DATABASE {INFLUX_DB}")] {
+                    http.post(&format!("/query?q={}", url_encode(&q)), "application/x-www-form-urlencoded", b"")?;
+                }
+            }
+            PeerKind::VictoriaMetrics => {
+                // Series of another run (or of anything else) would be in the answers and on
+                // disk: the benchmark wants an empty server.
+                let body = http.get("/api/v1/series/count")?;
+                let answer: Value = serde_json::from_slice(&body)?;
+                if answer["data"][0].as_u64() != Some(0) {
+                    bail!(
+                        "victoriametrics at {} already holds series ({answer}): start it on an empty -storageDataPath",
+                        peer.addr
+                    );
+                }
             }
         }
         Ok(Loader {

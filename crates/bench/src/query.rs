@@ -261,22 +261,42 @@ impl Drop for Server {
     }
 }
 
-/// Times `requests` GETs (after a few untimed ones), each answer checked by `check` after
-/// its time is taken; `check` gives the greatest relative difference of a value from what
-/// the dataset holds.
+/// How long the untimed requests before a query's timed ones may take: enough to read every
+/// series-day query (a) will ask for, so that no form or server is timed on a colder cache
+/// than another; a peer's slow query stops early.
+const WARM_UP_BUDGET: Duration = Duration::from_secs(10);
+
+/// How long a query's timed requests may take, after at least [`MIN_RUNS`]: the slowest
+/// peer queries take seconds each.
+const TIMED_BUDGET: Duration = Duration::from_secs(30);
+
+/// Timed requests of a query, however slow.
+const MIN_RUNS: usize = 5;
+
+/// Times up to `requests` GETs (after untimed ones: every path once, within
+/// [`WARM_UP_BUDGET`]), each answer checked by `check` after its time is taken; `check` gives
+/// the greatest relative difference of a value from what the dataset holds.
 fn time_query(
     http: &mut Http,
     requests: usize,
     mut path: impl FnMut(usize) -> String,
     mut check: impl FnMut(usize, &[u8]) -> anyhow::Result<f64>,
 ) -> anyhow::Result<Value> {
-    for i in 0..requests.min(20) {
+    let warm_up = Instant::now();
+    for i in 0..requests {
         http.get(&path(i))?;
+        if warm_up.elapsed() > WARM_UP_BUDGET {
+            break;
+        }
     }
     let mut micros = Vec::with_capacity(requests);
     let mut bytes = 0;
     let mut worst = 0.0_f64;
+    let timed = Instant::now();
     for i in 0..requests {
+        if i >= MIN_RUNS && timed.elapsed() > TIMED_BUDGET {
+            break;
+        }
         let path = path(i);
         let started = Instant::now();
         let body = http.get(&path)?;
@@ -284,10 +304,12 @@ fn time_query(
         worst = worst.max(check(i, &body).with_context(|| format!("GET {path}"))?);
         bytes = body.len();
     }
+    let runs = micros.len();
     micros.sort_unstable();
     Ok(json!({
         "p50_ms": percentile_ms(&micros, 0.5),
         "p99_ms": percentile_ms(&micros, 0.99),
+        "runs": runs,
         "response_bytes": bytes,
         "max_rel_diff": worst,
     }))
