@@ -7,6 +7,7 @@ mod acknowledgements;
 mod alerts;
 mod bad_input;
 mod booleans;
+mod compact_points;
 mod conformance;
 mod dashboard;
 mod device_removal;

@@ -36,14 +36,19 @@ pub fn wanted(format: Option<&str>, headers: &HeaderMap) -> Result<bool, ApiErro
         Some("csv") => Ok(true),
         Some("json") => Ok(false),
         Some(other) => Err(ApiError::BadRequest(format!("format must be json or csv, got {other:?}"))),
-        None => Ok(headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {
-            accept.split(',').any(|range| {
-                let mut parts = range.split(';').map(str::trim);
-                let refused = |p: &str| p.strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0);
-                parts.next().is_some_and(|m| m.eq_ignore_ascii_case("text/csv")) && !parts.any(refused)
-            })
-        })),
+        None => Ok(accepts(headers, "text/csv")),
     }
+}
+
+/// Whether an `Accept` header names `media_type` exactly (any case), not with `q=0`.
+pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {
+        accept.split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let refused = |p: &str| p.strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0);
+            parts.next().is_some_and(|m| m.eq_ignore_ascii_case(media_type)) && !parts.any(refused)
+        })
+    })
 }
 
 /// One field, quoted as RFC 4180 asks when it holds a comma, a quote or a line break.

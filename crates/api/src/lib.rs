@@ -13,6 +13,7 @@
 pub mod auth;
 mod blocking;
 pub mod calendar;
+pub mod cbor;
 pub mod csv;
 pub mod directory;
 mod docs;

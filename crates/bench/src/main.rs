@@ -7,12 +7,15 @@
 //! the webhook, under a background load.
 
 mod alerts;
+mod answers;
 mod broker_only;
+mod client;
 mod connect;
 mod day_blocks;
 mod harness;
 mod ingest;
 mod load;
+mod peers;
 mod query;
 mod soak;
 mod stream;

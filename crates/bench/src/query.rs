@@ -11,8 +11,8 @@
 //! that the size on disk is that of a server that ingested the data live. The size is reported
 //! as ingested, and after `mekong compact`, which gives sled's garbage back.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +22,10 @@ use mekong_schema::{encode_pack, Base, Reading};
 use mekong_store::{compact, NewPoint, PackWrite, Store, StoreOptions};
 use serde_json::{json, Value};
 
+use crate::answers::{self, BucketsByDevice, LatestValues, Points};
+use crate::client::Http;
 use crate::harness::{free_ports, percentile_ms, temp_dir, TempDir};
+use crate::peers::{self, Peer};
 
 /// How often loading prints a progress line.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -59,6 +62,13 @@ pub struct QueryBenchOptions {
     /// Keep the dataset in this (new) directory instead of a temporary one.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// A running peer to load the same dataset into and time the same queries against, as
+    /// NAME=URL: `victoriametrics=http://127.0.0.1:8428`, `influxdb=http://127.0.0.1:8086`.
+    #[arg(long = "peer")]
+    pub peers: Vec<String>,
+    /// A peer's data directory, as NAME=DIR, to report its size on disk after loading.
+    #[arg(long)]
+    pub peer_data: Vec<String>,
 }
 
 /// One generated series (also the fleet of `soak.rs`).
@@ -203,53 +213,6 @@ fn load(store: &Store, series: &[Series], year: &Series, opts: &QueryBenchOption
     Ok(Loaded { points, cbor_bytes, seconds: started.elapsed().as_secs_f64(), start_ms, end_ms, year_start_ms })
 }
 
-/// A minimal HTTP/1.1 client on one kept-alive connection: the timing then holds the server's
-/// work and loopback, not a client library's.
-struct Http {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    host: String,
-}
-
-impl Http {
-    fn connect(addr: SocketAddr) -> anyhow::Result<Http> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        Ok(Http { reader: BufReader::new(stream.try_clone()?), writer: stream, host: addr.to_string() })
-    }
-
-    fn get(&mut self, path: &str) -> anyhow::Result<Vec<u8>> {
-        write!(self.writer, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host)?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let status = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
-        let mut length = None;
-        loop {
-            line.clear();
-            if self.reader.read_line(&mut line)? == 0 {
-                bail!("connection closed in the headers");
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = Some(value.trim().parse::<usize>()?);
-                }
-            }
-        }
-        let length = length.context("response without content-length")?;
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body)?;
-        if status != "200" {
-            bail!("GET {path}: {status} {}", String::from_utf8_lossy(&body));
-        }
-        Ok(body)
-    }
-}
-
 struct Server {
     child: Child,
     http: SocketAddr,
@@ -298,40 +261,72 @@ impl Drop for Server {
     }
 }
 
-/// Times `requests` GETs (after a few untimed ones), each checked by `check`.
+/// How long the untimed requests before a query's timed ones may take: enough to read every
+/// series-day query (a) will ask for, so that no form or server is timed on a colder cache
+/// than another; a peer's slow query stops early.
+const WARM_UP_BUDGET: Duration = Duration::from_secs(10);
+
+/// How long a query's timed requests may take, after at least [`MIN_RUNS`]: the slowest
+/// peer queries take seconds each.
+const TIMED_BUDGET: Duration = Duration::from_secs(30);
+
+/// Timed requests of a query, however slow.
+const MIN_RUNS: usize = 5;
+
+/// Times up to `requests` GETs (after untimed ones: every path once, within
+/// [`WARM_UP_BUDGET`]), each answer checked by `check` after its time is taken; `check` gives
+/// the greatest relative difference of a value from what the dataset holds.
 fn time_query(
     http: &mut Http,
     requests: usize,
     mut path: impl FnMut(usize) -> String,
-    check: impl Fn(&Value) -> anyhow::Result<()>,
+    mut check: impl FnMut(usize, &[u8]) -> anyhow::Result<f64>,
 ) -> anyhow::Result<Value> {
-    for i in 0..requests.min(20) {
+    let warm_up = Instant::now();
+    for i in 0..requests {
         http.get(&path(i))?;
+        if warm_up.elapsed() > WARM_UP_BUDGET {
+            break;
+        }
     }
     let mut micros = Vec::with_capacity(requests);
     let mut bytes = 0;
+    let mut worst = 0.0_f64;
+    let timed = Instant::now();
     for i in 0..requests {
+        if i >= MIN_RUNS && timed.elapsed() > TIMED_BUDGET {
+            break;
+        }
         let path = path(i);
         let started = Instant::now();
         let body = http.get(&path)?;
         micros.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-        check(&serde_json::from_slice(&body)?).with_context(|| format!("GET {path}"))?;
+        worst = worst.max(check(i, &body).with_context(|| format!("GET {path}"))?);
         bytes = body.len();
     }
+    let runs = micros.len();
     micros.sort_unstable();
     Ok(json!({
         "p50_ms": percentile_ms(&micros, 0.5),
         "p99_ms": percentile_ms(&micros, 0.99),
+        "runs": runs,
         "response_bytes": bytes,
+        "max_rel_diff": worst,
     }))
 }
 
-fn expect_len(v: &Value, key: &str, n: usize) -> anyhow::Result<()> {
-    let got = v[key].as_array().map_or(0, Vec::len);
-    if got != n {
-        bail!("{key}: {got} entries, expected {n}");
-    }
-    Ok(())
+/// The points of `s` in `[from_ms, to_ms)`, as the generator makes them.
+fn raw_points(s: &Series, from_ms: i64, to_ms: i64, step_ms: i64) -> Points {
+    let first = from_ms + (step_ms - from_ms.rem_euclid(step_ms)) % step_ms;
+    (0..).map(|k| first + k * step_ms).take_while(|&t| t < to_ms).map(|t| (t, s.value(t))).collect()
+}
+
+/// The buckets of `bucket_ms` of each of `series` over `[from_ms, to_ms)`, by brute force.
+fn expected_buckets(series: &[&Series], from_ms: i64, to_ms: i64, step_ms: i64, bucket_ms: i64) -> BucketsByDevice {
+    series
+        .iter()
+        .map(|s| (s.device.clone(), answers::buckets_of(raw_points(s, from_ms, to_ms, step_ms), from_ms, bucket_ms)))
+        .collect()
 }
 
 /// A tiny deterministic generator for picking series and days.
@@ -392,6 +387,8 @@ pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
     let series: Vec<Series> =
         (0..opts.series).map(|i| Series::new(i, &kinds[i % kinds.len()])).collect::<anyhow::Result<_>>()?;
     let year = Series { device: "ref-year-water".into(), ..Series::new(opts.series, "water")? };
+    // Before loading anything: a wrong option should not cost a load.
+    let peers = peers::parse_peers(&opts.peers, &opts.peer_data)?;
 
     let temp: Option<TempDir>;
     let data = match &opts.data_dir {
@@ -437,51 +434,175 @@ pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
     });
     println!("{dataset}");
 
+    let step_ms = i64::from(opts.interval_secs) * 1000;
+    let mut peer_loads = Vec::new();
+    for peer in &peers {
+        peer_loads.push(load_peer(peer, &series, &year, &loaded, step_ms)?);
+    }
+
     eprintln!("starting mekong on the dataset, then {} requests per query", opts.requests);
     let server = Server::start(mekong, &data, opts.cache_bytes)?;
     let (rss_after_start, _) = server.memory_mib();
     let mut http = Http::connect(server.http)?;
     let mut pick = picker(42);
     let days = i64::from(opts.days.max(1));
-    let day_points = (DAY_MS / (i64::from(opts.interval_secs) * 1000)) as usize;
-    let series_day = |s: &Series, day: i64| {
-        let from = loaded.start_ms + day * DAY_MS;
-        format!("/v1/devices/{}/series/{}?from={from}&to={}&limit=10000", s.device, s.metric, from + DAY_MS)
-    };
-    let a_paths: Vec<String> = (0..opts.requests)
-        .map(|_| series_day(&series[pick(series.len() as u64) as usize], pick(days as u64) as i64))
+
+    // The four queries: which series and days each request asks for, and what the dataset
+    // says it must answer.
+    let a_picks: Vec<(&Series, i64)> = (0..opts.requests)
+        .map(|_| (&series[pick(series.len() as u64) as usize], loaded.start_ms + pick(days as u64) as i64 * DAY_MS))
         .collect();
-    let a = time_query(&mut http, opts.requests, |i| a_paths[i].clone(), |v| expect_len(v, "points", day_points))?;
+    let a_expected = |i: usize| {
+        let (s, from) = a_picks[i];
+        raw_points(s, from, from + DAY_MS, step_ms)
+    };
+    let series_day = |s: &Series, from: i64, format: &str| {
+        format!("/v1/devices/{}/series/{}?from={from}&to={}&limit=10000{format}", s.device, s.metric, from + DAY_MS)
+    };
+    let a_paths: Vec<String> = a_picks.iter().map(|&(s, from)| series_day(s, from, "")).collect();
+    let b_expected = expected_buckets(&[&year], loaded.year_start_ms, loaded.end_ms, step_ms, DAY_MS);
+    let c_expected: LatestValues = series
+        .iter()
+        .chain([&year])
+        .map(|s| ((s.device.clone(), s.metric.to_owned()), s.value(loaded.end_ms - step_ms)))
+        .collect();
+    let metric = series[0].metric;
+    let metric_series: Vec<&Series> = series.iter().chain([&year]).filter(|s| s.metric == metric).collect();
+    let with_metric = metric_series.len();
+    let d_days: Vec<i64> = (0..opts.requests).map(|_| loaded.start_ms + pick(days as u64) as i64 * DAY_MS).collect();
+    let mut d_expected: HashMap<i64, BucketsByDevice> = HashMap::new();
+    for &from in &d_days {
+        d_expected
+            .entry(from)
+            .or_insert_with(|| expected_buckets(&metric_series, from, from + DAY_MS, step_ms, HOUR_MS));
+    }
+
+    let a = time_query(
+        &mut http,
+        opts.requests,
+        |i| a_paths[i].clone(),
+        |i, body| answers::agree_points(&a_expected(i), &answers::mekong_points(&serde_json::from_slice(body)?)?),
+    )?;
     println!("{}", json!({ "step": "query", "query": "a: raw points of one series for one day", "latency": a }));
+    let a_columnar = time_query(
+        &mut http,
+        opts.requests,
+        |i| series_day(a_picks[i].0, a_picks[i].1, "&format=columnar"),
+        |i, body| answers::agree_points(&a_expected(i), &answers::mekong_columnar(&serde_json::from_slice(body)?)?),
+    )?;
+    println!(
+        "{}",
+        json!({ "step": "query", "query": "a: raw points of one series for one day, columnar JSON", "latency": a_columnar })
+    );
+    // CBOR is read back by the end-to-end tests; here only its shape's first byte is checked.
+    let a_cbor = time_query(
+        &mut http,
+        opts.requests,
+        |i| series_day(a_picks[i].0, a_picks[i].1, "&format=cbor"),
+        |_, body| if body.first() == Some(&0xa9) { Ok(0.0) } else { bail!("not a CBOR map of 9 entries") },
+    )?;
+    println!(
+        "{}",
+        json!({ "step": "query", "query": "a: raw points of one series for one day, CBOR", "latency": a_cbor })
+    );
 
     let year_path = format!(
         "/v1/devices/{}/series/{}/aggregate?from={}&to={}&step=1d",
         year.device, year.metric, loaded.year_start_ms, loaded.end_ms
     );
-    let b = time_query(&mut http, opts.requests, |_| year_path.clone(), |v| expect_len(v, "buckets", 365))?;
+    let b = time_query(
+        &mut http,
+        opts.requests,
+        |_| year_path.clone(),
+        |_, body| answers::agree_buckets(&b_expected, &answers::mekong_buckets(&serde_json::from_slice(body)?)?),
+    )?;
     println!("{}", json!({ "step": "query", "query": "b: one series for one year by day", "latency": b }));
 
-    let c =
-        time_query(&mut http, opts.requests, |_| "/v1/latest".into(), |v| expect_len(v, "latest", series.len() + 1))?;
+    let c = time_query(
+        &mut http,
+        opts.requests,
+        |_| "/v1/latest".into(),
+        |_, body| answers::agree_latest(&c_expected, &answers::mekong_latest(&serde_json::from_slice(body)?)?),
+    )?;
     println!("{}", json!({ "step": "query", "query": "c: latest value of every series", "latency": c }));
 
-    let metric = series[0].metric;
-    let with_metric = series.iter().filter(|s| s.metric == metric).count() + usize::from(year.metric == metric);
-    let d_days: Vec<i64> = (0..opts.requests).map(|_| pick(days as u64) as i64).collect();
     let d = time_query(
         &mut http,
         opts.requests,
-        |i| {
-            let from = loaded.start_ms + d_days[i] * DAY_MS;
-            format!("/v1/aggregate?metric={metric}&from={from}&to={}&step=1h", from + DAY_MS)
+        |i| format!("/v1/aggregate?metric={metric}&from={}&to={}&step=1h", d_days[i], d_days[i] + DAY_MS),
+        |i, body| {
+            answers::agree_buckets(&d_expected[&d_days[i]], &answers::mekong_buckets(&serde_json::from_slice(body)?)?)
         },
-        |v| expect_len(v, "series", with_metric),
     )?;
     println!(
         "{}",
         json!({ "step": "query", "query": format!("d: {metric} across its {with_metric} series by hour for one day"), "latency": d })
     );
     let (rss_after_queries, _) = server.memory_mib();
+
+    let mekong_p50 = |v: &Value| v["p50_ms"].as_f64();
+    let mut peer_results = serde_json::Map::new();
+    for (peer, load) in peers.iter().zip(peer_loads) {
+        let kind = peer.kind;
+        let name = kind.name();
+        eprintln!("{name}: {} requests per query", opts.requests);
+        let mut http = Http::connect(peer.addr)?;
+        let pa = time_query(
+            &mut http,
+            opts.requests,
+            |i| peers::raw_path(kind, a_picks[i].0.metric, &a_picks[i].0.device, a_picks[i].1, a_picks[i].1 + DAY_MS),
+            |i, body| answers::agree_points(&a_expected(i), &peers::parse_raw(kind, body)?),
+        )?;
+        let b_path = peers::buckets_path(
+            kind,
+            year.metric,
+            Some(&year.device),
+            loaded.year_start_ms,
+            loaded.end_ms,
+            "1d",
+            DAY_MS,
+        );
+        let pb = time_query(
+            &mut http,
+            opts.requests,
+            |_| b_path.clone(),
+            |_, body| answers::agree_buckets(&b_expected, &peers::parse_buckets(kind, body, DAY_MS)?),
+        )?;
+        let c_path = peers::latest_path(kind, loaded.end_ms);
+        let pc = time_query(
+            &mut http,
+            opts.requests,
+            |_| c_path.clone(),
+            |_, body| answers::agree_latest(&c_expected, &peers::parse_latest(kind, body)?),
+        )?;
+        let pd = time_query(
+            &mut http,
+            opts.requests,
+            |i| peers::buckets_path(kind, metric, None, d_days[i], d_days[i] + DAY_MS, "1h", HOUR_MS),
+            |i, body| answers::agree_buckets(&d_expected[&d_days[i]], &peers::parse_buckets(kind, body, HOUR_MS)?),
+        )?;
+        let ratio = |m: &Value, p: &Value| match (mekong_p50(m), mekong_p50(p)) {
+            (Some(m), Some(p)) if p > 0.0 => json!((m / p * 1000.0).round() / 1000.0),
+            _ => Value::Null,
+        };
+        let result = json!({
+            "load": load,
+            "a_raw_day": pa,
+            "b_year_by_day": pb,
+            "c_latest_all": pc,
+            "d_metric_by_hour": pd,
+            "p50_ratio_mekong_over_peer": {
+                "a_raw_day": ratio(&a, &pa),
+                "a_raw_day_columnar": ratio(&a_columnar, &pa),
+                "a_raw_day_cbor": ratio(&a_cbor, &pa),
+                "b_year_by_day": ratio(&b, &pb),
+                "c_latest_all": ratio(&c, &pc),
+                "d_metric_by_hour": ratio(&d, &pd),
+            },
+        });
+        println!("{}", json!({ "step": "peer", "peer": name, "result": result }));
+        peer_results.insert(name.to_owned(), result);
+    }
 
     let wrk = if opts.wrk_seconds > 0 { run_wrk(server.http, &a_paths, opts.wrk_seconds, &work) } else { json!(null) };
     let (rss_end, rss_peak) = server.memory_mib();
@@ -492,6 +613,8 @@ pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
         "bench": "query",
         "dataset": dataset,
         "a_raw_day": a,
+        "a_raw_day_columnar": a_columnar,
+        "a_raw_day_cbor": a_cbor,
         "b_year_by_day": b,
         "c_latest_all": c,
         "d_metric_by_hour": d,
@@ -499,5 +622,43 @@ pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
         "wrk_a": wrk,
         "cache_bytes": opts.cache_bytes,
         "server_rss_mib": { "after_start": rss_after_start, "after_queries": rss_after_queries, "after_wrk": rss_end, "peak": rss_peak },
+        "peers": peer_results,
+        "rel_tolerance": answers::REL_TOLERANCE,
+    }))
+}
+
+/// Loads the dataset into `peer`, a series-day at a time, and waits until the peer has it
+/// all; then its size on disk, if its directory was given.
+fn load_peer(peer: &Peer, series: &[Series], year: &Series, loaded: &Loaded, step_ms: i64) -> anyhow::Result<Value> {
+    let name = peer.kind.name();
+    eprintln!("loading the dataset into {name} at {}", peer.addr);
+    let started = Instant::now();
+    let mut loader = peers::Loader::new(peer)?;
+    let mut last_line = started;
+    for (s, from) in std::iter::once((year, loaded.year_start_ms)).chain(series.iter().map(|s| (s, loaded.start_ms))) {
+        let mut day = from;
+        while day < loaded.end_ms {
+            loader.add(s.metric, &s.device, &raw_points(s, day, (day + DAY_MS).min(loaded.end_ms), step_ms))?;
+            day += DAY_MS;
+        }
+        if last_line.elapsed() >= PROGRESS_EVERY {
+            last_line = Instant::now();
+            eprintln!("{name}: {} points sent, {:.0} s", loader.points, started.elapsed().as_secs_f64());
+        }
+    }
+    let (points, bytes) = (loader.points, loader.bytes);
+    if points != loaded.points {
+        bail!("{name}: {points} points generated, but mekong was loaded with {}", loaded.points);
+    }
+    loader.finish(loaded.year_start_ms, loaded.end_ms, Duration::from_secs(300))?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("{name}: has all {points} points after {seconds:.0} s; its size on disk next");
+    let disk = peers::disk(peer, points)?;
+    Ok(json!({
+        "points": points,
+        "request_bytes": bytes,
+        "secs": (seconds * 10.0).round() / 10.0,
+        "points_per_sec": (points as f64 / seconds).round(),
+        "disk": disk,
     }))
 }
