@@ -95,7 +95,7 @@ enum Command {
         #[arg(long)]
         to: String,
         /// Only devices of this kind.
-        #[arg(long, value_parser = ["water", "traffic", "air"])]
+        #[arg(long, value_parser = ["water", "traffic", "air", "unknown"])]
         kind: Option<String>,
         /// Only these devices (repeat, or separate with commas).
         #[arg(long, value_delimiter = ',')]

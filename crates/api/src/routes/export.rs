@@ -31,7 +31,8 @@ pub struct ExportQuery {
         pattern = r"^(-?[0-9]{1,18}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$"
     )]
     to: Option<String>,
-    /// Only devices of this kind (`water`, `traffic`, `air`).
+    /// Only devices of this kind.
+    #[param(pattern = "^(traffic|water|air|unknown)$")]
     kind: Option<String>,
     /// Only these devices: ids separated by commas.
     device: Option<String>,
