@@ -136,3 +136,75 @@ fn a_served_data_directory_and_bad_arguments_are_refused_clearly() {
     }
     assert!(!out.exists());
 }
+
+/// `mekong export --url` against a running server (in this process): the same files as the
+/// API gives, read back exactly; the token comes from the environment and is never printed;
+/// a read token and no token are refused with a hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_through_a_running_server_read_back_exactly() {
+    use mekong_api::auth::Scope;
+    use mekong_tests::{free_ports, now_secs, pack, Downlink, Sensor};
+
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("devices.toml");
+    let read_token = mekong::token::create(&registry, "city-app", Scope::Read).unwrap();
+    let admin = mekong::token::create(&registry, "operations", Scope::Admin).unwrap();
+    let mut config = mekong::Config::default();
+    let [mqtt] = free_ports();
+    config.broker.listen = std::net::SocketAddr::from(([127, 0, 0, 1], mqtt));
+    config.broker.listen_v5 = None;
+    config.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.storage.data_dir = dir.path().join("data");
+    config.registry.path = registry;
+    let platform = mekong::Platform::start(&config).await.unwrap();
+    let url = format!("http://127.0.0.1:{}", platform.http_addr.port());
+
+    let bt = (now_secs() / 60.0).floor() * 60.0 - 600.0;
+    let mut device = Sensor::device(platform.mqtt_addr, "hau-01").await;
+    let readings = [("level", "m", 1.25, 0.0), ("level", "m", 1.375, 10.0), ("pm25", "ug/m3", 0.1 + 0.2, 0.0)];
+    device.publish("mekong/v1/hau-01/up", pack(bt, &readings)).await;
+    let answer = device.downlink().await;
+    assert!(matches!(answer, Downlink::Ack { readings: 3, .. }), "{answer:?}");
+    let t = bt as i64 * 1000;
+    let (from, to) = (t.to_string(), (t + 60_000).to_string());
+
+    let run = |token: Option<&str>, format: &str, out: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mekong"));
+        command.args(["export", "--url", &url, "--from", &from, "--to", &to, "--format", format, "-o"]).arg(out);
+        match token {
+            Some(token) => command.env("MEKONG_TOKEN", token),
+            None => command.env_remove("MEKONG_TOKEN"),
+        };
+        command.output().unwrap()
+    };
+    let parquet = pyarrow_or_skip("exports_through_a_running_server_read_back_exactly");
+    for format in ["csv", "parquet"] {
+        if format == "parquet" && !parquet {
+            continue;
+        }
+        let out = dir.path().join(format!("url.{format}"));
+        let done = tokio::task::block_in_place(|| run(Some(&admin), format, &out));
+        let said = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success(), "{said}");
+        assert!(!said.contains(&admin));
+        let got = read(format, &out);
+        let kinds: Vec<&str> = got.rows.iter().map(|r| r.1.as_str()).collect();
+        let kind = kinds.first().copied().unwrap_or("?").to_owned();
+        let want = vec![
+            row("hau-01", &kind, "level", Some("m"), t, 1.25, None),
+            row("hau-01", &kind, "level", Some("m"), t + 10_000, 1.375, None),
+            row("hau-01", &kind, "pm25", Some("ug/m3"), t, 0.1 + 0.2, None),
+        ];
+        assert_eq!(got.rows, want, "{format}");
+    }
+    for (token, want) in [(Some(read_token.as_str()), "admin scope"), (None, "MEKONG_TOKEN")] {
+        let out = dir.path().join("refused.csv");
+        let done = tokio::task::block_in_place(|| run(token, "csv", &out));
+        let said = String::from_utf8_lossy(&done.stderr);
+        assert!(!done.status.success());
+        assert!(said.contains(want), "{said}");
+        assert!(!said.contains(&read_token) && !said.contains(&admin));
+        assert!(!out.exists());
+    }
+    platform.shutdown().await.unwrap();
+}
