@@ -14,6 +14,9 @@ use crate::blocking::QueryPool;
 use crate::error::{ApiError, ErrorBody};
 use crate::{csv, time, AppState};
 
+/// An export whose bytes are taken out as they are made.
+type InMemory = Export<Vec<u8>>;
+
 /// Rows written in one piece of work on the query pool (a few tens of milliseconds).
 const PIECE_ROWS: usize = 65_536;
 
@@ -96,7 +99,7 @@ pub async fn export(
 
 /// The next piece of an export: up to [`PIECE_ROWS`] rows, and the bytes they made (for
 /// Parquet, only when a row group was finished); the last piece carries the file's end.
-fn piece(mut export: Export<Vec<u8>>) -> Result<(Bytes, Option<Export<Vec<u8>>>), ApiError> {
+fn piece(mut export: InMemory) -> Result<(Bytes, Option<InMemory>), ApiError> {
     let more = export.step(PIECE_ROWS).map_err(api_error)?;
     let mut bytes = export.take_output().map_err(api_error)?;
     if more {
