@@ -72,6 +72,11 @@ impl Output {
 
 /// Exports from the data directory `dir`, which no running mekong may hold.
 pub fn local(dir: &Path, options: &StoreOptions, query: Query, format: Format, output: &Output) -> anyhow::Result<()> {
+    // Opening creates a store where there is none: a mistyped path must not look like an
+    // empty city.
+    if !dir.is_dir() {
+        bail!("no data directory at {}", dir.display());
+    }
     let store = match Store::open(dir, options) {
         Ok(store) => store,
         Err(StoreError::Locked(_)) => bail!(
