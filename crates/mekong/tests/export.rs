@@ -135,7 +135,16 @@ fn a_served_data_directory_and_bad_arguments_are_refused_clearly() {
         assert!(said.contains(want), "{all:?}: {said}");
     }
     assert!(!out.exists());
-    let run = export(&["--data-dir", dir.path().join("nowhere").to_str().unwrap(), "--from", "0", "--to", "1", "-o", out_arg]);
+    let run = export(&[
+        "--data-dir",
+        dir.path().join("nowhere").to_str().unwrap(),
+        "--from",
+        "0",
+        "--to",
+        "1",
+        "-o",
+        out_arg,
+    ]);
     assert!(String::from_utf8_lossy(&run.stderr).contains("no data directory at"));
     assert!(!dir.path().join("nowhere").exists());
 }
