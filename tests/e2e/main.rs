@@ -12,6 +12,7 @@ mod conformance;
 mod dashboard;
 mod device_removal;
 mod end_to_end;
+mod export;
 mod full_disk;
 mod mqtt_access;
 mod openapi_fuzz;

@@ -6,6 +6,7 @@
 //! dependency cycle. The end-to-end suite's in-process platform is in `e2e/platform.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod export;
 pub mod pki;
 
 use std::net::{SocketAddr, TcpListener};

@@ -70,24 +70,43 @@ where
     S: Send + 'static,
     F: Fn(S) -> Result<(String, Option<S>), ApiError> + Send + Sync + Clone + 'static,
 {
+    let next = move |state: S| next(state).map(|(rows, more)| (Bytes::from(rows), more));
+    stream_bytes(queries, CONTENT_TYPE, filename, Bytes::from(first), state, next).await
+}
+
+/// A streamed download of any `content_type`, made as [`stream`] makes a CSV: `first`, then
+/// the pieces `next` makes of `state` on the query pool, through a channel of two (a piece
+/// with no bytes is not sent). `mekong export`'s Parquet answers are made this way too.
+pub async fn stream_bytes<S, F>(
+    queries: QueryPool,
+    content_type: &'static str,
+    filename: &str,
+    first: Bytes,
+    state: Option<S>,
+    next: F,
+) -> Response
+where
+    S: Send + 'static,
+    F: Fn(S) -> Result<(Bytes, Option<S>), ApiError> + Send + Sync + Clone + 'static,
+{
     let (tx, rx) = mpsc::channel::<Result<Bytes, ApiError>>(2);
     // Cannot fail: the channel is new and has room.
-    let _ = tx.try_send(Ok(Bytes::from(first)));
+    let _ = tx.try_send(Ok(first));
     if let Some(mut state) = state {
         tokio::spawn(async move {
             loop {
                 let next = next.clone();
                 let piece = queries.run(move || next(state)).await;
-                let (rows, more) = match piece {
+                let (bytes, more) = match piece {
                     Ok(piece) => piece,
                     Err(e) => {
-                        tracing::warn!(error = %e, "a streamed CSV was cut short");
+                        tracing::warn!(error = %e, "a streamed download was cut short");
                         let _ = tx.send(Err(e)).await;
                         return;
                     }
                 };
                 // The client hung up: stop reading the store for it.
-                if tx.send(Ok(Bytes::from(rows))).await.is_err() {
+                if !bytes.is_empty() && tx.send(Ok(bytes)).await.is_err() {
                     return;
                 }
                 match more {
@@ -100,7 +119,7 @@ where
     let disposition = format!("attachment; filename=\"{}\"", filename.replace(['"', '\\', '/'], "_"));
     let mut response = Body::new(ChannelBody { rx }).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }

@@ -151,7 +151,8 @@ fn described(access: &Arc<Access>) -> OpenApiRouter<Shared> {
         .routes(routes!(routes::devices::put, routes::devices::remove))
         .routes(routes!(routes::alerts::rules))
         .routes(routes!(routes::alerts::put_rule, routes::alerts::delete_rule))
-        .routes(routes!(routes::alerts::deliveries));
+        .routes(routes!(routes::alerts::deliveries))
+        .routes(routes!(routes::export::export));
     let admin = openapi::scoped(admin, Scope::Admin).route_layer(scoped(Scope::Admin));
     open.merge(metrics).merge(read).merge(admin)
 }

@@ -429,6 +429,8 @@ async fn the_document_the_readme_and_the_router_name_the_same_endpoints() {
                 path.replace("{device}", "hau-01").replace("{metric}", "water_level").replace("{id}", "hau-flood");
             let uri = if uri.contains("aggregate") {
                 format!("{uri}?metric=water_level&from={T0}&to={}&step=1d", T0 + 86_400_000)
+            } else if uri.ends_with("/export") {
+                format!("{uri}?from={T0}&to={}", T0 + 86_400_000)
             } else {
                 uri
             };

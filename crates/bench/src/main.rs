@@ -4,7 +4,8 @@
 //! measures the store's size on disk and the API's latency over the reference dataset. Each
 //! starts the `mekong` binary as a child process and prints one JSON line per step, then a
 //! summary line. `alerts` measures an alert's latency from the crossing reading's publish to
-//! the webhook, under a background load.
+//! the webhook, under a background load. `export` times `mekong export` to CSV and Parquet
+//! over a dataset directory that `query --data-dir` kept.
 
 mod alerts;
 mod answers;
@@ -12,6 +13,7 @@ mod broker_only;
 mod client;
 mod connect;
 mod day_blocks;
+mod export;
 mod harness;
 mod ingest;
 mod load;
@@ -140,6 +142,16 @@ enum Command {
     /// The store's day blocks over the reference dataset, codec alone: bytes per point and
     /// decoding time, in the chunk format ingest writes and in the one folds write.
     DayBlocks(day_blocks::DayBlockOptions),
+    /// Export rate of `mekong export` to CSV and Parquet, and Parquet's bytes per reading,
+    /// over a dataset directory of `query --data-dir`.
+    Export {
+        /// The dataset directory (`mekong-bench query --data-dir DIR` makes one).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Runs of each format; the fastest is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// The broker-only scenario's server: mekong's embedded broker with its link reduced to a
     /// counter, which `ingest` starts as a child process.
     #[command(hide = true)]
@@ -169,6 +181,9 @@ fn main() -> anyhow::Result<()> {
         Command::Soak(opts) => {
             init_logging("warn");
             println!("{}", soak::soak(opts)?);
+        Command::Export { data_dir, rounds } => {
+            let mekong = harness::mekong_binary(cli.mekong)?;
+            println!("{}", export::export(&data_dir, rounds, &mekong)?);
             Ok(())
         }
         Command::Connect { devices, rounds, tls, auth } => {

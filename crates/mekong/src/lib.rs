@@ -9,6 +9,7 @@
 
 pub mod alerts;
 pub mod config;
+pub mod export;
 pub mod exposure;
 pub mod https;
 pub mod identity;

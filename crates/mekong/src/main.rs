@@ -88,6 +88,41 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Export the readings of a time range as CSV or Parquet: from the data directory when
+    /// mekong is stopped (the store is locked while it runs), or with --url through a running
+    /// mekong's API, with an admin token in $MEKONG_TOKEN.
+    Export {
+        /// Start of the range (inclusive): RFC 3339 or epoch milliseconds.
+        #[arg(long)]
+        from: String,
+        /// End of the range (exclusive): RFC 3339 or epoch milliseconds.
+        #[arg(long)]
+        to: String,
+        /// Only devices of this kind.
+        #[arg(long, value_parser = ["water", "traffic", "air", "unknown"])]
+        kind: Option<String>,
+        /// Only these devices (repeat, or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        device: Vec<String>,
+        /// Only these metrics (repeat, or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        metric: Vec<String>,
+        /// `csv` (RFC 4180, a header row) or `parquet` (zstd).
+        #[arg(long, value_parser = ["csv", "parquet"], default_value = "csv")]
+        format: String,
+        /// The file to write (`-`: standard output); written as FILE.partial, renamed once whole.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// A running mekong's API, e.g. http://localhost:8080 (token in $MEKONG_TOKEN).
+        #[arg(long, conflicts_with_all = ["config", "data_dir"])]
+        url: Option<String>,
+        /// Configuration file naming the data directory (default as for serve).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory (default: storage.data_dir of the configuration).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Manage edge nodes.
     Device {
         #[command(subcommand)]
@@ -335,6 +370,30 @@ fn main() -> anyhow::Result<()> {
                 report.bytes_after
             );
             Ok(())
+        }
+        Command::Export { from, to, kind, device, metric, format, output, url, config, data_dir } => {
+            let time =
+                |name: &str, value: &str| mekong_api::time::parse(name, value).map_err(|e| anyhow::anyhow!("--{e}"));
+            let query = mekong_export::Query {
+                from_ms: time("from", &from)?,
+                to_ms: time("to", &to)?,
+                kind,
+                devices: device,
+                metrics: metric,
+            };
+            if query.from_ms >= query.to_ms {
+                anyhow::bail!("--from ({from}) must be before --to ({to})");
+            }
+            let format = mekong_export::Format::parse(&format).context("--format must be csv or parquet")?;
+            let output = mekong::export::Output::new(&output);
+            match url {
+                Some(url) => runtime()?.block_on(mekong::export::remote(&url, &query, format, &output)),
+                None => {
+                    let config = load_config(config)?;
+                    let dir = data_dir.unwrap_or_else(|| config.storage.data_dir.clone());
+                    mekong::export::local(&dir, &config.store_options(), query, format, &output)
+                }
+            }
         }
         Command::Serve { config, demo, log_format } => {
             let config = load_config(config)?;

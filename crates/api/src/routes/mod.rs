@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod alerts;
 pub mod devices;
+pub mod export;
 pub mod health;
 pub mod latest;
 pub mod rejections;
