@@ -6,8 +6,8 @@ use super::meta::{DeviceMeta, SeriesMeta, State};
 use super::read::scan_chunks;
 use super::{Opened, Store};
 use crate::{
-    chunk, keys, DeviceTally, GroupRecord, NewPoint, PackRefused, PackWrite, RefusalWrite, StoreError, WriteError, WriteSummary,
-    Written,
+    chunk, keys, DeviceTally, GroupRecord, NewPoint, PackRefused, PackWrite, RefusalWrite, StoreError, WriteError,
+    WriteSummary, Written,
 };
 
 /// Changes of a group of packs not yet applied.
