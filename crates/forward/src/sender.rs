@@ -403,8 +403,13 @@ impl Sender {
             }
             Err(e) => tracing::error!(error = %e, "the position write failed"),
         }
+        self.gauges();
+    }
+
+    /// The outbox's size and the position, in the stats.
+    fn gauges(&self) {
         let (packs, bytes) = self.queue.queued();
-        self.stats.forward.start(packs, bytes, self.persisted);
+        self.stats.forward.set_queued(packs, bytes, self.persisted);
     }
 
     /// Drops the oldest packs not yet sent while the outbox is over its bound, down to 90%
@@ -413,6 +418,7 @@ impl Sender {
         let max = self.options.max_outbox_bytes;
         let (_, bytes) = self.queue.queued();
         if bytes <= max {
+            self.gauges();
             return;
         }
         let mut excess = bytes - (max - max / 10);
@@ -458,8 +464,7 @@ impl Sender {
                 self.next = seq + 1;
             }
         }
-        let (packs, bytes) = self.queue.queued();
-        self.stats.forward.start(packs, bytes, self.persisted);
+        self.gauges();
     }
 
     /// Waits for the position write under way and writes the last one.

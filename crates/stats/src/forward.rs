@@ -51,9 +51,7 @@ impl ForwardStats {
     /// Marks the forwarder as running, with `queued` packs of `bytes` found in its outbox.
     pub fn start(&self, queued: u64, bytes: u64, position: u64) {
         self.enabled.store(true, Ordering::Relaxed);
-        self.queued_packs.store(queued, Ordering::Relaxed);
-        self.queued_bytes.store(bytes, Ordering::Relaxed);
-        self.position.store(position, Ordering::Relaxed);
+        self.set_queued(queued, bytes, position);
     }
 
     /// Whether connected to the upstream broker.
@@ -61,19 +59,12 @@ impl ForwardStats {
         self.connected.store(connected, Ordering::Relaxed);
     }
 
-    /// A pack of `bytes` entered the outbox.
-    pub fn record_queued(&self, bytes: u64) {
-        self.queued_packs.fetch_add(1, Ordering::Relaxed);
-        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    /// `packs` of `bytes` left the outbox (forwarded or dropped).
-    pub fn record_unqueued(&self, packs: u64, bytes: u64) {
-        let sub = |a: &AtomicU64, n: u64| {
-            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
-        };
-        sub(&self.queued_packs, packs);
-        sub(&self.queued_bytes, bytes);
+    /// The outbox holds `packs` packs of `bytes`, and every pack up to `position` is
+    /// acknowledged upstream and out of it.
+    pub fn set_queued(&self, packs: u64, bytes: u64, position: u64) {
+        self.queued_packs.store(packs, Ordering::Relaxed);
+        self.queued_bytes.store(bytes, Ordering::Relaxed);
+        self.position.fetch_max(position, Ordering::Relaxed);
     }
 
     /// The upstream acknowledged a pack of `readings` accepted `lag_ms` ago; `position` is the
