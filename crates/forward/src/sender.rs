@@ -71,7 +71,7 @@ pub(crate) struct Sender {
 /// One event of the sender's loop.
 enum Ev {
     Stop,
-    Mqtt(Result<Event, rumqttc::v5::ConnectionError>),
+    Mqtt(Box<Result<Event, rumqttc::v5::ConnectionError>>),
     Wake,
     Persisted(Result<(u64, u64, u64, Result<(), ForwardError>), tokio::task::JoinError>),
     Tick,
@@ -180,7 +180,7 @@ impl Sender {
             }
             let ev = tokio::select! {
                 _ = stopped.changed() => Ev::Stop,
-                r = eventloop.poll() => Ev::Mqtt(r),
+                r = eventloop.poll() => Ev::Mqtt(Box::new(r)),
                 _ = wake.wake.notified() => Ev::Wake,
                 r = wait(persisting) => Ev::Persisted(r),
                 _ = tokio::time::sleep_until(deadline) => Ev::Tick,
@@ -195,38 +195,40 @@ impl Sender {
                     self.persisted_done(r);
                 }
                 Ev::Wake | Ev::Tick => {}
-                Ev::Mqtt(Err(e)) => return End::Failed(e.to_string()),
-                Ev::Mqtt(Ok(event)) => match event {
-                    Event::Incoming(Packet::ConnAck(_)) => {
-                        connected = true;
-                        self.stats.forward.set_connected(true);
-                        tracing::info!(host = %self.options.host, port = self.options.port, "connected to the upstream broker");
-                    }
-                    Event::Outgoing(Outgoing::Publish(pkid)) => {
-                        if let Some(seq) = order.pop_front() {
-                            pkids.insert(pkid, seq);
+                Ev::Mqtt(r) => match *r {
+                    Err(e) => return End::Failed(e.to_string()),
+                    Ok(event) => match event {
+                        Event::Incoming(Packet::ConnAck(_)) => {
+                            connected = true;
+                            self.stats.forward.set_connected(true);
+                            tracing::info!(host = %self.options.host, port = self.options.port, "connected to the upstream broker");
                         }
-                    }
-                    Event::Incoming(Packet::PubAck(ack)) if self.options.qos == 1 => {
-                        if !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
-                            return End::Failed(format!("upstream refused a publish: {:?}", ack.reason));
+                        Event::Outgoing(Outgoing::Publish(pkid)) => {
+                            if let Some(seq) = order.pop_front() {
+                                pkids.insert(pkid, seq);
+                            }
                         }
-                        if let Some(seq) = pkids.remove(&ack.pkid) {
-                            self.completed(seq);
+                        Event::Incoming(Packet::PubAck(ack)) if self.options.qos == 1 => {
+                            if !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
+                                return End::Failed(format!("upstream refused a publish: {:?}", ack.reason));
+                            }
+                            if let Some(seq) = pkids.remove(&ack.pkid) {
+                                self.completed(seq);
+                            }
                         }
-                    }
-                    Event::Incoming(Packet::PubComp(comp)) if self.options.qos == 2 => {
-                        if !matches!(comp.reason, PubCompReason::Success) {
-                            return End::Failed(format!("upstream refused a publish: {:?}", comp.reason));
+                        Event::Incoming(Packet::PubComp(comp)) if self.options.qos == 2 => {
+                            if !matches!(comp.reason, PubCompReason::Success) {
+                                return End::Failed(format!("upstream refused a publish: {:?}", comp.reason));
+                            }
+                            if let Some(seq) = pkids.remove(&comp.pkid) {
+                                self.completed(seq);
+                            }
                         }
-                        if let Some(seq) = pkids.remove(&comp.pkid) {
-                            self.completed(seq);
+                        Event::Incoming(Packet::Disconnect(d)) => {
+                            return End::Failed(format!("upstream disconnected: {:?}", d.reason_code));
                         }
-                    }
-                    Event::Incoming(Packet::Disconnect(d)) => {
-                        return End::Failed(format!("upstream disconnected: {:?}", d.reason_code));
-                    }
-                    _ => {}
+                        _ => {}
+                    },
                 },
             }
         }

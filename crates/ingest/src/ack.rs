@@ -64,7 +64,7 @@ pub(crate) fn run(
 }
 
 fn commit(
-    pending: &mut Vec<Handled>,
+    pending: &mut [Handled],
     tx: &mut LinkTx,
     store: &Store,
     stats: &Stats,

@@ -778,7 +778,7 @@ pub enum EncodeError {
 /// Encodes `readings` as one SenML-CBOR pack into `out` and returns the number of bytes
 /// written. Needs no allocator.
 pub fn encode_pack(out: &mut [u8], base: &Base<'_>, readings: &[Reading<'_>]) -> Result<usize, EncodeError> {
-    encode_with(out, base, readings, |r| Entry::from(r))
+    encode_with(out, base, readings, Entry::from)
 }
 
 /// Encodes `entries` (numbers and booleans) as one SenML-CBOR pack into `out`, exactly as
