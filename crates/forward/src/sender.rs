@@ -17,7 +17,7 @@ use mekong_stats::Stats;
 use mekong_store::Store;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PubCompReason, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -71,7 +71,8 @@ pub(crate) struct Sender {
 /// One event of the sender's loop.
 enum Ev {
     Stop,
-    Mqtt(Box<Result<Event, rumqttc::v5::ConnectionError>>),
+    /// An event of the connection; `None` once its event loop has ended.
+    Mqtt(Option<Box<Result<Event, rumqttc::v5::ConnectionError>>>),
     Wake,
     Persisted(Result<(u64, u64, u64, Result<(), ForwardError>), tokio::task::JoinError>),
     Tick,
@@ -159,8 +160,11 @@ impl Sender {
 
     /// One connection, until it fails or the sender stops.
     async fn connection(&mut self, stopped: &mut watch::Receiver<bool>, persisting: &mut Option<Persisting>) -> End {
-        let (client, mut eventloop) =
-            AsyncClient::new(self.mqtt_options(), usize::from(self.options.max_in_flight) + 8);
+        let (client, eventloop) = AsyncClient::new(self.mqtt_options(), usize::from(self.options.max_in_flight) + 8);
+        // The event loop runs in a task of its own and hands its events over a channel, so
+        // that no poll of it is ever cancelled half-way by another branch of the loop below.
+        let (events_tx, mut events) = tokio::sync::mpsc::channel(64);
+        let mut driver = Driver(tokio::spawn(drive(eventloop, events_tx)));
         let wake = Arc::clone(&self.queue);
         let mut connected = false;
         // Packs handed to the client, in order, until it says which packet id each got.
@@ -180,7 +184,7 @@ impl Sender {
             }
             let ev = tokio::select! {
                 _ = stopped.changed() => Ev::Stop,
-                r = eventloop.poll() => Ev::Mqtt(Box::new(r)),
+                r = events.recv() => Ev::Mqtt(r),
                 _ = wake.wake.notified() => Ev::Wake,
                 r = wait(persisting) => Ev::Persisted(r),
                 _ = tokio::time::sleep_until(deadline) => Ev::Tick,
@@ -188,6 +192,9 @@ impl Sender {
             match ev {
                 Ev::Stop => {
                     let _ = client.try_disconnect();
+                    // The event loop writes the DISCONNECT, then finds no one listening.
+                    drop(events);
+                    let _ = tokio::time::timeout(Duration::from_millis(500), &mut driver.0).await;
                     return End::Stop;
                 }
                 Ev::Persisted(r) => {
@@ -195,7 +202,8 @@ impl Sender {
                     self.persisted_done(r);
                 }
                 Ev::Wake | Ev::Tick => {}
-                Ev::Mqtt(r) => match *r {
+                Ev::Mqtt(None) => return End::Failed("the connection's event loop ended".into()),
+                Ev::Mqtt(Some(r)) => match *r {
                     Err(e) => return End::Failed(e.to_string()),
                     Ok(event) => match event {
                         Event::Incoming(Packet::ConnAck(_)) => {
@@ -477,6 +485,29 @@ impl Sender {
         self.persist(persisting);
         if let Some(task) = persisting.take() {
             self.persisted_done(task.await);
+        }
+    }
+}
+
+/// The task that polls a connection's event loop; aborted with its connection.
+struct Driver(JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Polls `eventloop` and hands each event over, until it fails or no one listens.
+async fn drive(
+    mut eventloop: EventLoop,
+    events: tokio::sync::mpsc::Sender<Box<Result<Event, rumqttc::v5::ConnectionError>>>,
+) {
+    loop {
+        let event = eventloop.poll().await;
+        let failed = event.is_err();
+        if events.send(Box::new(event)).await.is_err() || failed {
+            return;
         }
     }
 }
