@@ -260,3 +260,30 @@ impl Forward {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn options_are_checked_and_never_show_the_password() {
+        let mut o = ForwardOptions::new("mqtt.region.example", 8883);
+        o.username = Some("cantho".into());
+        o.password = Some(Password("hunter2-but-longer".into()));
+        o.validate().unwrap();
+        assert!(!format!("{o:?}").contains("hunter2"), "{o:?}");
+        for (broken, what) in [
+            (ForwardOptions { qos: 0, ..o.clone() }, "qos"),
+            (ForwardOptions { max_in_flight: 0, ..o.clone() }, "max_in_flight"),
+            (ForwardOptions { topic_prefix: "a/#".into(), ..o.clone() }, "topic_prefix"),
+            (ForwardOptions { topic_prefix: "a/".into(), ..o.clone() }, "topic_prefix"),
+            (ForwardOptions { username: None, ..o.clone() }, "password"),
+            (ForwardOptions { host: String::new(), ..o.clone() }, "host"),
+        ] {
+            let e = broken.validate().unwrap_err().to_string();
+            assert!(e.contains(what) && !e.contains("hunter2"), "{e}");
+        }
+    }
+}
