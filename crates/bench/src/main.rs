@@ -14,6 +14,7 @@ mod client;
 mod connect;
 mod day_blocks;
 mod export;
+mod forward;
 mod harness;
 mod ingest;
 mod load;
@@ -104,6 +105,35 @@ enum Command {
         /// Milliseconds between two changes.
         #[arg(long, default_value_t = 100)]
         every_ms: u64,
+    },
+    /// The feed to an upstream broker (a local Mosquitto): the lag from publish to the
+    /// upstream's subscriber at a steady load, then an outage of the upstream under the same
+    /// load and the rate at which mekong catches up.
+    Forward {
+        /// Packs per second, over all devices.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+        /// Devices, one MQTT connection each.
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        /// Readings per pack.
+        #[arg(long, default_value_t = 1)]
+        readings: usize,
+        /// Seconds of steady load over which the lag is measured.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Seconds the upstream broker is stopped.
+        #[arg(long, default_value_t = 120.0)]
+        outage: f64,
+        /// `forward.max_packs_per_sec` (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        max_packs_per_sec: u32,
+        /// `forward.max_in_flight`.
+        #[arg(long, default_value_t = 256)]
+        max_in_flight: u16,
+        /// The Mosquitto broker binary.
+        #[arg(long, default_value = "/usr/sbin/mosquitto")]
+        mosquitto: PathBuf,
     },
     /// What following the live stream costs ingest (full-speed ingest with no stream client
     /// and with --clients, alternating in one run), and the latency from a pack's publish to
@@ -218,6 +248,23 @@ fn main() -> anyhow::Result<()> {
             let every = std::time::Duration::from_millis(every_ms);
             let opts = alerts::AlertBenchOptions { rate, devices, changes, every, mekong };
             println!("{}", runtime()?.block_on(alerts::alerts(opts))?);
+            Ok(())
+        }
+        Command::Forward { rate, devices, readings, seconds, outage, max_packs_per_sec, max_in_flight, mosquitto } => {
+            init_logging("warn");
+            let mekong = harness::mekong_binary(cli.mekong)?;
+            let opts = forward::ForwardBenchOptions {
+                rate,
+                devices,
+                readings,
+                seconds,
+                outage,
+                max_packs_per_sec,
+                max_in_flight,
+                mosquitto,
+                mekong,
+            };
+            println!("{}", runtime()?.block_on(forward::forward(opts))?);
             Ok(())
         }
         Command::Stream { devices, readings, clients, follow_all, seconds, warmup, rounds, rate } => {

@@ -21,6 +21,7 @@ use mekong_stats::Stats;
 use mekong_store::{Generation, Store};
 use rumqttd::local::LinkTx;
 
+use crate::outbox::SharedOutbox;
 use crate::pipeline::{Handled, Outcome};
 
 /// Runs until the ingest thread hangs up, then flushes and acknowledges what is left.
@@ -31,6 +32,7 @@ pub(crate) fn run(
     stats: Arc<Stats>,
     feed: Feed,
     acknowledge: bool,
+    outbox: Option<SharedOutbox>,
 ) {
     let mut pending: Vec<Handled> = Vec::new();
     let mut buf = [0u8; 64];
@@ -47,6 +49,13 @@ pub(crate) fn run(
         pending.extend(groups.try_iter());
         if !pending.is_empty() {
             commit(&mut pending, &mut tx, &store, &stats, &feed, acknowledge, &mut buf);
+            // Read by `commit`; cleared here, once the outbox has heard.
+            if let Some(outbox) = &outbox {
+                if let Some(mark) = durable_mark(&pending) {
+                    outbox.0.durable(mark);
+                }
+            }
+            pending.clear();
         }
         if hung_up {
             return;
@@ -55,7 +64,7 @@ pub(crate) fn run(
 }
 
 fn commit(
-    pending: &mut Vec<Handled>,
+    pending: &mut [Handled],
     tx: &mut LinkTx,
     store: &Store,
     stats: &Stats,
@@ -66,6 +75,10 @@ fn commit(
     let started = std::time::Instant::now();
     // A failed flush is logged by the store, once per failure.
     let durable = store.flush().ok().map(|f| f.generation);
+    for group in pending.iter_mut() {
+        // An outbox record is durable with its group's generation, like its pack.
+        group.outbox = group.outbox.filter(|(generation, _)| Some(*generation) == durable);
+    }
     let flush_micros = started.elapsed().as_micros() as u64;
     let answers = answers(pending, durable, crate::now_ms());
     if durable.is_some() {
@@ -88,7 +101,11 @@ fn commit(
     if durable.is_some() {
         feed.publish_stored(new_readings(pending, durable));
     }
-    pending.clear();
+}
+
+/// The highest outbox mark the last flush made durable (`commit` kept only those).
+fn durable_mark(pending: &[Handled]) -> Option<u64> {
+    pending.iter().filter_map(|group| group.outbox.map(|(_, mark)| mark)).max()
 }
 
 /// What the packs of `pending` that the flush of `durable` made durable added, in order.

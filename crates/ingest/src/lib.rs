@@ -26,6 +26,7 @@ pub mod access;
 mod ack;
 pub mod broker;
 pub mod guard;
+mod outbox;
 mod pipeline;
 mod refusal_log;
 pub mod registry;
@@ -42,6 +43,7 @@ pub use access::Policy;
 pub use broker::BrokerOptions;
 use guard::Guard;
 pub use mekong_stats::Stats;
+pub use outbox::{Outbox, SharedOutbox};
 pub use pipeline::{Accepted, Handled, Outcome, Pipeline, PipelineOptions, Rejection};
 pub use registry::{DeviceKey, Registry, SharedRegistry};
 
@@ -135,12 +137,13 @@ impl Ingest {
             publisher.map(|(tx, rx)| Publisher { tx: Arc::new(std::sync::Mutex::new(tx)), _rx: Arc::new(rx) });
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledge = pipeline.acknowledge;
+        let outbox = pipeline.outbox.clone();
         let (groups_tx, groups_rx) = std::sync::mpsc::sync_channel(PENDING_GROUPS);
         let acker = {
             let (store, stats, feed) = (store.clone(), Arc::clone(&stats), feed.clone());
             std::thread::Builder::new()
                 .name("mekong-ack".into())
-                .spawn(move || ack::run(groups_rx, tx, store, stats, feed, acknowledge))?
+                .spawn(move || ack::run(groups_rx, tx, store, stats, feed, acknowledge, outbox))?
         };
         let mut pipeline = Pipeline::new(pipeline, store, Arc::clone(&stats));
         let registry = pipeline.registry_handle();

@@ -31,6 +31,7 @@ use mekong_stats::{RejectionEntry, Stats, HEAD_BYTES, TOPIC_CHARS};
 use mekong_store::{Generation, NewPoint, PackRefused, PackWrite, RefusalWrite, Store, ValueKind, WriteSummary};
 use serde::{Deserialize, Serialize};
 
+use crate::outbox::SharedOutbox;
 use crate::refusal_log::{self, RefusalLog};
 use crate::registry::{Registry, SharedRegistry};
 use crate::IngestError;
@@ -61,6 +62,10 @@ pub struct PipelineOptions {
     pub acknowledge: bool,
     /// Most publishes handled in one group (one store write, one flush).
     pub max_group: usize,
+    /// What keeps a durable record of each accepted pack in its batch (the forwarder's
+    /// outbox), if anything does. Not a configuration key.
+    #[serde(skip)]
+    pub outbox: Option<SharedOutbox>,
 }
 
 impl Default for PipelineOptions {
@@ -74,6 +79,7 @@ impl Default for PipelineOptions {
             registry: Registry::new(),
             acknowledge: true,
             max_group: 2048,
+            outbox: None,
         }
     }
 }
@@ -160,6 +166,9 @@ pub struct Handled {
     pub generation: Option<Generation>,
     /// One outcome per publish, in order.
     pub outcomes: Vec<Outcome>,
+    /// The mark of the outbox records written with the group, and the generation they were
+    /// written to: durable once a flush of that generation returns.
+    pub outbox: Option<(Generation, u64)>,
 }
 
 #[derive(Debug)]
@@ -253,7 +262,7 @@ impl Pipeline {
             prepared.push(self.prepare(topic, payload, now_ms, &mut seqs));
         }
 
-        let (written, outcomes) = self.store_group(&prepared, now_ms);
+        let (written, outcomes, mark) = self.store_group(&prepared, now_ms);
         for (outcome, (topic, payload)) in outcomes.iter().zip(publishes) {
             match outcome {
                 Outcome::Accepted(a) => self.stats.record_accepted(a.summary.stored, a.summary.duplicates),
@@ -262,12 +271,18 @@ impl Pipeline {
             }
         }
         let generation = written.filter(|&g| checked == Some(g));
-        Handled { generation, outcomes }
+        let outbox = written.zip(mark);
+        Handled { generation, outcomes, outbox }
     }
 
     /// Writes the ready packs of a group in one store write and pairs every publish with
-    /// its outcome; the generation written to, if the write went through.
-    fn store_group(&self, prepared: &[Result<Ready, Rejection>], now_ms: i64) -> (Option<Generation>, Vec<Outcome>) {
+    /// its outcome; the generation written to, if the write went through, and the mark of
+    /// the outbox records written with it.
+    fn store_group(
+        &self,
+        prepared: &[Result<Ready, Rejection>],
+        now_ms: i64,
+    ) -> (Option<Generation>, Vec<Outcome>, Option<u64>) {
         let points: Vec<Vec<NewPoint<'_>>> = prepared
             .iter()
             .map(|p| match p {
@@ -310,7 +325,31 @@ impl Pipeline {
                 _ => None,
             })
             .collect();
-        let written = match self.store.write_group(&writes, &refusals) {
+        let readies: Vec<&Ready> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
+        // What each written pack added, worked out once the store has staged the group: the
+        // outbox records it in the same batch, the feed shows it once durable.
+        let mut added: Vec<Option<Stored>> = Vec::new();
+        let mut mark = None;
+        let outbox = self.opts.outbox.as_ref();
+        let records = |results: &[Result<WriteSummary, PackRefused>], duplicates: &[(usize, usize)]| {
+            let mut duplicates = duplicates.iter().peekable();
+            for (index, (result, ready)) in results.iter().zip(&readies).enumerate() {
+                let mut repeated = Vec::new();
+                while let Some(&(_, point)) = duplicates.next_if(|(pack, _)| *pack == index) {
+                    repeated.push(point);
+                }
+                added.push(result.as_ref().ok().and_then(|_| new_readings(ready, &repeated)));
+            }
+            let Some(outbox) = outbox else { return Vec::new() };
+            let packs: Vec<&Stored> = added.iter().flatten().collect();
+            if packs.is_empty() {
+                return Vec::new();
+            }
+            let (records, staged) = outbox.0.stage(&packs, now_ms);
+            mark = staged;
+            records
+        };
+        let written = match self.store.write_group_with(&writes, &refusals, records) {
             Ok(written) => written,
             Err(e) => {
                 // The store logs the failure once; this is per group.
@@ -322,31 +361,26 @@ impl Pipeline {
                         Ok(_) => Outcome::Deferred,
                     })
                     .collect();
-                return (None, outcomes);
+                return (None, outcomes, None);
             }
         };
-        let mut results = written.packs.into_iter().enumerate();
-        let mut duplicates = written.duplicates.iter().peekable();
+        let mut results = written.packs.into_iter().zip(added);
         let outcomes = prepared
             .iter()
             .map(|p| match p {
                 Err(r) => Outcome::Refused(r.clone()),
                 Ok(ready) => match results.next() {
-                    Some((index, Ok(summary))) => {
-                        let mut repeated = Vec::new();
-                        while let Some(&(_, point)) = duplicates.next_if(|(pack, _)| *pack == index) {
-                            repeated.push(point);
-                        }
+                    Some((Ok(summary), new_readings)) => {
                         let seq = ready.seq.map(|(seq, _)| seq);
                         Outcome::Accepted(Accepted {
                             device: ready.device.clone(),
                             summary,
                             up_to_ms: ready.up_to_ms,
                             seq,
-                            new_readings: new_readings(ready, &repeated),
+                            new_readings,
                         })
                     }
-                    Some((_, Err(e @ (PackRefused::UnitMismatch { .. } | PackRefused::ValueKindMismatch { .. })))) => {
+                    Some((Err(e @ (PackRefused::UnitMismatch { .. } | PackRefused::ValueKindMismatch { .. })), _)) => {
                         Outcome::Refused(
                             Rejection::new(Some(&ready.device), Reason::UnitMismatch, e.to_string())
                                 .with_seq(ready.seq()),
@@ -358,7 +392,7 @@ impl Pipeline {
                 },
             })
             .collect();
-        (Some(written.generation), outcomes)
+        (Some(written.generation), outcomes, mark)
     }
 
     fn record_rejection(&mut self, r: &Rejection, topic: &[u8], payload: &[u8], now_ms: i64) {

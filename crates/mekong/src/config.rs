@@ -120,6 +120,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Alert rules and where their changes go.
     pub alerts: crate::alerts::AlertsConfig,
+    /// The feed of accepted packs to an upstream broker (the regional data centre).
+    pub forward: crate::forward::ForwardConfig,
 }
 
 /// `[registry]`
@@ -281,6 +283,7 @@ impl Config {
         self.ingest.validate().context("in [ingest]")?;
         self.tls.validate()?;
         self.alerts.validate()?;
+        self.forward.validate()?;
         self.dashboard.validate().context("in [dashboard]")?;
         if self.ingest.max_payload_bytes >= b.max_packet_bytes {
             bail!(

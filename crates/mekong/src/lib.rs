@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod config;
 pub mod export;
 pub mod exposure;
+pub mod forward;
 pub mod https;
 pub mod identity;
 pub mod platform;

@@ -50,6 +50,7 @@ pub struct Platform {
     directory: Directory,
     ingest: Ingest,
     alerts: mekong_alerts::Alerts,
+    forward: Option<mekong_forward::Forward>,
     upkeep: Option<Upkeep>,
     http_stop: watch::Sender<bool>,
     http: Vec<JoinHandle<std::io::Result<()>>>,
@@ -89,7 +90,16 @@ impl Platform {
             false => Access::tokens(identities.tokens, config.security.metrics_open),
         };
         let profiles = identities.profiles;
-        let pipeline = config.pipeline_options(identities.devices);
+        let mut pipeline = config.pipeline_options(identities.devices);
+        // The outbox is open before ingest starts, so that every accepted pack is in it.
+        let mut forward = match config.forward.options()? {
+            Some(options) => Some(
+                mekong_forward::Forward::open(store.clone(), options)
+                    .context("cannot open the upstream feed's outbox")?,
+            ),
+            None => None,
+        };
+        pipeline.outbox = forward.as_ref().map(mekong_forward::Forward::outbox);
         // The engine loads its states and observes the feed before ingest starts, so that
         // it sees every pack made durable.
         let alerts =
@@ -102,6 +112,9 @@ impl Platform {
             let (store, broker, feed) = (store.clone(), broker.clone(), feed.clone());
             tokio::task::spawn_blocking(move || Ingest::start(&broker, policy, pipeline, store, feed)).await??
         };
+        if let Some(forward) = &mut forward {
+            forward.start(ingest.stats(), &tokio::runtime::Handle::current());
+        }
         if let Some(publisher) = ingest.publisher() {
             alerts.add_live(Arc::new(crate::alerts::MqttAlerts(publisher)), true);
         }
@@ -204,6 +217,7 @@ impl Platform {
             directory,
             ingest,
             alerts,
+            forward,
             upkeep,
             http_stop,
             http,
@@ -250,6 +264,10 @@ impl Platform {
         }
         let ingest = self.ingest;
         tokio::task::spawn_blocking(move || ingest.shutdown()).await?;
+        // After ingest: its last groups are in the outbox; the sender writes its position.
+        if let Some(forward) = self.forward {
+            forward.shutdown().await;
+        }
         // After ingest: no reading comes any more; how far each rule has evaluated is saved.
         let alerts = self.alerts;
         tokio::task::spawn_blocking(move || alerts.stop()).await?;

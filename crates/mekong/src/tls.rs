@@ -250,7 +250,7 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<Lo
     Ok(Loaded { key: Arc::new(certified), fingerprint })
 }
 
-fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+pub(crate) fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let chain = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| pem_error(e, "CERTIFICATE"))?;

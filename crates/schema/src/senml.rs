@@ -740,6 +740,27 @@ pub struct Reading<'a> {
     pub time: f64,
 }
 
+/// One reading of either kind mekong stores, a number or a boolean, to encode: what the
+/// platform forwards ([`encode_entries`], [`json::encode_pack`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Entry<'a> {
+    /// Record name (`n`).
+    pub name: &'a str,
+    /// Unit (`u`); left out when it equals the base unit.
+    pub unit: Option<&'a str>,
+    /// Value: [`Value::Number`] (`v`) or [`Value::Bool`] (`vb`); other kinds are refused
+    /// with [`EncodeError::Unsupported`].
+    pub value: Value<'a>,
+    /// Time (`t`) relative to the base time, in seconds; left out when zero.
+    pub time: f64,
+}
+
+impl<'a> From<&Reading<'a>> for Entry<'a> {
+    fn from(r: &Reading<'a>) -> Self {
+        Entry { name: r.name, unit: r.unit, value: Value::Number(r.value), time: r.time }
+    }
+}
+
 /// Why a pack cannot be encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
@@ -749,52 +770,87 @@ pub enum EncodeError {
     /// A value or time is NaN or infinite.
     #[error("{0} is not a finite number")]
     NotFinite(&'static str),
+    /// A value of a kind the encoder does not write (only numbers and booleans).
+    #[error("a {0} value cannot be encoded")]
+    Unsupported(&'static str),
 }
 
 /// Encodes `readings` as one SenML-CBOR pack into `out` and returns the number of bytes
 /// written. Needs no allocator.
 pub fn encode_pack(out: &mut [u8], base: &Base<'_>, readings: &[Reading<'_>]) -> Result<usize, EncodeError> {
+    encode_with(out, base, readings, Entry::from)
+}
+
+/// Encodes `entries` (numbers and booleans) as one SenML-CBOR pack into `out`, exactly as
+/// [`encode_pack`] writes numbers; returns the number of bytes written.
+pub fn encode_entries(out: &mut [u8], base: &Base<'_>, entries: &[Entry<'_>]) -> Result<usize, EncodeError> {
+    encode_with(out, base, entries, |e| *e)
+}
+
+/// Checks what every encoder refuses: a time or value that is not finite, a value of a kind
+/// that is not written.
+fn check_entries<'i, T>(
+    base: &Base<'_>,
+    items: &'i [T],
+    entry: impl Fn(&'i T) -> Entry<'i>,
+) -> Result<(), EncodeError> {
     if base.time.is_some_and(|t| !t.is_finite()) {
         return Err(EncodeError::NotFinite("base time"));
     }
-    for r in readings {
-        if !r.value.is_finite() {
-            return Err(EncodeError::NotFinite("value"));
+    for item in items {
+        let e = entry(item);
+        match e.value {
+            Value::Number(v) if !v.is_finite() => return Err(EncodeError::NotFinite("value")),
+            Value::Number(_) | Value::Bool(_) => {}
+            Value::String(_) => return Err(EncodeError::Unsupported("string")),
+            Value::Data(_) | Value::DataText(_) => return Err(EncodeError::Unsupported("data")),
+            Value::SumOnly(_) => return Err(EncodeError::Unsupported("sum")),
         }
-        if !r.time.is_finite() {
+        if !e.time.is_finite() {
             return Err(EncodeError::NotFinite("time"));
         }
     }
+    Ok(())
+}
+
+fn encode_with<'i, T>(
+    out: &mut [u8],
+    base: &Base<'_>,
+    items: &'i [T],
+    entry: impl Fn(&'i T) -> Entry<'i> + Copy,
+) -> Result<usize, EncodeError> {
+    check_entries(base, items, entry)?;
     let mut ser = serde_cbor::Serializer::new(SliceWrite::new(out));
-    PackSer { base, readings }.serialize(&mut ser).map_err(|_| EncodeError::BufferFull)?;
+    PackSer { base, items, entry }.serialize(&mut ser).map_err(|_| EncodeError::BufferFull)?;
     Ok(ser.into_inner().bytes_written())
 }
 
-struct PackSer<'r, 'a> {
-    base: &'r Base<'a>,
-    readings: &'r [Reading<'a>],
+struct PackSer<'b, 'a, 'r, T, F> {
+    base: &'b Base<'a>,
+    items: &'r [T],
+    entry: F,
 }
 
-impl Serialize for PackSer<'_, '_> {
+impl<'r, T, F: Fn(&'r T) -> Entry<'r> + Copy> Serialize for PackSer<'_, '_, 'r, T, F> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.readings.len()))?;
-        for (i, reading) in self.readings.iter().enumerate() {
+        let mut seq = s.serialize_seq(Some(self.items.len()))?;
+        for (i, item) in self.items.iter().enumerate() {
             let base = if i == 0 { Some(self.base) } else { None };
-            seq.serialize_element(&RecordSer { base, unit_base: self.base.unit, reading })?;
+            seq.serialize_element(&RecordSer { base, unit_base: self.base.unit, entry: (self.entry)(item) })?;
         }
         seq.end()
     }
 }
 
-struct RecordSer<'r, 'a> {
-    base: Option<&'r Base<'a>>,
+struct RecordSer<'b, 'a, 'r> {
+    base: Option<&'b Base<'a>>,
     unit_base: Option<&'a str>,
-    reading: &'r Reading<'a>,
+    entry: Entry<'r>,
 }
 
-impl Serialize for RecordSer<'_, '_> {
+impl Serialize for RecordSer<'_, '_, '_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let r = self.reading;
+        let r = &self.entry;
         let base = self.base.copied().unwrap_or_default();
         let unit = r.unit.filter(|u| Some(*u) != self.unit_base);
         let has_time = r.time != 0.0;
@@ -816,7 +872,12 @@ impl Serialize for RecordSer<'_, '_> {
         if let Some(u) = unit {
             map.serialize_entry(&label::U, u)?;
         }
-        map.serialize_entry(&label::V, &Num(r.value))?;
+        match r.value {
+            Value::Bool(b) => map.serialize_entry(&label::VB, &b)?,
+            // Anything else was refused by `check_entries`.
+            Value::Number(v) | Value::SumOnly(v) => map.serialize_entry(&label::V, &Num(v))?,
+            Value::String(_) | Value::Data(_) | Value::DataText(_) => {}
+        }
         if has_time {
             map.serialize_entry(&label::T, &Num(r.time))?;
         }

@@ -7,12 +7,16 @@
 //! `rejections`).
 #![warn(missing_docs)]
 
+mod forward;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mekong_schema::Reason;
+
+pub use forward::{ForwardSnapshot, ForwardStats};
 
 /// Per-device counters stop growing in number past this many devices: the counts of further
 /// devices go to [`OTHER_DEVICES`], so a flood of made-up ids cannot grow memory without bound.
@@ -98,6 +102,8 @@ pub struct Snapshot {
     /// Publishes and subscriptions the broker refused, by identity (`anonymous` for
     /// clients without credentials).
     pub access_refused: BTreeMap<String, AccessRefusals>,
+    /// The feed to the upstream broker, if it is on.
+    pub forward: Option<ForwardSnapshot>,
 }
 
 #[derive(Debug)]
@@ -133,6 +139,8 @@ pub struct Stats {
     last_lost_ms: AtomicI64,
     /// When the store's upkeep last finished a pass, ms since the epoch; 0: never.
     last_upkeep_ms: AtomicI64,
+    /// The feed to the upstream broker, written by the forwarder.
+    pub forward: ForwardStats,
     inner: Mutex<Inner>,
 }
 
@@ -161,6 +169,7 @@ impl Stats {
             started_ms: now_ms(),
             last_lost_ms: AtomicI64::new(0),
             last_upkeep_ms: AtomicI64::new(0),
+            forward: ForwardStats::default(),
             inner: Mutex::new(Inner {
                 log: VecDeque::with_capacity(capacity.min(4096)),
                 capacity,
@@ -279,6 +288,7 @@ impl Stats {
             last_upkeep_ms: Some(self.last_upkeep_ms.load(Ordering::Relaxed)).filter(|&t| t > 0),
             connects_refused: inner.connects_refused.clone(),
             access_refused: inner.access_refused.clone(),
+            forward: self.forward.snapshot(),
         }
     }
 

@@ -70,6 +70,6 @@ pub use store::{
     RetentionRule, Store, StoreOptions,
 };
 pub use types::{
-    Bucket, DeviceInfo, DeviceTally, DiskSpace, Flushed, Generation, Health, LatestValue, NewPoint, PackWrite, Point,
-    RecordWrite, RefusalWrite, SeriesInfo, ValueKind, WriteSummary, Written,
+    Bucket, DeviceInfo, DeviceTally, DiskSpace, Flushed, Generation, GroupRecord, Health, LatestValue, NewPoint,
+    PackWrite, Point, RecordWrite, RefusalWrite, SeriesInfo, ValueKind, WriteSummary, Written,
 };

@@ -312,3 +312,7 @@ pub enum RecordWrite<'a> {
         key: &'a [u8],
     },
 }
+
+/// A record another crate writes in the batch of a group of packs, for
+/// [`crate::Store::write_group_with`]: (space, key, value), as [`RecordWrite::Put`].
+pub type GroupRecord = (&'static str, Vec<u8>, Vec<u8>);

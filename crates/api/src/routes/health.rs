@@ -122,6 +122,37 @@ pub struct Stats {
     downlinks: u64,
     mqtt: MqttRefusals,
     stream: StreamStats,
+    /// The feed to the upstream broker; absent when `[forward]` is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forward: Option<ForwardStats>,
+}
+
+/// The feed of accepted packs to the upstream broker (the regional data centre), in
+/// `GET /v1/stats`.
+#[derive(Serialize, ToSchema)]
+pub struct ForwardStats {
+    /// Connected to the upstream broker now.
+    connected: bool,
+    /// Packs accepted and not yet acknowledged upstream.
+    queued_packs: u64,
+    /// Their bytes in the store.
+    queued_bytes: u64,
+    /// Packs the upstream acknowledged since start.
+    sent_packs: u64,
+    /// Their readings.
+    sent_readings: u64,
+    /// Packs published again after a reconnect (a consumer dedupes them by `mekong-seq`).
+    resent_packs: u64,
+    /// Connection and publish errors since start.
+    errors: u64,
+    /// Packs dropped from a full outbox (still in the store), since start.
+    dropped_packs: u64,
+    /// Their readings.
+    dropped_readings: u64,
+    /// Sequence number up to which every pack is acknowledged upstream.
+    position: u64,
+    /// From acceptance to the upstream's acknowledgement, of the last pack acknowledged, in ms.
+    lag_ms: i64,
 }
 
 /// The live stream (`/v1/stream`), in `GET /v1/stats`.
@@ -185,6 +216,19 @@ pub async fn stats(State(state): State<AppState>) -> Json<Stats> {
             let f = state.feed.stats();
             StreamStats { events: f.events, clients: f.followers, dropped: f.dropped }
         },
+        forward: s.forward.map(|f| ForwardStats {
+            connected: f.connected,
+            queued_packs: f.queued_packs,
+            queued_bytes: f.queued_bytes,
+            sent_packs: f.sent_packs,
+            sent_readings: f.sent_readings,
+            resent_packs: f.resent_packs,
+            errors: f.errors,
+            dropped_packs: f.dropped_packs,
+            dropped_readings: f.dropped_readings,
+            position: f.position,
+            lag_ms: f.lag_ms,
+        }),
     })
 }
 
@@ -227,6 +271,62 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "# HELP mekong_stream_clients Clients following the live stream.\n# TYPE mekong_stream_clients gauge\nmekong_stream_clients {}",
         f.followers
     );
+    if let Some(f) = s.forward {
+        let mut metric = |name: &str, kind: &str, help: &str, value: i128| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric("mekong_forward_connected", "gauge", "1 while connected to the upstream broker.", f.connected.into());
+        metric(
+            "mekong_forward_queued_packs",
+            "gauge",
+            "Packs accepted, not yet acknowledged upstream.",
+            f.queued_packs.into(),
+        );
+        metric("mekong_forward_queued_bytes", "gauge", "Bytes of the upstream outbox.", f.queued_bytes.into());
+        metric(
+            "mekong_forward_sent_packs_total",
+            "counter",
+            "Packs acknowledged by the upstream broker.",
+            f.sent_packs.into(),
+        );
+        metric(
+            "mekong_forward_sent_readings_total",
+            "counter",
+            "Readings acknowledged by the upstream broker.",
+            f.sent_readings.into(),
+        );
+        metric(
+            "mekong_forward_resent_packs_total",
+            "counter",
+            "Packs published again after a reconnect.",
+            f.resent_packs.into(),
+        );
+        metric("mekong_forward_errors_total", "counter", "Upstream connection and publish errors.", f.errors.into());
+        metric(
+            "mekong_forward_dropped_packs_total",
+            "counter",
+            "Packs dropped from a full outbox (still in the store).",
+            f.dropped_packs.into(),
+        );
+        metric(
+            "mekong_forward_dropped_readings_total",
+            "counter",
+            "Readings dropped from a full outbox (still in the store).",
+            f.dropped_readings.into(),
+        );
+        metric(
+            "mekong_forward_position",
+            "gauge",
+            "Sequence number up to which every pack is acknowledged upstream.",
+            f.position.into(),
+        );
+        metric(
+            "mekong_forward_lag_milliseconds",
+            "gauge",
+            "Acceptance to upstream acknowledgement, of the last pack acknowledged.",
+            f.lag_ms.into(),
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP mekong_ingest_rejected_total Publishes refused, by reason.\n# TYPE mekong_ingest_rejected_total counter"

@@ -28,6 +28,7 @@ fn refused(device: &str, kind: Reason) -> Outcome {
 fn group(generation: Option<u64>) -> Handled {
     Handled {
         generation: generation.map(Generation),
+        outbox: None,
         outcomes: vec![
             accepted("a"),
             refused("b", Reason::BadTime),

@@ -10,7 +10,128 @@
 //! [`Value::DataText`], undecoded. Values the records do not read (an extension label holding
 //! an object) are skipped, nested at most [`MAX_DEPTH`] deep, so no input exhausts the stack.
 
-use super::{label, label_bit, Bases, DecodeError, DecodeOptions, Item, RawRecord, Record, RecordError};
+use core::fmt::Write as _;
+
+use super::{
+    check_entries, label, label_bit, Base, Bases, DecodeError, DecodeOptions, EncodeError, Entry, Item, RawRecord,
+    Record, RecordError, Value,
+};
+
+/// Encodes `entries` as one SenML-JSON pack into `out` (the same records as
+/// [`super::encode_entries`] writes in CBOR: base fields in the first record, a unit left out
+/// when it is the base unit, a time left out when zero) and returns the number of bytes
+/// written. Strings are escaped as RFC 8259 asks; numbers are written in Rust's shortest
+/// form that reads back to the same `f64`. Needs no allocator.
+pub fn encode_pack(out: &mut [u8], base: &Base<'_>, entries: &[Entry<'_>]) -> Result<usize, EncodeError> {
+    check_entries(base, entries, |e| *e)?;
+    let mut w = SliceWriter { out, len: 0 };
+    w.raw("[")?;
+    for (i, e) in entries.iter().enumerate() {
+        w.raw(if i == 0 { "{" } else { ",{" })?;
+        if i == 0 {
+            if let Some(bn) = base.name {
+                w.raw("\"bn\":")?;
+                w.string(bn)?;
+                w.raw(",")?;
+            }
+            if let Some(bt) = base.time {
+                w.raw("\"bt\":")?;
+                w.number(bt)?;
+                w.raw(",")?;
+            }
+            if let Some(bu) = base.unit {
+                w.raw("\"bu\":")?;
+                w.string(bu)?;
+                w.raw(",")?;
+            }
+        }
+        w.raw("\"n\":")?;
+        w.string(e.name)?;
+        if let Some(u) = e.unit.filter(|u| Some(*u) != base.unit) {
+            w.raw(",\"u\":")?;
+            w.string(u)?;
+        }
+        match e.value {
+            Value::Bool(b) => w.raw(if b { ",\"vb\":true" } else { ",\"vb\":false" })?,
+            Value::Number(v) | Value::SumOnly(v) => {
+                w.raw(",\"v\":")?;
+                w.number(v)?;
+            }
+            // Refused by `check_entries`.
+            Value::String(_) | Value::Data(_) | Value::DataText(_) => {}
+        }
+        if e.time != 0.0 {
+            w.raw(",\"t\":")?;
+            w.number(e.time)?;
+        }
+        w.raw("}")?;
+    }
+    w.raw("]")?;
+    Ok(w.len)
+}
+
+/// A writer into a caller's buffer that fails once it is full.
+struct SliceWriter<'o> {
+    out: &'o mut [u8],
+    len: usize,
+}
+
+impl SliceWriter<'_> {
+    fn raw(&mut self, s: &str) -> Result<(), EncodeError> {
+        let end = self.len.checked_add(s.len()).filter(|&e| e <= self.out.len()).ok_or(EncodeError::BufferFull)?;
+        self.out[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+
+    fn string(&mut self, s: &str) -> Result<(), EncodeError> {
+        self.raw("\"")?;
+        let mut start = 0;
+        for (i, c) in s.char_indices() {
+            let escape = match c {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                c if (c as u32) < 0x20 => "",
+                _ => continue,
+            };
+            self.raw(&s[start..i])?;
+            if escape.is_empty() {
+                write!(self, "\\u{:04x}", c as u32).map_err(|_| EncodeError::BufferFull)?;
+            } else {
+                self.raw(escape)?;
+            }
+            start = i + c.len_utf8();
+        }
+        self.raw(&s[start..])?;
+        self.raw("\"")
+    }
+
+    fn number(&mut self, v: f64) -> Result<(), EncodeError> {
+        const EXACT_INT: f64 = 9_007_199_254_740_992.0; // 2^53
+        let before = self.len;
+        // Integers as integers (`42`, not `42.0`); `-0.0` keeps its sign as a float.
+        let written = if v.abs() < EXACT_INT && (v as i64) as f64 == v && !(v == 0.0 && v.is_sign_negative()) {
+            write!(self, "{}", v as i64)
+        } else {
+            // `{:?}` is the shortest text that reads back to `v`, in JSON's number grammar
+            // for finite values (`0.1`, `-0.0`, `1e300`, `1.5e-7`).
+            write!(self, "{v:?}")
+        };
+        match written {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.len = before;
+                Err(EncodeError::BufferFull)
+            }
+        }
+    }
+}
+
+impl core::fmt::Write for SliceWriter<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.raw(s).map_err(|_| core::fmt::Error)
+    }
+}
 
 /// How deeply arrays and objects may nest inside a record's field.
 pub const MAX_DEPTH: usize = 32;

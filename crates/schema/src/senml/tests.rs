@@ -393,3 +393,52 @@ fn non_numeric_values_reach_the_sink_which_may_refuse_them() {
     assert_eq!(record_error(&input), (0, RecordError::Refused("only numbers")));
     assert_eq!(decode(&input).unwrap_err().kind(), crate::Reason::UnsupportedValue);
 }
+
+#[test]
+fn entries_of_numbers_and_booleans_decode_back_from_cbor_and_json() {
+    let base = Base { name: Some("urn:dev:mekong:pump-7:"), time: Some(1_790_000_000.5), unit: None };
+    let entries = [
+        Entry { name: "water_level", unit: Some("cm"), value: Value::Number(182.4), time: 0.0 },
+        Entry { name: "pump_on", unit: None, value: Value::Bool(true), time: 10.0 },
+        Entry { name: "pump_on", unit: None, value: Value::Bool(false), time: 20.25 },
+        Entry { name: "count", unit: Some("1/min"), value: Value::Number(-0.0), time: -1.0 },
+        Entry { name: "tiny", unit: None, value: Value::Number(1.5e-7), time: 0.0 },
+    ];
+    let mut cbor = [0u8; 512];
+    let n = encode_entries(&mut cbor, &base, &entries).unwrap();
+    let mut json = [0u8; 512];
+    let m = json::encode_pack(&mut json, &base, &entries).unwrap();
+    let text = core::str::from_utf8(&json[..m]).unwrap();
+    assert_eq!(
+        text,
+        r#"[{"bn":"urn:dev:mekong:pump-7:","bt":1790000000.5,"n":"water_level","u":"cm","v":182.4},{"n":"pump_on","vb":true,"t":10},{"n":"pump_on","vb":false,"t":20.25},{"n":"count","u":"1/min","v":-0.0,"t":-1},{"n":"tiny","v":1.5e-7}]"#
+    );
+    for bytes in [&cbor[..n], &json[..m]] {
+        let mut got = Vec::new();
+        crate::senml::decode(bytes, DecodeOptions { now: 1_790_000_100.0, max_records: 16 }, &mut |r: Record<'_>| {
+            let mut buf = [0u8; MAX_NAME_LEN];
+            got.push((r.name_into(&mut buf).to_string(), r.unit.map(String::from), r.value, r.time));
+            Ok(())
+        })
+        .unwrap();
+        let name = |n: &str| std::format!("urn:dev:mekong:pump-7:{n}");
+        assert_eq!(
+            got,
+            [
+                (name("water_level"), Some("cm".into()), Value::Number(182.4), 1_790_000_000.5),
+                (name("pump_on"), None, Value::Bool(true), 1_790_000_010.5),
+                (name("pump_on"), None, Value::Bool(false), 1_790_000_020.75),
+                (name("count"), Some("1/min".into()), Value::Number(-0.0), 1_789_999_999.5),
+                (name("tiny"), None, Value::Number(1.5e-7), 1_790_000_000.5),
+            ]
+        );
+    }
+    let mut escaped = [0u8; 64];
+    let quoted = [Entry { name: "a\"b\\c\u{1}", unit: None, value: Value::Bool(true), time: 0.0 }];
+    let k = json::encode_pack(&mut escaped, &Base::default(), &quoted).unwrap();
+    assert_eq!(&escaped[..k], br#"[{"n":"a\"b\\c\u0001","vb":true}]"#);
+    let strings = [Entry { value: Value::String("x"), ..entries[0] }];
+    assert_eq!(encode_entries(&mut cbor, &base, &strings), Err(EncodeError::Unsupported("string")));
+    assert_eq!(json::encode_pack(&mut [0u8; 8], &base, &entries), Err(EncodeError::BufferFull));
+    assert_eq!(encode_entries(&mut [0u8; 8], &base, &entries), Err(EncodeError::BufferFull));
+}

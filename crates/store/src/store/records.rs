@@ -7,7 +7,7 @@ use crate::{keys, Flushed, RecordWrite, StoreError};
 /// A record read back: its key within its space, and its value.
 pub type Record = (Vec<u8>, Vec<u8>);
 
-fn check(space: &str) -> Result<(), StoreError> {
+pub(super) fn check(space: &str) -> Result<(), StoreError> {
     match space.is_empty() || space.contains('\0') {
         true => Err(StoreError::RecordSpace(space.to_owned())),
         false => Ok(()),
@@ -73,7 +73,38 @@ impl Store {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use crate::{compact, RecordWrite, Store, StoreError, StoreOptions};
+    use crate::{compact, NewPoint, PackWrite, RecordWrite, Store, StoreError, StoreOptions, ValueKind};
+
+    #[test]
+    fn records_of_a_group_are_written_in_its_batch_from_what_its_packs_became() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        let p = |t| NewPoint { metric: "m", unit: Some("cm"), time_ms: t, value: 1.0, value_kind: ValueKind::Number };
+        let first = [p(1_000), p(2_000)];
+        let other_unit = [NewPoint { unit: Some("m"), ..p(3_000) }];
+        let again = [p(2_000), p(4_000)];
+        let pack = |points| PackWrite { device: "d", kind: "k", seen_ms: 5_000, points, seq: None };
+        let mut seen = Vec::new();
+        store
+            .write_group_with(&[pack(&first), pack(&other_unit), pack(&again)], &[], |results, duplicates| {
+                seen = results.iter().map(|r| r.as_ref().map(|s| s.stored).ok()).collect();
+                seen.push(Some(duplicates.len()));
+                vec![("t.outbox", b"1".to_vec(), vec![duplicates.len() as u8])]
+            })
+            .unwrap();
+        assert_eq!(seen, [Some(2), None, Some(1), Some(1)]);
+        assert!(matches!(
+            store.write_group_with(&[pack(&[p(9_000)])], &[], |_, _| vec![("", Vec::new(), Vec::new())]),
+            Err(StoreError::RecordSpace(_))
+        ));
+        store.flush().unwrap();
+        drop(store);
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(store.scan_records("t.outbox").unwrap(), vec![(b"1".to_vec(), vec![1])]);
+        // The refused group wrote nothing, not even its points.
+        assert_eq!(store.point_count(), 3);
+    }
 
     #[test]
     fn records_survive_a_reopen_and_a_compaction_and_spaces_stay_apart() {

@@ -6,8 +6,8 @@ use super::meta::{DeviceMeta, SeriesMeta, State};
 use super::read::scan_chunks;
 use super::{Opened, Store};
 use crate::{
-    chunk, keys, DeviceTally, NewPoint, PackRefused, PackWrite, RefusalWrite, StoreError, WriteError, WriteSummary,
-    Written,
+    chunk, keys, DeviceTally, GroupRecord, NewPoint, PackRefused, PackWrite, RefusalWrite, StoreError, WriteError,
+    WriteSummary, Written,
 };
 
 /// Changes of a group of packs not yet applied.
@@ -59,6 +59,20 @@ impl Store {
         packs: &[PackWrite<'a>],
         refusals: &[RefusalWrite<'a>],
     ) -> Result<Written, StoreError> {
+        self.write_group_with(packs, refusals, |_, _| Vec::new())
+    }
+
+    /// [`Store::write_group`], and in the same atomic batch the records that `records` makes
+    /// from what the group's packs became (each pack's result, and the (pack, point) indexes
+    /// of the points already stored), so that another crate's record of an accepted pack (the
+    /// forwarder's outbox) is durable exactly when the pack is. A record in a space that is
+    /// not valid fails the group as [`StoreError::RecordSpace`], before anything is written.
+    pub fn write_group_with<'a>(
+        &self,
+        packs: &[PackWrite<'a>],
+        refusals: &[RefusalWrite<'a>],
+        records: impl FnOnce(&[Result<WriteSummary, PackRefused>], &[(usize, usize)]) -> Vec<GroupRecord>,
+    ) -> Result<Written, StoreError> {
         let mut state = self.state();
         let opened = self.writable(&mut state)?;
         let mut group = Staged::default();
@@ -96,6 +110,10 @@ impl Store {
             value[..8].copy_from_slice(&seq.to_be_bytes());
             value[8..].copy_from_slice(id);
             batch.insert(keys::seq(device), &value);
+        }
+        for (space, key, value) in records(&results, &duplicates) {
+            super::records::check(space)?;
+            batch.insert(keys::record(space, &key), value);
         }
         self.apply(&opened, batch)?;
 
