@@ -46,6 +46,7 @@
 
 mod chunk;
 mod codec;
+mod dayfile;
 mod error;
 mod keys;
 mod rollup;

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{open_db, Store, StoreError, StoreOptions, TREE};
+use super::{days, open_db, Store, StoreError, StoreOptions, TREE};
 
 /// Entries copied per batch.
 const BATCH: usize = 10_000;
@@ -96,6 +96,16 @@ pub fn compact_with_progress(
         db.flush()?;
         (entries, entry_bytes)
     };
+    // The day files are compact already and never change: linked, not copied, so the old
+    // directory stays whole until the swap.
+    let files = path.join(days::DIR);
+    if files.exists() {
+        std::fs::create_dir_all(fresh.join(days::DIR))?;
+        for entry in std::fs::read_dir(&files)? {
+            let entry = entry?;
+            std::fs::hard_link(entry.path(), fresh.join(days::DIR).join(entry.file_name()))?;
+        }
+    }
     drop(store);
     if old.exists() {
         std::fs::remove_dir_all(&old)?;

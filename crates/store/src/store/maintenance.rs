@@ -12,6 +12,9 @@
 //! reason. Both passes take the write lock one window, day or batch of deletions at a time, so
 //! ingest waits for at most that much work.
 
+use std::collections::{BTreeSet, HashMap};
+
+use super::read::scan_chunks;
 use super::{Opened, Store};
 use crate::{chunk, keys, rollup, Bucket, StoreError};
 
@@ -77,21 +80,56 @@ type Chunks = (Vec<sled::IVec>, Vec<(i64, f64)>);
 /// Deletions per batch while expiring, so that one pass never holds the lock for long.
 const EXPIRE_BATCH: usize = 1_000;
 
+/// What [`Store::fold_next`] found to do next for one series.
+enum Next {
+    /// Nothing: the series is folded up to the pass's end.
+    Done,
+    /// It folded a window; there may be more.
+    Again,
+    /// The next chunks are in the closed day starting here, which goes into its day file with
+    /// every other series' ([`Store::fold_day`]).
+    Day(i64),
+}
+
 impl Store {
     /// Folds every window, of every series, that ends at or before `before_ms` and is not
-    /// folded yet. Pass a time a little before now, so that points still arriving for the
-    /// current window do not reopen it at once (they would be folded again next time).
-    /// `keep_going` is asked before each series; false ends the pass early (at shutdown), and
-    /// the next pass goes on from there.
+    /// folded yet: the hours of the current day into hour blocks in sled, and each closed day
+    /// into its day file (all series of the day at once). Pass a time a little before now, so
+    /// that points still arriving for the current window do not reopen it at once (they would
+    /// be folded again next time). `keep_going` is asked before each series and day; false
+    /// ends the pass early (at shutdown), and the next pass goes on from there.
     pub fn fold(&self, before_ms: i64, mut keep_going: impl FnMut() -> bool) -> Result<FoldReport, StoreError> {
         let mut report = FoldReport::default();
-        for (device, metric) in self.series_names() {
-            if !keep_going() {
-                break;
+        // Each round folds the series up to their first closed day with chunks, then those
+        // days; a backlog of n closed days takes n rounds.
+        loop {
+            let mut pending = BTreeSet::new();
+            for (device, metric) in self.series_names() {
+                if !keep_going() {
+                    return Ok(report);
+                }
+                loop {
+                    match self.fold_next(&device, &metric, before_ms, &mut report)? {
+                        Next::Again => {}
+                        Next::Done => break,
+                        Next::Day(day) => {
+                            pending.insert(day);
+                            break;
+                        }
+                    }
+                }
             }
-            while self.fold_next(&device, &metric, before_ms, &mut report)? {}
+            let days_before = report.days;
+            for &day in &pending {
+                if !keep_going() {
+                    return Ok(report);
+                }
+                self.fold_day(day, &mut report)?;
+            }
+            if pending.is_empty() || report.days == days_before {
+                return Ok(report);
+            }
         }
-        Ok(report)
     }
 
     fn series_names(&self) -> Vec<(String, String)> {
@@ -100,24 +138,24 @@ impl Store {
     }
 
     /// Folds the first window of one series at or after its folded mark that ends by
-    /// `before_ms` (its whole day, once the day has closed), or moves the mark up to
-    /// `before_ms`'s window when there is none; false once nothing is left to do.
+    /// `before_ms`, or moves the mark up to `before_ms`'s window when there is none, or up to
+    /// the closed day that holds its next chunks (and names that day).
     fn fold_next(
         &self,
         device: &str,
         metric: &str,
         before_ms: i64,
         report: &mut FoldReport,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Next, StoreError> {
         let mut state = self.state();
         let opened = self.writable(&mut state)?;
         let Some(mut meta) = state.meta(device, metric).cloned() else {
-            return Ok(false);
+            return Ok(Next::Done);
         };
         let id = meta.id;
         let end = chunk::window_start(before_ms);
         if meta.folded_to_ms >= end {
-            return Ok(false);
+            return Ok(Next::Done);
         }
         let next = opened.tree.range(keys::chunk_from(id, meta.folded_to_ms)..keys::chunk_from(id, end)).next();
         let window = match next {
@@ -129,44 +167,41 @@ impl Store {
             }
         };
         let mut batch = sled::Batch::default();
-        match window {
-            None => meta.folded_to_ms = end,
+        let next = match window {
+            None => {
+                meta.folded_to_ms = end;
+                Next::Done
+            }
             Some(window) => {
                 let day = chunk::day_start(window);
-                let day_end = day.saturating_add(chunk::DAY_MS);
-                // A day block holds points of every hour of its day, so once one exists an
-                // hour of that day cannot be folded alone.
-                if day_end <= end || Self::has_day_block(&opened, id, day)? {
-                    self.fold_day(&opened, id, day, &mut batch, report)?;
-                    meta.folded_to_ms = day_end.min(end);
+                // A day that has closed, or has a file already (then its hours cannot be
+                // folded alone), is folded whole, into its file.
+                if day.saturating_add(chunk::DAY_MS) <= end || opened.days.generation(day).is_some() {
+                    // Nothing lies between the mark and that day but folded windows.
+                    if meta.folded_to_ms >= day {
+                        return Ok(Next::Day(day));
+                    }
+                    meta.folded_to_ms = day;
+                    Next::Day(day)
                 } else {
                     self.fold_hour(&opened, id, window, &mut batch, report)?;
                     meta.folded_to_ms = window.saturating_add(chunk::WINDOW_MS);
+                    Next::Again
                 }
             }
-        }
+        };
         batch.insert(keys::series(device, metric), meta.encode());
         self.apply(&opened, batch)?;
         let folded_to_ms = meta.folded_to_ms;
         if let Some(m) = state.series.get_mut(device).and_then(|s| s.get_mut(metric)) {
             m.folded_to_ms = folded_to_ms;
         }
-        Ok(window.is_some())
-    }
-
-    fn has_day_block(opened: &Opened, id: u32, day: i64) -> Result<bool, StoreError> {
-        let range = keys::chunk_from(id, day)..keys::chunk_from(id, day.saturating_add(chunk::DAY_MS));
-        for entry in opened.tree.range(range) {
-            if keys::is_day_block(&entry?.0) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(next)
     }
 
     /// The chunks of series `id` whose first time is in `[from_ms, to_ms)`, and their points
     /// sorted by time, each time once.
-    fn chunks_in(opened: &Opened, id: u32, from_ms: i64, to_ms: i64) -> Result<Chunks, StoreError> {
+    pub(super) fn chunks_in(opened: &Opened, id: u32, from_ms: i64, to_ms: i64) -> Result<Chunks, StoreError> {
         let mut chunks = Vec::new();
         let mut points: Vec<(i64, u64, f64)> = Vec::new();
         let mut decoded = Vec::new();
@@ -186,27 +221,16 @@ impl Store {
         Ok((chunks, points.into_iter().map(|(t, _, v)| (t, v)).collect()))
     }
 
-    /// Replaces `chunks` by one block of `points` (unless it is one already, of the right
-    /// kind), in `batch`.
-    fn rewrite(
-        opened: &Opened,
-        id: u32,
-        chunks: &[sled::IVec],
-        points: &[(i64, f64)],
-        day: bool,
-        batch: &mut sled::Batch,
-    ) {
+    /// Replaces `chunks` by one hour block of `points` (unless it is one already), in `batch`.
+    fn rewrite(opened: &Opened, id: u32, chunks: &[sled::IVec], points: &[(i64, f64)], batch: &mut sled::Batch) {
         let Some(&(t0, _)) = points.first() else { return };
-        if let [only] = chunks {
-            if keys::is_day_block(only) == day {
-                return;
-            }
+        if chunks.len() == 1 {
+            return;
         }
         for key in chunks {
             batch.remove(key.as_ref());
         }
-        let flag = if day { keys::DAY_BLOCK } else { 0 };
-        batch.insert(&keys::chunk(id, t0, opened.chunk_id() | flag), chunk::encode(points));
+        batch.insert(&keys::chunk(id, t0, opened.chunk_id()), chunk::encode(points));
     }
 
     /// Adds to `batch` what makes hour `window` of series `id` one block, with its rollup in
@@ -232,7 +256,7 @@ impl Store {
         if chunks.len() == 1 && hours.iter().any(|h| h.start_ms == window && h.count == rollup.count) {
             return Ok(());
         }
-        Self::rewrite(opened, id, &chunks, &points, false, batch);
+        Self::rewrite(opened, id, &chunks, &points, batch);
         hours.retain(|h| h.start_ms != window);
         hours.push(rollup);
         hours.sort_unstable_by_key(|h| h.start_ms);
@@ -243,45 +267,16 @@ impl Store {
         Ok(())
     }
 
-    /// Adds to `batch` what makes day `day` of series `id` one block, with the rollups of all
-    /// its hours.
-    fn fold_day(
-        &self,
-        opened: &Opened,
-        id: u32,
-        day: i64,
-        batch: &mut sled::Batch,
-        report: &mut FoldReport,
-    ) -> Result<(), StoreError> {
-        // Already one day block with its rollups (the mark was moved back for a late point
-        // in an earlier day): nothing to do.
-        let end = day.saturating_add(chunk::DAY_MS);
-        let mut keys_in_day = opened.tree.range(keys::chunk_from(id, day)..keys::chunk_from(id, end)).take(2);
-        let first = keys_in_day.next().transpose()?;
-        let second = keys_in_day.next().transpose()?;
-        if let (Some((key, _)), None) = (&first, &second) {
-            if keys::is_day_block(key) && opened.tree.contains_key(keys::rollup(id, day))? {
-                return Ok(());
-            }
-        }
-        let (chunks, points) = Self::chunks_in(opened, id, day, end)?;
-        if points.is_empty() {
-            return Ok(());
-        }
-        Self::rewrite(opened, id, &chunks, &points, true, batch);
-        batch.insert(&keys::rollup(id, day), rollup::encode(day, &hourly(&points)));
-        report.days += 1;
-        report.chunks_in += chunks.len() as u64;
-        report.points += points.len() as u64;
-        Ok(())
-    }
-
     /// Drops, for every series a rule of `policy` applies to, the folded days of raw points
     /// that ended more than the rule's `raw_ms` before `now_ms`, and the days of rollups older
     /// than its `rollups_ms`. A day not folded yet is kept until it is, so its rollups exist
-    /// first.
+    /// first. A day file goes once every series in it is dropped, and is rewritten without
+    /// the dropped ones before that.
     pub fn expire(&self, now_ms: i64, policy: &RetentionPolicy) -> Result<ExpireReport, StoreError> {
         let mut report = ExpireReport::default();
+        // Series id -> the end of the days of raw points it drops.
+        let mut limits = HashMap::new();
+        let mut touched = BTreeSet::new();
         for (device, metric) in self.series_names() {
             let rule = {
                 let state = self.state();
@@ -293,24 +288,35 @@ impl Store {
             };
             if let Some(raw_ms) = rule.raw_ms {
                 let cutoff = chunk::day_start(now_ms.saturating_sub(raw_ms));
-                while self.expire_points(&device, &metric, cutoff, &mut report)? {}
+                while self.expire_points(&device, &metric, cutoff, &mut report, &mut touched)? {}
+                let state = self.state();
+                if let Some(m) = state.meta(&device, &metric) {
+                    // Whole days only, and only folded ones.
+                    limits.insert(m.id, cutoff.min(chunk::day_start(m.folded_to_ms)));
+                }
             }
             if let Some(rollups_ms) = rule.rollups_ms {
                 let cutoff = chunk::day_start(now_ms.saturating_sub(rollups_ms));
                 while self.expire_rollups(&device, &metric, cutoff, &mut report)? {}
             }
         }
+        self.expire_files(&limits, &mut report, &mut touched)?;
+        for (device, metric) in touched {
+            self.refresh_first(&device, &metric)?;
+        }
         Ok(report)
     }
 
-    /// Drops up to [`EXPIRE_BATCH`] blocks of one series before `cutoff` (and before its folded
-    /// mark); true if there may be more.
+    /// Drops up to [`EXPIRE_BATCH`] chunks in sled of one series before `cutoff` (and before
+    /// its folded mark): late points and hour blocks of days that have since expired; true if
+    /// there may be more.
     fn expire_points(
         &self,
         device: &str,
         metric: &str,
         cutoff: i64,
         report: &mut ExpireReport,
+        touched: &mut BTreeSet<(String, String)>,
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
         let opened = self.writable(&mut state)?;
@@ -318,7 +324,6 @@ impl Store {
             return Ok(false);
         };
         let id = meta.id;
-        // Whole days only: a day block holds a day's points under the time of its first.
         let limit = cutoff.min(chunk::day_start(meta.folded_to_ms));
         let mut batch = sled::Batch::default();
         let (mut blocks, mut points) = (0usize, 0u64);
@@ -335,19 +340,6 @@ impl Store {
             return Ok(false);
         }
         meta.count = meta.count.saturating_sub(points);
-        let after = opened.tree.range(keys::chunk_from(id, limit)..keys::chunk_from(id, i64::MAX)).next();
-        let first_after = match after {
-            None => None,
-            Some(entry) => {
-                let (key, _) = entry?;
-                keys::parse_chunk(&key).map(|(_, first_ms)| first_ms)
-            }
-        };
-        // The first point left is in the first chunk left, except when older blocks remain
-        // (this pass stopped at its batch size): then the next pass sets it.
-        if blocks < EXPIRE_BATCH {
-            meta.first_ms = first_after.unwrap_or(meta.last_ms);
-        }
         batch.insert(keys::series(device, metric), meta.encode());
         let device_meta = state.devices.get(device).cloned().map(|mut d| {
             d.points = d.points.saturating_sub(points);
@@ -361,9 +353,41 @@ impl Store {
             state.devices.insert(device.to_owned(), d);
         }
         state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+        touched.insert((device.to_owned(), metric.to_owned()));
         report.blocks += blocks as u64;
         report.points += points;
         Ok(blocks == EXPIRE_BATCH)
+    }
+
+    /// Sets the first time of one series to that of its first point left, after expiry.
+    fn refresh_first(&self, device: &str, metric: &str) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let opened = self.writable(&mut state)?;
+        let Some(mut meta) = state.meta(device, metric).cloned() else {
+            return Ok(());
+        };
+        let mut first: Option<i64> = None;
+        scan_chunks(&opened, meta.id, i64::MIN, i64::MAX, |first_ms, points| {
+            if first.is_some_and(|f| first_ms > f) {
+                return false;
+            }
+            let min = points.iter().map(|p| p.0).min();
+            first = match (first, min) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            true
+        })?;
+        let first_ms = first.unwrap_or(meta.last_ms);
+        if first_ms == meta.first_ms {
+            return Ok(());
+        }
+        meta.first_ms = first_ms;
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::series(device, metric), meta.encode());
+        self.apply(&opened, batch)?;
+        state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+        Ok(())
     }
 
     /// Drops up to [`EXPIRE_BATCH`] rollups of one series before `cutoff`; true if there may be
@@ -395,7 +419,7 @@ impl Store {
 }
 
 /// The hourly buckets of points sorted by time.
-fn hourly(points: &[(i64, f64)]) -> Vec<Bucket> {
+pub(super) fn hourly(points: &[(i64, f64)]) -> Vec<Bucket> {
     let mut out: Vec<Bucket> = Vec::new();
     for &(t, v) in points {
         let start = chunk::window_start(t);

@@ -237,6 +237,14 @@ fn chunk_keys(store: &Store) -> usize {
     store.current().unwrap().tree.scan_prefix([keys::POINT]).count()
 }
 
+/// The day files in the store's directory (named by sled or not).
+fn day_files(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join(days::DIR)) else { return Vec::new() };
+    let mut names: Vec<String> = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
 /// Aggregates over random late writes, random folds, random ranges and random steps equal a
 /// brute-force computation over a model. Values are quarters, so sums are exact in any order
 /// (rollups add them in another order than the points).
@@ -329,10 +337,14 @@ fn retention_drops_old_raw_points_then_old_rollups_and_nothing_else() {
     // Nothing is expired before it is folded: its rollup must exist first.
     assert_eq!(store.expire(now, &policy).unwrap(), ExpireReport::default());
     let folded = store.fold(now, || true).unwrap();
-    assert_eq!((folded.days, folded.hours), (2 * 4, 0), "every day has closed");
-    assert_eq!(chunk_keys(&store), 2 * 4, "one block a day");
+    assert_eq!((folded.days, folded.hours), (4, 0), "every day has closed");
+    assert_eq!(chunk_keys(&store), 0, "the days are in their files");
+    assert_eq!(day_files(dir.path()).len(), 4, "one file a day");
     let report = store.expire(now, &policy).unwrap();
     assert_eq!(report, ExpireReport { blocks: 3, points: 3 * 144, rollups: 2 });
+    // The files of the first three days are rewritten without the water series.
+    assert_eq!(day_files(dir.path()).len(), 4);
+    assert_eq!(store.current().unwrap().days.read().values().filter(|&&g| g == 2).count(), 3);
 
     // Raw points: only the last day is left, untouched.
     let w = store.points("w", "water_level", i64::MIN, i64::MAX, 1000).unwrap().unwrap();
@@ -398,7 +410,8 @@ fn a_closed_day_becomes_one_block_and_a_late_point_refolds_the_whole_day() {
     assert_eq!(store.fold(day + 5 * chunk::WINDOW_MS, || true).unwrap().hours, 5);
     let report = store.fold(day + 2 * chunk::DAY_MS, || true).unwrap();
     assert_eq!((report.days, report.hours, report.points), (2, 0, 2 * 1440));
-    assert_eq!(chunk_keys(&store), 2);
+    assert_eq!(chunk_keys(&store), 0);
+    assert_eq!(day_files(dir.path()), ["2026-09-21.1.mkb", "2026-09-22.1.mkb"]);
     let all = |store: &Store| store.points("w", "water_level", i64::MIN, i64::MAX, 10_000).unwrap().unwrap();
     assert_eq!(all(&store).len(), 2 * 1440);
     // A range inside the day block, starting mid-hour.
@@ -416,8 +429,9 @@ fn a_closed_day_becomes_one_block_and_a_late_point_refolds_the_whole_day() {
     let fresh = by_hour(&store);
     assert_eq!((fresh[5].start_ms, fresh[5].count, fresh[5].max), (hour5, 61, 50.0), "no stale rollup");
     let report = store.fold(day + 2 * chunk::DAY_MS, || true).unwrap();
-    assert_eq!((report.days, report.chunks_in), (1, 2), "the day block and the late chunk");
-    assert_eq!(chunk_keys(&store), 2);
+    assert_eq!((report.days, report.chunks_in), (1, 1), "the late chunk, into the day's file");
+    assert_eq!(chunk_keys(&store), 0);
+    assert_eq!(day_files(dir.path()), ["2026-09-21.2.mkb", "2026-09-22.1.mkb"]);
     assert_eq!(by_hour(&store), fresh);
     assert_eq!(all(&store).len(), 2 * 1440 + 1);
 }
@@ -609,12 +623,13 @@ fn all_keys(store: &Store) -> Vec<Vec<u8>> {
 }
 
 #[test]
-fn removing_a_device_removes_all_it_stored_and_nothing_else_and_its_id_can_be_reused() {
+fn removing_a_device_removes_all_it_stored_and_nothing_else_and_no_new_series_sees_it() {
     const HOUR: i64 = 3_600_000;
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
-        // "a" first, so that "b" has the highest series ids, which a new opening reuses.
+        // "a" first, so that "b" has the highest series ids, the ones a new opening would reuse
+        // if it counted from the series left.
         store.write("a", "water", T0, &[p("water_level", T0, 1.0)]).unwrap();
         let before_b = all_keys(&store);
         // Two days of b, folded (day blocks, hour blocks, rollups) and a fresh chunk; signed.
@@ -654,15 +669,20 @@ fn removing_a_device_removes_all_it_stored_and_nothing_else_and_its_id_can_be_re
         assert!(store.latest(None).iter().all(|l| l.device != "b"));
         // Nothing of b is left in the tree: the keys are a's and the store's own.
         let keep_only = all_keys(&store);
-        let of_a = |k: &[u8]| matches!(k[0], keys::POINT | keys::ROLLUP) && k[1..5] == 0u32.to_be_bytes();
+        // b's blocks in the day files stay until those files are rewritten: its ids are never
+        // given to another series.
+        let of_a = |k: &[u8]| {
+            (matches!(k[0], keys::POINT | keys::ROLLUP) && k[1..5] == 0u32.to_be_bytes())
+                || k[0] == keys::DAY_FILE
+                || k == keys::NEXT_SERIES
+        };
         let extra: Vec<_> = keep_only.iter().filter(|k| !before_b.contains(k) && !of_a(k)).collect();
         assert!(keep_only.iter().any(|k| k[0] == keys::ROLLUP), "the fold wrote rollups (of a)");
         assert!(extra.is_empty(), "left behind: {extra:?}");
         assert_eq!(store.points("a", "water_level", i64::MIN, i64::MAX, 10).unwrap().unwrap().len(), 2);
         store.flush().unwrap();
     }
-    // Reopened, b is still gone, and its id is taken afresh: a new series gets b's old ids
-    // and none of b's points.
+    // Reopened, b is still gone, and new series get new ids and none of b's points.
     let store = open(dir.path());
     assert!(store.device("b").is_none());
     assert_eq!(store.device("a").unwrap().points, 2);
