@@ -741,3 +741,58 @@ fn a_boolean_series_keeps_its_kind_and_refuses_numbers() {
         .unwrap_err();
     assert!(matches!(err, WriteError::Refused(PackRefused::ValueKindMismatch { .. })));
 }
+
+/// A day file cut short or with a flipped bit is an error naming the file, on the reads that
+/// need it, never a panic and never fewer points; a missing one stops the opening; files the
+/// store does not use (a fold killed before its batch) are deleted at open.
+#[test]
+fn a_damaged_day_file_is_reported_by_name_and_strays_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = chunk::day_start(T0);
+    {
+        let store = open(dir.path());
+        let points: Vec<_> = (0..2 * 144).map(|i| p("water_level", day + i * 600_000, i as f64)).collect();
+        store.write("w", "water", T0, &points).unwrap();
+        store.fold(day + 3 * chunk::DAY_MS, || true).unwrap();
+        store.flush().unwrap();
+    }
+    let files = day_files(dir.path());
+    assert_eq!(files.len(), 2);
+    let blocks = dir.path().join(days::DIR);
+    // Strays: a temporary file, and a file of a generation sled does not name.
+    std::fs::write(blocks.join("2026-09-21.7.mkb.tmp"), b"half").unwrap();
+    std::fs::write(blocks.join("2026-09-21.7.mkb"), b"whole but unnamed").unwrap();
+    std::fs::write(blocks.join("README"), b"an operator's note").unwrap();
+    drop(open(dir.path()));
+    let mut expected = files.clone();
+    expected.push("README".into());
+    expected.sort();
+    assert_eq!(day_files(dir.path()), expected);
+
+    let first = blocks.join(&files[0]);
+    let whole = std::fs::read(&first).unwrap();
+    let bad_reads = |bytes: &[u8]| {
+        std::fs::write(&first, bytes).unwrap();
+        let store = open(dir.path());
+        let err = store.points("w", "water_level", i64::MIN, i64::MAX, 1000).unwrap_err();
+        assert!(matches!(&err, StoreError::DayFile { file, .. } if file == &first), "{err}");
+        assert!(err.to_string().contains(&files[0]), "{err}");
+        // The other day still reads, and so does the metadata.
+        let second = store.points("w", "water_level", day + chunk::DAY_MS, i64::MAX, 1000).unwrap().unwrap();
+        assert_eq!(second.len(), 144);
+        assert_eq!(store.series("w", "water_level").unwrap().count, 288);
+        // A late point into the damaged day cannot be checked for a duplicate: refused, not
+        // stored twice.
+        assert!(store.write("w", "water", T0, &[p("water_level", day + 1, 0.5)]).is_err());
+    };
+    bad_reads(&whole[..whole.len() - 3]);
+    let mut flipped = whole.clone();
+    flipped[20] ^= 1;
+    bad_reads(&flipped);
+    std::fs::write(&first, &whole).unwrap();
+    assert_eq!(open(dir.path()).points("w", "water_level", i64::MIN, i64::MAX, 1000).unwrap().unwrap().len(), 288);
+
+    std::fs::remove_file(&first).unwrap();
+    let err = Store::open(dir.path(), &StoreOptions::default()).unwrap_err();
+    assert!(matches!(&err, StoreError::DayFile { file, reason } if file == &first && reason == "missing"), "{err}");
+}
