@@ -30,20 +30,23 @@ impl Store {
         self.inner.upkeep.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Folds closed day `day` of every series into its day file: the file's blocks so far,
-    /// and the day's chunks in sled, as one file; the chunks go, the day's rollups are
-    /// written from the same points.
-    pub(super) fn fold_day(&self, day: i64, report: &mut FoldReport) -> Result<(), StoreError> {
+    /// Folds the windows of day `day` before `end` (the whole day once it has closed), of
+    /// every series, into the day's file: the file's blocks so far and the chunks of those
+    /// windows in sled, as one file; the chunks go, the day's rollups are written from the
+    /// same points.
+    pub(super) fn fold_day(&self, day: i64, end: i64, report: &mut FoldReport) -> Result<(), StoreError> {
         let _upkeep = self.upkeep();
         let opened = self.current()?;
         let live = self.series_ids();
         let mut counts = FoldReport::default();
-        let Some(built) = build_day(&opened, day, &live, "fold", &mut counts)? else {
+        let upto = end.min(day.saturating_add(chunk::DAY_MS));
+        let Some(built) = build_day(&opened, day, upto, &live, "fold", &mut counts)? else {
             return Ok(());
         };
         let mut state = self.state();
         if self.commit(&opened, &mut state, built, "fold", |_| {})? {
             report.days += counts.days;
+            report.hours += counts.hours;
             report.chunks_in += counts.chunks_in;
             report.points += counts.points;
         }
@@ -166,18 +169,18 @@ impl Store {
     }
 }
 
-/// Writes the file of closed day `day` holding every series of `live` that has points in the
-/// day (in its file so far, or in sled's chunks), and returns the batch that makes it count:
-/// the chunks deleted, the day's rollups of the series that had chunks. `None` when the day
-/// has no chunks in sled: its file is already all of it.
+/// Writes the file of day `day` holding every series of `live` that has points in it before
+/// `end` (in its file so far, or in sled's chunks), and returns the batch that makes it count:
+/// the chunks deleted, the day's rollups of the series that had chunks. `None` when there are
+/// no such chunks in sled: the file is already all of it.
 fn build_day(
     opened: &Opened,
     day: i64,
+    end: i64,
     live: &BTreeSet<u32>,
     what: &str,
     report: &mut FoldReport,
 ) -> Result<Option<Built>, StoreError> {
-    let end = day.saturating_add(chunk::DAY_MS);
     let old_generation = opened.days.generation(day);
     let old = old_generation.map(|g| opened.days.open(day, g)).transpose()?;
     let mut blocks = Vec::new();
@@ -218,7 +221,11 @@ fn build_day(
     let generation = old_generation.map_or(1, |g| g.saturating_add(1));
     opened.days.write(day, generation, &dayfile::encode(day, &blocks), what)?;
     batch.insert(&keys::day_file(day), &generation.to_be_bytes());
-    report.days += 1;
+    if end < day.saturating_add(chunk::DAY_MS) {
+        report.hours += 1;
+    } else {
+        report.days += 1;
+    }
     Ok(Some(Built { day, generation: Some(generation), replaces: old_generation, batch }))
 }
 
@@ -240,7 +247,8 @@ pub(super) fn migrate(opened: &Opened, state: &State) -> Result<(), StoreError> 
     tracing::info!(days = days.len(), "moving the store's day blocks into day files (format 5 to 6)");
     let live: BTreeSet<u32> = state.series.values().flat_map(|s| s.values().map(|m| m.id)).collect();
     for day in days {
-        let Some(built) = build_day(opened, day, &live, "migrate", &mut FoldReport::default())? else { continue };
+        let end = day.saturating_add(chunk::DAY_MS);
+        let Some(built) = build_day(opened, day, end, &live, "migrate", &mut FoldReport::default())? else { continue };
         let batch = built.batch;
         opened.days.switch(day, built.generation, || Ok(opened.tree.apply_batch(batch)?))?;
         crash_point("migrate", "applied");

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::read::scan_chunks;
 use super::{Opened, Store};
-use crate::{chunk, keys, rollup, Bucket, StoreError};
+use crate::{chunk, keys, Bucket, StoreError};
 
 /// How long the series of some kind or metric are kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,9 +53,9 @@ impl RetentionPolicy {
 /// What a fold pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FoldReport {
-    /// Hour windows of days still open folded into hour blocks.
+    /// Files of days still open written with the hours that closed.
     pub hours: u64,
-    /// Closed days folded into day blocks.
+    /// Files of closed days written.
     pub days: u64,
     /// Chunks read from those windows.
     pub chunks_in: u64,
@@ -84,24 +84,22 @@ const EXPIRE_BATCH: usize = 1_000;
 enum Next {
     /// Nothing: the series is folded up to the pass's end.
     Done,
-    /// It folded a window; there may be more.
-    Again,
-    /// The next chunks are in the closed day starting here, which goes into its day file with
-    /// every other series' ([`Store::fold_day`]).
+    /// The next chunks to fold are in the day starting here, which goes into its day file
+    /// with every other series' ([`Store::fold_day`]).
     Day(i64),
 }
 
 impl Store {
     /// Folds every window, of every series, that ends at or before `before_ms` and is not
-    /// folded yet: the hours of the current day into hour blocks in sled, and each closed day
-    /// into its day file (all series of the day at once). Pass a time a little before now, so
+    /// folded yet into its day's file (all series of the day at once; a day still open holds
+    /// the hours that have closed, and is written again as more close). Pass a time a little before now, so
     /// that points still arriving for the current window do not reopen it at once (they would
     /// be folded again next time). `keep_going` is asked before each series and day; false
     /// ends the pass early (at shutdown), and the next pass goes on from there.
     pub fn fold(&self, before_ms: i64, mut keep_going: impl FnMut() -> bool) -> Result<FoldReport, StoreError> {
         let mut report = FoldReport::default();
-        // Each round folds the series up to their first closed day with chunks, then those
-        // days; a backlog of n closed days takes n rounds.
+        // Each round moves the series' marks up to their first day with chunks to fold, then
+        // folds those days; a backlog of n days takes n rounds.
         loop {
             let mut pending = BTreeSet::new();
             for (device, metric) in self.series_names() {
@@ -109,8 +107,7 @@ impl Store {
                     return Ok(report);
                 }
                 loop {
-                    match self.fold_next(&device, &metric, before_ms, &mut report)? {
-                        Next::Again => {}
+                    match self.fold_next(&device, &metric, before_ms)? {
                         Next::Done => break,
                         Next::Day(day) => {
                             pending.insert(day);
@@ -124,7 +121,7 @@ impl Store {
                 if !keep_going() {
                     return Ok(report);
                 }
-                self.fold_day(day, &mut report)?;
+                self.fold_day(day, chunk::window_start(before_ms), &mut report)?;
             }
             if pending.is_empty() || report.days == days_before {
                 return Ok(report);
@@ -137,15 +134,13 @@ impl Store {
         state.series.iter().flat_map(|(d, s)| s.keys().map(move |m| (d.clone(), m.clone()))).collect()
     }
 
-    /// Folds the first window of one series at or after its folded mark that ends by
-    /// `before_ms`, or moves the mark up to `before_ms`'s window when there is none, or up to
-    /// the closed day that holds its next chunks (and names that day).
+    /// Moves the folded mark of one series up to `before_ms`'s window when it has no chunks
+    /// to fold before it, else up to the day of the first such chunks (and names that day).
     fn fold_next(
         &self,
         device: &str,
         metric: &str,
         before_ms: i64,
-        report: &mut FoldReport,
     ) -> Result<Next, StoreError> {
         let mut state = self.state();
         let opened = self.writable(&mut state)?;
@@ -173,21 +168,13 @@ impl Store {
                 Next::Done
             }
             Some(window) => {
+                // Nothing lies between the mark and that day but folded windows.
                 let day = chunk::day_start(window);
-                // A day that has closed, or has a file already (then its hours cannot be
-                // folded alone), is folded whole, into its file.
-                if day.saturating_add(chunk::DAY_MS) <= end || opened.days.generation(day).is_some() {
-                    // Nothing lies between the mark and that day but folded windows.
-                    if meta.folded_to_ms >= day {
-                        return Ok(Next::Day(day));
-                    }
-                    meta.folded_to_ms = day;
-                    Next::Day(day)
-                } else {
-                    self.fold_hour(&opened, id, window, &mut batch, report)?;
-                    meta.folded_to_ms = window.saturating_add(chunk::WINDOW_MS);
-                    Next::Again
+                if meta.folded_to_ms >= day {
+                    return Ok(Next::Day(day));
                 }
+                meta.folded_to_ms = day;
+                Next::Day(day)
             }
         };
         batch.insert(keys::series(device, metric), meta.encode());
@@ -219,52 +206,6 @@ impl Store {
         points.sort_unstable_by_key(|p| (p.0, p.1));
         points.dedup_by_key(|p| p.0);
         Ok((chunks, points.into_iter().map(|(t, _, v)| (t, v)).collect()))
-    }
-
-    /// Replaces `chunks` by one hour block of `points` (unless it is one already), in `batch`.
-    fn rewrite(opened: &Opened, id: u32, chunks: &[sled::IVec], points: &[(i64, f64)], batch: &mut sled::Batch) {
-        let Some(&(t0, _)) = points.first() else { return };
-        if chunks.len() == 1 {
-            return;
-        }
-        for key in chunks {
-            batch.remove(key.as_ref());
-        }
-        batch.insert(&keys::chunk(id, t0, opened.chunk_id()), chunk::encode(points));
-    }
-
-    /// Adds to `batch` what makes hour `window` of series `id` one block, with its rollup in
-    /// its day's rollup entry.
-    fn fold_hour(
-        &self,
-        opened: &Opened,
-        id: u32,
-        window: i64,
-        batch: &mut sled::Batch,
-        report: &mut FoldReport,
-    ) -> Result<(), StoreError> {
-        let (chunks, points) = Self::chunks_in(opened, id, window, window.saturating_add(chunk::WINDOW_MS))?;
-        let Some(rollup) = hourly(&points).pop() else { return Ok(()) };
-        let day = chunk::day_start(window);
-        let key = keys::rollup(id, day);
-        let mut hours = Vec::new();
-        if let Some(old) = opened.tree.get(key)? {
-            rollup::decode(day, &old, &mut hours).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
-        }
-        // Already one block with its rollup (the mark was moved back for a late point in an
-        // earlier hour): nothing to do.
-        if chunks.len() == 1 && hours.iter().any(|h| h.start_ms == window && h.count == rollup.count) {
-            return Ok(());
-        }
-        Self::rewrite(opened, id, &chunks, &points, batch);
-        hours.retain(|h| h.start_ms != window);
-        hours.push(rollup);
-        hours.sort_unstable_by_key(|h| h.start_ms);
-        batch.insert(&key, rollup::encode(day, &hours));
-        report.hours += 1;
-        report.chunks_in += chunks.len() as u64;
-        report.points += points.len() as u64;
-        Ok(())
     }
 
     /// Drops, for every series a rule of `policy` applies to, the folded days of raw points

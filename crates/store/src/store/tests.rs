@@ -221,7 +221,8 @@ fn ranges_match_a_model_whatever_the_write_order() {
         if round == 100 {
             // T0 is not on the hour: the points span six windows.
             store.fold(T0 + span + chunk::WINDOW_MS, || true).unwrap();
-            assert_eq!(chunk_keys(&store), 6, "one block per window once all are folded");
+            assert_eq!(chunk_keys(&store), 0, "every window in its day's file once all are folded");
+            assert!(!day_files(dir.path()).is_empty());
         }
         let from = T0 - 1000 + (next() % (span as u64 + 2000)) as i64;
         let to = from + (next() % (span as u64)) as i64;
@@ -379,9 +380,10 @@ fn a_late_point_reopens_its_folded_window_until_the_next_fold() {
     }
     assert_eq!(chunk_keys(&store), 180);
     let report = store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap();
-    // The day is still open: the hour becomes an hour block.
+    // The day is still open: its file holds the hour that closed.
     assert_eq!(report, FoldReport { hours: 1, days: 0, chunks_in: 180, points: 360 });
-    assert_eq!(chunk_keys(&store), 1);
+    assert_eq!(chunk_keys(&store), 0);
+    assert_eq!(day_files(dir.path()).len(), 1);
     // Folding again changes nothing.
     assert_eq!(store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap(), FoldReport::default());
 
@@ -390,7 +392,7 @@ fn a_late_point_reopens_its_folded_window_until_the_next_fold() {
         store.aggregate("w", "water_level", hour, hour + chunk::WINDOW_MS, chunk::WINDOW_MS).unwrap().unwrap();
     assert_eq!((by_hour[0].count, by_hour[0].max), (361, 100.0), "the stale rollup is not used");
     assert_eq!(store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap().hours, 1);
-    assert_eq!(chunk_keys(&store), 1);
+    assert_eq!(chunk_keys(&store), 0);
     let again = store.aggregate("w", "water_level", hour, hour + chunk::WINDOW_MS, chunk::WINDOW_MS).unwrap().unwrap();
     assert_eq!(again, by_hour);
 }
@@ -401,17 +403,18 @@ fn a_closed_day_becomes_one_block_and_a_late_point_refolds_the_whole_day() {
     let store = open(dir.path());
     let day = chunk::day_start(T0);
     let at = |i: i64| day + i * 60_000;
-    // Two days, a point a minute, written a few at a time; the first day folded hour by hour
-    // while it is open, then whole once it has closed.
+    // Two days, a point a minute, written a few at a time; the first day's closed hours
+    // folded into its file while it is open, then the whole day once it has closed.
     let points: Vec<_> = (0..2 * 1440).map(|i| p("water_level", at(i), (i % 97) as f64 / 10.0)).collect();
     for few in points.chunks(7) {
         store.write("w", "water", T0, few).unwrap();
     }
-    assert_eq!(store.fold(day + 5 * chunk::WINDOW_MS, || true).unwrap().hours, 5);
+    assert_eq!(store.fold(day + 5 * chunk::WINDOW_MS, || true).unwrap().hours, 1);
+    assert_eq!(day_files(dir.path()), ["2026-09-21.1.mkb"]);
     let report = store.fold(day + 2 * chunk::DAY_MS, || true).unwrap();
     assert_eq!((report.days, report.hours, report.points), (2, 0, 2 * 1440));
     assert_eq!(chunk_keys(&store), 0);
-    assert_eq!(day_files(dir.path()), ["2026-09-21.1.mkb", "2026-09-22.1.mkb"]);
+    assert_eq!(day_files(dir.path()), ["2026-09-21.2.mkb", "2026-09-22.1.mkb"]);
     let all = |store: &Store| store.points("w", "water_level", i64::MIN, i64::MAX, 10_000).unwrap().unwrap();
     assert_eq!(all(&store).len(), 2 * 1440);
     // A range inside the day block, starting mid-hour.
@@ -431,7 +434,7 @@ fn a_closed_day_becomes_one_block_and_a_late_point_refolds_the_whole_day() {
     let report = store.fold(day + 2 * chunk::DAY_MS, || true).unwrap();
     assert_eq!((report.days, report.chunks_in), (1, 1), "the late chunk, into the day's file");
     assert_eq!(chunk_keys(&store), 0);
-    assert_eq!(day_files(dir.path()), ["2026-09-21.2.mkb", "2026-09-22.1.mkb"]);
+    assert_eq!(day_files(dir.path()), ["2026-09-21.3.mkb", "2026-09-22.1.mkb"]);
     assert_eq!(by_hour(&store), fresh);
     assert_eq!(all(&store).len(), 2 * 1440 + 1);
 }
