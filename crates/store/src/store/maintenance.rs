@@ -1,16 +1,16 @@
 //! Upkeep the store does when asked, in the background: folding the chunks of closed hours
-//! and days into blocks with their rollups, and dropping what the retention policy no longer
+//! into their day's file with their rollups, and dropping what the retention policy no longer
 //! keeps.
 //!
 //! Ingest writes one small chunk per series and write group, so a series sampled every 10 s
-//! gains hundreds of chunks an hour; each costs a key and sled's bookkeeping. Folding rewrites
-//! the chunks of a closed hour as one block (the same codec, one header, one key), and once the
-//! UTC day has closed, all of the day's chunks as one day block, writing the hours' rollups
-//! from the same points, in one atomic batch with the series' folded mark. Day blocks (8,640
-//! points at 10 s, some 8 KiB) are large enough that sled's cost per entry, several times a
-//! small entry's size, no longer matters; the rollups of a day share one entry for the same
-//! reason. Both passes take the write lock one window, day or batch of deletions at a time, so
-//! ingest waits for at most that much work.
+//! gains hundreds of chunks an hour; each costs a key and sled's bookkeeping, and sled never
+//! gives back the space of what it deleted. Folding moves the chunks of the closed hours of a
+//! day, of every series, into one day file outside sled (`fold_days.rs`, `days.rs`): one block
+//! per series, written again as more hours close and once more when the day has closed, with
+//! the rollups of its hours from the same points. So sled only ever holds the open hour's
+//! chunks, late points and the small metadata, and the data directory follows the data. The
+//! marks (`folded_to_ms`) move per series under the write lock; the files are built without
+//! it, and deletions of expired chunks go a batch at a time, so ingest waits for little.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -80,21 +80,12 @@ type Chunks = (Vec<sled::IVec>, Vec<(i64, f64)>);
 /// Deletions per batch while expiring, so that one pass never holds the lock for long.
 const EXPIRE_BATCH: usize = 1_000;
 
-/// What [`Store::fold_next`] found to do next for one series.
-enum Next {
-    /// Nothing: the series is folded up to the pass's end.
-    Done,
-    /// The next chunks to fold are in the day starting here, which goes into its day file
-    /// with every other series' ([`Store::fold_day`]).
-    Day(i64),
-}
-
 impl Store {
     /// Folds every window, of every series, that ends at or before `before_ms` and is not
     /// folded yet into its day's file (all series of the day at once; a day still open holds
-    /// the hours that have closed, and is written again as more close). Pass a time a little before now, so
-    /// that points still arriving for the current window do not reopen it at once (they would
-    /// be folded again next time). `keep_going` is asked before each series and day; false
+    /// the hours that have closed, and is written again as more close). Pass a time a little
+    /// before now, so that points still arriving for the current window do not reopen it at
+    /// once (they would be folded again next time). `keep_going` is asked before each series and day; false
     /// ends the pass early (at shutdown), and the next pass goes on from there.
     pub fn fold(&self, before_ms: i64, mut keep_going: impl FnMut() -> bool) -> Result<FoldReport, StoreError> {
         let mut report = FoldReport::default();
@@ -106,24 +97,19 @@ impl Store {
                 if !keep_going() {
                     return Ok(report);
                 }
-                loop {
-                    match self.fold_next(&device, &metric, before_ms)? {
-                        Next::Done => break,
-                        Next::Day(day) => {
-                            pending.insert(day);
-                            break;
-                        }
-                    }
+                if let Some(day) = self.fold_next(&device, &metric, before_ms)? {
+                    pending.insert(day);
                 }
             }
-            let days_before = report.days;
+            let files_before = report.days + report.hours;
             for &day in &pending {
                 if !keep_going() {
                     return Ok(report);
                 }
                 self.fold_day(day, chunk::window_start(before_ms), &mut report)?;
             }
-            if pending.is_empty() || report.days == days_before {
+            // After folding, one more round moves the marks past what was folded.
+            if pending.is_empty() || report.days + report.hours == files_before {
                 return Ok(report);
             }
         }
@@ -135,22 +121,18 @@ impl Store {
     }
 
     /// Moves the folded mark of one series up to `before_ms`'s window when it has no chunks
-    /// to fold before it, else up to the day of the first such chunks (and names that day).
-    fn fold_next(
-        &self,
-        device: &str,
-        metric: &str,
-        before_ms: i64,
-    ) -> Result<Next, StoreError> {
+    /// to fold before it (then `None`), else up to the day of the first such chunks, which
+    /// goes into its day file with every other series' ([`Store::fold_day`]).
+    fn fold_next(&self, device: &str, metric: &str, before_ms: i64) -> Result<Option<i64>, StoreError> {
         let mut state = self.state();
         let opened = self.writable(&mut state)?;
         let Some(mut meta) = state.meta(device, metric).cloned() else {
-            return Ok(Next::Done);
+            return Ok(None);
         };
         let id = meta.id;
         let end = chunk::window_start(before_ms);
         if meta.folded_to_ms >= end {
-            return Ok(Next::Done);
+            return Ok(None);
         }
         let next = opened.tree.range(keys::chunk_from(id, meta.folded_to_ms)..keys::chunk_from(id, end)).next();
         let window = match next {
@@ -165,16 +147,16 @@ impl Store {
         let next = match window {
             None => {
                 meta.folded_to_ms = end;
-                Next::Done
+                None
             }
             Some(window) => {
                 // Nothing lies between the mark and that day but folded windows.
                 let day = chunk::day_start(window);
                 if meta.folded_to_ms >= day {
-                    return Ok(Next::Day(day));
+                    return Ok(Some(day));
                 }
                 meta.folded_to_ms = day;
-                Next::Day(day)
+                Some(day)
             }
         };
         batch.insert(keys::series(device, metric), meta.encode());
