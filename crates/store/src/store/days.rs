@@ -150,17 +150,24 @@ impl Days {
         let mut tmp_name = path.clone().into_os_string();
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
-        let mut file = File::create(&tmp)?;
-        if crash_armed(what, "partial") {
-            file.write_all(&bytes[..bytes.len() / 2])?;
+        let written = (|| {
+            let mut file = File::create(&tmp)?;
+            if crash_armed(what, "partial") {
+                file.write_all(&bytes[..bytes.len() / 2])?;
+                file.sync_all()?;
+                crash_point(what, "partial");
+            }
+            file.write_all(bytes)?;
             file.sync_all()?;
-            crash_point(what, "partial");
+            drop(file);
+            std::fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        })();
+        if let Err(e) = written {
+            // A full disk, most likely: what was written of it goes, the chunks stay in sled.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
         }
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()?;
         crash_point(what, "renamed");
         Ok(())
     }

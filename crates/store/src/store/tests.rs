@@ -799,3 +799,35 @@ fn a_damaged_day_file_is_reported_by_name_and_strays_are_removed() {
     let err = Store::open(dir.path(), &StoreOptions::default()).unwrap_err();
     assert!(matches!(&err, StoreError::DayFile { file, reason } if file == &first && reason == "missing"), "{err}");
 }
+
+/// A day file goes once every series in it has expired; the points left, the counts and the
+/// first times follow, and a late point into an expired day is stored again like any other.
+#[test]
+fn retention_deletes_a_day_file_once_all_its_series_have_expired() {
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let start = chunk::day_start(T0);
+    for (device, kind) in [("w", "water"), ("a", "air")] {
+        let points: Vec<_> = (0..4 * 24).map(|h| p("level", start + h * 3_600_000, h as f64)).collect();
+        store.write(device, kind, start, &points).unwrap();
+    }
+    store.fold(start + 4 * DAY, || true).unwrap();
+    assert_eq!(day_files(dir.path()).len(), 4);
+    let policy = RetentionPolicy { rules: vec![RetentionRule { raw_ms: Some(2 * DAY), ..RetentionRule::default() }] };
+    let report = store.expire(start + 4 * DAY, &policy).unwrap();
+    assert_eq!((report.blocks, report.points), (4, 4 * 24));
+    assert_eq!(day_files(dir.path()), ["2026-09-23.1.mkb", "2026-09-24.1.mkb"]);
+    for device in ["w", "a"] {
+        let s = store.series(device, "level").unwrap();
+        assert_eq!((s.count, s.first_ms), (48, start + 2 * DAY), "{device}");
+        assert_eq!(store.points(device, "level", i64::MIN, i64::MAX, 1000).unwrap().unwrap().len(), 48);
+        assert_eq!(store.device(device).unwrap().points, 48);
+    }
+    // The same again finds nothing; a reopening agrees.
+    assert_eq!(store.expire(start + 4 * DAY, &policy).unwrap(), ExpireReport::default());
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.series("a", "level").unwrap().count, 48);
+    assert_eq!(day_files(dir.path()).len(), 2);
+}
