@@ -98,7 +98,9 @@ impl Store {
         let Some(&latest) = limits.values().max() else { return Ok(()) };
         let _upkeep = self.upkeep();
         let opened = self.current()?;
-        let days: Vec<(i64, u64)> = opened.days.read().range(..latest).map(|(&d, &g)| (d, g)).collect();
+        // Only days that end by the latest limit can hold an expired block.
+        let last_day = latest.saturating_sub(chunk::DAY_MS);
+        let days: Vec<(i64, u64)> = opened.days.read().range(..=last_day).map(|(&d, &g)| (d, g)).collect();
         for (day, generation) in days {
             let end = day.saturating_add(chunk::DAY_MS);
             let file = opened.days.open(day, generation)?;
