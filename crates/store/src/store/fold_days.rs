@@ -1,6 +1,6 @@
-//! Closed days into day files: folding a day's chunks (and its late points) into the day's
-//! file, dropping expired series from files, and moving the day blocks of a format-5 store
-//! out of sled at open.
+//! Folded hours into day files: folding the closed hours of a day (all of it once it has
+//! closed, and its late points) into the day's file, dropping expired series from files, and
+//! moving the day blocks of a format-5 store out of sled at open.
 //!
 //! Each of these builds the new file without the state lock (a day of a city's series takes
 //! a while to encode, and ingest should not wait for it), then takes the lock for the sled
