@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::platform::{config, start};
 
 /// Numbers that no short decimal writes, and the extremes a double can hold.
-const ODD: [f64; 12] = [
+const ODD: [f64; 13] = [
     0.1 + 0.2,
     1.0 / 3.0,
     -2.0 / 7.0,
@@ -24,6 +24,7 @@ const ODD: [f64; 12] = [
     6.103515625e-05,
     std::f64::consts::PI,
     123_456_789.123_456_78,
+    -0.0,
 ];
 
 /// `(status, content type, body)` of `GET url` with `accept`, if given.
@@ -87,7 +88,7 @@ async fn columnar_and_cbor_answers_hold_the_same_points_as_the_default_form() {
     assert!(matches!(station.downlink().await, Downlink::Ack { readings: 250, .. }));
     let readings: Vec<_> = ODD.iter().enumerate().map(|(i, &v)| ("odd", "1", v, i as f64)).collect();
     station.publish("mekong/v1/hau-01/up", pack(t, &readings)).await;
-    assert!(matches!(station.downlink().await, Downlink::Ack { readings: 12, .. }));
+    assert!(matches!(station.downlink().await, Downlink::Ack { readings: 13, .. }));
     let pump = format!(
         r#"[{{"bt":{t},"n":"pump_running","vb":true}},{{"n":"pump_running","t":60,"vb":false}},{{"n":"pump_running","t":120,"vb":true}}]"#
     );

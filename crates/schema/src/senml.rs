@@ -399,7 +399,8 @@ impl<'a> RawRecord<'a> {
                 (None, Some(s)) => Value::SumOnly(s),
                 (None, None) => return Err(RecordError::NoSingleValue),
             },
-            (1, RawRecord { v: Some(v), .. }) => Value::Number(bases.value.unwrap_or(0.0) + v),
+            // Without a base value, `v` as it is: 0.0 + -0.0 would make it +0.0.
+            (1, RawRecord { v: Some(v), .. }) => Value::Number(bases.value.map_or(*v, |bv| bv + v)),
             (1, RawRecord { vs: Some(vs), .. }) => Value::String(vs),
             (1, RawRecord { vb: Some(vb), .. }) => Value::Bool(*vb),
             (1, RawRecord { vd: Some(vd), .. }) => Value::Data(vd),

@@ -204,6 +204,13 @@ fn base_fields_apply_until_changed() {
 }
 
 #[test]
+fn a_negative_zero_keeps_its_sign_without_a_base_value() {
+    // 0.0 + -0.0 is +0.0: adding an absent base value would lose the sign.
+    let input = Cbor::default().arr(1).map(2).int(label::N).text("x").int(label::V).f64(-0.0).done();
+    assert_eq!(decode(&input).unwrap()[0].value.to_bits(), (-0.0f64).to_bits());
+}
+
+#[test]
 fn times_below_2_pow_28_are_relative_to_receipt() {
     let no_time = Cbor::default().arr(1).map(2).int(label::N).text("pm10").int(label::V).int(30).done();
     assert_eq!(decode(&no_time).unwrap()[0].time, NOW);
