@@ -211,6 +211,8 @@ fn main() -> anyhow::Result<()> {
         Command::Soak(opts) => {
             init_logging("warn");
             println!("{}", soak::soak(opts)?);
+            Ok(())
+        }
         Command::Export { data_dir, rounds } => {
             let mekong = harness::mekong_binary(cli.mekong)?;
             println!("{}", export::export(&data_dir, rounds, &mekong)?);

@@ -24,6 +24,15 @@ pub enum StoreError {
         /// The error that began it.
         cause: String,
     },
+    /// A day file (a closed day's blocks) is missing, truncated or fails its checksum. Nothing
+    /// is read from it; the file is left as it is for the operator to restore from a backup.
+    #[error("day file {file:?}: {reason}")]
+    DayFile {
+        /// The file.
+        file: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A record space name is empty or holds a NUL byte ([`crate::RecordWrite`]).
     #[error("bad record space name {0:?}")]
     RecordSpace(String),

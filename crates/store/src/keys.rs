@@ -16,6 +16,11 @@ pub const ROLLUP: u8 = 0x04;
 pub const SEQ: u8 = 0x05;
 /// First byte of a record key (other crates' small durable records: [`crate::RecordWrite`]).
 pub const RECORD: u8 = 0x06;
+/// First byte of the key that names a closed day's file (`store/days.rs`).
+pub const DAY_FILE: u8 = 0x07;
+/// The key of the next series id: ids are never reused, as a removed series' block may still
+/// be in a day file until that file is next rewritten.
+pub const NEXT_SERIES: &[u8] = b"\x00series";
 
 /// Time in ms as 8 bytes whose unsigned order is the signed order of the times.
 pub fn time_bytes(t_ms: i64) -> [u8; 8] {
@@ -69,6 +74,22 @@ pub fn rollup(series: u32, start_ms: i64) -> [u8; 13] {
     k[1..5].copy_from_slice(&series.to_be_bytes());
     k[5..13].copy_from_slice(&time_bytes(start_ms));
     k
+}
+
+/// The key naming the file of the day starting at `start_ms`.
+pub fn day_file(start_ms: i64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = DAY_FILE;
+    k[1..].copy_from_slice(&time_bytes(start_ms));
+    k
+}
+
+/// The day start of a day file key.
+pub fn parse_day_file(key: &[u8]) -> Option<i64> {
+    match key.split_first() {
+        Some((&DAY_FILE, t)) => Some(time_from_bytes(t.try_into().ok()?)),
+        _ => None,
+    }
 }
 
 /// Splits a rollup key into series id and day start.
@@ -165,6 +186,8 @@ mod tests {
         assert_eq!(parse_rollup(&rollup(9, -3_600_000)), Some((9, -3_600_000)));
         assert!(rollup(1, i64::MAX) < rollup(2, i64::MIN));
         assert_eq!(parse_rollup(&chunk(1, 2, 3)), None);
+        assert_eq!(parse_day_file(&day_file(-86_400_000)), Some(-86_400_000));
+        assert_eq!(parse_day_file(&rollup(1, 2)), None);
     }
 
     #[test]

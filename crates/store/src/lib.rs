@@ -1,8 +1,9 @@
 //! mekong's time-series store, on sled, in the platform's own process.
 //!
-//! A series is one (device, metric) pair. Everything lives in one sled tree so that a write
-//! (the points of a group of packs, the series they extend, the devices that sent them) is
-//! one atomic batch; the key spaces share it, told apart by their first byte:
+//! A series is one (device, metric) pair. Everything but the folded hours (in day files, see
+//! below) lives in one sled tree so that a write (the points of a group of packs, the series
+//! they extend, the devices that sent them) is one atomic batch; the key spaces share it,
+//! told apart by their first byte:
 //!
 //! | key | value |
 //! |---|---|
@@ -12,7 +13,8 @@
 //! | `0x04`, series id (u32 BE), UTC day start (i64 BE, sign bit flipped) | the rollups of the day's folded hours, one entry per day ([`rollup`]) |
 //! | `0x05`, device id | the highest sequence number stored with the device's packs (u64 BE), then the 8-byte id of its numbering |
 //! | `0x06`, space, `0x00`, key | a record of another crate's ([`Store::write_records`]): the alert engine's states, history, outboxes and rules |
-//! | `0x00format`, `0x00epoch` | the layout version; the number of openings (high bits of chunk ids) |
+//! | `0x07`, UTC day start (i64 BE, sign bit flipped) | the generation (u64 BE) of the day's file, `blocks/<YYYY-MM-DD>.<generation>.mkb` (`dayfile.rs`) |
+//! | `0x00format`, `0x00epoch`, `0x00series` | the layout version; the number of openings (high bits of chunk ids); the next series id |
 //!
 //! Points are written in chunks: per write group, one chunk per series and hour window. sled
 //! copies a leaf on every insert, so this costs one insert for many points instead of one per
@@ -21,13 +23,18 @@
 //! Writing a point whose (series, time) already exists changes nothing: the first value
 //! stays, so a device that resends after a lost acknowledgement creates no duplicates.
 //!
-//! Once an hour window has closed, the upkeep pass ([`Store::fold`]) folds its chunks into
-//! one block and writes its rollup (count, min, max, sum, first, last), atomically with the
-//! series' folded mark; a late point into a folded window moves the mark back, and the window
-//! is folded again. Aggregates by whole hours read rollups below the mark and points
-//! elsewhere, so they always equal a computation over the points. Retention
-//! ([`Store::expire`]) drops folded windows of points, and later their rollups. sled never
-//! shrinks its file by itself; [`compact`] copies the live entries into a fresh directory.
+//! Once an hour window has closed, the upkeep pass ([`Store::fold`]) moves its chunks, of
+//! every series, into its UTC day's file outside sled: one immutable, checksummed file per
+//! day holding one block per series, written anew (and renamed over the last) as hours close,
+//! and named in sled in the batch that deletes the chunks it absorbed and writes the hours'
+//! rollups (count, min, max, sum, first, last). A late point into a folded window is a chunk
+//! in sled, read together with the day's file, and moves the series' folded mark back until
+//! the next pass folds it into the file. Aggregates by whole hours read rollups below the mark
+//! and points elsewhere, so they always equal a computation over the points. Retention
+//! ([`Store::expire`]) deletes day files (or rewrites them without the expired series), and
+//! later the rollups. So sled, which never shrinks its file by itself, holds only what
+//! changes, and the data directory follows the data; [`compact`] still copies sled's live
+//! entries into a fresh directory.
 //!
 //! A write or flush that fails (a full disk) leaves sled failing every later one, so the store
 //! never writes to that opening again: it reports [`Health::Failing`], answers writes with
@@ -46,6 +53,7 @@
 
 mod chunk;
 mod codec;
+mod dayfile;
 mod error;
 mod huffman;
 mod keys;

@@ -11,8 +11,12 @@ use crate::{keys, DiskSpace, Flushed, Generation, Health, StoreError};
 
 /// The layout written by this version (1: one entry per point; 2: chunks of varint deltas and
 /// raw values; 3: Gorilla-compressed chunks; 4: decimal values, folded blocks and rollups; 5: day
-/// blocks, Rice-coded values, regular times, a day of rollups per entry).
-pub(crate) const FORMAT_VERSION: u8 = 5;
+/// blocks, Rice-coded values, regular times, a day of rollups per entry; 6: closed days in day
+/// files outside sled). A store of format 5 is migrated at open.
+pub(crate) const FORMAT_VERSION: u8 = 6;
+
+/// The format migrated at open: its day blocks move from sled into day files.
+const FORMAT_DAY_BLOCKS_IN_SLED: u8 = 5;
 
 /// The sled tree everything lives in.
 const TREE: &str = "timeseries";
@@ -48,6 +52,8 @@ struct Opened {
     epoch: u64,
     /// Chunk ids made so far by this opening.
     chunks_made: AtomicU64,
+    /// The day files sled names.
+    days: days::Days,
 }
 
 impl Opened {
@@ -92,6 +98,9 @@ struct Inner {
     state: Mutex<State>,
     failure: Mutex<Option<Failure>>,
     generations: AtomicU64,
+    /// Held by whatever writes day files (a fold of a closed day, retention), which build
+    /// their file without the state lock: one at a time.
+    upkeep: Mutex<()>,
 }
 
 /// The time-series store. Cheap to clone: clones share one database.
@@ -112,6 +121,7 @@ impl Store {
             state: Mutex::new(state),
             failure: Mutex::new(None),
             generations: AtomicU64::new(1),
+            upkeep: Mutex::new(()),
         };
         Ok(Store { inner: Arc::new(inner) })
     }
@@ -309,14 +319,17 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
             .flush_every_ms(options.flush_every_ms),
     )?;
     let tree = db.open_tree(TREE)?;
-    match tree.get(keys::FORMAT)? {
+    let migrate = match tree.get(keys::FORMAT)? {
         None if tree.is_empty() => {
             tree.insert(keys::FORMAT, &[FORMAT_VERSION])?;
+            false
         }
-        Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
+        Some(v) if v.as_ref() == [FORMAT_VERSION] => false,
+        Some(v) if v.as_ref() == [FORMAT_DAY_BLOCKS_IN_SLED] => true,
         other => return Err(StoreError::Format(other.map(|v| v.to_vec()))),
-    }
+    };
     let state = load_state(&tree)?;
+    let days = days::Days::load(path, &tree)?;
     // Chunk ids are (opening, count) rather than sled's generate_id, so that they stay
     // unique in a compacted copy of the tree, which starts sled's counter afresh. The new
     // epoch is in the log before any chunk that uses it, and sled recovers a prefix of its
@@ -327,11 +340,18 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
     };
     let next = epoch.checked_add(1).ok_or_else(|| StoreError::Corrupt(keys::EPOCH.to_vec()))?;
     tree.insert(keys::EPOCH, &next.to_be_bytes())?;
-    let opened = Opened { db, tree, generation, epoch: u64::from(next) << 40, chunks_made: AtomicU64::new(0) };
+    let opened = Opened { db, tree, generation, epoch: u64::from(next) << 40, chunks_made: AtomicU64::new(0), days };
+    if migrate {
+        fold_days::migrate(&opened, &state)?;
+        opened.tree.insert(keys::FORMAT, &[FORMAT_VERSION])?;
+        opened.db.flush()?;
+    }
     Ok((opened, state))
 }
 
 pub(crate) mod compact;
+mod days;
+mod fold_days;
 mod maintenance;
 mod meta;
 mod read;

@@ -9,13 +9,15 @@
 //! the one way sled offers to give the space back, and it needs the store closed (sled locks
 //! its directory).
 //!
+//! The day files are outside sled and never change: they are hard-linked into the copy.
+//!
 //! The swap is two renames: `data` → `data.old`, then `data.compacting` → `data`. If the
 //! process dies between them, [`Store::open`] refuses to start on an empty directory and says
 //! what to do, and the next compaction finishes the swap.
 
 use std::path::{Path, PathBuf};
 
-use super::{open_db, Store, StoreError, StoreOptions, TREE};
+use super::{days, open_db, Store, StoreError, StoreOptions, TREE};
 
 /// Entries copied per batch.
 const BATCH: usize = 10_000;
@@ -29,7 +31,7 @@ pub struct CompactReport {
     pub bytes_after: u64,
     /// Entries copied.
     pub entries: u64,
-    /// Bytes of their keys and values, without sled's own.
+    /// Bytes of their keys and values, and of the day files, without sled's own.
     pub entry_bytes: u64,
 }
 
@@ -74,7 +76,7 @@ pub fn compact_with_progress(
     if fresh.exists() {
         std::fs::remove_dir_all(&fresh)?;
     }
-    let (entries, entry_bytes) = {
+    let (entries, mut entry_bytes) = {
         let db = open_db(&sled::Config::new().path(&fresh).cache_capacity(options.cache_capacity_bytes))?;
         let tree = db.open_tree(TREE)?;
         let (mut entries, mut entry_bytes) = (0u64, 0u64);
@@ -96,6 +98,17 @@ pub fn compact_with_progress(
         db.flush()?;
         (entries, entry_bytes)
     };
+    // The day files are compact already and never change: linked, not copied, so the old
+    // directory stays whole until the swap.
+    let files = path.join(days::DIR);
+    if files.exists() {
+        std::fs::create_dir_all(fresh.join(days::DIR))?;
+        for entry in std::fs::read_dir(&files)? {
+            let entry = entry?;
+            std::fs::hard_link(entry.path(), fresh.join(days::DIR).join(entry.file_name()))?;
+            entry_bytes += entry.metadata()?.len();
+        }
+    }
     drop(store);
     if old.exists() {
         std::fs::remove_dir_all(&old)?;

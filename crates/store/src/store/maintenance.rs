@@ -1,19 +1,22 @@
 //! Upkeep the store does when asked, in the background: folding the chunks of closed hours
-//! and days into blocks with their rollups, and dropping what the retention policy no longer
+//! into their day's file with their rollups, and dropping what the retention policy no longer
 //! keeps.
 //!
 //! Ingest writes one small chunk per series and write group, so a series sampled every 10 s
-//! gains hundreds of chunks an hour; each costs a key and sled's bookkeeping. Folding rewrites
-//! the chunks of a closed hour as one block (the same codec, one header, one key), and once the
-//! UTC day has closed, all of the day's chunks as one day block, writing the hours' rollups
-//! from the same points, in one atomic batch with the series' folded mark. Day blocks (8,640
-//! points at 10 s, some 8 KiB) are large enough that sled's cost per entry, several times a
-//! small entry's size, no longer matters; the rollups of a day share one entry for the same
-//! reason. Both passes take the write lock one window, day or batch of deletions at a time, so
-//! ingest waits for at most that much work.
+//! gains hundreds of chunks an hour; each costs a key and sled's bookkeeping, and sled never
+//! gives back the space of what it deleted. Folding moves the chunks of the closed hours of a
+//! day, of every series, into one day file outside sled (`fold_days.rs`, `days.rs`): one block
+//! per series, written again as more hours close and once more when the day has closed, with
+//! the rollups of its hours from the same points. So sled only ever holds the open hour's
+//! chunks, late points and the small metadata, and the data directory follows the data. The
+//! marks (`folded_to_ms`) move per series under the write lock; the files are built without
+//! it, and deletions of expired chunks go a batch at a time, so ingest waits for little.
 
+use std::collections::{BTreeSet, HashMap};
+
+use super::read::scan_chunks;
 use super::{Opened, Store};
-use crate::{chunk, keys, rollup, Bucket, StoreError};
+use crate::{chunk, keys, Bucket, StoreError};
 
 /// How long the series of some kind or metric are kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,9 +53,9 @@ impl RetentionPolicy {
 /// What a fold pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FoldReport {
-    /// Hour windows of days still open folded into hour blocks.
+    /// Files of days still open written with the hours that closed.
     pub hours: u64,
-    /// Closed days folded into day blocks.
+    /// Files of closed days written.
     pub days: u64,
     /// Chunks read from those windows.
     pub chunks_in: u64,
@@ -79,19 +82,37 @@ const EXPIRE_BATCH: usize = 1_000;
 
 impl Store {
     /// Folds every window, of every series, that ends at or before `before_ms` and is not
-    /// folded yet. Pass a time a little before now, so that points still arriving for the
-    /// current window do not reopen it at once (they would be folded again next time).
-    /// `keep_going` is asked before each series; false ends the pass early (at shutdown), and
-    /// the next pass goes on from there.
+    /// folded yet into its day's file (all series of the day at once; a day still open holds
+    /// the hours that have closed, and is written again as more close). Pass a time a little
+    /// before now, so that points still arriving for the current window do not reopen it at
+    /// once (they would be folded again next time). `keep_going` is asked before each series and day; false
+    /// ends the pass early (at shutdown), and the next pass goes on from there.
     pub fn fold(&self, before_ms: i64, mut keep_going: impl FnMut() -> bool) -> Result<FoldReport, StoreError> {
         let mut report = FoldReport::default();
-        for (device, metric) in self.series_names() {
-            if !keep_going() {
-                break;
+        // Each round moves the series' marks up to their first day with chunks to fold, then
+        // folds those days; a backlog of n days takes n rounds.
+        loop {
+            let mut pending = BTreeSet::new();
+            for (device, metric) in self.series_names() {
+                if !keep_going() {
+                    return Ok(report);
+                }
+                if let Some(day) = self.fold_next(&device, &metric, before_ms)? {
+                    pending.insert(day);
+                }
             }
-            while self.fold_next(&device, &metric, before_ms, &mut report)? {}
+            let files_before = report.days + report.hours;
+            for &day in &pending {
+                if !keep_going() {
+                    return Ok(report);
+                }
+                self.fold_day(day, chunk::window_start(before_ms), &mut report)?;
+            }
+            // After folding, one more round moves the marks past what was folded.
+            if pending.is_empty() || report.days + report.hours == files_before {
+                return Ok(report);
+            }
         }
-        Ok(report)
     }
 
     fn series_names(&self) -> Vec<(String, String)> {
@@ -99,25 +120,19 @@ impl Store {
         state.series.iter().flat_map(|(d, s)| s.keys().map(move |m| (d.clone(), m.clone()))).collect()
     }
 
-    /// Folds the first window of one series at or after its folded mark that ends by
-    /// `before_ms` (its whole day, once the day has closed), or moves the mark up to
-    /// `before_ms`'s window when there is none; false once nothing is left to do.
-    fn fold_next(
-        &self,
-        device: &str,
-        metric: &str,
-        before_ms: i64,
-        report: &mut FoldReport,
-    ) -> Result<bool, StoreError> {
+    /// Moves the folded mark of one series up to `before_ms`'s window when it has no chunks
+    /// to fold before it (then `None`), else up to the day of the first such chunks, which
+    /// goes into its day file with every other series' ([`Store::fold_day`]).
+    fn fold_next(&self, device: &str, metric: &str, before_ms: i64) -> Result<Option<i64>, StoreError> {
         let mut state = self.state();
         let opened = self.writable(&mut state)?;
         let Some(mut meta) = state.meta(device, metric).cloned() else {
-            return Ok(false);
+            return Ok(None);
         };
         let id = meta.id;
         let end = chunk::window_start(before_ms);
         if meta.folded_to_ms >= end {
-            return Ok(false);
+            return Ok(None);
         }
         let next = opened.tree.range(keys::chunk_from(id, meta.folded_to_ms)..keys::chunk_from(id, end)).next();
         let window = match next {
@@ -129,44 +144,33 @@ impl Store {
             }
         };
         let mut batch = sled::Batch::default();
-        match window {
-            None => meta.folded_to_ms = end,
-            Some(window) => {
-                let day = chunk::day_start(window);
-                let day_end = day.saturating_add(chunk::DAY_MS);
-                // A day block holds points of every hour of its day, so once one exists an
-                // hour of that day cannot be folded alone.
-                if day_end <= end || Self::has_day_block(&opened, id, day)? {
-                    self.fold_day(&opened, id, day, &mut batch, report)?;
-                    meta.folded_to_ms = day_end.min(end);
-                } else {
-                    self.fold_hour(&opened, id, window, &mut batch, report)?;
-                    meta.folded_to_ms = window.saturating_add(chunk::WINDOW_MS);
-                }
+        let next = match window {
+            None => {
+                meta.folded_to_ms = end;
+                None
             }
-        }
+            Some(window) => {
+                // Nothing lies between the mark and that day but folded windows.
+                let day = chunk::day_start(window);
+                if meta.folded_to_ms >= day {
+                    return Ok(Some(day));
+                }
+                meta.folded_to_ms = day;
+                Some(day)
+            }
+        };
         batch.insert(keys::series(device, metric), meta.encode());
         self.apply(&opened, batch)?;
         let folded_to_ms = meta.folded_to_ms;
         if let Some(m) = state.series.get_mut(device).and_then(|s| s.get_mut(metric)) {
             m.folded_to_ms = folded_to_ms;
         }
-        Ok(window.is_some())
-    }
-
-    fn has_day_block(opened: &Opened, id: u32, day: i64) -> Result<bool, StoreError> {
-        let range = keys::chunk_from(id, day)..keys::chunk_from(id, day.saturating_add(chunk::DAY_MS));
-        for entry in opened.tree.range(range) {
-            if keys::is_day_block(&entry?.0) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(next)
     }
 
     /// The chunks of series `id` whose first time is in `[from_ms, to_ms)`, and their points
     /// sorted by time, each time once.
-    fn chunks_in(opened: &Opened, id: u32, from_ms: i64, to_ms: i64) -> Result<Chunks, StoreError> {
+    pub(super) fn chunks_in(opened: &Opened, id: u32, from_ms: i64, to_ms: i64) -> Result<Chunks, StoreError> {
         let mut chunks = Vec::new();
         let mut points: Vec<(i64, u64, f64)> = Vec::new();
         let mut decoded = Vec::new();
@@ -186,102 +190,16 @@ impl Store {
         Ok((chunks, points.into_iter().map(|(t, _, v)| (t, v)).collect()))
     }
 
-    /// Replaces `chunks` by one block of `points` (unless it is one already, of the right
-    /// kind), in `batch`.
-    fn rewrite(
-        opened: &Opened,
-        id: u32,
-        chunks: &[sled::IVec],
-        points: &[(i64, f64)],
-        day: bool,
-        batch: &mut sled::Batch,
-    ) {
-        let Some(&(t0, _)) = points.first() else { return };
-        if let [only] = chunks {
-            if keys::is_day_block(only) == day {
-                return;
-            }
-        }
-        for key in chunks {
-            batch.remove(key.as_ref());
-        }
-        let flag = if day { keys::DAY_BLOCK } else { 0 };
-        batch.insert(&keys::chunk(id, t0, opened.chunk_id() | flag), chunk::encode_block(points));
-    }
-
-    /// Adds to `batch` what makes hour `window` of series `id` one block, with its rollup in
-    /// its day's rollup entry.
-    fn fold_hour(
-        &self,
-        opened: &Opened,
-        id: u32,
-        window: i64,
-        batch: &mut sled::Batch,
-        report: &mut FoldReport,
-    ) -> Result<(), StoreError> {
-        let (chunks, points) = Self::chunks_in(opened, id, window, window.saturating_add(chunk::WINDOW_MS))?;
-        let Some(rollup) = hourly(&points).pop() else { return Ok(()) };
-        let day = chunk::day_start(window);
-        let key = keys::rollup(id, day);
-        let mut hours = Vec::new();
-        if let Some(old) = opened.tree.get(key)? {
-            rollup::decode(day, &old, &mut hours).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
-        }
-        // Already one block with its rollup (the mark was moved back for a late point in an
-        // earlier hour): nothing to do.
-        if chunks.len() == 1 && hours.iter().any(|h| h.start_ms == window && h.count == rollup.count) {
-            return Ok(());
-        }
-        Self::rewrite(opened, id, &chunks, &points, false, batch);
-        hours.retain(|h| h.start_ms != window);
-        hours.push(rollup);
-        hours.sort_unstable_by_key(|h| h.start_ms);
-        batch.insert(&key, rollup::encode(day, &hours));
-        report.hours += 1;
-        report.chunks_in += chunks.len() as u64;
-        report.points += points.len() as u64;
-        Ok(())
-    }
-
-    /// Adds to `batch` what makes day `day` of series `id` one block, with the rollups of all
-    /// its hours.
-    fn fold_day(
-        &self,
-        opened: &Opened,
-        id: u32,
-        day: i64,
-        batch: &mut sled::Batch,
-        report: &mut FoldReport,
-    ) -> Result<(), StoreError> {
-        // Already one day block with its rollups (the mark was moved back for a late point
-        // in an earlier day): nothing to do.
-        let end = day.saturating_add(chunk::DAY_MS);
-        let mut keys_in_day = opened.tree.range(keys::chunk_from(id, day)..keys::chunk_from(id, end)).take(2);
-        let first = keys_in_day.next().transpose()?;
-        let second = keys_in_day.next().transpose()?;
-        if let (Some((key, _)), None) = (&first, &second) {
-            if keys::is_day_block(key) && opened.tree.contains_key(keys::rollup(id, day))? {
-                return Ok(());
-            }
-        }
-        let (chunks, points) = Self::chunks_in(opened, id, day, end)?;
-        if points.is_empty() {
-            return Ok(());
-        }
-        Self::rewrite(opened, id, &chunks, &points, true, batch);
-        batch.insert(&keys::rollup(id, day), rollup::encode(day, &hourly(&points)));
-        report.days += 1;
-        report.chunks_in += chunks.len() as u64;
-        report.points += points.len() as u64;
-        Ok(())
-    }
-
     /// Drops, for every series a rule of `policy` applies to, the folded days of raw points
     /// that ended more than the rule's `raw_ms` before `now_ms`, and the days of rollups older
     /// than its `rollups_ms`. A day not folded yet is kept until it is, so its rollups exist
-    /// first.
+    /// first. A day file goes once every series in it is dropped, and is rewritten without
+    /// the dropped ones before that.
     pub fn expire(&self, now_ms: i64, policy: &RetentionPolicy) -> Result<ExpireReport, StoreError> {
         let mut report = ExpireReport::default();
+        // Series id -> the end of the days of raw points it drops.
+        let mut limits = HashMap::new();
+        let mut touched = BTreeSet::new();
         for (device, metric) in self.series_names() {
             let rule = {
                 let state = self.state();
@@ -293,24 +211,35 @@ impl Store {
             };
             if let Some(raw_ms) = rule.raw_ms {
                 let cutoff = chunk::day_start(now_ms.saturating_sub(raw_ms));
-                while self.expire_points(&device, &metric, cutoff, &mut report)? {}
+                while self.expire_points(&device, &metric, cutoff, &mut report, &mut touched)? {}
+                let state = self.state();
+                if let Some(m) = state.meta(&device, &metric) {
+                    // Whole days only, and only folded ones.
+                    limits.insert(m.id, cutoff.min(chunk::day_start(m.folded_to_ms)));
+                }
             }
             if let Some(rollups_ms) = rule.rollups_ms {
                 let cutoff = chunk::day_start(now_ms.saturating_sub(rollups_ms));
                 while self.expire_rollups(&device, &metric, cutoff, &mut report)? {}
             }
         }
+        self.expire_files(&limits, &mut report, &mut touched)?;
+        for (device, metric) in touched {
+            self.refresh_first(&device, &metric)?;
+        }
         Ok(report)
     }
 
-    /// Drops up to [`EXPIRE_BATCH`] blocks of one series before `cutoff` (and before its folded
-    /// mark); true if there may be more.
+    /// Drops up to [`EXPIRE_BATCH`] chunks in sled of one series before `cutoff` (and before
+    /// its folded mark): late points and hour blocks of days that have since expired; true if
+    /// there may be more.
     fn expire_points(
         &self,
         device: &str,
         metric: &str,
         cutoff: i64,
         report: &mut ExpireReport,
+        touched: &mut BTreeSet<(String, String)>,
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
         let opened = self.writable(&mut state)?;
@@ -318,7 +247,6 @@ impl Store {
             return Ok(false);
         };
         let id = meta.id;
-        // Whole days only: a day block holds a day's points under the time of its first.
         let limit = cutoff.min(chunk::day_start(meta.folded_to_ms));
         let mut batch = sled::Batch::default();
         let (mut blocks, mut points) = (0usize, 0u64);
@@ -335,19 +263,6 @@ impl Store {
             return Ok(false);
         }
         meta.count = meta.count.saturating_sub(points);
-        let after = opened.tree.range(keys::chunk_from(id, limit)..keys::chunk_from(id, i64::MAX)).next();
-        let first_after = match after {
-            None => None,
-            Some(entry) => {
-                let (key, _) = entry?;
-                keys::parse_chunk(&key).map(|(_, first_ms)| first_ms)
-            }
-        };
-        // The first point left is in the first chunk left, except when older blocks remain
-        // (this pass stopped at its batch size): then the next pass sets it.
-        if blocks < EXPIRE_BATCH {
-            meta.first_ms = first_after.unwrap_or(meta.last_ms);
-        }
         batch.insert(keys::series(device, metric), meta.encode());
         let device_meta = state.devices.get(device).cloned().map(|mut d| {
             d.points = d.points.saturating_sub(points);
@@ -361,9 +276,41 @@ impl Store {
             state.devices.insert(device.to_owned(), d);
         }
         state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+        touched.insert((device.to_owned(), metric.to_owned()));
         report.blocks += blocks as u64;
         report.points += points;
         Ok(blocks == EXPIRE_BATCH)
+    }
+
+    /// Sets the first time of one series to that of its first point left, after expiry.
+    fn refresh_first(&self, device: &str, metric: &str) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let opened = self.writable(&mut state)?;
+        let Some(mut meta) = state.meta(device, metric).cloned() else {
+            return Ok(());
+        };
+        let mut first: Option<i64> = None;
+        scan_chunks(&opened, meta.id, i64::MIN, i64::MAX, |first_ms, points| {
+            if first.is_some_and(|f| first_ms > f) {
+                return false;
+            }
+            let min = points.iter().map(|p| p.0).min();
+            first = match (first, min) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            true
+        })?;
+        let first_ms = first.unwrap_or(meta.last_ms);
+        if first_ms == meta.first_ms {
+            return Ok(());
+        }
+        meta.first_ms = first_ms;
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::series(device, metric), meta.encode());
+        self.apply(&opened, batch)?;
+        state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+        Ok(())
     }
 
     /// Drops up to [`EXPIRE_BATCH`] rollups of one series before `cutoff`; true if there may be
@@ -395,7 +342,7 @@ impl Store {
 }
 
 /// The hourly buckets of points sorted by time.
-fn hourly(points: &[(i64, f64)]) -> Vec<Bucket> {
+pub(super) fn hourly(points: &[(i64, f64)]) -> Vec<Bucket> {
     let mut out: Vec<Bucket> = Vec::new();
     for &(t, v) in points {
         let start = chunk::window_start(t);

@@ -178,6 +178,11 @@ pub(super) fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         state.next_series_id = state.next_series_id.max(meta.id.saturating_add(1));
         state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
     }
+    if let Some(next) = tree.get(keys::NEXT_SERIES)? {
+        let next = next.as_ref().try_into().map(u32::from_be_bytes);
+        let next = next.map_err(|_| StoreError::Corrupt(keys::NEXT_SERIES.to_vec()))?;
+        state.next_series_id = state.next_series_id.max(next);
+    }
     for entry in tree.scan_prefix([keys::SEQ]) {
         let (key, value) = entry?;
         let corrupt = || StoreError::Corrupt(key.to_vec());

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::meta::{device_info, series_info};
-use super::Store;
+use super::{Opened, Store};
 use crate::{chunk, keys, rollup, Bucket, DeviceInfo, LatestValue, Point, SeriesInfo, StoreError};
 
 impl Store {
@@ -73,7 +73,7 @@ impl Store {
         to_ms: i64,
         visit: impl FnMut(i64, &[(i64, f64)]) -> bool,
     ) -> Result<(), StoreError> {
-        scan_chunks(&self.current()?.tree, id, from_ms, to_ms, visit)
+        scan_chunks(&*self.current()?, id, from_ms, to_ms, visit)
     }
 
     /// Up to `limit` points of one series with `from_ms <= time < to_ms`, oldest first;
@@ -226,11 +226,12 @@ impl Store {
     }
 }
 
-/// Visits the chunks of series `id` that can hold points in `[from_ms, to_ms)`, in order
-/// of their first time, with their points (not yet cut to the range). `visit` returns
-/// false to stop.
+/// Visits the blocks of series `id` that can hold points in `[from_ms, to_ms)`, from day
+/// files and sled's chunks alike, in order of their first time (a day file's block counts as
+/// starting at its day's start, before the late chunks of that day), with their points (not
+/// yet cut to the range). `visit` returns false to stop.
 pub(super) fn scan_chunks(
-    tree: &sled::Tree,
+    opened: &Opened,
     id: u32,
     from_ms: i64,
     to_ms: i64,
@@ -240,20 +241,51 @@ pub(super) fn scan_chunks(
     // and no earlier than that point's window, or its day for a day block.
     let mut decoded = Vec::new();
     let window = chunk::window_start(from_ms);
-    let range = keys::chunk_from(id, chunk::day_start(from_ms))..keys::chunk_from(id, to_ms);
-    for entry in tree.range(range) {
+    let first_day = chunk::day_start(from_ms);
+    // Held to the end, so that a fold moving chunks into a file is seen wholly or not at all.
+    let files = opened.days.read();
+    let mut days = files.range(first_day..to_ms).map(|(&d, &g)| (d, g)).peekable();
+    let range = keys::chunk_from(id, first_day)..keys::chunk_from(id, to_ms);
+    for entry in opened.tree.range(range) {
         let (key, value) = entry?;
         let Some((_, first_ms)) = keys::parse_chunk(&key) else {
             return Err(StoreError::Corrupt(key.to_vec()));
         };
+        while let Some((day, generation)) = days.next_if(|&(day, _)| day <= first_ms) {
+            if !visit_day(opened, id, day, generation, &mut decoded, &mut visit)? {
+                return Ok(());
+            }
+        }
         if first_ms < window && !keys::is_day_block(&key) {
             continue;
         }
         decoded.clear();
         chunk::decode_into(&value, &mut decoded).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
         if !visit(first_ms, &decoded) {
+            return Ok(());
+        }
+    }
+    for (day, generation) in days {
+        if !visit_day(opened, id, day, generation, &mut decoded, &mut visit)? {
             break;
         }
     }
     Ok(())
+}
+
+/// Visits the block of series `id` in day `day`'s file, if it has one; what `visit` says.
+fn visit_day(
+    opened: &Opened,
+    id: u32,
+    day: i64,
+    generation: u64,
+    decoded: &mut Vec<(i64, f64)>,
+    visit: &mut impl FnMut(i64, &[(i64, f64)]) -> bool,
+) -> Result<bool, StoreError> {
+    let file = opened.days.open(day, generation)?;
+    let Some(block) = file.block(id)? else { return Ok(true) };
+    decoded.clear();
+    chunk::decode_into(&block, decoded)
+        .ok_or_else(|| file.corrupt(format!("block of series {id} cannot be decoded")))?;
+    Ok(visit(day, decoded))
 }

@@ -1,5 +1,6 @@
 //! Removing a device and everything stored of it: its series' chunks and rollups, their
-//! metadata, the device's metadata and its sequence number, in one atomic batch.
+//! metadata, the device's metadata and its sequence number, in one atomic batch (its blocks in
+//! day files become unreachable at once, and are dropped when the files are next written).
 
 use super::Store;
 use crate::{keys, StoreError};
@@ -20,8 +21,9 @@ impl Store {
     ///
     /// The whole device goes in one atomic batch, under the write lock: a write group of
     /// ingest lands wholly before (and is removed) or wholly after (and is kept, as a device
-    /// seen afresh), never half. The series ids are not reused while the store is open; on a
-    /// later opening they may be, which is safe because no chunk or rollup of theirs is left.
+    /// seen afresh), never half. Its series' blocks in day files are not read again and go
+    /// when those files are next written (a later fold of that day, or retention); the series
+    /// ids are never given to another series, so that no new series reads them.
     /// Folding and expiry look a series up under the same lock, so they skip a removed one.
     pub fn remove_device(&self, device: &str) -> Result<Option<Removed>, StoreError> {
         let mut state = self.state();

@@ -221,7 +221,8 @@ fn ranges_match_a_model_whatever_the_write_order() {
         if round == 100 {
             // T0 is not on the hour: the points span six windows.
             store.fold(T0 + span + chunk::WINDOW_MS, || true).unwrap();
-            assert_eq!(chunk_keys(&store), 6, "one block per window once all are folded");
+            assert_eq!(chunk_keys(&store), 0, "every window in its day's file once all are folded");
+            assert!(!day_files(dir.path()).is_empty());
         }
         let from = T0 - 1000 + (next() % (span as u64 + 2000)) as i64;
         let to = from + (next() % (span as u64)) as i64;
@@ -235,6 +236,14 @@ fn ranges_match_a_model_whatever_the_write_order() {
 
 fn chunk_keys(store: &Store) -> usize {
     store.current().unwrap().tree.scan_prefix([keys::POINT]).count()
+}
+
+/// The day files in the store's directory (named by sled or not).
+fn day_files(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join(days::DIR)) else { return Vec::new() };
+    let mut names: Vec<String> = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
 }
 
 /// Aggregates over random late writes, random folds, random ranges and random steps equal a
@@ -329,10 +338,14 @@ fn retention_drops_old_raw_points_then_old_rollups_and_nothing_else() {
     // Nothing is expired before it is folded: its rollup must exist first.
     assert_eq!(store.expire(now, &policy).unwrap(), ExpireReport::default());
     let folded = store.fold(now, || true).unwrap();
-    assert_eq!((folded.days, folded.hours), (2 * 4, 0), "every day has closed");
-    assert_eq!(chunk_keys(&store), 2 * 4, "one block a day");
+    assert_eq!((folded.days, folded.hours), (4, 0), "every day has closed");
+    assert_eq!(chunk_keys(&store), 0, "the days are in their files");
+    assert_eq!(day_files(dir.path()).len(), 4, "one file a day");
     let report = store.expire(now, &policy).unwrap();
     assert_eq!(report, ExpireReport { blocks: 3, points: 3 * 144, rollups: 2 });
+    // The files of the first three days are rewritten without the water series.
+    assert_eq!(day_files(dir.path()).len(), 4);
+    assert_eq!(store.current().unwrap().days.read().values().filter(|&&g| g == 2).count(), 3);
 
     // Raw points: only the last day is left, untouched.
     let w = store.points("w", "water_level", i64::MIN, i64::MAX, 1000).unwrap().unwrap();
@@ -367,9 +380,10 @@ fn a_late_point_reopens_its_folded_window_until_the_next_fold() {
     }
     assert_eq!(chunk_keys(&store), 180);
     let report = store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap();
-    // The day is still open: the hour becomes an hour block.
+    // The day is still open: its file holds the hour that closed.
     assert_eq!(report, FoldReport { hours: 1, days: 0, chunks_in: 180, points: 360 });
-    assert_eq!(chunk_keys(&store), 1);
+    assert_eq!(chunk_keys(&store), 0);
+    assert_eq!(day_files(dir.path()).len(), 1);
     // Folding again changes nothing.
     assert_eq!(store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap(), FoldReport::default());
 
@@ -378,7 +392,7 @@ fn a_late_point_reopens_its_folded_window_until_the_next_fold() {
         store.aggregate("w", "water_level", hour, hour + chunk::WINDOW_MS, chunk::WINDOW_MS).unwrap().unwrap();
     assert_eq!((by_hour[0].count, by_hour[0].max), (361, 100.0), "the stale rollup is not used");
     assert_eq!(store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap().hours, 1);
-    assert_eq!(chunk_keys(&store), 1);
+    assert_eq!(chunk_keys(&store), 0);
     let again = store.aggregate("w", "water_level", hour, hour + chunk::WINDOW_MS, chunk::WINDOW_MS).unwrap().unwrap();
     assert_eq!(again, by_hour);
 }
@@ -389,16 +403,18 @@ fn a_closed_day_becomes_one_block_and_a_late_point_refolds_the_whole_day() {
     let store = open(dir.path());
     let day = chunk::day_start(T0);
     let at = |i: i64| day + i * 60_000;
-    // Two days, a point a minute, written a few at a time; the first day folded hour by hour
-    // while it is open, then whole once it has closed.
+    // Two days, a point a minute, written a few at a time; the first day's closed hours
+    // folded into its file while it is open, then the whole day once it has closed.
     let points: Vec<_> = (0..2 * 1440).map(|i| p("water_level", at(i), (i % 97) as f64 / 10.0)).collect();
     for few in points.chunks(7) {
         store.write("w", "water", T0, few).unwrap();
     }
-    assert_eq!(store.fold(day + 5 * chunk::WINDOW_MS, || true).unwrap().hours, 5);
+    assert_eq!(store.fold(day + 5 * chunk::WINDOW_MS, || true).unwrap().hours, 1);
+    assert_eq!(day_files(dir.path()), ["2026-09-21.1.mkb"]);
     let report = store.fold(day + 2 * chunk::DAY_MS, || true).unwrap();
     assert_eq!((report.days, report.hours, report.points), (2, 0, 2 * 1440));
-    assert_eq!(chunk_keys(&store), 2);
+    assert_eq!(chunk_keys(&store), 0);
+    assert_eq!(day_files(dir.path()), ["2026-09-21.2.mkb", "2026-09-22.1.mkb"]);
     let all = |store: &Store| store.points("w", "water_level", i64::MIN, i64::MAX, 10_000).unwrap().unwrap();
     assert_eq!(all(&store).len(), 2 * 1440);
     // A range inside the day block, starting mid-hour.
@@ -416,8 +432,9 @@ fn a_closed_day_becomes_one_block_and_a_late_point_refolds_the_whole_day() {
     let fresh = by_hour(&store);
     assert_eq!((fresh[5].start_ms, fresh[5].count, fresh[5].max), (hour5, 61, 50.0), "no stale rollup");
     let report = store.fold(day + 2 * chunk::DAY_MS, || true).unwrap();
-    assert_eq!((report.days, report.chunks_in), (1, 2), "the day block and the late chunk");
-    assert_eq!(chunk_keys(&store), 2);
+    assert_eq!((report.days, report.chunks_in), (1, 1), "the late chunk, into the day's file");
+    assert_eq!(chunk_keys(&store), 0);
+    assert_eq!(day_files(dir.path()), ["2026-09-21.3.mkb", "2026-09-22.1.mkb"]);
     assert_eq!(by_hour(&store), fresh);
     assert_eq!(all(&store).len(), 2 * 1440 + 1);
 }
@@ -609,12 +626,13 @@ fn all_keys(store: &Store) -> Vec<Vec<u8>> {
 }
 
 #[test]
-fn removing_a_device_removes_all_it_stored_and_nothing_else_and_its_id_can_be_reused() {
+fn removing_a_device_removes_all_it_stored_and_nothing_else_and_no_new_series_sees_it() {
     const HOUR: i64 = 3_600_000;
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
-        // "a" first, so that "b" has the highest series ids, which a new opening reuses.
+        // "a" first, so that "b" has the highest series ids, the ones a new opening would reuse
+        // if it counted from the series left.
         store.write("a", "water", T0, &[p("water_level", T0, 1.0)]).unwrap();
         let before_b = all_keys(&store);
         // Two days of b, folded (day blocks, hour blocks, rollups) and a fresh chunk; signed.
@@ -654,15 +672,20 @@ fn removing_a_device_removes_all_it_stored_and_nothing_else_and_its_id_can_be_re
         assert!(store.latest(None).iter().all(|l| l.device != "b"));
         // Nothing of b is left in the tree: the keys are a's and the store's own.
         let keep_only = all_keys(&store);
-        let of_a = |k: &[u8]| matches!(k[0], keys::POINT | keys::ROLLUP) && k[1..5] == 0u32.to_be_bytes();
+        // b's blocks in the day files stay until those files are rewritten: its ids are never
+        // given to another series.
+        let of_a = |k: &[u8]| {
+            (matches!(k[0], keys::POINT | keys::ROLLUP) && k[1..5] == 0u32.to_be_bytes())
+                || k[0] == keys::DAY_FILE
+                || k == keys::NEXT_SERIES
+        };
         let extra: Vec<_> = keep_only.iter().filter(|k| !before_b.contains(k) && !of_a(k)).collect();
         assert!(keep_only.iter().any(|k| k[0] == keys::ROLLUP), "the fold wrote rollups (of a)");
         assert!(extra.is_empty(), "left behind: {extra:?}");
         assert_eq!(store.points("a", "water_level", i64::MIN, i64::MAX, 10).unwrap().unwrap().len(), 2);
         store.flush().unwrap();
     }
-    // Reopened, b is still gone, and its id is taken afresh: a new series gets b's old ids
-    // and none of b's points.
+    // Reopened, b is still gone, and new series get new ids and none of b's points.
     let store = open(dir.path());
     assert!(store.device("b").is_none());
     assert_eq!(store.device("a").unwrap().points, 2);
@@ -720,4 +743,91 @@ fn a_boolean_series_keeps_its_kind_and_refuses_numbers() {
         .write("cai-rang", "water", T0, &[NewPoint { value_kind: ValueKind::Number, ..gate(T0 + 5000, true) }])
         .unwrap_err();
     assert!(matches!(err, WriteError::Refused(PackRefused::ValueKindMismatch { .. })));
+}
+
+/// A day file cut short or with a flipped bit is an error naming the file, on the reads that
+/// need it, never a panic and never fewer points; a missing one stops the opening; files the
+/// store does not use (a fold killed before its batch) are deleted at open.
+#[test]
+fn a_damaged_day_file_is_reported_by_name_and_strays_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = chunk::day_start(T0);
+    {
+        let store = open(dir.path());
+        let points: Vec<_> = (0..2 * 144).map(|i| p("water_level", day + i * 600_000, i as f64)).collect();
+        store.write("w", "water", T0, &points).unwrap();
+        store.fold(day + 3 * chunk::DAY_MS, || true).unwrap();
+        store.flush().unwrap();
+    }
+    let files = day_files(dir.path());
+    assert_eq!(files.len(), 2);
+    let blocks = dir.path().join(days::DIR);
+    // Strays: a temporary file, and a file of a generation sled does not name.
+    std::fs::write(blocks.join("2026-09-21.7.mkb.tmp"), b"half").unwrap();
+    std::fs::write(blocks.join("2026-09-21.7.mkb"), b"whole but unnamed").unwrap();
+    std::fs::write(blocks.join("README"), b"an operator's note").unwrap();
+    drop(open(dir.path()));
+    let mut expected = files.clone();
+    expected.push("README".into());
+    expected.sort();
+    assert_eq!(day_files(dir.path()), expected);
+
+    let first = blocks.join(&files[0]);
+    let whole = std::fs::read(&first).unwrap();
+    let bad_reads = |bytes: &[u8]| {
+        std::fs::write(&first, bytes).unwrap();
+        let store = open(dir.path());
+        let err = store.points("w", "water_level", i64::MIN, i64::MAX, 1000).unwrap_err();
+        assert!(matches!(&err, StoreError::DayFile { file, .. } if file == &first), "{err}");
+        assert!(err.to_string().contains(&files[0]), "{err}");
+        // The other day still reads, and so does the metadata.
+        let second = store.points("w", "water_level", day + chunk::DAY_MS, i64::MAX, 1000).unwrap().unwrap();
+        assert_eq!(second.len(), 144);
+        assert_eq!(store.series("w", "water_level").unwrap().count, 288);
+        // A late point into the damaged day cannot be checked for a duplicate: refused, not
+        // stored twice.
+        assert!(store.write("w", "water", T0, &[p("water_level", day + 1, 0.5)]).is_err());
+    };
+    bad_reads(&whole[..whole.len() - 3]);
+    let mut flipped = whole.clone();
+    flipped[20] ^= 1;
+    bad_reads(&flipped);
+    std::fs::write(&first, &whole).unwrap();
+    assert_eq!(open(dir.path()).points("w", "water_level", i64::MIN, i64::MAX, 1000).unwrap().unwrap().len(), 288);
+
+    std::fs::remove_file(&first).unwrap();
+    let err = Store::open(dir.path(), &StoreOptions::default()).unwrap_err();
+    assert!(matches!(&err, StoreError::DayFile { file, reason } if file == &first && reason == "missing"), "{err}");
+}
+
+/// A day file goes once every series in it has expired; the points left, the counts and the
+/// first times follow, and a late point into an expired day is stored again like any other.
+#[test]
+fn retention_deletes_a_day_file_once_all_its_series_have_expired() {
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let start = chunk::day_start(T0);
+    for (device, kind) in [("w", "water"), ("a", "air")] {
+        let points: Vec<_> = (0..4 * 24).map(|h| p("level", start + h * 3_600_000, h as f64)).collect();
+        store.write(device, kind, start, &points).unwrap();
+    }
+    store.fold(start + 4 * DAY, || true).unwrap();
+    assert_eq!(day_files(dir.path()).len(), 4);
+    let policy = RetentionPolicy { rules: vec![RetentionRule { raw_ms: Some(2 * DAY), ..RetentionRule::default() }] };
+    let report = store.expire(start + 4 * DAY, &policy).unwrap();
+    assert_eq!((report.blocks, report.points), (4, 4 * 24));
+    assert_eq!(day_files(dir.path()), ["2026-09-23.1.mkb", "2026-09-24.1.mkb"]);
+    for device in ["w", "a"] {
+        let s = store.series(device, "level").unwrap();
+        assert_eq!((s.count, s.first_ms), (48, start + 2 * DAY), "{device}");
+        assert_eq!(store.points(device, "level", i64::MIN, i64::MAX, 1000).unwrap().unwrap().len(), 48);
+        assert_eq!(store.device(device).unwrap().points, 48);
+    }
+    // The same again finds nothing; a reopening agrees.
+    assert_eq!(store.expire(start + 4 * DAY, &policy).unwrap(), ExpireReport::default());
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.series("a", "level").unwrap().count, 48);
+    assert_eq!(day_files(dir.path()).len(), 2);
 }

@@ -102,6 +102,9 @@ impl Store {
         for ((device, metric), meta) in &group.series {
             batch.insert(keys::series(device, metric), meta.encode());
         }
+        if let Some(next) = group.next_series_id.filter(|&n| n != state.next_series_id) {
+            batch.insert(keys::NEXT_SERIES, &next.to_be_bytes());
+        }
         for (device, meta) in &group.devices {
             batch.insert(keys::device(device), meta.encode());
         }
@@ -292,7 +295,8 @@ fn stored_times<'c>(
         std::collections::hash_map::Entry::Vacant(e) => {
             let mut times = HashSet::new();
             let end = window.saturating_add(chunk::WINDOW_MS);
-            scan_chunks(&opened.tree, id, window, end, |_, points| {
+            // Day files included: a late point into a closed day is a duplicate of the file's.
+            scan_chunks(opened, id, window, end, |_, points| {
                 times.extend(points.iter().map(|p| p.0).filter(|&t| t >= window && t < end));
                 true
             })?;
