@@ -502,6 +502,154 @@ mod test {
         }
     }
 
+    fn config() -> RouterConfig {
+        RouterConfig {
+            max_segment_size: 1024,
+            max_connections: 10,
+            max_segment_count: 10,
+            max_outgoing_packet_count: 1024,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Strategy::RoundRobin,
+        }
+    }
+
+    /// What `DataLog::matches` did before patch 15 (and upstream still does): every filter
+    /// matched against the topic.
+    fn every_filter(data: &DataLog, topic: &str) -> Vec<usize> {
+        let mut every: Vec<usize> = data
+            .filter_indexes
+            .iter()
+            .filter(|(filter, _)| crate::protocol::matches(topic, filter))
+            .map(|(_, idx)| *idx)
+            .collect();
+        every.sort_unstable();
+        every
+    }
+
+    fn indexed(data: &mut DataLog, topic: &str) -> Vec<usize> {
+        let mut got = data.matches(topic).unwrap();
+        got.sort_unstable();
+        got
+    }
+
+    /// The filters each topic reaches, by name: exact, `+`, `#`, and `$` topics, which a
+    /// wildcard at the first level does not reach (MQTT-4.7.2-1) but a filter naming `$SYS`
+    /// does, exactly or with a wildcard below it.
+    #[test]
+    fn topics_reach_the_filters_mqtt_says() {
+        let filters = [
+            "a/b", "a/+", "a/#", "+/b", "#", "+", "$SYS/x", "$SYS/+", "$SYS/#", "a", "/a", "+/+",
+        ];
+        let cases: [(&str, &[&str]); 7] = [
+            ("a/b", &["a/b", "a/+", "a/#", "+/b", "#", "+/+"]),
+            ("a", &["a/#", "#", "+", "a"]),
+            ("a/c/d", &["a/#", "#"]),
+            ("$SYS/x", &["$SYS/x", "$SYS/+", "$SYS/#"]),
+            ("$SYS/y/z", &["$SYS/#"]),
+            ("/a", &["#", "/a", "+/+"]),
+            ("b/c", &["#", "+/+"]),
+        ];
+        let mut data = DataLog::new(config()).unwrap();
+        let idx: std::collections::HashMap<&str, usize> = filters
+            .iter()
+            .map(|f| (*f, data.next_native_offset(f).0))
+            .collect();
+        for (topic, expected) in cases {
+            let mut expected: Vec<usize> = expected.iter().map(|f| idx[f]).collect();
+            expected.sort_unstable();
+            // Twice: the first computes and caches, the second reads the cache.
+            assert_eq!(indexed(&mut data, topic), expected, "{topic}");
+            assert_eq!(indexed(&mut data, topic), expected, "{topic} (cached)");
+        }
+    }
+
+    /// Filters and publishes interleaved in a fixed pseudo-random order: after every new
+    /// filter, the cached and the new topics alike reach what matching every filter reaches,
+    /// so adding a filter (exact or wildcard) updates the cache of topics seen before it.
+    /// (Filters are never removed from the data log: an unsubscribe drops the connection's
+    /// read request only, so the index and the cache need no removal.)
+    #[test]
+    fn interleaved_filters_and_topics_match_as_every_filter_does() {
+        const LEVELS: [&str; 6] = ["a", "b", "$SYS", "", "+", "#"];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as usize) % n
+        };
+        let mut data = DataLog::new(config()).unwrap();
+        let mut seen: Vec<String> = Vec::new();
+        for _ in 0..400 {
+            let depth = 1 + next(3);
+            let wildcard = next(2) == 0;
+            let levels: Vec<&str> = (0..depth)
+                .map(|i| {
+                    let pick = LEVELS[next(if wildcard { 6 } else { 4 })];
+                    // `#` only last, `$SYS` only first, as a valid filter or topic has them.
+                    match pick {
+                        "#" if i + 1 < depth => "+",
+                        "$SYS" if i > 0 => "b",
+                        other => other,
+                    }
+                })
+                .collect();
+            let name = levels.join("/");
+            if wildcard {
+                data.next_native_offset(&name);
+            } else {
+                // A topic, which also becomes an exact filter one time in three.
+                if next(3) == 0 {
+                    data.next_native_offset(&name);
+                }
+                seen.push(name);
+            }
+            for topic in &seen {
+                assert_eq!(indexed(&mut data, topic), every_filter(&data, topic), "{topic}");
+            }
+        }
+        assert!(data.wildcard_filters.len() > 10 && data.filter_indexes.len() > 50);
+    }
+
+    /// The cost of matching a topic seen for the first time, with 1,000, 10,000 and 20,000
+    /// downlink filters (one per device, no wildcard) beside one wildcard uplink filter,
+    /// through the index and by matching every filter (as before patch 15). Prints the
+    /// figures (`cargo test --no-default-features --lib first_match_cost -- --nocapture`);
+    /// asserts that both give the same filters and that the index is the faster at 20,000.
+    #[test]
+    fn first_match_cost_with_many_exact_filters() {
+        use std::time::Instant;
+        for devices in [1_000, 10_000, 20_000] {
+            let mut data = DataLog::new(config()).unwrap();
+            data.next_native_offset("mekong/v1/+/up");
+            for d in 0..devices {
+                data.next_native_offset(&format!("mekong/v1/dev{d}/down"));
+            }
+            // 1,000 topics never seen, half uplinks and half downlinks.
+            let topics: Vec<String> = (0..1_000)
+                .map(|i| {
+                    let d = i * devices / 1_000;
+                    let dir = if i % 2 == 0 { "up" } else { "down" };
+                    format!("mekong/v1/dev{d}/{dir}")
+                })
+                .collect();
+            let start = Instant::now();
+            let got: Vec<Vec<usize>> = topics.iter().map(|t| indexed(&mut data, t)).collect();
+            let index_ns = start.elapsed().as_nanos() / topics.len() as u128;
+            let start = Instant::now();
+            let every: Vec<Vec<usize>> = topics.iter().map(|t| every_filter(&data, t)).collect();
+            let every_ns = start.elapsed().as_nanos() / topics.len() as u128;
+            assert_eq!(got, every);
+            assert!(got.iter().all(|v| v.len() == 1));
+            println!(
+                "{{\"filters\": {}, \"index_ns_per_new_topic\": {index_ns}, \"every_filter_ns_per_new_topic\": {every_ns}}}",
+                devices + 1
+            );
+            if devices == 20_000 {
+                assert!(index_ns < every_ns, "{index_ns} ns against {every_ns} ns");
+            }
+        }
+    }
+
     #[test]
     fn publish_filters_updating_correctly_on_new_topic_subscription() {
         let config = RouterConfig {
