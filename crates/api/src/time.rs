@@ -79,15 +79,8 @@ impl serde::Serialize for Rfc3339Ms {
 fn write_rfc3339(ms: i64, buf: &mut [u8; 24]) -> Option<&str> {
     let days = ms.div_euclid(86_400_000);
     let in_day = ms.rem_euclid(86_400_000);
-    let z = days.checked_add(719_468)?;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = mekong_store::civil_date(days);
+    let (month, day) = (i64::from(month), i64::from(day));
     if !(0..=9999).contains(&year) {
         return None;
     }

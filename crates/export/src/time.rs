@@ -7,16 +7,8 @@
 pub fn push_rfc3339(out: &mut Vec<u8>, ms: i64) {
     let days = ms.div_euclid(86_400_000);
     let in_day = ms.rem_euclid(86_400_000);
-    // H. Hinnant's days-to-civil; i128 so that no i64 time can overflow it.
-    let z = i128::from(days) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i128::from(month <= 2);
+    let (year, month, day) = mekong_store::civil_date(days);
+    let (year, month, day) = (i128::from(year), i128::from(month), i128::from(day));
     if (0..=9999).contains(&year) {
         digits(out, year, 4);
     } else {

@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 
 mod chunk;
+mod civil;
 mod codec;
 mod dayfile;
 mod error;
@@ -72,6 +73,7 @@ pub mod fuzzing {
     pub use crate::rollup::{decode as decode_rollup, encode as encode_rollup};
 }
 
+pub use civil::civil_date;
 pub use error::{PackRefused, StoreError, WriteError};
 pub use store::{
     compact, compact_with_progress, CompactReport, ExpireReport, FoldReport, Record, Removed, RetentionPolicy,

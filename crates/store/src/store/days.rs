@@ -202,16 +202,7 @@ impl Days {
 
 /// `<YYYY-MM-DD>.<generation>.mkb`, the UTC date of the day starting at `day_ms`.
 fn file_name(day_ms: i64, generation: u64) -> String {
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = day_ms.div_euclid(86_400_000) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::civil_date(day_ms.div_euclid(86_400_000));
     format!("{y:04}-{m:02}-{d:02}.{generation}.mkb")
 }
 
