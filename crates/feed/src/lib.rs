@@ -280,10 +280,9 @@ struct Slot {
     lagged: Arc<AtomicBool>,
 }
 
-/// The events of one published round for the followers of given devices, by follower: a
-/// short list, since a round's packs come from few followed devices.
+/// The events of one published round for the followers of given devices, by follower.
 #[derive(Default)]
-struct Round(Vec<(Slot, Vec<Arc<Item>>)>);
+struct Round(HashMap<u64, (Slot, Vec<Arc<Item>>)>);
 
 impl std::fmt::Debug for Feed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -451,10 +450,7 @@ impl Feed {
         recent.items.push_back(Arc::clone(&item));
         if let Some(slots) = recent.by_device.get(item.event.device()) {
             for slot in slots {
-                match round.0.iter_mut().find(|(s, _)| s.follower == slot.follower) {
-                    Some((_, items)) => items.push(Arc::clone(&item)),
-                    None => round.0.push((slot.clone(), vec![Arc::clone(&item)])),
-                }
+                round.0.entry(slot.follower).or_insert_with(|| (slot.clone(), Vec::new())).1.push(Arc::clone(&item));
             }
         }
         // No follower is not an error.
@@ -466,7 +462,7 @@ impl Feed {
     fn deliver(&self, recent: &mut Recent, round: Round) {
         let window = self.inner.window;
         let mut cut_off = Vec::new();
-        for (slot, items) in round.0 {
+        for (slot, items) in round.0.into_values() {
             // A follower too far behind, or gone, leaves the index, under all its devices.
             if slot.queued.load(Ordering::Relaxed) + items.len() > window {
                 slot.lagged.store(true, Ordering::Relaxed);
