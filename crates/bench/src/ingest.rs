@@ -94,6 +94,10 @@ struct Measured {
     lost: u64,
     /// Resident memory of the platform process at the end of the window, MiB.
     rss_mib: Option<f64>,
+    /// Its resident memory before the devices connected, MiB.
+    rss_start_mib: Option<f64>,
+    /// The server's CPU over the window: cores busy on average, and µs per pack counted.
+    cpu: Option<(f64, f64)>,
     /// Unacknowledged publishes per connection.
     window: usize,
     /// City load: packs first sent in the window, and of those the ones not acknowledged
@@ -243,6 +247,7 @@ async fn measure(
         spread: spread.then_some((0, devices)),
     };
     let window = load_opts.window;
+    let rss_start_mib = server.as_ref().and_then(Server::rss_mib);
     let mut load = Generator::start(load_opts, opts.per_process).await?;
     let subscriber = match (&server, addr, &load) {
         (None, addr, Generator::Local(load)) => {
@@ -261,6 +266,7 @@ async fn measure(
         Some(s) => counter(&s.stats().await?, key),
         None => 0,
     };
+    let cpu_before = server.as_ref().and_then(Server::cpu_seconds);
     let started = Instant::now();
     load.measure().await?;
     tokio::time::sleep(Duration::from_secs_f64(opts.seconds)).await;
@@ -269,6 +275,7 @@ async fn measure(
         Some(s) => (counter(&s.stats().await?, key), s.rss_mib()),
         None => (0, None),
     };
+    let cpu_s = cpu_before.zip(server.as_ref().and_then(Server::cpu_seconds)).map(|(b, a)| a - b);
     let tally = load.finish(if spread { CITY_GRACE } else { Duration::ZERO }).await?;
     // Read after the grace, so that a pack the broker dropped in the window is counted.
     let lost = match &server {
@@ -294,6 +301,7 @@ async fn measure(
         sub.stop();
     }
     drop(server);
+    let cpu = cpu_s.map(|s| (s / elapsed, s * 1e6 / (packs_per_s * elapsed).max(1.0)));
     Ok(Measured {
         packs_per_s,
         readings_per_s,
@@ -301,6 +309,8 @@ async fn measure(
         resends: tally.resends,
         lost,
         rss_mib,
+        rss_start_mib,
+        cpu,
         window,
         unacknowledged: spread.then_some((tally.sent, tally.sent.saturating_sub(tally.acked))),
     })
@@ -328,6 +338,13 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
     }
     if let Some(rss) = m.rss_mib {
         v["server_rss_mib"] = json!(rss);
+    }
+    if let Some(rss) = m.rss_start_mib {
+        v["server_rss_start_mib"] = json!(rss);
+    }
+    if let Some((cores, us_per_pack)) = m.cpu {
+        v["server_cpu_cores"] = json!((cores * 100.0).round() / 100.0);
+        v["server_cpu_us_per_pack"] = json!((us_per_pack * 10.0).round() / 10.0);
     }
     v
 }
