@@ -97,7 +97,7 @@ struct Measured {
     /// Its resident memory before the devices connected, MiB.
     rss_start_mib: Option<f64>,
     /// The server's CPU over the window: cores busy on average, and µs per pack counted.
-    cpu: Option<(f64, f64)>,
+    cpu: Option<(f64, Option<f64>)>,
     /// Unacknowledged publishes per connection.
     window: usize,
     /// City load: packs first sent in the window, and of those the ones not acknowledged
@@ -301,7 +301,8 @@ async fn measure(
         sub.stop();
     }
     drop(server);
-    let cpu = cpu_s.map(|s| (s / elapsed, s * 1e6 / (packs_per_s * elapsed).max(1.0)));
+    // Per pack only when packs were counted: a stalled server has no cost per pack.
+    let cpu = cpu_s.map(|s| (s / elapsed, (packs_per_s > 0.0).then(|| s * 1e6 / (packs_per_s * elapsed))));
     Ok(Measured {
         packs_per_s,
         readings_per_s,
@@ -344,7 +345,9 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
     }
     if let Some((cores, us_per_pack)) = m.cpu {
         v["server_cpu_cores"] = json!((cores * 100.0).round() / 100.0);
-        v["server_cpu_us_per_pack"] = json!((us_per_pack * 10.0).round() / 10.0);
+        if let Some(us) = us_per_pack {
+            v["server_cpu_us_per_pack"] = json!((us * 10.0).round() / 10.0);
+        }
     }
     v
 }
