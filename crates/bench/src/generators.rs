@@ -67,6 +67,9 @@ impl Generator {
         if opts.devices <= per_process {
             return Ok(Generator::Local(Load::start(opts).await?));
         }
+        if opts.tls.is_some() {
+            bail!("a load over TLS runs in one process (at most --per-process devices)");
+        }
         let exe = std::env::current_exe().context("cannot find the mekong-bench binary")?;
         let mut children = Vec::new();
         let mut first = 0;
@@ -89,9 +92,6 @@ impl Generator {
             }
             if opts.downlinks {
                 command.arg("--downlinks");
-            }
-            if opts.tls.is_some() {
-                bail!("a load over TLS runs in one process (at most --per-process devices)");
             }
             command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).kill_on_drop(true);
             let mut child = command.spawn().context("cannot start a load process")?;
