@@ -417,10 +417,44 @@ const FIT_LINE: usize = 6;
 /// From this many points before, version 6's fit is a parabola.
 const FIT_CURVED: usize = 48;
 
+/// Fractional bits of version 6's fixed-point weights and predictions.
+const FIT_FRACTION: u32 = 48;
+
+/// Version 6's weights of the sums of `lag^k * n` (k = 0, 1, 2) by the number of points in the
+/// window (0 to [`FIT_WINDOW`]), in fixed point: the fit's value at lag 0 is the first row of
+/// the normal equations' adjugate times the sums, over their determinant. Computed once, in
+/// integers (floored), so that every machine predicts alike; a multiplication per sum then
+/// stands for a 128-bit division per point.
+fn fit_weights() -> &'static [[i128; 3]] {
+    static WEIGHTS: std::sync::OnceLock<Vec<[i128; 3]>> = std::sync::OnceLock::new();
+    WEIGHTS.get_or_init(|| {
+        (0..=FIT_WINDOW)
+            .map(|m| {
+                if m < FIT_LINE {
+                    return [0; 3];
+                }
+                // Power sums of the lags 1..=m.
+                let k = m as i128;
+                let p1 = k * (k + 1) / 2;
+                let p2 = k * (k + 1) * (2 * k + 1) / 6;
+                let (row, determinant) = if m < FIT_CURVED {
+                    ([p2, -p1, 0], k * p2 - p1 * p1)
+                } else {
+                    let p3 = p1 * p1;
+                    let p4 = k * (k + 1) * (2 * k + 1) * (3 * k * k + 3 * k - 1) / 30;
+                    let row = [p2 * p4 - p3 * p3, p2 * p3 - p1 * p4, p1 * p3 - p2 * p2];
+                    (row, k * row[0] + p1 * row[1] + p2 * row[2])
+                };
+                row.map(|c| (c << FIT_FRACTION).div_euclid(determinant))
+            })
+            .collect()
+    })
+}
+
 /// Version 6's prediction of a decimal series' next integer: the value at the next point of
 /// the least-squares parabola through the last [`FIT_WINDOW`] integers (through fewer at a
-/// block's start: a line, or the last point), in exact integer arithmetic, so that encoder
-/// and decoder agree to the bit on any machine.
+/// block's start: a line, or the last point), in integer arithmetic (fixed point with
+/// [`FIT_FRACTION`] bits), so that encoder and decoder agree to the bit on any machine.
 ///
 /// A mean, carried forward by a slope (version 5), follows a tide's curve only over a few
 /// dozen points before the curve bends it off; a parabola follows it over a few hundred,
@@ -446,31 +480,22 @@ impl FitPredictor {
         predictor
     }
 
-    /// The prediction rounded to the nearest integer (halves up), and whether the exact
+    /// The prediction rounded to the nearest integer (halves up), and whether the
     /// prediction lies below that integer.
     fn predict(&self) -> (i64, bool) {
-        let m = self.pushed.min(FIT_WINDOW);
         if self.pushed < FIT_LINE {
             return (self.ring[(self.pushed + FIT_WINDOW - 1) % FIT_WINDOW], false);
         }
-        // Power sums of the lags 1..=m, then the first row of the normal equations' adjugate:
-        // the prediction (the fit at lag 0) is that row times the sums over its determinant.
-        // With integers below 2^53 and m <= 224 every product stays below 2^120.
-        let k = m as i128;
-        let p1 = k * (k + 1) / 2;
-        let p2 = k * (k + 1) * (2 * k + 1) / 6;
-        let [s0, s1, s2] = self.sums;
-        let (numerator, denominator) = if self.pushed < FIT_CURVED {
-            (p2.wrapping_mul(s0).wrapping_sub(p1.wrapping_mul(s1)), k * p2 - p1 * p1)
-        } else {
-            let p3 = p1 * p1;
-            let p4 = k * (k + 1) * (2 * k + 1) * (3 * k * k + 3 * k - 1) / 30;
-            let (c0, c1, c2) = (p2 * p4 - p3 * p3, p2 * p3 - p1 * p4, p1 * p3 - p2 * p2);
-            let numerator = c0.wrapping_mul(s0).wrapping_add(c1.wrapping_mul(s1)).wrapping_add(c2.wrapping_mul(s2));
-            (numerator, k * c0 + p1 * c1 + p2 * c2)
+        let Some(weights) = fit_weights().get(self.pushed.min(FIT_WINDOW)) else {
+            return (0, false);
         };
-        let rounded = numerator.wrapping_mul(2).wrapping_add(denominator).div_euclid(2 * denominator);
-        let below = numerator.wrapping_sub(rounded.wrapping_mul(denominator)) < 0;
+        let [s0, s1, s2] = self.sums;
+        let fixed = weights[0]
+            .wrapping_mul(s0)
+            .wrapping_add(weights[1].wrapping_mul(s1))
+            .wrapping_add(weights[2].wrapping_mul(s2));
+        let rounded = fixed.wrapping_add(1 << (FIT_FRACTION - 1)) >> FIT_FRACTION;
+        let below = fixed & ((1 << FIT_FRACTION) - 1) >= 1 << (FIT_FRACTION - 1);
         (rounded.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64, below)
     }
 
