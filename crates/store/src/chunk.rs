@@ -54,8 +54,8 @@
 //! Every read is bounds-checked: a corrupt chunk is an error, never a panic or a large
 //! allocation.
 
-use crate::huffman;
 use crate::varint::{get_varint, put_varint, unzigzag, zigzag};
+use crate::{huffman, rans};
 
 /// Every point of a chunk lies in one window of this many milliseconds (aligned to the epoch),
 /// so a range query knows how far before `from` a chunk holding its points can start.
@@ -134,6 +134,10 @@ pub fn scaled(v: f64, scale: f64) -> Option<i64> {
 /// Header flag: every delta of the chunk's times is the same, written once; no time bits.
 const REGULAR: u8 = 1;
 
+/// Header flag of version 6: a bit stream (irregular times, escaped residuals) precedes the
+/// residuals' symbols, its length in bytes ahead of it. Without it, there are no such bits.
+const BITS: u8 = 2;
+
 /// Longest unary quotient of a Rice code before the escape (a raw 64-bit value).
 const RICE_ESCAPE: u64 = 16;
 
@@ -202,22 +206,39 @@ fn encode_as(points: &[(i64, f64)], version: u8) -> Vec<u8> {
         ints.windows(2).map(|w| zigzag(w[1].wrapping_sub(w[0]))).collect()
     };
     out.push(decimals.unwrap_or(MODE_XOR));
+    // Version 6 sets BITS, if it has bits, once they are written.
+    let flags_at = out.len();
     out.push(if regular { REGULAR } else { 0 });
-    out.extend_from_slice(&t0.to_be_bytes());
+    if version == VERSION_FITTED && predicted {
+        // Times since 1970 in ms take 6 bytes as a varint.
+        put_varint(&mut out, zigzag(t0));
+    } else {
+        out.extend_from_slice(&t0.to_be_bytes());
+    }
     if regular {
         put_varint(&mut out, zigzag(step));
     }
     let rice = rice_parameter(&coded);
-    let mut huffman = None;
+    let (mut huffman, mut ranged) = (None, None);
     if let Some(&n0) = ints.first() {
         if predicted {
             let mut counts = [0u64; huffman::SYMBOLS];
             for &z in &coded {
                 counts[symbol_of(z)] += 1;
             }
-            let lengths = huffman::lengths(&counts);
-            huffman::write_lengths(&mut out, &lengths);
-            huffman = huffman::Encoder::new(&lengths);
+            if version == VERSION_FITTED {
+                let classes = rans::classes(&counts);
+                rans::write_classes(&mut out, &classes);
+                ranged = rans::Encoder::new(&classes);
+                if ranged.is_none() {
+                    // Not met by any table `classes` makes; version 5 codes any residuals.
+                    return encode_as(points, VERSION_PREDICTED);
+                }
+            } else {
+                let lengths = huffman::lengths(&counts);
+                huffman::write_lengths(&mut out, &lengths);
+                huffman = huffman::Encoder::new(&lengths);
+            }
         } else {
             out.push(rice);
         }
@@ -225,7 +246,9 @@ fn encode_as(points: &[(i64, f64)], version: u8) -> Vec<u8> {
     } else {
         out.extend_from_slice(&v0.to_bits().to_be_bytes());
     }
-    let mut bits = BitWriter::new(out);
+    // Version 6 codes the residuals' symbols apart, after the bits (times, escaped residuals).
+    let mut symbols = Vec::new();
+    let mut bits = BitWriter::new(if ranged.is_some() { Vec::new() } else { std::mem::take(&mut out) });
     let (mut prev_t, mut prev_delta, mut prev_v) = (t0, 0i64, v0.to_bits());
     let (mut lead, mut trail) = (u32::MAX, 0u32);
     for (i, &(t, v)) in points[1..].iter().enumerate() {
@@ -243,10 +266,13 @@ fn encode_as(points: &[(i64, f64)], version: u8) -> Vec<u8> {
             }
             (prev_t, prev_delta) = (t, delta);
         }
-        if let Some(code) = &huffman {
+        if predicted {
             let z = coded[i];
             let symbol = symbol_of(z);
-            code.put(&mut bits, symbol as u8);
+            match &huffman {
+                Some(code) => code.put(&mut bits, symbol as u8),
+                None => symbols.push(symbol as u8),
+            }
             if symbol == ESCAPE {
                 // The bit length of z (at least 8), then its bits below the leading one.
                 let length = 64 - z.leading_zeros();
@@ -287,7 +313,17 @@ fn encode_as(points: &[(i64, f64)], version: u8) -> Vec<u8> {
         }
         prev_v = v.to_bits();
     }
-    bits.finish()
+    let stream = bits.finish();
+    let Some(ranged) = ranged else {
+        return stream;
+    };
+    if !stream.is_empty() {
+        out[flags_at] |= BITS;
+        put_varint(&mut out, stream.len() as u64);
+        out.extend_from_slice(&stream);
+    }
+    ranged.encode(&symbols, &mut out);
+    out
 }
 
 /// Version 5's symbol for a zigzagged residual: itself below [`ESCAPE`], else the escape.
@@ -521,14 +557,22 @@ impl FitPredictor {
 }
 
 /// How a chunk's values are coded, as its header says.
-enum ValueCode {
+enum ValueCode<'a> {
     /// Gorilla's XOR of the raw bits.
     Xor,
     /// Decimal integers, their changes in a Rice code of this parameter (version 4).
     Rice { scale: f64, rice: u32 },
-    /// Decimal integers, their differences from the prediction in a prefix code (versions 5
-    /// and 6).
-    Predicted { scale: f64, code: huffman::Decoder, predictor: Prediction },
+    /// Decimal integers, their differences from the prediction in a prefix code (version 5)
+    /// or a rANS stream (version 6).
+    Predicted { scale: f64, code: Symbols<'a>, predictor: Prediction },
+}
+
+/// Where a predicted block's residual symbols are read from.
+enum Symbols<'a> {
+    /// Version 5: a prefix code, in the bit stream.
+    Prefix(huffman::Decoder),
+    /// Version 6: a rANS stream of their own.
+    Ranged(rans::Stream<'a>),
 }
 
 /// Decodes a chunk of either version, appending its points to `out`; `None` if it is
@@ -544,25 +588,41 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
     }
     let (&mode, rest) = rest.split_first()?;
     let (&flags, rest) = rest.split_first()?;
-    if flags & !REGULAR != 0 {
+    let fitted = version == VERSION_FITTED;
+    if flags & !(if fitted { REGULAR | BITS } else { REGULAR }) != 0 {
         return None;
     }
     let regular = flags & REGULAR != 0;
-    let (head, mut rest) = rest.split_at_checked(8)?;
-    let t0 = i64::from_be_bytes(head.try_into().ok()?);
+    let (t0, mut rest) = if fitted {
+        let mut rest = rest;
+        (unzigzag(get_varint(&mut rest)?), rest)
+    } else {
+        let (head, rest) = rest.split_at_checked(8)?;
+        (i64::from_be_bytes(head.try_into().ok()?), rest)
+    };
     let step = if regular { unzigzag(get_varint(&mut rest)?) } else { 0 };
     let scale = match mode {
         MODE_XOR if version == VERSION => None,
         k if k <= MAX_DECIMALS => Some(scale_of(k)),
         _ => return None,
     };
+    // Version 6's symbol table, ahead of the points; its stream borrows it.
+    let ranged = match (scale, version) {
+        (Some(_), VERSION_FITTED) => Some(rans::Decoder::new(&rans::read_classes(&mut rest)?)?),
+        _ => None,
+    };
     let (mut values, mut prev_n, v0) = match scale {
         Some(scale) => {
-            let (lengths, rice) = if version != VERSION {
+            let (lengths, rice) = if version == VERSION_PREDICTED {
                 (Some(huffman::read_lengths(&mut rest)?), 0)
             } else {
-                let (&rice, tail) = rest.split_first()?;
-                rest = tail;
+                let rice = if version == VERSION {
+                    let (&rice, tail) = rest.split_first()?;
+                    rest = tail;
+                    rice
+                } else {
+                    0
+                };
                 if rice > 40 {
                     return None;
                 }
@@ -572,12 +632,19 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
             if n.unsigned_abs() >= 1 << 53 {
                 return None;
             }
-            let code = match lengths {
-                Some(lengths) => ValueCode::Predicted {
-                    scale,
-                    code: huffman::Decoder::new(&lengths)?,
-                    predictor: Prediction::new(version, n),
-                },
+            let code = match (lengths, &ranged) {
+                (Some(lengths), _) => Some(Symbols::Prefix(huffman::Decoder::new(&lengths)?)),
+                (None, Some(decoder)) => {
+                    // The bits (times, escaped residuals), then the symbols' stream.
+                    let length = if flags & BITS != 0 { usize::try_from(get_varint(&mut rest)?).ok()? } else { 0 };
+                    let (bits, symbols) = rest.split_at_checked(length)?;
+                    rest = bits;
+                    Some(Symbols::Ranged(decoder.start(symbols)?))
+                }
+                (None, None) => None,
+            };
+            let code = match code {
+                Some(code) => ValueCode::Predicted { scale, code, predictor: Prediction::new(version, n) },
                 None => ValueCode::Rice { scale, rice },
             };
             (code, n, (n as f64) / scale)
@@ -589,12 +656,18 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
         }
     };
     let stream = rest;
-    // Every further point takes at least one bit: a count the bytes cannot hold is corrupt,
-    // and no memory is reserved for it.
-    if count - 1 > stream.len() as u64 * 8 {
+    // Every further point takes at least one bit of the stream, or (version 6) a tenth of a
+    // bit of the symbols' stream: a count the bytes cannot hold is corrupt, and no memory is
+    // reserved for it.
+    let most = match &values {
+        ValueCode::Predicted { code: Symbols::Ranged(symbols), .. } => (symbols.remaining() as u64 + 4) * 8 * 11,
+        _ => stream.len() as u64 * 8,
+    };
+    if count - 1 > most {
         return None;
     }
-    out.reserve(count as usize);
+    // At most a point per bit of the block reserved: a count that is a lie costs no more.
+    out.reserve(count.min(bytes.len() as u64 * 8) as usize);
     out.push((t0, v0));
     let mut bits = BitReader::new(stream);
     let (mut prev_t, mut prev_delta, mut prev_v) = (t0, 0i64, v0.to_bits());
@@ -653,7 +726,10 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
                 (prev_n.wrapping_add(unzigzag(z)), *scale)
             }
             ValueCode::Predicted { scale, code, predictor } => {
-                let symbol = usize::from(code.get(&mut bits)?);
+                let symbol = usize::from(match code {
+                    Symbols::Prefix(code) => code.get(&mut bits)?,
+                    Symbols::Ranged(stream) => stream.get()?,
+                });
                 let z = if symbol == ESCAPE {
                     let length = bits.get(6)? as u32 + 1;
                     1u64.checked_shl(length - 1)? | bits.get(length - 1)?
@@ -676,7 +752,11 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Option<()> {
         out.push((t, (n as f64) / scale));
         prev_n = n;
     }
-    bits.is_done().then_some(())
+    let symbols_done = match &values {
+        ValueCode::Predicted { code: Symbols::Ranged(symbols), .. } => symbols.is_done(),
+        _ => true,
+    };
+    (bits.is_done() && symbols_done).then_some(())
 }
 
 /// Appends bits, most significant first, to a byte vector.

@@ -58,6 +58,7 @@ mod dayfile;
 mod error;
 mod huffman;
 mod keys;
+mod rans;
 mod rollup;
 mod store;
 mod types;
