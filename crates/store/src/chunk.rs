@@ -507,10 +507,10 @@ fn fit_weights() -> &'static [[i128; 3]] {
 /// A mean, carried forward by a slope (version 5), follows a tide's curve only over a few
 /// dozen points before the curve bends it off; a parabola follows it over a few hundred,
 /// and the more points the prediction averages, the less of their noise it carries. On the
-/// reference data that takes 0.0076 bytes a point off the residuals' entropy. The prediction
+/// reference data that takes 0.0075 bytes a point off the residuals' entropy. The prediction
 /// is a rational number; where it falls below the integer it rounds to, the residual is
 /// negated, so that the code sees every residual from the same side of the prediction: an
-/// integer 0.3 below the prediction is then as likely as one 0.3 above it was (0.0017 bytes a
+/// integer 0.3 below the prediction is then as likely as one 0.3 above it was (0.0019 bytes a
 /// point).
 struct FitPredictor {
     /// The last [`FIT_WINDOW`] integers, by push index modulo the window.
