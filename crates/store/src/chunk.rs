@@ -51,18 +51,18 @@
 //! bytes a point in version 5 against 0.531 in version 4, and decode in half the time. Other
 //! modes (raw floats) gain nothing from it, and stay version 4 in any block.
 //!
-//! Folds write version 6 since; version 5 blocks are still read (a day file is rewritten,
-//! in version 6, only when a late point or retention changes its day). Version 6
-//! (`version 6 | count | mode k + 16 * flags | first time's day zigzag varint | its ms in the
-//! day varint | [step varint] | probability classes | first n | [bits length varint, bits] |
-//! rANS stream`) predicts each integer by the
-//! least-squares parabola through the 224 before it (fewer at the block's start:
-//! [`FitPredictor`]), negates the residual when the prediction lies below the integer it rounds
-//! to, and codes the residuals' symbols (as version 5's, escape included) with a static rANS
-//! coder whose table is a nibble per symbol (`rans.rs`). The bit stream holds irregular times
-//! and escaped residuals only; flag `2` says it is there. On the reference data: 0.4411 bytes
-//! a point, against 0.457 in version 5 (parabola 0.0075, the mirrored residuals 0.0019, rANS
-//! against whole-bit codes 0.0057, the shorter header 0.0008).
+//! Folds write version 6 since. Blocks of version 5 stay as they are (a day file written
+//! again copies the blocks of series with no late points) and are still read; a block that
+//! late points join is encoded again, in version 6. Version 6 (`version 6 | count | mode k +
+//! 16 * flags | first time's day zigzag varint | its ms in the day varint | [step varint] |
+//! probability classes | first n | [bits length varint, bits] | rANS stream`) predicts each
+//! integer by the least-squares parabola through the 224 before it (fewer at the block's
+//! start: [`FitPredictor`]), negates the residual when the prediction lies below the integer
+//! it rounds to, and codes the residuals' symbols (as version 5's, escape included) with a
+//! static rANS coder whose table is a nibble per symbol (`rans.rs`). The bit stream holds
+//! irregular times and escaped residuals only; flag `2` says it is there. On the reference
+//! data: 0.4411 bytes a point, against 0.457 in version 5 (parabola 0.0075, the mirrored
+//! residuals 0.0019, rANS against whole-bit codes 0.0057, the shorter header 0.0008).
 //!
 //! Every read is bounds-checked: a corrupt chunk is an error, never a panic or a large
 //! allocation.
@@ -81,8 +81,9 @@ const VERSION: u8 = 4;
 /// prefix code. Written until version 6; still read.
 const VERSION_PREDICTED: u8 = 5;
 
-/// Version 5 with a better prediction: a least-squares parabola through the points before,
-/// and residuals mirrored by the side of the integer the prediction falls on.
+/// The version of day blocks whose values are decimal since: a least-squares parabola's
+/// prediction, residuals mirrored by the side of the integer the prediction falls on, in a
+/// rANS code.
 const VERSION_FITTED: u8 = 6;
 
 /// Value mode: values are raw `f64`s, XOR-ed with the previous one.
@@ -219,8 +220,8 @@ fn encode_as(points: &[(i64, f64)], version: u8) -> Vec<u8> {
         ints.windows(2).map(|w| zigzag(w[1].wrapping_sub(w[0]))).collect()
     };
     let fitted = version == VERSION_FITTED && predicted;
-    // Version 6 sets BITS, if it has bits, once they are written.
-    let flags_at = if fitted { out.len() } else { out.len() + 1 };
+    // Where version 6's mode and flags go: BITS is set there once the bits are written.
+    let flags_at = out.len();
     let flags = if regular { REGULAR } else { 0 };
     if fitted {
         // Mode and flags in one byte; the first time as its day and its time in the day

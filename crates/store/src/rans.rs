@@ -37,7 +37,8 @@ const WEIGHTS: [u32; 16] = [0, 16, 23, 32, 45, 64, 91, 128, 181, 256, 362, 512, 
 
 /// The probability class of each symbol for `counts`: the most frequent symbol is class 15,
 /// and each half bit less probable is one class less, down to 1. A table needs two symbols
-/// (none may take the whole total): if fewer occur, symbols 0 and 1 are given classes.
+/// (none may take the whole total): if fewer occur, symbols 0 and 1 are given classes. Only
+/// the encoder computes classes (in floating point: the table is written, never recomputed).
 pub fn classes(counts: &[u64; SYMBOLS]) -> [u8; SYMBOLS] {
     let most = counts.iter().copied().max().unwrap_or(0);
     let mut classes = [0u8; SYMBOLS];
