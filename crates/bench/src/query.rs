@@ -412,7 +412,9 @@ pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
     drop(store);
     eprintln!("compacting the dataset ({} points), to measure its size on disk", loaded.points);
     let compacted = compact(&data, &store_options)?;
-    let per_point = |bytes: u64| (bytes as f64 / loaded.points as f64 * 1000.0).round() / 1000.0;
+    let per_point = |bytes: u64| (bytes as f64 / loaded.points as f64 * 10000.0).round() / 10000.0;
+    let blocks = day_blocks_bytes(&series, &year, &loaded, i64::from(opts.interval_secs) * 1000);
+    let day_files = dir_bytes(&data.join("blocks"));
     let dataset = json!({
         "step": "load",
         "series": opts.series,
@@ -427,6 +429,10 @@ pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
         "disk_bytes_per_point_as_ingested": per_point(compacted.bytes_before),
         "disk_bytes": compacted.bytes_after,
         "disk_bytes_per_point": per_point(compacted.bytes_after),
+        "day_blocks_bytes": blocks,
+        "day_blocks_bytes_per_point": per_point(blocks),
+        "day_files_bytes": day_files,
+        "day_files_bytes_per_point": per_point(day_files),
         "entries": compacted.entries,
         "entry_bytes_per_point": per_point(compacted.entry_bytes),
         "cbor_bytes_per_point": per_point(loaded.cbor_bytes),
@@ -591,6 +597,10 @@ pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
             "b_year_by_day": pb,
             "c_latest_all": pc,
             "d_metric_by_hour": pd,
+            "day_blocks_over_peer_disk": match load["disk"]["bytes"].as_u64() {
+                Some(peer) if peer > 0 => json!((blocks as f64 / peer as f64 * 10000.0).round() / 10000.0),
+                _ => Value::Null,
+            },
             "p50_ratio_mekong_over_peer": {
                 "a_raw_day": ratio(&a, &pa),
                 "a_raw_day_columnar": ratio(&a_columnar, &pa),
@@ -625,6 +635,32 @@ pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
         "peers": peer_results,
         "rel_tolerance": answers::REL_TOLERANCE,
     }))
+}
+
+/// The bytes of the dataset's day blocks as the store's folds encode them (one block per
+/// series and UTC day, `encode_block`), from the same readings the store and the peers are
+/// given: what issue 14 compares with a peer's bytes on disk. Without the day files' index
+/// and header ([`dir_bytes`] of `blocks/` has them) and without the rollups.
+fn day_blocks_bytes(series: &[Series], year: &Series, loaded: &Loaded, step_ms: i64) -> u64 {
+    let mut bytes = 0;
+    let mut points = Vec::new();
+    for (s, from) in std::iter::once((year, loaded.year_start_ms)).chain(series.iter().map(|s| (s, loaded.start_ms))) {
+        let mut day = from;
+        while day < loaded.end_ms {
+            points.clear();
+            points.extend((day..(day + DAY_MS).min(loaded.end_ms)).step_by(step_ms as usize).map(|t| (t, s.value(t))));
+            bytes += mekong_store::fuzzing::encode_block(&points).len() as u64;
+            day += DAY_MS;
+        }
+    }
+    bytes
+}
+
+/// Bytes of the files in `dir` (not below it); 0 if it cannot be read.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0)
 }
 
 /// Loads the dataset into `peer`, a series-day at a time, and waits until the peer has it
