@@ -113,6 +113,7 @@ impl Store {
     /// Opens (or creates) the store in directory `path` and loads its metadata.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         compact::check_not_interrupted(path)?;
+        backup::clear_holds(path)?;
         let (opened, state) = open_generation(path, options, Generation(1))?;
         let inner = Inner {
             path: path.to_owned(),
@@ -349,6 +350,7 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
     Ok((opened, state))
 }
 
+pub mod backup;
 pub(crate) mod compact;
 mod days;
 mod fold_days;
