@@ -252,3 +252,21 @@ impl Scheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_repository_inside_the_data_directory_is_refused() {
+        let config = |dir: &str| BackupConfig { dir: dir.into(), ..BackupConfig::default() };
+        assert!(config("./data/backups").validate(Path::new("./data")).is_err());
+        assert!(config("data").validate(Path::new("./data")).is_err());
+        assert!(config("/srv/backups").validate(Path::new("./data")).is_ok());
+        assert!(config("./data-backups").validate(Path::new("./data")).is_ok());
+        assert!(config("").validate(Path::new("./data")).is_ok());
+        assert!(config("").repository().is_none());
+        assert_eq!(BackupConfig { keep: 0, ..config("x") }.keep(), None);
+    }
+}

@@ -149,3 +149,47 @@ async fn a_backup_under_load_restores_every_acknowledged_reading_once_after_sigk
     );
     assert!(files >= 1, "the backup holds the day file the folds wrote");
 }
+
+/// The server takes a backup whenever the newest in `[backup] dir` is `every_secs` old, and
+/// keeps `keep` of them: the repository holds two whole backups, the newest keeps changing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_run_in_the_server_and_keep_the_newest() {
+    use mekong_store::backup::Repository;
+    use mekong_tests::{free_ports, now_secs, pack, Downlink, Sensor};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = mekong::Config::default();
+    let [mqtt] = free_ports();
+    config.broker.listen = std::net::SocketAddr::from(([127, 0, 0, 1], mqtt));
+    config.broker.listen_v5 = None;
+    config.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.storage.data_dir = dir.path().join("data");
+    config.backup.dir = dir.path().join("backups");
+    config.backup.every_secs = 1;
+    config.backup.keep = 2;
+    config.validate().unwrap();
+    let platform = mekong::Platform::start(&config).await.unwrap();
+    let mut device = Sensor::device(platform.mqtt_addr, "hau-01").await;
+    device.publish("mekong/v1/hau-01/up", pack(now_secs(), &[("level", "m", 1.25, 0.0)])).await;
+    assert!(matches!(device.downlink().await, Downlink::Ack { readings: 1, .. }));
+
+    let repository = Repository::new(&config.backup.dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = std::collections::BTreeSet::new();
+    // Polled: the schedule gives no event. Four backups seen, never more than two kept.
+    while seen.len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "backups seen: {seen:?}");
+        let list = tokio::task::block_in_place(|| repository.list()).unwrap();
+        assert!(list.len() <= 2, "{list:?}");
+        seen.extend(list.into_iter().map(|b| b.id));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    platform.shutdown().await.unwrap();
+    let list = repository.list().unwrap();
+    assert_eq!(list.len(), 2);
+    for b in &list {
+        let report = repository.verify(Some(&b.id)).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(b.readings, 1);
+    }
+}
