@@ -193,3 +193,66 @@ async fn scheduled_backups_run_in_the_server_and_keep_the_newest() {
         assert_eq!(b.readings, 1);
     }
 }
+
+/// The command line on a stopped mekong's data directory: a full then an incremental backup,
+/// a refusal while the directory is in use, and `verify` naming a damaged file with a
+/// failing status, after which `restore` restores nothing.
+#[test]
+fn the_command_line_backs_up_a_stopped_store_and_verify_names_a_damaged_file() {
+    use mekong_store::{NewPoint, Store, StoreOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let repo = dir.path().join("repo");
+    let day = 1_789_948_800_000_i64;
+    {
+        let store = Store::open(&data, &StoreOptions::default()).unwrap();
+        for d in 0..3 {
+            let points: Vec<NewPoint<'_>> = (0..144)
+                .map(|i| NewPoint {
+                    metric: "water_level",
+                    unit: Some("cm"),
+                    time_ms: day + d * 86_400_000 + i * 600_000,
+                    value: i as f64,
+                    value_kind: Default::default(),
+                })
+                .collect();
+            store.write("hau-01", "water", day, &points).unwrap();
+        }
+        store.fold(day + 3 * 86_400_000, || true).unwrap();
+        store.flush().unwrap();
+        // While a process holds the store, the command says to go through the server.
+        let refused = mekong(&["backup", "--to", repo.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], None);
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && said.contains("in use") && said.contains("--url"), "{said}");
+    }
+    let args =
+        ["backup", "--to", repo.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--config", "/dev/null"];
+    let first = mekong(&args, None);
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(said.contains("432 readings") && said.contains("copied 3 files"), "{said}");
+    let second = mekong(&args, None);
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(said.contains("copied 0 files") && said.contains("3 already in the repository"), "{said}");
+
+    let verified = mekong(&["backup", "verify", repo.to_str().unwrap()], None);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    let damaged = std::fs::read_dir(repo.join("files")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&damaged, bytes).unwrap();
+    let verified = mekong(&["backup", "verify", repo.to_str().unwrap()], None);
+    let said = String::from_utf8_lossy(&verified.stderr);
+    assert_eq!(verified.status.code(), Some(1), "{said}");
+    let name = damaged.file_name().unwrap().to_str().unwrap();
+    assert!(said.contains(name) && said.contains("damaged"), "{said}");
+    let target = dir.path().join("restored");
+    let restored = mekong(
+        &["restore", "--from", repo.to_str().unwrap(), "--data-dir", target.to_str().unwrap(), "--config", "/dev/null"],
+        None,
+    );
+    assert!(!restored.status.success());
+    assert!(!target.exists() || std::fs::read_dir(&target).unwrap().next().is_none());
+}
