@@ -252,7 +252,9 @@ fn a_restore_writes_only_into_an_empty_directory() {
 }
 
 /// Writers and folds run while backups are taken: every write acknowledged (written and
-/// flushed) before a backup began is in it, once, and the backup checks whole.
+/// flushed) before a backup began is in it, once, and the backup checks whole. With the tree
+/// read outside the write lock, it failed in 3 of 5 runs here (a group's chunk and its
+/// series' count seen apart).
 #[test]
 fn backups_taken_while_writers_and_folds_run_hold_every_acknowledged_reading_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,7 +296,7 @@ fn backups_taken_while_writers_and_folds_run_hold_every_acknowledged_reading_onc
         }));
     }
     let mut taken = Vec::new();
-    while taken.len() < 4 {
+    while taken.len() < 8 {
         let before: Vec<i64> = acked.iter().map(|c| c.load(Ordering::SeqCst)).collect();
         if before.iter().any(|&n| n < 500 * (taken.len() as i64 + 1)) {
             std::thread::yield_now();
