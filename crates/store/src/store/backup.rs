@@ -34,6 +34,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -527,11 +529,27 @@ impl Drop for Snapshot {
     }
 }
 
+/// Ends a backup's journal of new chunks however the snapshot ends.
+struct Journaling<'a>(&'a Store);
+
+impl Drop for Journaling<'_> {
+    fn drop(&mut self) {
+        *self.0.inner.journal.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 impl Store {
     /// The store at this moment, for a backup: see the module documentation.
+    ///
+    /// The chunks (most of sled's entries while an hour is open) are read without the state
+    /// lock, as a chunk never changes once written: it only appears (a write, whose key the
+    /// journal notes) or goes (a fold, kept out by the upkeep lock held here; or retention or
+    /// a device's removal, which `chunk_removals` counts). Under the state lock, only the
+    /// other entries and the journaled chunks are read; if a chunk went meanwhile, or the
+    /// database was opened again, the chunks are read again under the lock.
     pub(crate) fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        // Upkeep first, as a fold takes it: no file is replaced or deleted until the named ones
-        // are linked.
+        // Upkeep first, as a fold takes it: no chunk is folded away and no file is replaced or
+        // deleted until the named ones are linked.
         let _upkeep = self.inner.upkeep.lock().unwrap_or_else(|e| e.into_inner());
         let holds = self.inner.path.join(HOLD_DIR);
         let unique = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -539,17 +557,56 @@ impl Store {
         std::fs::create_dir_all(&hold)?;
         let mut snapshot =
             Snapshot { entries: Vec::new(), files: Vec::new(), point_ms: 0, pause: Duration::ZERO, hold };
+
+        let journaling = Journaling(self);
+        let (first, removals) = {
+            let mut state = self.state();
+            let opened = self.writable(&mut state)?;
+            *self.inner.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+            (opened, self.inner.chunk_removals.load(Ordering::Relaxed))
+        };
+        let mut chunks: Vec<(sled::IVec, sled::IVec)> =
+            first.tree.scan_prefix([keys::POINT]).collect::<Result<_, _>>()?;
+
         let named: BTreeMap<i64, u64>;
-        let opened;
+        let mut others: Vec<(sled::IVec, sled::IVec)>;
+        let mut late: Vec<(sled::IVec, sled::IVec)> = Vec::new();
         {
             let mut state = self.state();
             let held = Instant::now();
-            opened = self.writable(&mut state)?;
+            let opened = self.writable(&mut state)?;
             snapshot.point_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-            snapshot.entries = opened.tree.iter().collect::<Result<_, _>>()?;
+            let journal = self.inner.journal.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+            drop(journaling);
+            let unchanged =
+                Arc::ptr_eq(&opened, &first) && self.inner.chunk_removals.load(Ordering::Relaxed) == removals;
+            if unchanged {
+                for key in journal {
+                    if let Some(value) = opened.tree.get(&key)? {
+                        late.push((key.into(), value));
+                    }
+                }
+            } else {
+                chunks = opened.tree.scan_prefix([keys::POINT]).collect::<Result<_, _>>()?;
+            }
+            others = opened.tree.range(..[keys::POINT]).collect::<Result<_, _>>()?;
+            for entry in opened.tree.range([keys::POINT + 1]..) {
+                others.push(entry?);
+            }
             named = opened.days.read().clone();
             snapshot.pause = held.elapsed();
         }
+        // In key order, as sled holds them: the chunks' space sits between the `0x00` keys and
+        // the rest.
+        chunks.append(&mut late);
+        chunks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        chunks.dedup_by(|a, b| a.0 == b.0);
+        let split = others.partition_point(|(k, _)| k.first().is_some_and(|&b| b < keys::POINT));
+        let rest = others.split_off(split);
+        snapshot.entries = others;
+        snapshot.entries.append(&mut chunks);
+        snapshot.entries.extend(rest);
+
         let blocks = self.inner.path.join(days::DIR);
         for (day, generation) in named {
             let name = days::file_name(day, generation);

@@ -92,11 +92,16 @@ impl Store {
             tally_refusal(&state, &mut group, refusal);
         }
         let mut batch = sled::Batch::default();
+        let mut journal = self.inner.journal.lock().unwrap_or_else(|e| e.into_inner());
+        let mut journaled = Vec::new();
         for (series, points) in &mut group.points {
             points.sort_unstable_by_key(|p| p.0);
             for window in points.chunk_by(|a, b| chunk::window_start(a.0) == chunk::window_start(b.0)) {
                 let key = keys::chunk(*series, window[0].0, opened.chunk_id());
                 batch.insert(&key, chunk::encode(window));
+                if journal.is_some() {
+                    journaled.push(key.to_vec());
+                }
             }
         }
         for ((device, metric), meta) in &group.series {
@@ -119,6 +124,10 @@ impl Store {
             batch.insert(keys::record(space, &key), value);
         }
         self.apply(&opened, batch)?;
+        if let Some(journal) = journal.as_mut() {
+            journal.append(&mut journaled);
+        }
+        drop(journal);
 
         if let Some(next) = group.next_series_id {
             state.next_series_id = next;

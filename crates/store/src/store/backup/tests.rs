@@ -295,6 +295,29 @@ fn backups_taken_while_writers_and_folds_run_hold_every_acknowledged_reading_onc
             }
         }));
     }
+    // A device written and removed over and over: chunks that go while a backup reads them.
+    {
+        let (store, stop) = (store.clone(), Arc::clone(&stop));
+        threads.push(std::thread::spawn(move || {
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let points: Vec<NewPoint<'_>> = (0..20)
+                    .map(|i| NewPoint {
+                        metric: "level",
+                        unit: None,
+                        time_ms: D0 + (k * 20 + i) * 1000,
+                        value: 1.0,
+                        value_kind: Default::default(),
+                    })
+                    .collect();
+                store.write("passing", "water", D0, &points).unwrap();
+                if k % 3 == 2 {
+                    store.remove_device("passing").unwrap();
+                }
+                k += 1;
+            }
+        }));
+    }
     let mut taken = Vec::new();
     while taken.len() < 8 {
         let before: Vec<i64> = acked.iter().map(|c| c.load(Ordering::SeqCst)).collect();
