@@ -10,15 +10,17 @@
 //! backups/<id>/sled.entries                    the sled part: every entry of the tree at the point
 //! ```
 //!
-//! A backup's point is one moment of the store: [`Store::backup`] holds the store's write lock
-//! (the one every sled batch is applied under) while it reads the tree into memory and notes
-//! which day files sled names, so every write group is in it whole or not at all, and every
-//! reading acknowledged before the point is in it (an acknowledgement follows the batch).
+//! A backup's point is one moment of the store: the snapshot holds the store's write lock
+//! (the one every sled batch is applied under) while it completes its copy of the tree and
+//! notes which day files sled names, so every write group is in it whole or not at all, and
+//! every reading acknowledged before the point is in it (an acknowledgement follows the
+//! batch). The chunks, most of the tree, are read before the lock is taken (`Store::snapshot`
+//! says why that is the same).
 //! Folds and retention, which replace and delete day files, wait on the upkeep lock until
 //! the named files are hard-linked into a hold directory under the data directory; the copy
 //! into the repository reads those links while the store goes on, so a fold never deletes a
-//! file a running backup holds. Ingest waits only for the tree's read (the `pause` of
-//! [`BackupReport`]).
+//! file a running backup holds. Ingest waits only for the read under the lock (the `pause`
+//! of [`BackupReport`]).
 //!
 //! An incremental backup copies only the day files the repository lacks: a file whose name,
 //! length and modification time match one an earlier backup copied is taken as that one.
