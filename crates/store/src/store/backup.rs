@@ -78,6 +78,9 @@ pub enum BackupError {
     /// No backup of that id, or none at all.
     #[error("no backup {0} in the repository")]
     NoSuchBackup(String),
+    /// Nothing at the repository's path.
+    #[error("{0:?} is not a backup repository (no such directory)")]
+    NoRepository(PathBuf),
     /// A restore into a directory that holds something.
     #[error("{0:?} is not empty: a restore writes only into an empty (or new) data directory")]
     NotEmpty(PathBuf),
@@ -200,7 +203,7 @@ impl Repository {
         if exclusive {
             std::fs::create_dir_all(&self.dir).map_err(|e| BackupError::io(&self.dir, e))?;
         } else if !self.dir.is_dir() {
-            return Err(BackupError::NoSuchBackup(format!("(no repository at {})", self.dir.display())));
+            return Err(BackupError::NoRepository(self.dir.clone()));
         }
         let file = File::options().create(true).append(true).open(&path).map_err(io)?;
         let locked = match exclusive {

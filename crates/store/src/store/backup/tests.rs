@@ -247,6 +247,9 @@ fn a_restore_writes_only_into_an_empty_directory() {
     assert!(matches!(repo.restore(None, &target), Err(BackupError::NotEmpty(_))));
     assert_eq!(std::fs::read(target.join("keep-me")).unwrap(), b"x");
     assert!(matches!(repo.restore(Some("../x"), &dir.path().join("new")), Err(BackupError::NoSuchBackup(_))));
+    let nowhere = Repository::new(dir.path().join("nowhere"));
+    assert!(matches!(nowhere.verify(None), Err(BackupError::NoRepository(_))));
+    assert!(!dir.path().join("nowhere").exists());
     // The data directory itself is refused: it is not empty.
     assert!(matches!(repo.restore(None, &dir.path().join("data")), Err(BackupError::NotEmpty(_))));
 }
