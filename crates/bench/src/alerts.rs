@@ -152,6 +152,7 @@ async fn measure(
         prefix: "load-".into(),
         tls: None,
         wall_clock: false,
+        spread: None,
     })
     .await?;
     // The background load settles first.

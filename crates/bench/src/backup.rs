@@ -188,6 +188,7 @@ pub fn backup(opts: BackupBenchOptions, mekong: &Path) -> anyhow::Result<Value> 
             prefix: "backup-".into(),
             tls: None,
             wall_clock: true,
+            spread: None,
         })
         .await?;
         let full = timed_backup(&load.counters, http, opts.baseline_secs).await?;

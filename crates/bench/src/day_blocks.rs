@@ -1,6 +1,7 @@
 //! `mekong-bench day-blocks`: the size and decoding time of the store's day blocks over the
-//! reference dataset's days, in the chunk format ingest writes (version 4) and in the one
-//! folds write (version 5), without sled: the codec alone.
+//! reference dataset's days, in the chunk format ingest writes (version 4), in the one folds
+//! write (version 6) and in the one they wrote before it (version 5), without sled: the codec
+//! alone.
 //!
 //! The days are those `mekong-bench query --series N --days D` loads: N series (water levels,
 //! PM2.5 and vehicle counts in turn) for D days, plus one water series for a whole year,
@@ -9,7 +10,7 @@
 use std::time::Instant;
 
 use anyhow::bail;
-use mekong_store::fuzzing::{decode_chunk, encode_block, encode_chunk};
+use mekong_store::fuzzing::{decode_chunk, encode_block, encode_block_v5, encode_chunk};
 use serde_json::{json, Value};
 
 use crate::query::Series;
@@ -46,7 +47,7 @@ struct Tally {
     points: [u64; 3],
 }
 
-/// Encodes every day block both ways, checks that both decode to the points bit for bit,
+/// Encodes every day block in each version, checks that both decode to the points bit for bit,
 /// prints a line per kind and version, and returns the summary line.
 pub fn day_blocks(opts: DayBlockOptions) -> anyhow::Result<Value> {
     if opts.interval_secs == 0 || 86_400 % opts.interval_secs != 0 {
@@ -60,17 +61,17 @@ pub fn day_blocks(opts: DayBlockOptions) -> anyhow::Result<Value> {
         series.push((Series::new(opts.series, "water")?, opts.year_days));
     }
     let step = i64::from(opts.interval_secs) * 1000;
-    let (mut v4, mut v5) = (Tally::default(), Tally::default());
-    // Per kind, the decoding time of its first block, version 4 then 5, in µs.
-    let mut decode_us: [Option<(f64, f64)>; 3] = [None; 3];
+    let mut tallies = [Tally::default(), Tally::default(), Tally::default()];
+    // Per kind, the decoding time of its first block in each version (4, 5, 6), in µs.
+    let mut decode_us: [Option<[f64; 3]>; 3] = [None; 3];
     let mut decoded = Vec::new();
     for (s, days) in &series {
         let kind = kinds.iter().position(|k| *k == s.kind).unwrap_or(0);
         for d in 0..i64::from(*days) {
             let day = END_MS - (d + 1) * DAY_MS;
             let points: Vec<(i64, f64)> = (day..day + DAY_MS).step_by(step as usize).map(|t| (t, s.value(t))).collect();
-            let (old, new) = (encode_chunk(&points), encode_block(&points));
-            for (bytes, tally) in [(&old, &mut v4), (&new, &mut v5)] {
+            let encoded = [encode_chunk(&points), encode_block_v5(&points), encode_block(&points)];
+            for (bytes, tally) in encoded.iter().zip(&mut tallies) {
                 decoded.clear();
                 if decode_chunk(bytes, &mut decoded).is_none() || !same(&decoded, &points) {
                     bail!("a block of {} does not decode to its points", s.device);
@@ -79,7 +80,7 @@ pub fn day_blocks(opts: DayBlockOptions) -> anyhow::Result<Value> {
                 tally.points[kind] += points.len() as u64;
             }
             if decode_us[kind].is_none() {
-                decode_us[kind] = Some((time_decodes(&old, opts.decodes), time_decodes(&new, opts.decodes)));
+                decode_us[kind] = Some(encoded.each_ref().map(|bytes| time_decodes(bytes, opts.decodes)));
             }
         }
     }
@@ -91,8 +92,8 @@ pub fn day_blocks(opts: DayBlockOptions) -> anyhow::Result<Value> {
         }
     };
     for (kind, name) in kinds.iter().enumerate() {
-        let Some((us4, us5)) = decode_us[kind] else { continue };
-        for (version, tally, us) in [(4, &v4, us4), (5, &v5, us5)] {
+        let Some(us) = decode_us[kind] else { continue };
+        for ((version, tally), us) in [4, 5, 6].into_iter().zip(&tallies).zip(us) {
             let line = json!({
                 "scenario": "day blocks",
                 "kind": name,
@@ -107,7 +108,8 @@ pub fn day_blocks(opts: DayBlockOptions) -> anyhow::Result<Value> {
         }
     }
     let total = |t: &Tally| (t.bytes.iter().sum::<u64>(), t.points.iter().sum::<u64>());
-    let ((b4, p4), (b5, _)) = (total(&v4), total(&v5));
+    let ((b4, p4), (b5, _), (b6, _)) = (total(&tallies[0]), total(&tallies[1]), total(&tallies[2]));
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { (a as f64 / b as f64 * 1000.0).round() / 1000.0 };
     Ok(json!({
         "scenario": "day blocks summary",
         "series": opts.series,
@@ -116,7 +118,9 @@ pub fn day_blocks(opts: DayBlockOptions) -> anyhow::Result<Value> {
         "points": p4,
         "v4_bytes_per_point": per_point(b4, p4),
         "v5_bytes_per_point": per_point(b5, p4),
-        "v5_over_v4": if b4 == 0 { 0.0 } else { (b5 as f64 / b4 as f64 * 1000.0).round() / 1000.0 },
+        "v6_bytes_per_point": per_point(b6, p4),
+        "v5_over_v4": ratio(b5, b4),
+        "v6_over_v5": ratio(b6, b5),
     }))
 }
 

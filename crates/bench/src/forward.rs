@@ -228,6 +228,7 @@ async fn measure(
         prefix: "fwd-".into(),
         tls: None,
         wall_clock: true,
+        spread: None,
     })
     .await?;
     // The load settles, then the lag is recorded.

@@ -22,8 +22,9 @@ use anyhow::{bail, Context};
 use rumqttc::QoS;
 use serde_json::{json, Value};
 
+use crate::generators::Generator;
 use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, TempDir};
-use crate::load::{self, Load, LoadOptions};
+use crate::load::{self, LoadOptions};
 use crate::tls::BenchTls;
 
 /// What to measure.
@@ -48,7 +49,30 @@ pub struct BenchOptions {
     pub mekong: PathBuf,
     /// Also measure durable ingest over TLS.
     pub tls: bool,
+    /// Which scenarios to run.
+    pub scenarios: Vec<Scenario>,
+    /// Devices per load process: more devices than this are split over child processes,
+    /// each within its open-file limit.
+    pub per_process: usize,
 }
+
+/// A kind of load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// As fast as the window allows, against the broker alone (and a peer, if given).
+    Full,
+    /// The city load: every device sends one pack every [`CITY_PERIOD`], the fleet's packs
+    /// spread evenly over it; durable only, with acknowledgement times and losses.
+    City,
+}
+
+/// How often each device sends a pack under the city load.
+pub const CITY_PERIOD: Duration = Duration::from_secs(10);
+
+/// How long, after the window, the city load waits for the acknowledgements of the packs
+/// sent in it before it counts the missing ones: its devices resend after
+/// [`load::RESEND_AFTER`], and check every tick of their period.
+const CITY_GRACE: Duration = Duration::from_secs(20);
 
 /// Open files this process may have, from /proc (no libc needed).
 pub(crate) fn open_file_limit() -> Option<u64> {
@@ -58,7 +82,7 @@ pub(crate) fn open_file_limit() -> Option<u64> {
 }
 
 enum Target<'a> {
-    Mekong { broker_only: bool, rate: Option<f64>, tls: Option<&'a BenchTls> },
+    Mekong { broker_only: bool, rate: Option<f64>, tls: Option<&'a BenchTls>, spread: bool },
     Peer(SocketAddr),
 }
 
@@ -70,8 +94,15 @@ struct Measured {
     lost: u64,
     /// Resident memory of the platform process at the end of the window, MiB.
     rss_mib: Option<f64>,
+    /// Its resident memory before the devices connected, MiB.
+    rss_start_mib: Option<f64>,
+    /// The server's CPU over the window: cores busy on average, and µs per pack counted.
+    cpu: Option<(f64, Option<f64>)>,
     /// Unacknowledged publishes per connection.
     window: usize,
+    /// City load: packs first sent in the window, and of those the ones not acknowledged
+    /// within the grace after it.
+    unacknowledged: Option<(u64, u64)>,
 }
 
 /// The server of a scenario, a child process on fresh ports: `mekong serve` on a fresh data
@@ -189,32 +220,45 @@ async fn measure(
     opts: &BenchOptions,
     n: usize,
 ) -> anyhow::Result<Measured> {
-    let (server, addr, rate, broker_only, tls) = match target {
-        Target::Mekong { broker_only, rate, tls } => {
+    let (server, addr, rate, broker_only, tls, spread) = match target {
+        Target::Mekong { broker_only, rate, tls, spread } => {
             let server = Server::start(&opts.mekong, broker_only, tls).await?;
             let addr = server.mqtt;
-            (Some(server), addr, rate, broker_only, tls)
+            (Some(server), addr, rate, broker_only, tls, spread)
         }
-        Target::Peer(addr) => (None, addr, None, false, None),
+        Target::Peer(addr) => (None, addr, None, false, None, false),
     };
     let load_opts = LoadOptions {
         addr,
         devices,
         readings_per_pack: rpp,
-        window: opts.window.unwrap_or((1600 / devices.max(1)).max(1)),
+        window: match (opts.window, spread) {
+            (Some(w), _) => w,
+            // A device of the city load has at most a few packs out: one per period, and
+            // those waiting for a resend.
+            (None, true) => 4,
+            (None, false) => (1600 / devices.max(1)).max(1),
+        },
         rate,
         downlinks: server.is_some() && !broker_only,
         prefix: format!("bench{n}-"),
         tls: tls.map(|t| Arc::clone(&t.client)),
         wall_clock: false,
+        spread: spread.then_some((0, devices)),
     };
     let window = load_opts.window;
-    let load = Load::start(load_opts).await?;
-    let subscriber = match (&server, addr) {
-        (None, addr) => Some(load::CountingSubscriber::start(addr, QoS::AtMostOnce, Arc::clone(&load.counters)).await?),
-        (Some(_), _) => None,
+    let rss_start_mib = server.as_ref().and_then(Server::rss_mib);
+    let mut load = Generator::start(load_opts, opts.per_process).await?;
+    let subscriber = match (&server, addr, &load) {
+        (None, addr, Generator::Local(load)) => {
+            Some(load::CountingSubscriber::start(addr, QoS::AtMostOnce, Arc::clone(&load.counters)).await?)
+        }
+        (None, _, Generator::Children(_)) => bail!("an external broker is measured with at most --per-process devices"),
+        (Some(_), _, _) => None,
     };
-    tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
+    // The city load is steady once every device has sent its first pack.
+    let warmup = if spread { opts.warmup.max(CITY_PERIOD.as_secs_f64()) } else { opts.warmup };
+    tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
 
     // What counts: publishes seen by the counter, or readings flushed to disk.
     let key = if broker_only { "counted" } else { "durable_readings" };
@@ -222,17 +266,21 @@ async fn measure(
         Some(s) => counter(&s.stats().await?, key),
         None => 0,
     };
+    let cpu_before = server.as_ref().and_then(Server::cpu_seconds);
     let started = Instant::now();
-    load.counters.measuring.store(true, Ordering::Relaxed);
+    load.measure().await?;
     tokio::time::sleep(Duration::from_secs_f64(opts.seconds)).await;
-    load.counters.measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
-    let (after, lost, rss_mib) = match &server {
-        Some(s) => {
-            let stats = s.stats().await?;
-            (counter(&stats, key), counter(&stats, "lost"), s.rss_mib())
-        }
-        None => (0, 0, None),
+    let (after, rss_mib) = match &server {
+        Some(s) => (counter(&s.stats().await?, key), s.rss_mib()),
+        None => (0, None),
+    };
+    let cpu_s = cpu_before.zip(server.as_ref().and_then(Server::cpu_seconds)).map(|(b, a)| a - b);
+    let tally = load.finish(if spread { CITY_GRACE } else { Duration::ZERO }).await?;
+    // Read after the grace, so that a pack the broker dropped in the window is counted.
+    let lost = match &server {
+        Some(s) => counter(&s.stats().await?, "lost"),
+        None => 0,
     };
 
     let (packs_per_s, readings_per_s) = match (&subscriber, broker_only) {
@@ -249,15 +297,24 @@ async fn measure(
             (readings / rpp as f64, readings)
         }
     };
-    let mut ack_latency_us = std::mem::take(&mut *load.counters.ack_latency_us.lock().await);
-    ack_latency_us.sort_unstable();
-    let resends = load.counters.resends.load(Ordering::Relaxed);
-    load.stop().await?;
     if let Some(sub) = subscriber {
         sub.stop();
     }
     drop(server);
-    Ok(Measured { packs_per_s, readings_per_s, ack_latency_us, resends, lost, rss_mib, window })
+    // Per pack only when packs were counted: a stalled server has no cost per pack.
+    let cpu = cpu_s.map(|s| (s / elapsed, (packs_per_s > 0.0).then(|| s * 1e6 / (packs_per_s * elapsed))));
+    Ok(Measured {
+        packs_per_s,
+        readings_per_s,
+        ack_latency_us: tally.ack_latency_us,
+        resends: tally.resends,
+        lost,
+        rss_mib,
+        rss_start_mib,
+        cpu,
+        window,
+        unacknowledged: spread.then_some((tally.sent, tally.sent.saturating_sub(tally.acked))),
+    })
 }
 
 fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
@@ -276,8 +333,21 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
         v["resends"] = json!(m.resends);
         v["lost_at_broker"] = json!(m.lost);
     }
+    if let Some((sent, unacknowledged)) = m.unacknowledged {
+        v["sent_in_window"] = json!(sent);
+        v["unacknowledged"] = json!(unacknowledged);
+    }
     if let Some(rss) = m.rss_mib {
         v["server_rss_mib"] = json!(rss);
+    }
+    if let Some(rss) = m.rss_start_mib {
+        v["server_rss_start_mib"] = json!(rss);
+    }
+    if let Some((cores, us_per_pack)) = m.cpu {
+        v["server_cpu_cores"] = json!((cores * 100.0).round() / 100.0);
+        if let Some(us) = us_per_pack {
+            v["server_cpu_us_per_pack"] = json!((us * 10.0).round() / 10.0);
+        }
     }
     v
 }
@@ -304,12 +374,14 @@ async fn scenario(
 
 /// Runs every scenario and returns the summary (also printed, one line per scenario).
 pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
-    let most = opts.devices.iter().copied().max().unwrap_or(0) as u64;
+    let most = opts.devices.iter().copied().max().unwrap_or(0).min(opts.per_process.max(1)) as u64;
     if let Some(limit) = open_file_limit() {
-        // This process holds the devices' end of every connection; the server the other.
+        // This process (or each load process) holds the devices' end of every connection;
+        // the server the other.
         if limit < most + 512 {
             bail!(
-                "{most} devices need about {} open files and the limit is {limit}: raise it with `ulimit -n`",
+                "{most} devices need about {} open files and the limit is {limit}: raise it with `ulimit -n`, \
+                 or lower --per-process",
                 most + 512
             );
         }
@@ -318,45 +390,71 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
     let mut results = Vec::new();
     let mut ratios = Vec::new();
     let mut n = 0;
+    let full = opts.scenarios.contains(&Scenario::Full);
     for &devices in &opts.devices {
         for &rpp in &opts.readings {
-            let ceiling = Target::Mekong { broker_only: true, rate: None, tls: None };
-            let ceiling = scenario("broker_only_counter", ceiling, devices, rpp, &opts, &mut n, &mut results).await?;
-            let durable = Target::Mekong { broker_only: false, rate: None, tls: None };
-            let durable = scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
-            let mut ratio = json!({
-                "devices": devices,
-                "readings_per_pack": rpp,
-                "durable_over_broker_only": (durable.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0,
-            });
-            if let Some(tls) = &tls {
-                let target = Target::Mekong { broker_only: false, rate: None, tls: Some(tls) };
-                let over_tls =
-                    scenario("mekong_durable_tls", target, devices, rpp, &opts, &mut n, &mut results).await?;
-                ratio["tls_over_plain"] =
-                    json!((over_tls.readings_per_s / durable.readings_per_s * 1000.0).round() / 1000.0);
+            if full {
+                let ceiling = Target::Mekong { broker_only: true, rate: None, tls: None, spread: false };
+                let ceiling =
+                    scenario("broker_only_counter", ceiling, devices, rpp, &opts, &mut n, &mut results).await?;
+                let durable = Target::Mekong { broker_only: false, rate: None, tls: None, spread: false };
+                let durable = scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
+                let mut ratio = json!({
+                    "devices": devices,
+                    "readings_per_pack": rpp,
+                    "durable_over_broker_only": (durable.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0,
+                });
+                if let Some(tls) = &tls {
+                    let target = Target::Mekong { broker_only: false, rate: None, tls: Some(tls), spread: false };
+                    let over_tls =
+                        scenario("mekong_durable_tls", target, devices, rpp, &opts, &mut n, &mut results).await?;
+                    ratio["tls_over_plain"] =
+                        json!((over_tls.readings_per_s / durable.readings_per_s * 1000.0).round() / 1000.0);
+                }
+                if let Some(peer) = opts.peer {
+                    let peer =
+                        scenario("peer_broker_counter", Target::Peer(peer), devices, rpp, &opts, &mut n, &mut results)
+                            .await?;
+                    ratio["durable_over_peer"] =
+                        json!((durable.readings_per_s / peer.readings_per_s * 1000.0).round() / 1000.0);
+                }
+                ratios.push(ratio);
             }
-            if let Some(peer) = opts.peer {
-                let peer =
-                    scenario("peer_broker_counter", Target::Peer(peer), devices, rpp, &opts, &mut n, &mut results)
-                        .await?;
-                ratio["durable_over_peer"] =
-                    json!((durable.readings_per_s / peer.readings_per_s * 1000.0).round() / 1000.0);
+            if opts.scenarios.contains(&Scenario::City) {
+                let rate = 1.0 / CITY_PERIOD.as_secs_f64();
+                let city = Target::Mekong { broker_only: false, rate: Some(rate), tls: None, spread: true };
+                scenario("mekong_durable_city", city, devices, rpp, &opts, &mut n, &mut results).await?;
             }
-            ratios.push(ratio);
         }
     }
-    let devices = 100;
-    let moderate = Target::Mekong { broker_only: false, rate: Some(opts.moderate_rate / devices as f64), tls: None };
-    scenario("mekong_durable_moderate", moderate, devices, 1, &opts, &mut n, &mut results).await?;
+    if full {
+        let devices = 100;
+        let moderate = Target::Mekong {
+            broker_only: false,
+            rate: Some(opts.moderate_rate / devices as f64),
+            tls: None,
+            spread: false,
+        };
+        scenario("mekong_durable_moderate", moderate, devices, 1, &opts, &mut n, &mut results).await?;
+    }
     Ok(json!({
         "bench": "ingest",
         "seconds": opts.seconds,
         "window": opts.window,
-        "window_default": "1600 / devices, at least 1",
+        "window_default": "1600 / devices, at least 1; 4 under the city load",
         "tls": opts.tls,
+        "scenarios": opts.scenarios.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
+        "per_process": opts.per_process,
+        "load_average": load_average(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "results": results,
         "ratios": ratios,
     }))
+}
+
+/// The machine's load averages over 1, 5 and 15 minutes, at the end of the run: the
+/// benchmark shares its cores with whatever else runs.
+fn load_average() -> Option<Vec<f64>> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().take(3).map(|v| v.parse().ok()).collect()
 }

@@ -49,6 +49,10 @@ pub struct LoadOptions {
     /// that a follower can tell how long a reading took to reach it; else times start a day
     /// back.
     pub wall_clock: bool,
+    /// With a rate, spread the devices' packs evenly over one period rather than sending them
+    /// all at once: `(index of this generator's first device, devices in all)`, so that
+    /// several generators together keep one even spread (the city load).
+    pub spread: Option<(usize, usize)>,
 }
 
 /// A device's connection: TCP, or TLS over TCP.
@@ -202,6 +206,8 @@ pub struct Counters {
     pub ack_times: std::sync::Mutex<Vec<Instant>>,
     /// Set to record `ack_times`.
     pub record_ack_times: AtomicBool,
+    /// Packs first sent while measuring (with downlinks): those whose acknowledgement is timed.
+    pub sent_measured: AtomicU64,
 }
 
 /// How long a device waits for an acknowledgement before it resends the pack.
@@ -226,14 +232,14 @@ impl Load {
             let (opts, connecting) = (opts.clone(), Arc::clone(&connecting));
             connects.spawn(async move {
                 let _permit = connecting.acquire().await?;
-                connect(&opts, &id).await.map(|stream| (id, stream))
+                connect(&opts, &id).await.map(|stream| (i, id, stream))
             });
         }
         let mut tasks = tokio::task::JoinSet::new();
         while let Some(connected) = connects.join_next().await {
-            let (id, stream) = connected.context("connect task failed")??;
+            let (i, id, stream) = connected.context("connect task failed")??;
             let (opts, counters) = (opts.clone(), Arc::clone(&counters));
-            tasks.spawn(async move { run_device(opts, id, stream, counters).await });
+            tasks.spawn(async move { run_device(opts, i, id, stream, counters).await });
         }
         Ok(Load { counters, tasks })
     }
@@ -291,23 +297,30 @@ struct Inflight {
 /// each pack until the platform acknowledges it on the downlink, resending it when the
 /// acknowledgement is overdue. Without downlinks (the broker-only and external-broker
 /// scenarios) the broker's PUBACK frees the window instead.
-async fn run_device(opts: LoadOptions, id: String, stream: Conn, counters: Arc<Counters>) -> anyhow::Result<()> {
+async fn run_device(
+    opts: LoadOptions,
+    index: usize,
+    id: String,
+    stream: Conn,
+    counters: Arc<Counters>,
+) -> anyhow::Result<()> {
     match stream {
         Conn::Tcp(tcp) => {
             let (reader, writer) = tcp.into_split();
-            run_device_halves(opts, id, reader, writer, counters).await
+            run_device_halves(opts, index, id, reader, writer, counters).await
         }
         // One TLS session reads and writes: its halves share it behind a lock, as any TLS
         // client's would.
         Conn::Tls(tls) => {
             let (reader, writer) = tokio::io::split(*tls);
-            run_device_halves(opts, id, reader, writer, counters).await
+            run_device_halves(opts, index, id, reader, writer, counters).await
         }
     }
 }
 
 async fn run_device_halves<R, W>(
     opts: LoadOptions,
+    index: usize,
     id: String,
     mut reader: R,
     mut writer: W,
@@ -380,7 +393,12 @@ where
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut pack = vec![0u8; 64 + rpp * 32];
     let mut ticker = opts.rate.map(|r| {
-        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(0.001)));
+        let period = Duration::from_secs_f64(1.0 / r.max(0.001));
+        let phase = opts.spread.map_or(Duration::ZERO, |(first, all)| {
+            let all = all.max(1);
+            period.mul_f64(((first + index) % all) as f64 / all as f64)
+        });
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
@@ -411,10 +429,15 @@ where
                 publish(payload, &mut out)?;
             }
         }
-        if let Some(ticker) = ticker.as_mut() {
-            ticker.tick().await;
-        }
-        if let Ok(permit) = tokio::time::timeout(Duration::from_millis(50), window.acquire()).await {
+        // A slow rate waits for its tick a second at a time, so that the device still sees
+        // `stop` and its overdue packs.
+        let due = match ticker.as_mut() {
+            None => true,
+            Some(ticker) => tokio::time::timeout(Duration::from_secs(1), ticker.tick()).await.is_ok(),
+        };
+        let permit =
+            if due { tokio::time::timeout(Duration::from_millis(50), window.acquire()).await.ok() } else { None };
+        if let Some(permit) = permit {
             permit?.forget();
             if opts.wall_clock {
                 next_time = next_time.max(now_ms());
@@ -435,6 +458,9 @@ where
             if downlinks {
                 let now = Instant::now();
                 let measured = counters.measuring.load(Ordering::Relaxed);
+                if measured {
+                    counters.sent_measured.fetch_add(1, Ordering::Relaxed);
+                }
                 let entry = Inflight { up_to_ms, first_sent: now, last_sent: now, measured, payload: payload.clone() };
                 inflight.lock().unwrap_or_else(|e| e.into_inner()).push_back(entry);
             }

@@ -17,6 +17,7 @@ mod connect;
 mod day_blocks;
 mod export;
 mod forward;
+mod generators;
 mod harness;
 mod ingest;
 mod load;
@@ -73,6 +74,14 @@ enum Command {
         /// its ratio to plain TCP.
         #[arg(long)]
         tls: bool,
+        /// Scenarios, comma-separated: `full` (as fast as the window allows, against the
+        /// broker alone) and `city` (every device one pack every 10 s, spread evenly).
+        #[arg(long, value_delimiter = ',', default_value = "full")]
+        scenario: Vec<ingest::Scenario>,
+        /// Devices per load process: more are split over child processes, each within the
+        /// open-file limit.
+        #[arg(long, default_value_t = 9000)]
+        per_process: usize,
     },
     /// A fleet reconnecting at once: connections per second, connect times (p50, p99), and
     /// the server memory an idle connection holds; plain TCP, TLS with --tls, and password
@@ -188,6 +197,38 @@ enum Command {
     /// backup, then load, then an incremental one (time, size, the ingest pause seen by the
     /// devices), then verify and restore times.
     Backup(backup::BackupBenchOptions),
+    /// One load process of `ingest`: connects its devices, says `ready`, then measures on
+    /// `measure` and reports on `stop` (lines on stdin).
+    #[command(hide = true)]
+    Load {
+        /// The broker.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Devices of this process.
+        #[arg(long)]
+        devices: usize,
+        /// Device id prefix.
+        #[arg(long)]
+        prefix: String,
+        /// Readings per pack.
+        #[arg(long)]
+        readings: usize,
+        /// Unacknowledged packs per device.
+        #[arg(long)]
+        window: usize,
+        /// Packs per second per device (default: as fast as the window allows).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Index of this process's first device among all.
+        #[arg(long, default_value_t = 0)]
+        first: usize,
+        /// Spread the packs evenly over one period among this many devices in all.
+        #[arg(long)]
+        spread_over: Option<usize>,
+        /// Subscribe to the downlinks and time the acknowledgements.
+        #[arg(long)]
+        downlinks: bool,
+    },
     /// The broker-only scenario's server: mekong's embedded broker with its link reduced to a
     /// counter, which `ingest` starts as a child process.
     #[command(hide = true)]
@@ -238,7 +279,18 @@ fn main() -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
-        Command::Ingest { devices, readings, seconds, warmup, window, peer, moderate_rate, tls } => {
+        Command::Ingest {
+            devices,
+            readings,
+            seconds,
+            warmup,
+            window,
+            peer,
+            moderate_rate,
+            tls,
+            scenario,
+            per_process,
+        } => {
             init_logging("warn");
             let peer = peer
                 .map(|p| {
@@ -250,8 +302,19 @@ fn main() -> anyhow::Result<()> {
                 })
                 .transpose()?;
             let mekong = harness::mekong_binary(cli.mekong)?;
-            let opts =
-                ingest::BenchOptions { devices, readings, seconds, warmup, window, peer, moderate_rate, mekong, tls };
+            let opts = ingest::BenchOptions {
+                devices,
+                readings,
+                seconds,
+                warmup,
+                window,
+                peer,
+                moderate_rate,
+                mekong,
+                tls,
+                scenarios: scenario,
+                per_process,
+            };
             let summary = runtime()?.block_on(ingest::ingest(opts))?;
             println!("{summary}");
             Ok(())
@@ -297,6 +360,22 @@ fn main() -> anyhow::Result<()> {
             };
             println!("{}", runtime()?.block_on(stream::stream(opts))?);
             Ok(())
+        }
+        Command::Load { addr, devices, prefix, readings, window, rate, first, spread_over, downlinks } => {
+            init_logging("error");
+            let opts = load::LoadOptions {
+                addr,
+                devices,
+                readings_per_pack: readings,
+                window,
+                rate,
+                downlinks,
+                prefix,
+                tls: None,
+                wall_clock: false,
+                spread: spread_over.map(|all| (first, all)),
+            };
+            runtime()?.block_on(generators::run_child(opts))
         }
         Command::BrokerOnly { listen, stats } => {
             init_logging("error");

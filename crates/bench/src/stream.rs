@@ -170,6 +170,7 @@ pub async fn stream(opts: StreamOptions) -> anyhow::Result<Value> {
         prefix: prefix.into(),
         tls: None,
         wall_clock,
+        spread: None,
     };
 
     let load = Load::start(load_options("full-", None, false)).await?;

@@ -480,7 +480,7 @@ impl Pipeline {
         };
 
         let kind = registered
-            .or_else(|| self.store.device(device).and_then(|d| DeviceKind::parse(&d.kind)))
+            .or_else(|| self.store.with_device_kind(device, DeviceKind::parse).flatten())
             .filter(|k| *k != DeviceKind::Unknown)
             .or_else(|| readings.iter().find_map(|r| DeviceKind::of_metric(&r.metric)))
             .unwrap_or(DeviceKind::Unknown);

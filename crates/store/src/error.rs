@@ -56,6 +56,19 @@ pub enum StoreError {
     /// Another process (or another `Store` of this one) has the data directory open.
     #[error("the data directory {0:?} is in use by another process: stop the mekong that serves it first")]
     Locked(std::path::PathBuf),
+    /// Moving the store to this version's format failed before anything in it changed: the
+    /// files written so far were deleted, sled's entries are as the older version left them.
+    #[error(
+        "moving the store from format {from} to format {FORMAT_VERSION} failed, and the store is left as it was \
+         (format {from}, nothing in it changed: the mekong that wrote it still opens it)"
+    )]
+    Migration {
+        /// The format the store is still in.
+        from: u8,
+        /// Why the migration failed.
+        #[source]
+        source: Box<StoreError>,
+    },
     /// The data directory holds another store format.
     #[error("the data directory holds store format {0:?}, this mekong reads format {FORMAT_VERSION}")]
     Format(Option<Vec<u8>>),

@@ -21,6 +21,9 @@ pub const DAY_FILE: u8 = 0x07;
 /// The key of the next series id: ids are never reused, as a removed series' block may still
 /// be in a day file until that file is next rewritten.
 pub const NEXT_SERIES: &[u8] = b"\x00series";
+/// The days a migration has switched to day files and not yet cleaned out of sled (their
+/// chunks and rollups): big-endian day starts, 8 bytes each. Absent when none is left.
+pub const MIGRATING: &[u8] = b"\x00migrating";
 
 /// Time in ms as 8 bytes whose unsigned order is the signed order of the times.
 pub fn time_bytes(t_ms: i64) -> [u8; 8] {

@@ -58,6 +58,7 @@ mod dayfile;
 mod error;
 mod huffman;
 mod keys;
+mod rans;
 mod rollup;
 mod store;
 mod types;
@@ -69,7 +70,9 @@ mod varint;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::chunk::{count as chunk_count, decode_into as decode_chunk, encode as encode_chunk, encode_block};
+    pub use crate::chunk::{
+        count as chunk_count, decode_into as decode_chunk, encode as encode_chunk, encode_block, encode_block_v5,
+    };
     pub use crate::rollup::{decode as decode_rollup, encode as encode_rollup};
 }
 

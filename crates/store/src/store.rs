@@ -348,13 +348,14 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
         Some(v) => u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt(keys::EPOCH.to_vec()))?),
     };
     let next = epoch.checked_add(1).ok_or_else(|| StoreError::Corrupt(keys::EPOCH.to_vec()))?;
-    tree.insert(keys::EPOCH, &next.to_be_bytes())?;
     let opened = Opened { db, tree, generation, epoch: u64::from(next) << 40, chunks_made: AtomicU64::new(0), days };
     if migrate {
-        fold_days::migrate(&opened, &state)?;
-        opened.tree.insert(keys::FORMAT, &[FORMAT_VERSION])?;
-        opened.db.flush()?;
+        // Before anything is written to sled, so that a migration that fails leaves the
+        // store as the older mekong left it (the epoch included).
+        fold_days::migrate(&opened, &state, FORMAT_DAY_BLOCKS_IN_SLED)?;
     }
+    opened.tree.insert(keys::EPOCH, &next.to_be_bytes())?;
+    fold_days::finish_migration(&opened, &state)?;
     Ok((opened, state))
 }
 

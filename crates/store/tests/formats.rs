@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::path::Path;
+
 use support::{check_readings, fixtures, options, restore};
 
 /// The format this code writes (`FORMAT_VERSION` in `src/store.rs`).
@@ -35,4 +37,50 @@ fn every_format_fixture_opens_and_reads_every_reading() {
         check_readings(&store);
     }
     assert!(seen.iter().any(|n| n == "format-5.dump"), "fixtures found: {seen:?}");
+}
+
+/// A store's sled entries and the names of its day files.
+type Contents = (Vec<(Vec<u8>, Vec<u8>)>, Vec<String>);
+
+/// Every sled entry of the store in `dir` (closed), and the names of the files beside it.
+fn contents(dir: &Path) -> Contents {
+    let db = sled::Config::new().path(dir).open().unwrap();
+    let tree = db.open_tree("timeseries").unwrap();
+    let entries = tree.iter().map(|e| e.unwrap()).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    let files = std::fs::read_dir(dir.join("blocks"))
+        .map(|d| d.map(|f| f.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    (entries, files)
+}
+
+#[test]
+fn a_migration_that_fails_leaves_the_old_store_as_it_was_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    restore(&fixtures().join("format-5.dump"), dir.path());
+    // The last day block of the last day is damaged: the first day's file is written by
+    // then, so the failure has something to undo.
+    {
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tree = db.open_tree("timeseries").unwrap();
+        let day_block = |k: &[u8]| k.len() == 21 && k[0] == 0x01 && k[13] & 0x80 != 0;
+        let last =
+            tree.iter().keys().map(|k| k.unwrap()).filter(|k| day_block(k)).max_by_key(|k| k[5..13].to_vec()).unwrap();
+        tree.insert(last, &[0xff, 0x00, 0x13][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let before = contents(dir.path());
+    assert!(before.1.is_empty(), "a format-5 store has no day files");
+
+    let err = mekong_store::Store::open(dir.path(), &options()).unwrap_err();
+    let said = err.to_string();
+    assert!(matches!(err, mekong_store::StoreError::Migration { from: 5, .. }), "{err:?}");
+    assert!(said.contains("from format 5") && said.contains("left as it was"), "{said}");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(!cause.is_empty(), "the error says why: {err:?}");
+
+    // Nothing changed: every sled entry as before, byte for byte, and no file left behind.
+    assert!(contents(dir.path()) == before, "the old store changed");
+    // And it fails the same way again, without harm.
+    assert!(mekong_store::Store::open(dir.path(), &options()).is_err());
+    assert!(contents(dir.path()) == before, "the old store changed at the second try");
 }

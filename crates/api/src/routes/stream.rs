@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::Frame;
 use mekong_feed::{AlertChange, Event, Feed, FollowEnded, Following, Item};
-use mekong_store::ValueKind;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
@@ -379,51 +378,96 @@ impl http_body::Body for StreamBody {
 
 /// An item as the stream sends it, made once for every client (`Item::rendered`).
 struct Rendered {
-    /// Its events, each ending in a blank line, with the metric each is about: one per metric
-    /// of a pack, or the one alert.
-    pieces: Vec<(String, String)>,
-    /// Every piece and the id: what a client that filters none of it out gets.
+    /// Every event and the id: what a client that filters none of it out gets.
     whole: Bytes,
+    /// Where each event's text is in `whole` (`event:` and `data:` lines, without the blank
+    /// line that ends it): one per series of a pack, in its order, or the one alert.
+    pieces: Vec<std::ops::Range<usize>>,
 }
 
+/// The events of `item`, written straight into one buffer: per pack this runs once, on
+/// the stream's path, and a `String` per event and per point (as serde's structs would
+/// make) cost more than the JSON itself. [`ReadingsEvent`] and [`AlertEvent`] are the
+/// schema; a test checks the text against them.
 fn render(run: u64, item: &Item) -> Rendered {
+    render_event(run, item.id, &item.event)
+}
+
+/// [`render`] of event `id`.
+fn render_event(run: u64, id: u64, event: &Event) -> Rendered {
+    let mut out = Vec::with_capacity(256);
     let mut pieces = Vec::new();
-    match &item.event {
+    match event {
         Event::Stored(pack) => {
             for series in &pack.series {
-                // The feed carries values as numbers, and says which are booleans.
-                let kind = if series.boolean { ValueKind::Boolean } else { ValueKind::Number };
-                let body = ReadingsEvent {
-                    device: &pack.device,
-                    kind: &pack.kind,
-                    metric: &series.metric,
-                    unit: series.unit.as_deref(),
-                    points: series
-                        .points
-                        .iter()
-                        .map(|&(t_ms, v)| StreamPoint { t_ms, v: super::ValueOut::of(v, kind) })
-                        .collect(),
-                };
-                pieces.push((series.metric.clone(), event("readings", &body)));
+                let start = out.len();
+                write_readings(&mut out, pack, series);
+                pieces.push(start..out.len());
+                out.push(b'\n');
             }
         }
-        Event::Alert(change) => pieces.push((change.metric.clone(), event("alert", &AlertEvent::from(&**change)))),
+        Event::Alert(change) => {
+            let start = out.len();
+            out.extend_from_slice(b"event: alert\ndata: ");
+            // A struct of strings and numbers: serialising into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &AlertEvent::from(&**change));
+            out.push(b'\n');
+            pieces.push(start..out.len());
+            out.push(b'\n');
+        }
     }
-    let whole = with_id(pieces.iter().map(|(_, text)| text.as_str()), run, item.id);
-    Rendered { pieces, whole }
+    if !out.is_empty() {
+        // The last event's blank line ends it: the id goes just before.
+        out.pop();
+        push_id(&mut out, run, id);
+    }
+    Rendered { whole: Bytes::from(out), pieces }
 }
 
-/// The events `texts`, the last one with the id: a client that resumes after it has had
-/// them all.
-fn with_id<'a>(texts: impl Iterator<Item = &'a str>, run: u64, id: u64) -> Bytes {
-    let mut out: String = texts.collect();
-    if out.is_empty() {
-        return Bytes::new();
+/// `event: readings` of one series of a pack: the shape of [`ReadingsEvent`].
+fn write_readings(out: &mut Vec<u8>, pack: &mekong_feed::Stored, series: &mekong_feed::Series) {
+    use std::io::Write;
+    out.extend_from_slice(b"event: readings\ndata: {\"device\":");
+    json_str(out, &pack.device);
+    out.extend_from_slice(b",\"kind\":");
+    json_str(out, &pack.kind);
+    out.extend_from_slice(b",\"metric\":");
+    json_str(out, &series.metric);
+    out.extend_from_slice(b",\"unit\":");
+    match &series.unit {
+        Some(unit) => json_str(out, unit),
+        None => out.extend_from_slice(b"null"),
     }
-    // The last event's blank line ends it: the id goes just before.
-    out.pop();
-    out.push_str(&format!("id: {run}-{id}\n\n"));
-    Bytes::from(out)
+    out.extend_from_slice(b",\"points\":[");
+    for (i, &(t_ms, v)) in series.points.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{{\"t_ms\":{t_ms},\"v\":");
+        // The feed carries values as numbers, and says which are booleans.
+        if series.boolean {
+            out.extend_from_slice(if v != 0.0 { b"true" } else { b"false" });
+        } else {
+            // serde_json's own number form (and `null` for what JSON cannot hold).
+            let _ = serde_json::to_writer(&mut *out, &v);
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}\n");
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes it.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// `id: {run}-{id}` and the blank line that ends the event before it.
+fn push_id(out: &mut Vec<u8>, run: u64, id: u64) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "id: {run}-{id}\n\n");
 }
 
 /// What a client with `filter` gets of `item`; `None` if the filter keeps none of it.
@@ -442,14 +486,32 @@ fn encode(state: &AppState, filter: &Filter, run: u64, item: &Item) -> Option<By
     }
     let rendered = item.rendered(|item| render(run, item))?;
     let bytes = match (&item.event, &filter.metrics) {
-        (Event::Stored(_), Some(_)) => with_id(
-            rendered.pieces.iter().filter(|(metric, _)| filter.metric(metric)).map(|(_, text)| text.as_str()),
-            run,
-            item.id,
-        ),
+        (Event::Stored(pack), Some(_)) => select(rendered, pack, |metric| filter.metric(metric), run, item.id)?,
         _ => rendered.whole.clone(),
     };
     (!bytes.is_empty()).then_some(bytes)
+}
+
+/// The events of `pack` (rendered as `rendered`) about the metrics `keep` keeps, the id after
+/// the last; `None` if it keeps none.
+fn select(
+    rendered: &Rendered,
+    pack: &mekong_feed::Stored,
+    keep: impl Fn(&str) -> bool,
+    run: u64,
+    id: u64,
+) -> Option<Bytes> {
+    let mut out = Vec::new();
+    for (_, piece) in pack.series.iter().zip(&rendered.pieces).filter(|(series, _)| keep(&series.metric)) {
+        out.extend_from_slice(rendered.whole.get(piece.clone())?);
+        out.push(b'\n');
+    }
+    if out.is_empty() {
+        return None;
+    }
+    out.pop();
+    push_id(&mut out, run, id);
+    Some(Bytes::from(out))
 }
 
 /// An alert passes a kind filter when its device is of one of the kinds.
@@ -457,16 +519,10 @@ fn alert_kind(state: &AppState, filter: &Filter, change: &AlertChange) -> bool {
     filter.kinds.is_none() || state.store.device(&change.device).is_some_and(|d| filter.kind(&d.kind))
 }
 
-/// One event: its name and its data, a JSON object on one line.
-fn event(name: &str, data: &impl Serialize) -> String {
-    // A struct of strings and numbers: serialising cannot fail, and the JSON has no newline.
-    let json = serde_json::to_string(data).unwrap_or_default();
-    format!("event: {name}\ndata: {json}\n\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mekong_store::ValueKind;
 
     fn query(kind: Option<&str>, events: Option<&str>) -> StreamQuery {
         StreamQuery {
@@ -486,6 +542,90 @@ mod tests {
         assert!(!f.readings && f.alerts);
         assert!(Filter::parse(&query(Some("boats"), None)).is_err());
         assert!(Filter::parse(&query(None, Some("logs"))).is_err());
+    }
+
+    /// The events as serde writes the schema's structs: what `render` writes by hand.
+    fn by_serde(run: u64, id: u64, event: &Event) -> String {
+        let mut texts = Vec::new();
+        match event {
+            Event::Stored(pack) => {
+                for series in &pack.series {
+                    let kind = if series.boolean { ValueKind::Boolean } else { ValueKind::Number };
+                    let body = ReadingsEvent {
+                        device: &pack.device,
+                        kind: &pack.kind,
+                        metric: &series.metric,
+                        unit: series.unit.as_deref(),
+                        points: series
+                            .points
+                            .iter()
+                            .map(|&(t_ms, v)| StreamPoint { t_ms, v: super::super::ValueOut::of(v, kind) })
+                            .collect(),
+                    };
+                    texts.push(format!("event: readings\ndata: {}\n", serde_json::to_string(&body).unwrap()));
+                }
+            }
+            Event::Alert(a) => {
+                texts.push(format!("event: alert\ndata: {}\n", serde_json::to_string(&AlertEvent::from(&**a)).unwrap()))
+            }
+        }
+        format!("{}id: {run}-{id}\n\n", texts.join("\n"))
+    }
+
+    #[test]
+    fn events_written_by_hand_are_the_schemas_json() {
+        let series = |metric: &str, unit: Option<&str>, boolean: bool, points: Vec<(i64, f64)>| mekong_feed::Series {
+            metric: metric.into(),
+            unit: unit.map(Into::into),
+            boolean,
+            points,
+        };
+        let pack = mekong_feed::Stored {
+            device: "hau-01".into(),
+            kind: "water".into(),
+            series: vec![
+                series("water_level", Some("cm"), false, vec![(1_795_823_647_000, 182.5), (-1, -0.0), (0, 1e300)]),
+                series("pump\"on\"", None, true, vec![(5, 1.0), (6, 0.0)]),
+                series("pm2_5", Some("µg/m³\n\u{1}"), false, vec![(7, 0.1 + 0.2), (8, f64::MIN_POSITIVE), (9, 12.0)]),
+                series("empty", Some("x"), false, vec![]),
+            ],
+        };
+        let alert = mekong_feed::AlertChange {
+            rule: "hau-river-high".into(),
+            device: "hau-01".into(),
+            metric: "water_level".into(),
+            state: mekong_feed::AlertState::Firing,
+            at_ms: 1_795_823_647_000,
+            value: Some(252.0),
+            severity: "warning".into(),
+            message: "level \"high\"".into(),
+        };
+        for event in [Event::Stored(Arc::new(pack.clone())), Event::Alert(Arc::new(alert))] {
+            let rendered = render_event(17, 42, &event);
+            assert_eq!(std::str::from_utf8(&rendered.whole).unwrap(), by_serde(17, 42, &event));
+            // Each piece is one event's lines, as the whole holds them.
+            for piece in &rendered.pieces {
+                let text = std::str::from_utf8(&rendered.whole[piece.clone()]).unwrap();
+                assert!(
+                    text.starts_with("event: ") && text.ends_with("}\n") && text.matches('\n').count() == 2,
+                    "{text:?}"
+                );
+            }
+        }
+        // A client that follows some metrics gets just their events, the id after the last,
+        // as if the pack had held only those.
+        let rendered = render_event(17, 42, &Event::Stored(Arc::new(pack.clone())));
+        for keep in [&["water_level", "pm2_5"][..], &["pm2_5"], &["pump\"on\"", "empty"]] {
+            let got = select(&rendered, &pack, |m| keep.contains(&m), 17, 42).unwrap();
+            let mut only = pack.clone();
+            only.series.retain(|s| keep.contains(&s.metric.as_str()));
+            assert_eq!(
+                std::str::from_utf8(&got).unwrap(),
+                by_serde(17, 42, &Event::Stored(Arc::new(only))),
+                "{keep:?}"
+            );
+        }
+        assert!(select(&rendered, &pack, |m| m == "salinity", 17, 42).is_none());
     }
 
     #[test]

@@ -189,6 +189,19 @@ impl Days {
         Ok(())
     }
 
+    /// [`Days::switch`] for many days at once, with one commit: each `(day, generation)` of
+    /// `files` becomes the day's file.
+    pub(crate) fn switch_all(
+        &self,
+        files: &[(i64, u64)],
+        commit: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut map = self.files.write().unwrap_or_else(|e| e.into_inner());
+        commit()?;
+        map.extend(files.iter().copied());
+        Ok(())
+    }
+
     /// Deletes day `day`'s file of `generation`, once sled no longer names it and that is on
     /// disk. A failure only leaves a stray that the next opening deletes.
     pub(crate) fn remove(&self, day: i64, generation: u64) {

@@ -185,6 +185,32 @@ fn build_day(
 ) -> Result<Option<Built>, StoreError> {
     let old_generation = opened.days.generation(day);
     let old = old_generation.map(|g| opened.days.open(day, g)).transpose()?;
+    let Some((blocks, mut batch)) = gather_day(opened, day, end, live, old.as_deref(), report)? else {
+        return Ok(None);
+    };
+    let generation = old_generation.map_or(1, |g| g.saturating_add(1));
+    opened.days.write(day, generation, &dayfile::encode(day, &blocks), what)?;
+    batch.insert(&keys::day_file(day), &generation.to_be_bytes());
+    if end < day.saturating_add(chunk::DAY_MS) {
+        report.hours += 1;
+    } else {
+        report.days += 1;
+    }
+    Ok(Some(Built { day, generation: Some(generation), replaces: old_generation, batch }))
+}
+
+/// The blocks of day `day`'s file, every series of `live` that has points in it before `end`
+/// (in `old`, the day's file so far, or in sled's chunks), and the batch that goes with them:
+/// the chunks deleted, the day's rollups of the series that had chunks. `None` when there are
+/// no such chunks in sled: the file is already all of it.
+fn gather_day(
+    opened: &Opened,
+    day: i64,
+    end: i64,
+    live: &BTreeSet<u32>,
+    old: Option<&super::days::OpenDay>,
+    report: &mut FoldReport,
+) -> Result<Option<Blocks>, StoreError> {
     let mut blocks = Vec::new();
     let mut batch = sled::Batch::default();
     let mut points = Vec::new();
@@ -220,21 +246,20 @@ fn build_day(
     if report.chunks_in == 0 {
         return Ok(None);
     }
-    let generation = old_generation.map_or(1, |g| g.saturating_add(1));
-    opened.days.write(day, generation, &dayfile::encode(day, &blocks), what)?;
-    batch.insert(&keys::day_file(day), &generation.to_be_bytes());
-    if end < day.saturating_add(chunk::DAY_MS) {
-        report.hours += 1;
-    } else {
-        report.days += 1;
-    }
-    Ok(Some(Built { day, generation: Some(generation), replaces: old_generation, batch }))
+    Ok(Some((blocks, batch)))
 }
 
-/// Moves the day blocks a format-5 store keeps in sled into day files, a day at a time, each
-/// day's file named in the batch that deletes its blocks: killed halfway, the next opening
-/// goes on from the first day still in sled.
-pub(super) fn migrate(opened: &Opened, state: &State) -> Result<(), StoreError> {
+/// A day file's blocks by series, and the sled batch that goes with them.
+type Blocks = (Vec<(u32, Vec<u8>)>, sled::Batch);
+
+/// Moves the day blocks a format-5 store keeps in sled into day files, in three steps so that
+/// a failure before the second leaves the store exactly as the older mekong left it:
+/// 1. every day's file is written, sled untouched (a failure deletes them; killed, they are
+///    strays sled does not name, which the next opening deletes before it starts again);
+/// 2. one batch names every file, lists the days still to clean ([`keys::MIGRATING`]) and
+///    sets the format: the switch, after which the store is of this version's format;
+/// 3. [`finish_migration`] takes each day's chunks out of sled and writes its rollups.
+pub(super) fn migrate(opened: &Opened, state: &State, from: u8) -> Result<(), StoreError> {
     let mut days = BTreeSet::new();
     for key in opened.tree.scan_prefix([keys::POINT]).keys() {
         let key = key?;
@@ -243,21 +268,79 @@ pub(super) fn migrate(opened: &Opened, state: &State) -> Result<(), StoreError> 
             days.insert(chunk::day_start(first_ms));
         }
     }
-    if days.is_empty() {
-        return Ok(());
-    }
-    tracing::info!(days = days.len(), "moving the store's day blocks into day files (format 5 to 6)");
-    let live: BTreeSet<u32> = state.series.values().flat_map(|s| s.values().map(|m| m.id)).collect();
-    for day in days {
-        let end = day.saturating_add(chunk::DAY_MS);
-        let Some(built) = build_day(opened, day, end, &live, "migrate", &mut FoldReport::default())? else { continue };
-        let batch = built.batch;
-        opened.days.switch(day, built.generation, || Ok(opened.tree.apply_batch(batch)?))?;
-        crash_point("migrate", "applied");
-        opened.db.flush()?;
-        if let Some(old) = built.replaces {
-            opened.days.remove(day, old);
+    tracing::info!(days = days.len(), from, "moving the store's day blocks into day files");
+    let live = live_series(state);
+    let mut written: Vec<(i64, u64)> = Vec::new();
+    let switched = (|| {
+        let mut batch = sled::Batch::default();
+        let mut migrating = Vec::with_capacity(days.len() * 8);
+        for &day in &days {
+            let end = day.saturating_add(chunk::DAY_MS);
+            let Some((blocks, _)) = gather_day(opened, day, end, &live, None, &mut FoldReport::default())? else {
+                continue;
+            };
+            opened.days.write(day, MIGRATED, &dayfile::encode(day, &blocks), "migrate")?;
+            written.push((day, MIGRATED));
+            batch.insert(&keys::day_file(day), &MIGRATED.to_be_bytes());
+            migrating.extend_from_slice(&day.to_be_bytes());
         }
+        if !migrating.is_empty() {
+            batch.insert(keys::MIGRATING, migrating);
+        }
+        batch.insert(keys::FORMAT, &[super::FORMAT_VERSION]);
+        opened.days.switch_all(&written, || Ok(opened.tree.apply_batch(batch)?))?;
+        Ok(opened.db.flush()?)
+    })();
+    if let Err(source) = switched {
+        if opened.tree.get(keys::FORMAT).ok().flatten().is_none_or(|v| v.as_ref() == [from]) {
+            for &(day, generation) in &written {
+                opened.days.remove(day, generation);
+            }
+            return Err(StoreError::Migration { from, source: Box::new(source) });
+        }
+        // The switch is in sled, only its flush failed: the store is of the new format now.
+        return Err(source);
     }
+    crash_point("migrate", "applied");
     Ok(())
+}
+
+/// The generation of every file a migration writes: the first of its day.
+const MIGRATED: u64 = 1;
+
+/// Takes out of sled, a day per batch, the chunks and rollups of the days a migration has
+/// switched to day files ([`migrate`]'s third step), and writes the days' rollups from the
+/// same points. Killed halfway, the next opening goes on from the days still listed: this
+/// runs at every opening, before anything reads.
+pub(super) fn finish_migration(opened: &Opened, state: &State) -> Result<(), StoreError> {
+    let Some(list) = opened.tree.get(keys::MIGRATING)? else { return Ok(()) };
+    let corrupt = || StoreError::Corrupt(keys::MIGRATING.to_vec());
+    let mut days = Vec::with_capacity(list.len() / 8);
+    for bytes in list.chunks(8) {
+        days.push(i64::from_be_bytes(bytes.try_into().map_err(|_| corrupt())?));
+    }
+    let live = live_series(state);
+    for (i, &day) in days.iter().enumerate() {
+        let end = day.saturating_add(chunk::DAY_MS);
+        // The points are gathered as the migration wrote them (not merged with the file that
+        // now holds them), so the rollups are the file's.
+        let mut batch = match gather_day(opened, day, end, &live, None, &mut FoldReport::default())? {
+            Some((_, batch)) => batch,
+            None => sled::Batch::default(),
+        };
+        let rest = &days[i + 1..];
+        if rest.is_empty() {
+            batch.remove(keys::MIGRATING);
+        } else {
+            batch.insert(keys::MIGRATING, rest.iter().flat_map(|d| d.to_be_bytes()).collect::<Vec<u8>>());
+        }
+        opened.tree.apply_batch(batch)?;
+        crash_point("migrate", "cleaned");
+    }
+    opened.db.flush()?;
+    Ok(())
+}
+
+fn live_series(state: &State) -> BTreeSet<u32> {
+    state.series.values().flat_map(|s| s.values().map(|m| m.id)).collect()
 }

@@ -35,6 +35,12 @@ impl Store {
         state.devices.get(id).map(|d| device_info(&state, id, d))
     }
 
+    /// `f` of the kind stored for device `id`, without copying the rest of its metadata (the
+    /// ingest path asks this of every pack from an unregistered device).
+    pub fn with_device_kind<T>(&self, id: &str, f: impl FnOnce(&str) -> T) -> Option<T> {
+        self.state().devices.get(id).map(|d| f(&d.kind))
+    }
+
     /// The highest sequence number stored with a pack of `device` in its current numbering
     /// ([`PackWrite::seq`]).
     pub fn device_seq(&self, device: &str) -> Option<u64> {

@@ -10,12 +10,22 @@ use crate::{
     WriteSummary, Written,
 };
 
+/// Packs with at most this many points check for a time repeated within the pack by a scan
+/// of the pack's points, not a set: most packs are small, and a set costs an allocation.
+const SCAN_PACK_POINTS: usize = 16;
+
 /// Changes of a group of packs not yet applied.
+///
+/// A group from many devices (one pack each, as with thousands of connected nodes) stages
+/// thousands of series with a point or two each, so the group keeps its points in one list
+/// and its (series, time) pairs in one set rather than a list and a set per series: two
+/// allocations that grow, not two per series.
 #[derive(Debug, Default)]
 struct Staged<'a> {
-    /// New points by series id, with their times for duplicate checks.
-    points: HashMap<u32, Vec<(i64, f64)>>,
-    times: HashMap<u32, HashSet<i64>>,
+    /// New points (series id, time, value), in the order staged; sorted when written.
+    points: Vec<(u32, i64, f64)>,
+    /// The (series id, time) of every point in `points`, for duplicate checks.
+    times: HashSet<(u32, i64)>,
     /// Times already on disk, by (series id, window), read once per group for late points.
     on_disk: HashMap<(u32, i64), HashSet<i64>>,
     series: HashMap<(&'a str, &'a str), SeriesMeta>,
@@ -94,14 +104,19 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut journal = self.inner.journal.lock().unwrap_or_else(|e| e.into_inner());
         let mut journaled = Vec::new();
-        for (series, points) in &mut group.points {
-            points.sort_unstable_by_key(|p| p.0);
-            for window in points.chunk_by(|a, b| chunk::window_start(a.0) == chunk::window_start(b.0)) {
-                let key = keys::chunk(*series, window[0].0, opened.chunk_id());
-                batch.insert(&key, chunk::encode(window));
-                if journal.is_some() {
-                    journaled.push(key.to_vec());
-                }
+        // (series, time) is unique in the group: duplicates were left out when staged.
+        group.points.sort_unstable_by_key(|p| (p.0, p.1));
+        let mut window_points: Vec<(i64, f64)> = Vec::new();
+        let same_chunk = |a: &(u32, i64, f64), b: &(u32, i64, f64)| {
+            a.0 == b.0 && chunk::window_start(a.1) == chunk::window_start(b.1)
+        };
+        for window in group.points.chunk_by(same_chunk) {
+            window_points.clear();
+            window_points.extend(window.iter().map(|&(_, t, v)| (t, v)));
+            let key = keys::chunk(window[0].0, window[0].1, opened.chunk_id());
+            batch.insert(&key, chunk::encode(&window_points));
+            if journal.is_some() {
+                journaled.push(key.to_vec());
             }
         }
         for ((device, metric), meta) in &group.series {
@@ -132,14 +147,35 @@ impl Store {
         if let Some(next) = group.next_series_id {
             state.next_series_id = next;
         }
+        // Known devices and series (nearly all, in a steady fleet) are updated in place: no
+        // key is copied for them.
         for (device, meta) in group.devices {
-            state.devices.insert(device.to_owned(), meta);
+            match state.devices.get_mut(device) {
+                Some(known) => *known = meta,
+                None => {
+                    state.devices.insert(device.to_owned(), meta);
+                }
+            }
         }
         for ((device, metric), meta) in group.series {
-            state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+            if !state.series.contains_key(device) {
+                state.series.insert(device.to_owned(), BTreeMap::new());
+            }
+            let Some(metrics) = state.series.get_mut(device) else { continue };
+            match metrics.get_mut(metric) {
+                Some(known) => *known = meta,
+                None => {
+                    metrics.insert(metric.to_owned(), meta);
+                }
+            }
         }
         for (device, seq) in group.seqs {
-            state.seqs.insert(device.to_owned(), seq);
+            match state.seqs.get_mut(device) {
+                Some(known) => *known = seq,
+                None => {
+                    state.seqs.insert(device.to_owned(), seq);
+                }
+            }
         }
         Ok(Written { generation: opened.generation, packs: results, duplicates })
     }
@@ -156,6 +192,8 @@ impl Store {
         let mut summary = WriteSummary::default();
         let mut series: BTreeMap<&'p str, SeriesMeta> = BTreeMap::new();
         let mut points: Vec<(u32, i64, f64)> = Vec::with_capacity(pack.points.len());
+        // The pack's own (series, time) pairs, for a large pack; a small one scans `points`.
+        let scan = pack.points.len() <= SCAN_PACK_POINTS;
         let mut here: HashSet<(u32, i64)> = HashSet::new();
         let mut next_id = group.next_series_id.unwrap_or(state.next_series_id);
 
@@ -210,8 +248,13 @@ impl Store {
             // A time after the newest one the series has cannot be stored yet; only late
             // points cost a look at the disk.
             let may_exist = meta.count > 0 && p.time_ms <= meta.last_ms;
-            if group.times.get(&id).is_some_and(|t| t.contains(&p.time_ms))
-                || !here.insert((id, p.time_ms))
+            let repeated_here = if scan {
+                points.iter().any(|&(s, t, _)| s == id && t == p.time_ms)
+            } else {
+                !here.insert((id, p.time_ms))
+            };
+            if group.times.contains(&(id, p.time_ms))
+                || repeated_here
                 || (may_exist && stored_times(opened, &mut group.on_disk, id, p.time_ms)?.contains(&p.time_ms))
             {
                 summary.duplicates += 1;
@@ -268,10 +311,8 @@ impl Store {
         for (metric, meta) in series {
             group.series.insert((pack.device, metric), meta);
         }
-        for (id, t, v) in points {
-            group.times.entry(id).or_default().insert(t);
-            group.points.entry(id).or_default().push((t, v));
-        }
+        group.times.extend(points.iter().map(|&(id, t, _)| (id, t)));
+        group.points.extend(points);
         group.next_series_id = Some(next_id);
         Ok(Ok(summary))
     }

@@ -366,7 +366,9 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            // mekong: grown on demand. A remote link never uses this cache (it exchanges
+            // its own queue), and 100 notifications are about 24 KiB for every connection.
+            cache: VecDeque::new(),
         }
     }
 

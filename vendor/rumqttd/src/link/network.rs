@@ -52,7 +52,9 @@ impl<P: Protocol> Network<P> {
         Network {
             socket,
             read: BytesMut::with_capacity(1024),
-            write: BytesMut::with_capacity(1024),
+            // mekong: grown to the largest write on demand; an idle device has had one
+            // CONNACK written to it.
+            write: BytesMut::new(),
             max_incoming_size,
             max_connection_buffer_len,
             // Overwritten by keepalive value in connect packet, otherwise we

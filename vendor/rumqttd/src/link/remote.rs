@@ -188,6 +188,10 @@ impl<P: Protocol> RemoteLink<P> {
                         }
 
                     }
+                    // mekong: the drained queue goes back to the router at the next
+                    // exchange; handing it back without capacity lets an idle connection
+                    // hold no notification queue (a few hundred bytes a slot).
+                    self.notifications = VecDeque::new();
                     self.network.writev(packets).await?;
                     if unscheduled {
                         self.link_rx.wake().await?;

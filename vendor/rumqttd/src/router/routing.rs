@@ -1456,6 +1456,9 @@ fn ack_device_data(ackslog: &mut AckLog, outgoing: &mut Outgoing) -> bool {
         buffer.push_back(message);
         count += 1;
     }
+    // mekong: an idle connection keeps no ack queue (about 230 bytes a slot) after its
+    // acks went out.
+    *acks = VecDeque::new();
 
     debug!(acks_count = count, "Acks sent to device");
     outgoing.handle.try_send(()).ok();

@@ -469,7 +469,10 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             // or silent in its TLS handshake (or websocket upgrade) holds up no other
             // connection; the timeout ends it.
             task::spawn(async move {
-                let handshake = handshake(acceptor, stream, link_type);
+                // mekong: the handshakes, the CONNECT and the link's set-up are boxed: a
+                // task is as large as its largest state, and these end once the link runs,
+                // so an idle connection's task holds only the running link.
+                let handshake = Box::pin(handshake(acceptor, stream, link_type));
                 let (network, tenant_id, peer_certificate) = match time::timeout(handshake_timeout, handshake).await {
                     Ok(Ok(o)) => o,
                     // A client that cannot finish a handshake (a wrong CA, a refused client
@@ -598,7 +601,7 @@ async fn remote<P: Protocol>(
     let dynamic_filters = config.dynamic_filters;
     let authorizer = config.authorizer.clone();
 
-    let connect_packet = match mqtt_connect(config, &mut network, peer_certificate.as_deref()).await {
+    let connect_packet = match Box::pin(mqtt_connect(config, &mut network, peer_certificate.as_deref())).await {
         Ok(p) => p,
         // A probe that only opens a port, or a refused login: no fault of the broker's.
         Err(e) if e.is_routine() => {
@@ -656,7 +659,7 @@ async fn remote<P: Protocol>(
         .insert(client_id.clone(), will_tx.clone());
 
     // Start the link
-    let mut link = match RemoteLink::new(
+    let mut link = match Box::pin(RemoteLink::new(
         router_tx.clone(),
         tenant_id.clone(),
         network,
@@ -664,7 +667,7 @@ async fn remote<P: Protocol>(
         dynamic_filters,
         assigned_client_id,
         authorizer,
-    )
+    ))
     .await
     {
         Ok(l) => l,
