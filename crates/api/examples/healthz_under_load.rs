@@ -217,6 +217,7 @@ fn main() -> Result<()> {
         registrar: None,
         alerts: None,
         feed: mekong_api::Feed::new(16),
+        backups: None,
     });
     let server = runtime.spawn(async move { axum::serve(listener, app).await });
 

@@ -32,6 +32,7 @@ use axum::Router;
 pub use mekong_feed::Feed;
 use mekong_stats::Stats;
 use mekong_store::Store;
+pub use routes::backups::Backups;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_axum::router::OpenApiRouter;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub alerts: Option<mekong_alerts::Alerts>,
     /// Readings once durable, and alert changes: `/v1/stream`.
     pub feed: Feed,
+    /// The backup repository (`/v1/backups`); without one those answer 409.
+    pub backups: Option<Arc<Backups>>,
 }
 
 /// What the handlers reach: the caller's [`AppState`], and the bound on blocking queries,
@@ -152,7 +155,8 @@ fn described(access: &Arc<Access>) -> OpenApiRouter<Shared> {
         .routes(routes!(routes::alerts::rules))
         .routes(routes!(routes::alerts::put_rule, routes::alerts::delete_rule))
         .routes(routes!(routes::alerts::deliveries))
-        .routes(routes!(routes::export::export));
+        .routes(routes!(routes::export::export))
+        .routes(routes!(routes::backups::take, routes::backups::list));
     let admin = openapi::scoped(admin, Scope::Admin).route_layer(scoped(Scope::Admin));
     open.merge(metrics).merge(read).merge(admin)
 }

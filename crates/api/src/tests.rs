@@ -31,6 +31,7 @@ fn anonymous(store: Store) -> AppState {
         registrar: None,
         alerts: None,
         feed: mekong_feed::Feed::new(16),
+        backups: None,
     }
 }
 
@@ -406,7 +407,10 @@ async fn openapi(state: &AppState) -> Value {
 
 #[tokio::test]
 async fn the_document_the_readme_and_the_router_name_the_same_endpoints() {
-    let (_dir, state) = guarded();
+    let (dir, state) = guarded();
+    // With a backup repository, so that every GET can succeed.
+    let repository = mekong_store::backup::Repository::new(dir.path().join("repo"));
+    let state = AppState { backups: Some(Arc::new(crate::Backups { repository, keep: None })), ..state };
     let document = openapi(&state).await;
     // The README's table of endpoints, the contract people read.
     let readme = include_str!("../../../README.md");
@@ -1114,4 +1118,40 @@ async fn a_boolean_series_reads_back_as_booleans() {
         (&body["latest"][0]["value_kind"], &body["latest"][0]["v"]),
         (&Value::from("boolean"), &Value::Bool(true))
     );
+}
+
+#[tokio::test]
+async fn admins_take_and_list_backups_into_the_configured_repository_and_readers_cannot() {
+    let (dir, state) = guarded();
+    // Off without a repository.
+    let (status, body) = send(&state, "POST", "/v1/backups", "mkt_admin", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let repository = mekong_store::backup::Repository::new(dir.path().join("repo"));
+    let backups = Arc::new(crate::Backups { repository: repository.clone(), keep: Some(2) });
+    let state = AppState { backups: Some(backups), ..state };
+    for token in ["mkt_read", "nope"] {
+        let (status, _) = send(&state, "POST", "/v1/backups", token, None).await;
+        assert!(matches!(status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED), "{token}: {status}");
+        let (status, _) = send(&state, "GET", "/v1/backups", token, None).await;
+        assert!(matches!(status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED), "{token}: {status}");
+    }
+    assert!(!repository.dir().exists(), "a refused request wrote nothing");
+    // A path in the body is not something a caller may give.
+    let (status, _) =
+        send(&state, "POST", "/v1/backups", "mkt_admin", Some(serde_json::json!({"dir": "/tmp/elsewhere"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let mut ids = Vec::new();
+    for full in [true, false, false] {
+        let (status, body) =
+            send(&state, "POST", "/v1/backups", "mkt_admin", Some(serde_json::json!({ "full": full }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["backup"]["readings"], 26, "{body}");
+        assert!(body["pause_ms"].as_f64().unwrap() >= 0.0);
+        ids.push(body["backup"]["id"].as_str().unwrap().to_owned());
+    }
+    let (status, body) = send(&state, "GET", "/v1/backups", "mkt_admin", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: Vec<&str> = body["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, ids[1..], "keep = 2");
+    assert!(repository.verify(None).unwrap().problems.is_empty());
 }

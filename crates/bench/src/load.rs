@@ -201,6 +201,11 @@ pub struct Counters {
     pub ack_latency_us: Mutex<Vec<u32>>,
     /// Packs resent because their acknowledgement was overdue.
     pub resends: AtomicU64,
+    /// When each acknowledgement came, of any device, while `record_ack_times` is set: the
+    /// gaps between them show how long the platform stopped answering (`backup`'s pause).
+    pub ack_times: std::sync::Mutex<Vec<Instant>>,
+    /// Set to record `ack_times`.
+    pub record_ack_times: AtomicBool,
     /// Packs first sent while measuring (with downlinks): those whose acknowledgement is timed.
     pub sent_measured: AtomicU64,
 }
@@ -364,6 +369,9 @@ where
                         };
                         if let Some(entry) = acked {
                             window.add_permits(1);
+                            if counters.record_ack_times.load(Ordering::Relaxed) {
+                                counters.ack_times.lock().unwrap_or_else(|e| e.into_inner()).push(Instant::now());
+                            }
                             if entry.measured {
                                 counters.acks.fetch_add(1, Ordering::Relaxed);
                                 let us = u32::try_from(entry.first_sent.elapsed().as_micros()).unwrap_or(u32::MAX);

@@ -5,10 +5,12 @@
 //! starts the `mekong` binary as a child process and prints one JSON line per step, then a
 //! summary line. `alerts` measures an alert's latency from the crossing reading's publish to
 //! the webhook, under a background load. `export` times `mekong export` to CSV and Parquet
-//! over a dataset directory that `query --data-dir` kept.
+//! over a dataset directory that `query --data-dir` kept; `backup` times backups of a serving
+//! mekong over such a directory, the ingest pause they cause, and a restore.
 
 mod alerts;
 mod answers;
+mod backup;
 mod broker_only;
 mod client;
 mod connect;
@@ -191,6 +193,10 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Backups of a serving mekong over a dataset directory of `query --data-dir`: a full
+    /// backup, then load, then an incremental one (time, size, the ingest pause seen by the
+    /// devices), then verify and restore times.
+    Backup(backup::BackupBenchOptions),
     /// One load process of `ingest`: connects its devices, says `ready`, then measures on
     /// `measure` and reports on `stop` (lines on stdin).
     #[command(hide = true)]
@@ -252,6 +258,12 @@ fn main() -> anyhow::Result<()> {
         Command::Soak(opts) => {
             init_logging("warn");
             println!("{}", soak::soak(opts)?);
+            Ok(())
+        }
+        Command::Backup(opts) => {
+            init_logging("warn");
+            let mekong = harness::mekong_binary(cli.mekong)?;
+            println!("{}", backup::backup(opts, &mekong)?);
             Ok(())
         }
         Command::Export { data_dir, rounds } => {

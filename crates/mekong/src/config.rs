@@ -122,6 +122,8 @@ pub struct Config {
     pub alerts: crate::alerts::AlertsConfig,
     /// The feed of accepted packs to an upstream broker (the regional data centre).
     pub forward: crate::forward::ForwardConfig,
+    /// Backups the server takes: where, how often, how many kept.
+    pub backup: crate::backup::BackupConfig,
 }
 
 /// `[registry]`
@@ -304,6 +306,7 @@ impl Config {
                 bail!("security.cors_origins[{i}] {origin:?} is not an origin such as https://apps.example.org");
             }
         }
+        self.backup.validate(&self.storage.data_dir)?;
         for (i, rule) in self.storage.retention.iter().enumerate() {
             if let Some(kind) = &rule.kind {
                 if DeviceKind::parse(kind).is_none() {

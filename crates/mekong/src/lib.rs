@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+pub mod backup;
 pub mod config;
 pub mod export;
 pub mod exposure;

@@ -1,6 +1,6 @@
 //! The `mekong` command: `serve` runs the platform, `simulate` publishes a realistic fleet,
-//! `device provision` registers a node and writes its configuration, `print-config` shows the
-//! defaults, `check-config` validates a file.
+//! `device provision` registers a node and writes its configuration, `backup` and `restore`
+//! keep the store safe, `print-config` shows the defaults, `check-config` validates a file.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -123,6 +123,32 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Back up the store into a repository of plain files (README, Backups): from the data
+    /// directory when mekong is stopped, or with --url through a running mekong's API (admin
+    /// token in $MEKONG_TOKEN), which writes into its `[backup] dir`. Incremental: only day
+    /// files the repository lacks are copied.
+    #[command(args_conflicts_with_subcommands = true)]
+    Backup {
+        #[command(subcommand)]
+        what: Option<BackupCommand>,
+        #[command(flatten)]
+        take: BackupArgs,
+    },
+    /// Restore a backup into an empty (or new) data directory; mekong then opens it as usual.
+    Restore {
+        /// The backup repository.
+        #[arg(long)]
+        from: PathBuf,
+        /// The backup's id (default: the newest; `mekong backup list DIR` shows them).
+        #[arg(long)]
+        backup: Option<String>,
+        /// Configuration file naming the data directory (default as for serve).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory (default: storage.data_dir of the configuration).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Manage edge nodes.
     Device {
         #[command(subcommand)]
@@ -145,6 +171,56 @@ enum Command {
         /// Configuration file.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct BackupArgs {
+    /// The backup repository (a directory, created if need be).
+    #[arg(long, required_unless_present = "url")]
+    to: Option<PathBuf>,
+    /// Copy every day file, even those the repository holds already.
+    #[arg(long)]
+    full: bool,
+    /// Then keep only this many backups (the newest), deleting the files only older ones hold.
+    #[arg(long)]
+    keep: Option<usize>,
+    /// A running mekong's API, e.g. http://localhost:8080 (admin token in $MEKONG_TOKEN); it
+    /// backs up into its own `[backup] dir`, with its `keep`.
+    #[arg(long, conflicts_with_all = ["to", "config", "data_dir", "keep"])]
+    url: Option<String>,
+    /// Configuration file naming the data directory (default as for serve).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The data directory (default: storage.data_dir of the configuration).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Check a backup without restoring it: every file's size and SHA-256, every block
+    /// decoded, the readings of each series counted against the manifest. Fails, naming each
+    /// damaged file, unless the backup is whole.
+    Verify {
+        /// The backup repository.
+        dir: PathBuf,
+        /// The backup's id (default: the newest).
+        #[arg(long)]
+        backup: Option<String>,
+    },
+    /// List the backups of a repository, oldest first.
+    List {
+        /// The backup repository.
+        dir: PathBuf,
+    },
+    /// Keep the newest backups and delete the others and the day files only they hold.
+    Prune {
+        /// The backup repository.
+        dir: PathBuf,
+        /// How many to keep (at least 1).
+        #[arg(long)]
+        keep: usize,
     },
 }
 
@@ -394,6 +470,26 @@ fn main() -> anyhow::Result<()> {
                     mekong::export::local(&dir, &config.store_options(), query, format, &output)
                 }
             }
+        }
+        Command::Backup { what: Some(what), .. } => match what {
+            BackupCommand::Verify { dir, backup } => mekong::backup::verify(&dir, backup.as_deref()),
+            BackupCommand::List { dir } => mekong::backup::list(&dir),
+            BackupCommand::Prune { dir, keep } => mekong::backup::prune(&dir, keep),
+        },
+        Command::Backup { what: None, take } => match (take.url, take.to) {
+            (Some(url), _) => runtime()?.block_on(mekong::backup::remote(&url, take.full)).map(drop),
+            (None, Some(to)) => {
+                let config = load_config(take.config)?;
+                let dir = take.data_dir.unwrap_or_else(|| config.storage.data_dir.clone());
+                let options = mekong_store::backup::BackupOptions { full: take.full, keep: take.keep };
+                mekong::backup::local(&dir, &config.store_options(), &to, &options).map(drop)
+            }
+            (None, None) => anyhow::bail!("say where: --to DIR, or --url of a running mekong"),
+        },
+        Command::Restore { from, backup, config, data_dir } => {
+            let config = load_config(config)?;
+            let dir = data_dir.unwrap_or_else(|| config.storage.data_dir.clone());
+            mekong::backup::restore(&from, backup.as_deref(), &dir)
         }
         Command::Serve { config, demo, log_format } => {
             let config = load_config(config)?;

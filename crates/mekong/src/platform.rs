@@ -52,6 +52,7 @@ pub struct Platform {
     alerts: mekong_alerts::Alerts,
     forward: Option<mekong_forward::Forward>,
     upkeep: Option<Upkeep>,
+    backups: Option<crate::backup::Scheduler>,
     http_stop: watch::Sender<bool>,
     http: Vec<JoinHandle<std::io::Result<()>>>,
 }
@@ -130,6 +131,19 @@ impl Platform {
             };
             Some(Upkeep::start(store.clone(), options, ingest.stats()).context("cannot start the upkeep thread")?)
         };
+        let b = &config.backup;
+        let backups = match (b.repository(), b.every_secs) {
+            (Some(repository), every) if every > 0 => Some(
+                crate::backup::Scheduler::start(
+                    store.clone(),
+                    repository,
+                    std::time::Duration::from_secs(every),
+                    b.keep(),
+                )
+                .context("cannot start the backup thread")?,
+            ),
+            _ => None,
+        };
 
         let listen = exposure.http_addresses(config.api.listen)?;
         let mut listeners = Vec::with_capacity(listen.len());
@@ -170,6 +184,7 @@ impl Platform {
             ))),
             alerts: Some(alerts.clone()),
             feed: ingest.feed(),
+            backups: b.repository().map(|repository| Arc::new(mekong_api::Backups { repository, keep: b.keep() })),
         };
         let app = mekong_api::router(state);
         // Beside the API, not inside it: the API crate knows nothing of the page, and the
@@ -219,6 +234,7 @@ impl Platform {
             alerts,
             forward,
             upkeep,
+            backups,
             http_stop,
             http,
         })
@@ -273,6 +289,9 @@ impl Platform {
         tokio::task::spawn_blocking(move || alerts.stop()).await?;
         if let Some(upkeep) = self.upkeep {
             tokio::task::spawn_blocking(move || upkeep.stop()).await?;
+        }
+        if let Some(backups) = self.backups {
+            tokio::task::spawn_blocking(move || backups.stop()).await?;
         }
         let store = self.store;
         let flushed = tokio::task::spawn_blocking(move || store.flush())

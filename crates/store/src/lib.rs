@@ -79,7 +79,7 @@ pub mod fuzzing {
 pub use civil::civil_date;
 pub use error::{PackRefused, StoreError, WriteError};
 pub use store::{
-    compact, compact_with_progress, CompactReport, ExpireReport, FoldReport, Record, Removed, RetentionPolicy,
+    backup, compact, compact_with_progress, CompactReport, ExpireReport, FoldReport, Record, Removed, RetentionPolicy,
     RetentionRule, Store, StoreOptions,
 };
 pub use types::{

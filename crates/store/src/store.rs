@@ -101,6 +101,12 @@ struct Inner {
     /// Held by whatever writes day files (a fold of a closed day, retention), which build
     /// their file without the state lock: one at a time.
     upkeep: Mutex<()>,
+    /// While a backup reads the chunks without the state lock: the keys of the chunks written
+    /// since it began (`backup.rs`). Changed only under the state lock.
+    journal: Mutex<Option<Vec<Vec<u8>>>>,
+    /// Batches that deleted chunks outside the upkeep lock (retention of points, a device's
+    /// removal): a backup that sees this change reads the chunks again under the state lock.
+    chunk_removals: AtomicU64,
 }
 
 /// The time-series store. Cheap to clone: clones share one database.
@@ -113,6 +119,7 @@ impl Store {
     /// Opens (or creates) the store in directory `path` and loads its metadata.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         compact::check_not_interrupted(path)?;
+        backup::clear_holds(path)?;
         let (opened, state) = open_generation(path, options, Generation(1))?;
         let inner = Inner {
             path: path.to_owned(),
@@ -122,6 +129,8 @@ impl Store {
             failure: Mutex::new(None),
             generations: AtomicU64::new(1),
             upkeep: Mutex::new(()),
+            journal: Mutex::new(None),
+            chunk_removals: AtomicU64::new(0),
         };
         Ok(Store { inner: Arc::new(inner) })
     }
@@ -350,6 +359,7 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
     Ok((opened, state))
 }
 
+pub mod backup;
 pub(crate) mod compact;
 mod days;
 mod fold_days;

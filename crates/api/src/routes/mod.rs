@@ -2,6 +2,7 @@
 
 pub mod aggregate;
 pub mod alerts;
+pub mod backups;
 pub mod devices;
 pub mod export;
 pub mod health;

@@ -202,6 +202,38 @@ pub async fn load(mut device: Device, mut sensor: Sensor, period: Duration, unti
     }
 }
 
+/// [`load`] until the connection dies, and at each change of `marks` sends what is
+/// acknowledged at that moment (device id, reading time -> value) to `snapshots`: a test can
+/// then act (a backup) knowing exactly which readings were acknowledged before it.
+pub async fn load_marked(
+    mut device: Device,
+    mut sensor: Sensor,
+    period: Duration,
+    mut marks: tokio::sync::watch::Receiver<u32>,
+    snapshots: tokio::sync::mpsc::UnboundedSender<(String, BTreeMap<i64, f64>)>,
+) -> Device {
+    let topic = format!("mekong/v1/{}/up", device.id);
+    let mut ticker = tokio::time::interval(period);
+    let mut marking = true;
+    loop {
+        tokio::select! {
+            payload = sensor.downlink_payload() => match payload {
+                Some(payload) => device.on_downlink(&payload),
+                None => return device,
+            },
+            changed = marks.changed(), if marking => match changed {
+                Ok(()) => { let _ = snapshots.send((device.id.clone(), device.acked.clone())); }
+                Err(_) => marking = false,
+            },
+            _ = ticker.tick() => {
+                let pack = device.next_pack();
+                device.published += 1;
+                let _queued = sensor.try_publish(&topic, pack);
+            }
+        }
+    }
+}
+
 /// Publishes `packs` new packs through `sensor` (connected as `device`) as fast as its
 /// connection takes them, then disconnects. The packs are made before the first is sent, so
 /// that sending costs the device next to nothing, while the platform decodes and stores each:

@@ -214,7 +214,7 @@ impl Days {
 }
 
 /// `<YYYY-MM-DD>.<generation>.mkb`, the UTC date of the day starting at `day_ms`.
-fn file_name(day_ms: i64, generation: u64) -> String {
+pub(super) fn file_name(day_ms: i64, generation: u64) -> String {
     let (y, m, d) = crate::civil_date(day_ms.div_euclid(86_400_000));
     format!("{y:04}-{m:02}-{d:02}.{generation}.mkb")
 }

@@ -272,6 +272,7 @@ impl Store {
             batch.insert(keys::device(device), d.encode());
         }
         self.apply(&opened, batch)?;
+        self.inner.chunk_removals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(d) = device_meta {
             state.devices.insert(device.to_owned(), d);
         }

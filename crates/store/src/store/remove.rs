@@ -53,6 +53,7 @@ impl Store {
         batch.remove(keys::seq(device));
         removed.entries += 2;
         self.apply(&opened, batch)?;
+        self.inner.chunk_removals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         state.series.remove(device);
         state.devices.remove(device);
         state.seqs.remove(device);

@@ -102,6 +102,8 @@ impl Store {
             tally_refusal(&state, &mut group, refusal);
         }
         let mut batch = sled::Batch::default();
+        let mut journal = self.inner.journal.lock().unwrap_or_else(|e| e.into_inner());
+        let mut journaled = Vec::new();
         // (series, time) is unique in the group: duplicates were left out when staged.
         group.points.sort_unstable_by_key(|p| (p.0, p.1));
         let mut window_points: Vec<(i64, f64)> = Vec::new();
@@ -113,6 +115,9 @@ impl Store {
             window_points.extend(window.iter().map(|&(_, t, v)| (t, v)));
             let key = keys::chunk(window[0].0, window[0].1, opened.chunk_id());
             batch.insert(&key, chunk::encode(&window_points));
+            if journal.is_some() {
+                journaled.push(key.to_vec());
+            }
         }
         for ((device, metric), meta) in &group.series {
             batch.insert(keys::series(device, metric), meta.encode());
@@ -134,6 +139,10 @@ impl Store {
             batch.insert(keys::record(space, &key), value);
         }
         self.apply(&opened, batch)?;
+        if let Some(journal) = journal.as_mut() {
+            journal.append(&mut journaled);
+        }
+        drop(journal);
 
         if let Some(next) = group.next_series_id {
             state.next_series_id = next;
