@@ -659,7 +659,9 @@ fn day_blocks_bytes(series: &[Series], year: &Series, loaded: &Loaded, step_ms: 
 /// Bytes of the files in `dir` (not below it); 0 if it cannot be read.
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .map(|entries| {
+            entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+        })
         .unwrap_or(0)
 }
 

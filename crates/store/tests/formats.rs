@@ -42,9 +42,24 @@ fn every_format_fixture_opens_and_reads_every_reading() {
 /// A store's sled entries and the names of its day files.
 type Contents = (Vec<(Vec<u8>, Vec<u8>)>, Vec<String>);
 
+/// sled's database in `dir`, once whoever had it open has let go of its lock file: a store
+/// that failed to open, or sled dropped just before, releases it when its last thread ends.
+fn open_sled(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// Every sled entry of the store in `dir` (closed), and the names of the files beside it.
 fn contents(dir: &Path) -> Contents {
-    let db = sled::Config::new().path(dir).open().unwrap();
+    let db = open_sled(dir);
     let tree = db.open_tree("timeseries").unwrap();
     let entries = tree.iter().map(|e| e.unwrap()).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
     let files = std::fs::read_dir(dir.join("blocks"))
@@ -60,7 +75,7 @@ fn a_migration_that_fails_leaves_the_old_store_as_it_was_and_says_so() {
     // The last day block of the last day is damaged: the first day's file is written by
     // then, so the failure has something to undo.
     {
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = open_sled(dir.path());
         let tree = db.open_tree("timeseries").unwrap();
         let day_block = |k: &[u8]| k.len() == 21 && k[0] == 0x01 && k[13] & 0x80 != 0;
         let last =
