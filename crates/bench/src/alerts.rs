@@ -23,7 +23,7 @@ use rumqttc::{Packet, Publish, QoS};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{data_lines, free_ports, get_json, open_stream, percentile_ms, temp_dir};
+use crate::harness::{data_lines, free_ports, get_json, open_stream, percentile_ms, temp_dir, wait_answering};
 use crate::load::{self, Load, LoadOptions};
 
 /// What to measure.
@@ -134,13 +134,7 @@ async fn measure(
     http: SocketAddr,
     arrivals: &Arrivals,
 ) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get_json(http, "/v1/stats").await.is_err() {
-        if Instant::now() > deadline {
-            bail!("mekong serve did not come up on {http}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_answering(http, "/v1/stats", Duration::from_secs(30), "mekong serve").await?;
     let devices = opts.devices.max(1);
     let load = Load::start(LoadOptions {
         addr: mqtt,

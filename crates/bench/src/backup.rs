@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{free_ports, get_json, percentile_ms, temp_dir};
+use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, wait_answering};
 use crate::load::{Counters, Load, LoadOptions};
 
 /// What to measure (the options of `mekong-bench backup`).
@@ -170,13 +170,7 @@ pub fn backup(opts: BackupBenchOptions, mekong: &Path) -> anyhow::Result<Value> 
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (full, incremental) = runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while get_json(http, "/healthz").await.is_err() {
-            if Instant::now() > deadline {
-                bail!("mekong serve did not come up on {http}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_answering(http, "/healthz", Duration::from_secs(60), "mekong serve").await?;
         let devices = opts.devices.max(1);
         let load = Load::start(LoadOptions {
             addr: mqtt,

@@ -25,7 +25,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{json, Value};
 
-use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, TempDir};
+use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, wait_answering, TempDir};
 use crate::load::{Load, LoadOptions};
 
 /// What to measure.
@@ -210,13 +210,7 @@ async fn measure(
     http: u16,
 ) -> anyhow::Result<Value> {
     let (mqtt, http) = (SocketAddr::from(([127, 0, 0, 1], mqtt)), SocketAddr::from(([127, 0, 0, 1], http)));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get_json(http, "/v1/stats").await.is_err() {
-        if Instant::now() > deadline {
-            bail!("mekong serve did not come up on {http}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_answering(http, "/v1/stats", Duration::from_secs(30), "mekong serve").await?;
     let devices = opts.devices.max(1);
     let load = Load::start(LoadOptions {
         addr: mqtt,

@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -77,6 +78,19 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<Value> {
     let text = String::from_utf8_lossy(&response);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).context("malformed http response")?;
     Ok(serde_json::from_str(body)?)
+}
+
+/// Waits until the server at `addr` answers `GET path` with JSON; fails, naming it as `what`,
+/// if it has not within `within`.
+pub async fn wait_answering(addr: SocketAddr, path: &str, within: Duration, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while get_json(addr, path).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("{what} did not come up on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// A connection that has asked the server at `addr` for `/v1/stream{query}`; its answer

@@ -23,7 +23,7 @@ use rumqttc::QoS;
 use serde_json::{json, Value};
 
 use crate::generators::Generator;
-use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, TempDir};
+use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, wait_answering, TempDir};
 use crate::load::{self, LoadOptions};
 use crate::tls::BenchTls;
 
@@ -169,13 +169,7 @@ impl Server {
         let what = if broker_only { "mekong-bench broker-only" } else { "mekong serve" };
         let child = command.spawn().with_context(|| format!("cannot start {what}"))?;
         let server = Server { child, mqtt, http, _data: data };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server.stats().await.is_err() {
-            if Instant::now() > deadline {
-                bail!("{what} did not come up on {http}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_answering(http, "/v1/stats", Duration::from_secs(30), what).await?;
         Ok(server)
     }
 

@@ -54,7 +54,7 @@ impl Store {
     }
 
     fn series_ids(&self) -> BTreeSet<u32> {
-        self.state().series.values().flat_map(|s| s.values().map(|m| m.id)).collect()
+        live_series(&self.state())
     }
 
     /// Applies `built`'s batch (and whatever `also` adds to it, under the state lock), makes
@@ -341,6 +341,7 @@ pub(super) fn finish_migration(opened: &Opened, state: &State) -> Result<(), Sto
     Ok(())
 }
 
+/// The ids of every series `state` knows.
 fn live_series(state: &State) -> BTreeSet<u32> {
     state.series.values().flat_map(|s| s.values().map(|m| m.id)).collect()
 }
