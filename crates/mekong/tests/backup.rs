@@ -176,11 +176,13 @@ async fn scheduled_backups_run_in_the_server_and_keep_the_newest() {
     let repository = Repository::new(&config.backup.dir);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut seen = std::collections::BTreeSet::new();
-    // Polled: the schedule gives no event. Four backups seen, never more than two kept.
+    // Polled: the schedule gives no event. Four backups seen, never more than two kept, but
+    // for the moment between a new backup's rename into place and the retention after it
+    // (which must not delete an old backup before the new one is whole).
     while seen.len() < 4 {
         assert!(std::time::Instant::now() < deadline, "backups seen: {seen:?}");
         let list = tokio::task::block_in_place(|| repository.list()).unwrap();
-        assert!(list.len() <= 2, "{list:?}");
+        assert!(list.len() <= 3, "{list:?}");
         seen.extend(list.into_iter().map(|b| b.id));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
