@@ -1,6 +1,7 @@
 //! The binary form of series and device metadata in the tree: length-prefixed strings and
 //! big-endian numbers, with a version byte so the layout can change later.
 
+/// The first byte of a value in the fields' layout.
 const VERSION: u8 = 1;
 
 /// Appends fields to a value.
@@ -10,6 +11,11 @@ pub struct Writer(Vec<u8>);
 impl Writer {
     pub fn new() -> Self {
         Writer(vec![VERSION])
+    }
+    /// A value whose first byte is `first` rather than [`VERSION`]: a layout that holds other
+    /// values (see [`Writer::bytes`]) and must be told apart from them.
+    pub fn tagged(first: u8) -> Self {
+        Writer(vec![first])
     }
     pub fn str(mut self, s: &str) -> Self {
         let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
@@ -43,6 +49,13 @@ impl Writer {
         self.0.extend_from_slice(&v.to_bits().to_be_bytes());
         self
     }
+    /// Length-prefixed bytes (a nested value).
+    pub fn bytes(mut self, b: &[u8]) -> Self {
+        let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(&b[..len as usize]);
+        self
+    }
     pub fn finish(self) -> Vec<u8> {
         self.0
     }
@@ -59,6 +72,13 @@ impl<'a> Reader<'a> {
             _ => None,
         }
     }
+    /// Reads a value written with [`Writer::tagged`]`(first)`.
+    pub fn tagged(bytes: &'a [u8], first: u8) -> Option<Self> {
+        match bytes.split_first() {
+            Some((&b, rest)) if b == first => Some(Reader(rest)),
+            _ => None,
+        }
+    }
     fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
         let (head, rest) = self.0.split_at_checked(N)?;
         self.0 = rest;
@@ -69,6 +89,12 @@ impl<'a> Reader<'a> {
         let (head, rest) = self.0.split_at_checked(len)?;
         self.0 = rest;
         String::from_utf8(head.to_vec()).ok()
+    }
+    pub fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(u32::from_be_bytes(self.take()?)).ok()?;
+        let (head, rest) = self.0.split_at_checked(len)?;
+        self.0 = rest;
+        Some(head)
     }
     pub fn opt_str(&mut self) -> Option<Option<String>> {
         match self.u8()? {
@@ -113,6 +139,12 @@ mod tests {
         assert_eq!(r.opt_str(), Some(Some("cm".into())));
         assert_eq!((r.u32(), r.i64(), r.u64(), r.f64()), (Some(7), Some(-3), Some(9), Some(1.5)));
         assert_eq!(r.u8(), None);
+
+        let nested = Writer::tagged(2).bytes(&bytes).bytes(&[]).finish();
+        assert!(Reader::new(&nested).is_none(), "a tagged value is not read as the fields' layout");
+        let mut r = Reader::tagged(&nested, 2).unwrap();
+        assert_eq!((r.bytes(), r.bytes(), r.bytes()), (Some(&bytes[..]), Some(&[][..]), None));
+        assert!(r.at_end());
     }
 
     #[test]

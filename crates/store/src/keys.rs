@@ -6,9 +6,10 @@ pub const FORMAT: &[u8] = b"\x00format";
 pub const EPOCH: &[u8] = b"\x00epoch";
 /// First byte of a chunk key (points).
 pub const POINT: u8 = 0x01;
-/// First byte of a series metadata key.
+/// First byte of a series metadata key: format 6 and before only (since 7 a series' metadata
+/// is in its device's entry).
 pub const SERIES: u8 = 0x02;
-/// First byte of a device metadata key.
+/// First byte of a device's entry: its metadata and, since format 7, its series'.
 pub const DEVICE: u8 = 0x03;
 /// First byte of an hourly rollup key.
 pub const ROLLUP: u8 = 0x04;
@@ -104,17 +105,7 @@ pub fn parse_rollup(key: &[u8]) -> Option<(u32, i64)> {
     Some((series, time_from_bytes(key[5..13].try_into().ok()?)))
 }
 
-/// The key of a series' metadata.
-pub fn series(device: &str, metric: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + device.len() + metric.len());
-    k.push(SERIES);
-    k.extend_from_slice(device.as_bytes());
-    k.push(0);
-    k.extend_from_slice(metric.as_bytes());
-    k
-}
-
-/// The key of a device's metadata.
+/// The key of a device's entry.
 pub fn device(device: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + device.len());
     k.push(DEVICE);
@@ -155,7 +146,7 @@ pub fn parse_device(key: &[u8]) -> Option<&str> {
     }
 }
 
-/// The device id and metric of a series metadata key.
+/// The device id and metric of a series metadata key (format 6 and before).
 pub fn parse_series(key: &[u8]) -> Option<(&str, &str)> {
     match key.split_first() {
         Some((&SERIES, name)) => std::str::from_utf8(name).ok()?.split_once('\0'),
@@ -166,6 +157,11 @@ pub fn parse_series(key: &[u8]) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key format 6 and before gave a series' metadata.
+    fn series(device: &str, metric: &str) -> Vec<u8> {
+        [&[SERIES], device.as_bytes(), &[0], metric.as_bytes()].concat()
+    }
 
     #[test]
     fn time_order_is_byte_order() {

@@ -8,8 +8,8 @@
 //! | key | value |
 //! |---|---|
 //! | `0x01`, series id (u32 BE), first time in ms (i64 BE, sign bit flipped), chunk id (u64 BE) | a chunk of points ([`chunk`]) |
-//! | `0x02`, device id, `0x00`, metric | series metadata ([`codec`]) |
-//! | `0x03`, device id | device metadata |
+//! | `0x02`, device id, `0x00`, metric | series metadata ([`codec`]), format 6 and before |
+//! | `0x03`, device id | the device's entry: its metadata and all its series' metadata (format 7) |
 //! | `0x04`, series id (u32 BE), UTC day start (i64 BE, sign bit flipped) | the rollups of the day's folded hours, one entry per day ([`rollup`]) |
 //! | `0x05`, device id | the highest sequence number stored with the device's packs (u64 BE), then the 8-byte id of its numbering |
 //! | `0x06`, space, `0x00`, key | a record of another crate's ([`Store::write_records`]): the alert engine's states, history, outboxes and rules |

@@ -6,17 +6,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
-use self::meta::{load_state, State};
+use self::days::crash_point;
+use self::meta::{load_state, migrate_entries, State};
 use crate::{keys, DiskSpace, Flushed, Generation, Health, StoreError};
 
 /// The layout written by this version (1: one entry per point; 2: chunks of varint deltas and
 /// raw values; 3: Gorilla-compressed chunks; 4: decimal values, folded blocks and rollups; 5: day
 /// blocks, Rice-coded values, regular times, a day of rollups per entry; 6: closed days in day
-/// files outside sled). A store of format 5 is migrated at open.
-pub(crate) const FORMAT_VERSION: u8 = 6;
+/// files outside sled; 7: a device's series metadata in the device's entry). Stores of format
+/// 5 and 6 are migrated at open.
+pub(crate) const FORMAT_VERSION: u8 = 7;
 
 /// The format migrated at open: its day blocks move from sled into day files.
 const FORMAT_DAY_BLOCKS_IN_SLED: u8 = 5;
+
+/// The format with day files and a sled entry per series' metadata, migrated at open: each
+/// device's series move into its entry ([`meta::migrate_entries`]).
+const FORMAT_DAY_FILES: u8 = 6;
 
 /// The sled tree everything lives in.
 const TREE: &str = "timeseries";
@@ -328,13 +334,12 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
             .flush_every_ms(options.flush_every_ms),
     )?;
     let tree = db.open_tree(TREE)?;
-    let migrate = match tree.get(keys::FORMAT)? {
+    let format = match tree.get(keys::FORMAT)? {
         None if tree.is_empty() => {
             tree.insert(keys::FORMAT, &[FORMAT_VERSION])?;
-            false
+            FORMAT_VERSION
         }
-        Some(v) if v.as_ref() == [FORMAT_VERSION] => false,
-        Some(v) if v.as_ref() == [FORMAT_DAY_BLOCKS_IN_SLED] => true,
+        Some(v) if [[FORMAT_VERSION], [FORMAT_DAY_FILES], [FORMAT_DAY_BLOCKS_IN_SLED]].iter().any(|f| v == f) => v[0],
         other => return Err(StoreError::Format(other.map(|v| v.to_vec()))),
     };
     let state = load_state(&tree)?;
@@ -349,10 +354,15 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
     };
     let next = epoch.checked_add(1).ok_or_else(|| StoreError::Corrupt(keys::EPOCH.to_vec()))?;
     let opened = Opened { db, tree, generation, epoch: u64::from(next) << 40, chunks_made: AtomicU64::new(0), days };
-    if migrate {
-        // Before anything is written to sled, so that a migration that fails leaves the
-        // store as the older mekong left it (the epoch included).
-        fold_days::migrate(&opened, &state, FORMAT_DAY_BLOCKS_IN_SLED)?;
+    // Before anything else is written to sled, so that a migration that fails leaves the
+    // store as the older mekong left it (the epoch included). Each step is whole or not at all.
+    if format == FORMAT_DAY_BLOCKS_IN_SLED {
+        fold_days::migrate(&opened, &state, FORMAT_DAY_BLOCKS_IN_SLED, FORMAT_DAY_FILES)?;
+    }
+    if format != FORMAT_VERSION {
+        migrate_entries(&opened.tree, &state, FORMAT_VERSION)
+            .map_err(|source| StoreError::Migration { from: FORMAT_DAY_FILES, source: Box::new(source) })?;
+        crash_point("migrate", "entries");
     }
     opened.tree.insert(keys::EPOCH, &next.to_be_bytes())?;
     fold_days::finish_migration(&opened, &state)?;

@@ -262,7 +262,7 @@ fn migrating_child() {
 
 #[test]
 fn a_format_5_store_killed_while_migrated_opens_whole() {
-    for point in ["migrate:partial", "migrate:renamed", "migrate:applied", "migrate:cleaned"] {
+    for point in ["migrate:partial", "migrate:renamed", "migrate:applied", "migrate:entries", "migrate:cleaned"] {
         let dir = tempfile::tempdir().unwrap();
         support::restore(&support::fixtures().join("format-5.dump"), dir.path());
         let status = Command::new(std::env::current_exe().unwrap())

@@ -10,7 +10,7 @@ use std::path::Path;
 use support::{check_readings, fixtures, options, restore};
 
 /// The format this code writes (`FORMAT_VERSION` in `src/store.rs`).
-const CURRENT: u8 = 6;
+const CURRENT: u8 = 7;
 
 #[test]
 fn every_format_fixture_opens_and_reads_every_reading() {
@@ -38,6 +38,13 @@ fn every_format_fixture_opens_and_reads_every_reading() {
         // And once more, as the store left it (migrated, if it was an older format).
         let store = mekong_store::Store::open(dir.path(), &options()).unwrap();
         check_readings(&store);
+        drop(store);
+        // Migrated whole: this format, and no series metadata under its own key (format 6
+        // and before), since each device's entry holds its series'.
+        let (entries, _) = contents(dir.path());
+        let format = entries.iter().find(|(k, _)| k == b"\x00format").map(|(_, v)| v.clone());
+        assert_eq!(format, Some(vec![CURRENT]), "{path:?}");
+        assert!(!entries.iter().any(|(k, _)| k[0] == 0x02), "{path:?}: series entries left");
     }
     for format in 5..=6 {
         assert!(seen.iter().any(|n| *n == format!("format-{format}.dump")), "fixtures found: {seen:?}");

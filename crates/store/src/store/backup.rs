@@ -43,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use self::manifest::{DayFile, Manifest, SeriesCount, SledPart, Stamp};
-use super::meta::SeriesMeta;
+use super::meta::series_in;
 use super::{days, Store, FORMAT_VERSION};
 use crate::{keys, StoreError};
 pub use restore::RestoreReport;
@@ -343,13 +343,10 @@ impl Repository {
 
         let mut series = Vec::new();
         for (key, value) in &snapshot.entries {
-            if key.first() != Some(&keys::SERIES) {
-                continue;
+            let held = series_in(key, value).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
+            for (device, metric, meta) in held {
+                series.push(SeriesCount { device, metric, id: meta.id, count: meta.count });
             }
-            let corrupt = || StoreError::Corrupt(key.to_vec());
-            let meta = SeriesMeta::decode(value).ok_or_else(corrupt)?;
-            let (device, metric) = split_series_key(key).ok_or_else(corrupt)?;
-            series.push(SeriesCount { device, metric, id: meta.id, count: meta.count });
         }
         let manifest = Manifest {
             format: manifest::FORMAT,
@@ -457,15 +454,6 @@ fn backup_id(ms: i64) -> String {
 
 fn modified_ns(meta: &std::fs::Metadata) -> u128 {
     meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())
-}
-
-/// `device`, `metric` of a series metadata key.
-fn split_series_key(key: &[u8]) -> Option<(String, String)> {
-    let rest = key.strip_prefix(&[keys::SERIES])?;
-    let at = rest.iter().position(|&b| b == 0)?;
-    let device = std::str::from_utf8(&rest[..at]).ok()?;
-    let metric = std::str::from_utf8(&rest[at + 1..]).ok()?;
-    Some((device.to_owned(), metric.to_owned()))
 }
 
 /// Copies `from` to `to`, synced; returns its bytes and SHA-256.

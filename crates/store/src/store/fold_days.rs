@@ -13,7 +13,7 @@ use std::sync::{Arc, MutexGuard};
 
 use super::days::crash_point;
 use super::maintenance::hourly;
-use super::meta::State;
+use super::meta::{SeriesMeta, State};
 use super::{FoldReport, Opened, Store};
 use crate::{chunk, dayfile, keys, rollup, ExpireReport, StoreError};
 
@@ -148,12 +148,18 @@ impl Store {
                     }
                 }
             }
+            // One entry per device whose series lost points (`series` is sorted by device).
+            let listed: Vec<(&String, &str, &SeriesMeta)> =
+                series.iter().map(|((d, m), meta)| (d, m.as_str(), meta)).collect();
+            let mut entries = Vec::with_capacity(devices.len());
+            for of_device in listed.chunk_by(|a, b| a.0 == b.0) {
+                let device = of_device[0].0;
+                let changed: Vec<(&str, &SeriesMeta)> = of_device.iter().map(|c| (c.1, c.2)).collect();
+                entries.push((keys::device(device), state.entry(device, devices.get(device), &changed)));
+            }
             let applied = self.commit(&opened, &mut state, built, "expire", |batch| {
-                for ((device, metric), meta) in &series {
-                    batch.insert(keys::series(device, metric), meta.encode());
-                }
-                for (device, d) in &devices {
-                    batch.insert(keys::device(device), d.encode());
+                for (key, entry) in entries {
+                    batch.insert(key, entry);
                 }
             })?;
             if !applied {
@@ -257,9 +263,9 @@ type Blocks = (Vec<(u32, Vec<u8>)>, sled::Batch);
 /// 1. every day's file is written, sled untouched (a failure deletes them; killed, they are
 ///    strays sled does not name, which the next opening deletes before it starts again);
 /// 2. one batch names every file, lists the days still to clean ([`keys::MIGRATING`]) and
-///    sets the format: the switch, after which the store is of this version's format;
+///    sets the format to `to`: the switch, after which the store is of format 6;
 /// 3. [`finish_migration`] takes each day's chunks out of sled and writes its rollups.
-pub(super) fn migrate(opened: &Opened, state: &State, from: u8) -> Result<(), StoreError> {
+pub(super) fn migrate(opened: &Opened, state: &State, from: u8, to: u8) -> Result<(), StoreError> {
     let mut days = BTreeSet::new();
     for key in opened.tree.scan_prefix([keys::POINT]).keys() {
         let key = key?;
@@ -287,7 +293,7 @@ pub(super) fn migrate(opened: &Opened, state: &State, from: u8) -> Result<(), St
         if !migrating.is_empty() {
             batch.insert(keys::MIGRATING, migrating);
         }
-        batch.insert(keys::FORMAT, &[super::FORMAT_VERSION]);
+        batch.insert(keys::FORMAT, &[to]);
         opened.days.switch_all(&written, || Ok(opened.tree.apply_batch(batch)?))?;
         Ok(opened.db.flush()?)
     })();

@@ -159,7 +159,7 @@ impl Store {
                 Some(day)
             }
         };
-        batch.insert(keys::series(device, metric), meta.encode());
+        batch.insert(keys::device(device), state.entry(device, None, &[(metric, &meta)]));
         self.apply(&opened, batch)?;
         let folded_to_ms = meta.folded_to_ms;
         if let Some(m) = state.series.get_mut(device).and_then(|s| s.get_mut(metric)) {
@@ -263,14 +263,11 @@ impl Store {
             return Ok(false);
         }
         meta.count = meta.count.saturating_sub(points);
-        batch.insert(keys::series(device, metric), meta.encode());
         let device_meta = state.devices.get(device).cloned().map(|mut d| {
             d.points = d.points.saturating_sub(points);
             d
         });
-        if let Some(d) = &device_meta {
-            batch.insert(keys::device(device), d.encode());
-        }
+        batch.insert(keys::device(device), state.entry(device, device_meta.as_ref(), &[(metric, &meta)]));
         self.apply(&opened, batch)?;
         self.inner.chunk_removals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(d) = device_meta {
@@ -308,7 +305,7 @@ impl Store {
         }
         meta.first_ms = first_ms;
         let mut batch = sled::Batch::default();
-        batch.insert(keys::series(device, metric), meta.encode());
+        batch.insert(keys::device(device), state.entry(device, None, &[(metric, &meta)]));
         self.apply(&opened, batch)?;
         state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
         Ok(())

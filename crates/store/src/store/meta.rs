@@ -1,5 +1,12 @@
 //! Series and device metadata: their codecs in the tree, and the in-memory mirror rebuilt
 //! from them at open.
+//!
+//! Since format 7 a device's metadata and all of its series' are one entry under the device's
+//! key ([`encode_entry`]): a pack costs one metadata entry, where it cost one for the device
+//! and one for each of its series. With thousands of devices sending one reading each, every
+//! pack in a group is from another device, so this took a single-reading pack from three
+//! sled entries (chunk, series, device) to two. Format 6 and before kept each series under
+//! its own key; [`migrate_entries`] moves them at open.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -119,6 +126,75 @@ impl DeviceMeta {
     }
 }
 
+/// The first byte of a device's entry since format 7. Entries of format 6 and before begin with
+/// the codec's version, 1, so each reads as what it is.
+const ENTRY: u8 = 2;
+
+/// A device's entry: its metadata, when it has any, then its series' metadata, each with its
+/// metric. (A device with series has metadata in every store this code wrote; the option
+/// keeps whatever an older store held.)
+pub(super) fn encode_entry<'a>(
+    device: Option<&DeviceMeta>,
+    series: impl ExactSizeIterator<Item = (&'a str, &'a SeriesMeta)>,
+) -> Vec<u8> {
+    let mut w = match device {
+        Some(d) => Writer::tagged(ENTRY).u8(1).bytes(&d.encode()),
+        None => Writer::tagged(ENTRY).u8(0),
+    };
+    w = w.u32(u32::try_from(series.len()).unwrap_or(u32::MAX));
+    for (metric, meta) in series {
+        w = w.str(metric).bytes(&meta.encode());
+    }
+    w.finish()
+}
+
+/// What a device's entry holds: its metadata, if any, and its series' by metric.
+pub(super) type Entry = (Option<DeviceMeta>, Vec<(String, SeriesMeta)>);
+
+/// The metadata and series of a device's entry; `None` if it is not one (or is corrupt).
+pub(super) fn decode_entry(bytes: &[u8]) -> Option<Entry> {
+    let mut r = Reader::tagged(bytes, ENTRY)?;
+    let device = match r.u8()? {
+        0 => None,
+        1 => Some(DeviceMeta::decode(r.bytes()?)?),
+        _ => return None,
+    };
+    let n = r.u32()?;
+    // Each series takes at least 7 bytes: a bound on what a corrupt count may reserve.
+    let mut series = Vec::with_capacity((n as usize).min(bytes.len() / 7));
+    for _ in 0..n {
+        let metric = r.str()?;
+        series.push((metric, SeriesMeta::decode(r.bytes()?)?));
+    }
+    r.at_end().then_some((device, series))
+}
+
+/// Whether `value`, under a device's key, is a format-7 entry.
+pub(super) fn is_entry(value: &[u8]) -> bool {
+    value.first() == Some(&ENTRY)
+}
+
+/// The series whose metadata a tree entry holds, with their device and metric: a device's
+/// entry (format 7), or a series' own entry (format 6 and before); empty for any other key.
+/// `None` if the entry is one of those but cannot be read.
+pub(super) fn series_in(key: &[u8], value: &[u8]) -> Option<Vec<(String, String, SeriesMeta)>> {
+    match key.first() {
+        Some(&keys::DEVICE) => {
+            let device = keys::parse_device(key)?;
+            if !is_entry(value) {
+                return Some(Vec::new());
+            }
+            let (_, series) = decode_entry(value)?;
+            Some(series.into_iter().map(|(metric, meta)| (device.to_owned(), metric, meta)).collect())
+        }
+        Some(&keys::SERIES) => {
+            let (device, metric) = keys::parse_series(key)?;
+            Some(vec![(device.to_owned(), metric.to_owned(), SeriesMeta::decode(value)?)])
+        }
+        _ => Some(Vec::new()),
+    }
+}
+
 /// In-memory mirror of the metadata key spaces. BTreeMaps keep listings sorted.
 #[derive(Debug, Default)]
 pub(super) struct State {
@@ -133,6 +209,25 @@ pub(super) struct State {
 impl State {
     pub(super) fn meta(&self, device: &str, metric: &str) -> Option<&SeriesMeta> {
         self.series.get(device).and_then(|s| s.get(metric))
+    }
+
+    /// The entry of `device` as it is about to become: `meta` (or the mirror's metadata when
+    /// `None`), and the mirror's series, each replaced by its metadata in `changed` (metric,
+    /// metadata; a few) where that has it, and those of `changed` the mirror has not yet.
+    pub(super) fn entry(&self, device: &str, meta: Option<&DeviceMeta>, changed: &[(&str, &SeriesMeta)]) -> Vec<u8> {
+        let meta = meta.or_else(|| self.devices.get(device));
+        let known = self.series.get(device);
+        let mut series: Vec<(&str, &SeriesMeta)> = Vec::with_capacity(known.map_or(0, BTreeMap::len) + changed.len());
+        for (metric, m) in known.into_iter().flatten() {
+            let m = changed.iter().find(|c| c.0 == metric).map_or(m, |c| c.1);
+            series.push((metric, m));
+        }
+        for &(metric, m) in changed {
+            if !known.is_some_and(|k| k.contains_key(metric)) {
+                series.push((metric, m));
+            }
+        }
+        encode_entry(meta, series.into_iter())
     }
 }
 
@@ -167,9 +262,25 @@ pub(super) fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         let (key, value) = entry?;
         let corrupt = || StoreError::Corrupt(key.to_vec());
         let id = keys::parse_device(&key).ok_or_else(corrupt)?;
-        let meta = DeviceMeta::decode(&value).ok_or_else(corrupt)?;
-        state.devices.insert(id.to_owned(), meta);
+        if !is_entry(&value) {
+            // Format 6 and before: the device alone, its series under their own keys below.
+            let meta = DeviceMeta::decode(&value).ok_or_else(corrupt)?;
+            state.devices.insert(id.to_owned(), meta);
+            continue;
+        }
+        let (meta, series) = decode_entry(&value).ok_or_else(corrupt)?;
+        if let Some(meta) = meta {
+            state.devices.insert(id.to_owned(), meta);
+        }
+        if !series.is_empty() {
+            let metrics = state.series.entry(id.to_owned()).or_default();
+            for (metric, meta) in series {
+                state.next_series_id = state.next_series_id.max(meta.id.saturating_add(1));
+                metrics.insert(metric, meta);
+            }
+        }
     }
+    // Format 6 and before only.
     for entry in tree.scan_prefix([keys::SERIES]) {
         let (key, value) = entry?;
         let corrupt = || StoreError::Corrupt(key.to_vec());
@@ -194,6 +305,25 @@ pub(super) fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         state.seqs.insert(device.to_owned(), (seq, id));
     }
     Ok(state)
+}
+
+/// Moves a store of format 6 (or before) to format 7: every device's metadata and its
+/// series' into one entry, the series' own keys gone, and the format set, in one batch, so
+/// that a failure leaves the store as it was. `state` is the mirror [`load_state`] read from
+/// the old layout.
+pub(super) fn migrate_entries(tree: &sled::Tree, state: &State, to: u8) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let devices: std::collections::BTreeSet<&String> = state.devices.keys().chain(state.series.keys()).collect();
+    for device in &devices {
+        batch.insert(keys::device(device), state.entry(device, None, &[]));
+    }
+    for key in tree.scan_prefix([keys::SERIES]).keys() {
+        batch.remove(key?);
+    }
+    batch.insert(keys::FORMAT, &[to]);
+    tree.apply_batch(batch)?;
+    tracing::info!(devices = devices.len(), "moved each device's series metadata into the device's entry");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -229,6 +359,75 @@ mod tests {
         let mut trailing = pump.encode();
         trailing.push(0);
         assert!(SeriesMeta::decode(&trailing).is_none());
+    }
+
+    fn series(id: u32, count: u64) -> SeriesMeta {
+        SeriesMeta {
+            id,
+            unit: Some("cm".into()),
+            first_ms: 1,
+            last_ms: 2,
+            count,
+            last_value: 0.5,
+            folded_to_ms: 0,
+            value_kind: ValueKind::Number,
+        }
+    }
+
+    #[test]
+    fn a_device_entry_holds_its_series_and_is_read_whole_or_refused() {
+        let meta = DeviceMeta {
+            kind: "water".into(),
+            first_seen_ms: 1,
+            last_seen_ms: 2,
+            points: 3,
+            tally: DeviceTally::default(),
+        };
+        let (a, b) = (series(1, 2), series(2, 1));
+        let entry = encode_entry(Some(&meta), [("level", &a), ("salinity", &b)].into_iter());
+        assert!(is_entry(&entry) && !is_entry(&meta.encode()), "format 6's device value is not an entry");
+        let (back, listed) = decode_entry(&entry).unwrap();
+        assert_eq!(back.map(|m| (m.kind, m.points)), Some(("water".into(), 3)));
+        let listed: Vec<(String, u32, u64)> = listed.into_iter().map(|(m, s)| (m, s.id, s.count)).collect();
+        assert_eq!(listed, [("level".into(), 1, 2), ("salinity".into(), 2, 1)]);
+        let bare = encode_entry(None, std::iter::empty());
+        assert!(matches!(decode_entry(&bare), Some((None, v)) if v.is_empty()));
+        // Every cut of an entry, and a byte after it, is refused rather than read short.
+        for end in 0..entry.len() {
+            assert!(decode_entry(&entry[..end]).is_none(), "cut at {end}");
+        }
+        let mut longer = entry.clone();
+        longer.push(0);
+        assert!(decode_entry(&longer).is_none());
+        // A count that claims more series than the bytes hold.
+        let mut lying = encode_entry(None, std::iter::empty());
+        lying.truncate(lying.len() - 4);
+        lying.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode_entry(&lying).is_none());
+        // Under its device's key an entry lists its series; a series' own key (format 6) too.
+        let found = series_in(&keys::device("hau-01"), &entry).unwrap();
+        assert_eq!(
+            found.iter().map(|s| (s.0.as_str(), s.1.as_str())).collect::<Vec<_>>(),
+            [("hau-01", "level"), ("hau-01", "salinity")]
+        );
+        let old_key = [&[keys::SERIES][..], b"hau-01\0level"].concat();
+        assert_eq!(series_in(&old_key, &a.encode()).unwrap()[0].2.count, 2);
+        assert!(series_in(&keys::device("hau-01"), &meta.encode()).unwrap().is_empty());
+        assert!(series_in(&keys::device("hau-01"), &entry[..9]).is_none());
+    }
+
+    #[test]
+    fn an_entry_about_to_be_written_merges_the_changed_series_into_the_mirrors() {
+        let mut state = State::default();
+        state.series.entry("hau-01".into()).or_default().insert("level".into(), series(1, 5));
+        state.series.entry("hau-01".into()).or_default().insert("salinity".into(), series(2, 7));
+        let (level, rain) = (series(1, 6), series(3, 1));
+        let entry = state.entry("hau-01", None, &[("level", &level), ("rain", &rain)]);
+        let (meta, listed) = decode_entry(&entry).unwrap();
+        assert!(meta.is_none());
+        let mut counts: Vec<(String, u64)> = listed.into_iter().map(|(m, s)| (m, s.count)).collect();
+        counts.sort();
+        assert_eq!(counts, [("level".into(), 6), ("rain".into(), 1), ("salinity".into(), 7)]);
     }
 
     #[test]

@@ -34,7 +34,7 @@ impl Store {
         let opened = self.writable(&mut state)?;
         let mut batch = sled::Batch::default();
         let mut removed = Removed::default();
-        for (metric, meta) in state.series.get(device).into_iter().flatten() {
+        for meta in state.series.get(device).into_iter().flat_map(|m| m.values()) {
             for prefix in [keys::POINT, keys::ROLLUP] {
                 let mut start = [0u8; 5];
                 start[0] = prefix;
@@ -44,9 +44,7 @@ impl Store {
                     removed.entries += 1;
                 }
             }
-            batch.remove(keys::series(device, metric));
             removed.series += 1;
-            removed.entries += 1;
             removed.points += meta.count;
         }
         batch.remove(keys::device(device));

@@ -176,6 +176,48 @@ fn a_group_of_packs_is_written_at_once_and_a_bad_pack_is_left_out_alone() {
     assert_eq!(store.series_of("b").unwrap().len(), 2);
 }
 
+/// A group of single-reading packs from many devices (as thousands of nodes send them) costs
+/// each pack one metadata entry, its device's, besides its chunk: the series' metadata is in
+/// the device's entry (format 7), and reads back whole after a reopen.
+#[test]
+fn a_pack_costs_one_metadata_entry_its_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..50).map(|i| format!("node-{i:02}")).collect();
+    let points: Vec<[NewPoint<'_>; 1]> = (0..50).map(|i| [p("water_level", T0 + i, i as f64)]).collect();
+    let weather = [p("rain", T0, 1.0), p("wind", T0, 2.0), p("humidity", T0, 3.0)];
+    {
+        let store = open(dir.path());
+        let mut packs: Vec<PackWrite<'_>> = (0..50)
+            .map(|i| PackWrite { device: &ids[i], kind: "water", seen_ms: T0, points: &points[i], seq: None })
+            .collect();
+        packs.push(PackWrite { device: "station", kind: "weather", seen_ms: T0, points: &weather, seq: None });
+        let before = all_keys(&store);
+        store.write_packs(&packs).unwrap();
+        let added: Vec<Vec<u8>> = all_keys(&store).into_iter().filter(|k| !before.contains(k)).collect();
+        let of = |first: u8| added.iter().filter(|k| k[0] == first).count();
+        // 51 packs: one chunk per series (53), one entry per device (51), no series entries.
+        assert_eq!((of(keys::POINT), of(keys::DEVICE), of(keys::SERIES)), (53, 51, 0), "{added:02x?}");
+        // A second group extends one series of the station: still its one entry.
+        let more = [p("wind", T0 + 1, 2.5)];
+        let before = all_keys(&store);
+        store.write("station", "weather", T0 + 1, &more).unwrap();
+        let tree = &store.current().unwrap().tree;
+        assert!(all_keys(&store).iter().filter(|k| !before.contains(k)).all(|k| k[0] == keys::POINT));
+        let entry = tree.get(keys::device("station")).unwrap().unwrap();
+        let (meta, series) = super::meta::decode_entry(&entry).unwrap();
+        assert_eq!(meta.map(|m| m.tally.packs), Some(2));
+        let counts: BTreeMap<String, u64> = series.into_iter().map(|(m, s)| (m, s.count)).collect();
+        assert_eq!(counts, BTreeMap::from([("humidity".into(), 1), ("rain".into(), 1), ("wind".into(), 2)]));
+    }
+    let store = open(dir.path());
+    assert_eq!(store.point_count(), 54);
+    assert_eq!(store.series_of("station").unwrap().len(), 3);
+    let wind = store.series("station", "wind").unwrap();
+    assert_eq!((wind.count, wind.last_ms, wind.last_value), (2, T0 + 1, 2.5));
+    assert_eq!(store.series("node-49", "water_level").unwrap().last_value, 49.0);
+    assert_eq!(store.device("node-07").unwrap().points, 1);
+}
+
 /// Random groups of points, late and duplicate ones included, against a model: every range
 /// and limit returns what the model says, and the first value written for a time stays.
 #[test]

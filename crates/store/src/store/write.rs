@@ -119,14 +119,24 @@ impl Store {
                 journaled.push(key.to_vec());
             }
         }
-        for ((device, metric), meta) in &group.series {
-            batch.insert(keys::series(device, metric), meta.encode());
-        }
         if let Some(next) = group.next_series_id.filter(|&n| n != state.next_series_id) {
             batch.insert(keys::NEXT_SERIES, &next.to_be_bytes());
         }
+        // One entry per device: its metadata and its series' (every staged series' device is
+        // staged too). The staged series sorted by device give each device its changes.
+        let mut changed: Vec<(&str, &str, &SeriesMeta)> = group.series.iter().map(|(&(d, m), s)| (d, m, s)).collect();
+        changed.sort_unstable_by_key(|c| c.0);
+        let mut staged: Vec<(&str, &SeriesMeta)> = Vec::new();
         for (device, meta) in &group.devices {
-            batch.insert(keys::device(device), meta.encode());
+            staged.clear();
+            let at = changed.partition_point(|c| c.0 < *device);
+            staged.extend(changed[at..].iter().take_while(|c| c.0 == *device).map(|c| (c.1, c.2)));
+            batch.insert(keys::device(device), state.entry(device, Some(meta), &staged));
+        }
+        for series in changed.chunk_by(|a, b| a.0 == b.0).filter(|s| !group.devices.contains_key(s[0].0)) {
+            staged.clear();
+            staged.extend(series.iter().map(|c| (c.1, c.2)));
+            batch.insert(keys::device(series[0].0), state.entry(series[0].0, None, &staged));
         }
         for (device, (seq, id)) in &group.seqs {
             let mut value = [0u8; 16];

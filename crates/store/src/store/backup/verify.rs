@@ -8,7 +8,7 @@ use std::fs::File;
 use super::manifest::{self, Manifest};
 use super::{entries, hash_file, BackupError, Repository};
 use crate::store::days;
-use crate::store::meta::SeriesMeta;
+use crate::store::meta::series_in;
 use crate::{chunk, dayfile, keys};
 
 /// What [`Repository::verify`] found.
@@ -74,14 +74,14 @@ impl Repository {
                                         _ => report.problems.push(bad("a chunk that cannot be decoded")),
                                     }
                                 }
-                                Some(&keys::SERIES) => {
-                                    match (super::split_series_key(key), SeriesMeta::decode(value)) {
-                                        (Some((device, metric)), Some(meta)) => {
+                                Some(&keys::SERIES | &keys::DEVICE) => match series_in(key, value) {
+                                    Some(held) => {
+                                        for (device, metric, meta) in held {
                                             live.insert(meta.id, (device, metric, meta.count));
                                         }
-                                        _ => report.problems.push(bad("series metadata that cannot be read")),
                                     }
-                                }
+                                    None => report.problems.push(bad("series metadata that cannot be read")),
+                                },
                                 Some(&keys::DAY_FILE) => {
                                     let generation = value.as_slice().try_into().map(u64::from_be_bytes);
                                     match (keys::parse_day_file(key), generation) {
