@@ -128,7 +128,11 @@ fn run(work: &Path, url: &str, auth_header: &str) -> (bool, String) {
         // The stream never ends: it has its own tests (stream.rs).
         .args(["--exclude-path", "/v1/stream"])
         .args(["--max-examples", EXAMPLES, "--seed", SEED, "--generation-database", "none"])
-        .args(["--workers", "2", "--request-timeout", "20", "--no-color", "--output-truncate", "false"])
+        // One worker: with two, hypothesis builds ASTs on two threads at once, which can trip
+        // CPython's "AST constructor recursion depth mismatch" in threaded programs
+        // (python/cpython#106905): a schemathesis runtime error, once in a full run here
+        // (Python 3.11.7), not an answer of mekong's.
+        .args(["--workers", "1", "--request-timeout", "20", "--no-color", "--output-truncate", "false"])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::from(std::fs::File::create(work.join("stderr.txt")).unwrap()))
