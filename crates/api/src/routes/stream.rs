@@ -31,8 +31,7 @@ use crate::AppState;
 
 /// Bytes of events a client's queue holds before the client counts as too slow and is
 /// dropped (its connection's own buffers come on top): a couple of seconds of a whole city's
-/// readings, so that a moment without CPU does not cost a client its stream. Unfiltered
-/// clients share the events' bytes, so the memory is often less.
+/// readings, so that a moment without CPU does not cost a client its stream.
 const CLIENT_QUEUE_BYTES: usize = 2 << 20;
 
 /// A comment line this often keeps proxies and clients from timing out an idle stream.
