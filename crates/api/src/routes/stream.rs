@@ -43,6 +43,11 @@ const RETRY_MS: u32 = 2000;
 /// Most events joined into one piece of a client's stream.
 const MAX_BATCH: usize = 256;
 
+/// A piece of a client's stream ends once it holds this many bytes, well within the
+/// client's queue: a burst of big packs is then several pieces, never one the queue cannot
+/// take.
+const MAX_PIECE: usize = 256 << 10;
+
 /// Longest list of names in one filter.
 const MAX_NAMES: usize = 1000;
 
@@ -238,12 +243,15 @@ pub async fn stream(
 async fn forward(state: AppState, filter: Filter, missed: Vec<Arc<Item>>, mut source: Source, tx: Queue) {
     let feed = state.feed.clone();
     let run = feed.run_id();
-    for items in missed.chunks(MAX_BATCH) {
-        let mut piece = Vec::new();
-        items.iter().for_each(|item| encode(&state, &filter, run, item, &mut piece));
-        if !send(&feed, &tx, piece) {
+    let mut piece = Vec::new();
+    for item in missed {
+        encode(&state, &filter, run, &item, &mut piece);
+        if piece.len() >= MAX_PIECE && !send(&feed, &tx, std::mem::take(&mut piece)) {
             return;
         }
+    }
+    if !send(&feed, &tx, piece) {
+        return;
     }
     let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     let closed = feed.closed();
@@ -269,7 +277,7 @@ async fn forward(state: AppState, filter: Filter, missed: Vec<Arc<Item>>, mut so
                         Err(FollowEnded::Closed) => return,
                     }
                     items += 1;
-                    if items == MAX_BATCH {
+                    if items == MAX_BATCH || piece.len() >= MAX_PIECE {
                         break;
                     }
                     next = source.try_recv();
