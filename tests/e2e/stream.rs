@@ -36,6 +36,8 @@ async fn readings_are_streamed_once_durable_filtered_and_resumable() {
     let base = format!("http://127.0.0.1:{}/v1/stream", running.platform.http_addr.port());
     let mut all = EventStream::open(&http, &base, None).await;
     let mut one = EventStream::open(&http, &format!("{base}?device=hau-01&metric=water_level"), None).await;
+    // A follower of one device, everything of it: with `all` it shares each event's text.
+    let mut hau1_all = EventStream::open(&http, &format!("{base}?device=hau-01"), None).await;
     let (mut hau1, mut hau2) =
         (Sensor::device(running.mqtt(), "hau-01").await, Sensor::device(running.mqtt(), "hau-02").await);
     let t = now_secs().floor();
@@ -58,18 +60,26 @@ async fn readings_are_streamed_once_durable_filtered_and_resumable() {
     // The filtered stream has only hau-01's water levels.
     expect(&one.next().await, "hau-01", "water_level", &[(ms(0.0), 182.5), (ms(10.0), 183.0)]);
     expect(&one.next().await, "hau-01", "water_level", &[(ms(20.0), 184.0)]);
+    expect(&hau1_all.next().await, "hau-01", "water_level", &[(ms(0.0), 182.5), (ms(10.0), 183.0)]);
+    expect(&hau1_all.next().await, "hau-01", "salinity", &[(ms(0.0), 0.4)]);
+    expect(&hau1_all.next().await, "hau-01", "water_level", &[(ms(20.0), 184.0)]);
 
     // The connection is lost; two packs are stored meanwhile; the client resumes after the
     // last event it had, and gets those two and then what comes live, nothing twice.
     let last = all.last_id.clone().unwrap();
-    drop(all);
+    let last_hau1 = hau1_all.last_id.clone().unwrap();
+    drop((all, hau1_all));
     stored(&mut hau2, "hau-02", pack(t, &[("water_level", "cm", 91.0, 30.0)])).await;
     stored(&mut hau1, "hau-01", pack(t, &[("water_level", "cm", 185.0, 30.0)])).await;
     let mut resumed = EventStream::open(&http, &base, Some(&last)).await;
+    let mut hau1_resumed = EventStream::open(&http, &format!("{base}?device=hau-01"), Some(&last_hau1)).await;
     stored(&mut hau1, "hau-01", pack(t, &[("water_level", "cm", 186.0, 40.0)])).await;
     expect(&resumed.next().await, "hau-02", "water_level", &[(ms(30.0), 91.0)]);
     expect(&resumed.next().await, "hau-01", "water_level", &[(ms(30.0), 185.0)]);
     expect(&resumed.next().await, "hau-01", "water_level", &[(ms(40.0), 186.0)]);
+    // The follower of hau-01 resumes with hau-01's events only, in order.
+    expect(&hau1_resumed.next().await, "hau-01", "water_level", &[(ms(30.0), 185.0)]);
+    expect(&hau1_resumed.next().await, "hau-01", "water_level", &[(ms(40.0), 186.0)]);
 
     // An id of another run of the server cannot be resumed: the client is told to start over.
     let mut stale = EventStream::open(&http, &base, Some("1-5")).await;

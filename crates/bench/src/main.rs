@@ -162,6 +162,10 @@ enum Command {
         /// Each client follows everything instead.
         #[arg(long)]
         follow_all: bool,
+        /// The full-speed load's readings start a day back (each upkeep pass folds them
+        /// again), rather than at the wall clock.
+        #[arg(long)]
+        backlog: bool,
         /// Seconds measured per phase.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
@@ -344,7 +348,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", runtime()?.block_on(forward::forward(opts))?);
             Ok(())
         }
-        Command::Stream { devices, readings, clients, follow_all, seconds, warmup, rounds, rate } => {
+        Command::Stream { devices, readings, clients, follow_all, backlog, seconds, warmup, rounds, rate } => {
             init_logging("warn");
             let mekong = harness::mekong_binary(cli.mekong)?;
             let opts = stream::StreamOptions {
@@ -352,6 +356,7 @@ fn main() -> anyhow::Result<()> {
                 readings,
                 clients,
                 follow_all,
+                backlog,
                 seconds,
                 warmup,
                 rounds: rounds.max(1),

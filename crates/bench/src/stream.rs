@@ -9,6 +9,13 @@
 //! an app that shows a station), or with `--follow-all` everything. Then a steady `--rate` packs per second,
 //! time-stamped by the wall clock, with one client that parses every event: the latency from
 //! a pack's making to its readings event, next to the device's own acknowledgement latency.
+//!
+//! The full-speed load stamps its readings from the wall clock on (each device runs ahead of
+//! it, a millisecond per reading), so that the store's upkeep has no closed hour to fold
+//! while the phases run. With `--backlog` they start a day back, as `mekong-bench ingest`'s
+//! do: every reading is then late for an hour that closed long ago, and each upkeep pass
+//! (every minute) folds everything received so far into the day's file again, a cost that
+//! grows through the run and lands in whichever phase it meets.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +41,9 @@ pub struct StreamOptions {
     pub clients: usize,
     /// Each client follows everything, rather than one device of the load.
     pub follow_all: bool,
+    /// The full-speed load's readings start a day back (a backlog the upkeep folds), rather
+    /// than at the wall clock.
+    pub backlog: bool,
     /// Seconds measured per phase.
     pub seconds: f64,
     /// Seconds of load before the first phase.
@@ -101,19 +111,47 @@ async fn wait_clients(server: &Server, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Readings made durable per second over `seconds`, and the server's CPU seconds per
-/// million of them.
-async fn durable_rate(server: &Server, seconds: f64) -> anyhow::Result<(f64, f64)> {
+/// What one phase measured.
+struct Phase {
+    /// Readings made durable per second.
+    rate: f64,
+    /// The server's CPU seconds per million of them.
+    server_cpu: f64,
+    /// This process's (the load generator's and the clients'), per million of them.
+    bench_cpu: f64,
+}
+
+/// Readings made durable per second over `seconds`, and the CPU seconds per million of them.
+async fn durable_rate(server: &Server, seconds: f64) -> anyhow::Result<Phase> {
     let count = |s: &Value| s["durable_readings"].as_u64().unwrap_or(0);
     let before = count(&server.stats().await?);
     let cpu_before = server.cpu_seconds().unwrap_or(0.0);
+    let bench_before = own_cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let after = count(&server.stats().await?);
     let cpu = server.cpu_seconds().unwrap_or(0.0) - cpu_before;
+    let bench = own_cpu_seconds().unwrap_or(0.0) - bench_before;
     let readings = after.saturating_sub(before) as f64;
-    let per_million = if readings > 0.0 { cpu / readings * 1e6 } else { 0.0 };
-    Ok((readings / started.elapsed().as_secs_f64(), per_million))
+    let per_million = |cpu: f64| if readings > 0.0 { cpu / readings * 1e6 } else { 0.0 };
+    Ok(Phase {
+        rate: readings / started.elapsed().as_secs_f64(),
+        server_cpu: per_million(cpu),
+        bench_cpu: per_million(bench),
+    })
+}
+
+/// CPU time this process has used, in seconds (as [`Server::cpu_seconds`]).
+fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -173,10 +211,11 @@ pub async fn stream(opts: StreamOptions) -> anyhow::Result<Value> {
         spread: None,
     };
 
-    let load = Load::start(load_options("full-", None, false)).await?;
+    let load = Load::start(load_options("full-", None, !opts.backlog)).await?;
     tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
     let (mut without, mut with) = (Vec::new(), Vec::new());
     let (mut cpu_without, mut cpu_with) = (Vec::new(), Vec::new());
+    let (mut bench_without, mut bench_with) = (Vec::new(), Vec::new());
     // The load's device ids (load.rs): the prefix and five digits.
     let devices = opts.devices.max(1);
     let follow = |i: usize| match opts.follow_all {
@@ -185,24 +224,28 @@ pub async fn stream(opts: StreamOptions) -> anyhow::Result<Value> {
     };
     let dropped = |s: &Value| s["stream"]["dropped"].as_u64().unwrap_or(0);
     for round in 0..opts.rounds {
-        let (alone, alone_cpu) = durable_rate(&server, opts.seconds).await?;
+        let alone = durable_rate(&server, opts.seconds).await?;
         let clients = Clients::open(&server, opts.clients, follow).await?;
         let before = dropped(&server.stats().await?);
-        let (followed, followed_cpu) = durable_rate(&server, opts.seconds).await?;
+        let followed = durable_rate(&server, opts.seconds).await?;
         let dropped_now = dropped(&server.stats().await?) - before;
         let bytes = clients.close().await?;
         wait_clients(&server, 0).await?;
         println!(
             "{}",
-            json!({"round": round, "readings_per_s_without": alone.round(), "readings_per_s_with": followed.round(),
-                   "server_cpu_s_per_million_without": (alone_cpu * 100.0).round() / 100.0,
-                   "server_cpu_s_per_million_with": (followed_cpu * 100.0).round() / 100.0,
+            json!({"round": round, "readings_per_s_without": alone.rate.round(), "readings_per_s_with": followed.rate.round(),
+                   "server_cpu_s_per_million_without": round2(alone.server_cpu),
+                   "server_cpu_s_per_million_with": round2(followed.server_cpu),
+                   "bench_cpu_s_per_million_without": round2(alone.bench_cpu),
+                   "bench_cpu_s_per_million_with": round2(followed.bench_cpu),
                    "clients": opts.clients, "clients_dropped": dropped_now, "stream_mib_read": (bytes as f64 / 1048576.0).round()})
         );
-        without.push(alone);
-        with.push(followed);
-        cpu_without.push(alone_cpu);
-        cpu_with.push(followed_cpu);
+        without.push(alone.rate);
+        with.push(followed.rate);
+        cpu_without.push(alone.server_cpu);
+        cpu_with.push(followed.server_cpu);
+        bench_without.push(alone.bench_cpu);
+        bench_with.push(followed.bench_cpu);
     }
     load.stop().await?;
     let dropped = dropped(&server.stats().await?);
@@ -229,8 +272,11 @@ pub async fn stream(opts: StreamOptions) -> anyhow::Result<Value> {
         "readings_per_s_with_clients": b.round(),
         "with_over_without": if a > 0.0 { (b / a * 1000.0).round() / 1000.0 } else { 0.0 },
         "clients_dropped": dropped,
-        "server_cpu_s_per_million_without": (median(&cpu_without) * 100.0).round() / 100.0,
-        "server_cpu_s_per_million_with": (median(&cpu_with) * 100.0).round() / 100.0,
+        "readings_from": if opts.backlog { "a day back" } else { "the wall clock" },
+        "server_cpu_s_per_million_without": round2(median(&cpu_without)),
+        "server_cpu_s_per_million_with": round2(median(&cpu_with)),
+        "bench_cpu_s_per_million_without": round2(median(&bench_without)),
+        "bench_cpu_s_per_million_with": round2(median(&bench_with)),
         "rate_packs_per_s": opts.rate,
         "events_timed": seen.len(),
         "stream_p50_ms": percentile_ms(&seen, 0.50),

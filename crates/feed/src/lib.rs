@@ -191,11 +191,21 @@ pub struct Item {
     pub id: u64,
     /// The event.
     pub event: Event,
+    /// Followers it was handed to when published: those of its device and those of everything.
+    followers: usize,
     /// What the followers make of it (their wire form), made once and shared.
     rendered: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl Item {
+    /// How many followers it was handed to when published (those of its device, and every
+    /// follower of everything): one that is alone with an event gains nothing by sharing
+    /// its wire form ([`Item::rendered`]), which would live as long as the window holds the
+    /// event.
+    pub fn followers(&self) -> usize {
+        self.followers
+    }
+
     /// The event as followers send it on, made by `render` for the first follower that asks
     /// and shared with the others, so that a hundred followers encode it once. `None` if it
     /// was rendered as another type (one kind of follower renders, the stream's).
@@ -443,16 +453,16 @@ impl Feed {
     fn push(&self, recent: &mut Recent, event: Event, round: &mut Round) -> u64 {
         let id = recent.next_id;
         recent.next_id += 1;
-        let item = Arc::new(Item { id, event, rendered: OnceLock::new() });
+        let slots = recent.by_device.get(event.device());
+        let followers = slots.map_or(0, Vec::len) + recent.tx.receiver_count();
+        let item = Arc::new(Item { id, event, followers, rendered: OnceLock::new() });
+        for slot in slots.into_iter().flatten() {
+            round.0.entry(slot.follower).or_insert_with(|| (slot.clone(), Vec::new())).1.push(Arc::clone(&item));
+        }
         if recent.items.len() == self.inner.window {
             recent.items.pop_front();
         }
         recent.items.push_back(Arc::clone(&item));
-        if let Some(slots) = recent.by_device.get(item.event.device()) {
-            for slot in slots {
-                round.0.entry(slot.follower).or_insert_with(|| (slot.clone(), Vec::new())).1.push(Arc::clone(&item));
-            }
-        }
         // No follower is not an error.
         let _ = recent.tx.send(item);
         id

@@ -169,3 +169,19 @@ async fn a_device_follower_that_falls_behind_is_cut_off_under_all_its_devices() 
     // It is out of the index under "b" as well.
     assert_eq!(feed.stats().followers, 0);
 }
+
+#[tokio::test]
+async fn an_item_counts_the_followers_it_was_handed_to() {
+    let feed = Feed::new(16);
+    let (_, mut of_a) = feed.follow_devices(&["a".to_string()], None).unwrap();
+    let (_, mut of_a_and_b) = feed.follow_devices(&["a".to_string(), "b".to_string()], None).unwrap();
+    feed.publish_stored(vec![stored("a", 1), stored("b", 1), stored("c", 1)]);
+    let mut everything = feed.subscribe();
+    feed.publish_stored(vec![stored("a", 2), stored("c", 2)]);
+    let counts = |items: Vec<Arc<Item>>| items.iter().map(|i| (i.id, i.followers())).collect::<Vec<_>>();
+    // Before the subscriber: a's to both device followers, b's to one, c's to none.
+    assert_eq!(counts(feed.resume(0).unwrap().0), [(1, 2), (2, 1), (3, 0), (4, 3), (5, 1)]);
+    assert_eq!(of_a.recv().await.unwrap().followers(), 2);
+    assert_eq!(of_a_and_b.try_recv().unwrap().map(|i| i.id), Some(1));
+    assert_eq!(everything.try_recv().unwrap().followers(), 3);
+}

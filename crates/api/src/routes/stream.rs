@@ -31,8 +31,7 @@ use crate::AppState;
 
 /// Bytes of events a client's queue holds before the client counts as too slow and is
 /// dropped (its connection's own buffers come on top): a couple of seconds of a whole city's
-/// readings, so that a moment without CPU does not cost a client its stream. Unfiltered
-/// clients share the events' bytes, so the memory is often less.
+/// readings, so that a moment without CPU does not cost a client its stream.
 const CLIENT_QUEUE_BYTES: usize = 2 << 20;
 
 /// A comment line this often keeps proxies and clients from timing out an idle stream.
@@ -43,6 +42,11 @@ const RETRY_MS: u32 = 2000;
 
 /// Most events joined into one piece of a client's stream.
 const MAX_BATCH: usize = 256;
+
+/// A piece of a client's stream ends once it holds this many bytes, well within the
+/// client's queue: a burst of big packs is then several pieces, never one the queue cannot
+/// take.
+const MAX_PIECE: usize = 256 << 10;
 
 /// Longest list of names in one filter.
 const MAX_NAMES: usize = 1000;
@@ -239,10 +243,15 @@ pub async fn stream(
 async fn forward(state: AppState, filter: Filter, missed: Vec<Arc<Item>>, mut source: Source, tx: Queue) {
     let feed = state.feed.clone();
     let run = feed.run_id();
+    let mut piece = Vec::new();
     for item in missed {
-        if !send(&feed, &tx, encode(&state, &filter, run, &item)) {
+        encode(&state, &filter, run, &item, &mut piece);
+        if piece.len() >= MAX_PIECE && !send(&feed, &tx, std::mem::take(&mut piece)) {
             return;
         }
+    }
+    if !send(&feed, &tx, piece) {
+        return;
     }
     let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     let closed = feed.closed();
@@ -255,10 +264,11 @@ async fn forward(state: AppState, filter: Filter, missed: Vec<Arc<Item>>, mut so
                 let mut next = item;
                 // Whatever else is there already goes too, without a wake-up per event, and
                 // as one piece: one write to the connection for a flush's worth of events.
-                let mut batch: Vec<Bytes> = Vec::new();
+                let mut piece = Vec::new();
+                let mut items = 0;
                 loop {
                     match next {
-                        Ok(Some(item)) => batch.extend(encode(&state, &filter, run, &item)),
+                        Ok(Some(item)) => encode(&state, &filter, run, &item, &mut piece),
                         Ok(None) => break,
                         Err(FollowEnded::Lagged) => {
                             feed.record_dropped();
@@ -266,17 +276,18 @@ async fn forward(state: AppState, filter: Filter, missed: Vec<Arc<Item>>, mut so
                         }
                         Err(FollowEnded::Closed) => return,
                     }
-                    if batch.len() == MAX_BATCH {
+                    items += 1;
+                    if items == MAX_BATCH || piece.len() >= MAX_PIECE {
                         break;
                     }
                     next = source.try_recv();
                 }
-                if !send(&feed, &tx, joined(batch)) {
+                if !send(&feed, &tx, piece) {
                     return;
                 }
             }
             _ = keep_alive.tick() => {
-                if !send(&feed, &tx, Some(Bytes::from_static(b":\n\n"))) {
+                if !send(&feed, &tx, b":\n\n".to_vec()) {
                     return;
                 }
             }
@@ -331,29 +342,19 @@ impl Queue {
     }
 }
 
-/// The pieces as one; a single piece as it is (its bytes may be shared with other clients).
-fn joined(mut pieces: Vec<Bytes>) -> Option<Bytes> {
-    match pieces.len() {
-        0 => None,
-        1 => pieces.pop(),
-        _ => {
-            let mut out = bytes::BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
-            pieces.iter().for_each(|p| out.extend_from_slice(p));
-            Some(out.freeze())
-        }
+/// Queues `piece` for the client (nothing if it is empty); false when the client is gone
+/// or too slow (counted).
+fn send(feed: &Feed, tx: &Queue, piece: Vec<u8>) -> bool {
+    if piece.is_empty() {
+        return true;
     }
-}
-
-/// Queues `piece` for the client; false when the client is gone or too slow (counted).
-fn send(feed: &Feed, tx: &Queue, piece: Option<Bytes>) -> bool {
-    let Some(piece) = piece else { return true };
     let len = piece.len();
     if tx.bytes.load(Ordering::Relaxed) + len > CLIENT_QUEUE_BYTES {
         feed.record_dropped();
         return false;
     }
     tx.bytes.fetch_add(len, Ordering::Relaxed);
-    tx.tx.send(piece).is_ok()
+    tx.tx.send(Bytes::from(piece)).is_ok()
 }
 
 /// The events queued for one client, as its connection takes them.
@@ -376,57 +377,41 @@ impl http_body::Body for StreamBody {
     }
 }
 
-/// An item as the stream sends it, made once for every client (`Item::rendered`).
-struct Rendered {
-    /// Every event and the id: what a client that filters none of it out gets.
-    whole: Bytes,
-    /// Where each event's text is in `whole` (`event:` and `data:` lines, without the blank
-    /// line that ends it): one per series of a pack, in its order, or the one alert.
-    pieces: Vec<std::ops::Range<usize>>,
-}
+/// An item as the stream sends it to a client that filters none of it out, made once for
+/// all the clients an event reached (`Item::rendered`): its events and the id.
+struct Rendered(Box<[u8]>);
 
-/// The events of `item`, written straight into one buffer: per pack this runs once, on
-/// the stream's path, and a `String` per event and per point (as serde's structs would
-/// make) cost more than the JSON itself. [`ReadingsEvent`] and [`AlertEvent`] are the
-/// schema; a test checks the text against them.
-fn render(run: u64, item: &Item) -> Rendered {
-    render_event(run, item.id, &item.event)
-}
-
-/// [`render`] of event `id`.
-fn render_event(run: u64, id: u64, event: &Event) -> Rendered {
-    let mut out = Vec::with_capacity(256);
-    let mut pieces = Vec::new();
+/// Appends the events of `event` (id `id`) to `out`, written straight into the buffer: per
+/// event this runs once, on the stream's path, and a `String` per event and per point (as
+/// serde's structs would make) cost more than the JSON itself. Readings of the metrics
+/// `keep` leaves out are left out, the id after the last event written; nothing if it
+/// keeps none. [`ReadingsEvent`] and [`AlertEvent`] are the schema; a test checks the text
+/// against them.
+fn render_into(out: &mut Vec<u8>, run: u64, id: u64, event: &Event, keep: impl Fn(&str) -> bool) {
+    let start = out.len();
     match event {
         Event::Stored(pack) => {
-            for series in &pack.series {
-                let start = out.len();
-                write_readings(&mut out, pack, series);
-                pieces.push(start..out.len());
+            for series in pack.series.iter().filter(|s| keep(&s.metric)) {
+                write_readings(out, pack, series);
                 out.push(b'\n');
             }
         }
         Event::Alert(change) => {
-            let start = out.len();
             out.extend_from_slice(b"event: alert\ndata: ");
             // A struct of strings and numbers: serialising into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, &AlertEvent::from(&**change));
-            out.push(b'\n');
-            pieces.push(start..out.len());
-            out.push(b'\n');
+            let _ = serde_json::to_writer(&mut *out, &AlertEvent::from(&**change));
+            out.extend_from_slice(b"\n\n");
         }
     }
-    if !out.is_empty() {
+    if out.len() > start {
         // The last event's blank line ends it: the id goes just before.
         out.pop();
-        push_id(&mut out, run, id);
+        push_id(out, run, id);
     }
-    Rendered { whole: Bytes::from(out), pieces }
 }
 
 /// `event: readings` of one series of a pack: the shape of [`ReadingsEvent`].
 fn write_readings(out: &mut Vec<u8>, pack: &mekong_feed::Stored, series: &mekong_feed::Series) {
-    use std::io::Write;
     out.extend_from_slice(b"event: readings\ndata: {\"device\":");
     json_str(out, &pack.device);
     out.extend_from_slice(b",\"kind\":");
@@ -439,18 +424,20 @@ fn write_readings(out: &mut Vec<u8>, pack: &mekong_feed::Stored, series: &mekong
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"points\":[");
+    let (mut int, mut float) = (itoa::Buffer::new(), zmij::Buffer::new());
     for (i, &(t_ms, v)) in series.points.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "{{\"t_ms\":{t_ms},\"v\":");
+        out.extend_from_slice(if i > 0 { b",{\"t_ms\":" } else { b"{\"t_ms\":" });
+        out.extend_from_slice(int.format(t_ms).as_bytes());
+        out.extend_from_slice(b",\"v\":");
         // The feed carries values as numbers, and says which are booleans.
         if series.boolean {
             out.extend_from_slice(if v != 0.0 { b"true" } else { b"false" });
+        } else if v.is_finite() {
+            // serde_json's own number form (it formats with zmij too).
+            out.extend_from_slice(float.format_finite(v).as_bytes());
         } else {
-            // serde_json's own number form (and `null` for what JSON cannot hold).
-            let _ = serde_json::to_writer(&mut *out, &v);
+            // What serde_json writes for what JSON cannot hold.
+            out.extend_from_slice(b"null");
         }
         out.push(b'}');
     }
@@ -459,19 +446,32 @@ fn write_readings(out: &mut Vec<u8>, pack: &mekong_feed::Stored, series: &mekong
 
 /// `s` as a JSON string, escaped as serde_json escapes it.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    // Serialising a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // Names rarely hold a character JSON escapes (a control character, `"` or `\`).
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Serialising a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 /// `id: {run}-{id}` and the blank line that ends the event before it.
 fn push_id(out: &mut Vec<u8>, run: u64, id: u64) {
-    use std::io::Write;
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "id: {run}-{id}\n\n");
+    let mut int = itoa::Buffer::new();
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(int.format(run).as_bytes());
+    out.push(b'-');
+    out.extend_from_slice(int.format(id).as_bytes());
+    out.extend_from_slice(b"\n\n");
 }
 
-/// What a client with `filter` gets of `item`; `None` if the filter keeps none of it.
-fn encode(state: &AppState, filter: &Filter, run: u64, item: &Item) -> Option<Bytes> {
+/// Appends what a client with `filter` gets of `item` to `out`; nothing if the filter keeps
+/// none of it. An event that reached several clients is written once for them all, unless
+/// a client keeps only some of its metrics; one that reached a single client is written
+/// straight into that client's piece (nothing kept alongside it in the window).
+fn encode(state: &AppState, filter: &Filter, run: u64, item: &Item, out: &mut Vec<u8>) {
     let kept = match &item.event {
         Event::Stored(pack) => filter.readings && filter.kind(&pack.kind) && filter.device(&pack.device),
         Event::Alert(change) => {
@@ -482,36 +482,21 @@ fn encode(state: &AppState, filter: &Filter, run: u64, item: &Item) -> Option<By
         }
     };
     if !kept {
-        return None;
+        return;
     }
-    let rendered = item.rendered(|item| render(run, item))?;
-    let bytes = match (&item.event, &filter.metrics) {
-        (Event::Stored(pack), Some(_)) => select(rendered, pack, |metric| filter.metric(metric), run, item.id)?,
-        _ => rendered.whole.clone(),
-    };
-    (!bytes.is_empty()).then_some(bytes)
-}
-
-/// The events of `pack` (rendered as `rendered`) about the metrics `keep` keeps, the id after
-/// the last; `None` if it keeps none.
-fn select(
-    rendered: &Rendered,
-    pack: &mekong_feed::Stored,
-    keep: impl Fn(&str) -> bool,
-    run: u64,
-    id: u64,
-) -> Option<Bytes> {
-    let mut out = Vec::new();
-    for (_, piece) in pack.series.iter().zip(&rendered.pieces).filter(|(series, _)| keep(&series.metric)) {
-        out.extend_from_slice(rendered.whole.get(piece.clone())?);
-        out.push(b'\n');
+    let some_metrics = matches!(item.event, Event::Stored(_)) && filter.metrics.is_some();
+    if item.followers() > 1 && !some_metrics {
+        let whole = |item: &Item| {
+            let mut out = Vec::new();
+            render_into(&mut out, run, item.id, &item.event, |_| true);
+            Rendered(out.into_boxed_slice())
+        };
+        if let Some(Rendered(whole)) = item.rendered(whole) {
+            out.extend_from_slice(whole);
+            return;
+        }
     }
-    if out.is_empty() {
-        return None;
-    }
-    out.pop();
-    push_id(&mut out, run, id);
-    Some(Bytes::from(out))
+    render_into(out, run, item.id, &item.event, |metric| filter.metric(metric));
 }
 
 /// An alert passes a kind filter when its device is of one of the kinds.
@@ -584,7 +569,20 @@ mod tests {
             device: "hau-01".into(),
             kind: "water".into(),
             series: vec![
-                series("water_level", Some("cm"), false, vec![(1_795_823_647_000, 182.5), (-1, -0.0), (0, 1e300)]),
+                series(
+                    "water_level",
+                    Some("cm"),
+                    false,
+                    vec![
+                        (1_795_823_647_000, 182.5),
+                        (-1, -0.0),
+                        (0, 1e300),
+                        (i64::MIN, f64::NAN),
+                        (i64::MAX, f64::NEG_INFINITY),
+                        (3, 1e21),
+                        (4, 1.5e-7),
+                    ],
+                ),
                 series("pump\"on\"", None, true, vec![(5, 1.0), (6, 0.0)]),
                 series("pm2_5", Some("µg/m³\n\u{1}"), false, vec![(7, 0.1 + 0.2), (8, f64::MIN_POSITIVE), (9, 12.0)]),
                 series("empty", Some("x"), false, vec![]),
@@ -600,32 +598,24 @@ mod tests {
             severity: "warning".into(),
             message: "level \"high\"".into(),
         };
+        let rendered = |event: &Event, keep: &dyn Fn(&str) -> bool| {
+            // After what a piece already holds, as a client's batch of events.
+            let mut out = b"id: 1-1\n\n".to_vec();
+            render_into(&mut out, 17, 42, event, keep);
+            String::from_utf8(out.split_off(9)).unwrap()
+        };
         for event in [Event::Stored(Arc::new(pack.clone())), Event::Alert(Arc::new(alert))] {
-            let rendered = render_event(17, 42, &event);
-            assert_eq!(std::str::from_utf8(&rendered.whole).unwrap(), by_serde(17, 42, &event));
-            // Each piece is one event's lines, as the whole holds them.
-            for piece in &rendered.pieces {
-                let text = std::str::from_utf8(&rendered.whole[piece.clone()]).unwrap();
-                assert!(
-                    text.starts_with("event: ") && text.ends_with("}\n") && text.matches('\n').count() == 2,
-                    "{text:?}"
-                );
-            }
+            assert_eq!(rendered(&event, &|_| true), by_serde(17, 42, &event));
         }
         // A client that follows some metrics gets just their events, the id after the last,
         // as if the pack had held only those.
-        let rendered = render_event(17, 42, &Event::Stored(Arc::new(pack.clone())));
         for keep in [&["water_level", "pm2_5"][..], &["pm2_5"], &["pump\"on\"", "empty"]] {
-            let got = select(&rendered, &pack, |m| keep.contains(&m), 17, 42).unwrap();
+            let got = rendered(&Event::Stored(Arc::new(pack.clone())), &|m| keep.contains(&m));
             let mut only = pack.clone();
             only.series.retain(|s| keep.contains(&s.metric.as_str()));
-            assert_eq!(
-                std::str::from_utf8(&got).unwrap(),
-                by_serde(17, 42, &Event::Stored(Arc::new(only))),
-                "{keep:?}"
-            );
+            assert_eq!(got, by_serde(17, 42, &Event::Stored(Arc::new(only))), "{keep:?}");
         }
-        assert!(select(&rendered, &pack, |m| m == "salinity", 17, 42).is_none());
+        assert_eq!(rendered(&Event::Stored(Arc::new(pack)), &|m| m == "salinity"), "");
     }
 
     #[test]
