@@ -185,3 +185,42 @@ async fn an_item_counts_the_followers_it_was_handed_to() {
     assert_eq!(of_a_and_b.try_recv().unwrap().map(|i| i.id), Some(1));
     assert_eq!(everything.try_recv().unwrap().followers(), 3);
 }
+
+#[tokio::test]
+async fn a_busy_device_follower_gets_the_rounds_within_its_hold_together_and_in_order() {
+    let hold = Duration::from_secs(3600);
+    let feed = Feed::with_hold(16, hold);
+    let (_, mut following) = feed.follow_devices(&["a".to_string()], None).unwrap();
+    // The first round wakes it at once.
+    feed.publish_stored(vec![stored("a", 1)]);
+    assert_eq!(following.recv().await.unwrap().id, 1);
+    // The next ones, within the hold, are held.
+    feed.publish_stored(vec![stored("a", 2)]);
+    feed.publish_stored(vec![stored("b", 3)]);
+    feed.publish_stored(vec![stored("a", 4), stored("a", 5)]);
+    assert_eq!(following.try_recv().unwrap().map(|i| i.id), None);
+    feed.release_held(Instant::now());
+    assert_eq!(following.try_recv().unwrap().map(|i| i.id), None, "released before the hold passed");
+    // Once it has passed, they go as one piece, in order, and nothing of another device.
+    feed.release_held(Instant::now() + hold);
+    assert_eq!(following.rx.len(), 1);
+    let got: Vec<u64> = std::iter::from_fn(|| following.try_recv().unwrap()).map(|i| i.id).collect();
+    assert_eq!(got, [2, 4, 5]);
+    // A follower that goes away takes what was held for it along.
+    feed.publish_stored(vec![stored("a", 6)]);
+    drop(following);
+    assert!(feed.lock().paces.is_empty());
+}
+
+#[tokio::test]
+async fn held_rounds_reach_a_follower_at_the_tick_when_its_device_goes_quiet() {
+    let feed = Feed::with_hold(16, Duration::from_millis(40));
+    let (_, mut following) = feed.follow_devices(&["a".to_string()], None).unwrap();
+    feed.publish_stored(vec![stored("a", 1)]);
+    feed.publish_stored(vec![stored("a", 2)]);
+    // No round comes after the second: the feed's own tick sends it.
+    for id in [1, 2] {
+        let next = tokio::time::timeout(Duration::from_secs(10), following.recv()).await.expect("never sent");
+        assert_eq!(next.unwrap().id, id);
+    }
+}

@@ -106,7 +106,7 @@ impl Platform {
         let alerts =
             mekong_alerts::Alerts::start(store.clone(), config.alerts.options()?, &tokio::runtime::Handle::current())
                 .context("cannot start the alert engine")?;
-        let feed = Feed::new(mekong_feed::DEFAULT_WINDOW);
+        let feed = Feed::with_hold(mekong_feed::DEFAULT_WINDOW, mekong_feed::DEFAULT_HOLD);
         feed.set_observer(alerts.observer());
         alerts.add_live(Arc::new(mekong_alerts::FeedAlerts(feed.clone())), false);
         let ingest = {
