@@ -71,7 +71,8 @@ pub const CITY_PERIOD: Duration = Duration::from_secs(10);
 
 /// How long, after the window, the city load waits for the acknowledgements of the packs
 /// sent in it before it counts the missing ones: its devices resend after
-/// [`load::RESEND_AFTER`], and check every tick of their period.
+/// [`load::RESEND_AFTER`] (backed off: 5 to 7.5 s, then 10 to 15 s), and check every tick
+/// of their period.
 const CITY_GRACE: Duration = Duration::from_secs(20);
 
 /// Open files this process may have, from /proc (no libc needed).

@@ -210,8 +210,19 @@ pub struct Counters {
     pub sent_measured: AtomicU64,
 }
 
-/// How long a device waits for an acknowledgement before it resends the pack.
+/// How long a device waits for an acknowledgement before it resends a pack the first time;
+/// each later resend of the pack waits twice as long, up to eight times this, plus jitter
+/// from the device's id: the firmware's rule ([`downlink::resend_after_ms`]). The firmware
+/// waits 30 s; a bench device waits 5 s, so that a window of 10 s shows what resends cost
+/// and the city load's grace can recover a pack the broker dropped.
 pub const RESEND_AFTER: Duration = Duration::from_secs(5);
+
+/// When a pack sent for the `attempts`-th time, as send number `sends` of the device with
+/// jitter seed `seed`, is due again without an answer.
+fn resend_wait(seed: u32, attempts: u16, sends: u64) -> Duration {
+    let base = RESEND_AFTER.as_millis() as u64;
+    Duration::from_millis(downlink::resend_after_ms(base, attempts, downlink::resend_jitter(seed, sends)))
+}
 
 /// A running load: its connections are up and publishing.
 #[derive(Debug)]
@@ -289,6 +300,9 @@ struct Inflight {
     up_to_ms: i64,
     first_sent: Instant,
     last_sent: Instant,
+    /// Sends so far, and how long after `last_sent` the next one is due.
+    attempts: u16,
+    wait: Duration,
     measured: bool,
     payload: bytes::Bytes,
 }
@@ -386,6 +400,8 @@ where
     };
 
     let topic = format!("mekong/v1/{id}/up");
+    let seed = downlink::resend_jitter_seed(&id);
+    let mut sends: u64 = 0;
     let rpp = opts.readings_per_pack.max(1);
     // Times start a day back and advance one millisecond per reading: every reading is new.
     let mut next_time = now_ms() - 86_400_000;
@@ -417,8 +433,11 @@ where
                 let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
                 queue
                     .iter_mut()
-                    .filter(|e| now.duration_since(e.last_sent) >= RESEND_AFTER)
+                    .filter(|e| now.duration_since(e.last_sent) >= e.wait)
                     .map(|e| {
+                        sends += 1;
+                        e.attempts = e.attempts.saturating_add(1);
+                        e.wait = resend_wait(seed, e.attempts, sends);
                         e.last_sent = now;
                         e.payload.clone()
                     })
@@ -461,7 +480,17 @@ where
                 if measured {
                     counters.sent_measured.fetch_add(1, Ordering::Relaxed);
                 }
-                let entry = Inflight { up_to_ms, first_sent: now, last_sent: now, measured, payload: payload.clone() };
+                sends += 1;
+                let wait = resend_wait(seed, 1, sends);
+                let entry = Inflight {
+                    up_to_ms,
+                    first_sent: now,
+                    last_sent: now,
+                    attempts: 1,
+                    wait,
+                    measured,
+                    payload: payload.clone(),
+                };
                 inflight.lock().unwrap_or_else(|e| e.into_inner()).push_back(entry);
             }
             publish(payload, &mut out)?;

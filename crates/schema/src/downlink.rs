@@ -190,6 +190,39 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 }
 
+/// The longest wait before a resend, as a multiple of the base timeout (before jitter).
+pub const MAX_BACKOFF: u64 = 8;
+
+/// How long a node waits for the answer to a pack's `attempts`-th send (1: the first) before
+/// it sends the pack again: `timeout_ms` doubled for every send after the first, at most
+/// [`MAX_BACKOFF`] times `timeout_ms`, plus `jitter` modulo half of that (so between one and
+/// one and a half times the doubled wait). The firmware's rule (a 30 s timeout), and what the
+/// README asks of a gateway: a slow platform gets fewer resends the longer it stays slow,
+/// and a fleet that lost it at one moment comes back spread over the jitter.
+pub fn resend_after_ms(timeout_ms: u64, attempts: u16, jitter: u32) -> u64 {
+    let doublings = u32::from(attempts.saturating_sub(1)).min(MAX_BACKOFF.trailing_zeros());
+    let wait = timeout_ms.saturating_mul(1 << doublings);
+    wait.saturating_add(u64::from(jitter) % (wait / 2 + 1))
+}
+
+/// The jitter of one send for [`resend_after_ms`]: the node's seed
+/// ([`resend_jitter_seed`]) mixed with the send's sequence number (a 32-bit finaliser, so
+/// that neighbouring seeds and numbers give unrelated values).
+pub fn resend_jitter(seed: u32, seq: u64) -> u32 {
+    let mut x = seed ^ (seq as u32) ^ ((seq >> 32) as u32).rotate_left(16);
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
+/// A node's jitter seed: the CRC-32 of its device id, which differs from node to node and is
+/// known at boot.
+pub fn resend_jitter_seed(device_id: &str) -> u32 {
+    crate::provision::crc32(device_id.as_bytes())
+}
+
 /// Formats the downlink topic of a device without allocating.
 #[derive(Debug, Clone, Copy)]
 pub struct Topic<'a>(pub &'a str);
@@ -282,6 +315,21 @@ mod tests {
         assert!(decode(&[0xa1, 0x00, 0x01]).is_err(), "ack without fields");
         assert!(decode(&[0xa2, 0x00, 0x07, 0x03, 0x01]).is_err(), "unknown kind");
         assert!(decode(&[0x80]).is_err(), "not a map");
+    }
+
+    /// The waits double from the timeout up to eight times it, each stretched by at most a
+    /// half, without overflow.
+    #[test]
+    fn resends_back_off_with_jitter() {
+        let waits: std::vec::Vec<u64> = (1..=6).map(|a| resend_after_ms(30_000, a, 0)).collect();
+        assert_eq!(waits, [30_000, 60_000, 120_000, 240_000, 240_000, 240_000]);
+        assert_eq!(resend_after_ms(30_000, 1, 15_000), 45_000);
+        assert_eq!(resend_after_ms(30_000, 1, 15_001), 30_000, "jitter wraps within half the wait");
+        assert_eq!(resend_after_ms(30_000, 0, 7), 30_007, "attempt 0 waits like the first");
+        assert_eq!(resend_after_ms(u64::MAX, 10, u32::MAX), u64::MAX, "no overflow");
+        assert_ne!(resend_jitter_seed("hau-01"), resend_jitter_seed("hau-02"));
+        let spread: std::collections::BTreeSet<u32> = (0..64).map(|seq| resend_jitter(7, seq) % 1000).collect();
+        assert!(spread.len() > 50, "consecutive numbers give unrelated jitter: {}", spread.len());
     }
 
     #[test]

@@ -40,7 +40,8 @@ const TOPIC_CAP: usize = 80;
 pub struct Settings {
     /// Publish at least this often when samples wait, ms.
     pub publish_every_ms: u64,
-    /// Resend a pack with no answer after this long, ms.
+    /// Resend a pack with no answer after this long, ms; doubled at each resend of the same
+    /// pack up to eight times, plus jitter ([`mekong_schema::downlink::resend_after_ms`]).
     pub ack_timeout_ms: u64,
     /// Most samples in one pack; a backlog goes out in packs this large without waiting.
     pub max_records: usize,
@@ -178,7 +179,8 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
             down,
             settings,
             clock: Clock::new(),
-            outbox: Outbox::new(settings.max_in_flight),
+            // Nodes differ by id: their resends after a common outage spread out.
+            outbox: Outbox::new(settings.max_in_flight).with_jitter_seed(downlink::resend_jitter_seed(p.device_id)),
             session: Session::new(),
             sealer,
             seq: Sequencer::open(seq_store, 64).ok()?,
@@ -265,7 +267,7 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
                 self.last_publish_ms = now_ms;
             }
         }
-        if !self.outbox.has_due(now_ms, self.settings.ack_timeout_ms) {
+        if !self.outbox.has_due(now_ms) {
             return Ok(None);
         }
         // A new number for every send, resends included ([`crate::seal`]).
@@ -453,8 +455,11 @@ mod tests {
         run(&mut n, &mut io, 100);
         n.record(Metric::WaterLevel, 182.5, 1_000);
         let (_, first, _) = run(&mut n, &mut io, 60_000);
-        // No answer for 30 s: the same readings again, under a new number.
-        let (reports, again, _) = run(&mut n, &mut io, 90_000);
+        // No answer for 30 s and this node's jitter: the same readings again, under a new number.
+        let due = 60_000
+            + downlink::resend_after_ms(30_000, 1, downlink::resend_jitter(downlink::resend_jitter_seed("hau-01"), 1));
+        assert!(run(&mut n, &mut io, due - 1).0.is_empty(), "not yet");
+        let (reports, again, _) = run(&mut n, &mut io, due);
         assert!(matches!(reports[..], [Report::Published { id: 1, seq: 2, attempt: 2, .. }]), "{reports:?}");
         let (one, two) = (open(&first[0], 1_790_000_100.0), open(&again[0], 1_790_000_100.0));
         assert_eq!((one.0, two.0), (1, 2));
@@ -462,7 +467,7 @@ mod tests {
         let mut b = [0u8; 64];
         let len = Downlink::Refused { reason: "bad_time", server_ms: T0, seq: None }.encode(&mut b).unwrap();
         io.give(&downlink("mekong/v1/hau-01/down", 3, &b[..len]));
-        let (reports, _, _) = run(&mut n, &mut io, 90_100);
+        let (reports, _, _) = run(&mut n, &mut io, due + 100);
         assert_eq!(
             reports,
             [Report::Refused { id: Some(1), seq: None, reason: String::try_from("bad_time").unwrap() }]
