@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::generators::Generator;
 use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, wait_answering, TempDir};
-use crate::load::{self, LoadOptions};
+use crate::load::{self, Acks, LoadOptions};
 use crate::tls::BenchTls;
 
 /// What to measure.
@@ -54,6 +54,9 @@ pub struct BenchOptions {
     /// Devices per load process: more devices than this are split over child processes,
     /// each within its open-file limit.
     pub per_process: usize,
+    /// The acknowledgements the devices ask for: one durable run (and city run) for each, in
+    /// this order.
+    pub acks: Vec<Acks>,
 }
 
 /// A kind of load.
@@ -83,7 +86,7 @@ pub(crate) fn open_file_limit() -> Option<u64> {
 }
 
 enum Target<'a> {
-    Mekong { broker_only: bool, rate: Option<f64>, tls: Option<&'a BenchTls>, spread: bool },
+    Mekong { broker_only: bool, rate: Option<f64>, tls: Option<&'a BenchTls>, spread: bool, acks: Acks },
     Peer(SocketAddr),
 }
 
@@ -104,6 +107,10 @@ struct Measured {
     /// City load: packs first sent in the window, and of those the ones not acknowledged
     /// within the grace after it.
     unacknowledged: Option<(u64, u64)>,
+    /// The acknowledgements the devices asked for.
+    acks: Acks,
+    /// Downlinks that acknowledged packs, received in the window.
+    ack_downlinks: u64,
 }
 
 /// The server of a scenario, a child process on fresh ports: `mekong serve` on a fresh data
@@ -215,13 +222,13 @@ async fn measure(
     opts: &BenchOptions,
     n: usize,
 ) -> anyhow::Result<Measured> {
-    let (server, addr, rate, broker_only, tls, spread) = match target {
-        Target::Mekong { broker_only, rate, tls, spread } => {
+    let (server, addr, rate, broker_only, tls, spread, acks) = match target {
+        Target::Mekong { broker_only, rate, tls, spread, acks } => {
             let server = Server::start(&opts.mekong, broker_only, tls).await?;
             let addr = server.mqtt;
-            (Some(server), addr, rate, broker_only, tls, spread)
+            (Some(server), addr, rate, broker_only, tls, spread, acks)
         }
-        Target::Peer(addr) => (None, addr, None, false, None, false),
+        Target::Peer(addr) => (None, addr, None, false, None, false, Acks::PerPack),
     };
     let load_opts = LoadOptions {
         addr,
@@ -243,7 +250,7 @@ async fn measure(
     };
     let window = load_opts.window;
     let rss_start_mib = server.as_ref().and_then(Server::rss_mib);
-    let mut load = Generator::start(load_opts, opts.per_process).await?;
+    let mut load = Generator::start(load_opts, opts.per_process, acks).await?;
     let subscriber = match (&server, addr, &load) {
         (None, addr, Generator::Local(load)) => {
             Some(load::CountingSubscriber::start(addr, QoS::AtMostOnce, Arc::clone(&load.counters)).await?)
@@ -309,6 +316,8 @@ async fn measure(
         cpu,
         window,
         unacknowledged: spread.then_some((tally.sent, tally.sent.saturating_sub(tally.acked))),
+        acks,
+        ack_downlinks: tally.ack_downlinks,
     })
 }
 
@@ -327,6 +336,13 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
         v["acks_timed"] = json!(m.ack_latency_us.len());
         v["resends"] = json!(m.resends);
         v["lost_at_broker"] = json!(m.lost);
+        v["acks"] = json!(m.acks.as_str());
+        v["ack_downlinks"] = json!(m.ack_downlinks);
+        if m.ack_downlinks > 0 {
+            // Packs acknowledged in the window (those first sent in it) per downlink.
+            let per = m.ack_latency_us.len() as f64 / m.ack_downlinks as f64;
+            v["acked_packs_per_downlink"] = json!((per * 100.0).round() / 100.0);
+        }
     }
     if let Some((sent, unacknowledged)) = m.unacknowledged {
         v["sent_in_window"] = json!(sent);
@@ -386,39 +402,52 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
     let mut ratios = Vec::new();
     let mut n = 0;
     let full = opts.scenarios.contains(&Scenario::Full);
+    // The broker-only, TLS and moderate runs use the first kind of acknowledgements.
+    let first = opts.acks.first().copied().unwrap_or_default();
     for &devices in &opts.devices {
         for &rpp in &opts.readings {
             if full {
-                let ceiling = Target::Mekong { broker_only: true, rate: None, tls: None, spread: false };
+                let ceiling = Target::Mekong { broker_only: true, rate: None, tls: None, spread: false, acks: first };
                 let ceiling =
                     scenario("broker_only_counter", ceiling, devices, rpp, &opts, &mut n, &mut results).await?;
-                let durable = Target::Mekong { broker_only: false, rate: None, tls: None, spread: false };
-                let durable = scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
-                let mut ratio = json!({
-                    "devices": devices,
-                    "readings_per_pack": rpp,
-                    "durable_over_broker_only": (durable.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0,
-                });
+                let mut durable_rate = None;
+                for &acks in &opts.acks {
+                    let durable = Target::Mekong { broker_only: false, rate: None, tls: None, spread: false, acks };
+                    let durable =
+                        scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
+                    ratios.push(json!({
+                        "devices": devices,
+                        "readings_per_pack": rpp,
+                        "acks": acks.as_str(),
+                        "durable_over_broker_only": (durable.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0,
+                    }));
+                    durable_rate.get_or_insert(durable.readings_per_s);
+                }
+                let durable_rate = durable_rate.unwrap_or(0.0);
+                let mut ratio = json!({ "devices": devices, "readings_per_pack": rpp });
                 if let Some(tls) = &tls {
-                    let target = Target::Mekong { broker_only: false, rate: None, tls: Some(tls), spread: false };
+                    let target =
+                        Target::Mekong { broker_only: false, rate: None, tls: Some(tls), spread: false, acks: first };
                     let over_tls =
                         scenario("mekong_durable_tls", target, devices, rpp, &opts, &mut n, &mut results).await?;
-                    ratio["tls_over_plain"] =
-                        json!((over_tls.readings_per_s / durable.readings_per_s * 1000.0).round() / 1000.0);
+                    ratio["tls_over_plain"] = json!((over_tls.readings_per_s / durable_rate * 1000.0).round() / 1000.0);
                 }
                 if let Some(peer) = opts.peer {
                     let peer =
                         scenario("peer_broker_counter", Target::Peer(peer), devices, rpp, &opts, &mut n, &mut results)
                             .await?;
-                    ratio["durable_over_peer"] =
-                        json!((durable.readings_per_s / peer.readings_per_s * 1000.0).round() / 1000.0);
+                    ratio["durable_over_peer"] = json!((durable_rate / peer.readings_per_s * 1000.0).round() / 1000.0);
                 }
-                ratios.push(ratio);
+                if tls.is_some() || opts.peer.is_some() {
+                    ratios.push(ratio);
+                }
             }
             if opts.scenarios.contains(&Scenario::City) {
                 let rate = 1.0 / CITY_PERIOD.as_secs_f64();
-                let city = Target::Mekong { broker_only: false, rate: Some(rate), tls: None, spread: true };
-                scenario("mekong_durable_city", city, devices, rpp, &opts, &mut n, &mut results).await?;
+                for &acks in &opts.acks {
+                    let city = Target::Mekong { broker_only: false, rate: Some(rate), tls: None, spread: true, acks };
+                    scenario("mekong_durable_city", city, devices, rpp, &opts, &mut n, &mut results).await?;
+                }
             }
         }
     }
@@ -429,6 +458,7 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
             rate: Some(opts.moderate_rate / devices as f64),
             tls: None,
             spread: false,
+            acks: first,
         };
         scenario("mekong_durable_moderate", moderate, devices, 1, &opts, &mut n, &mut results).await?;
     }
@@ -440,6 +470,7 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
         "tls": opts.tls,
         "scenarios": opts.scenarios.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
         "per_process": opts.per_process,
+        "acks": opts.acks.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
         "load_average": load_average(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "results": results,

@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use bytes::BytesMut;
 use mekong_ingest::access::PasswordDigest;
 use mekong_schema::downlink::{self, Downlink};
+use mekong_schema::senml::encode_pack_with_downlink;
 use mekong_schema::{encode_pack, Base, Reading};
 use rumqttc::{Connect, Packet, PubAck, Publish, QoS, Subscribe};
 use rustls::pki_types::ServerName;
@@ -53,6 +54,28 @@ pub struct LoadOptions {
     /// all at once: `(index of this generator's first device, devices in all)`, so that
     /// several generators together keep one even spread (the city load).
     pub spread: Option<(usize, usize)>,
+}
+
+/// Which acknowledgements the devices ask for with their packs (the wire contract's
+/// downlink versions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Acks {
+    /// One downlink per pack (version 1: packs without `"mekong_dl"`), as before lists.
+    #[default]
+    PerPack,
+    /// Lists: the packs say `"mekong_dl": 2`, as the firmware's do, and a device's packs of
+    /// one flush share a downlink.
+    Lists,
+}
+
+impl Acks {
+    /// Its name on the command line and in the JSON lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acks::PerPack => "per-pack",
+            Acks::Lists => "lists",
+        }
+    }
 }
 
 /// A device's connection: TCP, or TLS over TCP.
@@ -208,6 +231,8 @@ pub struct Counters {
     pub record_ack_times: AtomicBool,
     /// Packs first sent while measuring (with downlinks): those whose acknowledgement is timed.
     pub sent_measured: AtomicU64,
+    /// Downlinks that acknowledged at least one pack in flight, received while measuring.
+    pub ack_downlinks: AtomicU64,
 }
 
 /// How long a device waits for an acknowledgement before it resends a pack the first time;
@@ -233,8 +258,14 @@ pub struct Load {
 }
 
 impl Load {
-    /// Connects every device (a bounded number at a time) and starts publishing.
+    /// Connects every device (a bounded number at a time) and starts publishing, with one
+    /// acknowledgement per pack.
     pub async fn start(opts: LoadOptions) -> anyhow::Result<Load> {
+        Load::start_with(opts, Acks::PerPack).await
+    }
+
+    /// [`Load::start`], the devices asking for `acks`.
+    pub async fn start_with(opts: LoadOptions, acks: Acks) -> anyhow::Result<Load> {
         let counters = Arc::new(Counters::default());
         let connecting = Arc::new(Semaphore::new(32));
         let mut connects = tokio::task::JoinSet::new();
@@ -250,7 +281,7 @@ impl Load {
         while let Some(connected) = connects.join_next().await {
             let (i, id, stream) = connected.context("connect task failed")??;
             let (opts, counters) = (opts.clone(), Arc::clone(&counters));
-            tasks.spawn(async move { run_device(opts, i, id, stream, counters).await });
+            tasks.spawn(async move { run_device(opts, acks, i, id, stream, counters).await });
         }
         Ok(Load { counters, tasks })
     }
@@ -313,6 +344,7 @@ struct Inflight {
 /// scenarios) the broker's PUBACK frees the window instead.
 async fn run_device(
     opts: LoadOptions,
+    acks: Acks,
     index: usize,
     id: String,
     stream: Conn,
@@ -321,19 +353,21 @@ async fn run_device(
     match stream {
         Conn::Tcp(tcp) => {
             let (reader, writer) = tcp.into_split();
-            run_device_halves(opts, index, id, reader, writer, counters).await
+            run_device_halves(opts, acks, index, id, reader, writer, counters).await
         }
         // One TLS session reads and writes: its halves share it behind a lock, as any TLS
         // client's would.
         Conn::Tls(tls) => {
             let (reader, writer) = tokio::io::split(*tls);
-            run_device_halves(opts, index, id, reader, writer, counters).await
+            run_device_halves(opts, acks, index, id, reader, writer, counters).await
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_device_halves<R, W>(
     opts: LoadOptions,
+    acks: Acks,
     index: usize,
     id: String,
     mut reader: R,
@@ -373,15 +407,32 @@ where
                         }
                     }
                     Packet::Publish(p) => {
-                        let Ok(Downlink::Ack { up_to_ms, .. }) = downlink::decode(&p.payload) else { continue };
-                        // An acknowledgement covers exactly its own pack: an older pack that the
-                        // broker skipped stays queued and is resent.
-                        let acked = {
-                            let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
-                            let pos = queue.iter().position(|e| e.up_to_ms == up_to_ms);
-                            pos.and_then(|i| queue.remove(i))
+                        // An acknowledgement, or a list of them (only to devices that ask).
+                        let mut named = [0i64; downlink::MAX_BATCH];
+                        let named = match downlink::decode(&p.payload) {
+                            Ok(Downlink::Ack { up_to_ms, .. }) => {
+                                named[0] = up_to_ms;
+                                &named[..1]
+                            }
+                            Ok(Downlink::Acks { acks, .. }) => {
+                                for (slot, ack) in named.iter_mut().zip(acks.as_slice()) {
+                                    *slot = ack.up_to_ms;
+                                }
+                                &named[..acks.len()]
+                            }
+                            _ => continue,
                         };
-                        if let Some(entry) = acked {
+                        let mut freed = 0;
+                        for &up_to_ms in named {
+                            // An acknowledgement covers exactly its own pack: an older pack
+                            // that the broker skipped stays queued and is resent.
+                            let acked = {
+                                let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
+                                let pos = queue.iter().position(|e| e.up_to_ms == up_to_ms);
+                                pos.and_then(|i| queue.remove(i))
+                            };
+                            let Some(entry) = acked else { continue };
+                            freed += 1;
                             window.add_permits(1);
                             if counters.record_ack_times.load(Ordering::Relaxed) {
                                 counters.ack_times.lock().unwrap_or_else(|e| e.into_inner()).push(Instant::now());
@@ -391,6 +442,9 @@ where
                                 let us = u32::try_from(entry.first_sent.elapsed().as_micros()).unwrap_or(u32::MAX);
                                 counters.ack_latency_us.lock().await.push(us);
                             }
+                        }
+                        if freed > 0 && counters.measuring.load(Ordering::Relaxed) {
+                            counters.ack_downlinks.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     _ => {}
@@ -407,7 +461,7 @@ where
     let mut next_time = now_ms() - 86_400_000;
     let mut pkid: u16 = 0;
     let mut out = BytesMut::with_capacity(64 * 1024);
-    let mut pack = vec![0u8; 64 + rpp * 32];
+    let mut pack = vec![0u8; 80 + rpp * 32];
     let mut ticker = opts.rate.map(|r| {
         let period = Duration::from_secs_f64(1.0 / r.max(0.001));
         let phase = opts.spread.map_or(Duration::ZERO, |(first, all)| {
@@ -470,7 +524,10 @@ where
                 })
                 .collect();
             let base = Base { time: Some(next_time as f64 / 1000.0), ..Base::default() };
-            let n = encode_pack(&mut pack, &base, &readings)?;
+            let n = match acks {
+                Acks::PerPack => encode_pack(&mut pack, &base, &readings)?,
+                Acks::Lists => encode_pack_with_downlink(&mut pack, &base, &readings, downlink::VERSION_LIST)?,
+            };
             let payload = bytes::Bytes::copy_from_slice(&pack[..n]);
             let up_to_ms = next_time + rpp as i64 - 1;
             next_time += rpp as i64;
