@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use crate::load::{Acks, Counters, Load, LoadOptions};
+use crate::load::{Counters, Load, LoadOptions, Model};
 
 /// What the devices timed over the measured window, from every process.
 #[derive(Debug, Default)]
@@ -62,13 +62,13 @@ impl LoadChild {
 }
 
 impl Generator {
-    /// Connects every device of `opts`, asking for `acks`: here if there are at most
+    /// Connects every device of `opts`, behaving as `model` says: here if there are at most
     /// `per_process`, else in child processes of at most `per_process` each. Returns once
     /// all are connected.
-    pub async fn start(opts: LoadOptions, per_process: usize, acks: Acks) -> anyhow::Result<Generator> {
+    pub async fn start(opts: LoadOptions, per_process: usize, model: Model) -> anyhow::Result<Generator> {
         let per_process = per_process.max(1);
         if opts.devices <= per_process {
-            return Ok(Generator::Local(Load::start_with(opts, acks).await?));
+            return Ok(Generator::Local(Load::start_with(opts, model).await?));
         }
         if opts.tls.is_some() {
             bail!("a load over TLS runs in one process (at most --per-process devices)");
@@ -87,7 +87,8 @@ impl Generator {
                 .args(["--readings", &opts.readings_per_pack.to_string()])
                 .args(["--window", &opts.window.to_string()])
                 .args(["--first", &first.to_string()])
-                .args(["--acks", acks.as_str()]);
+                .args(["--acks", model.acks.as_str()])
+                .args(["--resend", model.resend.as_str()]);
             if let Some(rate) = opts.rate {
                 command.args(["--rate", &rate.to_string()]);
             }
@@ -190,8 +191,8 @@ async fn close_window(counters: &Arc<Counters>, grace: Duration) -> Tally {
 }
 
 /// The hidden `load` command: one child's share of the devices, driven over stdin/stdout.
-pub async fn run_child(opts: LoadOptions, acks: Acks) -> anyhow::Result<()> {
-    let load = Load::start_with(opts, acks).await?;
+pub async fn run_child(opts: LoadOptions, model: Model) -> anyhow::Result<()> {
+    let load = Load::start_with(opts, model).await?;
     let mut out = tokio::io::stdout();
     out.write_all(b"ready\n").await?;
     out.flush().await?;

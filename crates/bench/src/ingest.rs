@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::generators::Generator;
 use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, wait_answering, TempDir};
-use crate::load::{self, Acks, LoadOptions};
+use crate::load::{self, Acks, LoadOptions, Model, Resend};
 use crate::tls::BenchTls;
 
 /// What to measure.
@@ -57,6 +57,17 @@ pub struct BenchOptions {
     /// The acknowledgements the devices ask for: one durable run (and city run) for each, in
     /// this order.
     pub acks: Vec<Acks>,
+    /// How the devices resend: each with each of `acks`, resend outermost.
+    pub resend: Vec<Resend>,
+}
+
+impl BenchOptions {
+    /// The device models of the durable runs, in order.
+    fn models(&self) -> Vec<Model> {
+        let resends = if self.resend.is_empty() { vec![Resend::default()] } else { self.resend.clone() };
+        let acks = if self.acks.is_empty() { vec![Acks::default()] } else { self.acks.clone() };
+        resends.iter().flat_map(|&resend| acks.iter().map(move |&acks| Model { acks, resend })).collect()
+    }
 }
 
 /// A kind of load.
@@ -86,7 +97,7 @@ pub(crate) fn open_file_limit() -> Option<u64> {
 }
 
 enum Target<'a> {
-    Mekong { broker_only: bool, rate: Option<f64>, tls: Option<&'a BenchTls>, spread: bool, acks: Acks },
+    Mekong { broker_only: bool, rate: Option<f64>, tls: Option<&'a BenchTls>, spread: bool, model: Model },
     Peer(SocketAddr),
 }
 
@@ -107,8 +118,8 @@ struct Measured {
     /// City load: packs first sent in the window, and of those the ones not acknowledged
     /// within the grace after it.
     unacknowledged: Option<(u64, u64)>,
-    /// The acknowledgements the devices asked for.
-    acks: Acks,
+    /// What the devices did that the contract leaves to them.
+    model: Model,
     /// Downlinks that acknowledged packs, received in the window.
     ack_downlinks: u64,
 }
@@ -222,13 +233,13 @@ async fn measure(
     opts: &BenchOptions,
     n: usize,
 ) -> anyhow::Result<Measured> {
-    let (server, addr, rate, broker_only, tls, spread, acks) = match target {
-        Target::Mekong { broker_only, rate, tls, spread, acks } => {
+    let (server, addr, rate, broker_only, tls, spread, model) = match target {
+        Target::Mekong { broker_only, rate, tls, spread, model } => {
             let server = Server::start(&opts.mekong, broker_only, tls).await?;
             let addr = server.mqtt;
-            (Some(server), addr, rate, broker_only, tls, spread, acks)
+            (Some(server), addr, rate, broker_only, tls, spread, model)
         }
-        Target::Peer(addr) => (None, addr, None, false, None, false, Acks::PerPack),
+        Target::Peer(addr) => (None, addr, None, false, None, false, Model::default()),
     };
     let load_opts = LoadOptions {
         addr,
@@ -250,7 +261,7 @@ async fn measure(
     };
     let window = load_opts.window;
     let rss_start_mib = server.as_ref().and_then(Server::rss_mib);
-    let mut load = Generator::start(load_opts, opts.per_process, acks).await?;
+    let mut load = Generator::start(load_opts, opts.per_process, model).await?;
     let subscriber = match (&server, addr, &load) {
         (None, addr, Generator::Local(load)) => {
             Some(load::CountingSubscriber::start(addr, QoS::AtMostOnce, Arc::clone(&load.counters)).await?)
@@ -316,7 +327,7 @@ async fn measure(
         cpu,
         window,
         unacknowledged: spread.then_some((tally.sent, tally.sent.saturating_sub(tally.acked))),
-        acks,
+        model,
         ack_downlinks: tally.ack_downlinks,
     })
 }
@@ -336,7 +347,8 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
         v["acks_timed"] = json!(m.ack_latency_us.len());
         v["resends"] = json!(m.resends);
         v["lost_at_broker"] = json!(m.lost);
-        v["acks"] = json!(m.acks.as_str());
+        v["acks"] = json!(m.model.acks.as_str());
+        v["resend"] = json!(m.model.resend.as_str());
         v["ack_downlinks"] = json!(m.ack_downlinks);
         if m.ack_downlinks > 0 {
             // Packs acknowledged in the window (those first sent in it) per downlink.
@@ -402,24 +414,26 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
     let mut ratios = Vec::new();
     let mut n = 0;
     let full = opts.scenarios.contains(&Scenario::Full);
-    // The broker-only, TLS and moderate runs use the first kind of acknowledgements.
-    let first = opts.acks.first().copied().unwrap_or_default();
+    // The broker-only, TLS and moderate runs use the first device model.
+    let first = opts.models().first().copied().unwrap_or_default();
     for &devices in &opts.devices {
         for &rpp in &opts.readings {
             if full {
-                let ceiling = Target::Mekong { broker_only: true, rate: None, tls: None, spread: false, acks: first };
+                let ceiling = Target::Mekong { broker_only: true, rate: None, tls: None, spread: false, model: first };
                 let ceiling =
                     scenario("broker_only_counter", ceiling, devices, rpp, &opts, &mut n, &mut results).await?;
                 let mut durable_rate = None;
-                for &acks in &opts.acks {
-                    let durable = Target::Mekong { broker_only: false, rate: None, tls: None, spread: false, acks };
+                for model in opts.models() {
+                    let durable = Target::Mekong { broker_only: false, rate: None, tls: None, spread: false, model };
                     let durable =
                         scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
+                    let ratio = (durable.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0;
                     ratios.push(json!({
                         "devices": devices,
                         "readings_per_pack": rpp,
-                        "acks": acks.as_str(),
-                        "durable_over_broker_only": (durable.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0,
+                        "acks": model.acks.as_str(),
+                        "resend": model.resend.as_str(),
+                        "durable_over_broker_only": ratio,
                     }));
                     durable_rate.get_or_insert(durable.readings_per_s);
                 }
@@ -427,7 +441,7 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
                 let mut ratio = json!({ "devices": devices, "readings_per_pack": rpp });
                 if let Some(tls) = &tls {
                     let target =
-                        Target::Mekong { broker_only: false, rate: None, tls: Some(tls), spread: false, acks: first };
+                        Target::Mekong { broker_only: false, rate: None, tls: Some(tls), spread: false, model: first };
                     let over_tls =
                         scenario("mekong_durable_tls", target, devices, rpp, &opts, &mut n, &mut results).await?;
                     ratio["tls_over_plain"] = json!((over_tls.readings_per_s / durable_rate * 1000.0).round() / 1000.0);
@@ -444,8 +458,8 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
             }
             if opts.scenarios.contains(&Scenario::City) {
                 let rate = 1.0 / CITY_PERIOD.as_secs_f64();
-                for &acks in &opts.acks {
-                    let city = Target::Mekong { broker_only: false, rate: Some(rate), tls: None, spread: true, acks };
+                for model in opts.models() {
+                    let city = Target::Mekong { broker_only: false, rate: Some(rate), tls: None, spread: true, model };
                     scenario("mekong_durable_city", city, devices, rpp, &opts, &mut n, &mut results).await?;
                 }
             }
@@ -458,7 +472,7 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
             rate: Some(opts.moderate_rate / devices as f64),
             tls: None,
             spread: false,
-            acks: first,
+            model: first,
         };
         scenario("mekong_durable_moderate", moderate, devices, 1, &opts, &mut n, &mut results).await?;
     }
@@ -471,6 +485,7 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
         "scenarios": opts.scenarios.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
         "per_process": opts.per_process,
         "acks": opts.acks.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        "resend": opts.resend.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         "load_average": load_average(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "results": results,

@@ -78,6 +78,36 @@ impl Acks {
     }
 }
 
+/// How the devices resend a pack whose acknowledgement is overdue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Resend {
+    /// After [`RESEND_AFTER`], backed off and with jitter, as the firmware does.
+    #[default]
+    Backoff,
+    /// After [`RESEND_AFTER`] every time, all devices alike (the generator before the
+    /// back-off), to compare.
+    Fixed,
+}
+
+impl Resend {
+    /// Its name on the command line and in the JSON lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resend::Backoff => "backoff",
+            Resend::Fixed => "fixed",
+        }
+    }
+}
+
+/// What the simulated devices do that the wire contract leaves to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Model {
+    /// The acknowledgements they ask for.
+    pub acks: Acks,
+    /// How they resend.
+    pub resend: Resend,
+}
+
 /// A device's connection: TCP, or TLS over TCP.
 #[derive(Debug)]
 pub enum Conn {
@@ -244,7 +274,10 @@ pub const RESEND_AFTER: Duration = Duration::from_secs(5);
 
 /// When a pack sent for the `attempts`-th time, as send number `sends` of the device with
 /// jitter seed `seed`, is due again without an answer.
-fn resend_wait(seed: u32, attempts: u16, sends: u64) -> Duration {
+fn resend_wait(resend: Resend, seed: u32, attempts: u16, sends: u64) -> Duration {
+    if resend == Resend::Fixed {
+        return RESEND_AFTER;
+    }
     let base = RESEND_AFTER.as_millis() as u64;
     Duration::from_millis(downlink::resend_after_ms(base, attempts, downlink::resend_jitter(seed, sends)))
 }
@@ -261,11 +294,11 @@ impl Load {
     /// Connects every device (a bounded number at a time) and starts publishing, with one
     /// acknowledgement per pack.
     pub async fn start(opts: LoadOptions) -> anyhow::Result<Load> {
-        Load::start_with(opts, Acks::PerPack).await
+        Load::start_with(opts, Model::default()).await
     }
 
-    /// [`Load::start`], the devices asking for `acks`.
-    pub async fn start_with(opts: LoadOptions, acks: Acks) -> anyhow::Result<Load> {
+    /// [`Load::start`], the devices behaving as `model` says.
+    pub async fn start_with(opts: LoadOptions, model: Model) -> anyhow::Result<Load> {
         let counters = Arc::new(Counters::default());
         let connecting = Arc::new(Semaphore::new(32));
         let mut connects = tokio::task::JoinSet::new();
@@ -281,7 +314,7 @@ impl Load {
         while let Some(connected) = connects.join_next().await {
             let (i, id, stream) = connected.context("connect task failed")??;
             let (opts, counters) = (opts.clone(), Arc::clone(&counters));
-            tasks.spawn(async move { run_device(opts, acks, i, id, stream, counters).await });
+            tasks.spawn(async move { run_device(opts, model, i, id, stream, counters).await });
         }
         Ok(Load { counters, tasks })
     }
@@ -344,7 +377,7 @@ struct Inflight {
 /// scenarios) the broker's PUBACK frees the window instead.
 async fn run_device(
     opts: LoadOptions,
-    acks: Acks,
+    model: Model,
     index: usize,
     id: String,
     stream: Conn,
@@ -353,13 +386,13 @@ async fn run_device(
     match stream {
         Conn::Tcp(tcp) => {
             let (reader, writer) = tcp.into_split();
-            run_device_halves(opts, acks, index, id, reader, writer, counters).await
+            run_device_halves(opts, model, index, id, reader, writer, counters).await
         }
         // One TLS session reads and writes: its halves share it behind a lock, as any TLS
         // client's would.
         Conn::Tls(tls) => {
             let (reader, writer) = tokio::io::split(*tls);
-            run_device_halves(opts, acks, index, id, reader, writer, counters).await
+            run_device_halves(opts, model, index, id, reader, writer, counters).await
         }
     }
 }
@@ -367,7 +400,7 @@ async fn run_device(
 #[allow(clippy::too_many_arguments)]
 async fn run_device_halves<R, W>(
     opts: LoadOptions,
-    acks: Acks,
+    model: Model,
     index: usize,
     id: String,
     mut reader: R,
@@ -491,7 +524,7 @@ where
                     .map(|e| {
                         sends += 1;
                         e.attempts = e.attempts.saturating_add(1);
-                        e.wait = resend_wait(seed, e.attempts, sends);
+                        e.wait = resend_wait(model.resend, seed, e.attempts, sends);
                         e.last_sent = now;
                         e.payload.clone()
                     })
@@ -524,7 +557,7 @@ where
                 })
                 .collect();
             let base = Base { time: Some(next_time as f64 / 1000.0), ..Base::default() };
-            let n = match acks {
+            let n = match model.acks {
                 Acks::PerPack => encode_pack(&mut pack, &base, &readings)?,
                 Acks::Lists => encode_pack_with_downlink(&mut pack, &base, &readings, downlink::VERSION_LIST)?,
             };
@@ -538,7 +571,7 @@ where
                     counters.sent_measured.fetch_add(1, Ordering::Relaxed);
                 }
                 sends += 1;
-                let wait = resend_wait(seed, 1, sends);
+                let wait = resend_wait(model.resend, seed, 1, sends);
                 let entry = Inflight {
                     up_to_ms,
                     first_sent: now,
