@@ -122,6 +122,8 @@ struct Measured {
     model: Model,
     /// Downlinks that acknowledged packs, received in the window.
     ack_downlinks: u64,
+    /// Packs counted in the window (made durable, or counted by the broker).
+    packs_counted: f64,
 }
 
 /// The server of a scenario, a child process on fresh ports: `mekong serve` on a fresh data
@@ -329,6 +331,7 @@ async fn measure(
         unacknowledged: spread.then_some((tally.sent, tally.sent.saturating_sub(tally.acked))),
         model,
         ack_downlinks: tally.ack_downlinks,
+        packs_counted: packs_per_s * elapsed,
     })
 }
 
@@ -350,10 +353,10 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
         v["acks"] = json!(m.model.acks.as_str());
         v["resend"] = json!(m.model.resend.as_str());
         v["ack_downlinks"] = json!(m.ack_downlinks);
-        if m.ack_downlinks > 0 {
-            // Packs acknowledged in the window (those first sent in it) per downlink.
-            let per = m.ack_latency_us.len() as f64 / m.ack_downlinks as f64;
-            v["acked_packs_per_downlink"] = json!((per * 100.0).round() / 100.0);
+        if m.packs_counted > 0.0 {
+            // Downlinks that freed packs, per pack made durable, both over the window.
+            let per = m.ack_downlinks as f64 / m.packs_counted;
+            v["downlinks_per_durable_pack"] = json!((per * 1000.0).round() / 1000.0);
         }
     }
     if let Some((sent, unacknowledged)) = m.unacknowledged {
