@@ -2,8 +2,12 @@
 //! a refusal (with the reason kind) when it never will be, and nothing meant for another
 //! device.
 
+use std::collections::BTreeSet;
+
+use mekong_schema::downlink::{self, Downlink as Message};
+
 use crate::platform::{config, start};
-use mekong_tests::{now_secs, pack, Downlink, Sensor};
+use mekong_tests::{now_secs, pack, pack_reading_lists, Downlink, Sensor};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packs_are_acknowledged_after_the_flush_and_refusals_say_why() {
@@ -62,4 +66,68 @@ async fn own_ack_and_nothing_else(sensor: &mut Sensor, device: &str, t: f64) {
     let expected = (t * 1000.0) as i64;
     assert!(matches!(ack, Downlink::Ack { up_to_ms, readings: 1, .. } if up_to_ms == expected), "{device}: {ack:?}");
     assert_eq!(sensor.received_downlink(), None, "{device}: a downlink that is not its own");
+}
+
+/// A node whose packs say it reads lists of acknowledgements (downlink version 2) and that
+/// has many packs in flight gets them acknowledged in fewer downlinks, each pack exactly
+/// once; a node of the first version in the same run, sending the same way at the same time,
+/// still gets one acknowledgement per pack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_reads_lists_gets_fewer_downlinks_and_an_old_one_one_per_pack() {
+    const PACKS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(&config(dir.path())).await;
+    let mut new = Sensor::device_queued(running.mqtt(), "hau-new", 2 * PACKS).await;
+    let mut old = Sensor::device_queued(running.mqtt(), "hau-old", 2 * PACKS).await;
+    let t = now_secs().floor() - 600.0;
+    // Both send their packs back to back, without waiting for PUBACKs: the platform takes
+    // what arrived during one flush into the next, so packs of one device share flushes.
+    for i in 0..PACKS {
+        let at = t + i as f64;
+        new.publish_nowait("mekong/v1/hau-new/up", pack_reading_lists(at, &[("water_level", "cm", 170.0, 0.0)])).await;
+        old.publish_nowait("mekong/v1/hau-old/up", pack(at, &[("water_level", "cm", 171.0, 0.0)])).await;
+    }
+    let want: BTreeSet<i64> = (0..PACKS).map(|i| ((t + i as f64) * 1000.0) as i64).collect();
+
+    let (mut covered, mut downlinks, mut lists) = (BTreeSet::new(), 0, 0);
+    while covered.len() < PACKS {
+        let payload = tokio::time::timeout(mekong_tests::TIMEOUT, new.downlink_payload()).await;
+        let payload = payload.expect("no downlink").expect("connection gone");
+        let times = match downlink::decode(&payload).unwrap() {
+            Message::Ack { up_to_ms, readings: 1, seq: None, .. } => vec![up_to_ms],
+            Message::Acks { acks, .. } => {
+                assert!((2..=downlink::MAX_BATCH).contains(&acks.len()), "a list of 2 to MAX_BATCH: {acks:?}");
+                lists += 1;
+                acks.as_slice()
+                    .iter()
+                    .map(|a| {
+                        assert_eq!((a.readings, a.seq), (1, None));
+                        a.up_to_ms
+                    })
+                    .collect()
+            }
+            other => panic!("hau-new: {other:?}"),
+        };
+        downlinks += 1;
+        for up_to_ms in times {
+            assert!(want.contains(&up_to_ms), "an acknowledgement of a pack never sent: {up_to_ms}");
+            assert!(covered.insert(up_to_ms), "pack {up_to_ms} acknowledged twice");
+        }
+    }
+    assert!(lists > 0 && downlinks < PACKS, "{PACKS} packs in {downlinks} downlinks, {lists} of them lists");
+
+    let mut acked = BTreeSet::new();
+    for _ in 0..PACKS {
+        match old.downlink().await {
+            Downlink::Ack { up_to_ms, readings: 1, .. } => assert!(acked.insert(up_to_ms)),
+            other => panic!("hau-old gets one plain acknowledgement per pack: {other:?}"),
+        }
+    }
+    assert_eq!(acked, want);
+    // Nothing more came to either, and the platform counted what it sent.
+    let total = (downlinks + PACKS) as u64;
+    let stats = running.wait_stats("every downlink", |s| s["downlinks"].as_u64() == Some(total)).await;
+    assert_eq!(stats["durable_packs"], 2 * PACKS as u64, "{stats}");
+    assert_eq!((new.received_downlink(), old.received_downlink()), (None, None));
+    running.stop().await;
 }

@@ -317,12 +317,16 @@ pub enum Downlink {
     },
 }
 
-/// A downlink payload, decoded and owned.
+/// A downlink payload, decoded and owned (not a list of acknowledgements, which goes only
+/// to a node whose packs ask for lists).
 fn decode_downlink(payload: &[u8]) -> Downlink {
     match mekong_schema::downlink::decode(payload).unwrap() {
         mekong_schema::downlink::Downlink::Ack { up_to_ms, readings, server_ms, seq } => {
             Downlink::Ack { up_to_ms, readings, server_ms, seq }
         }
+        // Only to a node whose packs ask for lists ([`pack_reading_lists`]); its test reads
+        // them with `downlink_payload`.
+        mekong_schema::downlink::Downlink::Acks { .. } => panic!("a list of acknowledgements: read it as a payload"),
         mekong_schema::downlink::Downlink::Refused { reason, server_ms, seq } => {
             Downlink::Refused { reason: reason.to_owned(), server_ms, seq }
         }
@@ -338,6 +342,20 @@ pub fn pack(bt: f64, readings: &[(&str, &str, f64, f64)]) -> Vec<u8> {
     let mut buf = vec![0u8; 64 + 64 * readings.len()];
     let base = mekong_schema::Base { time: Some(bt), ..Default::default() };
     let n = mekong_schema::encode_pack(&mut buf, &base, &readings).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// [`pack`], saying that its node reads lists of acknowledgements (downlink version 2).
+pub fn pack_reading_lists(bt: f64, readings: &[(&str, &str, f64, f64)]) -> Vec<u8> {
+    let readings: Vec<_> = readings
+        .iter()
+        .map(|&(name, unit, value, time)| mekong_schema::Reading { name, unit: Some(unit), value, time })
+        .collect();
+    let mut buf = vec![0u8; 64 + 64 * readings.len()];
+    let base = mekong_schema::Base { time: Some(bt), ..Default::default() };
+    let version = mekong_schema::downlink::VERSION_LIST;
+    let n = mekong_schema::senml::encode_pack_with_downlink(&mut buf, &base, &readings, version).unwrap();
     buf.truncate(n);
     buf
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use crate::load::{Counters, Load, LoadOptions};
+use crate::load::{Counters, Load, LoadOptions, Model};
 
 /// What the devices timed over the measured window, from every process.
 #[derive(Debug, Default)]
@@ -28,6 +28,8 @@ pub struct Tally {
     pub sent: u64,
     /// Of those, the ones acknowledged (within the grace after the window).
     pub acked: u64,
+    /// Downlinks that acknowledged packs, received in the window.
+    pub ack_downlinks: u64,
 }
 
 /// The devices of a scenario: in this process, or split over child processes.
@@ -60,12 +62,13 @@ impl LoadChild {
 }
 
 impl Generator {
-    /// Connects every device of `opts`: here if there are at most `per_process`, else in
-    /// child processes of at most `per_process` each. Returns once all are connected.
-    pub async fn start(opts: LoadOptions, per_process: usize) -> anyhow::Result<Generator> {
+    /// Connects every device of `opts`, behaving as `model` says: here if there are at most
+    /// `per_process`, else in child processes of at most `per_process` each. Returns once
+    /// all are connected.
+    pub async fn start(opts: LoadOptions, per_process: usize, model: Model) -> anyhow::Result<Generator> {
         let per_process = per_process.max(1);
         if opts.devices <= per_process {
-            return Ok(Generator::Local(Load::start(opts).await?));
+            return Ok(Generator::Local(Load::start_with(opts, model).await?));
         }
         if opts.tls.is_some() {
             bail!("a load over TLS runs in one process (at most --per-process devices)");
@@ -83,7 +86,9 @@ impl Generator {
                 .args(["--prefix", &format!("{}{}-", opts.prefix, children.len())])
                 .args(["--readings", &opts.readings_per_pack.to_string()])
                 .args(["--window", &opts.window.to_string()])
-                .args(["--first", &first.to_string()]);
+                .args(["--first", &first.to_string()])
+                .args(["--acks", model.acks.as_str()])
+                .args(["--resend", model.resend.as_str()]);
             if let Some(rate) = opts.rate {
                 command.args(["--rate", &rate.to_string()]);
             }
@@ -145,6 +150,7 @@ impl Generator {
                     tally.resends += n("resends");
                     tally.sent += n("sent");
                     tally.acked += n("acked");
+                    tally.ack_downlinks += n("ack_downlinks");
                     if let Some(us) = v["ack_latency_us"].as_array() {
                         tally.ack_latency_us.extend(us.iter().filter_map(|u| u.as_u64()).map(|u| u as u32));
                     }
@@ -180,12 +186,13 @@ async fn close_window(counters: &Arc<Counters>, grace: Duration) -> Tally {
         resends: counters.resends.load(Ordering::Relaxed),
         sent,
         acked: counters.acks.load(Ordering::Relaxed),
+        ack_downlinks: counters.ack_downlinks.load(Ordering::Relaxed),
     }
 }
 
 /// The hidden `load` command: one child's share of the devices, driven over stdin/stdout.
-pub async fn run_child(opts: LoadOptions) -> anyhow::Result<()> {
-    let load = Load::start(opts).await?;
+pub async fn run_child(opts: LoadOptions, model: Model) -> anyhow::Result<()> {
+    let load = Load::start_with(opts, model).await?;
     let mut out = tokio::io::stdout();
     out.write_all(b"ready\n").await?;
     out.flush().await?;
@@ -205,6 +212,7 @@ pub async fn run_child(opts: LoadOptions) -> anyhow::Result<()> {
         "resends": tally.resends,
         "sent": tally.sent,
         "acked": tally.acked,
+        "ack_downlinks": tally.ack_downlinks,
     });
     out.write_all(format!("{line}\n").as_bytes()).await?;
     out.flush().await?;

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::generators::Generator;
 use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, wait_answering, TempDir};
-use crate::load::{self, LoadOptions};
+use crate::load::{self, Acks, LoadOptions, Model, Resend};
 use crate::tls::BenchTls;
 
 /// What to measure.
@@ -54,6 +54,20 @@ pub struct BenchOptions {
     /// Devices per load process: more devices than this are split over child processes,
     /// each within its open-file limit.
     pub per_process: usize,
+    /// The acknowledgements the devices ask for: one durable run (and city run) for each, in
+    /// this order.
+    pub acks: Vec<Acks>,
+    /// How the devices resend: each with each of `acks`, resend outermost.
+    pub resend: Vec<Resend>,
+}
+
+impl BenchOptions {
+    /// The device models of the durable runs, in order.
+    fn models(&self) -> Vec<Model> {
+        let resends = if self.resend.is_empty() { vec![Resend::default()] } else { self.resend.clone() };
+        let acks = if self.acks.is_empty() { vec![Acks::default()] } else { self.acks.clone() };
+        resends.iter().flat_map(|&resend| acks.iter().map(move |&acks| Model { acks, resend })).collect()
+    }
 }
 
 /// A kind of load.
@@ -71,7 +85,8 @@ pub const CITY_PERIOD: Duration = Duration::from_secs(10);
 
 /// How long, after the window, the city load waits for the acknowledgements of the packs
 /// sent in it before it counts the missing ones: its devices resend after
-/// [`load::RESEND_AFTER`], and check every tick of their period.
+/// [`load::RESEND_AFTER`] (backed off: 5 to 7.5 s, then 10 to 15 s), and check every tick
+/// of their period.
 const CITY_GRACE: Duration = Duration::from_secs(20);
 
 /// Open files this process may have, from /proc (no libc needed).
@@ -82,7 +97,7 @@ pub(crate) fn open_file_limit() -> Option<u64> {
 }
 
 enum Target<'a> {
-    Mekong { broker_only: bool, rate: Option<f64>, tls: Option<&'a BenchTls>, spread: bool },
+    Mekong { broker_only: bool, rate: Option<f64>, tls: Option<&'a BenchTls>, spread: bool, model: Model },
     Peer(SocketAddr),
 }
 
@@ -103,6 +118,12 @@ struct Measured {
     /// City load: packs first sent in the window, and of those the ones not acknowledged
     /// within the grace after it.
     unacknowledged: Option<(u64, u64)>,
+    /// What the devices did that the contract leaves to them.
+    model: Model,
+    /// Downlinks that acknowledged packs, received in the window.
+    ack_downlinks: u64,
+    /// Packs counted in the window (made durable, or counted by the broker).
+    packs_counted: f64,
 }
 
 /// The server of a scenario, a child process on fresh ports: `mekong serve` on a fresh data
@@ -214,13 +235,13 @@ async fn measure(
     opts: &BenchOptions,
     n: usize,
 ) -> anyhow::Result<Measured> {
-    let (server, addr, rate, broker_only, tls, spread) = match target {
-        Target::Mekong { broker_only, rate, tls, spread } => {
+    let (server, addr, rate, broker_only, tls, spread, model) = match target {
+        Target::Mekong { broker_only, rate, tls, spread, model } => {
             let server = Server::start(&opts.mekong, broker_only, tls).await?;
             let addr = server.mqtt;
-            (Some(server), addr, rate, broker_only, tls, spread)
+            (Some(server), addr, rate, broker_only, tls, spread, model)
         }
-        Target::Peer(addr) => (None, addr, None, false, None, false),
+        Target::Peer(addr) => (None, addr, None, false, None, false, Model::default()),
     };
     let load_opts = LoadOptions {
         addr,
@@ -242,7 +263,7 @@ async fn measure(
     };
     let window = load_opts.window;
     let rss_start_mib = server.as_ref().and_then(Server::rss_mib);
-    let mut load = Generator::start(load_opts, opts.per_process).await?;
+    let mut load = Generator::start(load_opts, opts.per_process, model).await?;
     let subscriber = match (&server, addr, &load) {
         (None, addr, Generator::Local(load)) => {
             Some(load::CountingSubscriber::start(addr, QoS::AtMostOnce, Arc::clone(&load.counters)).await?)
@@ -308,6 +329,9 @@ async fn measure(
         cpu,
         window,
         unacknowledged: spread.then_some((tally.sent, tally.sent.saturating_sub(tally.acked))),
+        model,
+        ack_downlinks: tally.ack_downlinks,
+        packs_counted: packs_per_s * elapsed,
     })
 }
 
@@ -326,6 +350,14 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
         v["acks_timed"] = json!(m.ack_latency_us.len());
         v["resends"] = json!(m.resends);
         v["lost_at_broker"] = json!(m.lost);
+        v["acks"] = json!(m.model.acks.as_str());
+        v["resend"] = json!(m.model.resend.as_str());
+        v["ack_downlinks"] = json!(m.ack_downlinks);
+        if m.packs_counted > 0.0 {
+            // Downlinks that freed packs, per pack made durable, both over the window.
+            let per = m.ack_downlinks as f64 / m.packs_counted;
+            v["downlinks_per_durable_pack"] = json!((per * 1000.0).round() / 1000.0);
+        }
     }
     if let Some((sent, unacknowledged)) = m.unacknowledged {
         v["sent_in_window"] = json!(sent);
@@ -385,39 +417,54 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
     let mut ratios = Vec::new();
     let mut n = 0;
     let full = opts.scenarios.contains(&Scenario::Full);
+    // The broker-only, TLS and moderate runs use the first device model.
+    let first = opts.models().first().copied().unwrap_or_default();
     for &devices in &opts.devices {
         for &rpp in &opts.readings {
             if full {
-                let ceiling = Target::Mekong { broker_only: true, rate: None, tls: None, spread: false };
+                let ceiling = Target::Mekong { broker_only: true, rate: None, tls: None, spread: false, model: first };
                 let ceiling =
                     scenario("broker_only_counter", ceiling, devices, rpp, &opts, &mut n, &mut results).await?;
-                let durable = Target::Mekong { broker_only: false, rate: None, tls: None, spread: false };
-                let durable = scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
-                let mut ratio = json!({
-                    "devices": devices,
-                    "readings_per_pack": rpp,
-                    "durable_over_broker_only": (durable.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0,
-                });
+                let mut durable_rate = None;
+                for model in opts.models() {
+                    let durable = Target::Mekong { broker_only: false, rate: None, tls: None, spread: false, model };
+                    let durable =
+                        scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
+                    let ratio = (durable.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0;
+                    ratios.push(json!({
+                        "devices": devices,
+                        "readings_per_pack": rpp,
+                        "acks": model.acks.as_str(),
+                        "resend": model.resend.as_str(),
+                        "durable_over_broker_only": ratio,
+                    }));
+                    durable_rate.get_or_insert(durable.readings_per_s);
+                }
+                let durable_rate = durable_rate.unwrap_or(0.0);
+                let mut ratio = json!({ "devices": devices, "readings_per_pack": rpp });
                 if let Some(tls) = &tls {
-                    let target = Target::Mekong { broker_only: false, rate: None, tls: Some(tls), spread: false };
+                    let target =
+                        Target::Mekong { broker_only: false, rate: None, tls: Some(tls), spread: false, model: first };
                     let over_tls =
                         scenario("mekong_durable_tls", target, devices, rpp, &opts, &mut n, &mut results).await?;
-                    ratio["tls_over_plain"] =
-                        json!((over_tls.readings_per_s / durable.readings_per_s * 1000.0).round() / 1000.0);
+                    ratio["tls_over_plain"] = json!((over_tls.readings_per_s / durable_rate * 1000.0).round() / 1000.0);
                 }
                 if let Some(peer) = opts.peer {
                     let peer =
                         scenario("peer_broker_counter", Target::Peer(peer), devices, rpp, &opts, &mut n, &mut results)
                             .await?;
-                    ratio["durable_over_peer"] =
-                        json!((durable.readings_per_s / peer.readings_per_s * 1000.0).round() / 1000.0);
+                    ratio["durable_over_peer"] = json!((durable_rate / peer.readings_per_s * 1000.0).round() / 1000.0);
                 }
-                ratios.push(ratio);
+                if tls.is_some() || opts.peer.is_some() {
+                    ratios.push(ratio);
+                }
             }
             if opts.scenarios.contains(&Scenario::City) {
                 let rate = 1.0 / CITY_PERIOD.as_secs_f64();
-                let city = Target::Mekong { broker_only: false, rate: Some(rate), tls: None, spread: true };
-                scenario("mekong_durable_city", city, devices, rpp, &opts, &mut n, &mut results).await?;
+                for model in opts.models() {
+                    let city = Target::Mekong { broker_only: false, rate: Some(rate), tls: None, spread: true, model };
+                    scenario("mekong_durable_city", city, devices, rpp, &opts, &mut n, &mut results).await?;
+                }
             }
         }
     }
@@ -428,6 +475,7 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
             rate: Some(opts.moderate_rate / devices as f64),
             tls: None,
             spread: false,
+            model: first,
         };
         scenario("mekong_durable_moderate", moderate, devices, 1, &opts, &mut n, &mut results).await?;
     }
@@ -439,6 +487,8 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
         "tls": opts.tls,
         "scenarios": opts.scenarios.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
         "per_process": opts.per_process,
+        "acks": opts.acks.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        "resend": opts.resend.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         "load_average": load_average(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "results": results,

@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use bytes::BytesMut;
 use mekong_ingest::access::PasswordDigest;
 use mekong_schema::downlink::{self, Downlink};
+use mekong_schema::senml::encode_pack_with_downlink;
 use mekong_schema::{encode_pack, Base, Reading};
 use rumqttc::{Connect, Packet, PubAck, Publish, QoS, Subscribe};
 use rustls::pki_types::ServerName;
@@ -53,6 +54,58 @@ pub struct LoadOptions {
     /// all at once: `(index of this generator's first device, devices in all)`, so that
     /// several generators together keep one even spread (the city load).
     pub spread: Option<(usize, usize)>,
+}
+
+/// Which acknowledgements the devices ask for with their packs (the wire contract's
+/// downlink versions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Acks {
+    /// One downlink per pack (version 1: packs without `"mekong_dl"`), as before lists.
+    #[default]
+    PerPack,
+    /// Lists: the packs say `"mekong_dl": 2`, as the firmware's do, and a device's packs of
+    /// one flush share a downlink.
+    Lists,
+}
+
+impl Acks {
+    /// Its name on the command line and in the JSON lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acks::PerPack => "per-pack",
+            Acks::Lists => "lists",
+        }
+    }
+}
+
+/// How the devices resend a pack whose acknowledgement is overdue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Resend {
+    /// After [`RESEND_AFTER`], backed off and with jitter, as the firmware does.
+    #[default]
+    Backoff,
+    /// After [`RESEND_AFTER`] every time, all devices alike (the generator before the
+    /// back-off), to compare.
+    Fixed,
+}
+
+impl Resend {
+    /// Its name on the command line and in the JSON lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resend::Backoff => "backoff",
+            Resend::Fixed => "fixed",
+        }
+    }
+}
+
+/// What the simulated devices do that the wire contract leaves to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Model {
+    /// The acknowledgements they ask for.
+    pub acks: Acks,
+    /// How they resend.
+    pub resend: Resend,
 }
 
 /// A device's connection: TCP, or TLS over TCP.
@@ -208,10 +261,26 @@ pub struct Counters {
     pub record_ack_times: AtomicBool,
     /// Packs first sent while measuring (with downlinks): those whose acknowledgement is timed.
     pub sent_measured: AtomicU64,
+    /// Downlinks that acknowledged at least one pack in flight, received while measuring.
+    pub ack_downlinks: AtomicU64,
 }
 
-/// How long a device waits for an acknowledgement before it resends the pack.
+/// How long a device waits for an acknowledgement before it resends a pack the first time;
+/// each later resend of the pack waits twice as long, up to eight times this, plus jitter
+/// from the device's id: the firmware's rule ([`downlink::resend_after_ms`]). The firmware
+/// waits 30 s; a bench device waits 5 s, so that a window of 10 s shows what resends cost
+/// and the city load's grace can recover a pack the broker dropped.
 pub const RESEND_AFTER: Duration = Duration::from_secs(5);
+
+/// When a pack sent for the `attempts`-th time, as send number `sends` of the device with
+/// jitter seed `seed`, is due again without an answer.
+fn resend_wait(resend: Resend, seed: u32, attempts: u16, sends: u64) -> Duration {
+    if resend == Resend::Fixed {
+        return RESEND_AFTER;
+    }
+    let base = RESEND_AFTER.as_millis() as u64;
+    Duration::from_millis(downlink::resend_after_ms(base, attempts, downlink::resend_jitter(seed, sends)))
+}
 
 /// A running load: its connections are up and publishing.
 #[derive(Debug)]
@@ -222,8 +291,14 @@ pub struct Load {
 }
 
 impl Load {
-    /// Connects every device (a bounded number at a time) and starts publishing.
+    /// Connects every device (a bounded number at a time) and starts publishing, with one
+    /// acknowledgement per pack.
     pub async fn start(opts: LoadOptions) -> anyhow::Result<Load> {
+        Load::start_with(opts, Model::default()).await
+    }
+
+    /// [`Load::start`], the devices behaving as `model` says.
+    pub async fn start_with(opts: LoadOptions, model: Model) -> anyhow::Result<Load> {
         let counters = Arc::new(Counters::default());
         let connecting = Arc::new(Semaphore::new(32));
         let mut connects = tokio::task::JoinSet::new();
@@ -239,7 +314,7 @@ impl Load {
         while let Some(connected) = connects.join_next().await {
             let (i, id, stream) = connected.context("connect task failed")??;
             let (opts, counters) = (opts.clone(), Arc::clone(&counters));
-            tasks.spawn(async move { run_device(opts, i, id, stream, counters).await });
+            tasks.spawn(async move { run_device(opts, model, i, id, stream, counters).await });
         }
         Ok(Load { counters, tasks })
     }
@@ -289,6 +364,9 @@ struct Inflight {
     up_to_ms: i64,
     first_sent: Instant,
     last_sent: Instant,
+    /// Sends so far, and how long after `last_sent` the next one is due.
+    attempts: u16,
+    wait: Duration,
     measured: bool,
     payload: bytes::Bytes,
 }
@@ -299,6 +377,7 @@ struct Inflight {
 /// scenarios) the broker's PUBACK frees the window instead.
 async fn run_device(
     opts: LoadOptions,
+    model: Model,
     index: usize,
     id: String,
     stream: Conn,
@@ -307,19 +386,21 @@ async fn run_device(
     match stream {
         Conn::Tcp(tcp) => {
             let (reader, writer) = tcp.into_split();
-            run_device_halves(opts, index, id, reader, writer, counters).await
+            run_device_halves(opts, model, index, id, reader, writer, counters).await
         }
         // One TLS session reads and writes: its halves share it behind a lock, as any TLS
         // client's would.
         Conn::Tls(tls) => {
             let (reader, writer) = tokio::io::split(*tls);
-            run_device_halves(opts, index, id, reader, writer, counters).await
+            run_device_halves(opts, model, index, id, reader, writer, counters).await
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_device_halves<R, W>(
     opts: LoadOptions,
+    model: Model,
     index: usize,
     id: String,
     mut reader: R,
@@ -359,15 +440,32 @@ where
                         }
                     }
                     Packet::Publish(p) => {
-                        let Ok(Downlink::Ack { up_to_ms, .. }) = downlink::decode(&p.payload) else { continue };
-                        // An acknowledgement covers exactly its own pack: an older pack that the
-                        // broker skipped stays queued and is resent.
-                        let acked = {
-                            let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
-                            let pos = queue.iter().position(|e| e.up_to_ms == up_to_ms);
-                            pos.and_then(|i| queue.remove(i))
+                        // An acknowledgement, or a list of them (only to devices that ask).
+                        let mut named = [0i64; downlink::MAX_BATCH];
+                        let named = match downlink::decode(&p.payload) {
+                            Ok(Downlink::Ack { up_to_ms, .. }) => {
+                                named[0] = up_to_ms;
+                                &named[..1]
+                            }
+                            Ok(Downlink::Acks { acks, .. }) => {
+                                for (slot, ack) in named.iter_mut().zip(acks.as_slice()) {
+                                    *slot = ack.up_to_ms;
+                                }
+                                &named[..acks.len()]
+                            }
+                            _ => continue,
                         };
-                        if let Some(entry) = acked {
+                        let mut freed = 0;
+                        for &up_to_ms in named {
+                            // An acknowledgement covers exactly its own pack: an older pack
+                            // that the broker skipped stays queued and is resent.
+                            let acked = {
+                                let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
+                                let pos = queue.iter().position(|e| e.up_to_ms == up_to_ms);
+                                pos.and_then(|i| queue.remove(i))
+                            };
+                            let Some(entry) = acked else { continue };
+                            freed += 1;
                             window.add_permits(1);
                             if counters.record_ack_times.load(Ordering::Relaxed) {
                                 counters.ack_times.lock().unwrap_or_else(|e| e.into_inner()).push(Instant::now());
@@ -378,6 +476,9 @@ where
                                 counters.ack_latency_us.lock().await.push(us);
                             }
                         }
+                        if freed > 0 && counters.measuring.load(Ordering::Relaxed) {
+                            counters.ack_downlinks.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     _ => {}
                 }
@@ -386,12 +487,14 @@ where
     };
 
     let topic = format!("mekong/v1/{id}/up");
+    let seed = downlink::resend_jitter_seed(&id);
+    let mut sends: u64 = 0;
     let rpp = opts.readings_per_pack.max(1);
     // Times start a day back and advance one millisecond per reading: every reading is new.
     let mut next_time = now_ms() - 86_400_000;
     let mut pkid: u16 = 0;
     let mut out = BytesMut::with_capacity(64 * 1024);
-    let mut pack = vec![0u8; 64 + rpp * 32];
+    let mut pack = vec![0u8; 80 + rpp * 32];
     let mut ticker = opts.rate.map(|r| {
         let period = Duration::from_secs_f64(1.0 / r.max(0.001));
         let phase = opts.spread.map_or(Duration::ZERO, |(first, all)| {
@@ -417,8 +520,11 @@ where
                 let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
                 queue
                     .iter_mut()
-                    .filter(|e| now.duration_since(e.last_sent) >= RESEND_AFTER)
+                    .filter(|e| now.duration_since(e.last_sent) >= e.wait)
                     .map(|e| {
+                        sends += 1;
+                        e.attempts = e.attempts.saturating_add(1);
+                        e.wait = resend_wait(model.resend, seed, e.attempts, sends);
                         e.last_sent = now;
                         e.payload.clone()
                     })
@@ -451,7 +557,10 @@ where
                 })
                 .collect();
             let base = Base { time: Some(next_time as f64 / 1000.0), ..Base::default() };
-            let n = encode_pack(&mut pack, &base, &readings)?;
+            let n = match model.acks {
+                Acks::PerPack => encode_pack(&mut pack, &base, &readings)?,
+                Acks::Lists => encode_pack_with_downlink(&mut pack, &base, &readings, downlink::VERSION_LIST)?,
+            };
             let payload = bytes::Bytes::copy_from_slice(&pack[..n]);
             let up_to_ms = next_time + rpp as i64 - 1;
             next_time += rpp as i64;
@@ -461,7 +570,17 @@ where
                 if measured {
                     counters.sent_measured.fetch_add(1, Ordering::Relaxed);
                 }
-                let entry = Inflight { up_to_ms, first_sent: now, last_sent: now, measured, payload: payload.clone() };
+                sends += 1;
+                let wait = resend_wait(model.resend, seed, 1, sends);
+                let entry = Inflight {
+                    up_to_ms,
+                    first_sent: now,
+                    last_sent: now,
+                    attempts: 1,
+                    wait,
+                    measured,
+                    payload: payload.clone(),
+                };
                 inflight.lock().unwrap_or_else(|e| e.into_inner()).push_back(entry);
             }
             publish(payload, &mut out)?;

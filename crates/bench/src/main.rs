@@ -82,6 +82,17 @@ enum Command {
         /// open-file limit.
         #[arg(long, default_value_t = 9000)]
         per_process: usize,
+        /// The acknowledgements the devices ask for, comma-separated, each a durable run of
+        /// its own in this order (repeat them to alternate): `per-pack` (one downlink per
+        /// pack, downlink version 1) or `lists` (the packs ask for lists of
+        /// acknowledgements, version 2, as the firmware's do).
+        #[arg(long, value_delimiter = ',', default_value = "per-pack")]
+        acks: Vec<load::Acks>,
+        /// How the devices resend an overdue pack, comma-separated like `--acks` (each value
+        /// of one runs with each of the other): `backoff` (from 5 s, doubling, with jitter, as
+        /// the firmware does from 30 s) or `fixed` (every 5 s, all devices alike).
+        #[arg(long, value_delimiter = ',', default_value = "backoff")]
+        resend: Vec<load::Resend>,
     },
     /// A fleet reconnecting at once: connections per second, connect times (p50, p99), and
     /// the server memory an idle connection holds; plain TCP, TLS with --tls, and password
@@ -232,6 +243,12 @@ enum Command {
         /// Subscribe to the downlinks and time the acknowledgements.
         #[arg(long)]
         downlinks: bool,
+        /// The acknowledgements the devices ask for.
+        #[arg(long, value_enum, default_value = "per-pack")]
+        acks: load::Acks,
+        /// How the devices resend.
+        #[arg(long, value_enum, default_value = "backoff")]
+        resend: load::Resend,
     },
     /// The broker-only scenario's server: mekong's embedded broker with its link reduced to a
     /// counter, which `ingest` starts as a child process.
@@ -294,6 +311,8 @@ fn main() -> anyhow::Result<()> {
             tls,
             scenario,
             per_process,
+            acks,
+            resend,
         } => {
             init_logging("warn");
             let peer = peer
@@ -318,6 +337,8 @@ fn main() -> anyhow::Result<()> {
                 tls,
                 scenarios: scenario,
                 per_process,
+                acks,
+                resend,
             };
             let summary = runtime()?.block_on(ingest::ingest(opts))?;
             println!("{summary}");
@@ -366,7 +387,19 @@ fn main() -> anyhow::Result<()> {
             println!("{}", runtime()?.block_on(stream::stream(opts))?);
             Ok(())
         }
-        Command::Load { addr, devices, prefix, readings, window, rate, first, spread_over, downlinks } => {
+        Command::Load {
+            addr,
+            devices,
+            prefix,
+            readings,
+            window,
+            rate,
+            first,
+            spread_over,
+            downlinks,
+            acks,
+            resend,
+        } => {
             init_logging("error");
             let opts = load::LoadOptions {
                 addr,
@@ -380,7 +413,7 @@ fn main() -> anyhow::Result<()> {
                 wall_clock: false,
                 spread: spread_over.map(|all| (first, all)),
             };
-            runtime()?.block_on(generators::run_child(opts))
+            runtime()?.block_on(generators::run_child(opts, load::Model { acks, resend }))
         }
         Command::BrokerOnly { listen, stats } => {
             init_logging("error");

@@ -11,12 +11,13 @@
 //! write, nothing else is answered: the devices resend after their timeout, and resends are
 //! idempotent.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mekong_feed::{Feed, Stored};
-use mekong_schema::downlink::{self, Downlink};
+use mekong_schema::downlink::{self, AckList, Downlink, PackAck};
 use mekong_stats::Stats;
 use mekong_store::{Generation, Store};
 use rumqttd::local::LinkTx;
@@ -35,7 +36,8 @@ pub(crate) fn run(
     outbox: Option<SharedOutbox>,
 ) {
     let mut pending: Vec<Handled> = Vec::new();
-    let mut buf = [0u8; 64];
+    // The longest downlink is a full list (about 175 bytes).
+    let mut buf = [0u8; 256];
     loop {
         let hung_up = match groups.recv_timeout(Duration::from_millis(100)) {
             Ok(group) => {
@@ -137,8 +139,15 @@ struct Answers<'a> {
 /// An acknowledgement, or a refusal that rests on stored data, needs its group's generation
 /// to be the one flushed; a refusal about the pack alone needs nothing; a deferred pack gets
 /// no answer.
+///
+/// The packs of a device that reads lists of acknowledgements (downlink version 2, which its
+/// packs say) share one downlink, up to [`downlink::MAX_BATCH`] of them, at the place of the
+/// first; a refusal of the device closes its list, so that its answers keep their order. A
+/// list of one goes out as a plain acknowledgement.
 fn answers(pending: &[Handled], durable: Option<Generation>, server_ms: i64) -> Answers<'_> {
     let mut out = Answers::default();
+    // The device's list still open, by its index in `out.messages`.
+    let mut open: HashMap<&str, usize> = HashMap::new();
     for group in pending {
         let flushed = durable.is_some() && group.generation == durable;
         for outcome in &group.outcomes {
@@ -147,17 +156,40 @@ fn answers(pending: &[Handled], durable: Option<Generation>, server_ms: i64) -> 
                     out.packs += 1;
                     out.readings += a.summary.stored as u64;
                     let readings = u32::try_from(a.summary.stored + a.summary.duplicates).unwrap_or(u32::MAX);
-                    let ack = Downlink::Ack { up_to_ms: a.up_to_ms, readings, server_ms, seq: a.seq };
-                    out.messages.push((&a.device, ack));
+                    if a.downlink < downlink::VERSION_LIST {
+                        let ack = Downlink::Ack { up_to_ms: a.up_to_ms, readings, server_ms, seq: a.seq };
+                        out.messages.push((&a.device, ack));
+                        continue;
+                    }
+                    let ack = PackAck { up_to_ms: a.up_to_ms, readings, seq: a.seq };
+                    let listed = open.get(a.device.as_str()).and_then(|&i| match &mut out.messages[i].1 {
+                        Downlink::Acks { acks, .. } => acks.push(ack).ok(),
+                        _ => None,
+                    });
+                    if listed.is_none() {
+                        let mut acks = AckList::new();
+                        // A new list has room.
+                        let _ = acks.push(ack);
+                        open.insert(&a.device, out.messages.len());
+                        out.messages.push((&a.device, Downlink::Acks { acks, server_ms }));
+                    }
                 }
                 Outcome::Refused(r) if flushed || !r.kind.depends_on_stored_data() => {
                     if let Some(device) = &r.device {
+                        open.remove(device.as_str());
                         let refusal = Downlink::Refused { reason: r.kind.as_str(), server_ms, seq: r.seq };
                         out.messages.push((device, refusal));
                     }
                 }
                 Outcome::Accepted(_) | Outcome::Refused(_) => out.withheld += 1,
                 Outcome::Deferred => {}
+            }
+        }
+    }
+    for (_, message) in &mut out.messages {
+        if let Downlink::Acks { acks, server_ms } = *message {
+            if let [one] = acks.as_slice() {
+                *message = Downlink::Ack { up_to_ms: one.up_to_ms, readings: one.readings, server_ms, seq: one.seq };
             }
         }
     }

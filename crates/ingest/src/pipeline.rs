@@ -112,6 +112,10 @@ pub struct Accepted {
     pub up_to_ms: i64,
     /// The envelope's sequence number, for a signed pack.
     pub seq: Option<u64>,
+    /// The downlink version the pack says its node reads (0 if it does not say): from
+    /// [`mekong_schema::downlink::VERSION_LIST`] on, its acknowledgement may share one
+    /// downlink with the device's other packs of the same flush.
+    pub downlink: u8,
     /// The readings it added (not those already stored), for the feed once they are
     /// durable; `None` if it added none.
     pub new_readings: Option<Stored>,
@@ -188,6 +192,7 @@ struct Ready {
     readings: Vec<Reading>,
     up_to_ms: i64,
     seq: Option<KeyedSeq>,
+    downlink: u8,
 }
 
 impl Ready {
@@ -377,6 +382,7 @@ impl Pipeline {
                             summary,
                             up_to_ms: ready.up_to_ms,
                             seq,
+                            downlink: ready.downlink,
                             new_readings,
                         })
                     }
@@ -456,7 +462,7 @@ impl Pipeline {
         // SenML-CBOR or SenML-JSON, told apart by the first byte; names as other SenML
         // ecosystems write them are filed by the contract's rule (`naming`).
         let mut naming = Naming::default();
-        senml::decode(payload, opts, &mut |r: Record<'_>| {
+        let info = senml::decode_with_info(payload, opts, &mut |r: Record<'_>| {
             // Booleans are stored as 0 and 1 in a series that reads back as booleans; strings
             // and data have no series to go into (the wire contract says so).
             let (value, value_kind) = match r.value {
@@ -487,7 +493,7 @@ impl Pipeline {
         if let Some(keyed) = seq {
             seqs.insert(device.to_owned(), keyed);
         }
-        Ok(Ready { device: device.to_owned(), kind, readings, up_to_ms, seq })
+        Ok(Ready { device: device.to_owned(), kind, readings, up_to_ms, seq, downlink: info.downlink })
     }
 
     /// The pack inside a signed payload, once its envelope checks, with its sequence number;

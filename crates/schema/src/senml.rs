@@ -252,10 +252,28 @@ pub fn decode<'a, F>(input: &'a [u8], opts: DecodeOptions, sink: &mut F) -> Resu
 where
     F: FnMut(Record<'a>) -> Result<(), RecordError>,
 {
+    decode_with_info(input, opts, sink).map(|info| info.records)
+}
+
+/// What a decoded pack says besides its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackInfo {
+    /// Records in the pack.
+    pub records: usize,
+    /// The highest downlink version any record says its node reads
+    /// ([`crate::downlink::VERSION_LABEL`]); 0 if none says.
+    pub downlink: u8,
+}
+
+/// [`decode`], and what the pack says besides its records.
+pub fn decode_with_info<'a, F>(input: &'a [u8], opts: DecodeOptions, sink: &mut F) -> Result<PackInfo, DecodeError>
+where
+    F: FnMut(Record<'a>) -> Result<(), RecordError>,
+{
     if is_json(input) {
-        json::decode_json_pack(input, opts, sink)
+        json::decode_json_pack_with_info(input, opts, sink)
     } else {
-        decode_pack(input, opts, sink)
+        decode_pack_with_info(input, opts, sink)
     }
 }
 
@@ -274,6 +292,14 @@ pub fn decode_pack<'a, F>(input: &'a [u8], opts: DecodeOptions, sink: &mut F) ->
 where
     F: FnMut(Record<'a>) -> Result<(), RecordError>,
 {
+    decode_pack_with_info(input, opts, sink).map(|info| info.records)
+}
+
+/// [`decode_pack`], and what the pack says besides its records.
+pub fn decode_pack_with_info<'a, F>(input: &'a [u8], opts: DecodeOptions, sink: &mut F) -> Result<PackInfo, DecodeError>
+where
+    F: FnMut(Record<'a>) -> Result<(), RecordError>,
+{
     let first = *input.first().ok_or(DecodeError::Empty)?;
     if first >> 5 != 4 {
         return Err(DecodeError::NotAPack(major_type_name(first)));
@@ -283,7 +309,8 @@ where
     // its strings borrowed from the input; they are refused with a clear reason instead.
     let mut scratch = [0u8; 0];
     let mut de = serde_cbor::Deserializer::from_slice_with_scratch(input, &mut scratch);
-    let seed = PackSeed { opts, sink, failure: &mut failure };
+    let mut downlink = 0;
+    let seed = PackSeed { opts, sink, failure: &mut failure, downlink: &mut downlink };
     let records = match (seed.deserialize(&mut de), failure) {
         (_, Some((index, error))) => return Err(DecodeError::Record { index, error }),
         (Ok(n), None) => n,
@@ -292,7 +319,7 @@ where
         (Err(e), None) => return Err(DecodeError::Cbor(e)),
     };
     de.end().map_err(|_| DecodeError::TrailingData)?;
-    Ok(records)
+    Ok(PackInfo { records, downlink })
 }
 
 fn major_type_name(initial: u8) -> &'static str {
@@ -371,6 +398,9 @@ struct RawRecord<'a> {
     vd_text: Option<&'a str>,
     s: Option<f64>,
     t: Option<f64>,
+    /// The downlink version the record's node reads ([`crate::downlink::VERSION_LABEL`]),
+    /// 0 if it does not say.
+    downlink: u8,
 }
 
 impl<'a> RawRecord<'a> {
@@ -424,6 +454,7 @@ struct PackSeed<'s, F> {
     opts: DecodeOptions,
     sink: &'s mut F,
     failure: &'s mut Failure,
+    downlink: &'s mut u8,
 }
 
 impl<'de, F> DeserializeSeed<'de> for PackSeed<'_, F>
@@ -467,6 +498,7 @@ where
                 return Err(fail(RecordError::TooManyRecords(self.opts.max_records), self.failure));
             }
             let record = raw.resolve(&mut bases, self.opts.now).map_err(|e| fail(e, self.failure))?;
+            *self.downlink = (*self.downlink).max(raw.downlink);
             (self.sink)(record).map_err(|e| fail(e, self.failure))?;
             index += 1;
         }
@@ -632,6 +664,13 @@ impl<'de> Visitor<'de> for ItemSeed {
                     error = Some(RecordError::MustUnderstand);
                     continue;
                 }
+                Item::Text(crate::downlink::VERSION_LABEL) => {
+                    // Not an unsigned integer: ignored, as an older platform ignores it all.
+                    if let Item::Int(v) = value {
+                        raw.downlink = u8::try_from(v.max(0)).unwrap_or(u8::MAX);
+                    }
+                    continue;
+                }
                 Item::Text(_) => continue,
                 _ => {
                     error = Some(RecordError::BadLabel);
@@ -779,13 +818,25 @@ pub enum EncodeError {
 /// Encodes `readings` as one SenML-CBOR pack into `out` and returns the number of bytes
 /// written. Needs no allocator.
 pub fn encode_pack(out: &mut [u8], base: &Base<'_>, readings: &[Reading<'_>]) -> Result<usize, EncodeError> {
-    encode_with(out, base, readings, Entry::from)
+    encode_with(out, base, readings, Entry::from, None)
+}
+
+/// [`encode_pack`], with the first record saying that the node reads downlink version
+/// `downlink` ([`crate::downlink::VERSION_LABEL`], after the record's other fields): how a
+/// node opts in to lists of acknowledgements.
+pub fn encode_pack_with_downlink(
+    out: &mut [u8],
+    base: &Base<'_>,
+    readings: &[Reading<'_>],
+    downlink: u8,
+) -> Result<usize, EncodeError> {
+    encode_with(out, base, readings, Entry::from, Some(downlink))
 }
 
 /// Encodes `entries` (numbers and booleans) as one SenML-CBOR pack into `out`, exactly as
 /// [`encode_pack`] writes numbers; returns the number of bytes written.
 pub fn encode_entries(out: &mut [u8], base: &Base<'_>, entries: &[Entry<'_>]) -> Result<usize, EncodeError> {
-    encode_with(out, base, entries, |e| *e)
+    encode_with(out, base, entries, |e| *e, None)
 }
 
 /// Checks what every encoder refuses: a time or value that is not finite, a value of a kind
@@ -819,10 +870,11 @@ fn encode_with<'i, T>(
     base: &Base<'_>,
     items: &'i [T],
     entry: impl Fn(&'i T) -> Entry<'i> + Copy,
+    downlink: Option<u8>,
 ) -> Result<usize, EncodeError> {
     check_entries(base, items, entry)?;
     let mut ser = serde_cbor::Serializer::new(SliceWrite::new(out));
-    PackSer { base, items, entry }.serialize(&mut ser).map_err(|_| EncodeError::BufferFull)?;
+    PackSer { base, items, entry, downlink }.serialize(&mut ser).map_err(|_| EncodeError::BufferFull)?;
     Ok(ser.into_inner().bytes_written())
 }
 
@@ -830,14 +882,16 @@ struct PackSer<'b, 'a, 'r, T, F> {
     base: &'b Base<'a>,
     items: &'r [T],
     entry: F,
+    downlink: Option<u8>,
 }
 
 impl<'r, T, F: Fn(&'r T) -> Entry<'r> + Copy> Serialize for PackSer<'_, '_, 'r, T, F> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.items.len()))?;
         for (i, item) in self.items.iter().enumerate() {
-            let base = if i == 0 { Some(self.base) } else { None };
-            seq.serialize_element(&RecordSer { base, unit_base: self.base.unit, entry: (self.entry)(item) })?;
+            let (base, downlink) = if i == 0 { (Some(self.base), self.downlink) } else { (None, None) };
+            let record = RecordSer { base, unit_base: self.base.unit, entry: (self.entry)(item), downlink };
+            seq.serialize_element(&record)?;
         }
         seq.end()
     }
@@ -847,6 +901,7 @@ struct RecordSer<'b, 'a, 'r> {
     base: Option<&'b Base<'a>>,
     unit_base: Option<&'a str>,
     entry: Entry<'r>,
+    downlink: Option<u8>,
 }
 
 impl Serialize for RecordSer<'_, '_, '_> {
@@ -855,10 +910,19 @@ impl Serialize for RecordSer<'_, '_, '_> {
         let base = self.base.copied().unwrap_or_default();
         let unit = r.unit.filter(|u| Some(*u) != self.unit_base);
         let has_time = r.time != 0.0;
-        let len = [base.name.is_some(), base.time.is_some(), base.unit.is_some(), true, unit.is_some(), true, has_time]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let len = [
+            base.name.is_some(),
+            base.time.is_some(),
+            base.unit.is_some(),
+            true,
+            unit.is_some(),
+            true,
+            has_time,
+            self.downlink.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
         let mut map = s.serialize_map(Some(len))?;
         if let Some(bn) = base.name {
             map.serialize_entry(&label::BN, bn)?;
@@ -881,6 +945,9 @@ impl Serialize for RecordSer<'_, '_, '_> {
         }
         if has_time {
             map.serialize_entry(&label::T, &Num(r.time))?;
+        }
+        if let Some(version) = self.downlink {
+            map.serialize_entry(crate::downlink::VERSION_LABEL, &version)?;
         }
         map.end()
     }

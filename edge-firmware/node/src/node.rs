@@ -12,9 +12,9 @@
 use core::fmt::Write as _;
 
 use embedded_io::{Read, ReadReady, Write};
-use heapless::String;
+use heapless::{Deque, String};
 use mekong_schema::cose::MAX_OVERHEAD;
-use mekong_schema::downlink::{self, Downlink, MAX_REASON_LEN};
+use mekong_schema::downlink::{self, Downlink, MAX_BATCH, MAX_REASON_LEN};
 use mekong_schema::provision::PASSWORD_LEN;
 use mekong_schema::topic::Uplink;
 
@@ -40,7 +40,8 @@ const TOPIC_CAP: usize = 80;
 pub struct Settings {
     /// Publish at least this often when samples wait, ms.
     pub publish_every_ms: u64,
-    /// Resend a pack with no answer after this long, ms.
+    /// Resend a pack with no answer after this long, ms; doubled at each resend of the same
+    /// pack up to eight times, plus jitter ([`mekong_schema::downlink::resend_after_ms`]).
     pub ack_timeout_ms: u64,
     /// Most samples in one pack; a backlog goes out in packs this large without waiting.
     pub max_records: usize,
@@ -159,6 +160,9 @@ pub struct Node<S, Q> {
     sealer: S,
     seq: Sequencer<Q>,
     last_publish_ms: u64,
+    /// The reports of a list of acknowledgements after its first, one per poll (its packs
+    /// are freed at once).
+    reports: Deque<Report, { MAX_BATCH - 1 }>,
 }
 
 impl<S: Sealer, Q: SeqStore> Node<S, Q> {
@@ -178,11 +182,13 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
             down,
             settings,
             clock: Clock::new(),
-            outbox: Outbox::new(settings.max_in_flight),
+            // Nodes differ by id: their resends after a common outage spread out.
+            outbox: Outbox::new(settings.max_in_flight).with_jitter_seed(downlink::resend_jitter_seed(p.device_id)),
             session: Session::new(),
             sealer,
             seq: Sequencer::open(seq_store, 64).ok()?,
             last_publish_ms: now_ms,
+            reports: Deque::new(),
         })
     }
 
@@ -224,6 +230,9 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
     where
         T: Read + Write + ReadReady,
     {
+        if let Some(report) = self.reports.pop_front() {
+            return Ok(Some(report));
+        }
         let cfg = SessionConfig {
             client_id: &self.client_id,
             // The broker ties the client id to the user name: both are the device id.
@@ -242,7 +251,7 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
             Some(Event::Lost(why)) => Some(Report::Offline(why)),
             Some(Event::LoginRefused { code, retry_in_ms }) => Some(Report::LoginRefused { code, retry_in_ms }),
             Some(Event::Message { topic, payload }) if topic == self.down.as_str() => {
-                Some(apply_downlink(&mut self.clock, &mut self.outbox, payload, now_ms))
+                Some(apply_downlink(&mut self.clock, &mut self.outbox, &mut self.reports, payload, now_ms))
             }
             Some(_) => None,
             None => None,
@@ -265,7 +274,7 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
                 self.last_publish_ms = now_ms;
             }
         }
-        if !self.outbox.has_due(now_ms, self.settings.ack_timeout_ms) {
+        if !self.outbox.has_due(now_ms) {
             return Ok(None);
         }
         // A new number for every send, resends included ([`crate::seal`]).
@@ -292,20 +301,44 @@ impl<S: Sealer, Q: SeqStore> Node<S, Q> {
     }
 }
 
+/// Applies a downlink; returns its report, and queues in `more` those of a list's other
+/// packs.
 fn apply_downlink<const Q: usize, const W: usize>(
     clock: &mut Clock,
     outbox: &mut Outbox<Q, W>,
+    more: &mut Deque<Report, { MAX_BATCH - 1 }>,
     payload: &[u8],
     now_ms: u64,
 ) -> Report {
+    let mut acked = |ack: Ack| match outbox.on_ack(ack) {
+        Some(p) => Report::Acked {
+            id: p.id,
+            seq: ack.seq,
+            hello: p.is_hello(),
+            readings: ack.readings,
+            up_to_ms: ack.up_to_ms,
+        },
+        None => Report::AckUnmatched,
+    };
     match downlink::decode(payload) {
         Ok(Downlink::Ack { up_to_ms, readings, server_ms, seq }) => {
-            let freed = outbox.on_ack(Ack { up_to_ms, readings, seq });
             clock.set(server_ms, now_ms);
-            match freed {
-                Some(p) => Report::Acked { id: p.id, seq, hello: p.is_hello(), readings, up_to_ms },
-                None => Report::AckUnmatched,
+            acked(Ack { up_to_ms, readings, seq })
+        }
+        // Downlink version 2, which the node's packs ask for: each pack named is freed now.
+        Ok(Downlink::Acks { acks, server_ms }) => {
+            clock.set(server_ms, now_ms);
+            let mut first = None;
+            for a in acks.as_slice() {
+                let report = acked(Ack { up_to_ms: a.up_to_ms, readings: a.readings, seq: a.seq });
+                if first.is_none() {
+                    first = Some(report);
+                } else {
+                    // Room for the list's others: the queue is emptied before a downlink is read.
+                    let _ = more.push_back(report);
+                }
             }
+            first.unwrap_or(Report::BadDownlink)
         }
         Ok(Downlink::Refused { reason, server_ms, seq }) => {
             // Even a refusal tells the time: the node can pack its readings, and learns from
@@ -453,8 +486,11 @@ mod tests {
         run(&mut n, &mut io, 100);
         n.record(Metric::WaterLevel, 182.5, 1_000);
         let (_, first, _) = run(&mut n, &mut io, 60_000);
-        // No answer for 30 s: the same readings again, under a new number.
-        let (reports, again, _) = run(&mut n, &mut io, 90_000);
+        // No answer for 30 s and this node's jitter: the same readings again, under a new number.
+        let due = 60_000
+            + downlink::resend_after_ms(30_000, 1, downlink::resend_jitter(downlink::resend_jitter_seed("hau-01"), 1));
+        assert!(run(&mut n, &mut io, due - 1).0.is_empty(), "not yet");
+        let (reports, again, _) = run(&mut n, &mut io, due);
         assert!(matches!(reports[..], [Report::Published { id: 1, seq: 2, attempt: 2, .. }]), "{reports:?}");
         let (one, two) = (open(&first[0], 1_790_000_100.0), open(&again[0], 1_790_000_100.0));
         assert_eq!((one.0, two.0), (1, 2));
@@ -462,7 +498,7 @@ mod tests {
         let mut b = [0u8; 64];
         let len = Downlink::Refused { reason: "bad_time", server_ms: T0, seq: None }.encode(&mut b).unwrap();
         io.give(&downlink("mekong/v1/hau-01/down", 3, &b[..len]));
-        let (reports, _, _) = run(&mut n, &mut io, 90_100);
+        let (reports, _, _) = run(&mut n, &mut io, due + 100);
         assert_eq!(
             reports,
             [Report::Refused { id: Some(1), seq: None, reason: String::try_from("bad_time").unwrap() }]
@@ -507,6 +543,51 @@ mod tests {
         io.give(&ack(T0 + 4_000, 4, T0 + 70_000, 1));
         assert!(matches!(run(&mut n, &mut io, 60_400).0[..], [Report::Acked { id: 1, seq: Some(1), .. }]));
         assert_eq!((n.outbox_stats().refused_packs, n.backlog().1), (1, 0));
+    }
+
+    /// The node's packs say it reads lists of acknowledgements (downlink version 2); a list
+    /// frees every pack it names at once, and the console gets a line per pack (one per
+    /// poll), and one for a number no pack went out with.
+    #[test]
+    fn a_list_of_acknowledgements_frees_each_pack_it_names() {
+        let (mut n, mut io) = (node(), Pipe::default());
+        run(&mut n, &mut io, 0);
+        io.give(&ack(T0, 1, T0, 0));
+        run(&mut n, &mut io, 100);
+        for i in 0..12u64 {
+            n.record(Metric::WaterLevel, 180.0 + i as f64, 1_000 + i * 1_000);
+        }
+        let (reports, packs, _) = run(&mut n, &mut io, 60_100);
+        assert_eq!(packs.len(), 3, "{reports:?}");
+        for p in &packs {
+            let opened = cose::open(p, &KEY).unwrap();
+            let opts = DecodeOptions { now: 1_790_000_100.0, max_records: 100 };
+            let info = mekong_schema::senml::decode_with_info(opened.payload, opts, &mut |_| Ok(())).unwrap();
+            assert_eq!(info.downlink, downlink::VERSION_LIST);
+        }
+        let mut acks = downlink::AckList::new();
+        for (seq, up_to_ms) in [(2, T0 - 52_000), (1, T0 - 56_000), (99, T0)] {
+            acks.push(downlink::PackAck { up_to_ms, readings: 4, seq: Some(seq) }).unwrap();
+        }
+        let mut b = [0u8; 256];
+        let len = Downlink::Acks { acks, server_ms: T0 + 70_000 }.encode(&mut b).unwrap();
+        io.give(&downlink("mekong/v1/hau-01/down", 9, &b[..len]));
+        let (reports, _, _) = run(&mut n, &mut io, 60_200);
+        assert!(
+            matches!(
+                reports[..],
+                [
+                    Report::Acked { id: 2, seq: Some(2), readings: 4, .. },
+                    Report::Acked { id: 1, seq: Some(1), readings: 4, .. },
+                    Report::AckUnmatched,
+                ]
+            ),
+            "{reports:?}"
+        );
+        assert_eq!(n.backlog(), (0, 1), "pack 3 still in flight");
+        assert_eq!(n.clock().epoch_ms(60_200), Some(T0 + 70_000));
+        let st = n.outbox_stats();
+        assert_eq!((st.acked_packs, st.acked_records, st.unmatched), (3, 9, 1));
     }
 
     /// The CONNECT carries the device id as client id and user name and the config page's

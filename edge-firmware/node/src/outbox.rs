@@ -31,11 +31,21 @@
 //! refused one; then a good pack may be dropped in its place (counted as refused). A
 //! reconnection marks every earlier transmission as lost.
 //!
+//! **Resends back off.** A pack with no answer goes again after `timeout_ms` the first time,
+//! and after twice as long at each send after that, up to eight times `timeout_ms`; to each
+//! wait is added up to half of it again, chosen from the node's jitter seed (its device id,
+//! [`Outbox::with_jitter_seed`]) and the number of the send. The rule is the wire contract's
+//! ([`mekong_schema::downlink::resend_after_ms`]), so gateways and the platform's load
+//! generator back off alike. A fleet that lost the platform at once (a broker restart, an
+//! overload) so comes back spread out instead of resending in lockstep, and a slow platform
+//! gets fewer resends from each node the longer it stays slow, not more.
+//!
 //! **Before the clock is set** no readings are packed; the node sends a hello instead
 //! ([`crate::pack::encode_hello`]), encoded again at each send, and the first downlink of any
 //! kind sets the clock.
 
 use heapless::{Deque, Vec};
+use mekong_schema::downlink::{resend_after_ms, resend_jitter};
 use mekong_schema::senml::EncodeError;
 
 use crate::clock::{Clock, Synced};
@@ -63,6 +73,8 @@ pub struct InFlight {
     pub sent_at_ms: Option<u64>,
     /// How many times it was sent.
     pub attempts: u16,
+    /// How long after `sent_at_ms` it is sent again without an answer ([`resend_after_ms`]).
+    pub wait_ms: u64,
     seqs: Vec<u64, { MAX_ATTEMPTS as usize }>,
     bytes: Vec<u8, PACK_BYTES>,
 }
@@ -150,6 +162,8 @@ pub struct Outbox<const Q: usize, const W: usize> {
     answered: Option<u64>,
     /// The last sequence number sent.
     last_seq: Option<u64>,
+    /// Spreads the resends of a fleet ([`resend_jitter`]).
+    jitter_seed: u32,
     stats: OutboxStats,
 }
 
@@ -164,8 +178,16 @@ impl<const Q: usize, const W: usize> Outbox<Q, W> {
             next_id: 0,
             answered: None,
             last_seq: None,
+            jitter_seed: 0,
             stats: OutboxStats::default(),
         }
+    }
+
+    /// Sets the seed of the resend jitter: something that differs from node to node, such as
+    /// a checksum of the device id, so that nodes do not resend in lockstep.
+    pub fn with_jitter_seed(mut self, seed: u32) -> Self {
+        self.jitter_seed = seed;
+        self
     }
 
     /// Counters since boot.
@@ -215,7 +237,7 @@ impl<const Q: usize, const W: usize> Outbox<Q, W> {
     fn entry(&mut self, up_to_ms: Option<i64>, records: u16, bytes: Vec<u8, PACK_BYTES>) -> InFlight {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        InFlight { id, up_to_ms, records, sent_at_ms: None, attempts: 0, seqs: Vec::new(), bytes }
+        InFlight { id, up_to_ms, records, sent_at_ms: None, attempts: 0, wait_ms: 0, seqs: Vec::new(), bytes }
     }
 
     /// Packs up to `max_records` of the oldest samples (plus the `dropped` report) with their
@@ -258,22 +280,25 @@ impl<const Q: usize, const W: usize> Outbox<Q, W> {
         Ok(self.in_flight.last())
     }
 
-    fn due_at(&self, now_ms: u64, timeout_ms: u64) -> Option<usize> {
-        self.in_flight.iter().position(|p| p.sent_at_ms.is_none_or(|t| now_ms.saturating_sub(t) >= timeout_ms))
+    fn due_at(&self, now_ms: u64) -> Option<usize> {
+        self.in_flight.iter().position(|p| p.sent_at_ms.is_none_or(|t| now_ms.saturating_sub(t) >= p.wait_ms))
     }
 
-    /// Whether a pack is due at `now_ms`: one never sent, or one unanswered for
-    /// `timeout_ms`. Packs sent [`MAX_ATTEMPTS`] times without an answer are given up here.
-    pub fn has_due(&mut self, now_ms: u64, timeout_ms: u64) -> bool {
-        while let Some(i) = self.due_at(now_ms, timeout_ms).filter(|&i| self.in_flight[i].attempts >= MAX_ATTEMPTS) {
+    /// Whether a pack is due at `now_ms`: one never sent, or one unanswered for its wait
+    /// (`timeout_ms` backed off with its sends, [`resend_after_ms`], fixed when it was sent).
+    /// Packs sent [`MAX_ATTEMPTS`] times without an answer are given up here.
+    pub fn has_due(&mut self, now_ms: u64) -> bool {
+        while let Some(i) = self.due_at(now_ms).filter(|&i| self.in_flight[i].attempts >= MAX_ATTEMPTS) {
             self.in_flight.remove(i);
             self.stats.expired_packs += 1;
         }
-        self.due_at(now_ms, timeout_ms).is_some()
+        self.due_at(now_ms).is_some()
     }
 
     /// Seals the next due pack with `seq` (a number never used before) into `out` and marks
-    /// it sent at `now_ms`; `None` if no pack is due. A hello is encoded afresh.
+    /// it sent at `now_ms`, to be sent again after `timeout_ms` backed off with its sends
+    /// ([`resend_after_ms`]) if no answer comes; `None` if no pack is due. A hello is encoded
+    /// afresh.
     pub fn transmit<S: Sealer>(
         &mut self,
         now_ms: u64,
@@ -282,7 +307,7 @@ impl<const Q: usize, const W: usize> Outbox<Q, W> {
         sealer: &mut S,
         out: &mut [u8],
     ) -> Result<Option<Sent>, SendError> {
-        let Some(i) = self.due_at(now_ms, timeout_ms) else { return Ok(None) };
+        let Some(i) = self.due_at(now_ms) else { return Ok(None) };
         let p = &mut self.in_flight[i];
         let len = if p.is_hello() {
             let mut hello = [0u8; 32];
@@ -301,6 +326,7 @@ impl<const Q: usize, const W: usize> Outbox<Q, W> {
         }
         p.attempts += 1;
         p.sent_at_ms = Some(now_ms);
+        p.wait_ms = resend_after_ms(timeout_ms, p.attempts, resend_jitter(self.jitter_seed, seq));
         self.last_seq = Some(seq);
         Ok(Some(Sent { id: p.id, seq, records: p.records, attempt: p.attempts, len }))
     }
@@ -378,6 +404,7 @@ mod tests {
     use super::*;
     use crate::sample::Metric;
     use crate::seal::Unsigned;
+    use mekong_schema::downlink::MAX_BACKOFF;
     use mekong_schema::senml::{decode_pack, DecodeOptions, Value};
 
     const T0: i64 = 1_790_000_000_000;
@@ -425,7 +452,7 @@ mod tests {
         let second = ob.pack(&clock, 2, |s, t| seen.push((s.value, t))).unwrap().unwrap().up_to_ms;
         assert_eq!((first, second), (Some(T0 + 10_000), Some(T0 + 30_000)));
         assert_eq!(seen, [(180.0, T0), (181.0, T0 + 10_000), (182.0, T0 + 20_000), (183.0, T0 + 30_000)]);
-        assert!(ob.has_due(40_000, 30_000));
+        assert!(ob.has_due(40_000));
         assert_eq!(send(&mut ob, 40_000, 7).unwrap().0.id, 0);
         assert_eq!(send(&mut ob, 40_000, 8).unwrap().0.id, 1);
         assert!(send(&mut ob, 40_000, 9).is_none(), "nothing else is due");
@@ -446,28 +473,61 @@ mod tests {
         ob.push(level(182.5, 5));
         ob.pack(&clock, 8, |_, _| {}).unwrap();
         let (_, sent) = send(&mut ob, 6_000, 1).unwrap();
-        assert!(!ob.has_due(35_999, 30_000), "not yet");
+        let due = 6_000 + resend_after_ms(30_000, 1, resend_jitter(0, 1));
+        assert!(!ob.has_due(due - 1), "not yet");
         ob.push(level(183.0, 40));
         assert!(!ob.can_pack(&Clock::new()), "no clock, no pack");
-        let (again, bytes) = send(&mut ob, 36_000, 2).unwrap();
+        let (again, bytes) = send(&mut ob, due, 2).unwrap();
         assert_eq!((again.seq, again.attempt), (2, 2));
         assert_eq!(bytes, sent, "Unsigned: the readings are byte for byte the same");
         assert_eq!(records(&bytes), [("water_level".into(), 182.5, 1_790_000_005.0)]);
         assert_eq!(ob.stats().resends, 1);
         // The platform stored the first send; its ack comes late. It frees the pack.
         assert_eq!(ob.on_ack(Ack { up_to_ms: T0 + 5_000, readings: 1, seq: Some(1) }).unwrap().seqs(), [1, 2]);
-        // A pack nobody answers is given up after MAX_ATTEMPTS sends.
+        // A pack nobody answers is given up after MAX_ATTEMPTS sends, each wait longer.
         ob.pack(&clock, 8, |_, _| {}).unwrap();
-        let mut now = 100_000;
-        let mut seq = 10;
-        while ob.has_due(now, 30_000) {
-            send(&mut ob, now, seq).unwrap();
-            now += 30_000;
-            seq += 1;
+        let mut sends = std::vec::Vec::new();
+        let (mut now, mut seq) = (100_000, 10);
+        while !ob.in_flight().is_empty() {
+            if ob.has_due(now) {
+                send(&mut ob, now, seq).unwrap();
+                sends.push(now);
+                seq += 1;
+            }
+            now += 100;
         }
-        assert_eq!(seq - 10, u64::from(MAX_ATTEMPTS));
+        assert_eq!(sends.len(), usize::from(MAX_ATTEMPTS));
+        for (i, w) in sends.windows(2).enumerate() {
+            let base = 30_000 * (1 << i).min(MAX_BACKOFF);
+            assert!((base..=base * 3 / 2 + 100).contains(&(w[1] - w[0])), "wait {i}: {}", w[1] - w[0]);
+        }
         assert_eq!(ob.stats().expired_packs, 1);
-        assert!(ob.in_flight().is_empty());
+    }
+
+    /// Nodes that sent at the same moment resend at different moments.
+    #[test]
+    fn resends_back_off_and_nodes_spread_out() {
+        // A fleet of 100 nodes, each sending its first pack at the same moment with seq 1.
+        let clock = synced();
+        let mut due: std::vec::Vec<u64> = (0..100u32)
+            .map(|node| {
+                let mut ob: Outbox<16, 4> = Outbox::new(1).with_jitter_seed(node.wrapping_mul(2_654_435_761));
+                ob.push(level(1.0, 1));
+                ob.pack(&clock, 1, |_, _| {}).unwrap();
+                send(&mut ob, 0, 1).unwrap();
+                let p = &ob.in_flight()[0];
+                assert!((30_000..=45_000).contains(&p.wait_ms));
+                p.wait_ms
+            })
+            .collect();
+        due.sort_unstable();
+        due.dedup();
+        assert!(due.len() > 90, "the fleet resends over 15 s, not at one moment: {} distinct", due.len());
+        // In each of the three 5 s thirds of the spread, some nodes.
+        for third in 0..3 {
+            let lo = 30_000 + third * 5_000;
+            assert!(due.iter().any(|d| (lo..lo + 5_000).contains(d)), "none in {lo}..");
+        }
     }
 
     #[test]
@@ -512,7 +572,7 @@ mod tests {
         send(&mut ob, 40_000, 4).unwrap();
         assert_eq!(ob.on_refusal(None).unwrap().seqs(), [1, 4]);
         assert!(ob.in_flight().is_empty());
-        assert!(!ob.has_due(1_000_000, 30_000));
+        assert!(!ob.has_due(1_000_000));
     }
 
     /// A refusal that names its number drops exactly that pack, in whatever order refusals

@@ -1,5 +1,10 @@
 //! Turns queued samples into one SenML-CBOR pack with `mekong_schema::encode_pack`.
 //!
+//! Every pack of readings says that the node reads lists of acknowledgements (the first
+//! record's `"mekong_dl": 2`, `mekong_schema::downlink::VERSION_LABEL`): a backlog's packs
+//! are then acknowledged in one downlink per flush of the platform, not one each. The hello
+//! does not say so: it is alone in flight.
+//!
 //! Times go out in whole seconds: nodes sample every few seconds or more, and integer times
 //! are one to three bytes of CBOR where a fractional one is nine.
 //!
@@ -16,7 +21,8 @@
 //! hello stored twice is two true readings. No sensor reading ever goes out with a time
 //! relative to receipt, which a resend would store again at a later, wrong time.
 
-use mekong_schema::senml::{encode_pack, Base, EncodeError, Reading};
+use mekong_schema::downlink::VERSION_LIST;
+use mekong_schema::senml::{encode_pack, encode_pack_with_downlink, Base, EncodeError, Reading};
 
 use crate::clock::Synced;
 use crate::sample::{Metric, Sample};
@@ -69,7 +75,8 @@ pub fn encode(samples: &[Sample], dropped: u32, clock: &Synced, out: &mut [u8]) 
     // The first record's unit becomes the base unit: a backlog of one sensor then names its
     // unit once.
     let unit = readings.first().and_then(|r| r.unit);
-    let len = encode_pack(out, &Base { name: None, time: Some(base as f64), unit }, &readings)?;
+    let base_fields = Base { name: None, time: Some(base as f64), unit };
+    let len = encode_pack_with_downlink(out, &base_fields, &readings, VERSION_LIST)?;
     Ok(Packed { len, up_to_ms: base * 1000, records: readings.len() as u16 })
 }
 
@@ -138,8 +145,9 @@ mod tests {
                 ("water_level".into(), 185.5, 1_790_000_060.0),
             ]
         );
-        // One base unit, integer times: 3 readings in well under 25 bytes each.
-        assert!(p.len < 75, "{}", p.len);
+        // One base unit, integer times: 3 readings in well under 25 bytes each, plus the 11
+        // bytes of `"mekong_dl": 2` once per pack.
+        assert!(p.len < 75 + 11, "{}", p.len);
     }
 
     #[test]

@@ -18,7 +18,14 @@ fn accepted(device: &str) -> Outcome {
         points: vec![(NOW - 1_000, 3.0)],
     }];
     let new_readings = Some(Stored { device: device.into(), kind: "traffic".into(), series });
-    Outcome::Accepted(Accepted { device: device.into(), summary, up_to_ms: NOW - 1_000, seq: Some(9), new_readings })
+    Outcome::Accepted(Accepted {
+        device: device.into(),
+        summary,
+        up_to_ms: NOW - 1_000,
+        seq: Some(9),
+        downlink: 0,
+        new_readings,
+    })
 }
 
 fn refused(device: &str, kind: Reason) -> Outcome {
@@ -88,4 +95,85 @@ impl WithoutReadings for Outcome {
         }
         self
     }
+}
+
+/// An accepted pack of `device` with newest reading `up_to_ms`, whose node reads downlink
+/// version `downlink`.
+fn pack(device: &str, up_to_ms: i64, downlink: u8) -> Outcome {
+    Outcome::Accepted(Accepted {
+        device: device.into(),
+        summary: WriteSummary { stored: 1, duplicates: 0 },
+        up_to_ms,
+        seq: None,
+        downlink,
+        new_readings: None,
+    })
+}
+
+/// The packs each downlink names, by device: `[("d", [t1, t2]), ("e", [t3])]`, with `Refused`
+/// as an empty list.
+fn named(out: &Answers<'_>) -> Vec<(String, Vec<i64>)> {
+    out.messages
+        .iter()
+        .map(|(device, m)| {
+            let times = match m {
+                Downlink::Ack { up_to_ms, .. } => vec![*up_to_ms],
+                Downlink::Acks { acks, .. } => acks.as_slice().iter().map(|a| a.up_to_ms).collect(),
+                Downlink::Refused { .. } => vec![],
+            };
+            (device.to_string(), times)
+        })
+        .collect()
+}
+
+/// A device whose packs say it reads version 2 gets one downlink for its packs of a flush,
+/// across groups, at the place of its first; a device that does not say so gets one per
+/// pack, as before; a refusal of the device closes its list; a list holds at most
+/// MAX_BATCH packs, and a list of one goes out as a plain acknowledgement.
+#[test]
+fn a_device_that_reads_lists_gets_one_downlink_per_flush() {
+    let first = Handled {
+        generation: Some(Generation(3)),
+        outbox: None,
+        outcomes: vec![pack("d", 1, 2), pack("old", 10, 0), pack("d", 2, 2), pack("old", 11, 0)],
+    };
+    let second = Handled {
+        generation: Some(Generation(3)),
+        outbox: None,
+        outcomes: vec![
+            pack("d", 3, 2),
+            refused("d", Reason::BadTime),
+            pack("d", 4, 2),
+            pack("d", 5, 2),
+            pack("e", 20, 2),
+        ],
+    };
+    let pending = [first, second];
+    let out = answers(&pending, Some(Generation(3)), NOW);
+    let want: Vec<(String, Vec<i64>)> = vec![
+        ("d".into(), vec![1, 2, 3]),
+        ("old".into(), vec![10]),
+        ("old".into(), vec![11]),
+        ("d".into(), vec![]),
+        ("d".into(), vec![4, 5]),
+        ("e".into(), vec![20]),
+    ];
+    assert_eq!(named(&out), want);
+    assert_eq!((out.packs, out.readings, out.withheld), (8, 8, 0));
+    assert!(matches!(out.messages[1].1, Downlink::Ack { .. }), "a device that did not opt in");
+    assert_eq!(out.messages[5].1, Downlink::Ack { up_to_ms: 20, readings: 1, server_ms: NOW, seq: None });
+    let Downlink::Acks { acks, server_ms } = out.messages[0].1 else { panic!("a list") };
+    assert_eq!(server_ms, NOW);
+    assert_eq!(acks.as_slice()[2], downlink::PackAck { up_to_ms: 3, readings: 1, seq: None });
+
+    // Ten packs in one flush: a list of MAX_BATCH, then the rest.
+    let many =
+        Handled { generation: Some(Generation(3)), outbox: None, outcomes: (0..10).map(|t| pack("d", t, 2)).collect() };
+    let out = answers(std::slice::from_ref(&many), Some(Generation(3)), NOW);
+    assert_eq!(named(&out), vec![("d".into(), (0..8).collect()), ("d".into(), vec![8, 9])]);
+    // Not flushed: nothing is acknowledged, listed or not.
+    let pending = [many];
+    let out = answers(&pending, Some(Generation(4)), NOW);
+    assert!(out.messages.is_empty());
+    assert_eq!(out.withheld, 10);
 }

@@ -374,3 +374,19 @@ fn booleans_make_a_boolean_series_that_numbers_cannot_join() {
     assert!(r.reason.contains("only numbers (v) and booleans (vb) are stored"), "{}", r.reason);
     assert_eq!(f.store.series("hau-01", "pump_running").unwrap().count, 2);
 }
+
+/// A pack that says its node reads lists of acknowledgements (`"mekong_dl": 2`) is accepted
+/// like any other and carries the version to the acknowledgement thread; without the label
+/// the version is 0.
+#[test]
+fn a_pack_carries_the_downlink_version_its_node_reads() {
+    let mut f = fixture(PipelineOptions::default());
+    let readings = [reading("water_level", 182.5, 0.0)];
+    let mut buf = vec![0u8; 256];
+    let base = Base { time: Some(1_789_999_000.0), ..Default::default() };
+    let n = mekong_schema::senml::encode_pack_with_downlink(&mut buf, &base, &readings, 2).unwrap();
+    let got = f.pipeline.handle(b"mekong/v1/hau-01/up", &buf[..n], NOW_MS).accepted();
+    assert_eq!((got.downlink, got.summary.stored), (2, 1));
+    let got = f.pipeline.handle(b"mekong/v1/hau-01/up", &pack(&readings, 1_789_999_001.0), NOW_MS).accepted();
+    assert_eq!(got.downlink, 0);
+}

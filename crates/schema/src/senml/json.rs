@@ -13,8 +13,8 @@
 use core::fmt::Write as _;
 
 use super::{
-    check_entries, label, label_bit, Base, Bases, DecodeError, DecodeOptions, EncodeError, Entry, Item, RawRecord,
-    Record, RecordError, Value,
+    check_entries, label, label_bit, Base, Bases, DecodeError, DecodeOptions, EncodeError, Entry, Item, PackInfo,
+    RawRecord, Record, RecordError, Value,
 };
 
 /// Encodes `entries` as one SenML-JSON pack into `out` (the same records as
@@ -143,6 +143,19 @@ pub fn decode_json_pack<'a, F>(input: &'a [u8], opts: DecodeOptions, sink: &mut 
 where
     F: FnMut(Record<'a>) -> Result<(), RecordError>,
 {
+    decode_json_pack_with_info(input, opts, sink).map(|info| info.records)
+}
+
+/// [`decode_json_pack`], and what the pack says besides its records (the downlink version,
+/// `"mekong_dl"`, as in CBOR).
+pub fn decode_json_pack_with_info<'a, F>(
+    input: &'a [u8],
+    opts: DecodeOptions,
+    sink: &mut F,
+) -> Result<PackInfo, DecodeError>
+where
+    F: FnMut(Record<'a>) -> Result<(), RecordError>,
+{
     let mut r = Reader { input, pos: 0 };
     r.skip_ws();
     match r.peek() {
@@ -154,6 +167,7 @@ where
     }
     let mut bases = Bases::default();
     let mut index = 0;
+    let mut downlink = 0;
     r.skip_ws();
     if r.peek() == Some(b']') {
         r.pos += 1;
@@ -174,6 +188,7 @@ where
                 return Err(fail(RecordError::TooManyRecords(opts.max_records)));
             }
             let record = raw.resolve(&mut bases, opts.now).map_err(fail)?;
+            downlink = downlink.max(raw.downlink);
             sink(record).map_err(fail)?;
             index += 1;
             r.skip_ws();
@@ -188,7 +203,7 @@ where
     if r.pos < input.len() {
         return Err(r.syntax("bytes after the pack"));
     }
-    Ok(index)
+    Ok(PackInfo { records: index, downlink })
 }
 
 /// A position in the input.
@@ -436,6 +451,13 @@ fn label_of(key: &str) -> Option<i64> {
 /// in `_` (must-understand), a key may appear once.
 fn set<'a>(raw: &mut RawRecord<'a>, seen: &mut u16, key: &'a str, value: Scalar<'a>) -> Result<(), RecordError> {
     let Some(label) = label_of(key) else {
+        if key == crate::downlink::VERSION_LABEL {
+            // Not an unsigned integer: ignored, as an older platform ignores it all.
+            if let Scalar::Number { int: Some(v), .. } = value {
+                raw.downlink = u8::try_from(v.max(0)).unwrap_or(u8::MAX);
+            }
+            return Ok(());
+        }
         return if key.ends_with('_') { Err(RecordError::MustUnderstand) } else { Ok(()) };
     };
     let bit = label_bit(label).unwrap_or(0);

@@ -449,3 +449,38 @@ fn entries_of_numbers_and_booleans_decode_back_from_cbor_and_json() {
     assert_eq!(json::encode_pack(&mut [0u8; 8], &base, &entries), Err(EncodeError::BufferFull));
     assert_eq!(encode_entries(&mut [0u8; 8], &base, &entries), Err(EncodeError::BufferFull));
 }
+
+/// The downlink version a pack says its node reads (`"mekong_dl"`, a text label): in CBOR
+/// and JSON, from any record, the highest wins; without it 0; a value that is not an
+/// unsigned integer is ignored, and the records are the same with or without it.
+#[test]
+fn a_pack_says_which_downlink_version_its_node_reads() {
+    let info = |input: &[u8]| decode_with_info(input, opts(), &mut |_| Ok(())).unwrap();
+    let base = Base { time: Some(1_790_000_000.0), unit: Some("cm"), ..Base::default() };
+    let readings = [
+        Reading { name: "water_level", unit: None, value: 182.5, time: 0.0 },
+        Reading { name: "water_level", unit: None, value: 183.0, time: 60.0 },
+    ];
+    let (mut plain, mut opted) = ([0u8; 128], [0u8; 128]);
+    let n = encode_pack(&mut plain, &base, &readings).unwrap();
+    let m = encode_pack_with_downlink(&mut opted, &base, &readings, crate::downlink::VERSION_LIST).unwrap();
+    // `"mekong_dl": 2`: a text key of 9 bytes (1 + 9) and its value (1).
+    assert_eq!(m, n + 11);
+    assert_eq!(info(&plain[..n]), PackInfo { records: 2, downlink: 0 });
+    assert_eq!(info(&opted[..m]), PackInfo { records: 2, downlink: 2 });
+    assert_eq!(decode(&opted[..m]).unwrap(), decode(&plain[..n]).unwrap());
+    // The JSON form, in a later record, next to an older value.
+    let json = br#"[{"bt":1790000000,"n":"a","v":1,"mekong_dl":1},{"n":"a","v":2,"t":1,"mekong_dl":3}]"#;
+    assert_eq!(info(json), PackInfo { records: 2, downlink: 3 });
+    for ignored in [&br#"[{"n":"a","v":1,"mekong_dl":"2"}]"#[..], br#"[{"n":"a","v":1,"mekong_dl":-2}]"#] {
+        assert_eq!(info(ignored).downlink, 0);
+    }
+    // CBOR: [{0: "a", 2: 1, "mekong_dl": "x"}] and a huge value.
+    let mut cbor = std::vec![0x81, 0xa3, 0x00, 0x61, b'a', 0x02, 0x01, 0x69];
+    cbor.extend_from_slice(b"mekong_dl");
+    let mut text = cbor.clone();
+    text.extend_from_slice(&[0x61, b'x']);
+    assert_eq!(info(&text).downlink, 0);
+    cbor.extend_from_slice(&[0x19, 0x01, 0x00]);
+    assert_eq!(info(&cbor).downlink, u8::MAX);
+}

@@ -23,8 +23,10 @@ use embedded_io::{Read, ReadReady, Write};
 
 use super::codec::{self, CodecError, Login, Packet};
 
-/// Bytes kept for incoming packets: a downlink is about 30 bytes plus its topic.
-pub const RX_BYTES: usize = 256;
+/// Bytes kept for incoming packets: a downlink is about 30 bytes plus its topic, a list of
+/// acknowledgements (downlink version 2) up to 172 bytes
+/// ([`mekong_schema::downlink::MAX_BATCH`] packs).
+pub const RX_BYTES: usize = 320;
 
 /// The longest CONNECT a node sends: fixed header (3 bytes for this length), variable header
 /// (10), then client id, user name and password of up to 64 bytes each, with their lengths.
