@@ -335,28 +335,27 @@ fn decode_downlink(payload: &[u8]) -> Downlink {
 
 /// Encodes readings `(name, unit, value, time)` as one SenML-CBOR pack with base time `bt`.
 pub fn pack(bt: f64, readings: &[(&str, &str, f64, f64)]) -> Vec<u8> {
-    let readings: Vec<_> = readings
-        .iter()
-        .map(|&(name, unit, value, time)| mekong_schema::Reading { name, unit: Some(unit), value, time })
-        .collect();
-    let mut buf = vec![0u8; 64 + 64 * readings.len()];
-    let base = mekong_schema::Base { time: Some(bt), ..Default::default() };
-    let n = mekong_schema::encode_pack(&mut buf, &base, &readings).unwrap();
-    buf.truncate(n);
-    buf
+    encode(bt, readings, None)
 }
 
 /// [`pack`], saying that its node reads lists of acknowledgements (downlink version 2).
 pub fn pack_reading_lists(bt: f64, readings: &[(&str, &str, f64, f64)]) -> Vec<u8> {
+    encode(bt, readings, Some(mekong_schema::downlink::VERSION_LIST))
+}
+
+/// [`pack`], saying downlink version `downlink` if given.
+fn encode(bt: f64, readings: &[(&str, &str, f64, f64)], downlink: Option<u8>) -> Vec<u8> {
     let readings: Vec<_> = readings
         .iter()
         .map(|&(name, unit, value, time)| mekong_schema::Reading { name, unit: Some(unit), value, time })
         .collect();
     let mut buf = vec![0u8; 64 + 64 * readings.len()];
     let base = mekong_schema::Base { time: Some(bt), ..Default::default() };
-    let version = mekong_schema::downlink::VERSION_LIST;
-    let n = mekong_schema::senml::encode_pack_with_downlink(&mut buf, &base, &readings, version).unwrap();
-    buf.truncate(n);
+    let n = match downlink {
+        None => mekong_schema::encode_pack(&mut buf, &base, &readings),
+        Some(version) => mekong_schema::senml::encode_pack_with_downlink(&mut buf, &base, &readings, version),
+    };
+    buf.truncate(n.unwrap());
     buf
 }
 
