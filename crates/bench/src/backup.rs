@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, wait_answering};
+use crate::harness::{free_ports, get_json, percentile_ms, post_json, temp_dir, wait_answering};
 use crate::load::{Counters, Load, LoadOptions};
 
 /// What to measure (the options of `mekong-bench backup`).
@@ -69,21 +68,6 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `POST path` with an empty body, as JSON, with a minimal HTTP/1.1 client.
-async fn post_json(addr: SocketAddr, path: &str) -> anyhow::Result<Value> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").context("malformed http response")?;
-    if !head.starts_with("HTTP/1.1 201") {
-        bail!("POST {path}: {head}: {body}");
-    }
-    Ok(serde_json::from_str(body)?)
 }
 
 /// The acknowledgement latencies of packs first sent while `during` runs (p50, p99, max in

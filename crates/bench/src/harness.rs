@@ -70,14 +70,29 @@ impl Drop for TempDir {
 
 /// `GET path` as JSON, with a minimal HTTP/1.1 client (one request per connection).
 pub async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<Value> {
+    let (_, body) = request(addr, "GET", path).await?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// `POST path` with an empty body, as JSON, answered with `201 Created`.
+pub async fn post_json(addr: SocketAddr, path: &str) -> anyhow::Result<Value> {
+    let (head, body) = request(addr, "POST", path).await?;
+    if !head.starts_with("HTTP/1.1 201") {
+        bail!("POST {path}: {head}: {body}");
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// One request without a body on a connection of its own; the answer's head and body.
+async fn request(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<(String, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).context("malformed http response")?;
-    Ok(serde_json::from_str(body)?)
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed http response")?;
+    Ok((head.to_owned(), body.to_owned()))
 }
 
 /// Waits until the server at `addr` answers `GET path` with JSON; fails, naming it as `what`,
