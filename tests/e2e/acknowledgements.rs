@@ -1,13 +1,13 @@
 //! Devices hear back on their downlink topic: an acknowledgement once their pack is on disk,
 //! a refusal (with the reason kind) when it never will be, and nothing meant for another
-//! device.
+//! device. The broker's PUBACK of an uplink waits for the same moment.
 
 use std::collections::BTreeSet;
 
 use mekong_schema::downlink::{self, Downlink as Message};
 
 use crate::platform::{config, start};
-use mekong_tests::{now_secs, pack, pack_reading_lists, Downlink, Sensor};
+use mekong_tests::{now_secs, pack, pack_acked_by_puback, pack_reading_lists, Downlink, Sensor, TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packs_are_acknowledged_after_the_flush_and_refusals_say_why() {
@@ -129,5 +129,62 @@ async fn a_node_that_reads_lists_gets_fewer_downlinks_and_an_old_one_one_per_pac
     let stats = running.wait_stats("every downlink", |s| s["downlinks"].as_u64() == Some(total)).await;
     assert_eq!(stats["durable_packs"], 2 * PACKS as u64, "{stats}");
     assert_eq!((new.received_downlink(), old.received_downlink()), (None, None));
+    running.stop().await;
+}
+
+/// The PUBACK of an uplink comes once its pack is on disk (or refused), not when the broker
+/// has it: at each PUBACK the pack's readings are already counted durable. A node whose packs
+/// say downlink version 3 gets no acknowledgement downlink (the PUBACK is one), but still its
+/// refusals; an MQTT 5 client sees a refusal in the PUBACK's reason code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_puback_says_the_pack_is_durable_and_version_3_needs_no_downlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(&config(dir.path())).await;
+    let mut node = Sensor::device(running.mqtt(), "hau-pub").await;
+    let t = now_secs().floor() - 60.0;
+
+    for (i, readings) in [2u64, 3, 1].into_iter().enumerate() {
+        let at = t - 30.0 + 10.0 * i as f64;
+        let values: Vec<_> = (0..readings).map(|r| ("water_level", "cm", 170.0 + r as f64, -(r as f64))).collect();
+        // Returns at the PUBACK.
+        node.publish("mekong/v1/hau-pub/up", pack_acked_by_puback(at, &values)).await;
+        let stats = running.json("/v1/stats").await;
+        assert_eq!(stats["durable_packs"].as_u64(), Some(i as u64 + 1), "PUBACK before the flush: {stats}");
+    }
+    // A refusal: PUBACKed (it is final), and explained on the downlink topic.
+    node.publish("mekong/v1/hau-pub/up", pack_acked_by_puback(t + 3.0 * 86_400.0, &[("water_level", "cm", 1.0, 0.0)]))
+        .await;
+    assert!(matches!(node.downlink().await, Downlink::Refused { reason, .. } if reason == "bad_time"));
+    // A pack of version 1 is acknowledged on the downlink topic, and that acknowledgement is
+    // the next downlink: none came for the version-3 packs before it.
+    node.publish("mekong/v1/hau-pub/up", pack(t + 10.0, &[("water_level", "cm", 175.0, 0.0)])).await;
+    let ack = node.downlink().await;
+    assert!(matches!(ack, Downlink::Ack { up_to_ms, readings: 1, .. } if up_to_ms == ((t + 10.0) * 1000.0) as i64));
+    assert_eq!(node.received_downlink(), None);
+    let stats = running.json("/v1/stats").await;
+    assert_eq!((stats["downlinks"].as_u64(), stats["durable_readings"].as_u64()), (Some(2), Some(7)), "{stats}");
+
+    // MQTT 5: success for a stored pack, 0x99 (payload format invalid) for a refused one.
+    use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+    use rumqttc::v5::mqttbytes::QoS;
+    let addr = running.mqtt();
+    let options = rumqttc::v5::MqttOptions::new("hau-pub5", addr.ip().to_string(), addr.port());
+    let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 10);
+    let mut reasons = Vec::new();
+    for at in [t + 20.0, t + 3.0 * 86_400.0] {
+        let payload = pack_acked_by_puback(at, &[("water_level", "cm", 1.0, 0.0)]);
+        client.publish("mekong/v1/hau-pub5/up", QoS::AtLeastOnce, false, payload).await.unwrap();
+        let reason = tokio::time::timeout(TIMEOUT, async {
+            loop {
+                if let rumqttc::v5::Event::Incoming(Packet::PubAck(ack)) = events.poll().await.unwrap() {
+                    return ack.reason;
+                }
+            }
+        })
+        .await
+        .expect("no PUBACK over MQTT 5");
+        reasons.push(reason);
+    }
+    assert_eq!(reasons, [PubAckReason::Success, PubAckReason::PayloadFormatInvalid]);
     running.stop().await;
 }

@@ -91,8 +91,11 @@ async fn a_full_disk_defers_packs_and_writes_again_once_space_returns() {
     let failing = loop {
         assert!(sent < MAX_PACKS, "{sent} packs on a full disk and the store never failed");
         let (_, payload) = pack_of(t0, sent);
-        node.publish(TOPIC, payload).await;
+        // No PUBACK for a pack the store could not keep: wait for the ingest path to have
+        // taken it instead.
+        node.publish_nowait(TOPIC, payload).await;
         sent += 1;
+        running.wait_stats("the pack taken", |s| s["received"].as_u64() == Some(sent as u64)).await;
         let (status, health) = running.get("/healthz").await;
         if status == 503 {
             break health;
@@ -109,10 +112,10 @@ async fn a_full_disk_defers_packs_and_writes_again_once_space_returns() {
     // While it fails, packs are deferred, not refused; a refusal about the pack itself still
     // goes out, and it comes after any answer to the packs sent before it.
     for i in sent..sent + 5 {
-        node.publish(TOPIC, pack_of(t0, i).1).await;
+        node.publish_nowait(TOPIC, pack_of(t0, i).1).await;
     }
     sent += 5;
-    node.publish(TOPIC, pack(t0 + 3.0 * 86_400.0, &[("water_level", "cm", 1.0, 0.0)])).await;
+    node.publish_nowait(TOPIC, pack(t0 + 3.0 * 86_400.0, &[("water_level", "cm", 1.0, 0.0)])).await;
     loop {
         match node.downlink().await {
             Downlink::Refused { reason, .. } if reason == "bad_time" => break,
@@ -142,7 +145,7 @@ async fn a_full_disk_defers_packs_and_writes_again_once_space_returns() {
             missing.len()
         );
         for &i in &missing {
-            node.publish(TOPIC, pack_of(t0, i).1).await;
+            node.publish_nowait(TOPIC, pack_of(t0, i).1).await;
         }
         drain(&mut node, Duration::from_secs(2), &mut acked, &mut refusals).await;
     }

@@ -66,6 +66,10 @@ pub enum Acks {
     /// Lists: the packs say `"mekong_dl": 2`, as the firmware's do, and a device's packs of
     /// one flush share a downlink.
     Lists,
+    /// The PUBACK: the packs say `"mekong_dl": 3`, the devices subscribe to no downlink, and
+    /// a pack is acknowledged by its PUBACK, which mekong's broker holds until the pack is
+    /// durable. Resent packs get a new packet id.
+    Puback,
 }
 
 impl Acks {
@@ -74,6 +78,7 @@ impl Acks {
         match self {
             Acks::PerPack => "per-pack",
             Acks::Lists => "lists",
+            Acks::Puback => "puback",
         }
     }
 }
@@ -307,7 +312,7 @@ impl Load {
             let (opts, connecting) = (opts.clone(), Arc::clone(&connecting));
             connects.spawn(async move {
                 let _permit = connecting.acquire().await?;
-                connect(&opts, &id).await.map(|stream| (i, id, stream))
+                connect(&opts, model, &id).await.map(|stream| (i, id, stream))
             });
         }
         let mut tasks = tokio::task::JoinSet::new();
@@ -329,8 +334,9 @@ impl Load {
     }
 }
 
-async fn connect(opts: &LoadOptions, id: &str) -> anyhow::Result<Conn> {
-    connect_device(opts.addr, opts.tls.as_ref(), id, opts.downlinks).await
+async fn connect(opts: &LoadOptions, model: Model, id: &str) -> anyhow::Result<Conn> {
+    let subscribe = opts.downlinks && model.acks != Acks::Puback;
+    connect_device(opts.addr, opts.tls.as_ref(), id, subscribe).await
 }
 
 /// A SUBSCRIBE with packet id 1 (MQTT forbids 0; rumqttc's constructor leaves it 0).
@@ -358,10 +364,12 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A pack sent and not yet acknowledged on the downlink.
+/// A pack sent and not yet acknowledged.
 #[derive(Debug)]
 struct Inflight {
     up_to_ms: i64,
+    /// The packet id of its last send (for an acknowledgement by PUBACK).
+    pkid: u16,
     first_sent: Instant,
     last_sent: Instant,
     /// Sends so far, and how long after `last_sent` the next one is due.
@@ -414,6 +422,7 @@ where
     let window = Arc::new(Semaphore::new(opts.window.max(1)));
     let inflight: Arc<std::sync::Mutex<VecDeque<Inflight>>> = Arc::default();
     let downlinks = opts.downlinks;
+    let by_puback = model.acks == Acks::Puback;
 
     let read = {
         let (window, inflight, counters) = (Arc::clone(&window), Arc::clone(&inflight), Arc::clone(&counters));
@@ -431,12 +440,21 @@ where
                     }
                 };
                 match packet {
-                    Packet::PubAck(_) => {
+                    Packet::PubAck(ack) => {
                         if counters.measuring.load(Ordering::Relaxed) {
                             counters.pubacks.fetch_add(1, Ordering::Relaxed);
                         }
                         if !downlinks {
                             window.add_permits(1);
+                        } else if by_puback {
+                            let acked = {
+                                let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
+                                let pos = queue.iter().position(|e| e.pkid == ack.pkid);
+                                pos.and_then(|i| queue.remove(i))
+                            };
+                            if let Some(entry) = acked {
+                                settle(entry, &window, &counters).await;
+                            }
                         }
                     }
                     Packet::Publish(p) => {
@@ -466,15 +484,7 @@ where
                             };
                             let Some(entry) = acked else { continue };
                             freed += 1;
-                            window.add_permits(1);
-                            if counters.record_ack_times.load(Ordering::Relaxed) {
-                                counters.ack_times.lock().unwrap_or_else(|e| e.into_inner()).push(Instant::now());
-                            }
-                            if entry.measured {
-                                counters.acks.fetch_add(1, Ordering::Relaxed);
-                                let us = u32::try_from(entry.first_sent.elapsed().as_micros()).unwrap_or(u32::MAX);
-                                counters.ack_latency_us.lock().await.push(us);
-                            }
+                            settle(entry, &window, &counters).await;
                         }
                         if freed > 0 && counters.measuring.load(Ordering::Relaxed) {
                             counters.ack_downlinks.fetch_add(1, Ordering::Relaxed);
@@ -505,34 +515,26 @@ where
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
-    let mut publish = |payload: bytes::Bytes, out: &mut BytesMut| -> anyhow::Result<()> {
+    // Returns the packet id it used.
+    let mut publish = |payload: bytes::Bytes, out: &mut BytesMut| -> anyhow::Result<u16> {
         pkid = pkid % u16::MAX + 1;
         let mut p = Publish::from_bytes(topic.as_str(), QoS::AtLeastOnce, payload);
         p.pkid = pkid;
         Packet::Publish(p).write(out, MAX_PACKET)?;
-        Ok(())
+        Ok(pkid)
     };
     while !counters.stop.load(Ordering::Relaxed) {
         out.clear();
         if downlinks {
             let now = Instant::now();
-            let overdue: Vec<bytes::Bytes> = {
-                let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
-                queue
-                    .iter_mut()
-                    .filter(|e| now.duration_since(e.last_sent) >= e.wait)
-                    .map(|e| {
-                        sends += 1;
-                        e.attempts = e.attempts.saturating_add(1);
-                        e.wait = resend_wait(model.resend, seed, e.attempts, sends);
-                        e.last_sent = now;
-                        e.payload.clone()
-                    })
-                    .collect()
-            };
-            for payload in overdue {
+            let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
+            for e in queue.iter_mut().filter(|e| now.duration_since(e.last_sent) >= e.wait) {
+                sends += 1;
+                e.attempts = e.attempts.saturating_add(1);
+                e.wait = resend_wait(model.resend, seed, e.attempts, sends);
+                e.last_sent = now;
                 counters.resends.fetch_add(1, Ordering::Relaxed);
-                publish(payload, &mut out)?;
+                e.pkid = publish(e.payload.clone(), &mut out)?;
             }
         }
         // A slow rate waits for its tick a second at a time, so that the device still sees
@@ -560,10 +562,14 @@ where
             let n = match model.acks {
                 Acks::PerPack => encode_pack(&mut pack, &base, &readings)?,
                 Acks::Lists => encode_pack_with_downlink(&mut pack, &base, &readings, downlink::VERSION_LIST)?,
+                Acks::Puback => encode_pack_with_downlink(&mut pack, &base, &readings, downlink::VERSION_PUBACK)?,
             };
             let payload = bytes::Bytes::copy_from_slice(&pack[..n]);
             let up_to_ms = next_time + rpp as i64 - 1;
             next_time += rpp as i64;
+            // Only encoded here: written below, so its acknowledgement cannot come before its
+            // entry is in the queue.
+            let sent_pkid = publish(payload.clone(), &mut out)?;
             if downlinks {
                 let now = Instant::now();
                 let measured = counters.measuring.load(Ordering::Relaxed);
@@ -574,16 +580,16 @@ where
                 let wait = resend_wait(model.resend, seed, 1, sends);
                 let entry = Inflight {
                     up_to_ms,
+                    pkid: sent_pkid,
                     first_sent: now,
                     last_sent: now,
                     attempts: 1,
                     wait,
                     measured,
-                    payload: payload.clone(),
+                    payload,
                 };
                 inflight.lock().unwrap_or_else(|e| e.into_inner()).push_back(entry);
             }
-            publish(payload, &mut out)?;
         }
         if !out.is_empty() {
             writer.write_all(&out).await?;
@@ -594,6 +600,19 @@ where
     Packet::Disconnect.write(&mut out, MAX_PACKET)?;
     let _ = writer.write_all(&out).await;
     Ok(())
+}
+
+/// Frees the window slot of an acknowledged pack and times the acknowledgement.
+async fn settle(entry: Inflight, window: &Semaphore, counters: &Counters) {
+    window.add_permits(1);
+    if counters.record_ack_times.load(Ordering::Relaxed) {
+        counters.ack_times.lock().unwrap_or_else(|e| e.into_inner()).push(Instant::now());
+    }
+    if entry.measured {
+        counters.acks.fetch_add(1, Ordering::Relaxed);
+        let us = u32::try_from(entry.first_sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+        counters.ack_latency_us.lock().await.push(us);
+    }
 }
 
 /// A subscriber that counts what an (external) broker delivers on `mekong/v1/+/up`.

@@ -1,6 +1,7 @@
 //! The acknowledgement thread: flushes the store once per round, for every group stored since
-//! the last flush (group commit), then tells each device on its downlink topic that its pack
-//! is durable, or that it was refused.
+//! the last flush (group commit), then tells each device that its pack is durable, or that it
+//! was refused: the broker's PUBACK, which it held until now, and a downlink on the device's
+//! downlink topic (none for an acknowledgement of downlink version 3, which is the PUBACK).
 //!
 //! Ordering is the point: a group reaches this thread only after its store write returned,
 //! and acknowledgements go out only after a flush that started later, of the same store
@@ -18,9 +19,11 @@ use std::time::Duration;
 
 use mekong_feed::{Feed, Stored};
 use mekong_schema::downlink::{self, AckList, Downlink, PackAck};
+use mekong_schema::topic::UPLINK_FILTER;
 use mekong_stats::Stats;
 use mekong_store::{Generation, Store};
 use rumqttd::local::LinkTx;
+use rumqttd::protocol::PubAckReason;
 
 use crate::outbox::SharedOutbox;
 use crate::pipeline::{Handled, Outcome};
@@ -87,6 +90,12 @@ fn commit(
         stats.record_flush(answers.packs, answers.readings, flush_micros);
     }
     stats.record_withheld(answers.withheld);
+    let pubacks = pubacks(pending, durable);
+    if !pubacks.is_empty() {
+        if let Err(e) = tx.release_acks(UPLINK_FILTER, pubacks) {
+            tracing::error!(error = %e, "cannot release PUBACKs: broker link closed");
+        }
+    }
     let mut sent = 0;
     for (device, message) in answers.messages.iter().filter(|_| acknowledge) {
         let Ok(n) = message.encode(buf) else { continue };
@@ -123,6 +132,27 @@ fn new_readings(pending: &mut [Handled], durable: Option<Generation>) -> Vec<Sto
         .collect()
 }
 
+/// The PUBACKs the broker holds that the flush of `durable` (`None`: it failed) lets go, by
+/// uplink log offset, ascending: the same packs as [`answers`] answers. A pack left out (not
+/// durable, or lost before the ingest thread read it) gets no PUBACK; its device resends it.
+fn pubacks(pending: &[Handled], durable: Option<Generation>) -> Vec<(u64, PubAckReason)> {
+    let mut out = Vec::new();
+    for group in pending {
+        let flushed = durable.is_some() && group.generation == durable;
+        for (outcome, offset) in group.outcomes.iter().zip(&group.offsets) {
+            let Some(offset) = *offset else { continue };
+            match outcome {
+                Outcome::Accepted(_) if flushed => out.push((offset, PubAckReason::Success)),
+                Outcome::Refused(r) if flushed || !r.kind.depends_on_stored_data() => {
+                    out.push((offset, PubAckReason::PayloadFormatInvalid))
+                }
+                Outcome::Accepted(_) | Outcome::Refused(_) | Outcome::Deferred => {}
+            }
+        }
+    }
+    out
+}
+
 /// What one round sends, and what it counts.
 #[derive(Debug, Default)]
 struct Answers<'a> {
@@ -143,7 +173,8 @@ struct Answers<'a> {
 /// The packs of a device that reads lists of acknowledgements (downlink version 2, which its
 /// packs say) share one downlink, up to [`downlink::MAX_BATCH`] of them, at the place of the
 /// first; a refusal of the device closes its list, so that its answers keep their order. A
-/// list of one goes out as a plain acknowledgement.
+/// list of one goes out as a plain acknowledgement. A pack of downlink version 3 gets no
+/// acknowledgement downlink: its PUBACK is one.
 fn answers(pending: &[Handled], durable: Option<Generation>, server_ms: i64) -> Answers<'_> {
     let mut out = Answers::default();
     // The device's list still open, by its index in `out.messages`.
@@ -156,6 +187,10 @@ fn answers(pending: &[Handled], durable: Option<Generation>, server_ms: i64) -> 
                     out.packs += 1;
                     out.readings += a.summary.stored as u64;
                     let readings = u32::try_from(a.summary.stored + a.summary.duplicates).unwrap_or(u32::MAX);
+                    if a.downlink >= downlink::VERSION_PUBACK {
+                        // The PUBACK acknowledges it.
+                        continue;
+                    }
                     if a.downlink < downlink::VERSION_LIST {
                         let ack = Downlink::Ack { up_to_ms: a.up_to_ms, readings, server_ms, seq: a.seq };
                         out.messages.push((&a.device, ack));

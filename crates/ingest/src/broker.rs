@@ -275,18 +275,21 @@ fn ser_opt_addr<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok,
 /// benchmark may read it with something simpler (the broker-only scenario of `mekong-bench`
 /// counts what comes through). The broker runs until the process exits.
 pub fn start(opts: &BrokerOptions, guard: Option<&Guard>) -> Result<(LinkTx, LinkRx), IngestError> {
-    start_links(opts, guard, false).map(|(tx, rx, _)| (tx, rx))
+    start_links(opts, guard, false, false).map(|(tx, rx, _)| (tx, rx))
 }
 
 /// Both halves of an in-process link.
 pub(crate) type Link = (LinkTx, LinkRx);
 
 /// [`start`], and with `publisher` a second in-process link, subscribed to nothing, for
-/// the platform's own publishes (alert states, [`crate::Publisher`]).
+/// the platform's own publishes (alert states, [`crate::Publisher`]). With `hold_acks` the
+/// broker holds the PUBACK of every QoS 1 uplink until the link releases it
+/// ([`LinkTx::release_acks`], vendored rumqttd patch 24).
 pub(crate) fn start_links(
     opts: &BrokerOptions,
     guard: Option<&Guard>,
     publisher: bool,
+    hold_acks: bool,
 ) -> Result<(LinkTx, LinkRx, Option<Link>), IngestError> {
     let config = opts.to_rumqttd(guard)?;
     // rumqttd binds inside its own threads and only logs a failure; bind once here first so
@@ -301,6 +304,10 @@ pub(crate) fn start_links(
     let (mut tx, rx) = broker.link(&client_id).map_err(|e| IngestError::Link(e.to_string()))?;
     // Only uplinks: the link's own downlinks then never come back to it, and the offsets of
     // this one filter's log count every uplink, so gaps in them are lost uplinks.
+    if hold_acks {
+        // Before the subscription: no uplink reaches the link with its PUBACK already sent.
+        tx.hold_acks(UPLINK_FILTER).map_err(|e| IngestError::Link(e.to_string()))?;
+    }
     tx.subscribe(UPLINK_FILTER).map_err(|e| IngestError::Link(e.to_string()))?;
     let publisher = match publisher {
         true => {

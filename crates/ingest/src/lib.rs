@@ -132,7 +132,7 @@ impl Ingest {
     ) -> Result<Ingest, IngestError> {
         let stats = Arc::new(Stats::new(pipeline.rejection_log_capacity));
         let guard = policy.map(|policy| Guard::new(policy, Arc::clone(&stats)));
-        let (tx, rx, publisher) = broker::start_links(broker, guard.as_ref(), true)?;
+        let (tx, rx, publisher) = broker::start_links(broker, guard.as_ref(), true, true)?;
         let publisher =
             publisher.map(|(tx, rx)| Publisher { tx: Arc::new(std::sync::Mutex::new(tx)), _rx: Arc::new(rx) });
         let stop = Arc::new(AtomicBool::new(false));

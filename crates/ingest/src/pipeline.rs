@@ -173,6 +173,10 @@ pub struct Handled {
     /// The mark of the outbox records written with the group, and the generation they were
     /// written to: durable once a flush of that generation returns.
     pub outbox: Option<(Generation, u64)>,
+    /// Where each publish is in the broker's uplink log, in order, for the PUBACKs the broker
+    /// holds until the pack is answered; empty when the broker holds none. Set by the ingest
+    /// thread, which reads the offsets.
+    pub offsets: Vec<Option<u64>>,
 }
 
 #[derive(Debug)]
@@ -277,7 +281,7 @@ impl Pipeline {
         }
         let generation = written.filter(|&g| checked == Some(g));
         let outbox = written.zip(mark);
-        Handled { generation, outcomes, outbox }
+        Handled { generation, outcomes, outbox, offsets: Vec::new() }
     }
 
     /// Writes the ready packs of a group in one store write and pairs every publish with

@@ -37,6 +37,7 @@ pub(crate) fn run(mut rx: LinkRx, pipeline: &mut Pipeline, stop: &AtomicBool, ac
     let mut gaps = Gaps::default();
     let max_group = pipeline.options().max_group.max(1);
     let mut group: Vec<(Bytes, Bytes)> = Vec::with_capacity(max_group);
+    let mut offsets: Vec<Option<u64>> = Vec::with_capacity(max_group);
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let mut deadline = if stopping { Instant::now() } else { Instant::now() + POLL };
@@ -44,7 +45,8 @@ pub(crate) fn run(mut rx: LinkRx, pipeline: &mut Pipeline, stop: &AtomicBool, ac
         while group.len() < max_group {
             match rx.recv_deadline(deadline) {
                 Ok(Some(Notification::Forward(forward))) => {
-                    if let Some((_, offset)) = forward.cursor {
+                    let offset = forward.cursor.map(|(_, offset)| offset);
+                    if let Some(offset) = offset {
                         let skipped = gaps.observe(offset);
                         if skipped > 0 {
                             tracing::warn!(skipped, "broker skipped messages: the ingest path fell behind its log");
@@ -52,6 +54,7 @@ pub(crate) fn run(mut rx: LinkRx, pipeline: &mut Pipeline, stop: &AtomicBool, ac
                         }
                     }
                     group.push((forward.publish.topic, forward.publish.payload));
+                    offsets.push(offset);
                     // Take what is already here, but do not wait for more once there is work.
                     deadline = Instant::now();
                 }
@@ -79,7 +82,8 @@ pub(crate) fn run(mut rx: LinkRx, pipeline: &mut Pipeline, stop: &AtomicBool, ac
         if !group.is_empty() {
             let now = crate::now_ms();
             let refs: Vec<(&[u8], &[u8])> = group.iter().map(|(t, p)| (t.as_ref(), p.as_ref())).collect();
-            let handled = pipeline.handle_group(&refs, now);
+            let mut handled = pipeline.handle_group(&refs, now);
+            handled.offsets = std::mem::replace(&mut offsets, Vec::with_capacity(max_group));
             group.clear();
             if acks.send(handled).is_err() {
                 tracing::error!("acknowledgement thread gone");

@@ -1,9 +1,10 @@
 //! Overload: devices publish far faster than the platform can store, into a broker log of
 //! 1 MiB. What gives is the broker's log: it skips what the ingest path cannot read
 //! in time, mekong counts those as lost, the devices get no acknowledgement for them and
-//! resend. Memory stays bounded, every acknowledged reading is stored exactly once, and
-//! every publish the broker acknowledged (PUBACK) either reached the ingest path or is counted
-//! as lost: none vanishes uncounted.
+//! resend. Memory stays bounded, every acknowledged reading is stored exactly once, every
+//! publish either reached the ingest path or is counted as lost (none vanishes uncounted),
+//! and the broker's PUBACKs, which wait for the store, went to exactly the packs it took:
+//! none to a lost one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -40,9 +41,37 @@ async fn under_overload_memory_stays_bounded_and_acknowledged_readings_are_store
     }
     let tasks: Vec<_> =
         connected.into_iter().map(|(device, sensor)| tokio::spawn(flood(device, sensor, FLOOD_PACKS))).collect();
-    let mut devices = Vec::new();
+    let mut flooded = Vec::new();
     for task in tasks {
-        devices.push(task.await.unwrap());
+        flooded.push(task.await.unwrap());
+    }
+    // Every publish of the flood is taken by the ingest path or skipped in its log and
+    // counted: nothing vanishes silently between the broker and the ingest path. The link
+    // notices a gap only once it reads past it, so the sum is awaited.
+    let published: u64 = flooded.iter().map(|(d, _)| d.published).sum();
+    let stats = wait_for(&http, &server, "every publish taken or counted lost", |s| {
+        s["received"].as_u64().unwrap() + s["lost"].as_u64().unwrap() >= published
+    })
+    .await;
+    let (received, lost) = (stats["received"].as_u64().unwrap(), stats["lost"].as_u64().unwrap());
+    assert!(lost > 0, "the flood should overrun a 1 MiB log: {stats}");
+    assert_eq!(received + lost, published, "{stats}");
+    // The PUBACKs come once the packs are on disk: one for every pack the ingest path took,
+    // none for a lost one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut pubacks = 0;
+    while pubacks < received && Instant::now() < deadline {
+        pubacks += flooded.iter_mut().map(|(_, sensor)| sensor.take_acks()).sum::<u64>();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = server.stats(&http).await;
+    pubacks += flooded.iter_mut().map(|(_, sensor)| sensor.take_acks()).sum::<u64>();
+    assert_eq!(stats["durable_packs"].as_u64(), Some(received), "{stats}");
+    assert_eq!(pubacks, received, "PUBACKs against packs taken: {stats}");
+    let mut devices = Vec::new();
+    for (device, sensor) in flooded {
+        sensor.disconnect().await;
+        devices.push(device);
     }
 
     // The devices resend whatever was not acknowledged, two packs at a time (about 900 KiB in
@@ -52,32 +81,29 @@ async fn under_overload_memory_stays_bounded_and_acknowledged_readings_are_store
         devices.push(task.await.unwrap());
     }
     let (total, missing, duplicates, wrong) = verify(&http, server.http, &devices).await;
-    let published: u64 = devices.iter().map(|d| d.published).sum();
-    let broker_acked: u64 = devices.iter().map(|d| d.broker_acked).sum();
-    // Nothing vanishes silently between the broker and the ingest path: every publish the
-    // broker acknowledged was either taken by ingest (`received`) or skipped in its log and
-    // counted (`lost`). A resend's earlier copy may still be on its way when the devices
-    // are done, so the sum is awaited; the link notices a gap only once it reads past it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stats = loop {
-        let stats = server.stats(&http).await;
-        let taken = stats["received"].as_u64().unwrap() + stats["lost"].as_u64().unwrap();
-        if taken >= broker_acked || Instant::now() >= deadline {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let resent: u64 = devices.iter().map(|d| d.published).sum::<u64>() - published;
     let peak = server.peak_rss_mib().unwrap();
     println!(
-        "{{\"overload\":true,\"packs_published\":{published},\"packs_broker_acked\":{broker_acked},\"received\":{},\"lost_at_broker\":{},\"readings_acknowledged\":{total},\"missing\":{missing},\"duplicates\":{duplicates},\"wrong_values\":{wrong},\"server_peak_rss_mib\":{peak}}}",
-        stats["received"], stats["lost"]
-    );
-    assert!(stats["lost"].as_u64().unwrap() > 0, "the flood should overrun a 1 MiB log: {stats}");
-    assert_eq!(
-        stats["received"].as_u64().unwrap() + stats["lost"].as_u64().unwrap(),
-        broker_acked,
-        "every publish the broker acknowledged is received or counted lost: {stats}"
+        "{{\"overload\":true,\"packs_published\":{published},\"packs_resent\":{resent},\"received\":{received},\"lost_at_broker\":{lost},\"pubacks\":{pubacks},\"readings_acknowledged\":{total},\"missing\":{missing},\"duplicates\":{duplicates},\"wrong_values\":{wrong},\"server_peak_rss_mib\":{peak}}}"
     );
     assert_eq!((missing, duplicates, wrong), (0, 0, 0));
     assert!(peak < PEAK_RSS_BOUND_MIB, "peak resident memory {peak} MiB");
+}
+
+/// The server's statistics once `done` holds of them (within 30 s).
+async fn wait_for(
+    http: &reqwest::Client,
+    server: &common::Server,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = server.stats(http).await;
+        if done(&stats) {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "{what}: {stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -28,8 +28,23 @@
 //! platform closes a device's list at each of its refusals, so the order of a device's
 //! answers (which a refusal without a sequence number relies on) is kept.
 //!
-//! An acknowledgement is sent only after the pack's readings are flushed to disk: the MQTT
-//! PUBACK only says the broker has the message. It covers exactly one pack, the one whose
+//! Version 3 sends no acknowledgement at all: the MQTT PUBACK is one. mekong's broker holds
+//! the PUBACK of every QoS 1 publish on an uplink topic until the pack is durably stored or
+//! refused (below), whatever the version, so a node whose packs carry [`VERSION_LABEL`] at
+//! [`VERSION_PUBACK`] or above frees a pack at its PUBACK and needs no downlink subscription;
+//! refusals still come on the downlink topic, to a node that subscribes to it. Such a node
+//! relies on a platform of this version or later: an older one sends the PUBACK as soon as
+//! its broker has the message (and lists of acknowledgements, which the node may not read).
+//!
+//! **The PUBACK.** A QoS 1 publish on an uplink topic is acknowledged (PUBACK) once its pack is
+//! durably stored, or once it is refused: an MQTT 5 PUBACK then carries reason code 0x99,
+//! payload format invalid (an MQTT 3.1.1 PUBACK has no code; the refusal downlink says why).
+//! A pack the platform could not keep (the broker dropped it from its log under overload, or
+//! a full disk) gets no PUBACK: the node resends it. The downlink acknowledgements of
+//! versions 1 and 2 are sent at the same moment as the PUBACK.
+//!
+//! An acknowledgement is sent only after the pack's readings are flushed to disk. It covers
+//! exactly one pack, the one whose
 //! newest reading time it names: a node frees that pack, and resends any older pack still
 //! unacknowledged after a timeout (the broker may have dropped it under overload; resends are
 //! idempotent). Unknown labels are ignored, so later versions can add fields.
@@ -72,6 +87,10 @@ pub const VERSION_LABEL: &str = "mekong_dl";
 
 /// The downlink version that adds lists of acknowledgements.
 pub const VERSION_LIST: u8 = 2;
+
+/// The downlink version whose acknowledgement is the PUBACK alone: no acknowledgement is
+/// published on the downlink topic (refusals still are).
+pub const VERSION_PUBACK: u8 = 3;
 
 /// One acknowledged pack in a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

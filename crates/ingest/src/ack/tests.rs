@@ -43,6 +43,7 @@ fn group(generation: Option<u64>) -> Handled {
             Outcome::Deferred,
             Outcome::Refused(Rejection { device: None, kind: Reason::BadTopic, reason: "why".into(), seq: None }),
         ],
+        offsets: Vec::new(),
     }
 }
 
@@ -136,6 +137,7 @@ fn a_device_that_reads_lists_gets_one_downlink_per_flush() {
         generation: Some(Generation(3)),
         outbox: None,
         outcomes: vec![pack("d", 1, 2), pack("old", 10, 0), pack("d", 2, 2), pack("old", 11, 0)],
+        offsets: Vec::new(),
     };
     let second = Handled {
         generation: Some(Generation(3)),
@@ -147,6 +149,7 @@ fn a_device_that_reads_lists_gets_one_downlink_per_flush() {
             pack("d", 5, 2),
             pack("e", 20, 2),
         ],
+        offsets: Vec::new(),
     };
     let pending = [first, second];
     let out = answers(&pending, Some(Generation(3)), NOW);
@@ -167,8 +170,12 @@ fn a_device_that_reads_lists_gets_one_downlink_per_flush() {
     assert_eq!(acks.as_slice()[2], downlink::PackAck { up_to_ms: 3, readings: 1, seq: None });
 
     // Ten packs in one flush: a list of MAX_BATCH, then the rest.
-    let many =
-        Handled { generation: Some(Generation(3)), outbox: None, outcomes: (0..10).map(|t| pack("d", t, 2)).collect() };
+    let many = Handled {
+        generation: Some(Generation(3)),
+        outbox: None,
+        outcomes: (0..10).map(|t| pack("d", t, 2)).collect(),
+        offsets: Vec::new(),
+    };
     let out = answers(std::slice::from_ref(&many), Some(Generation(3)), NOW);
     assert_eq!(named(&out), vec![("d".into(), (0..8).collect()), ("d".into(), vec![8, 9])]);
     // Not flushed: nothing is acknowledged, listed or not.
@@ -176,4 +183,47 @@ fn a_device_that_reads_lists_gets_one_downlink_per_flush() {
     let out = answers(&pending, Some(Generation(4)), NOW);
     assert!(out.messages.is_empty());
     assert_eq!(out.withheld, 10);
+}
+
+/// The PUBACKs a flush lets go are those of the packs it answers: accepted packs of the
+/// flushed generation (success), refusals that go out (payload format invalid); not a
+/// deferred pack, nor one whose acknowledgement is withheld, nor one without an offset.
+#[test]
+fn the_broker_s_held_pubacks_go_with_the_answers() {
+    let mut first = group(Some(2));
+    first.offsets = vec![Some(10), Some(11), Some(12), Some(13), None];
+    let mut second = group(Some(1));
+    second.offsets = (20..25).map(Some).collect();
+    let pending = [first, second];
+    let got = pubacks(&pending, Some(Generation(2)));
+    let want = vec![
+        (10, PubAckReason::Success),
+        (11, PubAckReason::PayloadFormatInvalid),
+        (12, PubAckReason::PayloadFormatInvalid),
+        // The second group's generation was not flushed: only its refusal about the pack
+        // alone (bad_time) is final; the bad_topic refusal has no device and is at 24.
+        (21, PubAckReason::PayloadFormatInvalid),
+        (24, PubAckReason::PayloadFormatInvalid),
+    ];
+    assert_eq!(got, want);
+    // A failed flush lets go of the refusals about the pack alone.
+    let got: Vec<u64> = pubacks(&pending, None).into_iter().map(|(o, _)| o).collect();
+    assert_eq!(got, vec![11, 21, 24]);
+}
+
+/// A pack of downlink version 3 is acknowledged by its PUBACK alone: no downlink, but
+/// counted; its refusal still goes out.
+#[test]
+fn a_pack_of_version_3_gets_no_acknowledgement_downlink() {
+    let group = Handled {
+        generation: Some(Generation(3)),
+        outbox: None,
+        outcomes: vec![pack("p", 1, 3), refused("p", Reason::BadTime), pack("p", 2, 3), pack("old", 5, 0)],
+        offsets: (0..4).map(Some).collect(),
+    };
+    let pending = [group];
+    let out = answers(&pending, Some(Generation(3)), NOW);
+    assert_eq!(named(&out), vec![("p".to_string(), vec![]), ("old".to_string(), vec![5])]);
+    assert_eq!((out.packs, out.readings, out.withheld), (3, 3, 0));
+    assert_eq!(pubacks(&pending, Some(Generation(3))).len(), 4);
 }

@@ -1,6 +1,6 @@
 use crate::protocol::{
-    Filter, LastWill, LastWillProperties, Packet, Publish, QoS, RetainForwardRule, Subscribe,
-    Unsubscribe,
+    Filter, LastWill, LastWillProperties, Packet, PubAckReason, Publish, QoS, RetainForwardRule,
+    Subscribe, Unsubscribe,
 };
 use crate::router::Ack;
 use crate::router::{
@@ -280,6 +280,35 @@ impl LinkTx {
         Ok(len)
     }
 
+    /// Holds the PUBACK of every QoS 1 publish appended to `filter`'s log from now on, until
+    /// this link releases it with [`LinkTx::release_acks`]: a client's PUBACK then says that
+    /// this link has done what it does with the publish (stored it, say), not only that the
+    /// broker has it in memory. A publish the link never releases gets no PUBACK; its client
+    /// resends it. (mekong patch 24.)
+    pub fn hold_acks<S: Into<String>>(&mut self, filter: S) -> Result<(), LinkError> {
+        self.router_tx
+            .send((self.connection_id, Event::HoldAcks(filter.into())))?;
+        Ok(())
+    }
+
+    /// Sends the held PUBACKs of the publishes at these offsets of `filter`'s log (the
+    /// second number of [`crate::Forward`]'s cursor), in ascending order, each with its
+    /// reason (MQTT 5 clients see it; MQTT 3.1.1 PUBACKs have none). A held PUBACK at an
+    /// offset below the last one given that is not given itself is dropped: this link did not
+    /// keep that publish, and its client resends. (mekong patch 24.)
+    pub fn release_acks<S: Into<String>>(
+        &mut self,
+        filter: S,
+        acks: Vec<(u64, PubAckReason)>,
+    ) -> Result<(), LinkError> {
+        let event = Event::ReleaseAcks {
+            filter: filter.into(),
+            acks,
+        };
+        self.router_tx.send((self.connection_id, event))?;
+        Ok(())
+    }
+
     /// Sends a MQTT Subscribe to the eventloop
     pub fn subscribe<S: Into<String>>(&mut self, filter: S) -> Result<usize, LinkError> {
         let filters = vec![Filter {
@@ -484,5 +513,137 @@ mod test {
         }
 
         // TODO: Write a similar test to benchmark buffer vs channels
+    }
+
+    mod held_acks {
+        use std::time::{Duration, Instant};
+
+        use crate::link::local::{LinkBuilder, LinkRx, LinkTx};
+        use crate::protocol::{Packet, PubAckReason, Publish, QoS};
+        use crate::router::{Ack, Event, Notification};
+        use crate::{Router, RouterConfig, Strategy};
+
+        const HELD: &str = "up/+";
+
+        fn config() -> RouterConfig {
+            RouterConfig {
+                max_segment_size: 1024 * 1024,
+                max_connections: 10,
+                max_segment_count: 10,
+                max_outgoing_packet_count: 1024,
+                custom_segment: None,
+                initialized_filters: None,
+                shared_subscriptions_strategy: Strategy::RoundRobin,
+            }
+        }
+
+        fn publish(tx: &mut LinkTx, topic: &str, pkid: u16) {
+            let publish = Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: topic.to_owned().into(),
+                pkid,
+                payload: vec![1, 2, 3].into(),
+            };
+            tx.push(Packet::Publish(publish, None)).unwrap();
+        }
+
+        /// The next PUBACK a link receives (its pkid), skipping other notifications (and
+        /// telling the router the link is ready again when it pauses it).
+        fn next_puback(rx: &mut LinkRx) -> u16 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match rx.recv_deadline(deadline).unwrap() {
+                    Some(Notification::DeviceAck(Ack::PubAck(ack))) => return ack.pkid,
+                    Some(Notification::Unschedule) => rx.ready().unwrap(),
+                    _ => continue,
+                }
+            }
+        }
+
+        /// The log offset of the next publish the holding link reads.
+        fn next_offset(rx: &mut LinkRx) -> u64 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match rx.recv_deadline(deadline).unwrap() {
+                    Some(Notification::Forward(forward)) => return forward.cursor.unwrap().1,
+                    Some(Notification::Unschedule) => rx.ready().unwrap(),
+                    _ => continue,
+                }
+            }
+        }
+
+        /// Each "nothing before" below is shown by a PUBACK the router sends at once (a
+        /// publish on a topic whose PUBACKs nobody holds): the router handles events in order
+        /// and acknowledges a connection's publishes in the order it queued the PUBACKs, so
+        /// a held PUBACK sent too early would arrive before it.
+        #[test]
+        fn a_held_puback_goes_out_when_released_to_its_own_connection_only() {
+            let router_tx = Router::new(0, config()).spawn();
+            let (mut holder, mut holder_rx, _) = LinkBuilder::new("holder", router_tx.clone())
+                .build()
+                .unwrap();
+            holder.hold_acks(HELD).unwrap();
+            holder.subscribe(HELD).unwrap();
+            let (mut device, mut device_rx, _) = LinkBuilder::new("device", router_tx.clone())
+                .build()
+                .unwrap();
+
+            // Held until released.
+            publish(&mut device, "up/a", 1);
+            let first = next_offset(&mut holder_rx);
+            publish(&mut device, "elsewhere", 2);
+            assert_eq!(
+                next_puback(&mut device_rx),
+                2,
+                "the held PUBACK went out at once"
+            );
+            holder
+                .release_acks(HELD, vec![(first, PubAckReason::Success)])
+                .unwrap();
+            assert_eq!(next_puback(&mut device_rx), 1);
+
+            // A held PUBACK passed over by a release is dropped; the released one goes out.
+            publish(&mut device, "up/a", 3);
+            publish(&mut device, "up/a", 4);
+            let _third = next_offset(&mut holder_rx);
+            let fourth = next_offset(&mut holder_rx);
+            holder
+                .release_acks(HELD, vec![(fourth, PubAckReason::Success)])
+                .unwrap();
+            assert_eq!(next_puback(&mut device_rx), 4);
+            publish(&mut device, "elsewhere", 5);
+            assert_eq!(
+                next_puback(&mut device_rx),
+                5,
+                "the passed-over PUBACK went out"
+            );
+
+            // A PUBACK held for a connection that has gone is not sent to the next one in
+            // its slot.
+            let (mut gone, gone_rx, _) =
+                LinkBuilder::new("gone", router_tx.clone()).build().unwrap();
+            publish(&mut gone, "up/b", 7);
+            let seventh = next_offset(&mut holder_rx);
+            let slot = gone_rx.id();
+            router_tx.send((slot, Event::Disconnect)).unwrap();
+            let (mut next, mut next_rx, _) =
+                LinkBuilder::new("next", router_tx.clone()).build().unwrap();
+            assert_eq!(
+                next_rx.id(),
+                slot,
+                "the slot was not reused: the test shows nothing"
+            );
+            holder
+                .release_acks(HELD, vec![(seventh, PubAckReason::Success)])
+                .unwrap();
+            publish(&mut next, "elsewhere", 8);
+            assert_eq!(
+                next_puback(&mut next_rx),
+                8,
+                "the old connection's PUBACK reached the new one"
+            );
+        }
     }
 }

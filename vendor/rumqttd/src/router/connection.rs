@@ -35,6 +35,10 @@ pub struct Connection {
     pub(crate) subscription_ids: HashMap<Filter, usize>,
     /// Asked before every publish and subscription; `None` allows everything
     pub authorizer: Option<Authorizer>,
+    /// Set by the router, unique among all the connections it ever had: a held PUBACK
+    /// (mekong patch 24) goes only to the connection that sent its publish, not to a later
+    /// one in the same slot.
+    pub(crate) incarnation: u64,
 }
 
 impl Connection {
@@ -69,6 +73,7 @@ impl Connection {
             broker_topic_aliases: None,
             subscription_ids: HashMap::new(),
             authorizer: None,
+            incarnation: 0,
         }
     }
 

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     protocol::{
         ConnAck, ConnAckProperties, Disconnect, DisconnectProperties, Packet, PingResp, PubAck,
-        PubAckProperties, PubComp, PubCompProperties, PubRec, PubRecProperties, PubRel,
-        PubRelProperties, Publish, PublishProperties, SubAck, SubAckProperties, UnsubAck,
+        PubAckProperties, PubAckReason, PubComp, PubCompProperties, PubRec, PubRecProperties,
+        PubRel, PubRelProperties, Publish, PublishProperties, SubAck, SubAckProperties, UnsubAck,
     },
     ConnectionId, Filter, RouterId, Topic,
 };
@@ -65,6 +65,15 @@ pub enum Event {
     PrintStatus(Print),
     /// Publish Will message
     PublishWill((String, Option<String>)),
+    /// The sending link holds the PUBACKs of QoS 1 publishes appended to this filter's log
+    /// until it releases them (mekong patch 24)
+    HoldAcks(Filter),
+    /// The link releases held PUBACKs: log offsets of the filter, ascending, with the
+    /// reason each PUBACK carries (mekong patch 24)
+    ReleaseAcks {
+        filter: Filter,
+        acks: Vec<(u64, PubAckReason)>,
+    },
 }
 
 /// Notification from router to connection
@@ -102,7 +111,10 @@ impl From<Notification> for MaybePacket {
             Notification::Unschedule => return None,
             Notification::Disconnect(disconnect, props) => Packet::Disconnect(disconnect, props),
             v => {
-                tracing::error!("Unexpected notification here, it cannot be converted into Packet, Notification: {:?}", v);
+                tracing::error!(
+                    "Unexpected notification here, it cannot be converted into Packet, Notification: {:?}",
+                    v
+                );
                 return None;
             }
         };

@@ -102,7 +102,31 @@ pub struct Router {
     shared_subscriptions: HashMap<String, SharedGroup>,
     /// Will messages per client_id
     last_wills: HashMap<String, (LastWill, Option<LastWillProperties>)>,
+    /// The PUBACKs held for an in-process subscriber, by the filter whose log it reads, in
+    /// the order of the log (mekong patch 24)
+    held_acks: HashMap<FilterIdx, VecDeque<HeldAck>>,
+    /// The incarnation the next connection gets
+    next_incarnation: u64,
 }
+
+/// A QoS 1 publish whose PUBACK waits until the in-process subscriber of its filter releases
+/// it (mekong patch 24): the subscriber acknowledges what it has made durable, not what the
+/// broker has in memory.
+#[derive(Debug, Clone, Copy)]
+struct HeldAck {
+    /// The publish's offset in the filter's log
+    offset: u64,
+    connection: ConnectionId,
+    /// The connection's incarnation: its slot may have been reused when the PUBACK is
+    /// released, and the PUBACK must not reach the newer connection
+    incarnation: u64,
+    pkid: u16,
+}
+
+/// The most PUBACKs held for one filter. A subscriber that releases them keeps far fewer (a
+/// log's worth at most); a subscriber that stopped releasing must not grow the router without
+/// bound: the oldest are dropped unsent, and their clients resend.
+const MAX_HELD_ACKS: usize = 1 << 20;
 
 impl Router {
     pub fn new(router_id: RouterId, config: RouterConfig) -> Router {
@@ -143,6 +167,8 @@ impl Router {
             cache: Some(VecDeque::with_capacity(MAX_CHANNEL_CAPACITY)),
             shared_subscriptions: HashMap::new(),
             last_wills: HashMap::new(),
+            held_acks: HashMap::new(),
+            next_incarnation: 0,
         }
     }
 
@@ -261,6 +287,50 @@ impl Router {
                 #[cfg(feature = "validate-tenant-prefix")]
                 _tenant_id,
             ),
+            Event::HoldAcks(filter) => {
+                let (idx, _) = self.datalog.next_native_offset(&filter);
+                self.held_acks.entry(idx).or_default();
+            }
+            Event::ReleaseAcks { filter, acks } => self.release_acks(&filter, acks),
+        }
+    }
+
+    /// Sends the held PUBACKs of `filter`'s log at `acks`' offsets (ascending). A held PUBACK
+    /// below a released offset and not released itself is dropped unsent: the subscriber
+    /// could not keep its publish (the log dropped it before it was read, or the subscriber
+    /// failed to store it), and the client resends. So is one whose connection has gone.
+    fn release_acks(&mut self, filter: &str, acks: Vec<(u64, PubAckReason)>) {
+        let Some(queue) = self
+            .datalog
+            .filter_index(filter)
+            .and_then(|idx| self.held_acks.get_mut(&idx))
+        else {
+            return;
+        };
+        let mut touched = Vec::new();
+        for (offset, reason) in acks {
+            while queue.front().is_some_and(|held| held.offset <= offset) {
+                let Some(held) = queue.pop_front() else { break };
+                if held.offset < offset {
+                    continue;
+                }
+                let alive = self
+                    .connections
+                    .get(held.connection)
+                    .is_some_and(|c| c.incarnation == held.incarnation);
+                if let Some(ackslog) = self.ackslog.get_mut(held.connection).filter(|_| alive) {
+                    ackslog.puback(PubAck {
+                        pkid: held.pkid,
+                        reason,
+                    });
+                    touched.push(held.connection);
+                }
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            self.scheduler.reschedule(id, ScheduleReason::FreshData);
         }
     }
 
@@ -354,6 +424,8 @@ impl Router {
             );
         }
 
+        connection.incarnation = self.next_incarnation;
+        self.next_incarnation += 1;
         let connection_id = self.connections.insert(connection);
         assert_eq!(self.ibufs.insert(incoming), connection_id);
         assert_eq!(self.obufs.insert(outgoing), connection_id);
@@ -630,16 +702,9 @@ impl Router {
                     // multiple commit logs.
 
                     match qos {
-                        QoS::AtLeastOnce => {
-                            let puback = PubAck {
-                                pkid,
-                                reason: PubAckReason::Success,
-                            };
-
-                            let ackslog = self.ackslog.get_mut(id).unwrap();
-                            ackslog.puback(puback);
-                            force_ack = true;
-                        }
+                        // Acknowledged once appended, unless a subscriber holds the PUBACK
+                        // (mekong patch 24).
+                        QoS::AtLeastOnce => {}
                         QoS::ExactlyOnce => {
                             let pubrec = PubRec {
                                 pkid,
@@ -658,26 +723,41 @@ impl Router {
 
                     self.router_meters.total_publishes += 1;
 
+                    let hold = (qos == QoS::AtLeastOnce).then_some(pkid);
+                    let puback = PubAck {
+                        pkid,
+                        reason: PubAckReason::Success,
+                    };
                     // Try to append publish to commitlog
                     match append_to_commitlog(
                         id,
                         publish.clone(),
                         properties,
+                        hold,
+                        &mut self.held_acks,
                         &mut self.datalog,
                         &mut self.notifications,
                         &mut self.connections,
                     ) {
-                        Ok(_offset) => {
+                        Ok((_offset, held)) => {
                             // Even if one of the data in the batch is appended to commitlog,
                             // set new data. This triggers notifications to wake waiters.
                             // Don't overwrite this flag to false if it is already true.
                             new_data = true;
+                            if hold.is_some() && !held {
+                                self.ackslog.get_mut(id).unwrap().puback(puback);
+                                force_ack = true;
+                            }
                         }
                         // Nobody subscribes to the topic: the publish is delivered to
                         // nobody, which is no fault of the client's (MQTT has no such
                         // error), so the connection stays.
                         Err(RouterError::NoMatchingFilters(topic)) => {
                             debug!(topic, "no subscription matches; publish dropped");
+                            if hold.is_some() {
+                                self.ackslog.get_mut(id).unwrap().puback(puback);
+                                force_ack = true;
+                            }
                         }
                         Err(e) => {
                             // Disconnect on bad publishes
@@ -888,6 +968,8 @@ impl Router {
                         id,
                         publish,
                         props,
+                        None,
+                        &mut self.held_acks,
                         &mut self.datalog,
                         &mut self.notifications,
                         &mut self.connections,
@@ -1252,15 +1334,22 @@ impl Router {
     }
 }
 
+/// Appends `publish` to the log of every filter it matches. With `hold` (the pkid of a QoS
+/// 1 publish), the first of those filters whose PUBACKs are held keeps it until its
+/// subscriber releases it; the second value returned says whether one did.
+#[allow(clippy::too_many_arguments)]
 fn append_to_commitlog(
     id: ConnectionId,
     mut publish: Publish,
     mut properties: Option<PublishProperties>,
+    hold: Option<u16>,
+    held_acks: &mut HashMap<FilterIdx, VecDeque<HeldAck>>,
     datalog: &mut DataLog,
     notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
     connections: &mut Slab<Connection>,
-) -> Result<Offset, RouterError> {
+) -> Result<(Offset, bool), RouterError> {
     let connection = connections.get_mut(id).unwrap();
+    let incarnation = connection.incarnation;
 
     let topic_alias = properties.as_mut().and_then(|p| {
         // clear the received value as it is irrelevant while forwarding publishes
@@ -1319,6 +1408,7 @@ fn append_to_commitlog(
     };
 
     let mut o = (0, 0);
+    let mut held = false;
     for filter_idx in filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
         let publish_data = (publish.clone(), properties.clone());
@@ -1329,10 +1419,28 @@ fn append_to_commitlog(
         );
 
         o = offset;
+        if let (Some(pkid), Some(queue)) = (hold.filter(|_| !held), held_acks.get_mut(&filter_idx))
+        {
+            if queue.len() >= MAX_HELD_ACKS {
+                warn!(
+                    filter,
+                    "too many held acknowledgements: the oldest is dropped unsent"
+                );
+                queue.pop_front();
+            }
+            queue.push_back(HeldAck {
+                // `append` returns the offset after the publish's; a reader sees its own.
+                offset: offset.1.saturating_sub(1),
+                connection: id,
+                incarnation,
+                pkid,
+            });
+            held = true;
+        }
     }
 
     // error!("{:15.15}[E] {:20} topic = {}", connections[id].client_id, "no-filter", topic);
-    Ok(o)
+    Ok((o, held))
 }
 
 fn append_will_message(
