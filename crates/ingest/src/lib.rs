@@ -15,11 +15,13 @@
 //! store opens its database afresh by itself once writes may succeed again; acknowledgements
 //! need a flush of the very store generation their packs were written to.
 //!
-//! The link subscribes at QoS 0, and the broker acknowledges a device's QoS 1 publish before
-//! the link has read it. If the link falls behind by more than the broker's per-filter log
-//! (segment size x segment count), rumqttd skips the unread messages. The ingest thread
-//! (`worker`) sees the gap in the log offsets and counts the skipped messages as lost (`lost`
-//! in [`Stats`]), so that nothing is lost silently.
+//! The link subscribes at QoS 0 and holds the PUBACKs of the devices' QoS 1 uplinks (vendored
+//! rumqttd, patch 24): the acknowledgement thread releases each with the pack's answer, so a
+//! device's PUBACK, too, says that its pack is on disk. If the link falls behind by more than
+//! the broker's per-filter log (segment size x segment count), rumqttd skips the unread
+//! messages. The ingest thread (`worker`) sees the gap in the log offsets and counts the
+//! skipped messages as lost (`lost` in [`Stats`]), so that nothing is lost silently; they get
+//! no PUBACK.
 #![warn(missing_docs)]
 
 pub mod access;

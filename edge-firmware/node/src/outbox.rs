@@ -7,7 +7,7 @@
 //!    so the platform knows the gap is the node's and not the network's;
 //! 2. the **packs in flight** (`W` packs, each kept as its plain SenML bytes). A pack leaves
 //!    only when the platform acknowledges it (`Ack` on `mekong/v1/{id}/down`, sent after the
-//!    readings are flushed to disk; the MQTT PUBACK is not enough), or refuses it (a refused
+//!    readings are flushed to disk; it names the pack, which a PUBACK does not), or refuses it (a refused
 //!    pack would be refused again: it is dropped and counted). A pack with no answer is sent
 //!    again after a timeout.
 //!

@@ -64,7 +64,9 @@ pub enum Event<'a> {
         /// Payload.
         payload: &'a [u8],
     },
-    /// The broker has a published pack (PUBACK); says nothing about the platform's disk.
+    /// The broker's PUBACK of a published pack. mekong holds it until the pack is on disk, but
+    /// the node keeps its packs by the downlink acknowledgements (downlink version 2), which
+    /// name the pack; an older platform sends the PUBACK at once.
     PubAck(u16),
     /// The session ended; a new one starts after a pause.
     Lost(&'static str),
