@@ -11,6 +11,13 @@
 //! publishes vanish and no PUBACK comes back. After half the keep-alive without a byte from
 //! the broker it pings, and without an answer it ends the session and connects again.
 //!
+//! A session lost before it was ready (no CONNACK, no SUBACK: the platform is down or
+//! overloaded) is retried later each time, as the outbox resends packs
+//! ([`mekong_schema::downlink::resend_after_ms`]): `retry_ms` after the first loss, doubling
+//! with each loss in a row up to eight times that, plus up to half again drawn from the device
+//! id and the connection count, so that a fleet that lost the platform at one moment does not
+//! come back in lockstep. A session that reached ready resets it.
+//!
 //! A broker that refuses the node's credentials (CONNACK 4 or 5) will refuse them again until
 //! someone provisions the node afresh or fixes the platform's registry, so the session does not
 //! retry at its usual pace: each refusal in a row doubles the pause, up to
@@ -20,6 +27,8 @@
 //! the UART has taken the bytes, which at 115200 baud is 60 ms for a 700-byte pack.
 
 use embedded_io::{Read, ReadReady, Write};
+
+use mekong_schema::downlink;
 
 use super::codec::{self, CodecError, Login, Packet};
 
@@ -50,6 +59,14 @@ pub struct SessionConfig<'a> {
     /// Longest pause after refused credentials, ms: the pause doubles from `retry_ms` with
     /// each refusal in a row, up to this.
     pub refused_max_ms: u64,
+}
+
+/// The pause before the next CONNECT after the `lost`-th session in a row lost, the node having
+/// connected `connects` times: the outbox's back-off with `retry_ms` as its base, and jitter
+/// from the device id and `connects`.
+pub fn reconnect_after_ms(cfg: &SessionConfig<'_>, lost: u16, connects: u32) -> u64 {
+    let jitter = downlink::resend_jitter(downlink::resend_jitter_seed(cfg.client_id), u64::from(connects));
+    downlink::resend_after_ms(cfg.retry_ms, lost, jitter)
 }
 
 /// What happened during a poll.
@@ -143,6 +160,8 @@ pub struct Session {
     ping_sent_ms: Option<u64>,
     /// Refused logins since the last accepted connection: the back-off's exponent.
     refused_in_a_row: u32,
+    /// Sessions lost since the last one that reached ready: the reconnect back-off's.
+    lost_in_a_row: u16,
     stats: SessionStats,
 }
 
@@ -166,6 +185,7 @@ impl Session {
             last_rx_ms: 0,
             ping_sent_ms: None,
             refused_in_a_row: 0,
+            lost_in_a_row: 0,
             stats: SessionStats { connects: 0, ready: 0, lost: 0, oversized: 0, refused_logins: 0 },
         }
     }
@@ -186,9 +206,16 @@ impl Session {
     }
 
     fn lose(&mut self, now_ms: u64, cfg: &SessionConfig<'_>, why: &'static str) -> Option<Step> {
-        self.state = State::Idle { until_ms: now_ms + cfg.retry_ms };
-        self.stats.lost += 1;
+        self.pause_after_loss(now_ms, cfg);
         Some(Step::Lost(why))
+    }
+
+    /// Ends the session; the next CONNECT waits the reconnect back-off.
+    fn pause_after_loss(&mut self, now_ms: u64, cfg: &SessionConfig<'_>) {
+        self.lost_in_a_row = self.lost_in_a_row.saturating_add(1);
+        self.stats.lost += 1;
+        self.state =
+            State::Idle { until_ms: now_ms + reconnect_after_ms(cfg, self.lost_in_a_row, self.stats.connects) };
     }
 
     /// A refused login: the session ends, and the pause before the next CONNECT doubles with
@@ -219,8 +246,7 @@ impl Session {
     {
         match self.step(io, now_ms, cfg) {
             Err(e) => {
-                self.state = State::Idle { until_ms: now_ms + cfg.retry_ms };
-                self.stats.lost += 1;
+                self.pause_after_loss(now_ms, cfg);
                 Err(e)
             }
             Ok(None) => Ok(None),
@@ -345,6 +371,7 @@ impl Session {
                 }
                 self.state = State::Ready;
                 self.stats.ready += 1;
+                self.lost_in_a_row = 0;
                 Ok(Some(Step::Ready))
             }
             (Packet::PingResp, _) => {
@@ -543,9 +570,10 @@ pub(crate) mod tests {
         // No PINGRESP this time: lost, then a new CONNECT after the retry pause.
         assert_eq!(run(&mut s, &mut io, 70_101), ["Lost(\"no answer to ping\")"]);
         assert!(s.publish(&mut io, "t", &[], 70_102).is_err());
-        s.poll(&mut io, 75_000, &CFG).unwrap();
+        let pause = reconnect_after_ms(&CFG, 1, 1);
+        s.poll(&mut io, 70_101 + pause - 1, &CFG).unwrap();
         assert!(io.sent().is_empty());
-        s.poll(&mut io, 75_101, &CFG).unwrap();
+        s.poll(&mut io, 70_101 + pause, &CFG).unwrap();
         assert_eq!(io.sent()[0].0, codec::kind::CONNECT);
         assert_eq!(s.stats().connects, 2);
     }
@@ -570,7 +598,7 @@ pub(crate) mod tests {
         s.poll(&mut io, 0, &CFG).unwrap();
         io.give(&[0x20, 0x02, 0x00, 0x03]); // server unavailable
         assert_eq!(run(&mut s, &mut io, 1), ["Lost(\"broker refused the connection\")"]);
-        s.poll(&mut io, 5_000, &CFG).unwrap();
+        s.poll(&mut io, 1 + reconnect_after_ms(&CFG, 1, 1), &CFG).unwrap();
         assert!(io.sent().iter().any(|(kind, _)| *kind == codec::kind::CONNECT), "the usual pause");
 
         let (mut s, mut io) = (Session::new(), Pipe::default());
@@ -619,6 +647,44 @@ pub(crate) mod tests {
         assert_eq!(io.sent()[0].1, b"\x10\x12\x00\x04MQTT\x04\x02\x00\x3c\x00\x06hau-01");
     }
 
+    /// Sessions lost in a row before ready (no CONNACK) wait longer each time, up to eight times
+    /// the retry pause plus jitter; two nodes wait differently; a session that reaches ready
+    /// starts the count again.
+    #[test]
+    fn lost_sessions_back_off_with_jitter() {
+        let (mut s, mut io) = (Session::new(), Pipe::default());
+        let mut now = 0;
+        let mut pauses = std::vec::Vec::new();
+        for lost in 1..=6u16 {
+            s.poll(&mut io, now, &CFG).unwrap();
+            assert_eq!(io.sent()[0].0, codec::kind::CONNECT, "a CONNECT at {now}");
+            now += CFG.answer_timeout_ms + 1;
+            assert_eq!(run(&mut s, &mut io, now), ["Lost(\"no answer from the broker\")"]);
+            let pause = reconnect_after_ms(&CFG, lost, u32::from(lost));
+            let base = CFG.retry_ms << (lost - 1).min(3);
+            assert!((base..=base + base / 2).contains(&pause), "pause {pause} after {lost} lost");
+            for t in [now, now + pause - 1] {
+                s.poll(&mut io, t, &CFG).unwrap();
+                assert!(io.sent().is_empty(), "nothing sent at {t}, within the pause {pause}");
+            }
+            now += pause;
+            pauses.push(pause);
+        }
+        assert!(pauses[3] >= 8 * CFG.retry_ms && pauses[5] <= 12 * CFG.retry_ms, "capped: {pauses:?}");
+        let other = SessionConfig { client_id: "hau-02", ..CFG };
+        assert_ne!(
+            (1..=6).map(|n| reconnect_after_ms(&CFG, n, u32::from(n))).collect::<std::vec::Vec<_>>(),
+            (1..=6).map(|n| reconnect_after_ms(&other, n, u32::from(n))).collect::<std::vec::Vec<_>>(),
+            "another node, other pauses"
+        );
+        connect(&mut s, &mut io, now);
+        io.give(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]); // a malformed packet ends the session
+        assert_eq!(run(&mut s, &mut io, now + 1), ["Lost(\"malformed packet from the broker\")"]);
+        // Ready reset the count: the first pause again, not the eighth.
+        s.poll(&mut io, now + 1 + reconnect_after_ms(&CFG, 1, 7), &CFG).unwrap();
+        assert_eq!(io.sent()[0].0, codec::kind::CONNECT);
+    }
+
     /// CONNACK 4 or 5: the session says so and waits twice as long after each refusal in a
     /// row, up to the cap; an accepted connection starts the count again.
     #[test]
@@ -644,9 +710,10 @@ pub(crate) mod tests {
         // Accepted: the next refusal waits twice the retry again.
         io.give(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]);
         assert_eq!(run(&mut s, &mut io, now), ["Lost(\"malformed packet from the broker\")"]);
-        s.poll(&mut io, now + 5_000, &CFG).unwrap();
+        let pause = reconnect_after_ms(&CFG, 1, 6);
+        s.poll(&mut io, now + pause, &CFG).unwrap();
         assert_eq!(io.sent()[0].0, codec::kind::CONNECT);
         io.give(&[0x20, 0x02, 0x00, 0x05]);
-        assert_eq!(run(&mut s, &mut io, now + 5_001), ["LoginRefused { code: 5, retry_in_ms: 10000 }"]);
+        assert_eq!(run(&mut s, &mut io, now + pause + 1), ["LoginRefused { code: 5, retry_in_ms: 10000 }"]);
     }
 }
