@@ -1422,7 +1422,9 @@ fn append_to_commitlog(
         if let (Some(pkid), Some(queue)) = (hold.filter(|_| !held), held_acks.get_mut(&filter_idx))
         {
             if queue.len() >= MAX_HELD_ACKS {
-                warn!(
+                // Only when the subscriber stopped releasing: then at every publish, so not a
+                // warning (its own failure is the thing to report).
+                debug!(
                     filter,
                     "too many held acknowledgements: the oldest is dropped unsent"
                 );
