@@ -211,6 +211,13 @@ impl State {
         self.series.get(device).and_then(|s| s.get(metric))
     }
 
+    /// A series read from the tree at open, whichever format held it: the next series id
+    /// stays above every one in use.
+    fn load_series(&mut self, device: &str, metric: String, meta: SeriesMeta) {
+        self.next_series_id = self.next_series_id.max(meta.id.saturating_add(1));
+        self.series.entry(device.to_owned()).or_default().insert(metric, meta);
+    }
+
     /// The entry of `device` as it is about to become: `meta` (or the mirror's metadata when
     /// `None`), and the mirror's series, each replaced by its metadata in `changed` (metric,
     /// metadata; a few) where that has it, and those of `changed` the mirror has not yet.
@@ -272,12 +279,8 @@ pub(super) fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         if let Some(meta) = meta {
             state.devices.insert(id.to_owned(), meta);
         }
-        if !series.is_empty() {
-            let metrics = state.series.entry(id.to_owned()).or_default();
-            for (metric, meta) in series {
-                state.next_series_id = state.next_series_id.max(meta.id.saturating_add(1));
-                metrics.insert(metric, meta);
-            }
+        for (metric, meta) in series {
+            state.load_series(id, metric, meta);
         }
     }
     // Format 6 and before only.
@@ -286,8 +289,7 @@ pub(super) fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         let corrupt = || StoreError::Corrupt(key.to_vec());
         let (device, metric) = keys::parse_series(&key).ok_or_else(corrupt)?;
         let meta = SeriesMeta::decode(&value).ok_or_else(corrupt)?;
-        state.next_series_id = state.next_series_id.max(meta.id.saturating_add(1));
-        state.series.entry(device.to_owned()).or_default().insert(metric.to_owned(), meta);
+        state.load_series(device, metric.to_owned(), meta);
     }
     if let Some(next) = tree.get(keys::NEXT_SERIES)? {
         let next = next.as_ref().try_into().map(u32::from_be_bytes);
