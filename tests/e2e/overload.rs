@@ -50,13 +50,8 @@ async fn messages_the_broker_skips_are_counted_as_lost() {
     assert!(lost > 0, "the flood should overrun a 1 KiB log: {stats}");
     assert_eq!((n("accepted"), n("rejected")), (received, 0), "{stats}");
     // A PUBACK for every pack taken (each once it is on disk), none for a lost one.
-    let deadline = std::time::Instant::now() + mekong_tests::TIMEOUT;
-    let mut pubacks = 0;
-    while pubacks < received && std::time::Instant::now() < deadline {
-        pubacks += sensors.iter_mut().map(|s| s.take_acks()).sum::<u64>();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    pubacks += sensors.iter_mut().map(|s| s.take_acks()).sum::<u64>();
+    let mut sensors: Vec<&mut Sensor> = sensors.iter_mut().collect();
+    let pubacks = mekong_tests::total_acks(&mut sensors, received, mekong_tests::TIMEOUT).await;
     assert_eq!(pubacks, received, "{stats}");
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", running.platform.http_addr.port()))
         .await

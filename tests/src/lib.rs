@@ -346,6 +346,20 @@ fn decode_downlink(payload: &[u8]) -> Downlink {
     }
 }
 
+/// The PUBACKs `sensors` receive in all: polled until there are `want` (or `within` has
+/// passed), and once more 50 ms later, so that one too many shows.
+pub async fn total_acks(sensors: &mut [&mut Sensor], want: u64, within: Duration) -> u64 {
+    let deadline = std::time::Instant::now() + within;
+    let mut total = 0;
+    loop {
+        total += sensors.iter_mut().map(|s| s.take_acks()).sum::<u64>();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if total >= want || std::time::Instant::now() >= deadline {
+            return total + sensors.iter_mut().map(|s| s.take_acks()).sum::<u64>();
+        }
+    }
+}
+
 /// Encodes readings `(name, unit, value, time)` as one SenML-CBOR pack with base time `bt`.
 pub fn pack(bt: f64, readings: &[(&str, &str, f64, f64)]) -> Vec<u8> {
     encode(bt, readings, None)

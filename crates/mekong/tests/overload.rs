@@ -12,6 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{connect, drain, flood, spawn_server, verify, wait_healthy, Device};
+use mekong_tests::{total_acks, Sensor};
 
 /// Peak resident memory the server may reach in this test. The broker's uplink log is held
 /// to 1 MiB here, so what remains is the process itself, sled's cache and the connections:
@@ -58,14 +59,9 @@ async fn under_overload_memory_stays_bounded_and_acknowledged_readings_are_store
     assert_eq!(received + lost, published, "{stats}");
     // The PUBACKs come once the packs are on disk: one for every pack the ingest path took,
     // none for a lost one.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut pubacks = 0;
-    while pubacks < received && Instant::now() < deadline {
-        pubacks += flooded.iter_mut().map(|(_, sensor)| sensor.take_acks()).sum::<u64>();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut sensors: Vec<&mut Sensor> = flooded.iter_mut().map(|(_, sensor)| sensor).collect();
+    let pubacks = total_acks(&mut sensors, received, Duration::from_secs(30)).await;
     let stats = server.stats(&http).await;
-    pubacks += flooded.iter_mut().map(|(_, sensor)| sensor.take_acks()).sum::<u64>();
     assert_eq!(stats["durable_packs"].as_u64(), Some(received), "{stats}");
     assert_eq!(pubacks, received, "PUBACKs against packs taken: {stats}");
     let mut devices = Vec::new();
