@@ -378,7 +378,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Skips any value, nested `depth` deep already.
     /// An object member's key and its colon, and the blanks after it.
     fn key(&mut self) -> Result<&'a str, DecodeError> {
         if self.peek() != Some(b'"') {
@@ -394,6 +393,7 @@ impl<'a> Reader<'a> {
         Ok(key)
     }
 
+    /// Skips any value, nested `depth` deep already.
     fn skip_value(&mut self, depth: usize) -> Result<(), DecodeError> {
         let (open, close) = match self.peek().ok_or(DecodeError::JsonTruncated)? {
             b'[' => (b'[', b']'),
