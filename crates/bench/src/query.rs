@@ -406,7 +406,8 @@ pub fn query(opts: QueryBenchOptions, mekong: &Path) -> anyhow::Result<Value> {
     };
     let work = temp.as_ref().map_or_else(std::env::temp_dir, |t| t.path.clone());
 
-    let store_options = StoreOptions { cache_capacity_bytes: opts.cache_bytes, flush_every_ms: Some(500) };
+    let store_options =
+        StoreOptions { cache_capacity_bytes: opts.cache_bytes, flush_every_ms: Some(500), ..Default::default() };
     let store = Store::open(&data, &store_options)?;
     let loaded = load(&store, &series, &year, &opts)?;
     drop(store);

@@ -348,6 +348,7 @@ impl Config {
         StoreOptions {
             cache_capacity_bytes: s.cache_bytes,
             flush_every_ms: (s.flush_every_ms > 0).then_some(s.flush_every_ms),
+            ..StoreOptions::default()
         }
     }
 

@@ -19,6 +19,8 @@ pub const SEQ: u8 = 0x05;
 pub const RECORD: u8 = 0x06;
 /// First byte of the key that names a closed day's file (`store/days.rs`).
 pub const DAY_FILE: u8 = 0x07;
+/// First byte of a write group's record in the log, not yet folded (`store/log.rs`).
+pub const LOG: u8 = 0x08;
 /// The key of the next series id: ids are never reused, as a removed series' block may still
 /// be in a day file until that file is next rewritten.
 pub const NEXT_SERIES: &[u8] = b"\x00series";

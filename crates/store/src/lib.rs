@@ -14,7 +14,13 @@
 //! | `0x05`, device id | the highest sequence number stored with the device's packs (u64 BE), then the 8-byte id of its numbering |
 //! | `0x06`, space, `0x00`, key | a record of another crate's ([`Store::write_records`]): the alert engine's states, history, outboxes and rules |
 //! | `0x07`, UTC day start (i64 BE, sign bit flipped) | the generation (u64 BE) of the day's file, `blocks/<YYYY-MM-DD>.<generation>.mkb` (`dayfile.rs`) |
+//! | `0x08`, record number (u64 BE) | a write group not yet folded into the keys above (format 8): the chunks, device entries, sequence numbers and next series id it stands for (`store/log.rs`) |
 //! | `0x00format`, `0x00epoch`, `0x00series` | the layout version; the number of openings (high bits of chunk ids); the next series id |
+//!
+//! A write group is logged as one record (`0x08`) and folded into the other key spaces by the
+//! store's own thread every few seconds, many groups at once: a device's packs since the last
+//! fold become one chunk per series and hour and one entry. Reads take the unfolded chunks
+//! from memory with the tree's.
 //!
 //! Points are written in chunks: per write group, one chunk per series and hour window. sled
 //! copies a leaf on every insert, so this costs one insert for many points instead of one per
@@ -79,8 +85,8 @@ pub mod fuzzing {
 pub use civil::civil_date;
 pub use error::{PackRefused, StoreError, WriteError};
 pub use store::{
-    backup, compact, compact_with_progress, CompactReport, ExpireReport, FoldReport, Record, Removed, RetentionPolicy,
-    RetentionRule, Store, StoreOptions,
+    backup, compact, compact_with_progress, CompactReport, ExpireReport, FoldReport, LogFold, Record, Removed,
+    RetentionPolicy, RetentionRule, Store, StoreOptions,
 };
 pub use types::{
     Bucket, DeviceInfo, DeviceTally, DiskSpace, Flushed, Generation, GroupRecord, Health, LatestValue, NewPoint,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use self::days::crash_point;
 use self::meta::{load_state, migrate_entries, State};
@@ -13,9 +13,10 @@ use crate::{keys, DiskSpace, Flushed, Generation, Health, StoreError};
 /// The layout written by this version (1: one entry per point; 2: chunks of varint deltas and
 /// raw values; 3: Gorilla-compressed chunks; 4: decimal values, folded blocks and rollups; 5: day
 /// blocks, Rice-coded values, regular times, a day of rollups per entry; 6: closed days in day
-/// files outside sled; 7: a device's series metadata in the device's entry). Stores of format
-/// 5 and 6 are migrated at open.
-pub(crate) const FORMAT_VERSION: u8 = 7;
+/// files outside sled; 7: a device's series metadata in the device's entry; 8: write groups
+/// logged as one entry each and folded later, `store/log.rs`). Stores of format 5 to 7 are
+/// migrated at open.
+pub(crate) const FORMAT_VERSION: u8 = 8;
 
 /// The format migrated at open: its day blocks move from sled into day files.
 const FORMAT_DAY_BLOCKS_IN_SLED: u8 = 5;
@@ -23,6 +24,10 @@ const FORMAT_DAY_BLOCKS_IN_SLED: u8 = 5;
 /// The format with day files and a sled entry per series' metadata, migrated at open: each
 /// device's series move into its entry ([`meta::migrate_entries`]).
 const FORMAT_DAY_FILES: u8 = 6;
+
+/// The format with a device's series in its entry and no log: it needs no change but the
+/// format's number, as it has no records to fold.
+const FORMAT_ENTRIES: u8 = 7;
 
 /// The sled tree everything lives in.
 const TREE: &str = "timeseries";
@@ -35,11 +40,19 @@ pub struct StoreOptions {
     /// How often sled flushes to disk in the background, in ms; `None` flushes only on
     /// [`Store::flush`].
     pub flush_every_ms: Option<u64>,
+    /// How often the store's own thread folds the write log into the tree, in ms (sooner
+    /// when much is logged); `None` starts no thread: the log is folded when it holds
+    /// 64 MiB, and by the upkeep and every other write that needs the tree whole (`log.rs`).
+    pub fold_log_every_ms: Option<u64>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_capacity_bytes: 64 * 1024 * 1024, flush_every_ms: Some(500) }
+        StoreOptions {
+            cache_capacity_bytes: 64 * 1024 * 1024,
+            flush_every_ms: Some(500),
+            fold_log_every_ms: Some(5000),
+        }
     }
 }
 
@@ -60,6 +73,8 @@ struct Opened {
     chunks_made: AtomicU64,
     /// The day files sled names.
     days: days::Days,
+    /// The write groups logged and not yet folded into the tree.
+    log: log::Log,
 }
 
 impl Opened {
@@ -113,6 +128,14 @@ struct Inner {
     /// Batches that deleted chunks outside the upkeep lock (retention of points, a device's
     /// removal): a backup that sees this change reads the chunks again under the state lock.
     chunk_removals: AtomicU64,
+    /// Wakes the thread that folds the log (`log.rs`).
+    wake: Arc<log::Wake>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.wake.close();
+    }
 }
 
 /// The time-series store. Cheap to clone: clones share one database.
@@ -137,8 +160,13 @@ impl Store {
             upkeep: Mutex::new(()),
             journal: Mutex::new(None),
             chunk_removals: AtomicU64::new(0),
+            wake: Arc::new(log::Wake::default()),
         };
-        Ok(Store { inner: Arc::new(inner) })
+        let inner = Arc::new(inner);
+        if let Some(ms) = options.fold_log_every_ms {
+            log::start(Arc::downgrade(&inner), Arc::clone(&inner.wake), Duration::from_millis(ms.max(1)))?;
+        }
+        Ok(Store { inner })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -161,11 +189,28 @@ impl Store {
         unavailable(self.failure().as_ref(), "reopening")
     }
 
+    /// [`Store::writable_to_log`], with the log folded: for whatever writes the tree other than
+    /// through the log, or reads its chunks alone (`log.rs`'s invariant). As the caller holds
+    /// the state lock, no record is logged until its own batch is applied.
+    fn writable(&self, state: &mut State) -> Result<Arc<Opened>, StoreError> {
+        let opened = self.writable_to_log(state)?;
+        self.fold_log_in(&opened)?;
+        Ok(opened)
+    }
+
+    /// [`Store::writable`] for a write that touches one device only (its entry, its series'
+    /// chunks): the log is folded only if it holds something of that device.
+    fn writable_for(&self, state: &mut State, device: &str) -> Result<Arc<Opened>, StoreError> {
+        let opened = self.writable_to_log(state)?;
+        self.fold_log_for(&opened, device)?;
+        Ok(opened)
+    }
+
     /// The opening to write to, with the state lock held by the caller: the current one,
     /// unless it failed; then a new one, once the back-off allows it (the mirror in `state`
     /// is reloaded from what is on disk, as nothing since the last good flush can be
     /// trusted). Fails with [`StoreError::Unavailable`] until a new opening is had.
-    fn writable(&self, state: &mut State) -> Result<Arc<Opened>, StoreError> {
+    fn writable_to_log(&self, state: &mut State) -> Result<Arc<Opened>, StoreError> {
         let current = self.inner.opened.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut failure = self.failure();
         let f = match (&current, &mut *failure) {
@@ -339,9 +384,16 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
             tree.insert(keys::FORMAT, &[FORMAT_VERSION])?;
             FORMAT_VERSION
         }
-        Some(v) if [[FORMAT_VERSION], [FORMAT_DAY_FILES], [FORMAT_DAY_BLOCKS_IN_SLED]].iter().any(|f| v == f) => v[0],
+        Some(v)
+            if [FORMAT_VERSION, FORMAT_ENTRIES, FORMAT_DAY_FILES, FORMAT_DAY_BLOCKS_IN_SLED].contains(&v[0])
+                && v.len() == 1 =>
+        {
+            v[0]
+        }
         other => return Err(StoreError::Format(other.map(|v| v.to_vec()))),
     };
+    // Before the metadata is read: the entries of the records left are newer than the tree's.
+    log::fold_at_open(&tree)?;
     let state = load_state(&tree)?;
     let days = days::Days::load(path, &tree)?;
     // Chunk ids are (opening, count) rather than sled's generate_id, so that they stay
@@ -353,16 +405,26 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
         Some(v) => u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt(keys::EPOCH.to_vec()))?),
     };
     let next = epoch.checked_add(1).ok_or_else(|| StoreError::Corrupt(keys::EPOCH.to_vec()))?;
-    let opened = Opened { db, tree, generation, epoch: u64::from(next) << 40, chunks_made: AtomicU64::new(0), days };
+    let opened = Opened {
+        db,
+        tree,
+        generation,
+        epoch: u64::from(next) << 40,
+        chunks_made: AtomicU64::new(0),
+        days,
+        log: log::Log::default(),
+    };
     // Before anything else is written to sled, so that a migration that fails leaves the
     // store as the older mekong left it (the epoch included). Each step is whole or not at all.
     if format == FORMAT_DAY_BLOCKS_IN_SLED {
         fold_days::migrate(&opened, &state, FORMAT_DAY_BLOCKS_IN_SLED, FORMAT_DAY_FILES)?;
     }
-    if format != FORMAT_VERSION {
+    if format <= FORMAT_DAY_FILES {
         migrate_entries(&opened.tree, &state, FORMAT_VERSION)
             .map_err(|source| StoreError::Migration { from: FORMAT_DAY_FILES, source: Box::new(source) })?;
         crash_point("migrate", "entries");
+    } else if format == FORMAT_ENTRIES {
+        opened.tree.insert(keys::FORMAT, &[FORMAT_VERSION])?;
     }
     opened.tree.insert(keys::EPOCH, &next.to_be_bytes())?;
     fold_days::finish_migration(&opened, &state)?;
@@ -373,6 +435,7 @@ pub mod backup;
 pub(crate) mod compact;
 mod days;
 mod fold_days;
+mod log;
 mod maintenance;
 mod meta;
 mod read;
@@ -380,6 +443,7 @@ mod records;
 mod remove;
 mod write;
 pub use compact::{compact, compact_with_progress, CompactReport};
+pub use log::LogFold;
 pub use maintenance::{ExpireReport, FoldReport, RetentionPolicy, RetentionRule};
 pub use records::Record;
 pub use remove::Removed;

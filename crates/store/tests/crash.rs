@@ -39,7 +39,7 @@ fn value(s: usize, t: i64) -> f64 {
 }
 
 fn options() -> StoreOptions {
-    StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None }
+    StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None, fold_log_every_ms: None }
 }
 
 /// Writes the workload into the store in `dir`: an hour of readings at a time (a minute

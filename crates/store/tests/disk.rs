@@ -59,7 +59,7 @@ fn the_data_directory_stays_within_one_and_a_half_times_its_compacted_size() {
     let days = env("MEKONG_DISK_DAYS", 6);
     let keep_days = env("MEKONG_DISK_KEEP_DAYS", 2);
     let step = env("MEKONG_DISK_STEP_SECS", 10) * 1000;
-    let options = StoreOptions { cache_capacity_bytes: 16 << 20, flush_every_ms: Some(500) };
+    let options = StoreOptions { cache_capacity_bytes: 16 << 20, flush_every_ms: Some(500), ..Default::default() };
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let policy =

@@ -37,6 +37,8 @@ impl Store {
     pub(super) fn fold_day(&self, day: i64, end: i64, report: &mut FoldReport) -> Result<(), StoreError> {
         let _upkeep = self.upkeep();
         let opened = self.current()?;
+        // The file is built from the tree's chunks: what was logged before now goes in.
+        self.fold_log_in(&opened)?;
         let live = self.series_ids();
         let mut counts = FoldReport::default();
         let upto = end.min(day.saturating_add(chunk::DAY_MS));

@@ -125,7 +125,7 @@ impl Store {
     /// goes into its day file with every other series' ([`Store::fold_day`]).
     fn fold_next(&self, device: &str, metric: &str, before_ms: i64) -> Result<Option<i64>, StoreError> {
         let mut state = self.state();
-        let opened = self.writable(&mut state)?;
+        let opened = self.writable_for(&mut state, device)?;
         let Some(mut meta) = state.meta(device, metric).cloned() else {
             return Ok(None);
         };
@@ -242,7 +242,7 @@ impl Store {
         touched: &mut BTreeSet<(String, String)>,
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
-        let opened = self.writable(&mut state)?;
+        let opened = self.writable_for(&mut state, device)?;
         let Some(mut meta) = state.meta(device, metric).cloned() else {
             return Ok(false);
         };
@@ -283,7 +283,7 @@ impl Store {
     /// Sets the first time of one series to that of its first point left, after expiry.
     fn refresh_first(&self, device: &str, metric: &str) -> Result<(), StoreError> {
         let mut state = self.state();
-        let opened = self.writable(&mut state)?;
+        let opened = self.writable_for(&mut state, device)?;
         let Some(mut meta) = state.meta(device, metric).cloned() else {
             return Ok(());
         };
@@ -322,7 +322,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         // Held so that no write or fold of this series runs in between.
         let mut state = self.state();
-        let opened = self.writable(&mut state)?;
+        let opened = self.writable_to_log(&mut state)?;
         let Some(id) = state.meta(device, metric).map(|m| m.id) else {
             return Ok(false);
         };

@@ -233,9 +233,9 @@ impl Store {
 }
 
 /// Visits the blocks of series `id` that can hold points in `[from_ms, to_ms)`, from day
-/// files and sled's chunks alike, in order of their first time (a day file's block counts as
-/// starting at its day's start, before the late chunks of that day), with their points (not
-/// yet cut to the range). `visit` returns false to stop.
+/// files, sled's chunks and the log's unfolded chunks alike, in order of their first time (a
+/// day file's block counts as starting at its day's start, before the late chunks of that
+/// day), with their points (not yet cut to the range). `visit` returns false to stop.
 pub(super) fn scan_chunks(
     opened: &Opened,
     id: u32,
@@ -252,23 +252,40 @@ pub(super) fn scan_chunks(
     let files = opened.days.read();
     let mut days = files.range(first_day..to_ms).map(|(&d, &g)| (d, g)).peekable();
     let range = keys::chunk_from(id, first_day)..keys::chunk_from(id, to_ms);
-    for entry in opened.tree.range(range) {
-        let (key, value) = entry?;
-        let Some((_, first_ms)) = keys::parse_chunk(&key) else {
-            return Err(StoreError::Corrupt(key.to_vec()));
-        };
-        while let Some((day, generation)) = days.next_if(|&(day, _)| day <= first_ms) {
-            if !visit_day(opened, id, day, generation, &mut decoded, &mut visit)? {
+    // Held to the end too, for the same reason, for a fold of the log.
+    let _reading = opened.log.reading();
+    let mut unfolded = opened.log.chunks(range.clone()).into_iter().peekable();
+    let mut tree = opened.tree.range(range);
+    loop {
+        // The tree's chunks and the log's, in key order (no key is in both).
+        let next_in_tree = tree.next().transpose()?;
+        let mut chunks: Vec<(sled::IVec, sled::IVec)> = Vec::with_capacity(2);
+        while let Some((key, value)) = unfolded.next_if(|(k, _)| next_in_tree.as_ref().is_none_or(|t| k[..] < t.0[..]))
+        {
+            chunks.push((key[..].into(), value));
+        }
+        let done = next_in_tree.is_none();
+        chunks.extend(next_in_tree);
+        for (key, value) in chunks {
+            let Some((_, first_ms)) = keys::parse_chunk(&key) else {
+                return Err(StoreError::Corrupt(key.to_vec()));
+            };
+            while let Some((day, generation)) = days.next_if(|&(day, _)| day <= first_ms) {
+                if !visit_day(opened, id, day, generation, &mut decoded, &mut visit)? {
+                    return Ok(());
+                }
+            }
+            if first_ms < window && !keys::is_day_block(&key) {
+                continue;
+            }
+            decoded.clear();
+            chunk::decode_into(&value, &mut decoded).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
+            if !visit(first_ms, &decoded) {
                 return Ok(());
             }
         }
-        if first_ms < window && !keys::is_day_block(&key) {
-            continue;
-        }
-        decoded.clear();
-        chunk::decode_into(&value, &mut decoded).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
-        if !visit(first_ms, &decoded) {
-            return Ok(());
+        if done {
+            break;
         }
     }
     for (day, generation) in days {

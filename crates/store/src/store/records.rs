@@ -35,7 +35,7 @@ impl Store {
         }
         let generation = {
             let mut state = self.state();
-            let opened = self.writable(&mut state)?;
+            let opened = self.writable_to_log(&mut state)?;
             self.apply(&opened, batch)?;
             opened.generation
         };

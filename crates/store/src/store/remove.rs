@@ -31,7 +31,7 @@ impl Store {
         if !known && !state.seqs.contains_key(device) {
             return Ok(None);
         }
-        let opened = self.writable(&mut state)?;
+        let opened = self.writable_for(&mut state, device)?;
         let mut batch = sled::Batch::default();
         let mut removed = Removed::default();
         for meta in state.series.get(device).into_iter().flat_map(|m| m.values()) {

@@ -7,7 +7,8 @@ use super::*;
 use crate::*;
 
 fn open(dir: &Path) -> Store {
-    Store::open(dir, &StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None }).unwrap()
+    Store::open(dir, &StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None, fold_log_every_ms: None })
+        .unwrap()
 }
 
 fn p(metric: &str, time_ms: i64, value: f64) -> NewPoint<'_> {
@@ -276,7 +277,9 @@ fn ranges_match_a_model_whatever_the_write_order() {
     }
 }
 
+/// The chunks in the tree, once the log is folded.
 fn chunk_keys(store: &Store) -> usize {
+    store.fold_log().unwrap();
     store.current().unwrap().tree.scan_prefix([keys::POINT]).count()
 }
 
@@ -420,10 +423,11 @@ fn a_late_point_reopens_its_folded_window_until_the_next_fold() {
     for pair in points.chunks(2) {
         store.write("w", "water", T0, pair).unwrap();
     }
-    assert_eq!(chunk_keys(&store), 180);
+    // The fold of the log merged the 180 groups' chunks of that hour into one.
+    assert_eq!(chunk_keys(&store), 1);
     let report = store.fold(hour + 2 * chunk::WINDOW_MS, || true).unwrap();
     // The day is still open: its file holds the hour that closed.
-    assert_eq!(report, FoldReport { hours: 1, days: 0, chunks_in: 180, points: 360 });
+    assert_eq!(report, FoldReport { hours: 1, days: 0, chunks_in: 1, points: 360 });
     assert_eq!(chunk_keys(&store), 0);
     assert_eq!(day_files(dir.path()).len(), 1);
     // Folding again changes nothing.
@@ -496,7 +500,7 @@ fn compaction_keeps_every_entry_gives_space_back_and_new_chunks_stay_unique() {
         store.flush().unwrap();
         store.points("w", "water_level", i64::MIN, i64::MAX, 10_000).unwrap().unwrap()
     };
-    let options = StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None };
+    let options = StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None, fold_log_every_ms: None };
     let report = compact(&path, &options).unwrap();
     assert!(report.bytes_after < report.bytes_before, "{report:?}");
     assert!(!dir.path().join("data.old").exists() && !dir.path().join("data.compacting").exists());
@@ -515,14 +519,15 @@ fn compaction_reports_its_progress_batch_by_batch() {
     let path = dir.path().join("data");
     {
         let store = open(&path);
-        // One chunk entry per write: more than two batches of entries.
-        let points: Vec<_> = (0..25_000).map(|i| p("water_level", T0 + i, 1.0)).collect();
+        // One chunk entry per write (each in an hour of its own, so that folds of the log
+        // merge none): more than two batches of entries.
+        let points: Vec<_> = (0..25_000).map(|i| p("water_level", T0 + i * chunk::WINDOW_MS, 1.0)).collect();
         for chunk in points.chunks(1) {
             store.write("w", "water", T0, chunk).unwrap();
         }
         store.flush().unwrap();
     }
-    let options = StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None };
+    let options = StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None, fold_log_every_ms: None };
     let mut seen = Vec::new();
     let report = compact_with_progress(&path, &options, |so_far| seen.push(so_far.entries)).unwrap();
     assert_eq!(seen, [10_000, 20_000], "{report:?}");
@@ -538,7 +543,7 @@ fn an_interrupted_compaction_is_refused_at_open_and_finished_by_the_next() {
         store.write("w", "water", T0, &[p("water_level", T0, 1.0)]).unwrap();
         store.flush().unwrap();
     }
-    let options = StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None };
+    let options = StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None, fold_log_every_ms: None };
     // As if the process died between the two renames, with the copy complete.
     std::fs::rename(&path, dir.path().join("data.old")).unwrap();
     copy_dir(&dir.path().join("data.old"), &dir.path().join("data.compacting"));
@@ -663,7 +668,9 @@ fn a_directory_in_use_is_refused() {
 }
 
 /// Every key of the tree, for checking what a removal leaves.
+/// Every key in the tree, once the log is folded.
 fn all_keys(store: &Store) -> Vec<Vec<u8>> {
+    store.fold_log().unwrap();
     store.current().unwrap().tree.iter().keys().map(|k| k.unwrap().to_vec()).collect()
 }
 
@@ -872,4 +879,98 @@ fn retention_deletes_a_day_file_once_all_its_series_have_expired() {
     let store = open(dir.path());
     assert_eq!(store.series("a", "level").unwrap().count, 48);
     assert_eq!(day_files(dir.path()).len(), 2);
+}
+
+/// Reads while a writer logs and the store's thread folds the log every millisecond: every
+/// point written before a read began is in it, once, with its value.
+#[test]
+fn reads_see_every_point_once_while_the_log_is_folded_beside_them() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None, fold_log_every_ms: Some(1) };
+    let store = Store::open(dir.path(), &options).unwrap();
+    const N: usize = 3_000;
+    let written = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..N {
+                // Ten seconds apart: one hour window holds 360 of them, so folds merge chunks.
+                store.write("w", "water", T0, &[p("water_level", T0 + i as i64 * 10_000, i as f64)]).unwrap();
+                written.store(i + 1, Ordering::SeqCst);
+            }
+        });
+        let mut reads = 0;
+        loop {
+            let before = written.load(Ordering::SeqCst);
+            let got = store.points("w", "water_level", i64::MIN, i64::MAX, usize::MAX).unwrap().unwrap_or_default();
+            assert!(got.len() >= before, "{} points read after {before} were written", got.len());
+            for (i, point) in got.iter().enumerate() {
+                assert_eq!((point.time_ms, point.value), (T0 + i as i64 * 10_000, i as f64), "point {i}");
+            }
+            reads += 1;
+            if before == N {
+                break;
+            }
+        }
+        assert!(reads > 1);
+    });
+    // The store's thread folded some of it into the tree meanwhile.
+    assert!(store.current().unwrap().tree.scan_prefix([keys::POINT]).count() > 0);
+    let hours = store.aggregate("w", "water_level", T0, T0 + N as i64 * 10_000, chunk::WINDOW_MS).unwrap().unwrap();
+    assert_eq!(hours.iter().map(|b| b.count).sum::<u64>(), N as u64);
+}
+
+/// A fold writes one chunk per series and hour and one entry per device, however many groups
+/// it takes, and deletes their records.
+#[test]
+fn a_fold_merges_the_logged_groups_into_one_chunk_per_series_and_hour_and_one_entry_per_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..10 {
+        let a = [p("water_level", T0 + i * 1_000, i as f64)];
+        let b = [p("salinity", T0 + i * 1_000, 1.0), p("salinity", T0 + chunk::WINDOW_MS + i * 1_000, 2.0)];
+        let packs = [
+            PackWrite { device: "a", kind: "water", seen_ms: T0, points: &a, seq: None },
+            PackWrite { device: "b", kind: "water", seen_ms: T0, points: &b, seq: Some((i as u64, [3; 8])) },
+        ];
+        store.write_packs(&packs).unwrap();
+    }
+    assert_eq!(store.log_size().0, 10);
+    let fold = store.fold_log().unwrap();
+    // a's hour, b's two hours; the two devices' entries, b's sequence number, the next series id.
+    assert_eq!(fold, LogFold { records: 10, chunks: 3, entries: 4 });
+    assert_eq!(store.log_size(), (0, 0));
+    assert_eq!(store.fold_log().unwrap(), LogFold::default());
+    let tree = &store.current().unwrap().tree;
+    assert_eq!(tree.scan_prefix([keys::LOG]).count(), 0);
+    assert_eq!(tree.scan_prefix([keys::POINT]).count(), 3);
+    assert_eq!(store.points("b", "salinity", i64::MIN, i64::MAX, 100).unwrap().unwrap().len(), 20);
+    assert_eq!(store.device_seq("b"), Some(9));
+}
+
+/// A point still in the log is a duplicate like a folded one, and records left in the log
+/// when the store stops are folded by the next opening, metadata included.
+#[test]
+fn the_log_counts_for_duplicates_and_an_opening_folds_what_a_stop_left_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.write("a", "water", T0, &[p("water_level", T0, 1.0)]).unwrap();
+        let again = store.write("a", "water", T0 + 1, &[p("water_level", T0, 9.0), p("water_level", T0 + 5, 2.0)]);
+        assert_eq!(again.unwrap(), WriteSummary { stored: 1, duplicates: 1 });
+        let seq = [PackWrite { device: "a", kind: "water", seen_ms: T0 + 2, points: &[], seq: Some((4, [1; 8])) }];
+        store.write_packs(&seq).unwrap();
+        assert_eq!(store.log_size().0, 3);
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    let tree = &store.current().unwrap().tree;
+    assert_eq!(tree.scan_prefix([keys::LOG]).count(), 0, "folded at the opening");
+    assert_eq!(tree.scan_prefix([keys::POINT]).count(), 2);
+    let got = store.points("a", "water_level", i64::MIN, i64::MAX, 10).unwrap().unwrap();
+    assert_eq!(got, [Point { time_ms: T0, value: 1.0 }, Point { time_ms: T0 + 5, value: 2.0 }]);
+    let device = store.device("a").unwrap();
+    assert_eq!((device.points, device.last_seen_ms), (2, T0 + 2));
+    assert_eq!(store.device_seq("a"), Some(4));
+    assert_eq!(store.series("a", "water_level").unwrap().count, 2);
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::log::Due;
 use super::meta::{DeviceMeta, SeriesMeta, State};
 use super::read::scan_chunks;
 use super::{Opened, Store};
@@ -91,7 +92,7 @@ impl Store {
         records: impl FnOnce(&[Result<WriteSummary, PackRefused>], &[(usize, usize)]) -> Vec<GroupRecord>,
     ) -> Result<Written, StoreError> {
         let mut state = self.state();
-        let opened = self.writable(&mut state)?;
+        let opened = self.writable_to_log(&mut state)?;
         let mut group = Staged::default();
         let mut results = Vec::with_capacity(packs.len());
         let mut duplicates = Vec::new();
@@ -108,9 +109,9 @@ impl Store {
         for refusal in refusals {
             tally_refusal(&state, &mut group, refusal);
         }
-        let mut batch = sled::Batch::default();
-        let mut journal = self.inner.journal.lock().unwrap_or_else(|e| e.into_inner());
-        let mut journaled = Vec::new();
+        // The group's inserts go to the log as one record (`log.rs`), the other crates' records
+        // beside it in the same batch.
+        let mut record = super::log::Record::default();
         // (series, time) is unique in the group: duplicates were left out when staged.
         group.points.sort_unstable_by_key(|p| (p.0, p.1));
         let mut window_points: Vec<(i64, f64)> = Vec::new();
@@ -121,13 +122,10 @@ impl Store {
             window_points.clear();
             window_points.extend(window.iter().map(|&(_, t, v)| (t, v)));
             let key = keys::chunk(window[0].0, window[0].1, opened.chunk_id());
-            batch.insert(&key, chunk::encode(&window_points));
-            if journal.is_some() {
-                journaled.push(key.to_vec());
-            }
+            record.chunks.push((key, chunk::encode(&window_points)));
         }
         if let Some(next) = group.next_series_id.filter(|&n| n != state.next_series_id) {
-            batch.insert(keys::NEXT_SERIES, &next.to_be_bytes());
+            record.entries.push((keys::NEXT_SERIES.to_vec(), next.to_be_bytes().to_vec()));
         }
         // One entry per device: its metadata and its series' (every staged series' device is
         // staged too). The staged series sorted by device give each device its changes.
@@ -138,28 +136,38 @@ impl Store {
             staged.clear();
             let at = changed.partition_point(|c| c.0 < *device);
             staged.extend(changed[at..].iter().take_while(|c| c.0 == *device).map(|c| (c.1, c.2)));
-            batch.insert(keys::device(device), state.entry(device, Some(meta), &staged));
+            record.entries.push((keys::device(device), state.entry(device, Some(meta), &staged)));
         }
         for series in changed.chunk_by(|a, b| a.0 == b.0).filter(|s| !group.devices.contains_key(s[0].0)) {
             staged.clear();
             staged.extend(series.iter().map(|c| (c.1, c.2)));
-            batch.insert(keys::device(series[0].0), state.entry(series[0].0, None, &staged));
+            record.entries.push((keys::device(series[0].0), state.entry(series[0].0, None, &staged)));
         }
         for (device, (seq, id)) in &group.seqs {
             let mut value = [0u8; 16];
             value[..8].copy_from_slice(&seq.to_be_bytes());
             value[8..].copy_from_slice(id);
-            batch.insert(keys::seq(device), &value);
+            record.entries.push((keys::seq(device), value.to_vec()));
         }
+        let mut batch = sled::Batch::default();
         for (space, key, value) in records(&results, &duplicates) {
             super::records::check(space)?;
             batch.insert(keys::record(space, &key), value);
         }
-        self.apply(&opened, batch)?;
-        if let Some(journal) = journal.as_mut() {
-            journal.append(&mut journaled);
+        let mut logged = Vec::new();
+        for piece in record.encode() {
+            let key = opened.log.next_key(opened.epoch);
+            batch.insert(&key, piece);
+            logged.push(key);
         }
-        drop(journal);
+        self.apply(&opened, batch)?;
+        match opened.log.add(logged, record) {
+            Due::Later => {}
+            Due::Soon => self.inner.wake.due(),
+            Due::Now => {
+                self.fold_log_in(&opened)?;
+            }
+        }
 
         if let Some(next) = group.next_series_id {
             state.next_series_id = next;

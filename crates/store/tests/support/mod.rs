@@ -25,7 +25,7 @@ pub fn fixtures() -> PathBuf {
 
 /// Options for a small store that flushes only when asked.
 pub fn options() -> StoreOptions {
-    StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None }
+    StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None, fold_log_every_ms: None }
 }
 
 /// The first reading's time: 2026-06-01T00:00:00Z.
@@ -64,7 +64,8 @@ pub fn readings() -> Vec<(usize, i64, f64)> {
 
 /// Writes [`readings`] the way ingest does (groups of packs, some late, each late group into a
 /// day already folded), folds the first two days and the closed hours of the third, and
-/// leaves the last hours unfolded: every kind of entry a store holds.
+/// leaves the last hours unfolded, the newest group in the log: every kind of entry a store
+/// holds.
 pub fn write_readings(store: &Store) {
     let all = readings();
     let (late, on_time): (Vec<&(usize, i64, f64)>, Vec<_>) = all.iter().partition(|r| (r.1 / 30_000) % 50 == 3);
@@ -90,6 +91,10 @@ pub fn write_readings(store: &Store) {
     };
     let mut on_time = on_time;
     on_time.sort_by_key(|r| r.1);
+    // The last group is written after every fold, so that a store of format 8 or later is
+    // dumped with a record still in its log, as a crash leaves it.
+    let last = on_time.len().saturating_sub(64);
+    let (on_time, newest) = on_time.split_at(last);
     for group in on_time.chunks(64) {
         write(group);
     }
@@ -101,6 +106,7 @@ pub fn write_readings(store: &Store) {
         write(group);
     }
     store.fold(T0 + DAY, || true).unwrap();
+    write(newest);
     store.flush().unwrap();
 }
 

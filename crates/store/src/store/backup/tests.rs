@@ -19,7 +19,8 @@ const D0: i64 = 1_789_948_800_000;
 type Model = BTreeMap<(String, String), BTreeMap<i64, f64>>;
 
 fn open(dir: &Path) -> Store {
-    Store::open(dir, &StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None }).unwrap()
+    Store::open(dir, &StoreOptions { cache_capacity_bytes: 8 << 20, flush_every_ms: None, fold_log_every_ms: None })
+        .unwrap()
 }
 
 /// Writes a reading every `step` ms of `[from, to)` for each of three devices and two
