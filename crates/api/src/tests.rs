@@ -1155,3 +1155,30 @@ async fn admins_take_and_list_backups_into_the_configured_repository_and_readers
     assert_eq!(listed, ids[1..], "keep = 2");
     assert!(repository.verify(None).unwrap().problems.is_empty());
 }
+
+/// `/metrics` shows the write groups logged and not yet folded into the store's tree.
+#[tokio::test]
+async fn metrics_count_the_write_groups_not_yet_folded() {
+    let dir = tempfile::tempdir().unwrap();
+    // No background fold: the test folds when it wants.
+    let options = StoreOptions { flush_every_ms: None, fold_log_every_ms: None, ..Default::default() };
+    let store = Store::open(dir.path(), &options).unwrap();
+    let state = anonymous(store.clone());
+    let metrics = || async {
+        let response = router(state.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        let bytes = response.unwrap().into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    for i in 0..2 {
+        let point =
+            NewPoint { metric: "rain", unit: None, time_ms: T0 + i, value: 1.0, value_kind: Default::default() };
+        store.write("wx-1", "weather", T0, &[point]).unwrap();
+    }
+    let text = metrics().await;
+    assert!(text.contains("\nmekong_store_log_records 2\n"), "{text}");
+    assert!(!text.contains("\nmekong_store_log_bytes 0\n"), "{text}");
+    store.fold_log().unwrap();
+    let text = metrics().await;
+    assert!(text.contains("\nmekong_store_log_records 0\n"), "{text}");
+    assert!(text.contains("\nmekong_store_log_bytes 0\n"), "{text}");
+}

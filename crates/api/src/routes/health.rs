@@ -390,5 +390,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "# HELP mekong_store_points Points stored.\n# TYPE mekong_store_points gauge\nmekong_store_points {}",
         state.store.point_count()
     );
+    let (records, bytes) = state.store.log_size();
+    let _ = writeln!(
+        out,
+        "# HELP mekong_store_log_records Write groups logged, not yet folded into the store's tree.\n# TYPE \
+         mekong_store_log_records gauge\nmekong_store_log_records {records}\n# HELP mekong_store_log_bytes Bytes \
+         those hold in memory until folded.\n# TYPE mekong_store_log_bytes gauge\nmekong_store_log_bytes {bytes}"
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
