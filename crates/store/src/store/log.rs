@@ -61,7 +61,7 @@ struct Pending {
     chunks: BTreeMap<ChunkKey, sled::IVec>,
     /// Their other inserts, the newest of each key only: a later record's entry was made
     /// from a mirror that had the earlier one's changes.
-    entries: HashMap<Vec<u8>, sled::IVec>,
+    entries: HashMap<Vec<u8>, Vec<u8>>,
     /// Their keys.
     records: Vec<[u8; 9]>,
     /// The bytes of `chunks` and `entries`.
@@ -175,7 +175,7 @@ impl Log {
             pending.chunks.insert(k, v.into());
         }
         for (k, v) in record.entries {
-            let (added, v) = (v.len(), sled::IVec::from(v));
+            let added = v.len();
             let replaced = match pending.entries.entry(k) {
                 Entry::Occupied(mut e) => std::mem::replace(e.get_mut(), v).len(),
                 Entry::Vacant(e) => {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::meta::{device_info, series_info};
+use super::meta::{device_info, series_info, DeviceMeta};
 use super::{Opened, Store};
 use crate::{chunk, keys, rollup, Bucket, DeviceInfo, LatestValue, Point, SeriesInfo, StoreError};
 
@@ -11,12 +11,14 @@ impl Store {
     /// All devices, sorted by id, optionally only those of one kind.
     pub fn devices(&self, kind: Option<&str>) -> Vec<DeviceInfo> {
         let state = self.state();
-        state
+        let mut out: Vec<DeviceInfo> = state
             .devices
             .iter()
             .filter(|(_, d)| kind.is_none_or(|k| d.kind == k))
             .map(|(id, d)| device_info(&state, id, d))
-            .collect()
+            .collect();
+        out.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 
     /// How many devices the store knows, without copying them.
@@ -195,14 +197,16 @@ impl Store {
     /// The devices of kind `kind` (any kind if `None`) that have a series `metric`, by id.
     pub fn devices_with(&self, kind: Option<&str>, metric: &str) -> Vec<String> {
         let state = self.state();
-        state
+        let mut out: Vec<String> = state
             .devices
             .iter()
             .filter(|(id, d)| {
                 kind.is_none_or(|k| d.kind == k) && state.series.get(*id).is_some_and(|s| s.contains_key(metric))
             })
             .map(|(id, _)| id.clone())
-            .collect()
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// The latest value of every series, optionally only of devices of one kind, sorted by
@@ -210,7 +214,10 @@ impl Store {
     pub fn latest(&self, kind: Option<&str>) -> Vec<LatestValue> {
         let state = self.state();
         let mut out = Vec::new();
-        for (device, d) in state.devices.iter().filter(|(_, d)| kind.is_none_or(|k| d.kind == k)) {
+        let mut devices: Vec<(&String, &DeviceMeta)> =
+            state.devices.iter().filter(|(_, d)| kind.is_none_or(|k| d.kind == k)).collect();
+        devices.sort_unstable_by_key(|(id, _)| *id);
+        for (device, d) in devices {
             for (metric, m) in state.series.get(device).into_iter().flatten() {
                 out.push(LatestValue {
                     device: device.clone(),
