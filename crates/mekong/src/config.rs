@@ -151,6 +151,9 @@ pub struct StorageConfig {
     pub cache_bytes: u64,
     /// Background flush period; 0 flushes only at shutdown.
     pub flush_every_ms: u64,
+    /// How often the store's write log is folded into its tree; 0 only when it holds 128 MiB
+    /// and before the upkeep and other writes that need the tree whole.
+    pub fold_log_every_ms: u64,
     /// How often the upkeep pass runs (folding closed windows, then retention); 0 never.
     pub maintenance_every_secs: u64,
     /// A window is folded once it ended this long ago.
@@ -168,6 +171,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             cache_bytes: s.cache_capacity_bytes,
             flush_every_ms: s.flush_every_ms.unwrap_or(0),
+            fold_log_every_ms: s.fold_log_every_ms.unwrap_or(0),
             maintenance_every_secs: 60,
             fold_after_secs: 300,
             min_free_bytes: 1 << 30,
@@ -348,7 +352,7 @@ impl Config {
         StoreOptions {
             cache_capacity_bytes: s.cache_bytes,
             flush_every_ms: (s.flush_every_ms > 0).then_some(s.flush_every_ms),
-            ..StoreOptions::default()
+            fold_log_every_ms: (s.fold_log_every_ms > 0).then_some(s.fold_log_every_ms),
         }
     }
 

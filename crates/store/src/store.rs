@@ -42,7 +42,7 @@ pub struct StoreOptions {
     pub flush_every_ms: Option<u64>,
     /// How often the store's own thread folds the write log into the tree, in ms (sooner
     /// when much is logged); `None` starts no thread: the log is folded when it holds
-    /// 64 MiB, and by the upkeep and every other write that needs the tree whole (`log.rs`).
+    /// 128 MiB, and by the upkeep and every other write that needs the tree whole (`log.rs`).
     pub fold_log_every_ms: Option<u64>,
 }
 
@@ -51,7 +51,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_capacity_bytes: 64 * 1024 * 1024,
             flush_every_ms: Some(500),
-            fold_log_every_ms: Some(5000),
+            fold_log_every_ms: Some(2000),
         }
     }
 }
@@ -385,8 +385,8 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
             FORMAT_VERSION
         }
         Some(v)
-            if [FORMAT_VERSION, FORMAT_ENTRIES, FORMAT_DAY_FILES, FORMAT_DAY_BLOCKS_IN_SLED].contains(&v[0])
-                && v.len() == 1 =>
+            if v.len() == 1
+                && [FORMAT_VERSION, FORMAT_ENTRIES, FORMAT_DAY_FILES, FORMAT_DAY_BLOCKS_IN_SLED].contains(&v[0]) =>
         {
             v[0]
         }

@@ -261,38 +261,40 @@ pub(super) fn scan_chunks(
     let range = keys::chunk_from(id, first_day)..keys::chunk_from(id, to_ms);
     // Held to the end too, for the same reason, for a fold of the log.
     let _reading = opened.log.reading();
-    let mut unfolded = opened.log.chunks(range.clone()).into_iter().peekable();
+    let mut unfolded = opened.log.chunks(range.clone()).into_iter();
     let mut tree = opened.tree.range(range);
+    let (mut in_tree, mut in_log) = (tree.next().transpose()?, unfolded.next());
+    // The tree's chunks and the log's, in key order (no key is in both).
     loop {
-        // The tree's chunks and the log's, in key order (no key is in both).
-        let next_in_tree = tree.next().transpose()?;
-        let mut chunks: Vec<(sled::IVec, sled::IVec)> = Vec::with_capacity(2);
-        while let Some((key, value)) = unfolded.next_if(|(k, _)| next_in_tree.as_ref().is_none_or(|t| k[..] < t.0[..]))
-        {
-            chunks.push((key[..].into(), value));
-        }
-        let done = next_in_tree.is_none();
-        chunks.extend(next_in_tree);
-        for (key, value) in chunks {
-            let Some((_, first_ms)) = keys::parse_chunk(&key) else {
-                return Err(StoreError::Corrupt(key.to_vec()));
-            };
-            while let Some((day, generation)) = days.next_if(|&(day, _)| day <= first_ms) {
-                if !visit_day(opened, id, day, generation, &mut decoded, &mut visit)? {
-                    return Ok(());
-                }
-            }
-            if first_ms < window && !keys::is_day_block(&key) {
-                continue;
-            }
-            decoded.clear();
-            chunk::decode_into(&value, &mut decoded).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
-            if !visit(first_ms, &decoded) {
+        let from_log = match (&in_tree, &in_log) {
+            (Some((t, _)), Some((l, _))) => l[..] < t[..],
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        let (key, value) = if from_log {
+            let Some((key, value)) = in_log.take() else { break };
+            in_log = unfolded.next();
+            (sled::IVec::from(&key[..]), value)
+        } else {
+            let Some(entry) = in_tree.take() else { break };
+            in_tree = tree.next().transpose()?;
+            entry
+        };
+        let Some((_, first_ms)) = keys::parse_chunk(&key) else {
+            return Err(StoreError::Corrupt(key.to_vec()));
+        };
+        while let Some((day, generation)) = days.next_if(|&(day, _)| day <= first_ms) {
+            if !visit_day(opened, id, day, generation, &mut decoded, &mut visit)? {
                 return Ok(());
             }
         }
-        if done {
-            break;
+        if first_ms < window && !keys::is_day_block(&key) {
+            continue;
+        }
+        decoded.clear();
+        chunk::decode_into(&value, &mut decoded).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
+        if !visit(first_ms, &decoded) {
+            return Ok(());
         }
     }
     for (day, generation) in days {
