@@ -80,6 +80,9 @@ pub mod fuzzing {
         count as chunk_count, decode_into as decode_chunk, encode as encode_chunk, encode_block, encode_block_v5,
     };
     pub use crate::rollup::{decode as decode_rollup, encode as encode_rollup};
+    pub use crate::store::{
+        decode_record as decode_log_record, encode_record as encode_log_record, MAX_PIECE_BYTES as LOG_PIECE_BYTES,
+    };
 }
 
 pub use civil::civil_date;

@@ -444,6 +444,8 @@ mod remove;
 mod write;
 pub use compact::{compact, compact_with_progress, CompactReport};
 pub use log::LogFold;
+#[cfg(feature = "fuzzing")]
+pub use log::{decode_record, encode_record, MAX_PIECE_BYTES};
 pub use maintenance::{ExpireReport, FoldReport, RetentionPolicy, RetentionRule};
 pub use records::Record;
 pub use remove::Removed;

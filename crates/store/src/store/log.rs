@@ -145,6 +145,23 @@ fn decode(mut value: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     value.is_empty().then_some(out)
 }
 
+/// [`decode`], for the fuzz target (`mekong_store::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub fn decode_record(value: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    decode(value)
+}
+
+/// `inserts` encoded as a record's pieces, for the fuzz target (`mekong_store::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub fn encode_record(inserts: &[(&[u8], &[u8])]) -> Vec<Vec<u8>> {
+    let entries = inserts.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    Record { chunks: Vec::new(), entries }.encode()
+}
+
+/// The most bytes of a record's piece that holds more than one insert.
+#[cfg(feature = "fuzzing")]
+pub const MAX_PIECE_BYTES: usize = PIECE_BYTES;
+
 /// The key of record `number`.
 fn record_key(number: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
