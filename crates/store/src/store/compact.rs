@@ -69,8 +69,9 @@ pub fn compact_with_progress(
         // The last compaction copied everything and stopped between the renames.
         std::fs::rename(&fresh, path)?;
     }
-    // Opening checks the format and leaves the store as a valid one.
-    let store = Store::open(path, options)?;
+    // Opening checks the format and leaves the store as a valid one, its log folded; nothing
+    // writes to it here, so no thread of its own need fold the log while the tree is copied.
+    let store = Store::open(path, &StoreOptions { fold_log_every_ms: None, ..options.clone() })?;
     store.flush()?;
     let bytes_before = dir_bytes(path)?;
     if fresh.exists() {
