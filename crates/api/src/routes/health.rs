@@ -393,7 +393,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (records, bytes) = state.store.log_size();
     let _ = writeln!(
         out,
-        "# HELP mekong_store_log_records Write groups logged, not yet folded into the store's tree.\n# TYPE \
+        "# HELP mekong_store_log_records Records of the store's write log (a write group, one per 7 KiB), not yet \
+         folded into its tree.\n# TYPE \
          mekong_store_log_records gauge\nmekong_store_log_records {records}\n# HELP mekong_store_log_bytes Bytes \
          those hold in memory until folded.\n# TYPE mekong_store_log_bytes gauge\nmekong_store_log_bytes {bytes}"
     );

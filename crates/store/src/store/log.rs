@@ -74,6 +74,7 @@ pub(super) struct Log {
     pending: Mutex<Pending>,
     /// One fold at a time.
     folding: Mutex<()>,
+    /// Written by a fold while it applies and forgets, read across a read's two looks.
     applying: RwLock<()>,
     /// Records made by this opening, the low bits of their numbers.
     records_made: AtomicU64,
@@ -104,6 +105,7 @@ impl Record {
         };
         let chunks = self.chunks.iter().map(|(k, v)| (&k[..], &v[..]));
         for (key, value) in chunks.chain(self.entries.iter().map(|(k, v)| (&k[..], &v[..]))) {
+            // 20: room for the two lengths and the piece's version and count, as varints.
             if count > 0 && body.len() + key.len() + value.len() + 20 > PIECE_BYTES {
                 pieces.push(finish(&body, count));
                 body.clear();
@@ -182,8 +184,7 @@ impl Log {
     }
 
     /// Adds `record`, logged under `keys` in the tree just now, to what the next fold takes;
-    /// true once enough is pending for the background fold to start early, false when a
-    /// writer should fold now.
+    /// says how soon a fold is due, by the bytes now pending.
     pub(super) fn add(&self, keys: Vec<[u8; 9]>, record: Record) -> Due {
         let mut guard = self.pending();
         let pending = &mut *guard;
