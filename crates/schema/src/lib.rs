@@ -21,8 +21,10 @@
 //!   the platform's own trouble).
 //!
 //! The crate is `no_std` and never allocates, so the firmware links the very code the server
-//! decodes with. CBOR goes through `serde_cbor`, which is archived upstream (RUSTSEC-2021-0127);
-//! no other crate may name it, so that it can be replaced here alone.
+//! decodes with. SenML-CBOR packs are read by the crate's own reader (`senml::cbor`), and
+//! COSE envelopes by `cose`'s; packs are written, and downlinks read and written, through
+//! `serde_cbor`, which is archived upstream (RUSTSEC-2021-0127): no other crate may name it,
+//! so that it can be replaced here alone.
 #![no_std]
 #![warn(missing_docs)]
 

@@ -6,15 +6,12 @@
 //! apply to the record they appear in and every later one, until another record sets them
 //! again; so a node that was offline can send its whole backlog in one pack with one base time.
 //!
-//! Neither side allocates. The decoder hands each resolved [`Record`] to a callback with its
-//! strings borrowed from the input, and stops at the first problem with a [`DecodeError`] that
-//! says which record and why. It never trusts a length from the input: arrays, maps and strings
-//! are read element by element (a header that claims four billion items costs nothing until
-//! the input runs out), and nesting is bounded by serde_cbor's depth limit.
+//! Neither side allocates. The decoder ([`cbor`]) hands each resolved [`Record`] to a callback
+//! with its strings borrowed from the input, and stops at the first problem with a
+//! [`DecodeError`] that says which record and why. It never trusts a length from the input:
+//! arrays, maps and strings are read element by element (a header that claims four billion
+//! items costs nothing until the input runs out), and nesting is bounded ([`cbor::MAX_DEPTH`]).
 
-use core::fmt;
-
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq};
 use serde_cbor::ser::SliceWrite;
 
@@ -179,11 +176,16 @@ pub enum DecodeError {
     #[error("not a senml pack: top-level item is {0}, not an array")]
     NotAPack(&'static str),
     /// The input ends inside an item.
-    #[error("truncated cbor: {0}")]
-    Truncated(serde_cbor::Error),
-    /// Not well-formed CBOR, or nested deeper than the limit.
-    #[error("invalid cbor: {0}")]
-    Cbor(serde_cbor::Error),
+    #[error("truncated cbor: the input ends inside an item")]
+    Truncated,
+    /// Not well-formed CBOR, or nested deeper than [`cbor::MAX_DEPTH`].
+    #[error("invalid cbor at byte {at}: {what}")]
+    Cbor {
+        /// Offset of the offending item.
+        at: usize,
+        /// What is wrong there.
+        what: &'static str,
+    },
     /// An indefinite-length text or byte string: records borrow their strings from the input,
     /// so strings must be in one piece.
     #[error("indefinite-length strings are not supported")]
@@ -219,8 +221,8 @@ impl DecodeError {
         match self {
             Self::Empty => Reason::Empty,
             Self::NotAPack(_) => Reason::NotSenml,
-            Self::Truncated(_) | Self::JsonTruncated => Reason::Truncated,
-            Self::Cbor(_) | Self::TrailingData | Self::IndefiniteString => Reason::InvalidCbor,
+            Self::Truncated | Self::JsonTruncated => Reason::Truncated,
+            Self::Cbor { .. } | Self::TrailingData | Self::IndefiniteString => Reason::InvalidCbor,
             Self::Json { .. } => Reason::InvalidJson,
             Self::Record { error, .. } => match error {
                 RecordError::NotFinite(_) => Reason::NotFinite,
@@ -300,26 +302,7 @@ pub fn decode_pack_with_info<'a, F>(input: &'a [u8], opts: DecodeOptions, sink: 
 where
     F: FnMut(Record<'a>) -> Result<(), RecordError>,
 {
-    let first = *input.first().ok_or(DecodeError::Empty)?;
-    if first >> 5 != 4 {
-        return Err(DecodeError::NotAPack(major_type_name(first)));
-    }
-    let mut failure = None;
-    // No scratch space: indefinite-length strings would have to be copied, and a record keeps
-    // its strings borrowed from the input; they are refused with a clear reason instead.
-    let mut scratch = [0u8; 0];
-    let mut de = serde_cbor::Deserializer::from_slice_with_scratch(input, &mut scratch);
-    let mut downlink = 0;
-    let seed = PackSeed { opts, sink, failure: &mut failure, downlink: &mut downlink };
-    let records = match (seed.deserialize(&mut de), failure) {
-        (_, Some((index, error))) => return Err(DecodeError::Record { index, error }),
-        (Ok(n), None) => n,
-        (Err(e), None) if e.is_eof() => return Err(DecodeError::Truncated(e)),
-        (Err(e), None) if e.is_scratch_too_small() => return Err(DecodeError::IndefiniteString),
-        (Err(e), None) => return Err(DecodeError::Cbor(e)),
-    };
-    de.end().map_err(|_| DecodeError::TrailingData)?;
-    Ok(PackInfo { records, downlink })
+    cbor::decode_pack(input, opts, sink)
 }
 
 fn major_type_name(initial: u8) -> &'static str {
@@ -448,85 +431,8 @@ impl<'a> RawRecord<'a> {
     }
 }
 
-type Failure = Option<(usize, RecordError)>;
-
-struct PackSeed<'s, F> {
-    opts: DecodeOptions,
-    sink: &'s mut F,
-    failure: &'s mut Failure,
-    downlink: &'s mut u8,
-}
-
-impl<'de, F> DeserializeSeed<'de> for PackSeed<'_, F>
-where
-    F: FnMut(Record<'de>) -> Result<(), RecordError>,
-{
-    type Value = usize;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de, F> Visitor<'de> for PackSeed<'_, F>
-where
-    F: FnMut(Record<'de>) -> Result<(), RecordError>,
-{
-    type Value = usize;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a senml pack (array of records)")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
-        let mut bases = Bases::default();
-        let mut index = 0;
-        loop {
-            let mut error = None;
-            let raw = seq.next_element_seed(RecordSeed { error: &mut error });
-            let fail = |e: RecordError, failure: &mut Failure| {
-                *failure = Some((index, e));
-                de::Error::custom("record refused")
-            };
-            let raw = match (raw, error) {
-                (_, Some(e)) => return Err(fail(e, self.failure)),
-                (Err(e), None) => return Err(e),
-                (Ok(None), None) => return Ok(index),
-                (Ok(Some(raw)), None) => raw,
-            };
-            if index >= self.opts.max_records {
-                return Err(fail(RecordError::TooManyRecords(self.opts.max_records), self.failure));
-            }
-            let record = raw.resolve(&mut bases, self.opts.now).map_err(|e| fail(e, self.failure))?;
-            *self.downlink = (*self.downlink).max(raw.downlink);
-            (self.sink)(record).map_err(|e| fail(e, self.failure))?;
-            index += 1;
-        }
-    }
-}
-
-struct RecordSeed<'s> {
-    error: &'s mut Option<RecordError>,
-}
-
-impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
-    type Value = RawRecord<'de>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<RawRecord<'de>, D::Error> {
-        let refuse = |error: &mut Option<RecordError>, e| {
-            *error = Some(e);
-            de::Error::custom("record refused")
-        };
-        match d.deserialize_any(ItemSeed)? {
-            Item::Map(Ok(raw)) => Ok(raw),
-            Item::Map(Err(e)) => Err(refuse(self.error, e)),
-            _ => Err(refuse(self.error, RecordError::NotAMap)),
-        }
-    }
-}
-
-/// Any CBOR item, as far as a record cares: scalars are kept (strings borrowed), arrays are
-/// skipped, and a map at the record level is read as a record.
+/// A scalar of a record (a label or a field's value), as far as a record cares: strings
+/// borrowed, and any other item (an array, a map, null) only named.
 #[derive(Debug)]
 enum Item<'a> {
     Int(i128),
@@ -534,7 +440,6 @@ enum Item<'a> {
     Text(&'a str),
     Bytes(&'a [u8]),
     Bool(bool),
-    Map(Result<RawRecord<'a>, RecordError>),
     Other(&'static str),
 }
 
@@ -546,152 +451,8 @@ impl Item<'_> {
             Item::Text(_) => "a text string",
             Item::Bytes(_) => "a byte string",
             Item::Bool(_) => "a boolean",
-            Item::Map(_) => "a map",
             Item::Other(what) => what,
         }
-    }
-}
-
-struct ItemSeed;
-
-impl<'de> DeserializeSeed<'de> for ItemSeed {
-    type Value = Item<'de>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Item<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-/// A scalar inside a record (a label or a field's value): maps are skipped, not read as records.
-struct ScalarSeed;
-
-impl<'de> DeserializeSeed<'de> for ScalarSeed {
-    type Value = Item<'de>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Item<'de>, D::Error> {
-        d.deserialize_any(ScalarVisitor)
-    }
-}
-
-macro_rules! scalar_visits {
-    () => {
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Item<'de>, E> {
-            Ok(Item::Bool(v))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Item<'de>, E> {
-            Ok(Item::Int(v.into()))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Item<'de>, E> {
-            Ok(Item::Int(v.into()))
-        }
-        fn visit_i128<E: de::Error>(self, v: i128) -> Result<Item<'de>, E> {
-            Ok(Item::Int(v))
-        }
-        fn visit_u128<E: de::Error>(self, v: u128) -> Result<Item<'de>, E> {
-            Ok(i128::try_from(v).map_or(Item::Other("an integer out of range"), Item::Int))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Item<'de>, E> {
-            Ok(Item::Float(v))
-        }
-        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Item<'de>, E> {
-            Ok(Item::Text(v))
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Item<'de>, E> {
-            Ok(Item::Other("an indefinite-length text string"))
-        }
-        fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Item<'de>, E> {
-            Ok(Item::Bytes(v))
-        }
-        fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Item<'de>, E> {
-            Ok(Item::Other("an indefinite-length byte string"))
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Item<'de>, E> {
-            Ok(Item::Other("null"))
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Item<'de>, E> {
-            Ok(Item::Other("null"))
-        }
-        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Item<'de>, D::Error> {
-            d.deserialize_any(self)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(Item::Other("an array"))
-        }
-    };
-}
-
-struct ScalarVisitor;
-
-impl<'de> Visitor<'de> for ScalarVisitor {
-    type Value = Item<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a cbor item")
-    }
-
-    scalar_visits!();
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Item::Other("a map"))
-    }
-}
-
-impl<'de> Visitor<'de> for ItemSeed {
-    type Value = Item<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a senml record")
-    }
-
-    scalar_visits!();
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
-        let mut raw = RawRecord::default();
-        // The record is read to its end even after a bad field, so that the reason names the
-        // first bad field and the CBOR stays in step.
-        let mut error: Option<RecordError> = None;
-        let mut seen: u16 = 0;
-        while let Some(key) = map.next_key_seed(ScalarSeed)? {
-            let value = map.next_value_seed(ScalarSeed)?;
-            if error.is_some() {
-                continue;
-            }
-            let label = match key {
-                Item::Int(l) => i64::try_from(l).unwrap_or(i64::MAX),
-                Item::Text(t) if t.ends_with('_') => {
-                    error = Some(RecordError::MustUnderstand);
-                    continue;
-                }
-                Item::Text(crate::downlink::VERSION_LABEL) => {
-                    // Not an unsigned integer: ignored, as an older platform ignores it all.
-                    if let Item::Int(v) = value {
-                        raw.downlink = u8::try_from(v.max(0)).unwrap_or(u8::MAX);
-                    }
-                    continue;
-                }
-                Item::Text(_) => continue,
-                _ => {
-                    error = Some(RecordError::BadLabel);
-                    continue;
-                }
-            };
-            if let Some(bit) = label_bit(label) {
-                if seen & bit != 0 {
-                    error = Some(RecordError::DuplicateLabel(label));
-                    continue;
-                }
-                seen |= bit;
-            }
-            if let Err(e) = raw.set(label, value) {
-                error = Some(e);
-            }
-        }
-        Ok(Item::Map(match error {
-            Some(e) => Err(e),
-            None => Ok(raw),
-        }))
     }
 }
 
@@ -969,6 +730,7 @@ impl Serialize for Num {
     }
 }
 
+pub mod cbor;
 pub mod json;
 
 #[cfg(test)]

@@ -262,7 +262,7 @@ fn truncated_packs_are_refused() {
     let full = Cbor::default().arr(1).map(2).int(label::N).text("pm2_5").int(label::V).f64(12.5).done();
     for cut in 1..full.len() {
         let err = decode(&full[..cut]).unwrap_err();
-        assert!(matches!(err, DecodeError::Truncated(_)), "cut at {cut}: {err:?}");
+        assert!(matches!(err, DecodeError::Truncated), "cut at {cut}: {err:?}");
         assert_eq!(err.kind(), crate::Reason::Truncated);
     }
 }
@@ -328,13 +328,13 @@ fn times_outside_the_window_are_refused() {
 fn huge_length_headers_cost_nothing() {
     // An array header that claims 2^32 - 1 records, then one record and the end of input.
     let input = Cbor::default().arr(0xffff_ffff).map(2).int(label::N).text("x").int(label::V).int(1).done();
-    assert!(matches!(decode(&input), Err(DecodeError::Truncated(_))));
+    assert!(matches!(decode(&input), Err(DecodeError::Truncated)));
     // A text string header that claims 2^63 bytes.
     let input = Cbor::default().arr(1).map(1).int(label::N).head(3, 1 << 63).done();
-    assert!(matches!(decode(&input), Err(DecodeError::Truncated(_) | DecodeError::Cbor(_))));
+    assert!(matches!(decode(&input), Err(DecodeError::Truncated | DecodeError::Cbor { .. })));
     // A map header that claims 2^64 - 1 pairs.
     let input = Cbor::default().arr(1).map(u64::MAX).done();
-    assert!(matches!(decode(&input), Err(DecodeError::Truncated(_))));
+    assert!(matches!(decode(&input), Err(DecodeError::Truncated)));
 }
 
 #[test]
@@ -343,8 +343,120 @@ fn deep_nesting_is_refused_without_exhausting_the_stack() {
     input.extend(std::iter::repeat_n(0x81, 100_000)); // [[[[...
     input.push(0x00);
     let err = decode(&input).unwrap_err();
-    assert!(matches!(err, DecodeError::Cbor(_)), "{err:?}");
+    assert!(matches!(err, DecodeError::Cbor { .. }), "{err:?}");
     assert!(err.to_string().contains("recursion limit"), "{err}");
+}
+
+#[test]
+fn skipped_items_nest_to_the_limit_and_no_further() {
+    // Depth counts the pack's array, the record's map and each array inside the value.
+    let nested = |arrays: usize| {
+        let mut input = Cbor::default().arr(1).map(3).int(label::N).text("x").int(label::V).int(1).int(99).done();
+        input.extend(std::iter::repeat_n(0x81, arrays));
+        input.push(0x00);
+        input
+    };
+    assert_eq!(decode(&nested(MAX_DEPTH_FOR_TESTS - 2)).unwrap(), [owned("x", None, 1.0, NOW)]);
+    let err = decode(&nested(MAX_DEPTH_FOR_TESTS - 1)).unwrap_err();
+    assert!(err.to_string().contains("recursion limit"), "{err}");
+    // Maps and tags count as arrays do.
+    let mut input = Cbor::default().arr(1).map(3).int(label::N).text("x").int(label::V).int(1).int(99).done();
+    for i in 0..200 {
+        input.extend(if i % 2 == 0 { [0xa1, 0x00] } else { [0xc1, 0x81] }); // {0: 1([...
+    }
+    input.push(0x00);
+    assert!(decode(&input).unwrap_err().to_string().contains("recursion limit"));
+}
+
+const MAX_DEPTH_FOR_TESTS: usize = cbor::MAX_DEPTH as usize;
+
+#[test]
+fn indefinite_lengths_and_tags_read_as_their_definite_forms() {
+    let definite = Cbor::default().arr(2).map(3).int(label::N).text("x").int(label::V).int(1).int(99);
+    let definite = definite.arr(2).text("a").map(1).int(1).int(2).map(2).int(label::N).text("y").int(label::V).int(2);
+    let indefinite = Cbor::default()
+        .raw(&[0x9f, 0xbf]) // [_ {_
+        .int(label::N)
+        .text("x")
+        .int(label::V)
+        .int(1)
+        .int(99)
+        .raw(&[0x9f])
+        .text("a")
+        .raw(&[0xbf])
+        .int(1)
+        .int(2)
+        .raw(&[0xff, 0xff, 0xff]) // } ] }
+        .raw(&[0xc6]) // a tagged record is its content
+        .map(2)
+        .int(label::N)
+        .raw(&[0xd8, 0x20]) // and so is a tagged field
+        .text("y")
+        .int(label::V)
+        .int(2)
+        .raw(&[0xff]);
+    let expected = [owned("x", None, 1.0, NOW), owned("y", None, 2.0, NOW)];
+    assert_eq!(decode(&definite.done()).unwrap(), expected);
+    assert_eq!(decode(&indefinite.done()).unwrap(), expected);
+}
+
+#[test]
+fn floats_of_every_width_are_read_exactly() {
+    // Half-precision 1.5, a subnormal half, -0.0 as a half, single 0.1, double 0.1.
+    for (bytes, value) in [
+        (&[0xf9, 0x3e, 0x00][..], 1.5),
+        (&[0xf9, 0x00, 0x01][..], 2f64.powi(-24)),
+        (&[0xf9, 0x7b, 0xff][..], 65504.0),
+        (&[0xfa, 0x3d, 0xcc, 0xcc, 0xcd][..], f64::from(0.1f32)),
+        (&[0xfb, 0x3f, 0xb9, 0x99, 0x99, 0x99, 0x99, 0x99, 0x9a][..], 0.1),
+    ] {
+        let input = Cbor::default().arr(1).map(2).int(label::N).text("x").int(label::V).raw(bytes).done();
+        assert_eq!(decode(&input).unwrap()[0].value.to_bits(), value.to_bits(), "{bytes:02x?}");
+    }
+    let input = Cbor::default().arr(1).map(2).int(label::N).text("x").int(label::V).raw(&[0xf9, 0x80, 0x00]).done();
+    assert!(decode(&input).unwrap()[0].value.is_sign_negative());
+    let input = Cbor::default().arr(1).map(2).int(label::N).text("x").int(label::V).raw(&[0xf9, 0x7c, 0x00]).done();
+    assert_eq!(record_error(&input), (0, RecordError::NotFinite("v")));
+    // Integers of every width, and the negative ones past i64 that only a float holds.
+    for (bytes, value) in [
+        (&[0x1b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..], u64::MAX as f64),
+        (&[0x3b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..], -18_446_744_073_709_551_616.0),
+        (&[0x39, 0x01, 0x00][..], -257.0),
+    ] {
+        let input = Cbor::default().arr(1).map(2).int(label::N).text("x").int(label::V).raw(bytes).done();
+        assert_eq!(decode(&input).unwrap()[0].value, value, "{bytes:02x?}");
+    }
+}
+
+#[test]
+fn malformed_cbor_is_refused_where_it_is() {
+    let with_value = |bytes: &[u8]| {
+        Cbor::default().arr(1).map(3).int(label::N).text("x").int(label::V).int(1).int(99).raw(bytes).done()
+    };
+    for (bytes, what) in [
+        (&[0xff][..], "break outside"),
+        (&[0xf8, 0x20][..], "unassigned simple value"),
+        (&[0xe0][..], "unassigned simple value"),
+        (&[0x1c][..], "reserved"),
+        (&[0x3f][..], "indefinite length on an integer"),
+        (&[0x62, 0xc3, 0x28][..], "not utf-8"),
+        (&[0x81, 0x61, 0xff][..], "not utf-8"), // inside an item that is only skipped
+        (&[0xbf, 0x00, 0xff][..], "break in place of a map's value"),
+    ] {
+        let input = with_value(bytes);
+        match decode(&input) {
+            Err(err @ DecodeError::Cbor { at, .. }) => {
+                assert!(err.to_string().contains(what), "{bytes:02x?}: {err}");
+                // The value starts at byte 9.
+                assert!(at >= 9 && at < input.len(), "{bytes:02x?}: at {at}");
+                assert_eq!(err.kind(), crate::Reason::InvalidCbor);
+            }
+            other => panic!("{bytes:02x?}: {other:?}"),
+        }
+    }
+    // A break in place of a record, and in place of a key of a definite map.
+    assert!(matches!(decode(&Cbor::default().arr(1).raw(&[0xff]).done()), Err(DecodeError::Cbor { at: 1, .. })));
+    assert!(matches!(decode(&Cbor::default().arr(1).map(1).raw(&[0xff]).done()), Err(DecodeError::Cbor { .. })));
 }
 
 #[test]

@@ -1,0 +1,407 @@
+//! SenML-CBOR packs (RFC 8428 section 6) read by a CBOR reader written for them (RFC 8949):
+//! the same records, checks and limits as the JSON reader, and the same callback.
+//!
+//! Through serde_cbor's visitors a record cost about 160 ns, and decoding was two fifths of
+//! the ingest thread at fifty readings a pack (README, "The write log"); a record is a small
+//! map of integer labels and scalars, so this reader walks the bytes once and builds the
+//! record as it goes.
+//!
+//! What it takes, and what it refuses:
+//! - any well-formed CBOR in the record's fields: integers of every width, half, single and
+//!   double floats, tags (read through, as their content), and arrays and maps under labels
+//!   the record does not read (skipped);
+//! - indefinite-length arrays and maps; but not indefinite-length strings, because a record
+//!   borrows its strings from the input, and the pieces of such a string are not contiguous;
+//! - no length is trusted: a header that claims four billion items costs nothing until the
+//!   input runs out, and a string's length is checked against what is left;
+//! - nesting is bounded ([`MAX_DEPTH`], arrays, maps and tags together), so no input
+//!   exhausts the stack;
+//! - text must be UTF-8, including in items that are skipped, and reserved or unassigned
+//!   initial bytes are refused.
+
+use super::{
+    label_bit, major_type_name, Bases, DecodeError, DecodeOptions, Item, PackInfo, RawRecord, Record, RecordError,
+};
+
+/// How deep arrays, maps and tags may nest, the pack's own array included: as deep as
+/// serde_cbor, which read packs before, allowed.
+pub const MAX_DEPTH: u8 = 127;
+
+const TOO_DEEP: &str = "recursion limit exceeded (items nested deeper than 127)";
+
+/// [`super::decode_pack_with_info`]'s work.
+pub(super) fn decode_pack<'a, F>(input: &'a [u8], opts: DecodeOptions, sink: &mut F) -> Result<PackInfo, DecodeError>
+where
+    F: FnMut(Record<'a>) -> Result<(), RecordError>,
+{
+    let first = *input.first().ok_or(DecodeError::Empty)?;
+    if first >> 5 != MAJOR_ARRAY {
+        return Err(DecodeError::NotAPack(major_type_name(first)));
+    }
+    let mut r = Reader { input, pos: 0, depth: 0 };
+    let mut left = match r.head()? {
+        Head::Array(len) => len,
+        _ => return Err(DecodeError::NotAPack(major_type_name(first))),
+    };
+    r.enter()?;
+    let mut bases = Bases::default();
+    let mut index = 0;
+    let mut downlink = 0;
+    // One record's fields, filled in place: a record is some two hundred bytes, and moving
+    // it out of the reader and back cost a quarter of the decoding.
+    let mut raw = RawRecord::default();
+    while r.more(&mut left)? {
+        let fail = |error| DecodeError::Record { index, error };
+        r.record(&mut raw)?.map_err(fail)?;
+        if index >= opts.max_records {
+            return Err(fail(RecordError::TooManyRecords(opts.max_records)));
+        }
+        let record = raw.resolve(&mut bases, opts.now).map_err(fail)?;
+        downlink = downlink.max(raw.downlink);
+        sink(record).map_err(fail)?;
+        index += 1;
+    }
+    if r.pos != input.len() {
+        return Err(DecodeError::TrailingData);
+    }
+    Ok(PackInfo { records: index, downlink })
+}
+
+const MAJOR_UNSIGNED: u8 = 0;
+const MAJOR_NEGATIVE: u8 = 1;
+const MAJOR_BYTES: u8 = 2;
+const MAJOR_TEXT: u8 = 3;
+const MAJOR_ARRAY: u8 = 4;
+const MAJOR_MAP: u8 = 5;
+const MAJOR_TAG: u8 = 6;
+
+/// The head of an item: its major type and argument, read; what follows it, not yet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Head {
+    Unsigned(u64),
+    /// The integer -1 - n.
+    Negative(u64),
+    Bytes(u64),
+    Text(u64),
+    /// `None`: indefinite length, ended by a break.
+    Array(Option<u64>),
+    Map(Option<u64>),
+    Tag,
+    Bool(bool),
+    /// `null` or `undefined`.
+    Null,
+    Float(f64),
+    Break,
+}
+
+/// A position in the input and the nesting around it. `pos` never passes the input's end.
+struct Reader<'a> {
+    input: &'a [u8],
+    pos: usize,
+    depth: u8,
+}
+
+impl<'a> Reader<'a> {
+    #[inline(always)]
+    fn take(&mut self, n: u64) -> Result<&'a [u8], DecodeError> {
+        let end = usize::try_from(n).ok().and_then(|n| self.pos.checked_add(n));
+        let bytes = end.and_then(|end| self.input.get(self.pos..end)).ok_or(DecodeError::Truncated)?;
+        self.pos += bytes.len();
+        Ok(bytes)
+    }
+
+    #[inline(always)]
+    fn take_array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N as u64)?);
+        Ok(out)
+    }
+
+    fn invalid(&self, at: usize, what: &'static str) -> DecodeError {
+        DecodeError::Cbor { at, what }
+    }
+
+    /// Reads the head of the next item (RFC 8949 section 3).
+    #[inline(always)]
+    fn head(&mut self) -> Result<Head, DecodeError> {
+        let at = self.pos;
+        let first = self.take_array::<1>()?[0];
+        let (major, info) = (first >> 5, first & 0x1f);
+        if major == 7 {
+            return match info {
+                20 => Ok(Head::Bool(false)),
+                21 => Ok(Head::Bool(true)),
+                22 | 23 => Ok(Head::Null),
+                25 => Ok(Head::Float(f16_to_f64(u16::from_be_bytes(self.take_array()?)))),
+                26 => Ok(Head::Float(f64::from(f32::from_be_bytes(self.take_array()?)))),
+                27 => Ok(Head::Float(f64::from_be_bytes(self.take_array()?))),
+                31 => Ok(Head::Break),
+                28..=30 => Err(self.invalid(at, "reserved additional information")),
+                _ => Err(self.invalid(at, "unassigned simple value")),
+            };
+        }
+        let arg = match info {
+            0..=23 => Some(u64::from(info)),
+            24 => Some(u64::from(self.take_array::<1>()?[0])),
+            25 => Some(u64::from(u16::from_be_bytes(self.take_array()?))),
+            26 => Some(u64::from(u32::from_be_bytes(self.take_array()?))),
+            27 => Some(u64::from_be_bytes(self.take_array()?)),
+            31 => None,
+            _ => return Err(self.invalid(at, "reserved additional information")),
+        };
+        match (major, arg) {
+            (MAJOR_UNSIGNED, Some(n)) => Ok(Head::Unsigned(n)),
+            (MAJOR_NEGATIVE, Some(n)) => Ok(Head::Negative(n)),
+            (MAJOR_BYTES, Some(n)) => Ok(Head::Bytes(n)),
+            (MAJOR_TEXT, Some(n)) => Ok(Head::Text(n)),
+            (MAJOR_BYTES | MAJOR_TEXT, None) => Err(DecodeError::IndefiniteString),
+            (MAJOR_ARRAY, len) => Ok(Head::Array(len)),
+            (MAJOR_MAP, len) => Ok(Head::Map(len)),
+            (MAJOR_TAG, Some(_)) => Ok(Head::Tag),
+            _ => Err(self.invalid(at, "indefinite length on an integer or a tag")),
+        }
+    }
+
+    /// Counts one more level of nesting.
+    fn enter(&mut self) -> Result<(), DecodeError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(DecodeError::Cbor { at: self.pos, what: TOO_DEEP });
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Whether an array or map holds another element (another pair, for a map); `left` is
+    /// what its head announced, counted down, or `None` for an indefinite length, whose break
+    /// this reads.
+    #[inline(always)]
+    fn more(&mut self, left: &mut Option<u64>) -> Result<bool, DecodeError> {
+        match left {
+            Some(0) => Ok(false),
+            Some(n) => {
+                *n -= 1;
+                Ok(true)
+            }
+            None => match self.input.get(self.pos) {
+                None => Err(DecodeError::Truncated),
+                Some(0xff) => {
+                    self.pos += 1;
+                    Ok(false)
+                }
+                Some(_) => Ok(true),
+            },
+        }
+    }
+
+    /// The next item, whole: a scalar as it is (strings borrowed), a tag as its content, an
+    /// array or map skipped and named. Scalars, nearly every item of a pack, are read here;
+    /// nested items out of line, so that this stays small enough to inline.
+    #[inline(always)]
+    fn item(&mut self) -> Result<Item<'a>, DecodeError> {
+        let at = self.pos;
+        Ok(match self.head()? {
+            Head::Unsigned(n) => Item::Int(i128::from(n)),
+            Head::Negative(n) => Item::Int(-1 - i128::from(n)),
+            Head::Bytes(len) => Item::Bytes(self.take(len)?),
+            Head::Text(len) => Item::Text(self.text(len, at)?),
+            Head::Bool(b) => Item::Bool(b),
+            Head::Null => Item::Other("null"),
+            Head::Float(f) => Item::Float(f),
+            nested => self.nested(nested, at)?,
+        })
+    }
+
+    #[inline(always)]
+    fn text(&mut self, len: u64, at: usize) -> Result<&'a str, DecodeError> {
+        let text = self.take(len)?;
+        core::str::from_utf8(text).map_err(|_| self.invalid(at, "text string is not utf-8"))
+    }
+
+    /// The rest of an array, map, tag or misplaced break whose head, at `at`, was read: a
+    /// tag is its content, an array or a map is skipped.
+    #[inline(never)]
+    fn nested(&mut self, mut head: Head, mut at: usize) -> Result<Item<'a>, DecodeError> {
+        let depth = self.depth;
+        while head == Head::Tag {
+            self.enter()?;
+            at = self.pos;
+            head = self.head()?;
+        }
+        let item = match head {
+            Head::Array(_) => {
+                self.skip(head)?;
+                Item::Other("an array")
+            }
+            Head::Map(_) => {
+                self.skip(head)?;
+                Item::Other("a map")
+            }
+            Head::Break => return Err(self.invalid(at, "break outside an indefinite-length array or map")),
+            // A scalar, read again whole.
+            _ => {
+                self.pos = at;
+                self.item()?
+            }
+        };
+        self.depth = depth;
+        Ok(item)
+    }
+
+    /// Skips what follows the head of an array or map, everything nested in it included.
+    /// Without recursion: the open arrays, maps and tags are counted in a list as deep as
+    /// nesting may go, so no input reaches the stack's end, however the code is built.
+    fn skip(&mut self, head: Head) -> Result<(), DecodeError> {
+        #[derive(Clone, Copy)]
+        enum Open {
+            /// Items left (a map's pairs count twice).
+            Items(u64),
+            Array,
+            /// An indefinite-length map; `value` when its next item is a value.
+            Map {
+                value: bool,
+            },
+        }
+        let open = |head: Head| match head {
+            Head::Array(Some(n)) => Open::Items(n),
+            Head::Map(Some(n)) => Open::Items(n.saturating_mul(2)),
+            Head::Array(None) => Open::Array,
+            Head::Map(None) => Open::Map { value: false },
+            _ => Open::Items(1),
+        };
+        let too_deep = |at| DecodeError::Cbor { at, what: TOO_DEEP };
+        let mut stack = [Open::Items(0); MAX_DEPTH as usize];
+        let mut top = 0;
+        self.enter()?;
+        stack[0] = open(head);
+        loop {
+            let break_next = self.input.get(self.pos) == Some(&0xff);
+            // `enter` bounds the depth, and so `top`, below MAX_DEPTH.
+            let frame = stack.get_mut(top).ok_or(too_deep(self.pos))?;
+            let ends = match frame {
+                Open::Items(0) => true,
+                Open::Items(n) => {
+                    *n -= 1;
+                    false
+                }
+                Open::Array => break_next,
+                Open::Map { value: true } if break_next => {
+                    return Err(self.invalid(self.pos, "break in place of a map's value"));
+                }
+                Open::Map { value } => {
+                    *value = !*value;
+                    break_next
+                }
+            };
+            if ends {
+                if !matches!(frame, Open::Items(_)) {
+                    self.pos += 1;
+                }
+                self.depth -= 1;
+                if top == 0 {
+                    return Ok(());
+                }
+                top -= 1;
+                continue;
+            }
+            let at = self.pos;
+            let head = self.head()?;
+            match head {
+                Head::Array(_) | Head::Map(_) | Head::Tag => {
+                    self.enter()?;
+                    top += 1;
+                    *stack.get_mut(top).ok_or(too_deep(at))? = open(head);
+                }
+                Head::Break => return Err(self.invalid(at, "break outside an indefinite-length array or map")),
+                Head::Bytes(len) => {
+                    self.take(len)?;
+                }
+                Head::Text(len) => {
+                    self.text(len, at)?;
+                }
+                Head::Unsigned(_) | Head::Negative(_) | Head::Bool(_) | Head::Null | Head::Float(_) => {}
+            }
+        }
+    }
+
+    /// The next element of the pack: a record's fields into `raw`, or why the record is
+    /// refused. The record is read to its end even after a bad field, so that the reason names
+    /// the first bad field and a well-formed pack is read whole.
+    fn record(&mut self, raw: &mut RawRecord<'a>) -> Result<Result<(), RecordError>, DecodeError> {
+        let depth = self.depth;
+        let mut at = self.pos;
+        let mut head = self.head()?;
+        // A tagged record is its content, as for any other item.
+        while head == Head::Tag {
+            self.enter()?;
+            at = self.pos;
+            head = self.head()?;
+        }
+        let Head::Map(mut left) = head else {
+            // Read whole, so that a malformed item is reported as such.
+            self.pos = at;
+            self.item()?;
+            self.depth = depth;
+            return Ok(Err(RecordError::NotAMap));
+        };
+        self.enter()?;
+        *raw = RawRecord::default();
+        let mut error = None;
+        let mut seen: u16 = 0;
+        while self.more(&mut left)? {
+            let key = self.item()?;
+            let value = self.item()?;
+            if error.is_none() {
+                error = raw.field(&mut seen, key, value).err();
+            }
+        }
+        self.depth = depth;
+        Ok(error.map_or(Ok(()), Err))
+    }
+}
+
+impl<'a> RawRecord<'a> {
+    /// Takes one field of a CBOR record; `seen` holds the labels of RFC 8428 table 4 taken so
+    /// far, so that one given twice is refused.
+    fn field(&mut self, seen: &mut u16, key: Item<'a>, value: Item<'a>) -> Result<(), RecordError> {
+        let label = match key {
+            // A label beyond i64 is no label of the table: an extension, ignored below.
+            Item::Int(l) => i64::try_from(l).unwrap_or(i64::MAX),
+            Item::Text(t) if t.ends_with('_') => return Err(RecordError::MustUnderstand),
+            Item::Text(crate::downlink::VERSION_LABEL) => {
+                // Not an unsigned integer: ignored, as an older platform ignores it all.
+                if let Item::Int(v) = value {
+                    self.downlink = u8::try_from(v.max(0)).unwrap_or(u8::MAX);
+                }
+                return Ok(());
+            }
+            Item::Text(_) => return Ok(()),
+            _ => return Err(RecordError::BadLabel),
+        };
+        if let Some(bit) = label_bit(label) {
+            if *seen & bit != 0 {
+                return Err(RecordError::DuplicateLabel(label));
+            }
+            *seen |= bit;
+        }
+        self.set(label, value)
+    }
+}
+
+/// A half-precision float (RFC 8949 appendix D).
+fn f16_to_f64(half: u16) -> f64 {
+    // 2^e, exactly, for the small exponents a half float has (core has no `powi`).
+    let pow2 = |e: i32| f64::from_bits(u64::from((e + 1023).unsigned_abs()) << 52);
+    let exponent = i32::from((half >> 10) & 0x1f);
+    let mantissa = f64::from(half & 0x3ff);
+    let magnitude = match exponent {
+        0 => mantissa * pow2(-24),
+        31 if mantissa == 0.0 => f64::INFINITY,
+        31 => f64::NAN,
+        _ => (mantissa + 1024.0) * pow2(exponent - 25),
+    };
+    if half & 0x8000 != 0 {
+        -magnitude
+    } else {
+        magnitude
+    }
+}
