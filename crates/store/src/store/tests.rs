@@ -62,6 +62,91 @@ fn rewriting_a_point_is_idempotent_and_keeps_the_first_value() {
     assert_eq!(store.device("a").unwrap().points, 2);
 }
 
+/// Staging looks only late points up (a point after its series' newest time is new), so this
+/// checks it against a plain set of everything stored, over groups of packs of every size
+/// with points in order, late, repeated within a pack, within a group and across groups.
+#[test]
+fn duplicates_are_found_in_the_pack_the_group_and_the_store_whatever_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let devices = ["d0", "d1", "d2"];
+    let metrics = ["level", "flow"];
+    let mut newest = [[T0; 2]; 3];
+    let mut model: std::collections::HashMap<(usize, usize), BTreeMap<i64, f64>> = Default::default();
+    let (mut late_points, mut repeats) = (0, 0);
+    for round in 0..60 {
+        // (device, [(metric, time, value)]) of each pack, as indexes into the names above.
+        type Pack = (usize, Vec<(usize, i64, f64)>);
+        let mut packs: Vec<Pack> = Vec::new();
+        for _ in 0..1 + next(5) {
+            let device = next(3) as usize;
+            // Small packs are scanned, large ones (past 16 points) use a set.
+            let len = if next(2) == 0 { 1 + next(6) } else { 17 + next(30) };
+            let points = (0..len)
+                .map(|i| {
+                    let metric = next(2) as usize;
+                    let last = &mut newest[device][metric];
+                    let time = match next(10) {
+                        0..=6 => {
+                            *last += 1 + next(3) as i64 * 1000;
+                            *last
+                        }
+                        7 => *last,
+                        _ => *last - next(40) as i64 * 1000,
+                    };
+                    (metric, time, (round * 100 + i) as f64)
+                })
+                .collect();
+            packs.push((device, points));
+        }
+        let new_points: Vec<Vec<NewPoint<'_>>> =
+            packs.iter().map(|(_, points)| points.iter().map(|&(m, t, v)| p(metrics[m], t, v)).collect()).collect();
+        let writes: Vec<PackWrite<'_>> = packs
+            .iter()
+            .zip(&new_points)
+            .map(|((d, _), points)| PackWrite { device: devices[*d], kind: "water", seen_ms: T0, points, seq: None })
+            .collect();
+        let written = store.write_packs(&writes).unwrap();
+        let mut expected = Vec::new();
+        for (index, (device, points)) in packs.iter().enumerate() {
+            let mut summary = WriteSummary::default();
+            for (at, &(metric, time, value)) in points.iter().enumerate() {
+                let series = model.entry((*device, metric)).or_default();
+                if series.last_key_value().is_some_and(|(&newest, _)| time <= newest) {
+                    late_points += 1;
+                }
+                match series.entry(time) {
+                    std::collections::btree_map::Entry::Occupied(_) => {
+                        repeats += 1;
+                        summary.duplicates += 1;
+                        expected.push((index, at));
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(value);
+                        summary.stored += 1;
+                    }
+                }
+            }
+            assert_eq!(written.packs[index].as_ref().unwrap(), &summary, "round {round}, pack {index}");
+        }
+        assert_eq!(written.duplicates, expected, "round {round}");
+    }
+    assert!(late_points > 200 && repeats > 50, "the test reaches both paths: {late_points} late, {repeats} repeated");
+    for ((device, metric), series) in &model {
+        let stored = store.points(devices[*device], metrics[*metric], i64::MIN, i64::MAX, 100_000).unwrap().unwrap();
+        let stored: Vec<(i64, f64)> = stored.iter().map(|p| (p.time_ms, p.value)).collect();
+        let expected: Vec<(i64, f64)> = series.iter().map(|(&t, &v)| (t, v)).collect();
+        assert_eq!(stored, expected, "{} {}", devices[*device], metrics[*metric]);
+    }
+}
+
 #[test]
 fn late_points_do_not_move_the_latest_value() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,8 +18,8 @@ use crate::{
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 type Set<T> = HashSet<T, ahash::RandomState>;
 
-/// Packs with at most this many points check for a time repeated within the pack by a scan
-/// of the pack's points, not a set: most packs are small, and a set costs an allocation.
+/// Packs with at most this many points check a late point against the pack's earlier points
+/// by a scan, not a set: most packs are small, and a set costs an allocation.
 const SCAN_PACK_POINTS: usize = 16;
 
 /// Changes of a group of packs not yet applied.
@@ -32,8 +32,9 @@ const SCAN_PACK_POINTS: usize = 16;
 struct Staged<'a> {
     /// New points (series id, time, value), in the order staged; sorted when written.
     points: Vec<(u32, i64, f64)>,
-    /// The (series id, time) of every point in `points`, for duplicate checks.
-    times: Set<(u32, i64)>,
+    /// The (series id, time) of every point in `points`, for duplicate checks: made at the
+    /// group's first late point (see `Store::stage`), and kept up from then on.
+    times: Option<Set<(u32, i64)>>,
     /// Times already on disk, by (series id, window), read once per group for late points.
     on_disk: Map<(u32, i64), Set<i64>>,
     series: Map<(&'a str, &'a str), SeriesMeta>,
@@ -217,9 +218,9 @@ impl Store {
         let mut summary = WriteSummary::default();
         let mut series: BTreeMap<&'p str, SeriesMeta> = BTreeMap::new();
         let mut points: Vec<(u32, i64, f64)> = Vec::with_capacity(pack.points.len());
-        // The pack's own (series, time) pairs, for a large pack; a small one scans `points`.
-        let scan = pack.points.len() <= SCAN_PACK_POINTS;
-        let mut here: Set<(u32, i64)> = Set::default();
+        // The pack's own (series, time) pairs, made at its first late point past
+        // SCAN_PACK_POINTS, as the group's are.
+        let mut here: Option<Set<(u32, i64)>> = None;
         let mut next_id = group.next_series_id.unwrap_or(state.next_series_id);
 
         for (at, p) in pack.points.iter().enumerate() {
@@ -270,21 +271,30 @@ impl Store {
                 _ => {}
             }
             let id = meta.id;
-            // A time after the newest one the series has cannot be stored yet; only late
-            // points cost a look at the disk.
-            let may_exist = meta.count > 0 && p.time_ms <= meta.last_ms;
-            let repeated_here = if scan {
-                points.iter().any(|&(s, t, _)| s == id && t == p.time_ms)
-            } else {
-                !here.insert((id, p.time_ms))
-            };
-            if group.times.contains(&(id, p.time_ms))
-                || repeated_here
-                || (may_exist && stored_times(opened, &mut group.on_disk, id, p.time_ms)?.contains(&p.time_ms))
-            {
-                summary.duplicates += 1;
-                duplicates.push((index, at));
-                continue;
+            let key = (id, p.time_ms);
+            // `last_ms` is the newest time the series has, on disk, in the group and in this
+            // pack so far (each staged point moves it), so a point after it is new: nearly
+            // every point of a live sensor. Only a late point is looked up in the group's and
+            // the pack's points, and on disk.
+            let late = meta.count > 0 && p.time_ms <= meta.last_ms;
+            if late {
+                let in_group = group
+                    .times
+                    .get_or_insert_with(|| group.points.iter().map(|&(s, t, _)| (s, t)).collect())
+                    .contains(&key);
+                let in_pack = match &mut here {
+                    None if points.len() <= SCAN_PACK_POINTS => points.iter().any(|&(s, t, _)| (s, t) == key),
+                    here => here.get_or_insert_with(|| points.iter().map(|&(s, t, _)| (s, t)).collect()).contains(&key),
+                };
+                if in_group || in_pack || stored_times(opened, &mut group.on_disk, id, p.time_ms)?.contains(&p.time_ms)
+                {
+                    summary.duplicates += 1;
+                    duplicates.push((index, at));
+                    continue;
+                }
+            }
+            if let Some(here) = &mut here {
+                here.insert(key);
             }
             points.push((id, p.time_ms, p.value));
             summary.stored += 1;
@@ -336,7 +346,9 @@ impl Store {
         for (metric, meta) in series {
             group.series.insert((pack.device, metric), meta);
         }
-        group.times.extend(points.iter().map(|&(id, t, _)| (id, t)));
+        if let Some(times) = &mut group.times {
+            times.extend(points.iter().map(|&(id, t, _)| (id, t)));
+        }
         group.points.extend(points);
         group.next_series_id = Some(next_id);
         Ok(Ok(summary))
