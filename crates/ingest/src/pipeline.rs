@@ -179,10 +179,13 @@ pub struct Handled {
     pub offsets: Vec<Option<u64>>,
 }
 
+/// One reading of a pack. Its metric and unit are shared with the reading before it when they
+/// are the same, as they mostly are in a pack of many readings: one allocation per name, not
+/// two per reading.
 #[derive(Debug)]
 struct Reading {
-    metric: String,
-    unit: Option<String>,
+    metric: Arc<str>,
+    unit: Option<Arc<str>>,
     time_ms: i64,
     value: f64,
     value_kind: ValueKind,
@@ -461,7 +464,7 @@ impl Pipeline {
         }
         let (payload, seq) = self.unseal(device, payload, seqs)?;
 
-        let mut readings = Vec::new();
+        let mut readings: Vec<Reading> = Vec::new();
         let opts = DecodeOptions { now: now_ms as f64 / 1000.0, max_records: self.opts.max_records_per_pack };
         // SenML-CBOR or SenML-JSON, told apart by the first byte; names as other SenML
         // ecosystems write them are filed by the contract's rule (`naming`).
@@ -475,13 +478,17 @@ impl Pipeline {
                 _ => return Err(RecordError::Refused("only numbers (v) and booleans (vb) are stored")),
             };
             let mut name = [0u8; MAX_NAME_LEN];
-            readings.push(Reading {
-                metric: naming.metric(&r, &mut name)?.to_owned(),
-                unit: r.unit.map(str::to_owned),
-                time_ms: (r.time * 1000.0).round() as i64,
-                value,
-                value_kind,
-            });
+            let metric = naming.metric(&r, &mut name)?;
+            let last = readings.last();
+            let metric = match last {
+                Some(last) if *last.metric == *metric => Arc::clone(&last.metric),
+                _ => Arc::from(metric),
+            };
+            let unit = match (r.unit, last.and_then(|l| l.unit.as_ref())) {
+                (Some(unit), Some(last)) if **last == *unit => Some(Arc::clone(last)),
+                (unit, _) => unit.map(Arc::from),
+            };
+            readings.push(Reading { metric, unit, time_ms: (r.time * 1000.0).round() as i64, value, value_kind });
             Ok(())
         })
         .map_err(|e| Rejection::new(Some(device), e.kind(), e.to_string()))?;
@@ -562,11 +569,11 @@ fn new_readings(ready: &Ready, repeated: &[usize]) -> Option<Stored> {
             continue;
         }
         // A pack names few metrics: a scan beats a map.
-        match series.iter_mut().find(|s| s.metric == r.metric) {
+        match series.iter_mut().find(|s| s.metric == *r.metric) {
             Some(s) => s.points.push((r.time_ms, r.value)),
             None => series.push(Series {
-                metric: r.metric.clone(),
-                unit: r.unit.clone(),
+                metric: r.metric.to_string(),
+                unit: r.unit.as_deref().map(str::to_owned),
                 boolean: r.value_kind == ValueKind::Boolean,
                 points: vec![(r.time_ms, r.value)],
             }),
