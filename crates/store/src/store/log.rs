@@ -22,9 +22,16 @@
 //! a fold, or reads chunks from the tree alone, first folds the log (or, for one device, the
 //! log if it holds an entry of that device) under the state lock ([`Store::writable`],
 //! [`Store::writable_for`]); as no record is logged while that lock is held, its batch is
-//! never older than a record still to fold. A record is folded in the batch that deletes it, so
-//! a crash leaves it either whole in the log or whole in the tree; the opening folds what is
-//! left before it reads anything ([`fold_at_open`]).
+//! never older than a record still to fold.
+//!
+//! A fold is applied in slices ([`FOLD_SLICE`]), the records' deletions in the last one, so a
+//! crash can leave part of a fold in the tree and all its records in the log; the opening
+//! applies what the log holds again before it reads anything ([`fold_at_open`]), and that
+//! ends where the whole fold would have. A merged chunk is written under the key of the first
+//! of the chunks it merges, which is the smallest (its first point is the window's first):
+//! applying the records again writes that key back as it was logged, and the other chunks
+//! beside it, so each point is in the tree once. Entries are the newest of each key, which
+//! applying the records in their order writes too.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +54,13 @@ const FOLD_NOW_BYTES: usize = 128 << 20;
 /// a file of its own, and a group of 2,048 packs of 50 readings is about 2 MB: 16 pieces
 /// stay under that.
 const PIECE_BYTES: usize = 7 << 10;
+
+/// The most inserts and removals in one batch of a fold. sled applies a batch under a lock
+/// that every other write of the process waits for, and no flush completes past a batch under
+/// way; a fold of a city's devices is tens of thousands of inserts, so it is applied in slices
+/// of this many, and the ingest thread's writes and flushes go in between (see the module
+/// documentation for why a fold cut short by a crash loses nothing).
+const FOLD_SLICE: usize = 2048;
 
 /// The first byte of a record's value: the version of its layout.
 const RECORD_VERSION: u8 = 1;
@@ -78,6 +92,11 @@ pub(super) struct Log {
     applying: RwLock<()>,
     /// Records made by this opening, the low bits of their numbers.
     records_made: AtomicU64,
+    /// The inserts of a slice of a fold; 0 for [`FOLD_SLICE`] (tests make it small).
+    pub(super) slice: std::sync::atomic::AtomicUsize,
+    /// For tests: a fold stops, as if the process had died, after this many slices (0: never).
+    #[cfg(test)]
+    pub(super) test_crash_after: std::sync::atomic::AtomicUsize,
 }
 
 /// What a writer hands the log: one group's inserts.
@@ -303,10 +322,8 @@ impl Store {
             return Ok(LogFold::default());
         }
         let mut fold = LogFold { records: records.len(), entries: entries.len(), ..LogFold::default() };
-        let mut batch = sled::Batch::default();
-        for (key, value) in entries {
-            batch.insert(key, value);
-        }
+        let mut inserts: Vec<(sled::IVec, sled::IVec)> = Vec::with_capacity(entries.len() + chunks.len());
+        inserts.extend(entries.into_iter().map(|(k, v)| (k.into(), v.into())));
         let mut written = Vec::new();
         let mut points = Vec::new();
         let same_window = |a: &(ChunkKey, sled::IVec), b: &(ChunkKey, sled::IVec)| {
@@ -323,23 +340,44 @@ impl Store {
                     chunk::decode_into(value, &mut points).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
                 }
                 points.sort_unstable_by_key(|p| p.0);
-                let (series, _) = keys::parse_chunk(&window[0].0).unwrap_or_default();
-                let first = points.first().map_or(0, |p| p.0);
-                let key = keys::chunk(series, first, opened.chunk_id());
-                batch.insert(&key, chunk::encode(&points));
+                // The first chunk's key, the window's smallest: see the module documentation.
+                let key = window[0].0;
+                inserts.push((key.as_slice().into(), chunk::encode(&points).into()));
                 written.push(key);
                 continue;
             };
-            batch.insert(key, value.clone());
+            inserts.push((key.as_slice().into(), value.clone()));
             written.push(*key);
         }
         fold.chunks = written.len();
-        for record in &records {
-            batch.remove(record);
-        }
         let _applying = log.applying.write().unwrap_or_else(|e| e.into_inner());
         let mut journal = self.inner.journal.lock().unwrap_or_else(|e| e.into_inner());
-        self.apply(opened, batch)?;
+        let slice = match log.slice.load(Ordering::Relaxed) {
+            0 => FOLD_SLICE,
+            n => n,
+        };
+        let mut parts: Vec<&[(sled::IVec, sled::IVec)]> = inserts.chunks(slice).collect();
+        if parts.is_empty() {
+            // Still one batch: the last, which deletes the records.
+            parts.push(&[]);
+        }
+        let last = parts.len() - 1;
+        for (n, part) in parts.into_iter().enumerate() {
+            let mut batch = sled::Batch::default();
+            for (key, value) in part {
+                batch.insert(key, value.clone());
+            }
+            if n == last {
+                for record in &records {
+                    batch.remove(record);
+                }
+            }
+            #[cfg(test)]
+            if n > 0 && n == log.test_crash_after.load(Ordering::Relaxed) {
+                return Err(StoreError::Corrupt(b"test: a crash in the middle of a fold".to_vec()));
+            }
+            self.apply(opened, batch)?;
+        }
         if let Some(journal) = journal.as_mut() {
             journal.extend(written.iter().map(|k| k.to_vec()));
         }

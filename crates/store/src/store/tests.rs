@@ -1059,3 +1059,60 @@ fn the_log_counts_for_duplicates_and_an_opening_folds_what_a_stop_left_in_it() {
     assert_eq!(store.device_seq("a"), Some(4));
     assert_eq!(store.series("a", "water_level").unwrap().count, 2);
 }
+
+/// A fold is applied in slices, so a crash between two of them leaves part of it in the tree
+/// and all its records in the log. The opening applies the records again and must end where
+/// the whole fold would have: each point once (merged chunks included), the newest entries.
+#[test]
+fn a_fold_cut_short_between_its_slices_is_finished_by_the_opening() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let devices: Vec<String> = (0..8).map(|d| format!("d{d}")).collect();
+    {
+        let store = open(dir.path());
+        // Five groups, each a pack from every device: five chunks per series and hour, merged.
+        for g in 0..5 {
+            let points: Vec<[NewPoint<'_>; 2]> = (0..devices.len())
+                .map(|_| [p("level", T0 + g * 1000, g as f64), p("flow", T0 + g * 1000, 1.0)])
+                .collect();
+            let packs: Vec<PackWrite<'_>> = devices
+                .iter()
+                .zip(&points)
+                .map(|(device, points)| PackWrite { device, kind: "water", seen_ms: T0 + g, points, seq: None })
+                .collect();
+            store.write_packs(&packs).unwrap();
+        }
+        let opened = store.current().unwrap();
+        assert_eq!(store.log_size().0, 5);
+        // Slices of three inserts: 9 entries (8 devices, the next series id), then 16 merged
+        // chunks; a crash after four slices.
+        opened.log.slice.store(3, Ordering::Relaxed);
+        opened.log.test_crash_after.store(4, Ordering::Relaxed);
+        assert!(store.fold_log().is_err());
+        assert_eq!(opened.tree.scan_prefix([keys::LOG]).count(), 5, "every record is still in the log");
+        let entries = opened.tree.scan_prefix([keys::DEVICE]).count()
+            + usize::from(opened.tree.get(keys::NEXT_SERIES).unwrap().is_some());
+        assert_eq!(entries, 9, "three slices of entries are in the tree");
+        assert_eq!(opened.tree.scan_prefix([keys::POINT]).count(), 3, "and one of merged chunks");
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    let tree = &store.current().unwrap().tree;
+    assert_eq!(tree.scan_prefix([keys::LOG]).count(), 0);
+    for device in &devices {
+        let level = store.points(device, "level", i64::MIN, i64::MAX, 100).unwrap().unwrap();
+        let expected: Vec<Point> = (0..5).map(|g| Point { time_ms: T0 + g * 1000, value: g as f64 }).collect();
+        assert_eq!(level, expected, "{device}");
+        assert_eq!(store.points(device, "flow", i64::MIN, i64::MAX, 100).unwrap().unwrap().len(), 5);
+        let meta = store.device(device).unwrap();
+        assert_eq!((meta.points, meta.last_seen_ms), (10, T0 + 4), "{device}");
+    }
+    // And a whole fold, in slices, after more writes, leaves the same points.
+    let opened = store.current().unwrap();
+    opened.log.slice.store(3, Ordering::Relaxed);
+    store.write("d0", "water", T0 + 9, &[p("level", T0 + 5000, 5.0)]).unwrap();
+    store.write("d0", "water", T0 + 9, &[p("level", T0 + 6000, 6.0)]).unwrap();
+    let fold = store.fold_log().unwrap();
+    assert_eq!((fold.records, fold.chunks), (2, 1));
+    assert_eq!(store.points("d0", "level", i64::MIN, i64::MAX, 100).unwrap().unwrap().len(), 7);
+}
