@@ -37,6 +37,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::limits::MAX_DEVICE_ID_LEN;
+use crate::senml::cbor::{MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NEGATIVE, MAJOR_UNSIGNED};
 
 /// The CBOR tag of a COSE_Mac0 (RFC 9052, section 2).
 pub const CBOR_TAG: u64 = 17;
@@ -137,7 +138,7 @@ pub fn seal(
     p.head(MAJOR_BYTES, kid.len() as u64)?;
     p.bytes(kid)?;
     p.int(LABEL_SEQ)?;
-    p.head(MAJOR_UINT, seq)?;
+    p.head(MAJOR_UNSIGNED, seq)?;
     let protected_len = p.pos;
     let protected = &protected_buf[..protected_len];
 
@@ -276,12 +277,6 @@ fn mac(key: &[u8; KEY_LEN], protected: &[u8], payload: &[u8]) -> HmacSha256 {
     mac
 }
 
-const MAJOR_UINT: u8 = 0;
-const MAJOR_NINT: u8 = 1;
-const MAJOR_BYTES: u8 = 2;
-const MAJOR_ARRAY: u8 = 4;
-const MAJOR_MAP: u8 = 5;
-
 /// A CBOR item head in its shortest form (RFC 8949, section 3).
 fn encode_head(major: u8, arg: u64, buf: &mut [u8; 9]) -> &[u8] {
     let m = major << 5;
@@ -327,10 +322,10 @@ impl Writer<'_> {
 
     fn int(&mut self, n: i64) -> Result<(), CoseError> {
         if n >= 0 {
-            self.head(MAJOR_UINT, n as u64)
+            self.head(MAJOR_UNSIGNED, n as u64)
         } else {
             // CBOR stores a negative n as -1 - n, which is !n in two's complement.
-            self.head(MAJOR_NINT, !n as u64)
+            self.head(MAJOR_NEGATIVE, !n as u64)
         }
     }
 }
@@ -376,7 +371,7 @@ impl<'a> Reader<'a> {
 
     fn uint(&mut self, not_uint: &'static str) -> Result<u64, CoseError> {
         match self.head()? {
-            (MAJOR_UINT, n) => Ok(n),
+            (MAJOR_UNSIGNED, n) => Ok(n),
             _ => Err(CoseError::Malformed(not_uint)),
         }
     }
@@ -384,9 +379,9 @@ impl<'a> Reader<'a> {
     fn int(&mut self) -> Result<i64, CoseError> {
         let out_of_range = CoseError::Malformed("integer out of range");
         match self.head()? {
-            (MAJOR_UINT, n) => i64::try_from(n).map_err(|_| out_of_range),
+            (MAJOR_UNSIGNED, n) => i64::try_from(n).map_err(|_| out_of_range),
             // -1 - n, for n up to i64::MAX, is at least i64::MIN.
-            (MAJOR_NINT, n) => i64::try_from(n).map(|n| -1 - n).map_err(|_| out_of_range),
+            (MAJOR_NEGATIVE, n) => i64::try_from(n).map(|n| -1 - n).map_err(|_| out_of_range),
             _ => Err(CoseError::Malformed("expected an integer")),
         }
     }

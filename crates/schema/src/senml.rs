@@ -431,6 +431,46 @@ impl<'a> RawRecord<'a> {
     }
 }
 
+/// The records of a pack as either form reads them: each checked against the pack's limit,
+/// resolved against the base fields so far, and handed to the sink.
+struct Records<'a, 's, F> {
+    opts: DecodeOptions,
+    sink: &'s mut F,
+    bases: Bases<'a>,
+    /// Records handed over so far, and so the index of the next.
+    index: usize,
+    downlink: u8,
+}
+
+impl<'a, 's, F> Records<'a, 's, F>
+where
+    F: FnMut(Record<'a>) -> Result<(), RecordError>,
+{
+    fn new(opts: DecodeOptions, sink: &'s mut F) -> Self {
+        Records { opts, sink, bases: Bases::default(), index: 0, downlink: 0 }
+    }
+
+    /// Takes the next record as read, or the reason it was refused while read.
+    #[inline(always)]
+    fn take(&mut self, raw: Result<&RawRecord<'a>, RecordError>) -> Result<(), DecodeError> {
+        let index = self.index;
+        let fail = |error| DecodeError::Record { index, error };
+        let raw = raw.map_err(fail)?;
+        if index >= self.opts.max_records {
+            return Err(fail(RecordError::TooManyRecords(self.opts.max_records)));
+        }
+        let record = raw.resolve(&mut self.bases, self.opts.now).map_err(fail)?;
+        self.downlink = self.downlink.max(raw.downlink);
+        (self.sink)(record).map_err(fail)?;
+        self.index += 1;
+        Ok(())
+    }
+
+    fn info(&self) -> PackInfo {
+        PackInfo { records: self.index, downlink: self.downlink }
+    }
+}
+
 /// A scalar of a record (a label or a field's value), as far as a record cares: strings
 /// borrowed, and any other item (an array, a map, null) only named.
 #[derive(Debug)]

@@ -147,12 +147,16 @@ fn envelopes_of_another_shape_are_refused() {
     let header = |entries: &[(i64, Vec<u8>)]| {
         let mut h = item(MAJOR_MAP, entries.len() as u64);
         for (label, value) in entries {
-            h.extend(if *label >= 0 { item(MAJOR_UINT, *label as u64) } else { item(MAJOR_NINT, !*label as u64) });
+            h.extend(if *label >= 0 {
+                item(MAJOR_UNSIGNED, *label as u64)
+            } else {
+                item(MAJOR_NEGATIVE, !*label as u64)
+            });
             h.extend(value);
         }
         h
     };
-    let good = [(LABEL_ALG, item(MAJOR_UINT, 5)), (LABEL_KID, kid.clone()), (LABEL_SEQ, item(MAJOR_UINT, 9))];
+    let good = [(LABEL_ALG, item(MAJOR_UNSIGNED, 5)), (LABEL_KID, kid.clone()), (LABEL_SEQ, item(MAJOR_UNSIGNED, 9))];
     let e = envelope(&header(&good), &[0xa0], &empty, &tag_item());
     let parsed = parse(&e).unwrap();
     assert_eq!((parsed.kid(), parsed.seq()), (&b"ab"[..], 9));
@@ -167,15 +171,15 @@ fn envelopes_of_another_shape_are_refused() {
             other => panic!("{} parsed as {other:?}", hex(&e)),
         }
     };
-    let hs256 = [(LABEL_ALG, item(MAJOR_UINT, 6)), good[1].clone(), good[2].clone()];
+    let hs256 = [(LABEL_ALG, item(MAJOR_UNSIGNED, 6)), good[1].clone(), good[2].clone()];
     assert!(malformed(header(&hs256), &[0xa0], &empty, &tag_item()).contains("algorithm"));
     let twice = [good[0].clone(), good[1].clone(), good[1].clone()];
     assert!(malformed(header(&twice), &[0xa0], &empty, &tag_item()).contains("repeated"));
-    let unknown = [good[0].clone(), good[1].clone(), (-65538, item(MAJOR_UINT, 1))];
+    let unknown = [good[0].clone(), good[1].clone(), (-65538, item(MAJOR_UNSIGNED, 1))];
     assert!(malformed(header(&unknown), &[0xa0], &empty, &tag_item()).contains("unknown"));
     let no_seq = [good[0].clone(), good[1].clone()];
     assert!(malformed(header(&no_seq), &[0xa0], &empty, &tag_item()).contains("alg, kid and seq"));
-    let negative_seq = [good[0].clone(), good[1].clone(), (LABEL_SEQ, item(MAJOR_NINT, 0))];
+    let negative_seq = [good[0].clone(), good[1].clone(), (LABEL_SEQ, item(MAJOR_NEGATIVE, 0))];
     assert!(malformed(header(&negative_seq), &[0xa0], &empty, &tag_item()).contains("sequence"));
     let text_kid = [good[0].clone(), (LABEL_KID, vec![0x62, b'a', b'b']), good[2].clone()];
     assert!(malformed(header(&text_kid), &[0xa0], &empty, &tag_item()).contains("kid"));
@@ -183,7 +187,7 @@ fn envelopes_of_another_shape_are_refused() {
     trailing.push(0);
     assert!(malformed(trailing, &[0xa0], &empty, &tag_item()).contains("trailing"));
     // Unprotected headers would not be authenticated: there must be none.
-    let kid_outside = [item(MAJOR_MAP, 1), item(MAJOR_UINT, 4), kid.clone()].concat();
+    let kid_outside = [item(MAJOR_MAP, 1), item(MAJOR_UNSIGNED, 4), kid.clone()].concat();
     assert!(malformed(header(&good), &kid_outside, &empty, &tag_item()).contains("unprotected"));
     // A detached payload (nil) is not accepted.
     assert!(malformed(header(&good), &[0xa0], &[0xf6], &tag_item()).contains("payload"));

@@ -20,7 +20,7 @@
 //!   initial bytes are refused.
 
 use super::{
-    label_bit, major_type_name, Bases, DecodeError, DecodeOptions, Item, PackInfo, RawRecord, Record, RecordError,
+    label_bit, major_type_name, DecodeError, DecodeOptions, Item, PackInfo, RawRecord, Record, RecordError, Records,
 };
 
 /// How deep arrays, maps and tags may nest, the pack's own array included: as deep as
@@ -44,36 +44,28 @@ where
         _ => return Err(DecodeError::NotAPack(major_type_name(first))),
     };
     r.enter()?;
-    let mut bases = Bases::default();
-    let mut index = 0;
-    let mut downlink = 0;
+    let mut records = Records::new(opts, sink);
     // One record's fields, filled in place: a record is some two hundred bytes, and moving
     // it out of the reader and back cost a quarter of the decoding.
     let mut raw = RawRecord::default();
     while r.more(&mut left)? {
-        let fail = |error| DecodeError::Record { index, error };
-        r.record(&mut raw)?.map_err(fail)?;
-        if index >= opts.max_records {
-            return Err(fail(RecordError::TooManyRecords(opts.max_records)));
-        }
-        let record = raw.resolve(&mut bases, opts.now).map_err(fail)?;
-        downlink = downlink.max(raw.downlink);
-        sink(record).map_err(fail)?;
-        index += 1;
+        let read = r.record(&mut raw)?;
+        records.take(read.map(|()| &raw))?;
     }
     if r.pos != input.len() {
         return Err(DecodeError::TrailingData);
     }
-    Ok(PackInfo { records: index, downlink })
+    Ok(records.info())
 }
 
-const MAJOR_UNSIGNED: u8 = 0;
-const MAJOR_NEGATIVE: u8 = 1;
-const MAJOR_BYTES: u8 = 2;
-const MAJOR_TEXT: u8 = 3;
-const MAJOR_ARRAY: u8 = 4;
-const MAJOR_MAP: u8 = 5;
-const MAJOR_TAG: u8 = 6;
+// CBOR's major types (RFC 8949 section 3.1), for the COSE reader and writer too.
+pub(crate) const MAJOR_UNSIGNED: u8 = 0;
+pub(crate) const MAJOR_NEGATIVE: u8 = 1;
+pub(crate) const MAJOR_BYTES: u8 = 2;
+pub(crate) const MAJOR_TEXT: u8 = 3;
+pub(crate) const MAJOR_ARRAY: u8 = 4;
+pub(crate) const MAJOR_MAP: u8 = 5;
+pub(crate) const MAJOR_TAG: u8 = 6;
 
 /// The head of an item: its major type and argument, read; what follows it, not yet.
 #[derive(Debug, Clone, Copy, PartialEq)]

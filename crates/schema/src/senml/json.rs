@@ -13,8 +13,8 @@
 use core::fmt::Write as _;
 
 use super::{
-    check_entries, label, label_bit, Base, Bases, DecodeError, DecodeOptions, EncodeError, Entry, Item, PackInfo,
-    RawRecord, Record, RecordError, Value,
+    check_entries, label, label_bit, Base, DecodeError, DecodeOptions, EncodeError, Entry, Item, PackInfo, RawRecord,
+    Record, RecordError, Records, Value,
 };
 
 /// Encodes `entries` as one SenML-JSON pack into `out` (the same records as
@@ -165,9 +165,7 @@ where
         Some(b'"') => return Err(DecodeError::NotAPack("a string")),
         Some(_) => return Err(r.syntax("a pack must be a json array")),
     }
-    let mut bases = Bases::default();
-    let mut index = 0;
-    let mut downlink = 0;
+    let mut records = Records::new(opts, sink);
     r.skip_ws();
     if r.peek() == Some(b']') {
         r.pos += 1;
@@ -182,15 +180,7 @@ where
                 }
                 None => return Err(DecodeError::JsonTruncated),
             };
-            let fail = |error| DecodeError::Record { index, error };
-            let raw = raw.map_err(fail)?;
-            if index >= opts.max_records {
-                return Err(fail(RecordError::TooManyRecords(opts.max_records)));
-            }
-            let record = raw.resolve(&mut bases, opts.now).map_err(fail)?;
-            downlink = downlink.max(raw.downlink);
-            sink(record).map_err(fail)?;
-            index += 1;
+            records.take(raw.as_ref().map_err(|e| *e))?;
             r.skip_ws();
             match r.next()? {
                 b',' => {}
@@ -203,7 +193,7 @@ where
     if r.pos < input.len() {
         return Err(r.syntax("bytes after the pack"));
     }
-    Ok(PackInfo { records: index, downlink })
+    Ok(records.info())
 }
 
 /// A position in the input.
