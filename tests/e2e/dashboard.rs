@@ -208,6 +208,8 @@ async fn the_page_asks_for_a_token_when_the_api_needs_one() {
 
     let out = run_browser(&dir, &running, &[("MEKONG_TOKEN", token)], None).await;
     assert_eq!(out["asked_for_token"], true, "{out}");
+    // The 401s that told the page to ask are the only console errors let through.
+    assert!(out["refused_without_token"].as_u64().is_some_and(|n| n >= 1), "{out}");
     check_clean(&out);
     assert_eq!(ids(&out["stations_listed"]), fleet.into_iter().collect(), "{out}");
     running.stop().await;
