@@ -209,16 +209,23 @@ impl<'a> Reader<'a> {
         core::str::from_utf8(text).map_err(|_| self.invalid(at, "text string is not utf-8"))
     }
 
-    /// The rest of an array, map, tag or misplaced break whose head, at `at`, was read: a
-    /// tag is its content, an array or a map is skipped.
-    #[inline(never)]
-    fn nested(&mut self, mut head: Head, mut at: usize) -> Result<Item<'a>, DecodeError> {
-        let depth = self.depth;
+    /// The head, and where it is, of what the tags starting with `head` (at `at`) wrap; `head`
+    /// itself if it is no tag. Each tag is a level of nesting, left by the caller.
+    fn untagged(&mut self, mut head: Head, mut at: usize) -> Result<(Head, usize), DecodeError> {
         while head == Head::Tag {
             self.enter()?;
             at = self.pos;
             head = self.head()?;
         }
+        Ok((head, at))
+    }
+
+    /// The rest of an array, map, tag or misplaced break whose head, at `at`, was read: a
+    /// tag is its content, an array or a map is skipped.
+    #[inline(never)]
+    fn nested(&mut self, head: Head, at: usize) -> Result<Item<'a>, DecodeError> {
+        let depth = self.depth;
+        let (head, at) = self.untagged(head, at)?;
         let item = match head {
             Head::Array(_) => {
                 self.skip(head)?;
@@ -320,14 +327,10 @@ impl<'a> Reader<'a> {
     /// the first bad field and a well-formed pack is read whole.
     fn record(&mut self, raw: &mut RawRecord<'a>) -> Result<Result<(), RecordError>, DecodeError> {
         let depth = self.depth;
-        let mut at = self.pos;
-        let mut head = self.head()?;
+        let at = self.pos;
+        let head = self.head()?;
         // A tagged record is its content, as for any other item.
-        while head == Head::Tag {
-            self.enter()?;
-            at = self.pos;
-            head = self.head()?;
-        }
+        let (head, at) = self.untagged(head, at)?;
         let Head::Map(mut left) = head else {
             // Read whole, so that a malformed item is reported as such.
             self.pos = at;
