@@ -241,6 +241,18 @@ impl Log {
         self.pending().chunks.range(range).map(|(k, v)| (*k, v.clone())).collect()
     }
 
+    /// For tests: fails a fold before its slice `n`, as if the process had died there
+    /// ([`Log::test_crash_after`]); never otherwise.
+    fn crash_before(&self, n: usize) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if n > 0 && n == self.test_crash_after.load(Ordering::Relaxed) {
+            return Err(StoreError::Corrupt(b"test: a crash in the middle of a fold".to_vec()));
+        }
+        #[cfg(not(test))]
+        let _ = n;
+        Ok(())
+    }
+
     /// Records and bytes not yet folded.
     pub(super) fn size(&self) -> (usize, usize) {
         let pending = self.pending();
@@ -322,8 +334,14 @@ impl Store {
             return Ok(LogFold::default());
         }
         let mut fold = LogFold { records: records.len(), entries: entries.len(), ..LogFold::default() };
-        let mut inserts: Vec<(sled::IVec, sled::IVec)> = Vec::with_capacity(entries.len() + chunks.len());
-        inserts.extend(entries.into_iter().map(|(k, v)| (k.into(), v.into())));
+        let slice = match log.slice.load(Ordering::Relaxed) {
+            0 => FOLD_SLICE,
+            n => n,
+        };
+        let mut batches = Slices { batches: vec![sled::Batch::default()], in_last: 0, slice };
+        for (key, value) in entries {
+            batches.insert(key, value);
+        }
         let mut written = Vec::new();
         let mut points = Vec::new();
         let same_window = |a: &(ChunkKey, sled::IVec), b: &(ChunkKey, sled::IVec)| {
@@ -342,40 +360,25 @@ impl Store {
                 points.sort_unstable_by_key(|p| p.0);
                 // The first chunk's key, the window's smallest: see the module documentation.
                 let key = window[0].0;
-                inserts.push((key.as_slice().into(), chunk::encode(&points).into()));
+                batches.insert(key.as_slice(), chunk::encode(&points));
                 written.push(key);
                 continue;
             };
-            inserts.push((key.as_slice().into(), value.clone()));
+            batches.insert(key.as_slice(), value.clone());
             written.push(*key);
         }
         fold.chunks = written.len();
         let _applying = log.applying.write().unwrap_or_else(|e| e.into_inner());
         let mut journal = self.inner.journal.lock().unwrap_or_else(|e| e.into_inner());
-        let slice = match log.slice.load(Ordering::Relaxed) {
-            0 => FOLD_SLICE,
-            n => n,
-        };
-        let mut parts: Vec<&[(sled::IVec, sled::IVec)]> = inserts.chunks(slice).collect();
-        if parts.is_empty() {
-            // Still one batch: the last, which deletes the records.
-            parts.push(&[]);
+        let mut batches = batches.batches;
+        // The last batch (there is always one) deletes the records.
+        if let Some(last) = batches.last_mut() {
+            for record in &records {
+                last.remove(record);
+            }
         }
-        let last = parts.len() - 1;
-        for (n, part) in parts.into_iter().enumerate() {
-            let mut batch = sled::Batch::default();
-            for (key, value) in part {
-                batch.insert(key, value.clone());
-            }
-            if n == last {
-                for record in &records {
-                    batch.remove(record);
-                }
-            }
-            #[cfg(test)]
-            if n > 0 && n == log.test_crash_after.load(Ordering::Relaxed) {
-                return Err(StoreError::Corrupt(b"test: a crash in the middle of a fold".to_vec()));
-            }
+        for (n, batch) in batches.into_iter().enumerate() {
+            log.crash_before(n)?;
             self.apply(opened, batch)?;
         }
         if let Some(journal) = journal.as_mut() {
@@ -388,6 +391,27 @@ impl Store {
             pending.bytes = pending.bytes.saturating_sub(key.len() + value.len());
         }
         Ok(fold)
+    }
+}
+
+/// A fold's inserts, cut into batches of at most `slice` ([`FOLD_SLICE`]).
+struct Slices {
+    batches: Vec<sled::Batch>,
+    /// Inserts in the last batch.
+    in_last: usize,
+    slice: usize,
+}
+
+impl Slices {
+    fn insert(&mut self, key: impl Into<sled::IVec>, value: impl Into<sled::IVec>) {
+        if self.in_last >= self.slice || self.batches.is_empty() {
+            self.batches.push(sled::Batch::default());
+            self.in_last = 0;
+        }
+        if let Some(last) = self.batches.last_mut() {
+            last.insert(key, value);
+            self.in_last += 1;
+        }
     }
 }
 
