@@ -74,7 +74,7 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// ms), and the longest time without any acknowledgement of any device that overlaps it: the
 /// pause ingest had, as the devices saw it.
 async fn latencies_during<T>(counters: &Counters, during: impl std::future::Future<Output = T>) -> (T, Value) {
-    counters.ack_latency_us.lock().await.clear();
+    counters.ack_latency_us.lock().unwrap_or_else(|e| e.into_inner()).clear();
     counters.ack_times.lock().unwrap_or_else(|e| e.into_inner()).clear();
     counters.record_ack_times.store(true, Ordering::Relaxed);
     // The last acknowledgement before the window opens, for a gap that spans its start.
@@ -96,7 +96,7 @@ async fn latencies_during<T>(counters: &Counters, during: impl std::future::Futu
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or_else(|| ended - started);
-    let mut us = std::mem::take(&mut *counters.ack_latency_us.lock().await);
+    let mut us = std::mem::take(&mut *counters.ack_latency_us.lock().unwrap_or_else(|e| e.into_inner()));
     us.sort_unstable();
     let ms = |q: f64| percentile_ms(&us, q);
     let max = us.last().map(|&u| f64::from(u) / 1000.0);

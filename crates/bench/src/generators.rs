@@ -116,6 +116,18 @@ impl Generator {
         Ok(Generator::Children(children))
     }
 
+    /// CPU time the devices have used, in seconds: their child processes', or this
+    /// process's when they run here.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        match self {
+            Generator::Local(_) => crate::harness::cpu_seconds("self"),
+            Generator::Children(children) => children
+                .iter()
+                .map(|c| c.child.id().and_then(|pid| crate::harness::cpu_seconds(&pid.to_string())))
+                .sum(),
+        }
+    }
+
     /// Opens the measured window.
     pub async fn measure(&mut self) -> anyhow::Result<()> {
         match self {
@@ -179,7 +191,7 @@ async fn close_window(counters: &Arc<Counters>, grace: Duration) -> Tally {
     while counters.acks.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut ack_latency_us = std::mem::take(&mut *counters.ack_latency_us.lock().await);
+    let mut ack_latency_us = std::mem::take(&mut *counters.ack_latency_us.lock().unwrap_or_else(|e| e.into_inner()));
     ack_latency_us.sort_unstable();
     Tally {
         ack_latency_us,

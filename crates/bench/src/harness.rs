@@ -1,5 +1,5 @@
 //! What both benchmarks need around the processes they start: the `mekong` binary, free
-//! ports, a temporary directory, a small HTTP GET, and percentiles.
+//! ports, a temporary directory, a small HTTP GET, percentiles, and CPU time.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -30,6 +30,17 @@ pub fn mekong_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// `N` distinct ports free at the time of asking, on loopback; every listener is held until
 /// all are picked, so that the kernel cannot hand the same port out twice.
+/// CPU time (user and system) a process has used, in seconds, from /proc: `pid` is a
+/// process id or `self`. Linux reports it in clock ticks of 1/100 s to every process.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
     let mut ports = [0; N];
     let mut held = Vec::with_capacity(N);
@@ -128,6 +139,24 @@ pub fn data_lines(pending: &mut Vec<u8>, chunk: &[u8]) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_seconds_counts_this_process_working_and_no_process_is_none() {
+        let start = cpu_seconds("self").expect("this process's /proc/self/stat");
+        // Work until the clock ticks (1/100 s) show it, within a bound far above a tick.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut x = 0u64;
+        let mut now = start;
+        while now < start + 0.02 && Instant::now() < deadline {
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            now = cpu_seconds("self").unwrap_or(start);
+        }
+        assert!(now >= start + 0.02, "CPU time stayed at {now} s from {start} s");
+        // Process ids stop far below this (pid_max is at most 2^22).
+        assert_eq!(cpu_seconds("4294967295"), None);
+    }
 
     #[test]
     fn data_lines_are_whole_lines_and_a_part_line_waits() {

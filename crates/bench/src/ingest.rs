@@ -23,7 +23,7 @@ use rumqttc::QoS;
 use serde_json::{json, Value};
 
 use crate::generators::Generator;
-use crate::harness::{free_ports, get_json, percentile_ms, temp_dir, wait_answering, TempDir};
+use crate::harness::{self, free_ports, get_json, percentile_ms, temp_dir, wait_answering, TempDir};
 use crate::load::{self, Acks, LoadOptions, Model, Resend};
 use crate::tls::BenchTls;
 
@@ -113,6 +113,9 @@ struct Measured {
     rss_start_mib: Option<f64>,
     /// The server's CPU over the window: cores busy on average, and µs per pack counted.
     cpu: Option<(f64, Option<f64>)>,
+    /// The same for the load generator: its child processes, or this whole process when the
+    /// devices run here (with the subscriber that counts for a peer broker).
+    load_cpu: Option<(f64, Option<f64>)>,
     /// Unacknowledged publishes per connection.
     window: usize,
     /// City load: packs first sent in the window, and of those the ones not acknowledged
@@ -199,15 +202,9 @@ impl Server {
         get_json(self.http, "/v1/stats").await
     }
 
-    /// CPU time the server has used (user and system), in seconds, from /proc (clock ticks
-    /// of 1/100 s, as Linux reports them to every process).
+    /// CPU time the server has used, in seconds.
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / 100.0)
+        harness::cpu_seconds(&self.child.id().to_string())
     }
 
     pub(crate) fn rss_mib(&self) -> Option<f64> {
@@ -282,6 +279,7 @@ async fn measure(
         None => 0,
     };
     let cpu_before = server.as_ref().and_then(Server::cpu_seconds);
+    let load_cpu_before = load.cpu_seconds();
     let started = Instant::now();
     load.measure().await?;
     tokio::time::sleep(Duration::from_secs_f64(opts.seconds)).await;
@@ -291,6 +289,7 @@ async fn measure(
         None => (0, None),
     };
     let cpu_s = cpu_before.zip(server.as_ref().and_then(Server::cpu_seconds)).map(|(b, a)| a - b);
+    let load_cpu_s = load_cpu_before.zip(load.cpu_seconds()).map(|(b, a)| a - b);
     let tally = load.finish(if spread { CITY_GRACE } else { Duration::ZERO }).await?;
     // Read after the grace, so that a pack the broker dropped in the window is counted.
     let lost = match &server {
@@ -317,7 +316,9 @@ async fn measure(
     }
     drop(server);
     // Per pack only when packs were counted: a stalled server has no cost per pack.
-    let cpu = cpu_s.map(|s| (s / elapsed, (packs_per_s > 0.0).then(|| s * 1e6 / (packs_per_s * elapsed))));
+    let per_pack = |s: f64| (s / elapsed, (packs_per_s > 0.0).then(|| s * 1e6 / (packs_per_s * elapsed)));
+    let cpu = cpu_s.map(per_pack);
+    let load_cpu = load_cpu_s.map(per_pack);
     Ok(Measured {
         packs_per_s,
         readings_per_s,
@@ -327,6 +328,7 @@ async fn measure(
         rss_mib,
         rss_start_mib,
         cpu,
+        load_cpu,
         window,
         unacknowledged: spread.then_some((tally.sent, tally.sent.saturating_sub(tally.acked))),
         model,
@@ -373,6 +375,12 @@ fn line(scenario: &str, devices: usize, rpp: usize, m: &Measured) -> Value {
         v["server_cpu_cores"] = json!((cores * 100.0).round() / 100.0);
         if let Some(us) = us_per_pack {
             v["server_cpu_us_per_pack"] = json!((us * 10.0).round() / 10.0);
+        }
+    }
+    if let Some((cores, us_per_pack)) = m.load_cpu {
+        v["load_cpu_cores"] = json!((cores * 100.0).round() / 100.0);
+        if let Some(us) = us_per_pack {
+            v["load_cpu_us_per_pack"] = json!((us * 10.0).round() / 10.0);
         }
     }
     v
@@ -431,13 +439,20 @@ pub async fn ingest(opts: BenchOptions) -> anyhow::Result<Value> {
                     let durable =
                         scenario("mekong_durable", durable, devices, rpp, &opts, &mut n, &mut results).await?;
                     let ratio = (durable.readings_per_s / ceiling.readings_per_s * 1000.0).round() / 1000.0;
-                    ratios.push(json!({
+                    let mut line = json!({
                         "devices": devices,
                         "readings_per_pack": rpp,
                         "acks": model.acks.as_str(),
                         "resend": model.resend.as_str(),
                         "durable_over_broker_only": ratio,
-                    }));
+                    });
+                    // The same ratio in the server's CPU a pack, which the load generator's
+                    // share of the cores does not move.
+                    if let (Some((_, Some(broker))), Some((_, Some(stored)))) = (ceiling.cpu, durable.cpu) {
+                        line["server_cpu_broker_only_over_durable"] =
+                            json!((broker / stored * 1000.0).round() / 1000.0);
+                    }
+                    ratios.push(line);
                     durable_rate.get_or_insert(durable.readings_per_s);
                 }
                 let durable_rate = durable_rate.unwrap_or(0.0);

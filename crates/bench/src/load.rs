@@ -23,7 +23,7 @@ use rumqttc::{Connect, Packet, PubAck, Publish, QoS, Subscribe};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 
 const MAX_PACKET: usize = 1 << 20;
 
@@ -256,7 +256,7 @@ pub struct Counters {
     /// Set to make every connection stop publishing.
     pub stop: AtomicBool,
     /// Acknowledgement latencies in microseconds, of packs first sent while measuring.
-    pub ack_latency_us: Mutex<Vec<u32>>,
+    pub ack_latency_us: std::sync::Mutex<Vec<u32>>,
     /// Packs resent because their acknowledgement was overdue.
     pub resends: AtomicU64,
     /// When each acknowledgement came, of any device, while `record_ack_times` is set: the
@@ -453,7 +453,7 @@ where
                                 pos.and_then(|i| queue.remove(i))
                             };
                             if let Some(entry) = acked {
-                                settle(entry, &window, &counters).await;
+                                settle(entry, &window, &counters);
                             }
                         }
                     }
@@ -484,7 +484,7 @@ where
                             };
                             let Some(entry) = acked else { continue };
                             freed += 1;
-                            settle(entry, &window, &counters).await;
+                            settle(entry, &window, &counters);
                         }
                         if freed > 0 && counters.measuring.load(Ordering::Relaxed) {
                             counters.ack_downlinks.fetch_add(1, Ordering::Relaxed);
@@ -603,7 +603,7 @@ where
 }
 
 /// Frees the window slot of an acknowledged pack and times the acknowledgement.
-async fn settle(entry: Inflight, window: &Semaphore, counters: &Counters) {
+fn settle(entry: Inflight, window: &Semaphore, counters: &Counters) {
     window.add_permits(1);
     if counters.record_ack_times.load(Ordering::Relaxed) {
         counters.ack_times.lock().unwrap_or_else(|e| e.into_inner()).push(Instant::now());
@@ -611,7 +611,7 @@ async fn settle(entry: Inflight, window: &Semaphore, counters: &Counters) {
     if entry.measured {
         counters.acks.fetch_add(1, Ordering::Relaxed);
         let us = u32::try_from(entry.first_sent.elapsed().as_micros()).unwrap_or(u32::MAX);
-        counters.ack_latency_us.lock().await.push(us);
+        counters.ack_latency_us.lock().unwrap_or_else(|e| e.into_inner()).push(us);
     }
 }
 

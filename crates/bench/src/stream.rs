@@ -26,7 +26,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
-use crate::harness::{data_lines, open_stream, percentile_ms};
+use crate::harness::{cpu_seconds, data_lines, open_stream, percentile_ms};
 use crate::ingest::Server;
 use crate::load::{Load, LoadOptions};
 
@@ -126,12 +126,12 @@ async fn durable_rate(server: &Server, seconds: f64) -> anyhow::Result<Phase> {
     let count = |s: &Value| s["durable_readings"].as_u64().unwrap_or(0);
     let before = count(&server.stats().await?);
     let cpu_before = server.cpu_seconds().unwrap_or(0.0);
-    let bench_before = own_cpu_seconds().unwrap_or(0.0);
+    let bench_before = cpu_seconds("self").unwrap_or(0.0);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let after = count(&server.stats().await?);
     let cpu = server.cpu_seconds().unwrap_or(0.0) - cpu_before;
-    let bench = own_cpu_seconds().unwrap_or(0.0) - bench_before;
+    let bench = cpu_seconds("self").unwrap_or(0.0) - bench_before;
     let readings = after.saturating_sub(before) as f64;
     let per_million = |cpu: f64| if readings > 0.0 { cpu / readings * 1e6 } else { 0.0 };
     Ok(Phase {
@@ -139,15 +139,6 @@ async fn durable_rate(server: &Server, seconds: f64) -> anyhow::Result<Phase> {
         server_cpu: per_million(cpu),
         bench_cpu: per_million(bench),
     })
-}
-
-/// CPU time this process has used, in seconds (as [`Server::cpu_seconds`]).
-fn own_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 fn round2(v: f64) -> f64 {
@@ -256,7 +247,7 @@ pub async fn stream(opts: StreamOptions) -> anyhow::Result<Value> {
     load.counters.measuring.store(true, Ordering::Relaxed);
     let seen = latencies(&server, opts.seconds).await?;
     load.counters.measuring.store(false, Ordering::Relaxed);
-    let mut acks = std::mem::take(&mut *load.counters.ack_latency_us.lock().await);
+    let mut acks = std::mem::take(&mut *load.counters.ack_latency_us.lock().unwrap_or_else(|e| e.into_inner()));
     acks.sort_unstable();
     load.stop().await?;
     let stats = server.stats().await?;
