@@ -525,26 +525,36 @@ where
     };
     while !counters.stop.load(Ordering::Relaxed) {
         out.clear();
+        // When the first pack in flight is due to be resent.
+        let mut next_resend: Option<Instant> = None;
         if downlinks {
             let now = Instant::now();
             let mut queue = inflight.lock().unwrap_or_else(|e| e.into_inner());
-            for e in queue.iter_mut().filter(|e| now.duration_since(e.last_sent) >= e.wait) {
-                sends += 1;
-                e.attempts = e.attempts.saturating_add(1);
-                e.wait = resend_wait(model.resend, seed, e.attempts, sends);
-                e.last_sent = now;
-                counters.resends.fetch_add(1, Ordering::Relaxed);
-                e.pkid = publish(e.payload.clone(), &mut out)?;
+            for e in queue.iter_mut() {
+                if now.duration_since(e.last_sent) >= e.wait {
+                    sends += 1;
+                    e.attempts = e.attempts.saturating_add(1);
+                    e.wait = resend_wait(model.resend, seed, e.attempts, sends);
+                    e.last_sent = now;
+                    counters.resends.fetch_add(1, Ordering::Relaxed);
+                    e.pkid = publish(e.payload.clone(), &mut out)?;
+                }
+                let at = e.last_sent + e.wait;
+                next_resend = Some(next_resend.map_or(at, |t| t.min(at)));
             }
         }
-        // A slow rate waits for its tick a second at a time, so that the device still sees
-        // `stop` and its overdue packs.
+        // A device waits for its tick, then for room in its window, a second at most each,
+        // so that it still sees `stop`; and for room only until a pack in flight is due
+        // again. It does not wake up meanwhile: a device polling every few milliseconds
+        // while the platform's acknowledgements take a second would cost the load generator
+        // more than the server (and so would lower the rate measured).
         let due = match ticker.as_mut() {
             None => true,
             Some(ticker) => tokio::time::timeout(Duration::from_secs(1), ticker.tick()).await.is_ok(),
         };
-        let permit =
-            if due { tokio::time::timeout(Duration::from_millis(50), window.acquire()).await.ok() } else { None };
+        let until = Instant::now() + Duration::from_secs(1);
+        let until = next_resend.map_or(until, |t| t.min(until));
+        let permit = if due { tokio::time::timeout_at(until.into(), window.acquire()).await.ok() } else { None };
         if let Some(permit) = permit {
             permit?.forget();
             if opts.wall_clock {
