@@ -182,6 +182,30 @@ fn a_unit_change_is_refused_and_writes_nothing() {
 }
 
 #[test]
+fn a_unit_that_changes_within_a_series_run_refuses_the_pack_and_a_missing_unit_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Names and units made at run time, each its own string: runs are told by content.
+    let (level, cm, m) = (String::from("water_level"), String::from("cm"), String::from("m"));
+    let point = |time_ms, unit| NewPoint { metric: &level, unit, time_ms, value: 1.0, value_kind: Default::default() };
+    let bad = [point(T0, Some(&cm[..])), point(T0 + 1, Some(&cm[..])), point(T0 + 2, Some(&m[..]))];
+    let err = store.write("a", "water", T0, &bad).unwrap_err();
+    assert!(
+        matches!(&err, WriteError::Refused(PackRefused::UnitMismatch { expected, got, .. }) if expected == "cm" && got == "m"),
+        "{err}"
+    );
+    assert_eq!(store.point_count(), 0);
+    assert!(store.series("a", "water_level").is_none());
+
+    let other_cm = String::from("cm");
+    let good = [point(T0, Some(&cm[..])), point(T0 + 1, None), point(T0 + 2, Some(&other_cm[..]))];
+    let summary = store.write("a", "water", T0, &good).unwrap();
+    assert_eq!(summary.stored, 3);
+    let series = store.series("a", "water_level").unwrap();
+    assert_eq!((series.unit.as_deref(), series.count), (Some("cm"), 3));
+}
+
+#[test]
 fn everything_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -18,6 +18,20 @@ use crate::{
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 type Set<T> = HashSet<T, ahash::RandomState>;
 
+/// Whether two points of a pack go to the same series with the same unit and kind. The
+/// ingest pipeline shares one name between a pack's readings of a series, so the names are
+/// mostly the same string, which is told without comparing its bytes.
+fn same_series(a: &NewPoint<'_>, b: &NewPoint<'_>) -> bool {
+    fn same(a: &str, b: &str) -> bool {
+        a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
+    }
+    let units = match (a.unit, b.unit) {
+        (Some(x), Some(y)) => same(x, y),
+        (x, y) => x.is_none() && y.is_none(),
+    };
+    a.value_kind == b.value_kind && units && same(a.metric, b.metric)
+}
+
 /// Packs with at most this many points check a late point against the pack's earlier points
 /// by a scan, not a set: most packs are small, and a set costs an allocation.
 const SCAN_PACK_POINTS: usize = 16;
@@ -223,7 +237,11 @@ impl Store {
         let mut here: Option<Set<(u32, i64)>> = None;
         let mut next_id = group.next_series_id.unwrap_or(state.next_series_id);
 
-        for (at, p) in pack.points.iter().enumerate() {
+        // A pack's points come in runs of one series (most packs are one run): a run's series
+        // is found, and its unit and kind checked, once.
+        let mut first_at = 0;
+        for run in pack.points.chunk_by(|a, b| same_series(a, b)) {
+            let p = &run[0];
             let meta = match series.entry(p.metric) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {
@@ -271,43 +289,52 @@ impl Store {
                 _ => {}
             }
             let id = meta.id;
-            let key = (id, p.time_ms);
-            // `last_ms` is the newest time the series has, on disk, in the group and in this
-            // pack so far (each staged point moves it), so a point after it is new: nearly
-            // every point of a live sensor. Only a late point is looked up in the group's and
-            // the pack's points, and on disk.
-            let late = meta.count > 0 && p.time_ms <= meta.last_ms;
-            if late {
-                let in_group = group
-                    .times
-                    .get_or_insert_with(|| group.points.iter().map(|&(s, t, _)| (s, t)).collect())
-                    .contains(&key);
-                let in_pack = match &mut here {
-                    None if points.len() <= SCAN_PACK_POINTS => points.iter().any(|&(s, t, _)| (s, t) == key),
-                    here => here.get_or_insert_with(|| points.iter().map(|&(s, t, _)| (s, t)).collect()).contains(&key),
-                };
-                if in_group || in_pack || stored_times(opened, &mut group.on_disk, id, p.time_ms)?.contains(&p.time_ms)
-                {
-                    summary.duplicates += 1;
-                    duplicates.push((index, at));
-                    continue;
+            let run_at = first_at;
+            first_at += run.len();
+            for (at, p) in (run_at..).zip(run) {
+                let key = (id, p.time_ms);
+                // `last_ms` is the newest time the series has, on disk, in the group and in
+                // this pack so far (each staged point moves it), so a point after it is new:
+                // nearly every point of a live sensor. Only a late point is looked up in the
+                // group's and the pack's points, and on disk.
+                let late = meta.count > 0 && p.time_ms <= meta.last_ms;
+                if late {
+                    let in_group = group
+                        .times
+                        .get_or_insert_with(|| group.points.iter().map(|&(s, t, _)| (s, t)).collect())
+                        .contains(&key);
+                    let in_pack = match &mut here {
+                        None if points.len() <= SCAN_PACK_POINTS => points.iter().any(|&(s, t, _)| (s, t) == key),
+                        here => {
+                            here.get_or_insert_with(|| points.iter().map(|&(s, t, _)| (s, t)).collect()).contains(&key)
+                        }
+                    };
+                    if in_group
+                        || in_pack
+                        || stored_times(opened, &mut group.on_disk, id, p.time_ms)?.contains(&p.time_ms)
+                    {
+                        summary.duplicates += 1;
+                        duplicates.push((index, at));
+                        continue;
+                    }
                 }
+                if let Some(here) = &mut here {
+                    here.insert(key);
+                }
+                points.push((id, p.time_ms, p.value));
+                summary.stored += 1;
+                // A late point reopens its window: its block and rollup no longer hold
+                // everything.
+                meta.folded_to_ms = meta.folded_to_ms.min(chunk::window_start(p.time_ms));
+                if meta.count == 0 || p.time_ms < meta.first_ms {
+                    meta.first_ms = p.time_ms;
+                }
+                if meta.count == 0 || p.time_ms > meta.last_ms {
+                    meta.last_ms = p.time_ms;
+                    meta.last_value = p.value;
+                }
+                meta.count += 1;
             }
-            if let Some(here) = &mut here {
-                here.insert(key);
-            }
-            points.push((id, p.time_ms, p.value));
-            summary.stored += 1;
-            // A late point reopens its window: its block and rollup no longer hold everything.
-            meta.folded_to_ms = meta.folded_to_ms.min(chunk::window_start(p.time_ms));
-            if meta.count == 0 || p.time_ms < meta.first_ms {
-                meta.first_ms = p.time_ms;
-            }
-            if meta.count == 0 || p.time_ms > meta.last_ms {
-                meta.last_ms = p.time_ms;
-                meta.last_value = p.value;
-            }
-            meta.count += 1;
         }
 
         let mut device = match group.devices.get(pack.device).or_else(|| state.devices.get(pack.device)) {
