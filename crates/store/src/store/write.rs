@@ -32,6 +32,37 @@ fn same_series(a: &NewPoint<'_>, b: &NewPoint<'_>) -> bool {
     a.value_kind == b.value_kind && units && same(a.metric, b.metric)
 }
 
+/// Sorts a group's points by (series, time), each pair once in the group. They were staged
+/// pack after pack, so they come in ascending runs, a pack's points of a series each: when
+/// the runs, put in order by their first points, do not overlap (packs from many devices, or
+/// a device's packs one after the other), they are laid end to end rather than the points
+/// sorted one by one; otherwise the points are sorted.
+fn sort_points(points: &mut Vec<(u32, i64, f64)>) {
+    let key = |p: &(u32, i64, f64)| (p.0, p.1);
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut start = 0;
+    for i in 1..=points.len() {
+        // A run is one series: runs of several, ascending by chance, would overlap others.
+        if i == points.len() || points[i].0 != points[i - 1].0 || points[i].1 <= points[i - 1].1 {
+            runs.push(start..i);
+            start = i;
+        }
+    }
+    if runs.len() <= 1 {
+        return;
+    }
+    runs.sort_unstable_by_key(|r| key(&points[r.start]));
+    if runs.windows(2).all(|w| key(&points[w[0].end - 1]) < key(&points[w[1].start])) {
+        let mut sorted = Vec::with_capacity(points.len());
+        for run in runs {
+            sorted.extend_from_slice(&points[run]);
+        }
+        *points = sorted;
+    } else {
+        points.sort_unstable_by_key(key);
+    }
+}
+
 /// Packs with at most this many points check a late point against the pack's earlier points
 /// by a scan, not a set: most packs are small, and a set costs an allocation.
 const SCAN_PACK_POINTS: usize = 16;
@@ -128,7 +159,7 @@ impl Store {
         // beside it in the same batch.
         let mut record = super::log::Record::default();
         // (series, time) is unique in the group: duplicates were left out when staged.
-        group.points.sort_unstable_by_key(|p| (p.0, p.1));
+        sort_points(&mut group.points);
         let mut window_points: Vec<(i64, f64)> = Vec::new();
         let same_chunk = |a: &(u32, i64, f64), b: &(u32, i64, f64)| {
             a.0 == b.0 && chunk::window_start(a.1) == chunk::window_start(b.1)
@@ -416,5 +447,55 @@ fn stored_times<'c>(
             })?;
             Ok(e.insert(times))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sort_points;
+
+    #[test]
+    fn points_staged_in_runs_come_out_sorted_whether_the_runs_overlap_or_not() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        let (mut laid, mut sorted) = (0, 0);
+        for round in 0..400 {
+            // Packs of one series each, times ascending from a start: far apart (runs of a
+            // series rarely overlap) or close (they often interleave).
+            let (starts, spread) = if round % 2 == 0 { (1_000, 1_000_000) } else { (10, 10) };
+            let mut points = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..next(12) {
+                let series = next(5) as u32;
+                let start = next(starts) as i64 * spread;
+                for i in 0..1 + next(8) as i64 {
+                    let time = start + i * 3;
+                    if seen.insert((series, time)) {
+                        points.push((series, time, (round * 100) as f64 + i as f64));
+                    }
+                }
+            }
+            let mut expected = points.clone();
+            expected.sort_unstable_by_key(|p| (p.0, p.1));
+            let before = points.clone();
+            // Room to spare, so that a sort in place shows in the capacity (below).
+            points.reserve(points.len() + 1);
+            sort_points(&mut points);
+            assert_eq!(points, expected, "round {round}: from {before:?}");
+            // Which way it went: runs laid end to end are a new vector, of their length.
+            if before != expected {
+                if points.capacity() == points.len() {
+                    laid += 1;
+                } else {
+                    sorted += 1;
+                }
+            }
+        }
+        assert!(laid > 50 && sorted > 50, "both ways are taken: {laid} laid end to end, {sorted} sorted");
     }
 }
