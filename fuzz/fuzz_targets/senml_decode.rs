@@ -4,11 +4,13 @@
 //! Properties: no panic; the count it returns is the number of records it handed over; every
 //! record it hands over passes the contract's checks and borrows its strings from the input;
 //! and a pack of numeric records, encoded again with `encode_pack`, decodes to the same
-//! records (resolved names, units, values and times, bit for bit).
+//! records (resolved names, units, values and times, bit for bit). The count a pack announces
+//! (`records_announced`, read on every input) is the count decoded, when the pack decodes and
+//! its array has a length.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mekong_schema::senml::{check_record, DecodeOptions};
+use mekong_schema::senml::{check_record, records_announced, DecodeOptions};
 use mekong_schema::{decode_pack, encode_pack, Base, Reading, Record, Value};
 
 /// The time of receipt: 2026-09-21, so that packs built from the fixtures are in the window.
@@ -42,8 +44,12 @@ fn decode(input: &[u8], max_records: usize) -> Result<Vec<Record<'_>>, mekong_sc
 fuzz_target!(|input: &[u8]| {
     // The server's limit is 1,000 records a pack; a small one here reaches the limit's path too.
     let max_records = if input.len().is_multiple_of(2) { 1_000 } else { 3 };
+    let announced = records_announced(input);
     let Ok(records) = decode(input, max_records) else { return };
     assert!(records.len() <= max_records);
+    if let Some(n) = announced {
+        assert_eq!(n, records.len() as u64, "a definite array holds what it announces");
+    }
     let mut numeric = Vec::new();
     for r in &records {
         assert_eq!(check_record(r, NOW), Ok(()), "{r:?}");

@@ -464,11 +464,19 @@ impl Pipeline {
         }
         let (payload, seq) = self.unseal(device, payload, seqs)?;
 
-        let mut readings: Vec<Reading> = Vec::new();
         let opts = DecodeOptions { now: now_ms as f64 / 1000.0, max_records: self.opts.max_records_per_pack };
+        // Room for as many readings as the pack announces (a pack of fifty grew its list five
+        // times), within the limit and at most one per byte of the pack, so that a few bytes
+        // announcing billions cost no more than the pack could hold.
+        let announced = senml::records_announced(payload).and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+        let mut readings: Vec<Reading> = Vec::with_capacity(announced.min(opts.max_records).min(payload.len()));
         // SenML-CBOR or SenML-JSON, told apart by the first byte; names as other SenML
         // ecosystems write them are filed by the contract's rule (`naming`).
         let mut naming = Naming::default();
+        // The base name and name of the reading before, whose metric is `readings.last()`'s:
+        // a record that repeats them (as most of a pack's do) has that metric, and the same
+        // naming would find it again.
+        let mut named: Option<(&str, &str)> = None;
         let info = senml::decode_with_info(payload, opts, &mut |r: Record<'_>| {
             // Booleans are stored as 0 and 1 in a series that reads back as booleans; strings
             // and data have no series to go into (the wire contract says so).
@@ -477,13 +485,19 @@ impl Pipeline {
                 Value::Bool(b) => (f64::from(u8::from(b)), ValueKind::Boolean),
                 _ => return Err(RecordError::Refused("only numbers (v) and booleans (vb) are stored")),
             };
-            let mut name = [0u8; MAX_NAME_LEN];
-            let metric = naming.metric(&r, &mut name)?;
             let last = readings.last();
             let metric = match last {
-                Some(last) if *last.metric == *metric => Arc::clone(&last.metric),
-                _ => Arc::from(metric),
+                Some(last) if named == Some((r.base_name, r.name)) => Arc::clone(&last.metric),
+                _ => {
+                    let mut name = [0u8; MAX_NAME_LEN];
+                    let metric = naming.metric(&r, &mut name)?;
+                    match last {
+                        Some(last) if *last.metric == *metric => Arc::clone(&last.metric),
+                        _ => Arc::from(metric),
+                    }
+                }
             };
+            named = Some((r.base_name, r.name));
             let unit = match (r.unit, last.and_then(|l| l.unit.as_ref())) {
                 (Some(unit), Some(last)) if **last == *unit => Some(Arc::clone(last)),
                 (unit, _) => unit.map(Arc::from),
@@ -571,12 +585,19 @@ fn new_readings(ready: &Ready, repeated: &[usize]) -> Option<Stored> {
         // A pack names few metrics: a scan beats a map.
         match series.iter_mut().find(|s| s.metric == *r.metric) {
             Some(s) => s.points.push((r.time_ms, r.value)),
-            None => series.push(Series {
-                metric: r.metric.to_string(),
-                unit: r.unit.as_deref().map(str::to_owned),
-                boolean: r.value_kind == ValueKind::Boolean,
-                points: vec![(r.time_ms, r.value)],
-            }),
+            None => {
+                // Room for the rest of the pack's readings of the metric at once (repeats
+                // left out are few), rather than growing the list as a pack of fifty did.
+                let same = |x: &&Reading| Arc::ptr_eq(&x.metric, &r.metric) || x.metric == r.metric;
+                let mut points = Vec::with_capacity(ready.readings[at..].iter().filter(same).count());
+                points.push((r.time_ms, r.value));
+                series.push(Series {
+                    metric: r.metric.to_string(),
+                    unit: r.unit.as_deref().map(str::to_owned),
+                    boolean: r.value_kind == ValueKind::Boolean,
+                    points,
+                })
+            }
         }
     }
     Some(Stored { device: ready.device.clone(), kind: ready.kind.as_str().to_owned(), series })

@@ -279,6 +279,17 @@ where
     }
 }
 
+/// How many records a SenML-CBOR pack says it holds: the length of its array, when the
+/// array has one. A hint for a caller's capacity, never a promise: nothing past the array's
+/// head is read, and a pack may announce more records than it has or than the limits allow.
+pub fn records_announced(input: &[u8]) -> Option<u64> {
+    if is_json(input) {
+        None
+    } else {
+        cbor::records_announced(input)
+    }
+}
+
 /// Whether a payload is (meant as) SenML-JSON rather than SenML-CBOR.
 pub fn is_json(input: &[u8]) -> bool {
     matches!(input.first(), Some(b'[' | b'{' | b' ' | b'\t' | b'\n' | b'\r'))

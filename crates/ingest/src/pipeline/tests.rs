@@ -188,6 +188,20 @@ fn resends_are_counted_as_duplicates() {
 }
 
 #[test]
+fn a_name_repeated_under_another_base_name_is_another_metric() {
+    let mut f = fixture(PipelineOptions::default());
+    // The same `n` under two base names, back and forth: the metric follows the pair.
+    let payload = br#"[{"bn":"pump-","bt":1789999000,"n":"rpm","v":1},{"n":"rpm","t":1,"v":2},
+        {"bn":"fan-","n":"rpm","t":2,"v":3},{"n":"rpm","t":3,"v":4},{"bn":"pump-","n":"rpm","t":4,"v":5}]"#;
+    let got = f.pipeline.handle(b"mekong/v1/a/up", payload, NOW_MS).accepted();
+    assert_eq!(got.summary.stored, 5);
+    let values = |metric| -> Vec<f64> {
+        f.store.points("a", metric, i64::MIN, i64::MAX, 10).unwrap().unwrap().iter().map(|p| p.value).collect()
+    };
+    assert_eq!((values("pump-rpm"), values("fan-rpm")), (vec![1.0, 2.0, 5.0], vec![3.0, 4.0]));
+}
+
+#[test]
 fn an_acceptance_carries_only_the_readings_it_added_by_metric() {
     let mut f = fixture(PipelineOptions::default());
     let first = pack(&[reading("water_level", 180.0, 0.0)], 1_789_999_000.0);

@@ -58,6 +58,14 @@ where
     Ok(records.info())
 }
 
+/// [`super::records_announced`]'s work: the length in the head of the pack's array.
+pub(super) fn records_announced(input: &[u8]) -> Option<u64> {
+    match (Reader { input, pos: 0, depth: 0 }).head() {
+        Ok(Head::Array(len)) => len,
+        _ => None,
+    }
+}
+
 // CBOR's major types (RFC 8949 section 3.1), for the COSE reader and writer too.
 pub(crate) const MAJOR_UNSIGNED: u8 = 0;
 pub(crate) const MAJOR_NEGATIVE: u8 = 1;

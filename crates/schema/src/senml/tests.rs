@@ -596,3 +596,20 @@ fn a_pack_says_which_downlink_version_its_node_reads() {
     cbor.extend_from_slice(&[0x19, 0x01, 0x00]);
     assert_eq!(info(&cbor).downlink, u8::MAX);
 }
+
+#[test]
+fn a_pack_announces_its_records_in_its_array_head_only() {
+    let readings: Vec<Reading<'_>> =
+        (0..30).map(|i| Reading { name: "water_level", unit: None, value: 1.0, time: f64::from(i) }).collect();
+    let mut buf = [0u8; 1024];
+    let n = encode_pack(&mut buf, &Base { time: Some(1_790_000_000.0), ..Base::default() }, &readings).unwrap();
+    // 30 records need the one-byte length after 0x98.
+    assert_eq!(records_announced(&buf[..n]), Some(30));
+    assert_eq!(records_announced(&[0x81]), Some(1));
+    // Only the head is read: a claim the bytes cannot hold is still the claim.
+    assert_eq!(records_announced(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), Some(u64::MAX));
+    // No definite array, no number: indefinite, a map, a cut head, nothing, JSON.
+    for input in [&[0x9f, 0xff][..], &[0xa1, 0x00, 0x01], &[0x99, 0x01], &[], br#"[{"n":"a","v":1}]"#] {
+        assert_eq!(records_announced(input), None, "{input:02x?}");
+    }
+}
