@@ -928,20 +928,10 @@ mod tests {
         round_trips(points).0
     }
 
-    /// A xorshift generator: the tests' data are the same at every run.
-    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
-        move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        }
-    }
-
     /// A day of water levels at 1 mm resolution (in m), tide plus ±3 mm of noise, every
     /// `step_ms`, with `jitter_ms` of jitter on each time.
     fn water_day(step_ms: i64, jitter_ms: u64) -> Vec<(i64, f64)> {
-        let mut next = xorshift(11);
+        let mut next = crate::xorshift(11);
         let day = 1_790_035_200_000 - 1_790_035_200_000 % DAY_MS;
         (0..DAY_MS / step_ms)
             .map(|i| {
@@ -961,7 +951,7 @@ mod tests {
         round_trip(&[(i64::MIN, f64::NAN), (-1, f64::INFINITY), (0, f64::MIN_POSITIVE), (i64::MAX, 0.0)]);
         round_trip(&[(0, f64::NEG_INFINITY), (1, -0.0), (2, 0.0)]);
         round_trip(&[(0, 9_007_199_254_740_991.0), (1, -9_007_199_254_740_991.0), (2, 0.0), (3, 1.0)]);
-        let mut next = xorshift(7);
+        let mut next = crate::xorshift(7);
         for _ in 0..500 {
             let n = (next() % 60) as usize;
             let mut t = 1_790_000_000_000 + (next() % 1000) as i64;
@@ -1036,7 +1026,7 @@ mod tests {
 
     #[test]
     fn decimal_blocks_round_trip_whatever_their_residuals() {
-        let mut next = xorshift(19);
+        let mut next = crate::xorshift(19);
         for _ in 0..300 {
             let n = (next() % 300) as usize;
             let k = (next() % 4) as i32;
@@ -1087,7 +1077,7 @@ mod tests {
         round_trips(&at(&extremes));
         // Mixed decimals (the block's scale is the most any value needs), huge jumps, and every
         // residual symbol up to the escape, with irregular times.
-        let mut next = xorshift(23);
+        let mut next = crate::xorshift(23);
         for round in 0..200 {
             let n = 1 + (next() % 2_000) as usize;
             let mut t = day + (next() % 1_000) as i64;

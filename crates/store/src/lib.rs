@@ -95,3 +95,14 @@ pub use types::{
     Bucket, DeviceInfo, DeviceTally, DiskSpace, Flushed, Generation, GroupRecord, Health, LatestValue, NewPoint,
     PackWrite, Point, RecordWrite, RefusalWrite, SeriesInfo, ValueKind, WriteSummary, Written,
 };
+
+/// A xorshift generator for the crate's randomized tests: the same data at every run.
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}

@@ -69,13 +69,8 @@ fn rewriting_a_point_is_idempotent_and_keeps_the_first_value() {
 fn duplicates_are_found_in_the_pack_the_group_and_the_store_whatever_the_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move |below: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % below
-    };
+    let mut rng = crate::xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut next = move |below: u64| rng() % below;
     let devices = ["d0", "d1", "d2"];
     let metrics = ["level", "flow"];
     let mut newest = [[T0; 2]; 3];
@@ -335,13 +330,7 @@ fn ranges_match_a_model_whatever_the_write_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let mut model: BTreeMap<i64, f64> = BTreeMap::new();
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15);
     // Times over five hours, so that chunks of several windows overlap and interleave.
     let span = 5 * chunk::WINDOW_MS;
     for group in 0..40 {
@@ -364,7 +353,7 @@ fn ranges_match_a_model_whatever_the_write_order() {
         }
         // Folding now and then, up to a random time, so that later groups write late points
         // into windows already folded.
-        if next() % 4 == 0 {
+        if next().is_multiple_of(4) {
             store.fold(T0 + (next() % span as u64) as i64, || true).unwrap();
         }
     }
@@ -408,13 +397,7 @@ fn aggregates_match_brute_force() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let mut model: BTreeMap<i64, f64> = BTreeMap::new();
-    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = crate::xorshift(0x2545_f491_4f6c_dd1d);
     let span = 3 * 86_400_000_i64;
     for group in 0..30 {
         let points: Vec<NewPoint<'_>> = (0..1 + next() % 200)
@@ -424,7 +407,7 @@ fn aggregates_match_brute_force() {
         for point in &points {
             model.entry(point.time_ms).or_insert(point.value);
         }
-        if next() % 3 == 0 {
+        if next().is_multiple_of(3) {
             store.fold(T0 + (next() % span as u64) as i64, || true).unwrap();
         }
     }

@@ -456,13 +456,8 @@ mod tests {
 
     #[test]
     fn points_staged_in_runs_come_out_sorted_whether_the_runs_overlap_or_not() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |below: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % below
-        };
+        let mut rng = crate::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = move |below: u64| rng() % below;
         let (mut laid, mut sorted) = (0, 0);
         for round in 0..400 {
             // Packs of one series each, times ascending from a start: far apart (runs of a
