@@ -28,8 +28,6 @@ pub fn mekong_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// `N` distinct ports free at the time of asking, on loopback; every listener is held until
-/// all are picked, so that the kernel cannot hand the same port out twice.
 /// CPU time (user and system) a process has used, in seconds, from /proc: `pid` is a
 /// process id or `self`. Linux reports it in clock ticks of 1/100 s to every process.
 pub fn cpu_seconds(pid: &str) -> Option<f64> {
@@ -41,6 +39,8 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// `N` distinct ports free at the time of asking, on loopback; every listener is held until
+/// all are picked, so that the kernel cannot hand the same port out twice.
 pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
     let mut ports = [0; N];
     let mut held = Vec::with_capacity(N);

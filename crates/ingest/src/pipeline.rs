@@ -575,8 +575,8 @@ impl Pipeline {
 /// Whether two strings are equal, without handing an empty one to `memcmp`. An empty `&str`
 /// may point at no memory (a dangling address), and there glibc's AVX-512 `memcmp` took about
 /// 127 ns to compare zero bytes on this machine (a masked load from an unmapped page), against
-/// about 1 ns for eleven real ones: the empty base name every record of a pack has cost the
-/// ingest thread more than naming the records did.
+/// about 1 ns for eleven real ones: comparing the empty base names of a pack's records cost
+/// the ingest thread more than naming the records did.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && (a.is_empty() || a == b)
 }
@@ -599,8 +599,8 @@ fn new_readings(ready: &Ready, repeated: &[usize]) -> Option<Stored> {
             None => {
                 // Room for the rest of the pack's readings of the metric at once (repeats
                 // left out are few), rather than growing the list as a pack of fifty did.
-                let same = |x: &&Reading| Arc::ptr_eq(&x.metric, &r.metric) || x.metric == r.metric;
-                let mut points = Vec::with_capacity(ready.readings[at..].iter().filter(same).count());
+                let of_metric = |x: &&Reading| Arc::ptr_eq(&x.metric, &r.metric) || x.metric == r.metric;
+                let mut points = Vec::with_capacity(ready.readings[at..].iter().filter(of_metric).count());
                 points.push((r.time_ms, r.value));
                 series.push(Series {
                     metric: r.metric.to_string(),
