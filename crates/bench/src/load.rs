@@ -360,7 +360,8 @@ async fn read_packet(stream: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) 
     }
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -560,20 +561,7 @@ where
             if opts.wall_clock {
                 next_time = next_time.max(now_ms());
             }
-            let readings: Vec<Reading<'_>> = (0..rpp)
-                .map(|j| Reading {
-                    name: "water_level",
-                    unit: Some("cm"),
-                    value: 150.0 + (j % 50) as f64 * 0.5,
-                    time: j as f64 / 1000.0,
-                })
-                .collect();
-            let base = Base { time: Some(next_time as f64 / 1000.0), ..Base::default() };
-            let n = match model.acks {
-                Acks::PerPack => encode_pack(&mut pack, &base, &readings)?,
-                Acks::Lists => encode_pack_with_downlink(&mut pack, &base, &readings, downlink::VERSION_LIST)?,
-                Acks::Puback => encode_pack_with_downlink(&mut pack, &base, &readings, downlink::VERSION_PUBACK)?,
-            };
+            let n = device_pack(&mut pack, rpp, next_time, model.acks)?;
             let payload = bytes::Bytes::copy_from_slice(&pack[..n]);
             let up_to_ms = next_time + rpp as i64 - 1;
             next_time += rpp as i64;
@@ -610,6 +598,26 @@ where
     Packet::Disconnect.write(&mut out, MAX_PACKET)?;
     let _ = writer.write_all(&out).await;
     Ok(())
+}
+
+/// A device's pack as the load generator sends it: `readings` water levels in centimetres,
+/// one millisecond apart from `time_ms`, asking for `acks`; its length in `buf`, which holds
+/// `80 + readings * 32` bytes.
+pub fn device_pack(buf: &mut [u8], readings: usize, time_ms: i64, acks: Acks) -> anyhow::Result<usize> {
+    let readings: Vec<Reading<'_>> = (0..readings)
+        .map(|j| Reading {
+            name: "water_level",
+            unit: Some("cm"),
+            value: 150.0 + (j % 50) as f64 * 0.5,
+            time: j as f64 / 1000.0,
+        })
+        .collect();
+    let base = Base { time: Some(time_ms as f64 / 1000.0), ..Base::default() };
+    Ok(match acks {
+        Acks::PerPack => encode_pack(buf, &base, &readings)?,
+        Acks::Lists => encode_pack_with_downlink(buf, &base, &readings, downlink::VERSION_LIST)?,
+        Acks::Puback => encode_pack_with_downlink(buf, &base, &readings, downlink::VERSION_PUBACK)?,
+    })
 }
 
 /// Frees the window slot of an acknowledged pack and times the acknowledgement.

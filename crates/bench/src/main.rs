@@ -22,6 +22,7 @@ mod harness;
 mod ingest;
 mod load;
 mod peers;
+mod pipeline;
 mod query;
 mod soak;
 mod stream;
@@ -198,6 +199,9 @@ enum Command {
     /// The store's day blocks over the reference dataset, codec alone: bytes per point and
     /// decoding time, in the chunk format ingest writes and in the one folds write.
     DayBlocks(day_blocks::DayBlockOptions),
+    /// The ingest thread's work on a pack, alone: decoding the load generator's pack,
+    /// encoding its chunk, and the pipeline on a store, without broker or load generator.
+    Pipeline(pipeline::PipelineBenchOptions),
     /// Export rate of `mekong export` to CSV and Parquet, and Parquet's bytes per reading,
     /// over a dataset directory of `query --data-dir`.
     Export {
@@ -274,6 +278,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::DayBlocks(opts) => {
             println!("{}", day_blocks::day_blocks(opts)?);
+            Ok(())
+        }
+        Command::Pipeline(opts) => {
+            init_logging("warn");
+            println!("{}", pipeline::pipeline(opts)?);
             Ok(())
         }
         Command::Soak(opts) => {
