@@ -115,9 +115,21 @@ pub fn count(bytes: &[u8]) -> Option<u64> {
 }
 
 /// The smallest number of decimals `k` such that every value is exactly `n / 10^k` for an
-/// integer `n` below 2^53; `None` if there is none up to [`MAX_DECIMALS`].
-fn decimals(points: &[(i64, f64)]) -> Option<u8> {
-    decimals_of(points.iter().map(|p| p.1))
+/// integer `n` below 2^53, and those integers in `ints`; `None` (and `ints` cleared) if there
+/// is none up to [`MAX_DECIMALS`]. [`decimals_of`] and [`scaled`] in one pass per `k`: the
+/// encoder needs the integers, and scaling every value twice was half of encoding a chunk.
+fn decimals(points: &[(i64, f64)], ints: &mut Vec<i64>) -> Option<u8> {
+    'k: for k in 0..=MAX_DECIMALS {
+        let scale = scale_of(k);
+        ints.clear();
+        for p in points {
+            let Some(n) = scaled(p.1, scale) else { continue 'k };
+            ints.push(n);
+        }
+        return Some(k);
+    }
+    ints.clear();
+    None
 }
 
 /// [`decimals`] of any values.
@@ -135,14 +147,33 @@ pub fn scale_of(k: u8) -> f64 {
 
 /// `v * scale` as an integer, if dividing that integer by `scale` gives back `v` bit for bit.
 pub fn scaled(v: f64, scale: f64) -> Option<i64> {
-    let n = (v * scale).round();
-    // Also false for NaN and the infinities.
-    if n.abs().partial_cmp(&9_007_199_254_740_992.0) != Some(std::cmp::Ordering::Less) {
+    let n = round_below_2_53(v * scale)?;
+    // Compared through the integer, as the decoder computes it: -0.0 does not survive that.
+    ((n as f64 / scale).to_bits() == v.to_bits()).then_some(n)
+}
+
+/// `x` rounded to the nearest integer, halves away from zero (as [`f64::round`]), if that is
+/// below 2^53 in magnitude; `None` otherwise, and for NaN and the infinities. `f64::round` is a
+/// call into libm on x86-64's baseline (SSE2 has no such rounding), and it was a quarter of
+/// encoding an ingest chunk.
+fn round_below_2_53(x: f64) -> Option<i64> {
+    // Below 2^53 every truncation and fraction is exact; at 2^53 and above, every double is
+    // an integer already, and too large. Not less: also NaN.
+    if x.abs().partial_cmp(&9_007_199_254_740_992.0) != Some(std::cmp::Ordering::Less) {
         return None;
     }
-    // Compared through the integer, as the decoder computes it: -0.0 does not survive that.
-    let n = n as i64;
-    ((n as f64 / scale).to_bits() == v.to_bits()).then_some(n)
+    let whole = x as i64;
+    let fraction = x - whole as f64;
+    let n = if fraction >= 0.5 {
+        whole + 1
+    } else if fraction <= -0.5 {
+        whole - 1
+    } else {
+        whole
+    };
+    // x just under 2^53 is an integer (doubles there are a whole unit apart), so no rounding
+    // reaches 2^53.
+    Some(n)
 }
 
 /// Header flag: every delta of the chunk's times is the same, written once; no time bits.
@@ -192,7 +223,10 @@ pub fn encode_block_v5(points: &[(i64, f64)]) -> Vec<u8> {
 /// Encodes `points` as `version` (4, 5 or 6), falling back to 4 for values that are not
 /// decimal.
 fn encode_as(points: &[(i64, f64)], version: u8) -> Vec<u8> {
-    let decimals = decimals(points);
+    // What the value stream codes per further point, zigzagged: the change of the scaled
+    // integer (version 4), or its difference from the prediction (version 5).
+    let mut ints = Vec::with_capacity(points.len());
+    let decimals = decimals(points, &mut ints);
     let version = if decimals.is_some() { version } else { VERSION };
     let predicted = version != VERSION;
     let mut out = Vec::with_capacity(32 + points.len() * 2);
@@ -203,13 +237,6 @@ fn encode_as(points: &[(i64, f64)], version: u8) -> Vec<u8> {
     };
     let step = points.get(1).map_or(0, |p| p.0.wrapping_sub(t0));
     let regular = points.windows(2).all(|w| w[1].0.wrapping_sub(w[0].0) == step);
-    let scale = decimals.map(scale_of);
-    // What the value stream codes per further point, zigzagged: the change of the scaled
-    // integer (version 4), or its difference from the prediction (version 5).
-    let ints: Vec<i64> = match scale {
-        Some(scale) => points.iter().map(|p| scaled(p.1, scale).unwrap_or(0)).collect(),
-        None => Vec::new(),
-    };
     let coded: Vec<u64> = if predicted {
         let mut predictor = Prediction::new(version, ints[0]);
         ints[1..]
@@ -309,7 +336,7 @@ fn encode_as(points: &[(i64, f64)], version: u8) -> Vec<u8> {
             }
             continue;
         }
-        if scale.is_some() {
+        if decimals.is_some() {
             let z = coded[i];
             let q = z >> rice;
             if q >= RICE_ESCAPE {
@@ -923,7 +950,7 @@ mod tests {
         check(&block, points);
         check(&old, points);
         assert_eq!(chunk[0], VERSION);
-        let decimal = decimals(points).is_some();
+        let decimal = decimals(points, &mut Vec::new()).is_some();
         assert_eq!(block[0], if decimal { VERSION_FITTED } else { VERSION }, "block version for {points:?}");
         assert_eq!(old[0], if decimal { VERSION_PREDICTED } else { VERSION }, "old block version for {points:?}");
         (chunk.len(), block.len())
@@ -961,6 +988,63 @@ mod tests {
             assert_eq!(rice_parameter(&values), everyone(&values), "round {round}: {values:?}");
         }
         assert_eq!(rice_parameter(&[]), 0);
+    }
+
+    #[test]
+    fn rounding_and_decimals_are_those_of_f64_round() {
+        let reference = |x: f64| {
+            let n = x.round();
+            (n.abs() < 9_007_199_254_740_992.0).then_some(n as i64)
+        };
+        let edges = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+            -2.5,
+            0.499_999_999_999_999_94,
+            -0.499_999_999_999_999_94,
+            4_503_599_627_370_495.5,
+            -4_503_599_627_370_495.5,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            -9_007_199_254_740_992.0,
+            1e300,
+            f64::MIN_POSITIVE,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        for x in edges {
+            assert_eq!(round_below_2_53(x), reference(x), "{x}");
+        }
+        let mut next = crate::xorshift(41);
+        for _ in 0..200_000 {
+            // Any double, and decimals of every scale as sensors send them.
+            let any = f64::from_bits(next());
+            let decimal = (next() % 2_000_000) as f64 / scale_of((next() % 8) as u8) - 1_000.0;
+            let half = ((next() % 1_000_000) as f64 + 0.5) * if next().is_multiple_of(2) { 1.0 } else { -1.0 };
+            for x in [any, decimal, half, decimal * 1e6] {
+                assert_eq!(round_below_2_53(x), reference(x), "{x:e}");
+            }
+        }
+        // The encoder's pass finds the decimals and the integers `decimals_of` and `scaled` do.
+        let mut ints = Vec::new();
+        for round in 0..2_000 {
+            let k = (next() % 9) as u8;
+            let points: Vec<(i64, f64)> = (0..next() % 40)
+                .map(|i| (i as i64, (next() % 100_000) as f64 / scale_of(k) - if round % 3 == 0 { 50.0 } else { 0.0 }))
+                .collect();
+            let want = decimals_of(points.iter().map(|p| p.1));
+            assert_eq!(decimals(&points, &mut ints), want, "{points:?}");
+            let scaled_all: Vec<i64> = match want {
+                Some(k) => points.iter().map(|p| scaled(p.1, scale_of(k)).unwrap_or(i64::MIN)).collect(),
+                None => Vec::new(),
+            };
+            assert_eq!(ints, scaled_all);
+        }
     }
 
     /// A day of water levels at 1 mm resolution (in m), tide plus ±3 mm of noise, every
@@ -1013,12 +1097,12 @@ mod tests {
 
     #[test]
     fn decimal_values_are_stored_as_integers() {
-        assert_eq!(decimals(&[(0, 1.234), (1, 1.5), (2, -3.0)]), Some(3));
-        assert_eq!(decimals(&[(0, 12.0), (1, -7.0)]), Some(0));
-        assert_eq!(decimals(&[(0, 0.1 + 0.2)]), None, "0.30000000000000004 has 17 decimals");
-        assert_eq!(decimals(&[(0, -0.0)]), None);
-        assert_eq!(decimals(&[(0, f64::NAN)]), None);
-        assert_eq!(decimals(&[(0, 1e300)]), None);
+        assert_eq!(decimals(&[(0, 1.234), (1, 1.5), (2, -3.0)], &mut Vec::new()), Some(3));
+        assert_eq!(decimals(&[(0, 12.0), (1, -7.0)], &mut Vec::new()), Some(0));
+        assert_eq!(decimals(&[(0, 0.1 + 0.2)], &mut Vec::new()), None, "0.30000000000000004 has 17 decimals");
+        assert_eq!(decimals(&[(0, -0.0)], &mut Vec::new()), None);
+        assert_eq!(decimals(&[(0, f64::NAN)], &mut Vec::new()), None);
+        assert_eq!(decimals(&[(0, 1e300)], &mut Vec::new()), None);
         // A day of water levels at 1 mm resolution, tide plus noise, every 10 s: about one
         // byte a point, where XOR-ed floats take several.
         let mut seed = 3u64;
