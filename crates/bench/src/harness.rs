@@ -29,7 +29,8 @@ pub fn mekong_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 /// CPU time (user and system) a process has used, in seconds, from /proc: `pid` is a
-/// process id or `self` (or `self/task/TID`, one of its threads). Linux reports it in clock ticks of 1/100 s to every process.
+/// process id or `self` (or `self/task/TID`, one of its threads). Linux reports it in clock
+/// ticks of 1/100 s to every process.
 pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.

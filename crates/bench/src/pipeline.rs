@@ -41,18 +41,26 @@ pub struct PipelineBenchOptions {
 
 /// Runs every measurement for each `--readings`, prints a line each, and returns the summary.
 pub fn pipeline(opts: PipelineBenchOptions) -> anyhow::Result<Value> {
-    if opts.devices == 0 || opts.group == 0 || opts.readings.contains(&0) {
-        bail!("--devices, --group and --readings must be at least 1");
+    if !(1..=1_000_000).contains(&opts.devices) || !(1..=100_000).contains(&opts.group) {
+        bail!("--devices must be 1 to 1,000,000 and --group 1 to 100,000");
+    }
+    // The most records a pack may hold (the pipeline's default limit).
+    let max_records = PipelineOptions::default().max_records_per_pack;
+    if opts.readings.iter().any(|r| !(1..=max_records).contains(r)) {
+        bail!("--readings must be 1 to {max_records}");
+    }
+    if !(opts.seconds > 0.0 && opts.seconds <= 3600.0) {
+        bail!("--seconds must be above 0 and at most 3600");
     }
     let mut summary = Vec::new();
     for &readings in &opts.readings {
-        let now_ms = now_ms();
+        let start_ms = now_ms();
         let mut buf = vec![0u8; 80 + readings * 32];
-        let n = device_pack(&mut buf, readings, now_ms - 86_400_000, Acks::Puback)?;
+        let n = device_pack(&mut buf, readings, start_ms - 86_400_000, Acks::Puback)?;
         let pack = &buf[..n];
-        let decode_ns = decode_ns_per_record(pack, now_ms, readings, opts.seconds)?;
-        let encode_us = chunk_encode_us(readings, now_ms, opts.seconds);
-        let whole = handle_groups(&opts, readings, now_ms)?;
+        let decode_ns = decode_ns_per_record(pack, start_ms, readings, opts.seconds)?;
+        let encode_us = chunk_encode_us(readings, start_ms, opts.seconds);
+        let whole = handle_groups(&opts, readings, start_ms)?;
         let line = json!({
             "scenario": "pipeline",
             "readings_per_pack": readings,
@@ -69,12 +77,35 @@ pub fn pipeline(opts: PipelineBenchOptions) -> anyhow::Result<Value> {
         println!("{line}");
         summary.push(line);
     }
-    Ok(json!({ "scenario": "pipeline summary", "runs": summary }))
+    // `==` on two empty strings and on two of eleven bytes, as the pipeline compares names:
+    // the empty ones point at no memory (an empty `String`'s dangling address), where glibc's
+    // AVX-512 `memcmp` has been seen to take a hundred times longer for no bytes (README, "Four
+    // cuts on the ingest thread").
+    let (empty, named) = ((String::new(), String::new()), ("water_level".to_owned(), "water_level".to_owned()));
+    let str_eq = json!({
+        "empty": round(str_eq_ns(&empty.0, &empty.1, opts.seconds.min(1.0))?, 2),
+        "eleven_bytes": round(str_eq_ns(&named.0, &named.1, opts.seconds.min(1.0))?, 2),
+    });
+    Ok(json!({ "scenario": "pipeline summary", "runs": summary, "str_eq_ns": str_eq }))
+}
+
+/// One `a == b`, in ns.
+fn str_eq_ns(a: &str, b: &str, seconds: f64) -> anyhow::Result<f64> {
+    const CALLS: u32 = 1000;
+    let mut equal = 0u64;
+    let call = median_call(seconds, || {
+        for _ in 0..CALLS {
+            equal += u64::from(std::hint::black_box(a) == std::hint::black_box(b));
+        }
+        Ok(())
+    })?;
+    std::hint::black_box(equal);
+    Ok(call.as_secs_f64() * 1e9 / f64::from(CALLS))
 }
 
 /// Decoding the pack alone, into nothing: the SenML reader with its checks, per record.
 fn decode_ns_per_record(pack: &[u8], now_ms: i64, readings: usize, seconds: f64) -> anyhow::Result<f64> {
-    let opts = DecodeOptions { now: now_ms as f64 / 1000.0, max_records: 4096 };
+    let opts = DecodeOptions { now: now_ms as f64 / 1000.0, max_records: readings };
     let mut sum = 0.0;
     let call = median_call(seconds, || {
         senml::decode_with_info(pack, opts, &mut |r| {

@@ -37,4 +37,7 @@ fn a_short_run_stores_its_groups_and_reports_each_pack_size() {
     // More records, a longer pack.
     assert!(lines[1]["pack_bytes"].as_u64() > lines[0]["pack_bytes"].as_u64());
     assert_eq!(lines[2]["runs"].as_array().map(Vec::len), Some(2));
+    for case in ["empty", "eleven_bytes"] {
+        assert!(lines[2]["str_eq_ns"][case].as_f64().unwrap() > 0.0, "{}", lines[2]);
+    }
 }
