@@ -183,8 +183,8 @@ pub struct Handled {
 /// One reading of a pack. Its metric and unit are shared with the reading before it when they
 /// are the same, as they mostly are in a pack of many readings: one allocation per name, not
 /// two per reading. Shared by `Rc`, not `Arc`: a pack's readings never leave the ingest
-/// thread, and an atomic count taken and dropped twice per reading was about a twentieth of
-/// the pipeline's work on a pack of fifty.
+/// thread, so an atomic count, taken and dropped for two names a reading, was work for
+/// nothing (README, "The ingest thread alone").
 #[derive(Debug)]
 struct Reading {
     metric: Rc<str>,

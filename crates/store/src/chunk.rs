@@ -117,7 +117,8 @@ pub fn count(bytes: &[u8]) -> Option<u64> {
 /// The smallest number of decimals `k` such that every value is exactly `n / 10^k` for an
 /// integer `n` below 2^53, and those integers in `ints`; `None` (and `ints` cleared) if there
 /// is none up to [`MAX_DECIMALS`]. [`decimals_of`] and [`scaled`] in one pass per `k`: the
-/// encoder needs the integers, and scaling every value twice was half of encoding a chunk.
+/// encoder needs the integers, and scaling every value twice, through libm's `round`, was a
+/// fifth of encoding an ingest chunk of fifty points (README, "The ingest thread alone").
 fn decimals(points: &[(i64, f64)], ints: &mut Vec<i64>) -> Option<u8> {
     'k: for k in 0..=MAX_DECIMALS {
         let scale = scale_of(k);
@@ -154,8 +155,7 @@ pub fn scaled(v: f64, scale: f64) -> Option<i64> {
 
 /// `x` rounded to the nearest integer, halves away from zero (as [`f64::round`]), if that is
 /// below 2^53 in magnitude; `None` otherwise, and for NaN and the infinities. `f64::round` is a
-/// call into libm on x86-64's baseline (SSE2 has no such rounding), and it was a quarter of
-/// encoding an ingest chunk.
+/// call into libm on x86-64's baseline, whose SSE2 has no such rounding instruction.
 fn round_below_2_53(x: f64) -> Option<i64> {
     // Below 2^53 every truncation and fraction is exact; at 2^53 and above, every double is
     // an integer already, and too large. Not less: also NaN.

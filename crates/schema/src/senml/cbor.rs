@@ -44,7 +44,7 @@ where
         _ => return Err(DecodeError::NotAPack(major_type_name(first))),
     };
     r.enter()?;
-    let mut records = Records::new(opts, sink);
+    let mut records = Records::new(opts, sink, input);
     // One record's fields, filled in place: a record is some two hundred bytes, and moving
     // it out of the reader and back cost a quarter of the decoding.
     let mut raw = RawRecord::default();

@@ -165,7 +165,7 @@ where
         Some(b'"') => return Err(DecodeError::NotAPack("a string")),
         Some(_) => return Err(r.syntax("a pack must be a json array")),
     }
-    let mut records = Records::new(opts, sink);
+    let mut records = Records::new(opts, sink, input);
     r.skip_ws();
     if r.peek() == Some(b']') {
         r.pos += 1;

@@ -613,3 +613,24 @@ fn a_pack_announces_its_records_in_its_array_head_only() {
         assert_eq!(records_announced(input), None, "{input:02x?}");
     }
 }
+
+#[test]
+fn empty_names_point_into_the_pack() {
+    // A record with a name and no base name, then one with a base name and no name field at
+    // all: each empty half must point into the pack (see `Bases::empty`), never at a dangling
+    // address.
+    let named = Cbor::default().arr(1).map(2).int(label::N).text("water_level").int(label::V).int(1).done();
+    let based = Cbor::default().arr(1).map(2).int(label::BN).text("hau-01:water_level").int(label::V).int(1).done();
+    for (input, empty_base) in [(&named, true), (&based, false)] {
+        let mut seen = 0;
+        decode_pack(input, opts(), &mut |r: Record<'_>| {
+            let (empty, other) = if empty_base { (r.base_name, r.name) } else { (r.name, r.base_name) };
+            assert!(empty.is_empty() && !other.is_empty(), "{r:?}");
+            assert!(input.as_ptr_range().contains(&empty.as_ptr()), "{:p} outside the pack", empty.as_ptr());
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, 1);
+    }
+}

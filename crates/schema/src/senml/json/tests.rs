@@ -255,3 +255,20 @@ fn strings_are_borrowed_from_the_input() {
     })
     .unwrap();
 }
+
+#[test]
+fn empty_names_point_into_the_pack() {
+    // No base name, then no name: the empty half points into the pack (`Bases::empty`).
+    for input in [&br#"[{"n":"water_level","v":1}]"#[..], &br#"[{"bn":"hau-01:water_level","v":1}]"#[..]] {
+        let mut seen = 0;
+        decode(input, opts(), &mut |r: Record<'_>| {
+            let empty = if r.base_name.is_empty() { r.base_name } else { r.name };
+            assert!(empty.is_empty(), "{r:?}");
+            assert!(input.as_ptr_range().contains(&empty.as_ptr()), "{:p} outside the pack", empty.as_ptr());
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, 1);
+    }
+}
