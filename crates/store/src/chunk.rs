@@ -116,29 +116,21 @@ pub fn count(bytes: &[u8]) -> Option<u64> {
 
 /// The smallest number of decimals `k` such that every value is exactly `n / 10^k` for an
 /// integer `n` below 2^53, and those integers in `ints`; `None` (and `ints` cleared) if there
-/// is none up to [`MAX_DECIMALS`]. [`decimals_of`] and [`scaled`] in one pass per `k`: the
-/// encoder needs the integers, and scaling every value twice, through libm's `round`, was a
-/// fifth of encoding an ingest chunk of fifty points (README, "The ingest thread alone").
-fn decimals(points: &[(i64, f64)], ints: &mut Vec<i64>) -> Option<u8> {
+/// is none up to [`MAX_DECIMALS`]. The decimals and the integers in one pass per `k`: the
+/// encoders need both, and scaling every value twice, through libm's `round`, was a fifth of
+/// encoding an ingest chunk of fifty points (README, "The ingest thread alone").
+pub fn decimals(values: impl Iterator<Item = f64> + Clone, ints: &mut Vec<i64>) -> Option<u8> {
     'k: for k in 0..=MAX_DECIMALS {
         let scale = scale_of(k);
         ints.clear();
-        for p in points {
-            let Some(n) = scaled(p.1, scale) else { continue 'k };
+        for v in values.clone() {
+            let Some(n) = scaled(v, scale) else { continue 'k };
             ints.push(n);
         }
         return Some(k);
     }
     ints.clear();
     None
-}
-
-/// [`decimals`] of any values.
-pub fn decimals_of(values: impl Iterator<Item = f64> + Clone) -> Option<u8> {
-    (0..=MAX_DECIMALS).find(|&k| {
-        let scale = scale_of(k);
-        values.clone().all(|v| scaled(v, scale).is_some())
-    })
 }
 
 /// `10^k`.
@@ -226,7 +218,7 @@ fn encode_as(points: &[(i64, f64)], version: u8) -> Vec<u8> {
     // What the value stream codes per further point, zigzagged: the change of the scaled
     // integer (version 4), or its difference from the prediction (version 5).
     let mut ints = Vec::with_capacity(points.len());
-    let decimals = decimals(points, &mut ints);
+    let decimals = decimals(points.iter().map(|p| p.1), &mut ints);
     let version = if decimals.is_some() { version } else { VERSION };
     let predicted = version != VERSION;
     let mut out = Vec::with_capacity(32 + points.len() * 2);
@@ -950,7 +942,7 @@ mod tests {
         check(&block, points);
         check(&old, points);
         assert_eq!(chunk[0], VERSION);
-        let decimal = decimals(points, &mut Vec::new()).is_some();
+        let decimal = decimals(points.iter().map(|p| p.1), &mut Vec::new()).is_some();
         assert_eq!(block[0], if decimal { VERSION_FITTED } else { VERSION }, "block version for {points:?}");
         assert_eq!(old[0], if decimal { VERSION_PREDICTED } else { VERSION }, "old block version for {points:?}");
         (chunk.len(), block.len())
@@ -1030,15 +1022,16 @@ mod tests {
                 assert_eq!(round_below_2_53(x), reference(x), "{x:e}");
             }
         }
-        // The encoder's pass finds the decimals and the integers `decimals_of` and `scaled` do.
+        // The encoders' pass finds the decimals and the integers that trying each `k` on every
+        // value with `scaled`, and scaling them again, find.
         let mut ints = Vec::new();
         for round in 0..2_000 {
             let k = (next() % 9) as u8;
             let points: Vec<(i64, f64)> = (0..next() % 40)
                 .map(|i| (i as i64, (next() % 100_000) as f64 / scale_of(k) - if round % 3 == 0 { 50.0 } else { 0.0 }))
                 .collect();
-            let want = decimals_of(points.iter().map(|p| p.1));
-            assert_eq!(decimals(&points, &mut ints), want, "{points:?}");
+            let want = (0..=MAX_DECIMALS).find(|&k| points.iter().all(|p| scaled(p.1, scale_of(k)).is_some()));
+            assert_eq!(decimals(points.iter().map(|p| p.1), &mut ints), want, "{points:?}");
             let scaled_all: Vec<i64> = match want {
                 Some(k) => points.iter().map(|p| scaled(p.1, scale_of(k)).unwrap_or(i64::MIN)).collect(),
                 None => Vec::new(),
@@ -1097,12 +1090,12 @@ mod tests {
 
     #[test]
     fn decimal_values_are_stored_as_integers() {
-        assert_eq!(decimals(&[(0, 1.234), (1, 1.5), (2, -3.0)], &mut Vec::new()), Some(3));
-        assert_eq!(decimals(&[(0, 12.0), (1, -7.0)], &mut Vec::new()), Some(0));
-        assert_eq!(decimals(&[(0, 0.1 + 0.2)], &mut Vec::new()), None, "0.30000000000000004 has 17 decimals");
-        assert_eq!(decimals(&[(0, -0.0)], &mut Vec::new()), None);
-        assert_eq!(decimals(&[(0, f64::NAN)], &mut Vec::new()), None);
-        assert_eq!(decimals(&[(0, 1e300)], &mut Vec::new()), None);
+        assert_eq!(decimals([1.234, 1.5, -3.0].into_iter(), &mut Vec::new()), Some(3));
+        assert_eq!(decimals([12.0, -7.0].into_iter(), &mut Vec::new()), Some(0));
+        assert_eq!(decimals([0.1 + 0.2].into_iter(), &mut Vec::new()), None, "0.30000000000000004 has 17 decimals");
+        assert_eq!(decimals([-0.0].into_iter(), &mut Vec::new()), None);
+        assert_eq!(decimals([f64::NAN].into_iter(), &mut Vec::new()), None);
+        assert_eq!(decimals([1e300].into_iter(), &mut Vec::new()), None);
         // A day of water levels at 1 mm resolution, tide plus noise, every 10 s: about one
         // byte a point, where XOR-ed floats take several.
         let mut seed = 3u64;

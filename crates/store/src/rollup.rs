@@ -21,17 +21,17 @@ const RAW: u8 = 0xff;
 pub fn encode(day_ms: i64, buckets: &[Bucket]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + buckets.len() * 28);
     out.push(VERSION);
+    let mut ints = Vec::with_capacity(4);
     for b in buckets {
         out.push(((b.start_ms - day_ms) / chunk::WINDOW_MS) as u8);
         let values = [b.min, b.max, b.first.value, b.last.value];
-        let k = chunk::decimals_of(values.iter().copied());
+        let k = chunk::decimals(values.iter().copied(), &mut ints);
         out.push(k.unwrap_or(RAW));
         put_varint(&mut out, b.count);
         match k {
-            Some(k) => {
-                let scale = chunk::scale_of(k);
-                for v in values {
-                    put_varint(&mut out, zigzag(chunk::scaled(v, scale).unwrap_or(0)));
+            Some(_) => {
+                for &n in &ints {
+                    put_varint(&mut out, zigzag(n));
                 }
             }
             None => {
