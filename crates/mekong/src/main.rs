@@ -533,8 +533,9 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(async {
                 let (stop_tx, stop) = tokio::sync::watch::channel(false);
                 // Ctrl-C or SIGTERM ends the live readings; the answers are still awaited.
+                let signals = shutdown_signals()?;
                 let signal = tokio::spawn(async move {
-                    shutdown_signal().await;
+                    signals.await;
                     let _ = stop_tx.send(true);
                 });
                 let report = simulate::run(opts, stop).await;
@@ -607,6 +608,10 @@ fn init_logging(filter: &str, format: LogFormat) {
 }
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    // Listened for before the start, which can take a while (a large log to fold, a slow
+    // disk): a SIGTERM from systemd in that time waits for it and stops in order, rather than
+    // killing the process.
+    let stop = shutdown_signals()?;
     // Taken before start, so that a SIGHUP from the moment the certificate is served reloads
     // it rather than ending the process. Only with TLS on: otherwise SIGHUP keeps its default.
     #[cfg(unix)]
@@ -640,7 +645,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         tokio::spawn(simulate::run(opts, tokio::sync::watch::channel(false).1))
     });
     tokio::select! {
-        () = shutdown_signal() => {}
+        () = stop => {}
         () = reload_on_hangup(&platform, hangups) => {}
     }
     tracing::info!("shutting down");
@@ -731,30 +736,28 @@ async fn reload_on_hangup(_platform: &Platform, _hangups: Option<()>) {
     std::future::pending::<()>().await;
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on SIGINT or SIGTERM, listened for from the call on (not from the first poll, as
+/// `tokio::signal::ctrl_c` is).
+#[cfg(unix)]
+fn shutdown_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for ctrl-c");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
 }

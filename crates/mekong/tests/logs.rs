@@ -1,7 +1,8 @@
 //! The operator's log of a `mekong serve` child process, in its JSON form: every line an
 //! object, start-up lines that say what runs where, the first refusal of a device and reason
 //! at once and the rest summarised, and no ERROR line for what devices normally do
-//! (refused packs, connecting, disconnecting), even with the broker's own warnings on.
+//! (refused packs, connecting, disconnecting), even with the broker's own warnings on; and a
+//! SIGTERM that comes during the start, which ends in the same orderly stop as later.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -88,4 +89,23 @@ async fn the_log_is_json_says_what_happened_and_has_no_error_for_normal_traffic(
     assert_eq!(refused, 1, "the refusals after the first are summarised, not logged one by one");
     let errors: Vec<&Value> = log.seen.iter().filter(|l| l["level"] == "ERROR" || l["level"] == "WARN").collect();
     assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// systemd may stop the service at any moment, also while it opens its store (a large log to
+/// fold, a slow disk): a SIGTERM before it is up still ends in the orderly stop, with the
+/// store flushed, not in death by the signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_while_it_starts_ends_in_an_orderly_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, lines) = common::spawn_logging_server(dir.path(), &[], &["--log-format", "json"]);
+    let mut log = Log { lines, seen: Vec::new() };
+    // The first line comes from the start, long before it ends.
+    let first = log.wait_for("the first line", |_| true).await;
+    assert!(log.seen.iter().all(|l| message(l) != "mekong is up"), "already up at the first line: {first}");
+    std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    log.read_to_end().await;
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}: {:#?}", log.seen);
+    let said: Vec<&str> = log.seen.iter().map(message).collect();
+    assert!(said.contains(&"mekong is up") && said.last() == Some(&"store flushed; mekong stopped"), "{said:?}");
 }
