@@ -9,13 +9,19 @@ const VERSION: u8 = 1;
 pub struct Writer(Vec<u8>);
 
 impl Writer {
+    /// A value of the fields' layout on its own; the tree holds them nested in entries
+    /// ([`Writer::nested`]), so this is the tests' reference.
+    #[cfg(test)]
     pub fn new() -> Self {
         Writer(vec![VERSION])
     }
     /// A value whose first byte is `first` rather than [`VERSION`]: a layout that holds other
-    /// values (see [`Writer::bytes`]) and must be told apart from them.
-    pub fn tagged(first: u8) -> Self {
-        Writer(vec![first])
+    /// values (see [`Writer::nested`]) and must be told apart from them; with room for
+    /// `capacity` bytes, so that a value of about that size is written without growing.
+    pub fn tagged(first: u8, capacity: usize) -> Self {
+        let mut bytes = Vec::with_capacity(capacity.max(1));
+        bytes.push(first);
+        Writer(bytes)
     }
     pub fn str(mut self, s: &str) -> Self {
         let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
@@ -49,12 +55,27 @@ impl Writer {
         self.0.extend_from_slice(&v.to_bits().to_be_bytes());
         self
     }
-    /// Length-prefixed bytes (a nested value).
+    /// Length-prefixed bytes: a nested value written apart, the tests' reference for
+    /// [`Writer::nested`].
+    #[cfg(test)]
     pub fn bytes(mut self, b: &[u8]) -> Self {
         let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
         self.0.extend_from_slice(&len.to_be_bytes());
         self.0.extend_from_slice(&b[..len as usize]);
         self
+    }
+    /// A nested value: its length, then the fields' layout as `value` writes it after the
+    /// version byte. Written in place, with no buffer of its own to grow and copy.
+    pub fn nested(mut self, value: impl FnOnce(Writer) -> Writer) -> Self {
+        let at = self.0.len();
+        self.0.extend_from_slice(&[0; 4]);
+        self.0.push(VERSION);
+        let mut w = value(self);
+        let len = u32::try_from(w.0.len() - at - 4).unwrap_or(u32::MAX);
+        if let Some(prefix) = w.0.get_mut(at..at + 4) {
+            prefix.copy_from_slice(&len.to_be_bytes());
+        }
+        w
     }
     pub fn finish(self) -> Vec<u8> {
         self.0
@@ -140,11 +161,19 @@ mod tests {
         assert_eq!((r.u32(), r.i64(), r.u64(), r.f64()), (Some(7), Some(-3), Some(9), Some(1.5)));
         assert_eq!(r.u8(), None);
 
-        let nested = Writer::tagged(2).bytes(&bytes).bytes(&[]).finish();
+        let nested = Writer::tagged(2, 0).bytes(&bytes).bytes(&[]).finish();
         assert!(Reader::new(&nested).is_none(), "a tagged value is not read as the fields' layout");
         let mut r = Reader::tagged(&nested, 2).unwrap();
         assert_eq!((r.bytes(), r.bytes(), r.bytes()), (Some(&bytes[..]), Some(&[][..]), None));
         assert!(r.at_end());
+
+        // A value nested in place is the same bytes as one written apart and copied.
+        let fields = |w: Writer| w.str("hau-01").opt_str(Some("cm")).u32(7).f64(1.5);
+        let apart = Writer::tagged(2, 0).u8(1).bytes(&fields(Writer::new()).finish()).u8(9).finish();
+        let in_place = Writer::tagged(2, 4).u8(1).nested(fields).u8(9).finish();
+        assert_eq!(in_place, apart);
+        let empty = Writer::tagged(2, 0).nested(|w| w).finish();
+        assert_eq!(empty, Writer::tagged(2, 0).bytes(&Writer::new().finish()).finish());
     }
 
     #[test]

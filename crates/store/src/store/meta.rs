@@ -31,8 +31,15 @@ pub(super) struct SeriesMeta {
 }
 
 impl SeriesMeta {
+    /// As a value of its own, as format 6 kept it (and the tests' reference).
+    #[cfg(test)]
     pub(super) fn encode(&self) -> Vec<u8> {
-        let w = Writer::new()
+        self.write(Writer::new()).finish()
+    }
+
+    /// Its fields, after `w`'s version byte.
+    fn write(&self, w: Writer) -> Writer {
+        let w = w
             .u32(self.id)
             .opt_str(self.unit.as_deref())
             .i64(self.first_ms)
@@ -41,8 +48,8 @@ impl SeriesMeta {
             .f64(self.last_value)
             .i64(self.folded_to_ms);
         match self.value_kind {
-            ValueKind::Number => w.finish(),
-            ValueKind::Boolean => w.u8(1).finish(),
+            ValueKind::Number => w,
+            ValueKind::Boolean => w.u8(1),
         }
     }
 
@@ -78,9 +85,16 @@ pub(super) struct DeviceMeta {
 }
 
 impl DeviceMeta {
+    /// As a value of its own, as format 6 kept it (and the tests' reference).
+    #[cfg(test)]
     pub(super) fn encode(&self) -> Vec<u8> {
+        self.write(Writer::new()).finish()
+    }
+
+    /// Its fields, after `w`'s version byte.
+    fn write(&self, w: Writer) -> Writer {
         let t = &self.tally;
-        let mut w = Writer::new()
+        let mut w = w
             .str(&self.kind)
             .i64(self.first_seen_ms)
             .i64(self.last_seen_ms)
@@ -93,8 +107,8 @@ impl DeviceMeta {
             w = w.str(reason).u64(*n);
         }
         match &t.last_rejection {
-            Some((time_ms, reason)) => w.u8(1).i64(*time_ms).str(reason).finish(),
-            None => w.u8(0).finish(),
+            Some((time_ms, reason)) => w.u8(1).i64(*time_ms).str(reason),
+            None => w.u8(0),
         }
     }
 
@@ -130,6 +144,13 @@ impl DeviceMeta {
 /// the codec's version, 1, so each reads as what it is.
 const ENTRY: u8 = 2;
 
+/// Bytes of an entry beside its series and the device's kind: the device's fixed fields and
+/// a tally with a few reasons of refusal.
+const ENTRY_ROOM: usize = 160;
+
+/// Bytes of a series in an entry: its metric's name, unit and fixed fields.
+const SERIES_ROOM: usize = 96;
+
 /// A device's entry: its metadata, when it has any, then its series' metadata, each with its
 /// metric. (A device with series has metadata in every store this code wrote; the option
 /// keeps whatever an older store held.)
@@ -137,13 +158,19 @@ pub(super) fn encode_entry<'a>(
     device: Option<&DeviceMeta>,
     series: impl ExactSizeIterator<Item = (&'a str, &'a SeriesMeta)>,
 ) -> Vec<u8> {
+    // The metadata written in place, into a buffer about the entry's size. With a buffer of
+    // its own for each, grown field by field and then copied, the ingest thread took a tenth
+    // longer over a single-reading pack (`mekong-bench pipeline`: 5.09 against 4.60 µs).
+    let kind = device.map_or(0, |d| d.kind.len());
+    let room = SERIES_ROOM.saturating_mul(series.len()).saturating_add(ENTRY_ROOM + kind).min(1 << 16);
+    let w = Writer::tagged(ENTRY, room);
     let mut w = match device {
-        Some(d) => Writer::tagged(ENTRY).u8(1).bytes(&d.encode()),
-        None => Writer::tagged(ENTRY).u8(0),
+        Some(d) => w.u8(1).nested(|w| d.write(w)),
+        None => w.u8(0),
     };
     w = w.u32(u32::try_from(series.len()).unwrap_or(u32::MAX));
     for (metric, meta) in series {
-        w = w.str(metric).bytes(&meta.encode());
+        w = w.str(metric).nested(|w| meta.write(w));
     }
     w.finish()
 }
@@ -397,6 +424,21 @@ mod tests {
         assert_eq!(back.map(|m| (m.kind, m.points)), Some(("water".into(), 3)));
         let listed: Vec<(String, u32, u64)> = listed.into_iter().map(|(m, s)| (m, s.id, s.count)).collect();
         assert_eq!(listed, [("level".into(), 1, 2), ("salinity".into(), 2, 1)]);
+        // The metadata written in place is what format 7 has always held: each value apart,
+        // length-prefixed.
+        let mut tallied = meta.clone();
+        tallied.tally.rejected.insert("bad_cbor".into(), 4);
+        tallied.tally.last_rejection = Some((9, "bad_cbor".into()));
+        let apart = Writer::tagged(ENTRY, 0)
+            .u8(1)
+            .bytes(&tallied.encode())
+            .u32(2)
+            .str("level")
+            .bytes(&a.encode())
+            .str("salinity")
+            .bytes(&b.encode())
+            .finish();
+        assert_eq!(encode_entry(Some(&tallied), [("level", &a), ("salinity", &b)].into_iter()), apart);
         let bare = encode_entry(None, std::iter::empty());
         assert!(matches!(decode_entry(&bare), Some((None, v)) if v.is_empty()));
         // Every cut of an entry, and a byte after it, is refused rather than read short.
