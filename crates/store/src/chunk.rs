@@ -881,23 +881,32 @@ impl<'a> BitReader<'a> {
         }
         // The (at most 8) bytes holding the bits, big-endian: with a shift of at most 7 and
         // n <= 56 they fit one u64.
-        let first = self.pos / 8;
-        let mut word = [0u8; 8];
-        let available = &self.bytes[first..self.bytes.len().min(first + 8)];
-        word[..available.len()].copy_from_slice(available);
-        let v = (u64::from_be_bytes(word) << (self.pos % 8)) >> (64 - n);
+        let v = (self.word() << (self.pos % 8)) >> (64 - n);
         self.pos = end;
         Some(v)
     }
 
     /// The next `n` bits (n <= 56) without reading them, as if zero bits followed the end.
     pub(crate) fn peek(&self, n: u32) -> u64 {
+        (self.word() << (self.pos % 8)) >> (64 - n)
+    }
+
+    /// The eight bytes from the one `pos` is in, big-endian, as if zero bytes followed the end.
+    #[inline(always)]
+    fn word(&self) -> u64 {
         let first = self.pos / 8;
         let mut word = [0u8; 8];
-        if let Some(available) = self.bytes.get(first..self.bytes.len().min(first + 8)) {
-            word[..available.len()].copy_from_slice(available);
+        match self.bytes.get(first..first + 8) {
+            // Eight bytes, a length the compiler knows: one load. The copy of what is left
+            // near the end is a call to memcpy; when every read made it, decoding an ingest
+            // chunk took a fifth to a third longer (`mekong-bench day-blocks`, version 4).
+            Some(eight) => word.copy_from_slice(eight),
+            None => {
+                let left = self.bytes.get(first..).unwrap_or_default();
+                word[..left.len()].copy_from_slice(left);
+            }
         }
-        (u64::from_be_bytes(word) << (self.pos % 8)) >> (64 - n)
+        u64::from_be_bytes(word)
     }
 
     /// Passes over `n` bits; `None` past the end.
