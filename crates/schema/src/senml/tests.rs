@@ -400,6 +400,35 @@ fn indefinite_lengths_and_tags_read_as_their_definite_forms() {
     assert_eq!(decode(&indefinite.done()).unwrap(), expected);
 }
 
+/// The reader takes a one-byte label without reading an item; a label in a longer form (an
+/// encoder need not write the shortest) or tagged goes the general way, to the same record
+/// and the same refusals.
+#[test]
+fn labels_in_every_form_read_as_their_one_byte_form() {
+    // `long(l)`: the label in the two-byte form of its major type, or tagged.
+    let long = |c: Cbor, l: i64| match l {
+        0.. => c.raw(&[0x18, l as u8]),
+        _ => c.raw(&[0x38, (-1 - l) as u8]),
+    };
+    let tagged = |c: Cbor, l: i64| c.raw(&[0xc6]).int(l);
+    let short = |c: Cbor, l: i64| c.int(l);
+    let pack = |label: &dyn Fn(Cbor, i64) -> Cbor| {
+        let c = label(Cbor::default().arr(2).map(4), label::BN).text("hau-01:");
+        let c = label(label(label(c, label::N).text("level"), label::U).text("cm"), label::V).f64(1.5);
+        let c = label(label(c.map(3), label::N).text("flow"), label::V).int(-7);
+        label(c, label::T).int(-60).done()
+    };
+    let expected = [owned("hau-01:level", Some("cm"), 1.5, NOW), owned("hau-01:flow", None, -7.0, NOW - 60.0)];
+    for (form, label) in [("short", &short as &dyn Fn(Cbor, i64) -> Cbor), ("long", &long), ("tagged", &tagged)] {
+        assert_eq!(decode(&pack(label)).unwrap(), expected, "{form}");
+        let twice = label(label(Cbor::default().arr(1).map(2), label::V).int(1), label::V).int(2).done();
+        assert_eq!(record_error(&twice), (0, RecordError::DuplicateLabel(label::V)), "{form}");
+    }
+    // The same label once short and once long is given twice all the same.
+    let mixed = long(Cbor::default().arr(1).map(2).int(label::V).int(1), label::V).int(2).done();
+    assert_eq!(record_error(&mixed), (0, RecordError::DuplicateLabel(label::V)));
+}
+
 #[test]
 fn floats_of_every_width_are_read_exactly() {
     // Half-precision 1.5, a subnormal half, -0.0 as a half, single 0.1, double 0.1.
