@@ -517,9 +517,11 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
     }
 }
 
-/// Connections the kernel completes before the accept loop takes them (capped by the
-/// system's `net.core.somaxconn`).
-const LISTEN_BACKLOG: u32 = 1024;
+/// Connections the kernel completes before the accept loop takes them, as many as the system
+/// allows: it caps the number at `net.core.somaxconn` (4,096 by default since Linux 5.4). A
+/// fleet of thousands that reconnects at once, after a restart of the broker, overflowed
+/// 1,024, and each connection dropped there waited a second for its SYN to be sent again.
+const LISTEN_BACKLOG: u32 = 65_535;
 
 /// What makes an accepted TCP stream a TLS stream; a listener has none without a TLS
 /// implementation compiled in.
