@@ -16,6 +16,14 @@
 //! plain TCP with a username and password in CONNECT that the broker checks against a
 //! registry of every device (`--auth`); each other scenario's ratios to plain are in the
 //! summary.
+//!
+//! `--spread-ms` spreads each round's reconnections over that window, each device waiting as
+//! the firmware does after a lost session (its jitter, from its id: the firmware waits its
+//! retry pause and then up to half of it again, so a 5 s pause spreads a fleet over 2.5 s);
+//! a device's connect time then runs from the end of its wait. Without it the whole fleet
+//! connects in the same instant, the worst case. The kernel's count of connections dropped
+//! because a listener's queue was full (`TcpExtListenOverflows`, for the whole network
+//! namespace) is read around each round.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tokio::sync::{Barrier, Semaphore};
+
+use mekong_schema::downlink;
 
 use crate::harness::{percentile_ms, temp_dir};
 use crate::ingest::{open_file_limit, Server};
@@ -40,6 +50,8 @@ pub struct ConnectOptions {
     pub tls: bool,
     /// Also measure logins with a username and password (plain TCP), against none.
     pub auth: bool,
+    /// Each round's reconnections spread over this window (0: all in the same instant).
+    pub spread: Duration,
     /// The `mekong` binary.
     pub mekong: std::path::PathBuf,
 }
@@ -89,6 +101,7 @@ pub async fn connect(opts: ConnectOptions) -> anyhow::Result<Value> {
         "bench": "connect",
         "devices": opts.devices,
         "rounds": opts.rounds,
+        "spread_ms": opts.spread.as_millis(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "results": results,
     });
@@ -156,7 +169,9 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
     // Per step: TCP connect, TLS handshake, CONNECT to CONNACK.
     let mut steps_us: [Vec<u32>; 3] = Default::default();
     let mut rates = Vec::new();
-    let mut failed = 0usize;
+    // Why connects failed, and how often: the error's chain as its key.
+    let mut failures: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut overflows: Option<u64> = Some(0);
     for _ in 0..opts.rounds {
         for conn in conns.drain(..) {
             disconnect(conn).await;
@@ -167,8 +182,12 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
         let mut tasks = tokio::task::JoinSet::new();
         for id in &ids {
             let (id, tls, release) = (id.clone(), tls.clone(), Arc::clone(&release));
+            let wait = spread_wait(&id, opts.spread);
             tasks.spawn(async move {
                 release.wait().await;
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
                 let started = Instant::now();
                 let conn =
                     tokio::time::timeout(CONNECT_TIMEOUT, connect_device_timed(addr, tls.as_ref(), &id, false, login))
@@ -176,6 +195,7 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
                 (conn, started.elapsed())
             });
         }
+        let overflows_before = listen_overflows();
         release.wait().await;
         let released = Instant::now();
         while let Some(done) = tasks.join_next().await {
@@ -188,10 +208,15 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
                         all.push(micros(step));
                     }
                 }
-                _ => failed += 1,
+                Ok(Err(e)) => *failures.entry(format!("{e:#}")).or_default() += 1,
+                Err(_) => *failures.entry(format!("no CONNACK within {CONNECT_TIMEOUT:?}")).or_default() += 1,
             }
         }
         rates.push(conns.len() as f64 / released.elapsed().as_secs_f64());
+        overflows = match (overflows, overflows_before, listen_overflows()) {
+            (Some(sum), Some(before), Some(after)) => Some(sum + after.saturating_sub(before)),
+            _ => None,
+        };
     }
     for conn in conns.drain(..) {
         disconnect(conn).await;
@@ -213,13 +238,71 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
         "connect_p99_ms": percentile_ms(&times_us, 0.99),
         "connect_max_ms": percentile_ms(&times_us, 1.0),
         "p99_ms_tcp_tls_connack": step_p99,
-        "failed": failed,
+        "failed": failures.values().sum::<usize>(),
+        "failures": failures,
+        "listen_overflows": overflows,
         "server_rss_before_mib": rss_before,
         "server_rss_idle_mib": rss_idle,
         "idle_rss_mib_per_1000": per_1000,
     }))
 }
 
+/// How long a device waits after the release before it reconnects: its firmware jitter
+/// (the first reconnection after a lost session) modulo the window, so that the fleet spreads
+/// over it as a fleet of nodes does.
+fn spread_wait(id: &str, spread: Duration) -> Duration {
+    let window = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+    match window {
+        0 => Duration::ZERO,
+        _ => {
+            let jitter = downlink::resend_jitter(downlink::resend_jitter_seed(id), 1);
+            Duration::from_millis(u64::from(jitter) % window)
+        }
+    }
+}
+
+/// The kernel's count of connections dropped for a full listen queue, in this network
+/// namespace (`TcpExt: ListenOverflows` in `/proc/net/netstat`); `None` where it cannot be read.
+fn listen_overflows() -> Option<u64> {
+    overflows_in(&std::fs::read_to_string("/proc/net/netstat").ok()?)
+}
+
+/// `ListenOverflows` from the text of `/proc/net/netstat`: a line of `TcpExt:` names, then one
+/// of their values.
+fn overflows_in(text: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names.split_whitespace().position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fleet_spreads_evenly_over_the_window() {
+        let window = Duration::from_millis(2500);
+        let mut tenths = [0usize; 10];
+        for i in 0..10_000 {
+            let wait = spread_wait(&format!("conn0-{i:05}"), window);
+            assert!(wait < window, "{wait:?}");
+            tenths[(wait.as_millis() / 250) as usize] += 1;
+        }
+        assert!(tenths.iter().all(|&n| (800..1200).contains(&n)), "{tenths:?}");
+        assert_eq!(spread_wait("conn0-00001", Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn listen_overflows_are_read_by_name() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 3 4096 4100\n\
+                    IpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(overflows_in(text), Some(4096));
+        assert_eq!(overflows_in("TcpExt: ListenDrops\nTcpExt: 1\n"), None);
+        assert_eq!(overflows_in("TcpExt: ListenOverflows\nTcpExt: x\n"), None);
+    }
 }

@@ -112,6 +112,10 @@ enum Command {
         /// broker checks against a registry of all of them, against plain TCP in the same run.
         #[arg(long)]
         auth: bool,
+        /// Spread each reconnection of the fleet over this many ms, each device waiting its
+        /// firmware jitter (2500: nodes with the firmware's 5 s retry pause); 0: all at once.
+        #[arg(long, default_value_t = 0)]
+        spread_ms: u64,
     },
     /// Alert latency: from the publish of a reading that crosses a rule's threshold to the
     /// webhook's receipt of the change, p50 and p99, under a background load.
@@ -301,10 +305,11 @@ fn main() -> anyhow::Result<()> {
             println!("{}", export::export(&data_dir, rounds, &mekong)?);
             Ok(())
         }
-        Command::Connect { devices, rounds, tls, auth } => {
+        Command::Connect { devices, rounds, tls, auth, spread_ms } => {
             init_logging("warn");
             let mekong = harness::mekong_binary(cli.mekong)?;
-            let opts = connect::ConnectOptions { devices, rounds: rounds.max(1), tls, auth, mekong };
+            let spread = std::time::Duration::from_millis(spread_ms);
+            let opts = connect::ConnectOptions { devices, rounds: rounds.max(1), tls, auth, spread, mekong };
             let summary = runtime()?.block_on(connect::connect(opts))?;
             println!("{summary}");
             Ok(())
