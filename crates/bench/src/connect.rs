@@ -23,7 +23,8 @@
 //! a device's connect time then runs from the end of its wait. Without it the whole fleet
 //! connects in the same instant, the worst case. The kernel's count of connections dropped
 //! because a listener's queue was full (`TcpExtListenOverflows`, for the whole network
-//! namespace) is read around each round.
+//! namespace) is read around each round, and so is the CPU of the server and of the load
+//! generator, from the release to the last CONNACK, per connection made.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ use tokio::sync::{Barrier, Semaphore};
 
 use mekong_schema::downlink;
 
-use crate::harness::{percentile_ms, temp_dir};
+use crate::harness::{self, percentile_ms, temp_dir};
 use crate::ingest::{open_file_limit, Server};
 use crate::load::{connect_device_timed, disconnect, logins_registry, Conn};
 use crate::tls::BenchTls;
@@ -172,6 +173,9 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
     // Why connects failed, and how often: the error's chain as its key.
     let mut failures: std::collections::BTreeMap<String, usize> = Default::default();
     let mut overflows: Option<u64> = Some(0);
+    // CPU seconds of the server and of this process from each release to its last CONNACK.
+    let mut cpu: [Option<f64>; 2] = [Some(0.0); 2];
+    let mut reconnected = 0usize;
     for _ in 0..opts.rounds {
         for conn in conns.drain(..) {
             disconnect(conn).await;
@@ -196,6 +200,7 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
             });
         }
         let overflows_before = listen_overflows();
+        let cpu_before = (server.cpu_seconds(), harness::cpu_seconds("self"));
         release.wait().await;
         let released = Instant::now();
         while let Some(done) = tasks.join_next().await {
@@ -213,6 +218,12 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
             }
         }
         rates.push(conns.len() as f64 / released.elapsed().as_secs_f64());
+        reconnected += conns.len();
+        for (sum, (before, after)) in
+            cpu.iter_mut().zip([(cpu_before.0, server.cpu_seconds()), (cpu_before.1, harness::cpu_seconds("self"))])
+        {
+            *sum = sum.zip(before).zip(after).map(|((sum, before), after)| sum + (after - before));
+        }
         overflows = match (overflows, overflows_before, listen_overflows()) {
             (Some(sum), Some(before), Some(after)) => Some(sum + after.saturating_sub(before)),
             _ => None,
@@ -241,6 +252,8 @@ async fn scenario(opts: &ConnectOptions, security: Security<'_>, n: usize) -> an
         "failed": failures.values().sum::<usize>(),
         "failures": failures,
         "listen_overflows": overflows,
+        "server_cpu_us_per_connect": cpu[0].map(|s| per_connect_us(s, reconnected)),
+        "load_cpu_us_per_connect": cpu[1].map(|s| per_connect_us(s, reconnected)),
         "server_rss_before_mib": rss_before,
         "server_rss_idle_mib": rss_idle,
         "idle_rss_mib_per_1000": per_1000,
@@ -274,6 +287,10 @@ fn overflows_in(text: &str) -> Option<u64> {
     let (names, values) = (lines.next()?, lines.next()?);
     let at = names.split_whitespace().position(|n| n == "ListenOverflows")?;
     values.split_whitespace().nth(at)?.parse().ok()
+}
+
+fn per_connect_us(seconds: f64, connects: usize) -> f64 {
+    (seconds * 1e6 / connects.max(1) as f64 * 10.0).round() / 10.0
 }
 
 fn micros(d: Duration) -> u32 {
