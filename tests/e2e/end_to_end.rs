@@ -93,6 +93,32 @@ async fn a_fleet_round_trips_every_value_and_time() {
 async fn mqtt5_clients_and_ipv6_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(&config(dir.path())).await;
+    clients_of_both_versions_and_families_are_served(&running).await;
+    running.stop().await;
+}
+
+/// `broker.network_threads` above 1: both listeners' connections run on the shared workers
+/// (vendored rumqttd patch 25), and every client is served as on one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_served_on_shared_network_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.broker.network_threads = 3;
+    let running = start(&config).await;
+    clients_of_both_versions_and_families_are_served(&running).await;
+    // No other test sets the option, so these are this broker's workers.
+    let workers = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter(|task| {
+            let comm = std::fs::read_to_string(task.as_ref().unwrap().path().join("comm")).unwrap_or_default();
+            comm.trim_end() == "mqtt-worker"
+        })
+        .count();
+    assert_eq!(workers, 3, "threads named mqtt-worker");
+    running.stop().await;
+}
+
+async fn clients_of_both_versions_and_families_are_served(running: &crate::platform::Running) {
     let v6 = |port| SocketAddr::from((Ipv6Addr::LOCALHOST, port));
     let t = now_secs();
 
@@ -137,5 +163,4 @@ async fn mqtt5_clients_and_ipv6_are_served() {
             .collect();
         assert_eq!(values, BTreeMap::from([("v5-sensor".to_owned(), 2.5), ("v6-sensor".to_owned(), 61.5)]), "{url}");
     }
-    running.stop().await;
 }

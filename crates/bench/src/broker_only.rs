@@ -1,5 +1,6 @@
 //! The server of the broker-only scenario: what the embedded broker alone allows. mekong's
-//! broker, started through `mekong_ingest::broker` with `mekong serve`'s default options, and
+//! broker, started through `mekong_ingest::broker` with `mekong serve`'s default options (and
+//! its network threads from `MEKONG__BROKER__NETWORK_THREADS`, as `mekong serve`), and
 //! its ingest link reduced to a counter: no decoding, storage or acknowledgement. It runs in a
 //! child process of `mekong-bench ingest`, as `mekong serve` does in the other scenarios, so
 //! that its memory is measured apart from the load generator's and the connections' two ends
@@ -20,7 +21,14 @@ use rumqttd::Notification;
 /// Starts the broker on `listen` (MQTT 3.1.1 only), then counts uplinks until the broker is
 /// gone, serving the count on `stats` once the broker accepts connections.
 pub fn run(listen: SocketAddr, stats: SocketAddr) -> anyhow::Result<()> {
-    let opts = BrokerOptions { listen, listen_v5: None, ..BrokerOptions::default() };
+    let mut opts = BrokerOptions { listen, listen_v5: None, ..BrokerOptions::default() };
+    // The one broker option that changes what the broker alone can do, taken from the
+    // environment as `mekong serve` takes it, so that both scenarios of a run compare the
+    // same broker.
+    if let Ok(threads) = std::env::var("MEKONG__BROKER__NETWORK_THREADS") {
+        opts.network_threads =
+            threads.parse().with_context(|| format!("MEKONG__BROKER__NETWORK_THREADS: {threads:?}"))?;
+    }
     // The sending half stays alive with the link, though nothing is sent on it.
     let (_tx, mut rx) = broker::start(&opts, None).context("cannot start the broker")?;
     broker::wait_listening(&opts).context("the broker did not come up")?;

@@ -56,6 +56,9 @@ pub struct BrokerOptions {
     /// `segment_bytes * segment_count` bytes of uplinks before the broker skips messages
     /// (which are then counted as lost).
     pub segment_count: usize,
+    /// Threads that serve the MQTT connections, shared by every listener; 0: one per core.
+    /// With 1, each listener serves its connections on its own thread.
+    pub network_threads: usize,
     /// How long to wait for the listeners to accept connections at start-up. Not a
     /// configuration key.
     #[serde(skip)]
@@ -102,6 +105,9 @@ pub fn loopback_only(addr: SocketAddr) -> Option<Vec<SocketAddr>> {
     })
 }
 
+/// More threads than this for the connections is a typing error, not a machine.
+const MAX_NETWORK_THREADS: usize = 1024;
+
 impl Default for BrokerOptions {
     fn default() -> Self {
         BrokerOptions {
@@ -115,6 +121,7 @@ impl Default for BrokerOptions {
             connection_timeout_ms: 5_000,
             segment_bytes: 4 * 1024 * 1024,
             segment_count: 4,
+            network_threads: 1,
             ready_timeout: Duration::from_secs(10),
             loopback_only: false,
             tls: None,
@@ -168,6 +175,12 @@ impl BrokerOptions {
     /// this too; mekong's configuration calls it at load time, to fail before anything starts.
     pub fn validate(&self) -> Result<(), IngestError> {
         let invalid = |message: String| Err(IngestError::Config(message));
+        if self.network_threads > MAX_NETWORK_THREADS {
+            return invalid(format!(
+                "network_threads must be at most {MAX_NETWORK_THREADS} (0: one per core), got {}",
+                self.network_threads
+            ));
+        }
         if self.segment_bytes < 1024 {
             // rumqttd panics below 1 KiB.
             return invalid(format!("segment_bytes must be at least 1024, got {}", self.segment_bytes));
@@ -252,7 +265,18 @@ impl BrokerOptions {
             auto.extend(self.listen_tls.map(|addr| self.servers("mqtts", addr, tls_server)).unwrap_or_default());
             v5.extend(self.listen_v5_tls.map(|addr| self.servers("mqtts5", addr, tls_server)).unwrap_or_default());
         }
-        Ok(Config { id: 0, router, auto: Some(auto), v5: (!v5.is_empty()).then_some(v5), ..Config::default() })
+        let network_threads = match self.network_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Ok(Config {
+            id: 0,
+            router,
+            auto: Some(auto),
+            v5: (!v5.is_empty()).then_some(v5),
+            network_threads: Some(network_threads),
+            ..Config::default()
+        })
     }
 }
 

@@ -131,6 +131,10 @@ pub struct Config {
     pub bridge: Option<BridgeConfig>,
     pub prometheus: Option<PrometheusSetting>,
     pub metrics: Option<HashMap<MetricType, MetricSettings>>,
+    /// Worker threads shared by every listener's connections; unset (or 1), each listener
+    /// serves its connections on its own thread.
+    #[serde(default)]
+    pub network_threads: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize, Clone)]

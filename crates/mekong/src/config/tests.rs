@@ -125,6 +125,8 @@ fn unknown_keys_and_bad_values_name_the_key() {
     assert!(e.contains("listen"), "{e}");
     let e = error_of("[broker]\nsegment_bytes = 10\n", &[]);
     assert!(e.contains("[broker]") && e.contains("segment_bytes must be at least 1024, got 10"), "{e}");
+    let e = error_of("[broker]\nnetwork_threads = 100000\n", &[]);
+    assert!(e.contains("[broker]") && e.contains("network_threads must be at most 1024"), "{e}");
     let e = error_of("[broker]\nmax_inflight = 0\n", &[]);
     assert!(e.contains("[broker]") && e.contains("max_inflight must be at least 1"), "{e}");
     let e = error_of("[broker]\nlisten_v5 = \"[::]:1883\"\n", &[]);

@@ -210,16 +210,30 @@ impl Broker {
             })?;
         }
 
+        // mekong: the listeners' connections run on one runtime of `network_threads` workers
+        // when it is set, so that they can use more than a core; each listener's accept loop
+        // keeps its own thread. The runtime lives until the end of `start`, which lasts as
+        // long as the listeners.
+        let workers_runtime = match self.config.network_threads {
+            Some(threads) if threads > 1 => Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("mqtt-worker")
+                    .enable_all()
+                    .build()?,
+            ),
+            _ => None,
+        };
+        let workers = workers_runtime.as_ref().map(|runtime| runtime.handle().clone());
+
         // Spawn servers in a separate thread.
         if let Some(v4_config) = &self.config.v4 {
             for (_, config) in v4_config.clone() {
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 let mut server = Server::new(config, self.router_tx.clone(), V4);
+                let workers = workers.clone();
                 let handle = server_thread.spawn(move || {
-                    let mut runtime = tokio::runtime::Builder::new_current_thread();
-                    let runtime = runtime.enable_all().build().unwrap();
-
-                    runtime.block_on(async {
+                    run_listener(workers, async {
                         if let Err(e) = server.start(LinkType::Remote).await {
                             error!(error=?e, "Server error - V4");
                         }
@@ -233,11 +247,9 @@ impl Broker {
             for (_, config) in v5_config.clone() {
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 let mut server = Server::new(config, self.router_tx.clone(), V5);
+                let workers = workers.clone();
                 let handle = server_thread.spawn(move || {
-                    let mut runtime = tokio::runtime::Builder::new_current_thread();
-                    let runtime = runtime.enable_all().build().unwrap();
-
-                    runtime.block_on(async {
+                    run_listener(workers, async {
                         if let Err(e) = server.start(LinkType::Remote).await {
                             error!(error=?e, "Server error - V5");
                         }
@@ -251,11 +263,9 @@ impl Broker {
             for (_, config) in auto_config.clone() {
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 let mut server = Server::new(config, self.router_tx.clone(), Auto::default());
+                let workers = workers.clone();
                 let handle = server_thread.spawn(move || {
-                    let mut runtime = tokio::runtime::Builder::new_current_thread();
-                    let runtime = runtime.enable_all().build().unwrap();
-
-                    runtime.block_on(async {
+                    run_listener(workers, async {
                         if let Err(e) = server.start(LinkType::Remote).await {
                             error!(error=?e, "Server error - MQTT 3.1.1 and 5");
                         }
@@ -276,11 +286,9 @@ impl Broker {
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 //TODO: Add support for V5 procotol with websockets. Registered in config or on ServerSettings
                 let mut server = Server::new(config, self.router_tx.clone(), V4);
+                let workers = workers.clone();
                 let handle = server_thread.spawn(move || {
-                    let mut runtime = tokio::runtime::Builder::new_current_thread();
-                    let runtime = runtime.enable_all().build().unwrap();
-
-                    runtime.block_on(async {
+                    run_listener(workers, async {
                         if let Err(e) = server.start(LinkType::Websocket).await {
                             error!(error=?e, "Server error - WS");
                         }
@@ -367,6 +375,18 @@ impl Broker {
         });
 
         Ok(())
+    }
+}
+
+/// Runs a listener's accept loop on this thread: its connections on the shared workers'
+/// runtime when there is one (`Config::network_threads`), or all on this thread, as upstream.
+fn run_listener<F: std::future::Future<Output = ()>>(workers: Option<tokio::runtime::Handle>, listener: F) {
+    match workers {
+        Some(workers) => workers.block_on(listener),
+        None => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(listener),
+            Err(e) => error!(error=?e, "Cannot build a listener's runtime"),
+        },
     }
 }
 
