@@ -199,12 +199,14 @@ pub async fn connect_device_timed(
     login: bool,
 ) -> anyhow::Result<(Conn, Steps)> {
     let started = Instant::now();
-    let tcp = match source_address(addr, id) {
-        Some(source) => {
-            let socket = TcpSocket::new_v4()?;
-            socket.bind(source).with_context(|| format!("bind to {source}"))?;
-            socket.connect(addr).await
-        }
+    // Where the address cannot be bound (only Linux routes all of 127.0.0.0/8 to loopback by
+    // default), the system picks, as without one.
+    let bound = source_address(addr, id).and_then(|source| {
+        let socket = TcpSocket::new_v4().ok()?;
+        socket.bind(source).ok().map(|()| socket)
+    });
+    let tcp = match bound {
+        Some(socket) => socket.connect(addr).await,
         None => TcpStream::connect(addr).await,
     };
     let tcp = tcp.with_context(|| format!("connect to {addr}"))?;
@@ -244,7 +246,7 @@ pub async fn connect_device_timed(
 }
 
 /// Source addresses the devices' connections to a loopback server come from (127.77.0.1 and
-/// on).
+/// on: the last octet, so fewer than 255).
 const SOURCE_ADDRESSES: u32 = 64;
 
 /// Where a device's connection to `server` comes from: for an IPv4 loopback server, one of
@@ -262,7 +264,7 @@ fn source_address(server: SocketAddr, id: &str) -> Option<SocketAddr> {
     match server {
         SocketAddr::V4(v4) if v4.ip().is_loopback() => {
             let n = 1 + downlink::resend_jitter_seed(id) % SOURCE_ADDRESSES;
-            Some(SocketAddr::from((std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 77, 0, 0)) + n), 0)))
+            Some(SocketAddr::from(([127, 77, 0, n as u8], 0)))
         }
         _ => None,
     }
