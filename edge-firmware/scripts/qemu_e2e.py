@@ -171,13 +171,28 @@ class Bridge:
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", self.port, reuse_address=True)
 
     async def handle(self, node_r, node_w):
+        # Dial mekong when the node first sends, as a modem opens its TCP session when the
+        # node has something to say: QEMU reconnects its UART socket at once, and a link
+        # dialled then would sit silent until the broker's CONNECT timeout (5 s) closed it,
+        # over and over, with the node's next CONNECT due at an unrelated moment.
+        self.writers.add(node_w)
+        try:
+            first = await node_r.read(4096)
+        except (ConnectionError, OSError):
+            first = b""
+        if not first:
+            node_w.close()
+            self.writers.discard(node_w)
+            return
         try:
             up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
             node_w.close()
+            self.writers.discard(node_w)
             return
         self.connections += 1
-        self.writers |= {node_w, up_w}
+        self.writers.add(up_w)
+        up_w.write(first)
 
         async def pipe(r, w):
             try:
