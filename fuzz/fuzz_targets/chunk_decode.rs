@@ -1,8 +1,8 @@
 //! Fuzzes the store's chunk decoder (`chunk::decode_into`, through `mekong_store::fuzzing`),
 //! which reads every chunk of points back from disk, in every version (4: ingest's chunks;
 //! 5: folded blocks with predicted values in a prefix code; 6: folded blocks predicted by a
-//! fitted parabola, residuals in a rANS stream): a damaged file must give an error, never a
-//! panic or an allocation its bytes cannot justify.
+//! fitted parabola, residuals in a rANS stream; 7: a fold's list of ingest chunks): a damaged
+//! file must give an error, never a panic or an allocation its bytes cannot justify.
 //!
 //! Properties: no panic; the header's count (`chunk::count`) is the number of points
 //! decoded; no chunk yields more points than it has bits (plus the first point), or, in

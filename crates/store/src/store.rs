@@ -14,9 +14,9 @@ use crate::{keys, DiskSpace, Flushed, Generation, Health, StoreError};
 /// raw values; 3: Gorilla-compressed chunks; 4: decimal values, folded blocks and rollups; 5: day
 /// blocks, Rice-coded values, regular times, a day of rollups per entry; 6: closed days in day
 /// files outside sled; 7: a device's series metadata in the device's entry; 8: write groups
-/// logged as one entry each and folded later, `store/log.rs`). Stores of format 5 to 7 are
-/// migrated at open.
-pub(crate) const FORMAT_VERSION: u8 = 8;
+/// logged as one entry each and folded later, `store/log.rs`; 9: a fold's chunks that list
+/// ingest chunks as they are, chunk version 7). Stores of format 5 to 8 are migrated at open.
+pub(crate) const FORMAT_VERSION: u8 = 9;
 
 /// The format migrated at open: its day blocks move from sled into day files.
 const FORMAT_DAY_BLOCKS_IN_SLED: u8 = 5;
@@ -28,6 +28,11 @@ const FORMAT_DAY_FILES: u8 = 6;
 /// The format with a device's series in its entry and no log: it needs no change but the
 /// format's number, as it has no records to fold.
 const FORMAT_ENTRIES: u8 = 7;
+
+/// The format with the write log, whose chunks are all of the versions format 9 reads: it
+/// needs no change but the format's number. An older mekong refuses a store of format 9 at
+/// its opening rather than failing to read its listed chunks.
+const FORMAT_LOG: u8 = 8;
 
 /// The sled tree everything lives in.
 const TREE: &str = "timeseries";
@@ -386,7 +391,8 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
         }
         Some(v)
             if v.len() == 1
-                && [FORMAT_VERSION, FORMAT_ENTRIES, FORMAT_DAY_FILES, FORMAT_DAY_BLOCKS_IN_SLED].contains(&v[0]) =>
+                && [FORMAT_VERSION, FORMAT_LOG, FORMAT_ENTRIES, FORMAT_DAY_FILES, FORMAT_DAY_BLOCKS_IN_SLED]
+                    .contains(&v[0]) =>
         {
             v[0]
         }
@@ -423,7 +429,7 @@ fn open_generation(path: &Path, options: &StoreOptions, generation: Generation) 
         migrate_entries(&opened.tree, &state, FORMAT_VERSION)
             .map_err(|source| StoreError::Migration { from: FORMAT_DAY_FILES, source: Box::new(source) })?;
         crash_point("migrate", "entries");
-    } else if format == FORMAT_ENTRIES {
+    } else if format == FORMAT_ENTRIES || format == FORMAT_LOG {
         opened.tree.insert(keys::FORMAT, &[FORMAT_VERSION])?;
     }
     opened.tree.insert(keys::EPOCH, &next.to_be_bytes())?;

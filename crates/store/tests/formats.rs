@@ -10,7 +10,7 @@ use std::path::Path;
 use support::{check_readings, fixtures, options, restore};
 
 /// The format this code writes (`FORMAT_VERSION` in `src/store.rs`).
-const CURRENT: u8 = 8;
+const CURRENT: u8 = 9;
 
 #[test]
 fn every_format_fixture_opens_and_reads_every_reading() {

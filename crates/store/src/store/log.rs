@@ -8,8 +8,8 @@
 //! numbers and next series id). A fold, on the store's own thread every
 //! [`crate::StoreOptions::fold_log_every_ms`] (sooner when much is logged), applies the inserts
 //! of every record logged since the last one as one batch that also deletes those records. It
-//! merges the chunks of one series and hour window into one and keeps the newest of each
-//! entry, so a device that sent ten packs since the last fold costs one chunk and one entry,
+//! merges the chunks of one series and hour window into one (listing them as they are where
+//! they follow one another, [`chunk::list`]) and keeps the newest of each entry, so a device that sent ten packs since the last fold costs one chunk and one entry,
 //! not twenty.
 //!
 //! Until folded, a record's chunks are also held here in memory, keyed as they will be in the
@@ -353,6 +353,16 @@ impl Store {
         };
         for window in chunks.chunk_by(same_window) {
             let [(key, value)] = window else {
+                // The first chunk's key, the window's smallest: see the module documentation.
+                let key = window[0].0;
+                // Chunks that follow one another, as a device's packs mostly do, are listed
+                // as they are: decoding and encoding their points was half of a fold.
+                let values: Vec<&[u8]> = window.iter().map(|(_, v)| &v[..]).collect();
+                if let Some(listed) = chunk::list(&values) {
+                    batches.insert(key.as_slice(), listed);
+                    written.push(key);
+                    continue;
+                }
                 // Points of one (series, time) are logged once (writes check the unfolded
                 // chunks too), so the merged chunk holds each of them once.
                 points.clear();
@@ -360,8 +370,6 @@ impl Store {
                     chunk::decode_into(value, &mut points).ok_or_else(|| StoreError::Corrupt(key.to_vec()))?;
                 }
                 points.sort_unstable_by_key(|p| p.0);
-                // The first chunk's key, the window's smallest: see the module documentation.
-                let key = window[0].0;
                 batches.insert(key.as_slice(), chunk::encode(&points));
                 written.push(key);
                 continue;

@@ -1040,6 +1040,45 @@ fn a_fold_merges_the_logged_groups_into_one_chunk_per_series_and_hour_and_one_en
     assert_eq!(store.device_seq("b"), Some(9));
 }
 
+/// A fold lists a window's chunks as they are where each starts after the one before ends
+/// (chunk version 7), and merges their points into one chunk (version 4) where they overlap;
+/// both read back every point once, in order.
+#[test]
+fn a_fold_lists_chunks_that_follow_one_another_and_merges_those_that_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let value = |t: i64| 1.0 + (t % 7) as f64 * 0.5;
+    let points = |metric: &'static str, times: &[i64]| -> Vec<NewPoint<'static>> {
+        times.iter().map(|&t| p(metric, t, value(t))).collect()
+    };
+    // "level": packs of five regular readings, one after the other. "flow": the second pack
+    // reaches back between the first one's readings.
+    let groups: [(&[i64], &[i64]); 3] =
+        [(&[0, 10, 20, 30, 40], &[0, 20, 40]), (&[50, 60, 70, 80, 90], &[10, 30]), (&[100], &[50])];
+    for (level, flow) in groups {
+        let level = points("level", &level.iter().map(|t| T0 + t).collect::<Vec<_>>());
+        let flow = points("flow", &flow.iter().map(|t| T0 + t).collect::<Vec<_>>());
+        let packs = [
+            PackWrite { device: "a", kind: "water", seen_ms: T0, points: &level, seq: None },
+            PackWrite { device: "b", kind: "water", seen_ms: T0, points: &flow, seq: None },
+        ];
+        store.write_packs(&packs).unwrap();
+    }
+    assert_eq!(store.fold_log().unwrap().chunks, 2);
+    let tree = &store.current().unwrap().tree;
+    let versions: Vec<u8> = tree.scan_prefix([keys::POINT]).map(|e| e.unwrap().1[0]).collect();
+    // Series ids in the order first written: a's level, then b's flow.
+    assert_eq!(versions, [7, 4]);
+    for (device, metric, times) in
+        [("a", "level", (0..=100).step_by(10).collect::<Vec<i64>>()), ("b", "flow", vec![0, 10, 20, 30, 40, 50])]
+    {
+        let got = store.points(device, metric, i64::MIN, i64::MAX, 100).unwrap().unwrap();
+        let got: Vec<(i64, f64)> = got.iter().map(|p| (p.time_ms - T0, p.value)).collect();
+        let want: Vec<(i64, f64)> = times.iter().map(|&t| (t, value(T0 + t))).collect();
+        assert_eq!(got, want, "{device}/{metric}");
+    }
+}
+
 /// A point still in the log is a duplicate like a folded one, and records left in the log
 /// when the store stops are folded by the next opening, metadata included.
 #[test]
