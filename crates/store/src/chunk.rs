@@ -66,12 +66,12 @@
 //!
 //! A fold of the write log (`store/log.rs`) joins a series' chunks of one window from many
 //! write groups. Where each of them says in its header alone where its points start and end (a
-//! chunk of one point, or of regular times) and each starts after the one before ends, it
-//! lists them as they are, as version 7 (`version 7 | count varint | chunks varint | (length
-//! varint | chunk of version 4)...`), rather than decoding their points and encoding them
-//! again: the decoding and encoding were half of the fold's time at fifty readings a pack.
-//! The list is a few bytes a chunk larger than one chunk of all the points, in sled for the
-//! open hour only: the upkeep encodes the hour's points as a block.
+//! chunk of regular times) and each starts after the one before ends, it lists them as they
+//! are, as version 7 (`version 7 | count varint | chunks varint | (length varint | chunk of
+//! version 4)...`), rather than decoding their points and encoding them again: the decoding
+//! and encoding were half of the fold's time at fifty readings a pack. A listed chunk keeps
+//! its header, so chunks of few points are merged as before ([`LIST_MIN_POINTS`]). Lists are
+//! in sled for the open hour only: the upkeep encodes the hour's points as a block.
 //!
 //! Every read is bounds-checked: a corrupt chunk is an error, never a panic or a large
 //! allocation.
@@ -148,7 +148,7 @@ pub fn span(bytes: &[u8]) -> Option<(i64, i64)> {
 }
 
 /// The fewest points of a chunk that [`list`] lists. A listed chunk keeps its header and
-/// length, 14 to 18 bytes, where a merged chunk spends under a byte a point: six chunks of one
+/// length, about 17 bytes, where a merged chunk spends under a byte a point: six chunks of one
 /// point take 105 bytes listed and 18 merged, six of fifty regular points 292 listed and 306
 /// merged (the merged chunk's times are no longer regular). Few points cost little to decode
 /// and encode again.

@@ -9,8 +9,8 @@
 //! [`crate::StoreOptions::fold_log_every_ms`] (sooner when much is logged), applies the inserts
 //! of every record logged since the last one as one batch that also deletes those records. It
 //! merges the chunks of one series and hour window into one (listing them as they are where
-//! they follow one another, [`chunk::list`]) and keeps the newest of each entry, so a device that sent ten packs since the last fold costs one chunk and one entry,
-//! not twenty.
+//! they follow one another, [`chunk::list`]) and keeps the newest of each entry, so a device
+//! that sent ten packs since the last fold costs one chunk and one entry, not twenty.
 //!
 //! Until folded, a record's chunks are also held here in memory, keyed as they will be in the
 //! tree, and every read of chunks ([`super::read::scan_chunks`]) takes them with the tree's;

@@ -1042,8 +1042,7 @@ fn a_fold_merges_the_logged_groups_into_one_chunk_per_series_and_hour_and_one_en
 
 /// A fold lists a window's chunks as they are where each starts after the one before ends
 /// (chunk version 7), and merges their points into one chunk (version 4) where they overlap
-/// or hold few points;
-/// both read back every point once, in order.
+/// or hold few points; both read back every point once, in order.
 #[test]
 fn a_fold_lists_chunks_that_follow_one_another_and_merges_those_that_overlap() {
     let dir = tempfile::tempdir().unwrap();
