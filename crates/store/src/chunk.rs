@@ -172,7 +172,7 @@ pub fn list(chunks: &[&[u8]]) -> Option<Vec<u8>> {
         if points < LIST_MIN_POINTS {
             return None;
         }
-        count += points;
+        count = count.checked_add(points)?;
     }
     let mut out = Vec::with_capacity(chunks.iter().map(|c| c.len() + 3).sum::<usize>() + 12);
     out.push(VERSION_LIST);
