@@ -663,3 +663,86 @@ fn empty_names_point_into_the_pack() {
         assert_eq!(seen, 1);
     }
 }
+
+#[test]
+fn repeated_names_and_units_are_checked_again_where_anything_changes() {
+    // Records that repeat the record before's name and unit skip checking them again (see
+    // `RawRecord::resolve`); whatever changes, the base name, the name or the unit, is checked.
+    let record = |c: Cbor, name: &str, unit: &str, v: i64| {
+        c.map(3).int(label::N).text(name).int(label::U).text(unit).int(label::V).int(v)
+    };
+    let good = |c: Cbor| record(record(c, "water_level", "m", 1), "water_level", "m", 2);
+    let input = good(Cbor::default().arr(2)).done();
+    assert_eq!(
+        decode(&input).unwrap(),
+        [owned("water_level", Some("m"), 1.0, NOW), owned("water_level", Some("m"), 2.0, NOW)]
+    );
+    for (last, expected) in [
+        (record(Cbor::default(), "water_level", "m s", 3), RecordError::BadUnit),
+        (record(Cbor::default(), "water level", "m", 3), RecordError::BadName),
+        (record(Cbor::default(), "water_level", "", 3), RecordError::BadUnit),
+        (
+            Cbor::default()
+                .map(3)
+                .int(label::BN)
+                .text(&"a".repeat(60))
+                .int(label::N)
+                .text("water_level")
+                .int(label::V)
+                .int(3),
+            RecordError::BadName,
+        ),
+        (
+            Cbor::default()
+                .map(4)
+                .int(label::BN)
+                .text("a b:")
+                .int(label::N)
+                .text("water_level")
+                .int(label::U)
+                .text("m")
+                .int(label::V)
+                .int(3),
+            RecordError::BadName,
+        ),
+    ] {
+        assert_eq!(record_error(&good(Cbor::default().arr(3)).raw(&last.done()).done()), (2, expected));
+    }
+}
+
+#[test]
+fn a_text_like_a_recent_one_is_read_as_itself() {
+    // The reader hands out a repeated text at its first place (`Reader::text`): one that
+    // differs in any byte, or is not UTF-8, must still be read as what it is.
+    for len in 1..=20usize {
+        let name: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        for at in 0..len {
+            let mut other = name.clone().into_bytes();
+            other[at] = if name.as_bytes()[at] == b'q' { b'r' } else { b'q' };
+            let other = String::from_utf8(other).unwrap();
+            let input = Cbor::default()
+                .arr(2)
+                .map(2)
+                .int(label::N)
+                .text(&name)
+                .int(label::V)
+                .int(1)
+                .map(2)
+                .int(label::N)
+                .text(&other)
+                .int(label::V)
+                .int(2)
+                .done();
+            let names: Vec<String> = decode(&input).unwrap().into_iter().map(|r| r.name).collect();
+            assert_eq!(names, [name.clone(), other], "length {len}, byte {at}");
+            let mut bytes = name.clone().into_bytes();
+            bytes[at] = 0xff;
+            let mut input = Cbor::default().arr(2).map(2).int(label::N).text(&name).int(label::V).int(1).map(2);
+            input = input.int(label::N).head(3, len as u64).raw(&bytes).int(label::V).int(2);
+            assert!(
+                matches!(decode(&input.done()), Err(DecodeError::Cbor { what: "text string is not utf-8", .. })),
+                "length {len}, byte {at}"
+            );
+        }
+    }
+}
