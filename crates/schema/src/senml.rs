@@ -382,7 +382,7 @@ fn check_value_and_time(record: &Record<'_>, now: f64) -> Result<(), RecordError
 
 /// Whether `a` is `b` itself: the same bytes at the same place, so checked alike. The CBOR
 /// reader hands out a repeated name or unit at the place it first read it, so a record that
-/// repeats the record before's skips checking them again.
+/// repeats the last checked record's skips checking them again.
 fn same_place(a: &str, b: &str) -> bool {
     a.len() == b.len() && core::ptr::eq(a.as_ptr(), b.as_ptr())
 }

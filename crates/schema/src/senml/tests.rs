@@ -666,7 +666,7 @@ fn empty_names_point_into_the_pack() {
 
 #[test]
 fn repeated_names_and_units_are_checked_again_where_anything_changes() {
-    // Records that repeat the record before's name and unit skip checking them again (see
+    // Records that repeat the last checked record's names and unit skip checking them again (see
     // `RawRecord::resolve`); whatever changes, the base name, the name or the unit, is checked.
     let record = |c: Cbor, name: &str, unit: &str, v: i64| {
         c.map(3).int(label::N).text(name).int(label::U).text(unit).int(label::V).int(v)
