@@ -6,10 +6,13 @@
 //! and a pack of numeric records, encoded again with `encode_pack`, decodes to the same
 //! records (resolved names, units, values and times, bit for bit). The count a pack announces
 //! (`records_announced`, read on every input) is the count decoded, when the pack decodes and
-//! its array has a length.
+//! its array has a length. And the general record reader, alone, reads every input as the
+//! decoder does with its reader of plain records (`cbor::decode_pack_general`): the same
+//! records, or the same refusal.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mekong_schema::senml::cbor::decode_pack_general;
 use mekong_schema::senml::{check_record, records_announced, DecodeOptions};
 use mekong_schema::{decode_pack, encode_pack, Base, Reading, Record, Value};
 
@@ -41,11 +44,24 @@ fn decode(input: &[u8], max_records: usize) -> Result<Vec<Record<'_>>, mekong_sc
     Ok(records)
 }
 
+/// What the general reader makes of `input`: its records, or its refusal, as text.
+fn decode_general(input: &[u8], max_records: usize) -> String {
+    let mut records = Vec::new();
+    let opts = DecodeOptions { now: NOW, max_records };
+    let result = decode_pack_general(input, opts, &mut |r| {
+        records.push(r);
+        Ok(())
+    });
+    format!("{:?}", result.map(|_| records))
+}
+
 fuzz_target!(|input: &[u8]| {
     // The server's limit is 1,000 records a pack; a small one here reaches the limit's path too.
     let max_records = if input.len().is_multiple_of(2) { 1_000 } else { 3 };
     let announced = records_announced(input);
-    let Ok(records) = decode(input, max_records) else { return };
+    let decoded = decode(input, max_records);
+    assert_eq!(format!("{decoded:?}"), decode_general(input, max_records), "the two readers differ");
+    let Ok(records) = decoded else { return };
     assert!(records.len() <= max_records);
     if let Some(n) = announced {
         assert_eq!(n, records.len() as u64, "a definite array holds what it announces");

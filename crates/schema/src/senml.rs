@@ -566,7 +566,9 @@ impl Item<'_> {
 }
 
 /// The bit of a label of RFC 8428 table 4 in a record's set of labels seen, so that a label
-/// given twice is refused (base fields included); `None` for an extension label.
+/// given twice is refused (base fields included); `None` for an extension label. Inlined:
+/// as a call, it was 32 instructions of each record's 817.
+#[inline(always)]
 fn label_bit(label: i64) -> Option<u16> {
     (label::BS..=label::VD).contains(&label).then(|| 1u16 << (label - label::BS))
 }

@@ -746,3 +746,123 @@ fn a_text_like_a_recent_one_is_read_as_itself() {
         }
     }
 }
+
+/// Every record, decoded through both readers, as each reader hands it over or refuses it.
+fn both_readers(input: &[u8]) -> [String; 2] {
+    let mut out = [String::new(), String::new()];
+    for (plain, out) in [true, false].into_iter().zip(&mut out) {
+        let mut records = Vec::new();
+        let mut sink = |r: Record<'_>| {
+            records.push(std::format!("{r:?}"));
+            Ok(())
+        };
+        let result = if plain {
+            decode_pack(input, opts(), &mut sink)
+        } else {
+            cbor::decode_pack_general(input, opts(), &mut sink).map(|i| i.records)
+        };
+        *out = std::format!("{result:?} {records:?}");
+    }
+    out
+}
+
+#[test]
+fn the_plain_record_reader_reads_as_the_general_one() {
+    // Every field of RFC 8428's table, and an extension, with values of every form: what the
+    // plain reader takes it must take alike, and what it gives up on is read by the other.
+    let long = "n".repeat(200);
+    let values: Vec<Vec<u8>> = [
+        0u64,
+        23,
+        24,
+        255,
+        256,
+        65_535,
+        65_536,
+        0xffff_ffff,
+        0x1_0000_0000,
+        i64::MAX as u64,
+        i64::MAX as u64 + 1,
+        u64::MAX,
+    ]
+    .iter()
+    .flat_map(|&n| [Cbor::default().head(0, n).done(), Cbor::default().head(1, n).done()])
+    .chain([1.5f64, -0.0, 1e300, 0.1, f64::NAN, f64::INFINITY].iter().map(|&x| Cbor::default().f64(x).done()))
+    .chain(
+        [
+            &[0xf9, 0x3e, 0x00][..],
+            &[0xf9, 0x7c, 0x00],
+            &[0xfa, 0x3f, 0xc0, 0x00, 0x00],
+            &[0xfa, 0x7f, 0xc0, 0x00, 0x00],
+            &[0xf4],
+            &[0xf5],
+            &[0xf6],
+            &[0x80],
+            &[0xa0],
+            &[0xc1, 0x01],
+            &[0x43, 1, 2, 3],
+            &[0x62, 0xc3, 0x28],
+            &[0x78, 0x02, b'c', b'm'],
+            &[0x79, 0x00, 0x02, b'c', b'm'],
+            &[0x7f, 0x61, b'a', 0xff],
+            &[0x19, 0x01],
+        ]
+        .iter()
+        .map(|b| b.to_vec()),
+    )
+    .chain(
+        ["", "cm", "water_level", "a23456789012345678901234", long.as_str()]
+            .iter()
+            .map(|t| Cbor::default().text(t).done()),
+    )
+    .collect();
+    let mut plain = 0;
+    for label in (-7..=9).chain([24, -25]) {
+        for value in &values {
+            // With a name and a value besides, the record passes when the field does; the
+            // field given alone, and given twice, is refused or not by both alike.
+            let fields = [
+                Cbor::default().map(3).int(label::N).text("x").int(label::V).int(1).int(label).raw(value).done(),
+                Cbor::default().map(1).int(label).raw(value).done(),
+                Cbor::default().map(2).int(label).raw(value).int(label).raw(value).done(),
+            ];
+            for record in fields {
+                let pack = Cbor::default().arr(2).raw(&record).raw(&record).done();
+                let [a, b] = both_readers(&pack);
+                assert_eq!(a, b, "label {label}, value {value:02x?}");
+                plain += usize::from(a.starts_with("Ok"));
+            }
+        }
+    }
+    assert!(plain > 300, "{plain} packs passed");
+}
+
+#[test]
+fn records_as_nodes_write_them_take_the_plain_reader() {
+    // Every record of the load generator's pack but the first, which names its downlink
+    // version under a text label, is one the plain reader takes whole.
+    let readings: Vec<Reading<'_>> = (0..50)
+        .map(|j| Reading {
+            name: "water_level",
+            unit: Some("cm"),
+            value: 150.0 + f64::from(j % 50) * 0.5,
+            time: f64::from(j) / 1000.0,
+        })
+        .collect();
+    let mut buf = [0u8; 2048];
+    let base = Base { time: Some(NOW - 60.0), ..Base::default() };
+    let n = encode_pack_with_downlink(&mut buf, &base, &readings, crate::downlink::VERSION_PUBACK).unwrap();
+    // The array's head takes two bytes: 0x98, then 50.
+    assert_eq!(buf[..2], [0x98, 50]);
+    let mut r = cbor::Reader::new(&buf[..n]);
+    r.pos = 2;
+    let mut raw = RawRecord::default();
+    assert_eq!(r.plain_record(&mut raw), None, "a text label is left to the general reader");
+    r.pos = 2;
+    r.record(&mut raw).unwrap().unwrap();
+    for (j, reading) in readings.iter().enumerate().skip(1) {
+        assert_eq!(r.plain_record(&mut raw), Some(()), "record {j}");
+        assert_eq!((raw.n, raw.u, raw.v), (Some("water_level"), Some("cm"), Some(reading.value)));
+    }
+    assert_eq!(r.pos, n);
+}
