@@ -476,10 +476,10 @@ impl Pipeline {
         // SenML-CBOR or SenML-JSON, told apart by the first byte; names as other SenML
         // ecosystems write them are filed by the contract's rule (`naming`).
         let mut naming = Naming::default();
-        // The base name and name of the reading before, whose metric is `readings.last()`'s:
-        // a record that repeats them (as most of a pack's do) has that metric, and the same
-        // naming would find it again.
-        let mut named: Option<(&str, &str)> = None;
+        // The base name, name and unit of the reading before, whose metric and unit are
+        // `readings.last()`'s: a record that repeats them (as most of a pack's do) has that
+        // metric, which the same naming would find again, and that unit.
+        let mut named: Option<(&str, &str, Option<&str>)> = None;
         let info = senml::decode_with_info(payload, opts, &mut |r: Record<'_>| {
             // Booleans are stored as 0 and 1 in a series that reads back as booleans; strings
             // and data have no series to go into (the wire contract says so).
@@ -490,7 +490,7 @@ impl Pipeline {
             };
             let last = readings.last();
             let metric = match last {
-                Some(last) if named.is_some_and(|(bn, n)| same(bn, r.base_name) && same(n, r.name)) => {
+                Some(last) if named.is_some_and(|(bn, n, _)| same(bn, r.base_name) && same(n, r.name)) => {
                     Rc::clone(&last.metric)
                 }
                 _ => {
@@ -502,11 +502,15 @@ impl Pipeline {
                     }
                 }
             };
-            named = Some((r.base_name, r.name));
             let unit = match (r.unit, last.and_then(|l| l.unit.as_ref())) {
-                (Some(unit), Some(last)) if **last == *unit => Some(Rc::clone(last)),
+                (Some(unit), Some(last))
+                    if named.is_some_and(|(_, _, u)| u.is_some_and(|u| same(u, unit))) || **last == *unit =>
+                {
+                    Some(Rc::clone(last))
+                }
                 (unit, _) => unit.map(Rc::from),
             };
+            named = Some((r.base_name, r.name, r.unit));
             readings.push(Reading { metric, unit, time_ms: (r.time * 1000.0).round() as i64, value, value_kind });
             Ok(())
         })
@@ -575,12 +579,15 @@ impl Pipeline {
     }
 }
 
-/// Whether two strings are equal, without a call to `memcmp` for no bytes: most records have
-/// no base name, and comparing the empty base names of a pack's records is then free. (When
-/// empty names still came at a dangling address, glibc's AVX-512 `memcmp` took over a hundred
-/// times longer there, and this check was found; the decoder now hands out none such.)
+/// Whether two strings are equal, without a call to `memcmp` for no bytes or for one string
+/// at one place: most records have no base name, and the CBOR decoder hands out a record's
+/// name and unit, when they repeat the record before's, at the place it first read them; the
+/// calls to `memcmp` were 77 instructions a record (callgrind, `mekong-bench pipeline
+/// --readings 50`). (When empty names still came at a dangling address, glibc's AVX-512
+/// `memcmp` took over a hundred times longer there, and this check was found; the decoder now
+/// hands out none such.)
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && (a.is_empty() || a == b)
+    a.len() == b.len() && (a.is_empty() || std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
 }
 
 /// The readings of `ready` but those at the indexes `repeated` (ascending), by metric in the
@@ -591,12 +598,20 @@ fn new_readings(ready: &Ready, repeated: &[usize]) -> Option<Stored> {
     }
     let mut series: Vec<Series> = Vec::new();
     let mut repeated = repeated.iter().peekable();
+    // The series of the reading before, and its metric: the readings of a series mostly
+    // follow each other and share their metric's `Rc`, so most find their series at once.
+    let mut before: Option<(usize, &Rc<str>)> = None;
     for (at, r) in ready.readings.iter().enumerate() {
         if repeated.next_if(|&&i| i == at).is_some() {
             continue;
         }
-        // A pack names few metrics: a scan beats a map.
-        match series.iter_mut().find(|s| s.metric == *r.metric) {
+        let found = match before {
+            Some((index, metric)) if Rc::ptr_eq(metric, &r.metric) => Some(index),
+            // A pack names few metrics: a scan beats a map.
+            _ => series.iter().position(|s| s.metric == *r.metric),
+        };
+        before = Some((found.unwrap_or(series.len()), &r.metric));
+        match found.and_then(|index| series.get_mut(index)) {
             Some(s) => s.points.push((r.time_ms, r.value)),
             None => {
                 // Room for the rest of the pack's readings of the metric at once (repeats

@@ -225,6 +225,26 @@ fn an_acceptance_carries_only_the_readings_it_added_by_metric() {
 }
 
 #[test]
+fn an_acceptance_groups_interleaved_metrics_by_metric() {
+    let mut f = fixture(PipelineOptions::default());
+    let at = |i: u32| f64::from(i) * 10.0;
+    let readings = [
+        reading("water_level", 1.0, at(0)),
+        reading("water_level", 2.0, at(1)),
+        reading("salinity", 3.0, at(0)),
+        reading("water_level", 4.0, at(2)),
+        reading("salinity", 5.0, at(1)),
+        reading("salinity", 6.0, at(2)),
+        reading("water_level", 7.0, at(3)),
+    ];
+    let fresh = f.pipeline.handle(b"mekong/v1/a/up", &pack(&readings, 1_789_999_000.0), NOW_MS).accepted();
+    let fresh = fresh.new_readings.unwrap();
+    let series: Vec<(&str, Vec<f64>)> =
+        fresh.series.iter().map(|s| (s.metric.as_str(), s.points.iter().map(|p| p.1).collect())).collect();
+    assert_eq!(series, [("water_level", vec![1.0, 2.0, 4.0, 7.0]), ("salinity", vec![3.0, 5.0, 6.0])]);
+}
+
+#[test]
 fn a_group_is_stored_in_one_write_with_outcomes_in_order() {
     let mut f = fixture(PipelineOptions::default());
     let good = pack(&[reading("pm10", 30.0, 0.0)], 1_789_999_000.0);
