@@ -51,7 +51,8 @@ fn sort_points(points: &mut Vec<(u32, i64, f64)>) {
             start = i;
         }
     }
-    if runs.len() <= 1 {
+    // Already in order, as a group is when its packs come by ascending series: nothing moves.
+    if runs.windows(2).all(|w| key(&points[w[0].end - 1]) < key(&points[w[1].start])) {
         return;
     }
     runs.sort_unstable_by_key(|r| key(&points[r.start]));
@@ -142,7 +143,14 @@ impl Store {
     ) -> Result<Written, StoreError> {
         let mut state = self.state();
         let opened = self.writable_to_log(&mut state)?;
-        let mut group = Staged::default();
+        // Room for the whole group at once: grown from nothing, the lists and maps were copied
+        // and rehashed several times a group.
+        let mut group = Staged {
+            points: Vec::with_capacity(packs.iter().map(|p| p.points.len()).sum()),
+            series: Map::with_capacity_and_hasher(packs.len(), Default::default()),
+            devices: Map::with_capacity_and_hasher(packs.len(), Default::default()),
+            ..Staged::default()
+        };
         let mut results = Vec::with_capacity(packs.len());
         let mut duplicates = Vec::new();
         for (index, pack) in packs.iter().enumerate() {
