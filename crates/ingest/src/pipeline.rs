@@ -502,10 +502,10 @@ impl Pipeline {
                     }
                 }
             };
+            // `named`'s unit is the text `last.unit` was made from, so comparing with it is
+            // comparing with `last.unit`, by place first.
             let unit = match (r.unit, last.and_then(|l| l.unit.as_ref())) {
-                (Some(unit), Some(last))
-                    if named.is_some_and(|(_, _, u)| u.is_some_and(|u| same(u, unit))) || **last == *unit =>
-                {
+                (Some(unit), Some(last)) if named.is_some_and(|(_, _, u)| u.is_some_and(|u| same(u, unit))) => {
                     Some(Rc::clone(last))
                 }
                 (unit, _) => unit.map(Rc::from),

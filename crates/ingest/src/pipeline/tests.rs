@@ -178,6 +178,22 @@ fn a_unit_change_is_refused_with_the_reason() {
 }
 
 #[test]
+fn a_unit_that_changes_within_a_pack_is_not_taken_for_the_one_before() {
+    // The sink shares a reading's unit with the reading before's when they are the same: a
+    // unit that differs, right after, is its own.
+    let mut f = fixture(PipelineOptions::default());
+    let payload = pack(
+        &[
+            Reading { unit: Some("cm"), ..reading("water_level", 180.0, 0.0) },
+            Reading { unit: Some("m"), ..reading("water_level", 1.8, 10.0) },
+        ],
+        1_789_999_000.0,
+    );
+    let r = refused(&mut f, "mekong/v1/a/up", &payload);
+    assert_eq!((r.kind, r.reason.as_str()), (Reason::UnitMismatch, "series water_level is in cm, not m"));
+}
+
+#[test]
 fn resends_are_counted_as_duplicates() {
     let mut f = fixture(PipelineOptions::default());
     let payload = pack(&[reading("speed", 31.0, 0.0)], 1_789_999_000.0);
