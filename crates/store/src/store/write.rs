@@ -51,12 +51,15 @@ fn sort_points(points: &mut Vec<(u32, i64, f64)>) {
             start = i;
         }
     }
+    let laid_in_order = |runs: &[std::ops::Range<usize>]| {
+        runs.windows(2).all(|w| key(&points[w[0].end - 1]) < key(&points[w[1].start]))
+    };
     // Already in order, as a group is when its packs come by ascending series: nothing moves.
-    if runs.windows(2).all(|w| key(&points[w[0].end - 1]) < key(&points[w[1].start])) {
+    if laid_in_order(&runs) {
         return;
     }
     runs.sort_unstable_by_key(|r| key(&points[r.start]));
-    if runs.windows(2).all(|w| key(&points[w[0].end - 1]) < key(&points[w[1].start])) {
+    if laid_in_order(&runs) {
         let mut sorted = Vec::with_capacity(points.len());
         for run in runs {
             sorted.extend_from_slice(&points[run]);
